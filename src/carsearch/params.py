@@ -1,0 +1,60 @@
+"""Reading the composed `params.yaml` (what DVC wrote from conf/ plus `-S` overrides)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .paths import repo_root
+
+
+class ParamsError(ValueError):
+    pass
+
+
+def load_params(path: str | Path | None = None) -> dict[str, Any]:
+    p = Path(path) if path else repo_root() / "params.yaml"
+    if not p.is_file():
+        raise ParamsError(f"{p}: not found; run `dvc exp run` once (it composes conf/ into params.yaml)")
+    with open(p, encoding="utf-8") as f:
+        params = yaml.safe_load(f) or {}
+    if not isinstance(params, dict):
+        raise ParamsError(f"{p}: top level is not a mapping")
+    return params
+
+
+def get(params: dict, dotted: str) -> Any:
+    """`get(params, "train.lr")` with a one-line error naming the missing key."""
+    cur: Any = params
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise ParamsError(f"params.yaml: missing key {dotted!r}")
+        cur = cur[part]
+    return cur
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def run_stage(main) -> None:
+    """Run a stage entry point; expected errors become one line on stderr and exit code 1."""
+    from .captions import CaptionError
+    from .formats import FormatError
+    from .model import ModelConfigError
+
+    try:
+        main()
+    except (ParamsError, ModelConfigError, FormatError, CaptionError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
