@@ -28,7 +28,11 @@ def search(
 ) -> None:
     """Print rank, score, id, caption and path of the k most similar cars."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
     from .model import ModelConfigError
+
+    hf_logging.disable_progress_bar()
     from .search import search as run_search
 
     if image is not None and not image.is_file():

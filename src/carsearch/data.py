@@ -125,16 +125,63 @@ def iter_folder(folder: Path, subfolder_key: str | None = "color", labels_csv: s
         rel = p.relative_to(folder).as_posix()
         if p.suffix.lower() not in IMAGE_EXTS and p.name.lower() in {"readme.md", "readme", "readme.txt"}:
             continue
-        labels: dict = {}
-        if subfolder_key and len(p.relative_to(folder).parts) > 1:
-            labels[subfolder_key] = p.relative_to(folder).parts[-2].replace("_", " ").lower()
-        labels.update(table.get(rel, {}))
         try:
             data = p.read_bytes()
         except OSError as e:
             yield str(p), None, None, f"unreadable ({e.strerror})"
             continue
-        yield str(p), data, labels or None, None
+        yield str(p), data, _labels_for(rel, subfolder_key, table), None
+
+
+def _labels_for(rel: str, subfolder_key: str | None, table: dict[str, dict]) -> dict | None:
+    labels: dict = {}
+    parts = rel.split("/")
+    if subfolder_key and len(parts) > 1:
+        labels[subfolder_key] = parts[-2].replace("_", " ").lower()
+    labels.update(table.get(rel, {}))
+    return labels or None
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://") or len(uri) <= 5:
+        raise ValueError(f"data.s3.uri: expected s3://bucket/prefix, got {uri!r}")
+    bucket, _, prefix = uri[5:].partition("/")
+    return bucket, prefix.rstrip("/") + "/" if prefix else ""
+
+
+def iter_s3(uri: str, subfolder_key: str | None = "color", labels_csv: str = "labels.csv", client=None):
+    """Every object under an S3 prefix (sorted by key), labelled like a folder source.
+    Credentials and endpoint come from the standard boto3 chain (`AWS_ENDPOINT_URL` too)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = parse_s3_uri(uri)
+    s3 = client or boto3.client("s3")
+    try:
+        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+    except (ClientError, BotoCoreError) as e:
+        raise ValueError(f"data.s3.uri {uri}: cannot list objects ({str(e).splitlines()[0]})") from None
+    table = {}
+    csv_key = prefix + labels_csv
+    if csv_key in keys:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".csv") as f:
+            f.write(s3.get_object(Bucket=bucket, Key=csv_key)["Body"].read())
+            f.flush()
+            table = read_labels_csv(Path(f.name))
+    for key in sorted(keys):
+        rel = key[len(prefix):]
+        if key == csv_key or rel.rsplit("/", 1)[-1].startswith("."):
+            continue
+        name = f"s3://{bucket}/{key}"
+        try:
+            data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except (ClientError, BotoCoreError) as e:
+            yield name, None, None, f"unreadable ({str(e).splitlines()[0]})"
+            continue
+        yield name, data, _labels_for(rel, subfolder_key, table), None
 
 
 # ------------------------------------------------------------------ procedural demo set
@@ -217,8 +264,11 @@ def draw_demo_car(model_id: str, color: str, view: str, size: int, rng: random.R
     img = img.resize((size, size), Image.LANCZOS)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
-    noise = Image.effect_noise((size, size), rng.uniform(4, 14)).convert("RGB")
-    return Image.blend(img, noise, 0.06)
+    import numpy as np
+
+    arr = np.asarray(img, dtype=np.float32)
+    arr += np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 8), arr.shape)
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
 
 
 def demo_items(n_images: int, size: int, seed: int, colors: list[str] | None = None, views: list[str] | None = None):

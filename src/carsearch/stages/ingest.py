@@ -32,8 +32,12 @@ def main() -> None:
         f = cfg["folder"]
         items = data.iter_folder(resolve(f["path"], root), f.get("subfolder_key"), f.get("labels_csv", "labels.csv"))
         total = None
+    elif source == "s3":
+        f = cfg["s3"]
+        items = data.iter_s3(f["uri"], f.get("subfolder_key"), f.get("labels_csv", "labels.csv"))
+        total = None
     else:
-        raise ValueError(f"data.source: unknown source {source!r} (expected demo or folder)")
+        raise ValueError(f"data.source: unknown source {source!r} (expected demo, folder or s3)")
 
     items = tqdm(items, total=total, desc=f"ingest {source}", unit="img")
     rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source)

@@ -1,0 +1,22 @@
+# The two commands of the README: `make repro` (set up, then run the pipeline on the embedded
+# demo set) and `make test` (set up, then run the tests).
+SHELL := /bin/bash
+VENV := .venv/bin
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_VERBOSITY ?= error
+
+.PHONY: setup repro test bench lock clean
+setup:
+	bash scripts/setup.sh
+
+repro: setup
+	PATH="$(CURDIR)/$(VENV):$$PATH" dvc repro
+
+test: setup
+	PATH="$(CURDIR)/$(VENV):$$PATH" python -m pytest -q
+
+bench: setup
+	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_pipeline.py
+
+lock:
+	bash scripts/lock.sh

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One-step setup: .venv with uv from the locked requirements (CPU torch, never torchvision),
+# the package itself (editable), and the TORCS car models for the rendered demo set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check uv
+fi
+UV="uv"; command -v uv >/dev/null 2>&1 || UV="python3 -m uv"
+
+# torch==2.13.0+cpu: a local wheel folder (pip's find-links here), else PyTorch's CPU index.
+FL=$(python3 -m pip config get global.find-links 2>/dev/null || true)
+EXTRA=()
+if [ -n "$FL" ] && ls "$FL"/torch-2.13.0* >/dev/null 2>&1; then
+  EXTRA+=(--find-links "$FL")
+elif [ -n "${UV_FIND_LINKS:-}" ]; then
+  :
+else
+  EXTRA+=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+fi
+
+[ -x .venv/bin/python ] || $UV venv --quiet --python 3.11 .venv
+$UV pip sync --quiet --python .venv/bin/python "${EXTRA[@]}" requirements.lock
+$UV pip install --quiet --python .venv/bin/python --no-deps -e .
+
+if [ -x scripts/fetch_torcs.sh ] && [ "${CARSEARCH_SKIP_TORCS:-0}" != "1" ]; then
+  bash scripts/fetch_torcs.sh || echo "setup: TORCS car models unavailable; the toy demo set will be used"
+fi
+echo "setup: ready (.venv: $(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

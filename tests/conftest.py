@@ -1,0 +1,48 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DASHCAM = REPO.parent / "shared" / "fixtures" / "dashcam"
+BIN = Path(sys.executable).parent
+
+
+def run(cmd, cwd, check=True, env=None, timeout=900):
+    """Run a command with the venv first on PATH; return CompletedProcess (stdout+stderr in .stdout)."""
+    e = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    e.pop("CARSEARCH_ROOT", None)
+    if (Path(cwd) / "src" / "carsearch").is_dir():  # a repo copy runs its own code, not the editable install's
+        e["PYTHONPATH"] = str(Path(cwd) / "src")
+    p = subprocess.run(cmd, cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout[-4000:]}")
+    return p
+
+
+def copy_repo(dest: Path) -> Path:
+    """A copy of the working tree (tracked + untracked-not-ignored files) as a fresh git repo."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, stdout=subprocess.PIPE, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True, stdout=subprocess.DEVNULL)
+    return dest
+
+
+@pytest.fixture
+def dashcam_dir():
+    if not DASHCAM.is_dir():
+        pytest.skip("../shared/fixtures/dashcam not present")
+    return DASHCAM

@@ -1,0 +1,108 @@
+"""End to end: `dvc repro` on a tiny config in a temporary copy of the repo, then search, a no-op
+repro, an experiment with `-S`, `dvc metrics diff` / `dvc params diff`, and bad overrides."""
+
+import json
+import re
+import time
+
+import pytest
+import yaml
+
+from conftest import copy_repo, run
+
+pytestmark = pytest.mark.slow
+
+
+def _set(path, updates):
+    cfg = yaml.safe_load(path.read_text())
+    for dotted, value in updates.items():
+        cur = cfg
+        *parents, last = dotted.split(".")
+        for p in parents:
+            cur = cur[p]
+        cur[last] = value
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def _hits(out: str) -> list[list[str]]:
+    """The result lines of `carsearch search` (rank, score, id, caption, path)."""
+    return [line.split("\t") for line in out.splitlines() if line.split("\t")[0].isdigit()]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = copy_repo(tmp_path_factory.mktemp("e2e") / "repo")
+    # a tiny config, written into conf/ so that `dvc exp run -S` re-compositions keep it
+    config = repo / "conf/config.yaml"
+    config.write_text(re.sub(r"- data: \w+", "- data: demo", config.read_text()))
+    _set(config, {"epochs": 15, "lr": 2e-3})
+    _set(repo / "conf/data/_base.yaml", {"demo.n_images": 192, "demo.size": 64,
+                                         "demo.colors": ["red", "blue", "yellow", "white"]})
+    run(["python", "scripts/compose_params.py"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny config"], repo)
+    out = run(["dvc", "repro"], repo).stdout
+    assert "build_index: " in out
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
+    return repo
+
+
+def test_repro_outputs_and_metrics(repo):
+    ev = json.loads((repo / "metrics/eval.json").read_text())
+    for model in ("base", "finetuned"):
+        for direction in ("text_to_image", "image_to_image"):
+            m = ev[model][direction]
+            assert 0 <= m["recall@1"] <= m["recall@5"] <= m["recall@10"] <= 1
+    assert ev["finetuned"]["text_to_image"]["recall@5"] > ev["base"]["text_to_image"]["recall@5"]
+    idx = json.loads((repo / "metrics/index.json").read_text())
+    manifest = (repo / "data/raw/manifest.jsonl").read_text().splitlines()
+    pairs = sum(len((repo / f"data/pairs/{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test"))
+    rejects = len((repo / "data/pairs/rejects.jsonl").read_text().splitlines())
+    assert len(manifest) == pairs + rejects == 192 and idx["rows"] == pairs
+    for png in ("metrics/plots/recall_at_k.png", "metrics/plots/examples.png", "metrics/plots/contact_sheet.png"):
+        assert (repo / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_text_search_finds_the_attribute_combination(repo):
+    rows = _hits(run(["carsearch", "search", "a red sedan", "-k", "5"], repo).stdout)
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5]
+    scores = [float(r[1]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    manifest = {json.loads(l)["id"]: json.loads(l)["labels"] for l in (repo / "data/raw/manifest.jsonl").read_text().splitlines()}
+    hits = [manifest[r[2]] for r in rows]
+    assert any(h["color"] == "red" and h["body_type"] == "sedan" for h in hits), hits
+
+
+def test_image_search_and_python_api(repo):
+    from carsearch.search import CarSearch
+
+    first = json.loads((repo / "data/pairs/test.jsonl").read_text().splitlines()[0])
+    rows = _hits(run(["carsearch", "search", "--image", first["path"], "-k", "3"], repo).stdout)
+    assert len(rows) == 3 and rows[0][2] == first["id"]  # an indexed image finds itself first
+    hits = CarSearch(root=repo).text("a blue car", k=4, where="color = 'blue'")
+    assert len(hits) == 4 and all(h.labels["color"] == "blue" for h in hits)
+
+
+def test_noop_repro_is_fast(repo):
+    t = time.time()
+    out = run(["dvc", "repro"], repo).stdout
+    assert "didn't change" in out or "up to date" in out
+    assert time.time() - t < 15
+
+
+def test_exp_run_override_and_metrics_diff(repo):
+    run(["dvc", "exp", "run", "-S", "lr=1e-4"], repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["lr"] == 1e-4 and params["train"]["lr"] == 1e-4
+    pdiff = run(["dvc", "params", "diff", "--md"], repo).stdout
+    assert "lr" in pdiff and "0.0001" in pdiff
+    mdiff = run(["dvc", "metrics", "diff", "--md"], repo).stdout
+    assert "metrics/eval.json" in mdiff and "finetuned.text_to_image.recall@5" in mdiff
+
+
+def test_bad_overrides_give_one_clear_line(repo):
+    p = run(["dvc", "exp", "run", "-S", "model=no_such_model"], repo, check=False)
+    assert p.returncode != 0 and "no_such_model" in p.stdout and "Traceback" not in p.stdout
+    p = run(["dvc", "exp", "run", "-S", "data=folder", "-S", "data.folder.path=/no/such/folder"], repo, check=False)
+    assert p.returncode != 0 and "/no/such/folder" in p.stdout and "Traceback" not in p.stdout
