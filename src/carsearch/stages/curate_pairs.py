@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 
-from carsearch.curate import curate
+from carsearch.curate import curate, load_jobs
 from carsearch.io import read_jsonl, write_json, write_jsonl
 from carsearch.params import load_params, run_stage
 from carsearch.paths import repo_root, resolve
@@ -17,7 +17,8 @@ def main() -> None:
     inputs = sorted(resolve(paths["jsonl_dir"], root).glob("*.jsonl"))
     outputs = sorted(resolve(paths["captions_dir"], root).glob("*.jsonl.out"))
     manifest = {r["id"]: r for r in read_jsonl(resolve(paths["manifest"], root))}
-    by_split, rejects = curate(inputs, outputs, manifest, root, cfg, params["seed"])
+    jobs = load_jobs(resolve(paths["captions_dir"], root))
+    by_split, rejects = curate(inputs, outputs, manifest, root, cfg, params["seed"], jobs=jobs)
     out_dir = resolve(paths["pairs_dir"], root)
     shutil.rmtree(out_dir, ignore_errors=True)
     for split, rows in by_split.items():
@@ -25,9 +26,18 @@ def main() -> None:
     write_jsonl(out_dir / "rejects.jsonl", rejects)
     counts = {s: len(r) for s, r in by_split.items()}
     reasons = Counter(r["reason"].split(":")[0] for r in rejects)
-    write_json(resolve(paths["metrics_dir"], root) / "curate.json", {"pairs": counts, "rejected": len(rejects)})
+    requested = sum(1 for f in inputs for _ in read_jsonl(f))
+    kept = sum(counts.values())
+    write_json(resolve(paths["metrics_dir"], root) / "curate.json",
+               {"pairs": counts, "rejected": len(rejects), "requested": requested,
+                "rejected_by_reason": dict(sorted(Counter(r["reason"].split(":")[0] for r in rejects).items()))})
     for r in rejects[:20]:
-        print(f"rejected {r.get('path') or r.get('id') or r.get('where')}: {r['reason']}")
+        print(f"rejected {r.get('id') or r.get('where')} {r.get('path') or ''}: {r['reason']}")
+    if len(rejects) > 20:
+        print(f"... and {len(rejects) - 20} more, every one in {paths['pairs_dir']}/rejects.jsonl")
+    unaccounted = requested - kept - sum(1 for r in rejects if r.get("id") and r["reason"] != "output record with no matching input record")
+    if unaccounted > 0:
+        raise ValueError(f"curate_pairs: {unaccounted} requested record(s) neither kept nor rejected (bug)")
     print(f"curate_pairs: {counts} kept, {len(rejects)} rejected {dict(reasons) if reasons else ''}")
     for split in ("train", "test"):
         if split in counts and counts[split] < 2:

@@ -1,7 +1,10 @@
-"""Stage make_jsonl: one Bedrock batch-inference request line per ingested image."""
+"""Stage make_jsonl: one Bedrock batch-inference request line per ingested image, in the request
+format of the configured model family (Claude: image inline; Nova: image on S3), sharded to the
+batch quotas, every line validated; plus `batch.json`, the index caption_batch reads."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from tqdm import tqdm
@@ -18,9 +21,16 @@ def main() -> None:
     manifest = list(read_jsonl(resolve(paths["manifest"], root)))
     out_dir = resolve(paths["jsonl_dir"], root)
     shutil.rmtree(out_dir, ignore_errors=True)
-    records = batch.claude_records(tqdm(manifest, desc="make_jsonl", unit="img"), root, cfg)
-    files = batch.write_shards(records, out_dir, cfg["records_per_file"])
-    print(f"make_jsonl: {len(manifest)} records for {cfg['model_id']} in {len(files)} file(s) under {paths['jsonl_dir']}")
+    bucket = (cfg.get("s3") or {}).get("bucket") or os.environ.get("CARSEARCH_BUCKET")
+    index = batch.make_requests(manifest, root, out_dir, cfg, bucket=bucket,
+                                progress=lambda rows: tqdm(rows, desc="make_jsonl", unit="img"))
+    q = index["quotas"]
+    for s in index["shards"]:
+        if s["below_min"]:
+            print(f"make_jsonl: note: {s['file']} has {s['records']} records, under the Bedrock minimum of "
+                  f"{q['min_records_per_job']} a job (fine for the offline/openai backends; bedrock will refuse it)")
+    print(f"make_jsonl: {index['records']} {index['family']} records for {cfg['model_id']} in {len(index['shards'])} "
+          f"file(s) under {paths['jsonl_dir']} (batch key {index['batch_key']})")
 
 
 if __name__ == "__main__":
