@@ -27,11 +27,16 @@ if ! (cd "$TMP" && apt-get download torcs-data >/dev/null 2>&1); then
   fi
 fi
 DEB="$(ls "$TMP"/torcs-data_*.deb 2>/dev/null | head -n1)"
-if [ -z "$DEB" ] || ! dpkg-deb -x "$DEB" "$TMP/x" >/dev/null 2>&1 || [ ! -d "$TMP/x/usr/share/games/torcs/cars" ]; then
+mkdir -p "$TMP/x"
+# extract only the car models and the licence files (the whole package is ~500 MB unpacked)
+if [ -z "$DEB" ] || ! (dpkg-deb --fsys-tarfile "$DEB" | tar -x -C "$TMP/x" ./usr/share/games/torcs/cars ./usr/share/doc/torcs-data) >/dev/null 2>&1 \
+   || [ ! -d "$TMP/x/usr/share/games/torcs/cars" ]; then
   echo "fetch_torcs: could not extract torcs-data; skipping torcs-data (pipeline falls back to the demo set)"
   exit 0
 fi
 rm -rf "$DEST/usr"
-mv "$TMP/x/usr" "$DEST/usr"
+mkdir -p "$DEST/usr/share/games/torcs" "$DEST/usr/share/doc"
+mv "$TMP/x/usr/share/games/torcs/cars" "$DEST/usr/share/games/torcs/cars"
+[ -d "$TMP/x/usr/share/doc/torcs-data" ] && mv "$TMP/x/usr/share/doc/torcs-data" "$DEST/usr/share/doc/torcs-data"
 basename "$DEB" > "$DEST/.complete"
 echo "torcs-data extracted to $DEST ($(ls "$CARS" | wc -l) car folders)"

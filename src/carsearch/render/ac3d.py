@@ -116,7 +116,6 @@ def parse_ac3d(path: str | Path) -> Mesh:
 
     def parse_object(i: int, parent_R: np.ndarray, parent_t: np.ndarray) -> int:
         """Parse the OBJECT starting at line i (its OBJECT line); return next line index."""
-        nonlocal out_pos
         if not lines[i].startswith("OBJECT"):
             raise AC3DError(f"line {i + 1}: expected OBJECT, got {lines[i][:40]!r}")
         i += 1

@@ -115,37 +115,48 @@ def rasterize(pos_cam: np.ndarray, width: int, height: int, f: float, near: floa
     Bz = B0 * (iz[:, 0] - iz[:, 2]) + B1 * (iz[:, 1] - iz[:, 2])
     Cz = C0 * (iz[:, 0] - iz[:, 2]) + C1 * (iz[:, 1] - iz[:, 2]) + iz[:, 2]
 
-    counts = bw * bh
-    cum = np.cumsum(counts)
+    # scanline spans: for each (triangle, row) the exact pixel-centre x-range inside all three
+    # edges, so only covered pixels are ever generated
+    A2, B2, C2 = -A0 - A1, -B0 - B1, 1.0 - C0 - C1
+    counts = bh
+    cum = np.cumsum(counts * bw)
     start = 0
-    eps = -1e-7
     while start < idx.size:
         base = cum[start - 1] if start else 0
         stop = int(np.searchsorted(cum, base + max_candidates, side="right"))
         stop = max(stop, start + 1)
-        sl = slice(start, stop)
-        c = counts[sl]
-        n = int(c.sum())
-        t = np.repeat(np.arange(start, stop), c)
-        local = np.arange(n) - np.repeat(np.cumsum(c) - c, c)
-        bwr = bw[t]
-        px = x0[t] + local % bwr
-        py = y0[t] + local // bwr
-        fx = px + 0.5
-        fy = py + 0.5
-        w0 = A0[t] * fx + B0[t] * fy + C0[t]
-        w1 = A1[t] * fx + B1[t] * fy + C1[t]
-        inside = (w0 >= eps) & (w1 >= eps) & (w0 + w1 <= 1 - eps)
-        t, fx, fy, px, py = t[inside], fx[inside], fy[inside], px[inside], py[inside]
-        izc = Az[t] * fx + Bz[t] * fy + Cz[t]
-        pix = py * W + px
-        np.maximum.at(zbuf, pix, izc)
-        win = izc >= zbuf[pix]
-        tri_out[pix[win]] = t[win]  # ties: last write wins (deterministic)
+        c = counts[start:stop]
+        nrow = int(c.sum())
+        rt = np.repeat(np.arange(start, stop), c)
+        ry = y0[rt] + (np.arange(nrow) - np.repeat(np.cumsum(c) - c, c))
+        yc = ry + 0.5
+        lo = x0[rt].astype(np.float64) + 0.5
+        hi = (x0[rt] + bw[rt] - 1).astype(np.float64) + 0.5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for A, B, C in ((A0, B0, C0), (A1, B1, C1), (A2, B2, C2)):
+                a = A[rt]
+                cc = B[rt] * yc + C[rt] + 1e-9  # w(x) = a*x + cc >= 0
+                xb = -cc / a
+                lo = np.where(a > 0, np.maximum(lo, xb), lo)
+                hi = np.where(a < 0, np.minimum(hi, xb), hi)
+                hi = np.where((a == 0) & (cc < 0), -1.0, hi)
+        xs = np.ceil(lo - 0.5).astype(np.int64)
+        xe = np.floor(hi - 0.5).astype(np.int64)
+        span = np.maximum(xe - xs + 1, 0)
+        n = int(span.sum())
+        if n:
+            keep = span > 0
+            rt, ry, xs, span = rt[keep], ry[keep], xs[keep], span[keep]
+            px = np.arange(n) - np.repeat(np.cumsum(span) - span - xs, span)
+            py = np.repeat(ry, span)
+            izc = np.repeat(Az[rt], span) * (px + 0.5) + np.repeat(Bz[rt] * (ry + 0.5) + Cz[rt], span)
+            pix = py * W + px
+            np.maximum.at(zbuf, pix, izc)
+            win = izc >= zbuf[pix]
+            tri_out[pix[win]] = np.repeat(rt, span)[win]  # ties: last write wins (deterministic)
         start = stop
 
     # winners: perspective-correct barycentrics
-    tri2 = tri_out.reshape(H, W)
     bary = np.zeros((H * W, 3), np.float32)
     depth = np.full(H * W, np.inf, np.float32)
     m = tri_out >= 0
@@ -177,7 +188,8 @@ def interpolate(frag: Fragments, attr: np.ndarray) -> np.ndarray:
 
 
 def sample_bilinear(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Sample an (h,w,c) float32 texture at AC3D UVs (origin bottom-left, wrap) -> (N,c)."""
+    """Sample an (h,w,c) texture (float32 in [0,1] or uint8) at AC3D UVs (origin bottom-left,
+    wrap) -> (N,c) float32 in [0,1]."""
     h, w = tex.shape[:2]
     u = (uv[:, 0] % 1.0) * w - 0.5
     v = (1.0 - (uv[:, 1] % 1.0)) * h - 0.5
@@ -194,4 +206,7 @@ def sample_bilinear(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:
     b = flat[v0 * w + u1]
     c = flat[v1 * w + u0]
     d = flat[v1 * w + u1]
-    return (a * (1 - fu) + b * fu) * (1 - fv) + (c * (1 - fu) + d * fu) * fv
+    out = (a * (1 - fu) + b * fu) * (1 - fv) + (c * (1 - fu) + d * fu) * fv
+    if tex.dtype == np.uint8:
+        out = out * np.float32(1 / 255)
+    return out.astype(np.float32, copy=False)

@@ -14,6 +14,30 @@ from carsearch.params import get, load_params, run_stage
 from carsearch.paths import repo_root, resolve
 
 
+def _torcs_items(cfg: dict, seed: int, tmp_dir):
+    """Render the TORCS set into a scratch folder; fall back to the toy set (one line) without the data."""
+    from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs
+
+    t = cfg["torcs"]
+    torcs_dir = default_torcs_dir() if not t.get("dir") else resolve(t["dir"])
+    if not find_torcs_cars(torcs_dir):
+        print(f"ingest: no TORCS car models under {torcs_dir} (run scripts/fetch_torcs.sh); using the toy demo set")
+        return None, None, "demo"
+    scratch = tmp_dir.with_name(tmp_dir.name + ".render")
+    shutil.rmtree(scratch, ignore_errors=True)
+    rendered, skips = render_torcs(torcs_dir, scratch, t["n_images"], t["size"], seed, t.get("workers", 0),
+                                   t.get("colors"), tuple(t.get("jpeg_quality", (60, 95))))
+
+    def items():
+        for path, labels in rendered:
+            yield f"torcs/{path.name}", path.read_bytes(), labels, None
+        for car, reason in skips:
+            yield car, None, None, f"car model skipped: {reason}"
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    return items(), len(rendered), "torcs"
+
+
 def main() -> None:
     params = load_params()
     root = repo_root()
@@ -24,6 +48,9 @@ def main() -> None:
     shutil.rmtree(tmp_dir, ignore_errors=True)
     images_tmp = tmp_dir / resolve(paths["images_dir"], root).relative_to(raw_dir)
 
+    items, total = None, None
+    if source == "torcs":
+        items, total, source = _torcs_items(cfg, params["seed"], tmp_dir)
     if source == "demo":
         d = cfg["demo"]
         items = data.demo_items(d["n_images"], d["size"], params["seed"], d.get("colors"))
@@ -31,13 +58,11 @@ def main() -> None:
     elif source == "folder":
         f = cfg["folder"]
         items = data.iter_folder(resolve(f["path"], root), f.get("subfolder_key"), f.get("labels_csv", "labels.csv"))
-        total = None
     elif source == "s3":
         f = cfg["s3"]
         items = data.iter_s3(f["uri"], f.get("subfolder_key"), f.get("labels_csv", "labels.csv"))
-        total = None
-    else:
-        raise ValueError(f"data.source: unknown source {source!r} (expected demo, folder or s3)")
+    elif items is None:
+        raise ValueError(f"data.source: unknown source {source!r} (expected torcs, demo, folder or s3)")
 
     items = tqdm(items, total=total, desc=f"ingest {source}", unit="img")
     rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source)
