@@ -54,5 +54,24 @@ def search(
         typer.echo(f"wrote {png}", err=True)
 
 
+@app.command()
+def report(
+    base: str = typer.Option("main", "--base", help="Base revision (branch, tag or commit) to compare against."),
+    head: Optional[str] = typer.Option(None, "--head", help="Revision to report on (default: the workspace)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the Markdown to this file."),
+) -> None:
+    """Markdown `dvc metrics diff` + `dvc params diff` against BASE (what CI comments on a pull request)."""
+    from .report import ReportError, pr_report
+
+    try:
+        md = pr_report(base=base, head=head)
+    except (ReportError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    typer.echo(md)
+    if out is not None:
+        out.write_text(md + "\n", encoding="utf-8")
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -32,19 +32,25 @@ def recall_curves_png(curves: dict[str, dict[str, list[float]]], out_png: Path) 
     plt.close(fig)
 
 
-def results_grid_png(queries: list[tuple[str, list[tuple[Path, float, bool]]]], out_png: Path, thumb: int = 112) -> None:
-    """One row per query: the query text, then its top results (green frame = relevant)."""
+def results_grid_png(queries: list[tuple], out_png: Path, thumb: int = 112) -> None:
+    """One row per query: the query text (and the query image, for an image query: a third tuple
+    element), then its top results with their scores (green frame = relevant, red = not)."""
     from PIL import Image, ImageDraw
 
-    cols = max((len(r) for _, r in queries), default=1)
+    cols = max((len(q[1]) for q in queries), default=1)
     label_w, cell_h = 220, thumb + 16
     sheet = Image.new("RGB", (label_w + cols * (thumb + 4), max(1, len(queries)) * cell_h), "white")
     d = ImageDraw.Draw(sheet)
-    for row, (text, results) in enumerate(queries):
+    for row, (text, results, *qimg) in enumerate(queries):
         y = row * cell_h
+        if qimg and qimg[0] is not None:
+            with Image.open(qimg[0]) as src:
+                q = src.convert("RGB")
+            q.thumbnail((label_w - 120, thumb - 6))
+            sheet.paste(q, (label_w - q.width - 8, y + 3))
         words, line, lines = text.split(), "", []
         for w in words:
-            if len(line) + len(w) > 30:
+            if len(line) + len(w) > 16:
                 lines.append(line)
                 line = ""
             line += w + " "

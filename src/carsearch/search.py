@@ -39,7 +39,14 @@ class CarSearch:
             raise FileNotFoundError(f"no car index at {self.index_dir} (run `dvc repro` first)")
         self.meta = json.loads(meta_path.read_text())
         self.table = lancedb.connect(str(self.index_dir)).open_table(self.meta["table"])
-        self.model, self.processor = load_pretrained(resolve(self.meta["model_dir"], self.root))
+        # the promoted model: the fine-tuned dir, the base model saved in the index, or a hub id
+        local = resolve(self.meta["model_dir"], self.root)
+        self.model, self.processor = load_pretrained(local if local.exists() else self.meta["model_dir"])
+
+    @property
+    def model_info(self) -> dict:
+        """Which model built the index (fine-tuned or base), why, and its registered version."""
+        return {k: self.meta.get(k) for k in ("model", "model_ref", "content_hash", "registered_model", "promotion")}
 
     def _search(self, vector, k: int, where: str | None) -> list[Hit]:
         q = self.table.search(vector).distance_type(self.meta.get("metric", "cosine")).limit(k)

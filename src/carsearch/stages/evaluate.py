@@ -1,74 +1,123 @@
-"""Stage evaluate: retrieval metrics on the test split, untrained base model vs fine-tuned."""
+"""Stage evaluate: what users experience when they search, untrained base model vs fine-tuned.
+
+Writes metrics/eval.json (text->image on attribute queries, image->image same model, recall@k
+(hit rate), mAP@k, MRR, a by-combination and a zero-shot per-attribute breakdown, and the gain of
+the fine-tuned model), recall@k curves (CSV for `dvc plots`, PNG) and a PNG grid of example
+queries with their top-5. Logs it all into the fine-tuning MLflow run and tags the registered
+model version with the metrics.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
 from carsearch import tracking
-from carsearch.evaluation import attribute_queries, evaluate_embeddings
+from carsearch.evaluation import embed_texts, full_report
 from carsearch.io import read_jsonl, write_json, write_text
-from carsearch.model import encode_images, encode_texts, load_clip, load_pretrained
+from carsearch.model import encode_images, load_clip, load_pretrained
 from carsearch.params import load_params, run_stage
 from carsearch.paths import repo_root, resolve
 from carsearch.plots import recall_curves_png, results_grid_png
 
+HEADLINE = ("recall@1", "recall@5", "recall@10", "map@10", "mrr")
+
+
+def _round(x):
+    if isinstance(x, float):
+        return round(x, 4)
+    if isinstance(x, dict):
+        return {k: _round(v) for k, v in x.items()}
+    return x
+
 
 def main() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     params = load_params()
     root, paths, cfg = repo_root(), params["paths"], params["eval"]
-    rows = list(read_jsonl(resolve(paths["pairs_dir"], root) / f"{cfg['split']}.jsonl"))
+    split_file = resolve(paths["pairs_dir"], root) / f"{cfg['split']}.jsonl"
+    rows = list(read_jsonl(split_file)) if split_file.is_file() else []
     if len(rows) < 2:
-        raise ValueError(f"evaluate: the {cfg['split']} split has {len(rows)} pair(s); need at least 2")
-    labels = [r["labels"] for r in rows]
-    texts, t2i_rel = attribute_queries(labels, cfg["attributes"], cfg.get("min_relevant", 1))
+        raise ValueError(f"evaluate: the {cfg['split']} split ({paths['pairs_dir']}/{cfg['split']}.jsonl) has "
+                         f"{len(rows)} pair(s); retrieval needs at least 2 images")
+    labels = [r.get("labels") or r.get("attributes") or {} for r in rows]
     model_dir = resolve(paths["model_dir"], root)
     models = {
         "base": load_clip(params["model"], seed=params["train"]["seed"]),
         "finetuned": load_pretrained(model_dir),
     }
-    ks = cfg["ks"]
-    curve_k = max(ks)
-    results, curves, grids = {}, {}, {}
+    results, curves, extra = {}, {}, {}
     for name, (model, proc) in models.items():
         img = encode_images(model, proc, [root / r["path"] for r in rows], progress=True)
-        txt = encode_texts(model, proc, texts)
-        results[name], curves[name] = evaluate_embeddings(img, txt, labels, t2i_rel, ks, curve_k)
-        grids[name] = (img, txt)
-    results["queries"] = {"text_to_image": len(texts), "test_images": len(rows)}
+        m, c, q = full_report(img, labels, lambda t, m_=model, p_=proc: embed_texts(m_, p_, t), cfg)
+        results[name], curves[name], extra[name] = m, c, {**q, "img": img}
+    texts = extra["base"]["texts"]
+    if not texts:
+        raise ValueError(f"evaluate: no {cfg['split']} image has all of {cfg['attributes']} labelled; "
+                         "no text query can be built")
+    results["queries"] = {"text_to_image": len(texts), "image_to_image": int(results["finetuned"]["image_to_image"].get("queries", 0)),
+                          "test_images": len(rows), "attributes": list(cfg["attributes"]),
+                          "recall": "hit rate: fraction of queries with >= 1 relevant item in the top k"}
+    results["gain"] = {d: {k: results["finetuned"][d].get(k, 0.0) - results["base"][d].get(k, 0.0) for k in HEADLINE}
+                       for d in ("text_to_image", "image_to_image")}
+    results = _round(results)
 
     metrics_dir = resolve(paths["metrics_dir"], root)
     plots_dir = resolve(paths["plots_dir"], root)
     write_json(metrics_dir / "eval.json", results)
-    header = "k," + ",".join(f"{m}_{d}" for m in curves for d in curves[m])
-    lines = [header] + [f"{k}," + ",".join(f"{curves[m][d][k - 1]:.4f}" for m in curves for d in curves[m]) for k in range(1, curve_k + 1)]
+    curve_k = len(next(iter(curves["base"].values())))
+    cols = [(m, d) for m in curves for d in curves[m]]
+    lines = ["k," + ",".join(f"{m}_{d}" for m, d in cols)]
+    lines += [f"{k}," + ",".join(f"{curves[m][d][k - 1]:.4f}" for m, d in cols) for k in range(1, curve_k + 1)]
     write_text(plots_dir / "recall_at_k.csv", "\n".join(lines) + "\n")
     recall_curves_png(curves, plots_dir / "recall_at_k.png")
 
-    # example queries with their top-5 from the fine-tuned model
-    img, txt = grids["finetuned"]
-    pick = np.linspace(0, len(texts) - 1, min(cfg.get("n_examples", 6), len(texts))).astype(int) if texts else []
+    # example queries with their top-5 from the fine-tuned model: text queries, then image queries
+    ft = extra["finetuned"]
+    img, txt, rel = ft["img"], ft["txt"], ft["rel"]
+    n_ex = int(cfg.get("n_examples", 6))
     examples = []
-    for q in pick:
+    for q in np.linspace(0, len(texts) - 1, min(n_ex, len(texts))).astype(int):
         order = np.argsort(-(txt[q] @ img.T), kind="stable")[:5]
-        examples.append((texts[q], [(root / rows[i]["path"], float(txt[q] @ img[i]), bool(t2i_rel[q, i])) for i in order]))
+        examples.append((f'"{texts[q]}"', [(root / rows[i]["path"], float(txt[q] @ img[i]), bool(rel[q, i])) for i in order]))
+    from carsearch.evaluation import model_key
+
+    for q in np.linspace(0, len(rows) - 1, min(max(1, n_ex // 2), len(rows))).astype(int):
+        s = img[q] @ img.T
+        s[q] = -np.inf
+        order = np.argsort(-s, kind="stable")[:5]
+        key = model_key(labels[q])
+        examples.append((f"same model as: {key or rows[q]['id']} ({labels[q].get('color', '?')}, {labels[q].get('view', '?')})",
+                         [(root / rows[i]["path"], float(s[i]), key is not None and model_key(labels[i]) == key) for i in order],
+                         root / rows[q]["path"]))
     results_grid_png(examples, plots_dir / "examples.png")
 
     run_file = model_dir / "carsearch_run.json"
     if run_file.is_file():
+        info = json.loads(run_file.read_text())
         mlflow = tracking.setup(params["mlflow"])
-        run_id = json.loads(run_file.read_text())["mlflow_run_id"]
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=info["mlflow_run_id"]):
+            flat = {}
             for name in ("base", "finetuned"):
-                for direction, m in results[name].items():
-                    mlflow.log_metrics({f"{name}.{direction}.{k.replace('@', '_at_')}": v for k, v in m.items()})
-            mlflow.log_artifact(str(plots_dir / "recall_at_k.png"))
-            mlflow.log_artifact(str(plots_dir / "examples.png"))
+                for direction in ("text_to_image", "image_to_image"):
+                    for k, v in results[name][direction].items():
+                        flat[f"{name}.{direction}.{k.replace('@', '_at_')}"] = v
+                for a, z in results[name]["zero_shot"].items():
+                    flat[f"{name}.zero_shot.{a}.accuracy"] = z["accuracy"]
+            mlflow.log_metrics(flat)
+            mlflow.log_artifact(str(metrics_dir / "eval.json"))
+            for f in ("recall_at_k.png", "examples.png", "recall_at_k.csv"):
+                mlflow.log_artifact(str(plots_dir / f), artifact_path="plots")
+        tracking.tag_model_version(info.get("registered_model") or {}, {
+            f"{name}.{d}.{k}": results[name][d][k] for name in ("base", "finetuned")
+            for d in ("text_to_image", "image_to_image") for k in HEADLINE if k in results[name][d]})
     for name in ("base", "finetuned"):
         t, i = results[name]["text_to_image"], results[name]["image_to_image"]
-        print(f"evaluate[{name}]: text->image R@1 {t.get('recall@1', 0):.3f} R@5 {t.get('recall@5', 0):.3f} | "
-              f"image->image R@1 {i.get('recall@1', 0):.3f} R@5 {i.get('recall@5', 0):.3f}")
+        print(f"evaluate[{name}]: text->image R@1 {t.get('recall@1', 0):.3f} R@5 {t.get('recall@5', 0):.3f} "
+              f"mAP@10 {t.get('map@10', 0):.3f} | image->image R@1 {i.get('recall@1', 0):.3f} "
+              f"R@5 {i.get('recall@5', 0):.3f} mAP@10 {i.get('map@10', 0):.3f}")
 
 
 if __name__ == "__main__":

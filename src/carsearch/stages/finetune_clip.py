@@ -1,53 +1,127 @@
-"""Stage finetune_clip: contrastive fine-tuning of the configured CLIPModel on the train split."""
+"""Stage finetune_clip: contrastive fine-tuning of the configured CLIPModel on the train split,
+validated each epoch on the val split (early stopping, best weights kept), checkpointed each epoch
+(a killed run resumes), logged to MLflow and registered in its model registry.
+
+Single process: `python -m carsearch.stages.finetune_clip`. Data parallel, same code:
+`torchrun --standalone --nproc_per_node N -m carsearch.stages.finetune_clip` (gloo on CPU, nccl on GPU);
+only rank 0 logs and writes outputs.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
 from carsearch import tracking
+from carsearch.evaluation import validation_fn
+from carsearch.index import dir_hash
 from carsearch.io import read_jsonl, write_json, write_text
 from carsearch.model import load_clip, save_clip
 from carsearch.params import flatten, load_params, run_stage
 from carsearch.paths import repo_root, resolve
-from carsearch.train import train_clip
+from carsearch.train import init_distributed, train_clip, train_config
+
+
+def _mlflow_name(k: str) -> str:
+    return k.replace("@", "_at_")
 
 
 def main() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     params = load_params()
-    root, paths, cfg = repo_root(), params["paths"], params["train"]
+    root, paths = repo_root(), params["paths"]
+    cfg = train_config(params["train"])
+    dist = init_distributed()
     pairs_dir = resolve(paths["pairs_dir"], root)
     train = list(read_jsonl(pairs_dir / "train.jsonl"))
+    if len(train) < 2:
+        raise ValueError(f"finetune_clip: the train split ({paths['pairs_dir']}/train.jsonl) has {len(train)} pair(s); "
+                         "contrastive training needs at least 2")
+    val_file = pairs_dir / "val.jsonl"
+    val = list(read_jsonl(val_file)) if val_file.is_file() else []
     model, processor = load_clip(params["model"], seed=cfg["seed"])
-    mlflow = tracking.setup(params["mlflow"])
+    validate = validation_fn(processor, val, root, params.get("eval", {}))
+    es = cfg["early_stopping"]
+    if validate is None:
+        if dist.main:
+            print(f"finetune_clip: warning: the val split has {len(val)} pair(s) (< 2); no validation, "
+                  "no early stopping, the last epoch is kept", flush=True)
+        cfg["early_stopping"] = {**es, "metric": None, "patience": 0}
+    if cfg.get("checkpoint_dir"):
+        cfg["checkpoint_dir"] = str(resolve(cfg["checkpoint_dir"], root))
     out_dir = resolve(paths["model_dir"], root)
     metrics_dir = resolve(paths["metrics_dir"], root)
-    steps: list[tuple[int, float]] = []
+    mcfg = params.get("mlflow", {})
+    steps: list[tuple[int, float, float]] = []
+    epochs: list[dict] = []
     t0 = time.time()
-    with mlflow.start_run(run_name=f"finetune-{params['model']['name']}") as run:
-        mlflow.log_params({k: v for k, v in flatten({"model": params["model"], "train": cfg, "data": params["data"]}).items()})
-        mlflow.set_tag("stage", "finetune_clip")
 
-        def on_step(step: int, loss: float) -> None:
-            steps.append((step, loss))
-            if step % cfg.get("log_every", 1) == 0:
-                mlflow.log_metric("train_loss", loss, step=step)
+    mlflow = tracking.setup(mcfg) if dist.main else None
+    run_ctx = mlflow.start_run(run_name=f"finetune-{params['model']['name']}") if mlflow else _Null()
+    with run_ctx as run:
+        if mlflow:
+            mlflow.log_params(flatten({"model": params["model"], "train": cfg, "data": params.get("data", {}),
+                                       "world_size": dist.world}))
+            mlflow.set_tag("stage", "finetune_clip")
+
+        def on_step(step: int, loss: float, lr: float) -> None:
+            steps.append((step, loss, lr))
+            if mlflow and step % int(cfg.get("log_every") or 1) == 0:
+                mlflow.log_metrics({"train_loss": loss, "lr": lr}, step=step)
 
         def on_epoch(epoch: int, info: dict) -> None:
-            mlflow.log_metric("epoch_loss", info["loss"], step=epoch)
-            print(f"epoch {epoch}: mean loss {info['loss']:.4f} ({info['seconds']:.0f}s)")
+            epochs.append(info)
+            if not dist.main:
+                return
+            mlflow.log_metrics({_mlflow_name(k): float(v) for k, v in info.items()
+                                if isinstance(v, (int, float)) and k != "epoch"}, step=epoch)
+            vals = " ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith(("t2i_recall@5", "i2i_recall@5")))
+            print(f"epoch {epoch}: loss {info['loss']:.4f} {vals} ({info['seconds']:.0f}s)", flush=True)
 
-        losses = train_clip(model, processor, train, root, cfg, on_step, on_epoch)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        save_clip(model, processor, out_dir)
-        write_json(out_dir / "carsearch_run.json", {"mlflow_run_id": run.info.run_id, "base_model": params["model"]})
+        res = train_clip(model, processor, train, root, cfg, on_step if dist.main else None, on_epoch,
+                         validate, dist)
         seconds = time.time() - t0
-        mlflow.log_metric("train_seconds", seconds)
-    write_text(metrics_dir / "train_loss.csv", "step,loss\n" + "".join(f"{s},{l:.6f}\n" for s, l in steps))
-    write_json(metrics_dir / "train.json", {"final_loss": round(losses[-1], 6), "steps": len(losses),
-                                            "train_pairs": len(train), "train_seconds": round(seconds, 1)})
-    print(f"finetune_clip: {len(train)} pairs, {len(losses)} steps, final loss {losses[-1]:.4f}, "
-          f"{seconds:.0f}s; saved to {paths['model_dir']} (MLflow run {run.info.run_id})")
+        if dist.main:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            save_clip(model, processor, out_dir)
+            content = dir_hash(out_dir)
+            summary = {"final_loss": round(res.losses[-1], 6), "steps": len(res.losses), "epochs_run": len(res.history),
+                       "best_epoch": res.best_epoch, "stopped_early": res.stopped_early,
+                       "best_val": None if res.best_score is None else round(res.best_score, 4),
+                       "early_stopping_metric": cfg["early_stopping"].get("metric"),
+                       "resumed_from_epoch": res.resumed_from_epoch, "train_pairs": len(train), "val_pairs": len(val),
+                       "world_size": dist.world, "train_seconds": round(seconds, 1), **res.counts}
+            mlflow.log_metrics({"train_seconds": seconds, "best_epoch": res.best_epoch})
+            mlflow.log_artifacts(str(out_dir), artifact_path="model")
+            reg = tracking.register_model(mlflow, run.info.run_id, mcfg, content,
+                                          {"best_val": summary["best_val"], "best_epoch": res.best_epoch})
+            write_json(out_dir / "carsearch_run.json", {"mlflow_run_id": run.info.run_id, "base_model": params["model"],
+                                                        "content_hash": content, "registered_model": reg})
+            write_text(metrics_dir / "train_loss.csv",
+                       "step,loss,lr\n" + "".join(f"{s},{l:.6f},{lr:.3e}\n" for s, l, lr in steps))
+            keys = sorted({k for e in epochs for k in e if k not in ("epoch", "stopped")})
+            write_text(metrics_dir / "train_val.csv", "epoch," + ",".join(keys) + "\n" + "".join(
+                f"{e['epoch']}," + ",".join(f"{float(e.get(k, 0)):.5g}" for k in keys) + "\n" for e in epochs))
+            write_json(metrics_dir / "train.json", summary)
+            if cfg.get("checkpoint_dir"):
+                shutil.rmtree(cfg["checkpoint_dir"], ignore_errors=True)  # done: nothing to resume
+            print(f"finetune_clip: {len(train)} pairs, {len(res.losses)} steps, best epoch {res.best_epoch} "
+                  f"({summary['early_stopping_metric']} {summary['best_val']}), {seconds:.0f}s; saved to "
+                  f"{paths['model_dir']} (MLflow run {run.info.run_id}, registered {reg.get('name')} v{reg.get('version')})")
+    if dist.world > 1:
+        import torch.distributed as td
+
+        td.barrier()
+        td.destroy_process_group()
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
 
 
 if __name__ == "__main__":

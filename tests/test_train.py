@@ -1,0 +1,168 @@
+"""Training: texts and positives, loss, locking, schedule, determinism, resume after a kill, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from carsearch._testkit import TINY, write_pairs
+from carsearch.model import ModelConfigError, load_clip
+from carsearch.train import (
+    apply_lock, autocast_dtype, load_checkpoint, lr_lambda, multi_positive_loss, positives, save_checkpoint,
+    text_variants, train_clip,
+)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return root, write_pairs(root, {"train": 16, "val": 6, "test": 6}, size=40)
+
+
+def _cfg(**kw):
+    return {"lr": 2e-3, "epochs": 2, "batch_size": 8, "seed": 3, "augment": {"shift": 2, "flip": True}, **kw}
+
+
+def test_text_variants_and_positives():
+    pair = {"caption": "A red Demo Sedan A sedan seen from the front.",
+            "labels": {"model_id": "a", "make": "Demo", "model": "Sedan A", "body_type": "sedan", "color": "red", "view": "front"}}
+    v = text_variants(pair)
+    texts = [t for t, _ in v]
+    assert texts[0] == pair["caption"] and "a red sedan seen from the front" in texts and "a red car" in texts
+    assert "a red Demo Sedan A sedan seen from the front" in texts
+    assert text_variants(pair, "caption") == v[:1]
+    labels = [{"color": "red", "view": "front"}, {"color": "red", "view": "side"}, {"color": "blue", "view": "front"}]
+    pos = positives(labels, [{"color": "red"}, {"color": "red", "view": "side"}, {}])
+    assert pos.tolist() == [[True, False, False], [True, True, False], [False, False, True]]
+
+
+def test_multi_positive_loss_is_clip_loss_on_identity():
+    torch.manual_seed(0)
+    img, txt = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1), torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    scale = torch.tensor(10.0)
+    logits = scale * img @ txt.t()
+    ref = (torch.nn.functional.cross_entropy(logits, torch.arange(5)) + torch.nn.functional.cross_entropy(logits.t(), torch.arange(5))) / 2
+    assert torch.allclose(multi_positive_loss(img, txt, scale, torch.eye(5, dtype=torch.bool)), ref, atol=1e-6)
+
+
+def test_lock_towers():
+    model, _ = load_clip(TINY)
+    total = sum(p.numel() for p in model.parameters())
+    c = apply_lock(model, {"image": "all", "text": "none"})
+    assert not any(p.requires_grad for p in model.vision_model.parameters())
+    assert all(p.requires_grad for p in model.text_model.parameters())
+    assert c["total_params"] == total and c["trainable_params"] < total
+    model, _ = load_clip(TINY)
+    apply_lock(model, {"image": 1, "text": 0})
+    layers = model.vision_model.encoder.layers
+    assert not any(p.requires_grad for p in layers[0].parameters()) and all(p.requires_grad for p in layers[-1].parameters())
+    assert all(p.requires_grad for p in model.visual_projection.parameters())
+    assert not any(p.requires_grad for p in model.text_model.encoder.parameters())
+    with pytest.raises(ValueError, match="has 2"):
+        apply_lock(load_clip(TINY)[0], {"image": 5})
+    with pytest.raises(ValueError, match="unknown tower"):
+        apply_lock(load_clip(TINY)[0], {"audio": "all"})
+
+
+def test_cosine_schedule_with_warmup():
+    f = lr_lambda(100, 10, 0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-6) and f(100) == pytest.approx(0.1)
+    assert autocast_dtype("fp32", torch.device("cpu")) is None and autocast_dtype("auto", torch.device("cpu")) is None
+    assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    with pytest.raises(ValueError):
+        autocast_dtype("fp8", torch.device("cpu"))
+
+
+def _train(root, pairs, **kw):
+    model, proc = load_clip(TINY, seed=0)
+    from carsearch.evaluation import validation_fn
+
+    val = validation_fn(proc, pairs["val"], root, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})
+    res = train_clip(model, proc, pairs["train"], root, _cfg(**kw), validate=val)
+    return model, res
+
+
+def test_deterministic_and_learns(data):
+    root, pairs = data
+    m1, r1 = _train(root, pairs, epochs=3)
+    m2, r2 = _train(root, pairs, epochs=3)
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert r1.losses == r2.losses and strip(r1.history) == strip(r2.history)
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert "t2i_recall@5" in r1.history[0] and "val_recall@5" in r1.history[0]
+    assert r1.best_epoch == 1 + int(np.argmax([h["val_recall@5"] for h in r1.history]))
+
+
+def test_accumulation_checkpointing_bf16_and_early_stop(data):
+    root, pairs = data
+    _, r = _train(root, pairs, epochs=3, grad_accum=2, grad_checkpointing=True, precision="bf16",
+                  early_stopping={"metric": "val_recall@5", "patience": 1, "min_delta": 10.0})
+    assert all(math.isfinite(x) for x in r.losses)
+    assert r.stopped_early and len(r.history) == 2 and r.best_epoch == 1  # nothing beats epoch 1 by 10
+
+
+def test_resume_after_kill_equals_uninterrupted(data, tmp_path):
+    root, pairs = data
+    m_ref, r_ref = _train(root, pairs, epochs=3, checkpoint_dir=str(tmp_path / "ref"))
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, info):
+        if epoch == 2:
+            raise Killed
+
+    from carsearch.evaluation import validation_fn
+
+    model, proc = load_clip(TINY, seed=0)
+    val = validation_fn(proc, pairs["val"], root, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})
+    with pytest.raises(Killed):
+        train_clip(model, proc, pairs["train"], root, _cfg(epochs=3, checkpoint_dir=str(tmp_path / "ck")),
+                   on_epoch=kill, validate=val)
+    assert (tmp_path / "ck" / "last.pt").is_file()
+    # the process died: a new model object, from the checkpoint
+    model, proc = load_clip(TINY, seed=0)
+    res = train_clip(model, proc, pairs["train"], root, _cfg(epochs=3, checkpoint_dir=str(tmp_path / "ck")), validate=val)
+    assert res.resumed_from_epoch == 1
+    assert res.losses == r_ref.losses
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), m_ref.state_dict().values()))
+
+
+def test_checkpoint_from_another_architecture(tmp_path):
+    small, _ = load_clip(TINY)
+    save_checkpoint(tmp_path, {"model": small.state_dict(), "arch": None})
+    other, _ = load_clip({**TINY, "vision_width": 48})
+    with pytest.raises(ModelConfigError, match="does not fit the configured model"):
+        load_checkpoint(tmp_path / "last.pt", other)
+    from carsearch.train import architecture
+
+    save_checkpoint(tmp_path, {"model": small.state_dict(), "arch": architecture(small)})
+    with pytest.raises(ModelConfigError, match="another architecture"):
+        load_checkpoint(tmp_path / "last.pt", other)
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(ModelConfigError, match="not a carsearch training checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt", other)
+
+
+def test_resume_with_other_architecture_is_one_clear_error(data, tmp_path):
+    root, pairs = data
+    model, proc = load_clip(TINY, seed=0)
+    train_clip(model, proc, pairs["train"], root, _cfg(epochs=1, checkpoint_dir=str(tmp_path)))
+    other, proc2 = load_clip({**TINY, "text_width": 48}, seed=0)
+    with pytest.raises(ModelConfigError, match="another architecture"):
+        train_clip(other, proc2, pairs["train"], root, _cfg(epochs=1, checkpoint_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_empty_or_one_pair_train_split(data, n):
+    root, pairs = data
+    model, proc = load_clip(TINY)
+    with pytest.raises(ValueError, match=f"train split has {n} pair"):
+        train_clip(model, proc, pairs["train"][:n], root, _cfg())
+
+
+def test_unknown_model_config():
+    with pytest.raises(ModelConfigError, match="unknown kind"):
+        load_clip({"kind": "tiny-ish"})
