@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from carsearch.model import ModelConfigError, clip_tokenizer, encode_images, encode_texts, load_clip, load_pretrained, save_clip

@@ -35,8 +35,8 @@ def repo(tmp_path_factory):
     # a tiny config, written into conf/ so that `dvc exp run -S` re-compositions keep it
     config = repo / "conf/config.yaml"
     config.write_text(re.sub(r"- data: \w+", "- data: demo", config.read_text()))
-    _set(config, {"epochs": 15, "lr": 2e-3})
-    _set(repo / "conf/data/_base.yaml", {"demo.n_images": 192, "demo.size": 64,
+    _set(config, {"epochs": 20, "lr": 2e-3})
+    _set(repo / "conf/data/_base.yaml", {"demo.n_images": 384, "demo.size": 64,
                                          "demo.colors": ["red", "blue", "yellow", "white"]})
     run(["python", "scripts/compose_params.py"], repo)
     run(["git", "add", "-A"], repo)
@@ -59,7 +59,7 @@ def test_repro_outputs_and_metrics(repo):
     manifest = (repo / "data/raw/manifest.jsonl").read_text().splitlines()
     pairs = sum(len((repo / f"data/pairs/{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test"))
     rejects = len((repo / "data/pairs/rejects.jsonl").read_text().splitlines())
-    assert len(manifest) == pairs + rejects == 192 and idx["rows"] == pairs
+    assert len(manifest) == pairs + rejects == 384 and idx["rows"] == pairs
     for png in ("metrics/plots/recall_at_k.png", "metrics/plots/examples.png", "metrics/plots/contact_sheet.png"):
         assert (repo / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

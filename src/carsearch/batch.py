@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -295,6 +294,18 @@ def empty_totals() -> dict:
             "errorRecordCount": 0, "inputTokenCount": 0, "outputTokenCount": 0}
 
 
+def count_output(totals: dict, out: dict) -> None:
+    """Add one `.jsonl.out` line to manifest.json.out-style totals (processed, success/error, tokens)."""
+    totals["processedRecordCount"] += 1
+    if "error" in out:
+        totals["errorRecordCount"] += 1
+    else:
+        totals["successRecordCount"] += 1
+        i, o = formats.usage_tokens(out["modelOutput"])
+        totals["inputTokenCount"] += i
+        totals["outputTokenCount"] += o
+
+
 def run_offline(input_files: list[Path], out_dir: Path, labels_by_id: dict[str, dict | None], model_id: str, progress: bool = True) -> dict:
     """Answer every input file into `out_dir/<name>.out` plus `manifest.json.out`."""
     from tqdm import tqdm
@@ -305,14 +316,7 @@ def run_offline(input_files: list[Path], out_dir: Path, labels_by_id: dict[str, 
         for rec in tqdm(list(read_jsonl(path)), desc=f"caption {path.name}", disable=not progress, unit="rec"):
             out = offline_output(rec, labels_by_id.get(rec["recordId"]), model_id)
             totals["totalRecordCount"] += 1
-            totals["processedRecordCount"] += 1
-            if "error" in out:
-                totals["errorRecordCount"] += 1
-            else:
-                totals["successRecordCount"] += 1
-                i, o = formats.usage_tokens(out["modelOutput"])
-                totals["inputTokenCount"] += i
-                totals["outputTokenCount"] += o
+            count_output(totals, out)
             out_rows.append(out)
         write_jsonl(out_dir / f"{path.name}.out", out_rows)
     write_json(out_dir / "manifest.json.out", totals)

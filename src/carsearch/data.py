@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 
 from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
 
-from .captions import BODY_TYPES, COLORS, VIEWS
+from .captions import VIEWS
 from .io import write_bytes
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import formats
-from .batch import empty_totals
+from .batch import count_output, empty_totals
 from .captions import CaptionError
 from .io import read_jsonl, write_json, write_jsonl
 
@@ -127,14 +127,7 @@ def run_openai(input_files: list[Path], out_dir: Path, s: OpenAISettings, progre
                              desc=f"caption {path.name}", disable=not progress, unit="rec"))
             for out in outs:
                 totals["totalRecordCount"] += 1
-                totals["processedRecordCount"] += 1
-                if "error" in out:
-                    totals["errorRecordCount"] += 1
-                else:
-                    totals["successRecordCount"] += 1
-                    i, o = formats.usage_tokens(out["modelOutput"])
-                    totals["inputTokenCount"] += i
-                    totals["outputTokenCount"] += o
+                count_output(totals, out)
             write_jsonl(out_dir / f"{path.name}.out", outs)
     write_json(out_dir / "manifest.json.out", totals)
     return totals

@@ -23,14 +23,13 @@ import json
 import random
 import re
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .. import formats
-from ..batch import offline_output
+from ..batch import count_output, offline_output
 
 _NAME = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
 _ROLE = re.compile(r"^arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+$")
@@ -305,14 +304,7 @@ class BedrockEmulator:
                     stopped = True
                     break
                 out = self._answer(rec, job["modelId"], s3)
-                totals["processedRecordCount"] += 1
-                if "error" in out:
-                    totals["errorRecordCount"] += 1
-                else:
-                    totals["successRecordCount"] += 1
-                    i, o = formats.usage_tokens(out["modelOutput"])
-                    totals["inputTokenCount"] += i
-                    totals["outputTokenCount"] += o
+                count_output(totals, out)
                 if rec["recordId"] in self.drop_records:
                     continue
                 line = json.dumps(out)
