@@ -4,6 +4,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
+export TQDM_MININTERVAL ?= 10
 
 .PHONY: setup repro test bench lock clean
 setup:

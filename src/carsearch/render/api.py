@@ -40,10 +40,10 @@ def _value_noise_warm() -> None:
 
 
 def _render_job(job: tuple) -> tuple[int, bytes, dict]:
-    i, seed, car_i, color, view, camera, size, jq = job
+    i, seed, car_i, color, view, camera, size, jq, framing = job
     car = _CARS[car_i]
     rng = np.random.default_rng([seed, i])
-    spec = sample_scene(rng, color, view, camera, jq)
+    spec = sample_scene(rng, color, view, camera, jq, framing)
     img = render_scene(car, spec, size)
     data = encode_jpeg(img, spec.jpeg_quality)
     labels = car.labels()
@@ -73,11 +73,14 @@ def load_cars(car_dirs: list[Path]) -> tuple[list[CarModel], list[tuple[str, str
 def render_torcs(torcs_dir: Path, out_dir: Path, n_images: int, size: int = 224, seed: int = 0,
                  workers: int = 0, colors: list[str] | None = None,
                  jpeg_quality: tuple[int, int] = (60, 95),
-                 progress: bool = True) -> tuple[list[tuple[Path, dict]], list[tuple[str, str]]]:
+                 progress: bool = True,
+                 framing: tuple[float, float] | None = None) -> tuple[list[tuple[Path, dict]], list[tuple[str, str]]]:
     """Render `n_images` JPEGs (size x size) of the TORCS cars under `torcs_dir` into `out_dir`.
 
     Images are spread evenly over cars, colours, views and cameras (pole / dashcam); the result
-    is byte-identical for a given seed whatever `workers` is (0 = all cores). Returns
+    is byte-identical for a given seed whatever `workers` is (0 = all cores). `framing` (lo, hi):
+    zoom so the car's bounding box spans that fraction of the frame, like a detector's vehicle
+    crop (None: the traffic camera's own field of view, the car smaller). Returns
     ([(jpeg_path, labels)], [(car_folder, reason)] for skipped cars).
     """
     t0 = time.time()
@@ -100,7 +103,11 @@ def render_torcs(torcs_dir: Path, out_dir: Path, n_images: int, size: int = 224,
     col_i = _balanced(rng, n_images, len(colors))
     view_i = _balanced(rng, n_images, len(VIEWS))
     cam_i = _balanced(rng, n_images, len(CAMERAS))
-    jobs = [(i, seed, int(car_i[i]), colors[col_i[i]], VIEWS[view_i[i]], CAMERAS[cam_i[i]], size, (lo, hi))
+    if framing is not None:
+        framing = (float(framing[0]), float(framing[1]))
+        if not 0 < framing[0] <= framing[1] <= 1.5:
+            raise ValueError(f"bad framing {framing}: expected 0 < lo <= hi <= 1.5")
+    jobs = [(i, seed, int(car_i[i]), colors[col_i[i]], VIEWS[view_i[i]], CAMERAS[cam_i[i]], size, (lo, hi), framing)
             for i in range(n_images)]
     nw = workers if workers > 0 else (os.cpu_count() or 1)
     nw = max(1, min(nw, n_images))

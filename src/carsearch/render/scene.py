@@ -77,6 +77,7 @@ class SceneSpec:
     jpeg_quality: int
     seed: int
     lights: bool = False  # car lamps on (glows + headlight beam on the road)
+    framing: float = 0.0  # > 0: zoom so the car's image bounding box spans this fraction of the frame
     extra: dict = field(default_factory=dict)
 
     @property
@@ -90,7 +91,11 @@ def _pick(rng: np.random.Generator, table) -> str:
 
 
 def sample_scene(rng: np.random.Generator, color: str, view: str, camera: str,
-                 jpeg_quality: tuple[int, int] = (60, 95)) -> SceneSpec:
+                 jpeg_quality: tuple[int, int] = (60, 95),
+                 framing: tuple[float, float] | None = None) -> SceneSpec:
+    """`framing` (lo, hi): the car's bounding box spans a fraction in [lo, hi] of the frame (like a
+    detector crop); None: the camera's own field of view (the car is smaller, varies more).
+    Drawn after every other value, so the rest of the scene is the same either way."""
     lo, hi = VIEW_AZ[view][int(rng.integers(len(VIEW_AZ[view])))]
     az = float(rng.uniform(lo, hi))
     time = _pick(rng, TIMES)
@@ -112,7 +117,7 @@ def sample_scene(rng: np.random.Generator, color: str, view: str, camera: str,
     else:
         sun_el = float(rng.uniform(55, 80))  # street lamp overhead
     n_lanes = int(rng.integers(2, 5))
-    return SceneSpec(
+    spec = SceneSpec(
         color=color, view=view, camera=camera, time=time, weather=weather, azimuth=az,
         cam_height=h, pitch=pitch, fov=float(rng.uniform(40, 65)) if camera == "dashcam" else 0.0,
         fill=fill, roll=float(rng.normal(0, 1.5)),
@@ -127,6 +132,12 @@ def sample_scene(rng: np.random.Generator, color: str, view: str, camera: str,
         seed=int(rng.integers(2**31)),
         lights=bool(time == "night" or (time == "dusk" and rng.random() < 0.6) or (weather and rng.random() < 0.3)),
     )
+    if framing is not None:
+        lo, hi = float(framing[0]), float(framing[1])
+        if not 0 < lo <= hi <= 1.5:
+            raise ValueError(f"framing {framing}: expected 0 < lo <= hi <= 1.5")
+        spec.framing = float(rng.uniform(lo, hi))
+    return spec
 
 
 # ------------------------------------------------------------------ shared noise textures
@@ -212,6 +223,18 @@ def make_camera(car: CarModel, spec: SceneSpec, S: int) -> Camera:
         dz = spec.cam_height - target[2]
         pos = target + hd * np.sqrt(max(D**2 - dz**2, 1.0)) + np.array([0, 0, dz])
     cam = Camera.look_at(pos, target, fov, S, S, roll_deg=spec.roll)
+    if spec.framing > 0:  # zoom onto the car: its projected bounding box spans `framing` of the frame
+        pc = cam.to_cam(car.pos.reshape(-1, 3))
+        pc = pc[pc[:, 2] > cam.near]
+        if len(pc):
+            tx, ty = pc[:, 0] / pc[:, 2], pc[:, 1] / pc[:, 2]
+            cx, cy = (tx.min() + tx.max()) / 2, (ty.min() + ty.max()) / 2
+            half = max(tx.max() - tx.min(), ty.max() - ty.min()) / 2 / spec.framing
+            right, down, fwd = cam.R
+            tgt = pos + fwd + cx * right + cy * down  # re-aim at the box centre
+            fov = float(np.clip(np.degrees(2 * np.arctan(half)), 5, 100))
+            cam = Camera.look_at(pos, tgt, fov, S, S, roll_deg=spec.roll)
+            target = tgt
     # shift the aim point a little so the car is not always centred
     right, down, fwd = cam.R
     tgt2 = target + (spec.aim[0] * right + spec.aim[1] * down) * np.tan(np.radians(fov) / 2) * 2 * np.linalg.norm(pos - target)

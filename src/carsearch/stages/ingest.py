@@ -26,7 +26,8 @@ def _torcs_items(cfg: dict, seed: int, tmp_dir):
     scratch = tmp_dir.with_name(tmp_dir.name + ".render")
     shutil.rmtree(scratch, ignore_errors=True)
     rendered, skips = render_torcs(torcs_dir, scratch, t["n_images"], t["size"], seed, t.get("workers", 0),
-                                   t.get("colors"), tuple(t.get("jpeg_quality", (60, 95))))
+                                   t.get("colors"), tuple(t.get("jpeg_quality", (60, 95))),
+                                   framing=tuple(t["framing"]) if t.get("framing") else None)
 
     def items():
         for path, labels in rendered:
