@@ -1,0 +1,46 @@
+"""The ingest stage as DVC runs it (a subprocess in a repo folder), on its fallbacks and bad input."""
+
+import json
+
+import yaml
+
+from conftest import REPO, run
+
+
+def _workspace(tmp_path, **data_over):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(data_over)
+    params["data"]["demo"].update(n_images=12, size=48)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    return tmp_path
+
+
+def test_torcs_source_without_the_data_falls_back_to_the_toy_set(tmp_path):
+    ws = _workspace(tmp_path, source="torcs")
+    p = run(["python", "-m", "carsearch.stages.ingest"], ws, env={"CARSEARCH_TORCS_DIR": str(tmp_path / "none")})
+    assert "no TORCS car models under" in p.stdout and "using the toy demo set" in p.stdout
+    rows = [json.loads(line) for line in (ws / "data/raw/manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(r["source"] == "demo" for r in rows)
+    assert (ws / "metrics/plots/contact_sheet.png").is_file()
+
+
+def test_folder_source_with_bad_files_keeps_going_and_reports(tmp_path, dashcam_dir):
+    src = tmp_path / "in"
+    src.mkdir()
+    for f in sorted(dashcam_dir.glob("*.jpg"))[:2]:
+        (src / f.name).write_bytes(f.read_bytes())
+    (src / "truncated.jpg").write_bytes((dashcam_dir / "test3.jpg").read_bytes()[:5000])
+    ws = _workspace(tmp_path / "ws", source="folder", folder={"path": str(src), "subfolder_key": None, "labels_csv": "labels.csv"})
+    p = run(["python", "-m", "carsearch.stages.ingest"], ws)
+    assert "rejected " in p.stdout and "truncated.jpg: corrupt or truncated image" in p.stdout
+    assert json.loads((ws / "metrics/ingest.json").read_text()) == {"images": 2, "labelled": 0, "rejected": 1}
+
+
+def test_missing_folder_is_one_line(tmp_path):
+    ws = _workspace(tmp_path, source="folder", folder={"path": str(tmp_path / "nope"), "subfolder_key": None})
+    p = run(["python", "-m", "carsearch.stages.ingest"], ws, check=False)
+    assert p.returncode == 1
+    assert p.stdout.strip().splitlines()[-1] == f"error: data.folder.path: folder not found: {tmp_path / 'nope'}"
+    assert "Traceback" not in p.stdout
