@@ -9,8 +9,8 @@ import torch
 from carsearch._testkit import TINY, write_pairs
 from carsearch.model import ModelConfigError, load_clip
 from carsearch.train import (
-    apply_lock, autocast_dtype, load_checkpoint, lr_lambda, multi_positive_loss, positives, save_checkpoint,
-    text_variants, train_clip,
+    apply_lock, autocast_dtype, load_checkpoint, lr_lambda, multi_positive_loss, positives, same_model_loss,
+    save_checkpoint, text_variants, train_clip,
 )
 
 
@@ -44,6 +44,26 @@ def test_multi_positive_loss_is_clip_loss_on_identity():
     logits = scale * img @ txt.t()
     ref = (torch.nn.functional.cross_entropy(logits, torch.arange(5)) + torch.nn.functional.cross_entropy(logits.t(), torch.arange(5))) / 2
     assert torch.allclose(multi_positive_loss(img, txt, scale, torch.eye(5, dtype=torch.bool)), ref, atol=1e-6)
+
+
+def test_same_model_loss():
+    f = torch.nn.functional.normalize
+    a, b, c = f(torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]), dim=-1)
+    scale = torch.tensor(10.0)
+    keys = ["m1", "m1", "m2", "m2"]
+    together = torch.stack([a, a, b, b])  # same model -> same embedding
+    apart = torch.stack([a, b, a, b])  # each image nearest to the other model
+    lo, hi = same_model_loss(together, scale, keys), same_model_loss(apart, scale, keys)
+    assert lo < 0.01 < 1.0 < hi
+    # one positive per row and no other candidates: exactly -log softmax over the 3 others
+    x = f(torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    logits = scale * x @ x.t()
+    ref = torch.stack([-(torch.log_softmax(logits[i][[j for j in range(4) if j != i]], 0)[[0, 0, 2, 2][i]])
+                       for i in range(4)]).mean()
+    assert torch.allclose(same_model_loss(x, scale, keys), ref, atol=1e-5)
+    # nobody has a partner (or unknown models): no signal, still differentiable
+    z = same_model_loss(torch.stack([a, b, c]).requires_grad_(), scale, ["m1", None, "m3"])
+    assert float(z) == 0.0 and z.requires_grad
 
 
 def test_lock_towers():
@@ -97,7 +117,7 @@ def test_deterministic_and_learns(data):
 
 def test_accumulation_checkpointing_bf16_and_early_stop(data):
     root, pairs = data
-    _, r = _train(root, pairs, epochs=3, grad_accum=2, grad_checkpointing=True, precision="bf16",
+    _, r = _train(root, pairs, epochs=3, grad_accum=2, grad_checkpointing=True, precision="bf16", image_loss_weight=0.5,
                   early_stopping={"metric": "val_recall@5", "patience": 1, "min_delta": 10.0})
     assert all(math.isfinite(x) for x in r.losses)
     assert r.stopped_early and len(r.history) == 2 and r.best_epoch == 1  # nothing beats epoch 1 by 10

@@ -7,7 +7,8 @@ What a researcher needs, all from one config dict (`conf/train/*.yaml`):
 - several texts per image (the caption and attribute queries such as "a red sedan seen from the
   front"), one drawn per image per epoch, and a multi-positive contrastive loss: in a batch, a
   text is a positive for every image whose labels it describes (two red sedans are not pushed
-  apart by "a red sedan"). Without labels it is the plain CLIP loss;
+  apart by "a red sedan"). Without labels it is the plain CLIP loss. Optionally
+  (`image_loss_weight`) an image-image term with same-model images as positives;
 - light, label-preserving image augmentation (shift + horizontal flip);
 - validation each epoch (a callback), early stopping on a validation metric, best weights kept;
 - a checkpoint every epoch and automatic resume after a kill, bit-identical to an uninterrupted
@@ -37,13 +38,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .captions import query_text
+from .evaluation import model_key
 from .model import ModelConfigError, load_images
 
 DEFAULTS = {
     "lr": 5e-4, "epochs": 10, "batch_size": 64, "seed": 0, "weight_decay": 0.1,
     "warmup_ratio": 0.1, "min_lr_ratio": 0.0, "grad_accum": 1, "precision": "auto",
     "grad_checkpointing": False, "lock": {"image": "none", "text": "none"},
-    "texts": "caption+queries", "loss": "multi_positive", "logit_scale_init": None,
+    "texts": "caption+queries", "loss": "multi_positive", "logit_scale_init": None, "image_loss_weight": 0.0,
     "augment": {"shift": 4, "flip": True},
     "early_stopping": {"metric": "t2i_recall@5", "patience": 0, "min_delta": 0.0},
     "checkpoint_dir": None, "resume": True, "max_grad_norm": 1.0,
@@ -163,6 +165,23 @@ def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tenso
     li = -(F.log_softmax(logits, 1) * (pos / pos.sum(1, keepdim=True))).sum(1).mean()
     lt = -(F.log_softmax(logits.t(), 1) * (pos.t() / pos.t().sum(1, keepdim=True))).sum(1).mean()
     return (li + lt) / 2
+
+
+def same_model_loss(img: torch.Tensor, scale: torch.Tensor, keys: list[str | None]) -> torch.Tensor:
+    """Image-image InfoNCE (SupCon): every other image of the same car model in the batch is a
+    positive, itself excluded. Pulls one model's views and colours together, which image->image
+    search needs and text alone teaches slowly. 0 when no image in the batch has a same-model partner."""
+    n = len(keys)
+    same = torch.tensor([[a is not None and a == b for b in keys] for a in keys], dtype=torch.bool)
+    same.fill_diagonal_(False)
+    has = same.any(1)
+    if not bool(has.any()):
+        return img.sum() * 0.0
+    logits = (scale * img @ img.t()).masked_fill(torch.eye(n, dtype=torch.bool, device=img.device), float("-inf"))
+    logp = F.log_softmax(logits, 1).masked_fill(~same.to(img.device), 0.0)
+    target = same.float().to(img.device)
+    per_row = -(logp * target).sum(1) / target.sum(1).clamp(min=1)
+    return per_row[has.to(img.device)].mean()
 
 
 def augment(pix: torch.Tensor, gen: torch.Generator, shift: int, flip: bool) -> torch.Tensor:
@@ -380,6 +399,8 @@ def train_clip(
     tok = processor.tokenizer(uniq, padding=True, truncation=True, return_tensors="pt")
     tid = {t: i for i, t in enumerate(uniq)}
     multi = cfg["loss"] == "multi_positive"
+    w_img = float(cfg["image_loss_weight"] or 0.0)
+    mkeys = [model_key(lab) for lab in labels]
     if cfg["loss"] not in ("multi_positive", "clip"):
         raise ValueError(f"train.loss: {cfg['loss']!r} (expected multi_positive or clip)")
 
@@ -450,6 +471,8 @@ def train_clip(
                     img, txt, scale = net(p.to(d.device), tok["input_ids"][t].to(d.device), tok["attention_mask"][t].to(d.device))
                 img, txt = _all_gather(img, d), _all_gather(txt, d)
                 loss = multi_positive_loss(img, txt, scale, pos)
+                if w_img:
+                    loss = loss + w_img * same_model_loss(img, scale, [mkeys[i] for i in order])
                 (loss / accum).backward()
             if sync:
                 if cfg["max_grad_norm"]:

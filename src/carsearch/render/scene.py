@@ -451,14 +451,16 @@ def render_scene(car: CarModel, spec: SceneSpec, size: int = 224, ss: int = 2) -
     if m.any():
         t_ = tri[m]
         b = frag.bary.reshape(-1, 3)[m]
-        uv = (car.uv[t_] * b[:, :, None]).sum(1)
-        nrm = (car.nrm[t_] * b[:, :, None]).sum(1)
-        nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-6)
-        wpos = (car.pos[t_] * b[:, :, None]).sum(1)
-        view = cam.pos - wpos
-        view /= np.linalg.norm(view, axis=1, keepdims=True)
-        flip = (nrm * view).sum(1) < 0
+        # per-pixel attributes: barycentric sums without (N,3,k) temporaries (einsum), float32
+        uv = np.einsum("nij,ni->nj", car.uv[t_], b)
+        nrm = np.einsum("nij,ni->nj", car.nrm[t_], b)
+        nrm /= np.maximum(np.sqrt(np.einsum("ij,ij->i", nrm, nrm))[:, None], 1e-6)
+        view = cam.pos.astype(np.float32) - np.einsum("nij,ni->nj", car.pos[t_], b)
+        view /= np.sqrt(np.einsum("ij,ij->i", view, view))[:, None]
+        ndv = np.einsum("ij,ij->i", nrm, view)
+        flip = ndv < 0
         nrm[flip] *= -1
+        ndv = np.abs(ndv)
         texid = car.tex[t_]
         alb = np.zeros((t_.size, 3), np.float32)
         for k in np.unique(texid):
@@ -474,12 +476,12 @@ def render_scene(car: CarModel, spec: SceneSpec, size: int = 224, ss: int = 2) -
         # specular + environment reflection (glossy paint / glass)
         shiny = car.shiny[t_][:, None]
         H = L + view
-        H /= np.linalg.norm(H, axis=1, keepdims=True)
-        spec_t = np.clip((nrm * H).sum(1), 0, 1)[:, None] ** 60
+        H /= np.sqrt(np.einsum("ij,ij->i", H, H))[:, None]
+        spec_t = np.clip(np.einsum("ij,ij->i", nrm, H), 0, 1)[:, None] ** 60
         col += shiny * spec_t * lit["sun"] * 0.9
-        rv = 2 * (nrm * view).sum(1, keepdims=True) * nrm - view
-        fres = 0.04 + 0.5 * (1 - np.clip((nrm * view).sum(1), 0, 1))[:, None] ** 5
-        env = np.where(rv[:, 2:3] > 0, lit["horizon"] * 0.5 + lit["zenith"] * 0.5, lit["amb"] * 0.25 * spec.asphalt * 3)
+        rv_z = 2 * ndv * nrm[:, 2] - view[:, 2]
+        fres = 0.04 + 0.5 * (1 - np.clip(ndv, 0, 1))[:, None] ** 5
+        env = np.where(rv_z[:, None] > 0, lit["horizon"] * 0.5 + lit["zenith"] * 0.5, lit["amb"] * 0.25 * spec.asphalt * 3)
         col = col * (1 - shiny * fres) + shiny * fres * env * 1.1
         if spec.fog_density > 0:
             dcar = frag.depth.ravel()[m] * np.linalg.norm(np.stack([
