@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from carsearch._testkit import TINY, write_pairs
+from carsearch.evaluation import same_model_relevance
 from carsearch.model import ModelConfigError, load_clip
 from carsearch.train import (
     apply_lock, autocast_dtype, load_checkpoint, lr_lambda, multi_positive_loss, positives, same_model_loss,
@@ -50,7 +51,7 @@ def test_same_model_loss():
     f = torch.nn.functional.normalize
     a, b, c = f(torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]), dim=-1)
     scale = torch.tensor(10.0)
-    keys = ["m1", "m1", "m2", "m2"]
+    keys = same_model_relevance([{"model_id": k} for k in ("m1", "m1", "m2", "m2")])
     together = torch.stack([a, a, b, b])  # same model -> same embedding
     apart = torch.stack([a, b, a, b])  # each image nearest to the other model
     lo, hi = same_model_loss(together, scale, keys), same_model_loss(apart, scale, keys)
@@ -62,7 +63,7 @@ def test_same_model_loss():
                        for i in range(4)]).mean()
     assert torch.allclose(same_model_loss(x, scale, keys), ref, atol=1e-5)
     # nobody has a partner (or unknown models): no signal, still differentiable
-    z = same_model_loss(torch.stack([a, b, c]).requires_grad_(), scale, ["m1", None, "m3"])
+    z = same_model_loss(torch.stack([a, b, c]).requires_grad_(), scale, same_model_relevance([{"model_id": "m1"}, {}, {"model_id": "m3"}]))
     assert float(z.detach()) == 0.0 and z.requires_grad
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .captions import query_text
-from .evaluation import model_key
+from .evaluation import same_model_relevance
 from .model import ModelConfigError, load_images
 
 DEFAULTS = {
@@ -167,21 +167,19 @@ def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tenso
     return (li + lt) / 2
 
 
-def same_model_loss(img: torch.Tensor, scale: torch.Tensor, keys: list[str | None]) -> torch.Tensor:
-    """Image-image InfoNCE (SupCon): every other image of the same car model in the batch is a
-    positive, itself excluded. Pulls one model's views and colours together, which image->image
-    search needs and text alone teaches slowly. 0 when no image in the batch has a same-model partner."""
-    n = len(keys)
-    same = torch.tensor([[a is not None and a == b for b in keys] for a in keys], dtype=torch.bool)
-    same.fill_diagonal_(False)
+def same_model_loss(img: torch.Tensor, scale: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """Image-image InfoNCE (SupCon): `same[i, j]` marks image j as the same car model as image i
+    (diagonal False, as `evaluation.same_model_relevance` builds it). Pulls one model's views and
+    colours together, which image->image search needs and text alone teaches slowly. 0 when no
+    image in the batch has a same-model partner."""
+    same = torch.as_tensor(same, dtype=torch.bool, device=img.device)
     has = same.any(1)
     if not bool(has.any()):
         return img.sum() * 0.0
-    logits = (scale * img @ img.t()).masked_fill(torch.eye(n, dtype=torch.bool, device=img.device), float("-inf"))
-    logp = F.log_softmax(logits, 1).masked_fill(~same.to(img.device), 0.0)
-    target = same.float().to(img.device)
-    per_row = -(logp * target).sum(1) / target.sum(1).clamp(min=1)
-    return per_row[has.to(img.device)].mean()
+    eye = torch.eye(len(same), dtype=torch.bool, device=img.device)
+    logp = F.log_softmax((scale * img @ img.t()).masked_fill(eye, float("-inf")), 1)
+    per_row = -logp.masked_fill(~same, 0.0).sum(1) / same.sum(1).clamp(min=1)
+    return per_row[has].mean()
 
 
 def augment(pix: torch.Tensor, gen: torch.Generator, shift: int, flip: bool) -> torch.Tensor:
@@ -400,7 +398,6 @@ def train_clip(
     tid = {t: i for i, t in enumerate(uniq)}
     multi = cfg["loss"] == "multi_positive"
     w_img = float(cfg["image_loss_weight"] or 0.0)
-    mkeys = [model_key(lab) for lab in labels]
     if cfg["loss"] not in ("multi_positive", "clip"):
         raise ValueError(f"train.loss: {cfg['loss']!r} (expected multi_positive or clip)")
 
@@ -472,7 +469,7 @@ def train_clip(
                 img, txt = _all_gather(img, d), _all_gather(txt, d)
                 loss = multi_positive_loss(img, txt, scale, pos)
                 if w_img:
-                    loss = loss + w_img * same_model_loss(img, scale, [mkeys[i] for i in order])
+                    loss = loss + w_img * same_model_loss(img, scale, same_model_relevance([labels[i] for i in order]))
                 (loss / accum).backward()
             if sync:
                 if cfg["max_grad_norm"]:
