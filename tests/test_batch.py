@@ -72,5 +72,9 @@ def test_offline_output_per_family(tmp_path):
     nova = {"recordId": "r", "modelInput": formats.nova_request("s3://bucket-x/k.jpg", "jpeg", "s", "u")}
     out = batch.offline_output(nova, labels, "amazon.nova-lite-v1:0")
     assert "output" in out["modelOutput"] and formats.usage_tokens(out["modelOutput"])[0] > 0
-    err = batch.offline_output(nova, {"color": "red"}, "amazon.nova-lite-v1:0")
-    assert err["error"]["errorCode"] == 400 and "body_type" in err["error"]["errorMessage"]
+    partial = batch.offline_output(nova, {"color": "red"}, "amazon.nova-lite-v1:0")  # partial labels are labels
+    cap = json.loads(formats.response_text(partial["modelOutput"]))
+    assert cap["color"] == "red" and cap["body_type"] == cap["view"] == "unknown" and "red car" in cap["caption"]
+    for none in (None, {}, {"color": "unknown", "scene": "day"}):
+        err = batch.offline_output(nova, none, "amazon.nova-lite-v1:0")
+        assert err["error"]["errorCode"] == 400 and "has no labels" in err["error"]["errorMessage"]

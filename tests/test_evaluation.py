@@ -77,3 +77,29 @@ def test_evaluate_stage_empty_or_one_pair_split(tmp_path, monkeypatch, capsys, n
     with pytest.raises(SystemExit):
         run_stage(evaluate.main)
     assert f"the test split (data/pairs/test.jsonl) has {n} pair(s)" in capsys.readouterr().err
+
+
+def test_partial_labels_run_only_supported_queries():
+    """Colour-only labels: colour queries run, view/body queries and image->image are skipped and
+    said so; images with no colour label are not judged (neither relevant nor irrelevant)."""
+    from carsearch.evaluation import full_report
+
+    labels = [{"color": "red"}, {"color": "red"}, {"color": "blue"}, {}, {"color": "blue"}]
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(5, 8)).astype(np.float32)
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    unlabelled = img[3].copy()
+
+    def enc(texts):  # "a red car" points exactly at the unlabelled image: it must not count as a miss
+        return np.stack([unlabelled for _ in texts])
+
+    m, _, q = full_report(img, labels, enc, {"attributes": ["color", "body_type", "view"], "ks": [1], "by_combo": True})
+    assert m["attributes"] == ["color"] and q["texts"] == ["a blue car", "a red car"]
+    assert set(m["skipped"]) == {"text_to_image.body_type", "text_to_image.view", "image_to_image"}
+    assert m["text_to_image"]["queries"] == 2 and m["image_to_image"]["queries"] == 0
+    # the unlabelled image ranks first for every query but is excluded from judging, so recall@1
+    # depends only on the labelled images
+    scores = enc(["x"]) @ img.T
+    labelled_best = max((i for i in range(5) if labels[i]), key=lambda i: scores[0, i])
+    expect = np.mean([labels[labelled_best].get("color") == c for c in ("red", "blue")])
+    assert m["text_to_image"]["recall@1"] == pytest.approx(expect)

@@ -187,3 +187,25 @@ def test_empty_or_one_pair_train_split(data, n):
 def test_unknown_model_config():
     with pytest.raises(ModelConfigError, match="unknown kind"):
         load_clip({"kind": "tiny-ish"})
+
+
+def test_unknown_labels_are_no_constraint():
+    """An image without a colour label is neither a positive nor a negative for "a red car"."""
+    from carsearch.train import unknowns
+
+    labels = [{"color": "red"}, {"view": "side"}, {"color": "blue", "view": "side"}]
+    cons = [{"color": "red"}, {"color": "red", "view": "side"}, {"view": "side"}]
+    unk = unknowns(labels, cons)
+    # image 0 (red, view unknown) vs "red side": unknown; image 1 (side, colour unknown) vs "red": unknown
+    assert unk.tolist() == [[False, True, True], [True, True, False], [False, False, False]]
+    torch.manual_seed(0)
+    img, txt = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1), torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    pos = positives(labels, cons)
+    scale = torch.tensor(10.0)
+    base = multi_positive_loss(img, txt, scale, pos)
+    masked = multi_positive_loss(img, txt, scale, pos, unk)
+    assert torch.isfinite(masked) and not torch.allclose(base, masked)
+    # moving an ignored text does not change the loss of the rows that ignore it... and gradients stay finite
+    img.requires_grad_(True)
+    multi_positive_loss(img, txt, scale, pos, unk).backward()
+    assert torch.isfinite(img.grad).all()

@@ -80,20 +80,53 @@ def _view_phrase(view: str) -> str:
     return "front three-quarter angle" if view == "three-quarter" else view
 
 
+UNKNOWN = "unknown"
+LABEL_KEYS = ("make", "model", "model_id", "body_type", "color", "view", "scene")
+
+
+def known(labels: dict | None) -> dict:
+    """The labels that say something: drops empty values and "unknown" (no constraint anywhere)."""
+    return {k: v for k, v in (labels or {}).items()
+            if v not in (None, "") and not (isinstance(v, str) and v.strip().lower() == UNKNOWN)}
+
+
+def has_labels(labels: dict | None) -> bool:
+    """Whether an image carries any label the offline captioner can state."""
+    return any(k in known(labels) for k in ("make", "model", "body_type", "color", "view"))
+
+
+_PARTIAL_TEMPLATES = (
+    "A {desc}{view}{scene}.",
+    "Traffic camera shot of a {desc}{view}{scene}.",
+    "Photo of a {desc}{view}{scene}.",
+)
+
+
 def offline_caption(labels: dict, record_id: str) -> dict:
-    """A caption JSON built from known labels, phrased differently per record (deterministic)."""
+    """A caption JSON built from known labels, phrased differently per record (deterministic).
+
+    Partial labels are labels: an image with only a colour gets "A red car."; what the labels do
+    not say is "unknown" in the JSON (and no constraint for training and evaluation)."""
     rng = random.Random(int(hashlib.sha256(record_id.encode()).hexdigest()[:12], 16))
-    make, model = labels.get("make") or "unknown", labels.get("model") or "unknown"
-    body, color, view = labels["body_type"], labels["color"], labels["view"]
-    makemodel = f"{make} {model}".strip() if make != "unknown" else "car"
-    scene = labels.get("scene")
+    lab = known(labels)
+    make, model = lab.get("make") or UNKNOWN, lab.get("model") or UNKNOWN
+    body, color, view = lab.get("body_type"), lab.get("color"), lab.get("view")
+    makemodel = f"{make} {model}".strip() if make != UNKNOWN else "car"
+    scene = lab.get("scene")
     scene_txt = f" on the road at {scene}" if scene and rng.random() < 0.5 else ""
-    tpl = rng.choice(_TEMPLATES)
-    text = tpl.format(
-        color=color, color_cap=color.capitalize(), makemodel=makemodel, body=body,
-        view=_view_phrase(view), view_cap=_view_phrase(view).capitalize(), scene=scene_txt,
-    )
-    return {"make": make, "model": model, "body_type": body, "color": color, "view": view, "caption": text}
+    if body and color and view:
+        tpl = rng.choice(_TEMPLATES)
+        text = tpl.format(
+            color=color, color_cap=color.capitalize(), makemodel=makemodel, body=body,
+            view=_view_phrase(view), view_cap=_view_phrase(view).capitalize(), scene=scene_txt,
+        )
+    else:
+        named = " ".join(v for v in (lab.get("make"), lab.get("model")) if v) or None
+        desc = " ".join(w for w in (color, named, body or "car") if w)
+        view_txt = f" seen from the {_view_phrase(view)}" if view else ""
+        text = rng.choice(_PARTIAL_TEMPLATES).format(desc=desc, view=view_txt, scene=scene_txt)
+    return {"make": make, "model": model, "body_type": body or UNKNOWN, "color": color or UNKNOWN,
+            "view": view or UNKNOWN, "caption": text}
 
 
 def query_text(color: str | None = None, body_type: str | None = None, view: str | None = None, make_model: str | None = None) -> str:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from . import formats
-from .captions import CaptionError, parse_caption
+from .captions import CaptionError, known, parse_caption
 from .data import perceptual_groups, split_of
 from .io import read_jsonl
 
@@ -99,7 +99,9 @@ def curate(input_files: list[Path], output_files: list[Path], manifest: dict[str
             rejects.append({"id": rid, "path": row["path"], "reason": f"caption lacks {', '.join(missing)}"})
             continue
         caption = attrs.pop("caption")
-        pairs.append({"id": rid, "path": row["path"], "caption": caption, "attributes": attrs, "labels": row.get("labels") or attrs})
+        # the source's labels where it has them, else what the caption says; "unknown" is no label
+        pairs.append({"id": rid, "path": row["path"], "caption": caption, "attributes": attrs,
+                      "labels": known(row.get("labels")) or known(attrs)})
     for rid in outputs:  # outputs nobody asked for
         rejects.append({"id": rid, "reason": "output record with no matching input record"})
     for rid, reason in problems.items():  # malformed lines of records nobody asked for

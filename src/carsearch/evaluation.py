@@ -72,10 +72,36 @@ def combos_for(attrs: Sequence[str]) -> list[list[str]]:
     return [list(c) for r in range(1, len(attrs) + 1) for c in itertools.combinations(attrs, r)]
 
 
+def labelled_for(labels: list[dict], attrs: Sequence[str]) -> np.ndarray:
+    """Images that have every one of `attrs` labelled: the gallery a query on `attrs` is judged
+    on. An image whose colour is unknown is neither relevant nor irrelevant to "a red car"."""
+    return np.array([all(_value(lab, a) for a in attrs) for lab in labels], dtype=bool)
+
+
+def _judged_scores(scores: np.ndarray, judged: np.ndarray | None) -> np.ndarray:
+    if judged is None or judged.all():
+        return scores
+    return np.where(judged[None, :], scores, -np.inf)
+
+
+def supported_queries(labels: list[dict], attrs: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The query attributes the labels support, and why each of the others is skipped."""
+    keep, skipped = [], {}
+    for a in attrs:
+        if any(_value(lab, a) for lab in labels):
+            keep.append(a)
+        else:
+            skipped[f"text_to_image.{a}"] = f"no image in the split has a {a} label"
+    if not same_model_relevance(labels).any():
+        skipped["image_to_image"] = "no two images share a car model label (model_id, or make and model)"
+    return keep, skipped
+
+
 def evaluate_embeddings(img: np.ndarray, txt: np.ndarray, labels: list[dict], t2i_rel: np.ndarray, ks,
-                        curve_k: int = 10, map_k: int = 10) -> tuple[dict, dict]:
-    """Metrics and recall curves for text->image (attribute queries) and image->image (same model)."""
-    t2i = txt @ img.T
+                        curve_k: int = 10, map_k: int = 10, judged: np.ndarray | None = None) -> tuple[dict, dict]:
+    """Metrics and recall curves for text->image (attribute queries) and image->image (same model).
+    `judged`: the images the text queries are ranked among (those labelled for the queried attributes)."""
+    t2i = _judged_scores(txt @ img.T, judged)
     i2i = img @ img.T
     np.fill_diagonal(i2i, -np.inf)  # never retrieve the query itself
     rel_i2i = same_model_relevance(labels)
@@ -113,15 +139,16 @@ def full_report(img: np.ndarray, labels: list[dict], encode_text: Callable[[list
     ks = list(cfg.get("ks", (1, 5, 10)))
     map_k = int(cfg.get("map_k", 10))
     curve_k = int(cfg.get("curve_k", max(ks)))
-    attrs = list(cfg.get("attributes", ["color", "body_type", "view"]))
+    attrs, skipped = supported_queries(labels, list(cfg.get("attributes", ["color", "body_type", "view"])))
     texts, rel = attribute_queries(labels, attrs, int(cfg.get("min_relevant", 1)))
     txt = encode_text(texts) if texts else np.zeros((0, img.shape[1]), np.float32)
-    metrics, curves = evaluate_embeddings(img, txt, labels, rel, ks, curve_k, map_k)
+    metrics, curves = evaluate_embeddings(img, txt, labels, rel, ks, curve_k, map_k, labelled_for(labels, attrs))
+    metrics["attributes"], metrics["skipped"] = attrs, skipped
     by_combo = {}
     for combo in combos_for(attrs)[:-1] if cfg.get("by_combo", True) else []:
         ct, cr = attribute_queries(labels, combo, int(cfg.get("min_relevant", 1)))
         if ct:
-            m = retrieval_metrics(encode_text(ct) @ img.T, cr, ks, map_k)
+            m = retrieval_metrics(_judged_scores(encode_text(ct) @ img.T, labelled_for(labels, combo)), cr, ks, map_k)
             by_combo["+".join(combo)] = {k: v for k, v in m.items() if k != "skipped_queries"}
     if by_combo:
         metrics["text_to_image_by_combo"] = by_combo

@@ -158,9 +158,24 @@ def positives(labels: list[dict], constraints: list[dict]) -> torch.Tensor:
     return pos
 
 
-def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE whose target spreads evenly over every positive (identity = CLIP loss)."""
+def unknowns(labels: list[dict], constraints: list[dict]) -> torch.Tensor:
+    """unk[i, j]: image i has no label for some key text j constrains and agrees on the others, so
+    whether the text describes it is unknown: neither positive nor negative ("unknown" is no
+    constraint). All False when every image has every label (the rendered set)."""
+    unk = torch.zeros(len(labels), len(constraints), dtype=torch.bool)
+    for j, c in enumerate(constraints):
+        for i, lab in enumerate(labels):
+            unk[i, j] = any(k not in lab for k in c) and all(lab[k] == v for k, v in c.items() if k in lab)
+    return unk
+
+
+def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, pos: torch.Tensor,
+                        ignore: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE whose target spreads evenly over every positive (identity = CLIP loss).
+    `ignore[i, j]` (not positive) leaves the pair out of both softmaxes: unknown, not a negative."""
     logits = scale * img @ txt.t()
+    if ignore is not None and bool(ignore.any()):
+        logits = logits.masked_fill((ignore & ~pos).to(logits.device), -1e9)  # finite: 0 * it stays 0
     pos = pos.to(logits.device, torch.float32)
     li = -(F.log_softmax(logits, 1) * (pos / pos.sum(1, keepdim=True))).sum(1).mean()
     lt = -(F.log_softmax(logits.t(), 1) * (pos.t() / pos.t().sum(1, keepdim=True))).sum(1).mean()
@@ -459,17 +474,18 @@ def train_clip(
             p = p[d.rank :: d.world] if d.world > 1 else p
             t = torch.tensor([tid[choice[i][0]] for i in local])
             order = [i for r in range(d.world) for i in gidx[r :: d.world]] if d.world > 1 else gidx
-            pos = (positives([labels[i] for i in order], [choice[i][1] for i in order]) if multi
-                   else torch.eye(len(order), dtype=torch.bool))
+            blabels, bcons = [labels[i] for i in order], [choice[i][1] for i in order]
+            pos = positives(blabels, bcons) if multi else torch.eye(len(order), dtype=torch.bool)
+            unk = unknowns(blabels, bcons) if multi else None
             sync = (bi + 1) % accum == 0 or bi + 1 == len(batches)
             ctx = net.no_sync() if (d.world > 1 and not sync) else _null()
             with ctx:
                 with torch.autocast(d.device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     img, txt, scale = net(p.to(d.device), tok["input_ids"][t].to(d.device), tok["attention_mask"][t].to(d.device))
                 img, txt = _all_gather(img, d), _all_gather(txt, d)
-                loss = multi_positive_loss(img, txt, scale, pos)
+                loss = multi_positive_loss(img, txt, scale, pos, unk)
                 if w_img:
-                    loss = loss + w_img * same_model_loss(img, scale, same_model_relevance([labels[i] for i in order]))
+                    loss = loss + w_img * same_model_loss(img, scale, same_model_relevance(blabels))
                 (loss / accum).backward()
             if sync:
                 if cfg["max_grad_norm"]:

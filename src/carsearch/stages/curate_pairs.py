@@ -9,6 +9,7 @@ from carsearch.curate import curate, load_jobs
 from carsearch.io import read_jsonl, write_json, write_jsonl
 from carsearch.params import load_params, run_stage
 from carsearch.paths import repo_root, resolve
+from carsearch.summary import summarise
 
 
 def main() -> None:
@@ -31,10 +32,8 @@ def main() -> None:
     write_json(resolve(paths["metrics_dir"], root) / "curate.json",
                {"pairs": counts, "rejected": len(rejects), "requested": requested,
                 "rejected_by_reason": dict(sorted(Counter(r["reason"].split(":")[0] for r in rejects).items()))})
-    for r in rejects[:20]:
-        print(f"rejected {r.get('id') or r.get('where')} {r.get('path') or ''}: {r['reason']}")
-    if len(rejects) > 20:
-        print(f"... and {len(rejects) - 20} more, every one in {paths['pairs_dir']}/rejects.jsonl")
+    for line in summarise(rejects, "record", f"{paths['pairs_dir']}/rejects.jsonl"):
+        print(f"curate_pairs: {line}")
     unaccounted = requested - kept - sum(1 for r in rejects if r.get("id") and r["reason"] != "output record with no matching input record")
     if unaccounted > 0:
         raise ValueError(f"curate_pairs: {unaccounted} requested record(s) neither kept nor rejected (bug)")

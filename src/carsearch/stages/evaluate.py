@@ -55,10 +55,15 @@ def main() -> None:
         results[name], curves[name], extra[name] = m, c, {**q, "img": img}
     texts = extra["base"]["texts"]
     if not texts:
-        raise ValueError(f"evaluate: no {cfg['split']} image has all of {cfg['attributes']} labelled; "
-                         "no text query can be built")
+        raise ValueError(f"evaluate: no {cfg['split']} image has any of {cfg['attributes']} labelled; "
+                         "no text query can be built (add labels, or use caption.backend=bedrock|openai)")
+    skipped = results["finetuned"].pop("skipped")
+    attrs = results["finetuned"].pop("attributes")
+    results["base"].pop("skipped"), results["base"].pop("attributes")
+    for what, why in skipped.items():
+        print(f"evaluate: skipped {what} queries: {why}")
     results["queries"] = {"text_to_image": len(texts), "image_to_image": int(results["finetuned"]["image_to_image"].get("queries", 0)),
-                          "test_images": len(rows), "attributes": list(cfg["attributes"]),
+                          "test_images": len(rows), "attributes": attrs, "skipped": skipped,
                           "recall": "hit rate: fraction of queries with >= 1 relevant item in the top k"}
     results["gain"] = {d: {k: results["finetuned"][d].get(k, 0.0) - results["base"][d].get(k, 0.0) for k in HEADLINE}
                        for d in ("text_to_image", "image_to_image")}
@@ -84,7 +89,7 @@ def main() -> None:
         examples.append((f'"{texts[q]}"', [(root / rows[i]["path"], float(txt[q] @ img[i]), bool(rel[q, i])) for i in order]))
     from carsearch.evaluation import model_key
 
-    for q in np.linspace(0, len(rows) - 1, min(max(1, n_ex // 2), len(rows))).astype(int):
+    for q in np.linspace(0, len(rows) - 1, min(max(1, n_ex // 2), len(rows))).astype(int) if "image_to_image" not in skipped else []:
         s = img[q] @ img.T
         s[q] = -np.inf
         order = np.argsort(-s, kind="stable")[:5]
