@@ -72,7 +72,7 @@ def test_bedrock_stages_resume_after_interruption(tmp_path, monkeypatch, emulato
     assert cap["backend"] == "bedrock" and cap["records"] == 20 and cap["succeeded"] == 19 and cap["failed"] == 1
     assert cap["token_source"] == "manifest.json.out" and cap["input_tokens"] > 0 and cap["estimated_usd"] > 0
     out = capsys.readouterr().out
-    assert f"failed record {rows[-1]['id']}" in out and "offline captioner: image has no known" in out
+    assert f"failed record {rows[-1]['id']}" in out and "offline captioner: image has no labels" in out
     cur = json.loads((root / "metrics/curate.json").read_text())
     assert sum(cur["pairs"].values()) + cur["rejected"] == 20
 

@@ -101,7 +101,9 @@ def test_base_model_index_is_searchable(pipeline, tmp_path, monkeypatch):
 
     build_index.main()
     idx = json.loads((root / "metrics/index.json").read_text())
-    assert idx["model"] == "base" and idx["model_dir"] == "data/index/base_model" and "did not pay" in idx["promotion"]["reason"]
+    assert idx["model"] == "base" and idx["model_dir"] == "model" and "did not pay" in idx["promotion"]["reason"]
+    meta = json.loads((root / "data/index/carsearch_index.json").read_text())
+    assert (root / "data/index" / meta["version"] / "model" / "config.json").is_file()  # the base model travels in the index
     from carsearch.search import CarSearch
 
     assert len(CarSearch(root=root).image(root / "data/raw/images/img0000.jpg", k=2)) == 2

@@ -27,6 +27,8 @@ def write_pairs(root: Path, n: dict[str, int] | None = None, size: int = 48, see
         rows.append({"id": rid, "path": f"data/raw/images/{rid}.jpg", "caption": cap["caption"],
                      "attributes": {k: cap[k] for k in ("make", "model", "body_type", "color", "view")}, "labels": labels})
     out, start = {}, 0
+    manifest = [{"id": r["id"], "path": r["path"], "source": "demo", "labels": r["labels"]} for r in rows]
+    (root / "data" / "raw" / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest))
     pairs = root / "data" / "pairs"
     pairs.mkdir(parents=True, exist_ok=True)
     for split, k in n.items():
@@ -41,7 +43,7 @@ def write_params(root: Path, train: dict | None = None, **over) -> dict:
     import yaml
 
     params = {
-        "paths": {"pairs_dir": "data/pairs", "model_dir": "models/finetuned", "index_dir": "data/index",
+        "paths": {"manifest": "data/raw/manifest.jsonl", "pairs_dir": "data/pairs", "model_dir": "models/finetuned", "index_dir": "data/index",
                   "metrics_dir": "metrics", "plots_dir": "metrics/plots"},
         "model": dict(TINY),
         "train": {"lr": 2e-3, "epochs": 2, "batch_size": 8, "seed": 0, "weight_decay": 0.1, "warmup_ratio": 0.1,

@@ -15,11 +15,12 @@ from typing import Callable, Iterable, Iterator
 
 from PIL import Image
 
-from . import formats
-from .captions import offline_caption
+from . import formats, imaging
+from .captions import has_labels, offline_caption
 from .io import atomic_path, read_jsonl, write_bytes, write_json, write_jsonl
 
-REQUIRED_LABELS = ("body_type", "color", "view")
+# The offline captioner restates labels; an image with none cannot be captioned offline.
+NO_LABELS = "offline captioner: image has no labels"
 INDEX_NAME = "batch.json"  # written by make_jsonl next to the shards
 IMAGES_SUBDIR = "images"  # Nova: resized images, uploaded next to each shard on S3
 
@@ -41,10 +42,12 @@ def encode_image(path: Path, max_edge: int, quality: int = 90, max_bytes: int | 
     format, else a resized JPEG (quality lowered, then size, until it fits `max_bytes`)."""
     data = Path(path).read_bytes()
     allowed = allowed or {"JPEG", "PNG", "WEBP", "GIF"}
-    with Image.open(io.BytesIO(data)) as im:
-        if max(im.size) <= max_edge and (im.format or "").upper() in allowed and (max_bytes is None or len(data) <= max_bytes):
+    im, info = imaging.load(data)
+    with im:
+        if (info.orientation == 1 and info.mode in {"RGB", "L", "P", "RGBA", "LA", "PA"} and max(im.size) <= max_edge
+                and info.format.upper() in allowed and (max_bytes is None or len(data) <= max_bytes)):
             return data
-        im = im.convert("RGB")
+        im = imaging.normalise(im)  # upright 8-bit RGB (EXIF orientation, 16-bit, alpha handled)
         edge = min(max_edge, max(im.size))
         while True:
             work = im.copy()
@@ -271,15 +274,11 @@ def estimate_input_tokens(model_input: dict, image_tokens: int | None = None) ->
 
 def offline_output(record: dict, labels: dict | None, model_id: str, image_tokens: int | None = None) -> dict:
     """The `.jsonl.out` line for one request: a Claude or Nova response (by the shape of the
-    request) from known labels, or a record error (as Bedrock reports failed records) when the
-    image has no usable labels."""
+    request) from whatever labels the image has (partial labels are labels), or a record error (as
+    Bedrock reports failed records) when it has none."""
     rid, body = record["recordId"], record["modelInput"]
-    missing = [k for k in REQUIRED_LABELS if not (labels or {}).get(k)]
-    if missing:
-        return formats.output_record(rid, body, error={
-            "errorCode": 400,
-            "errorMessage": f"offline captioner: image has no known {', '.join(missing)} label(s)",
-        })
+    if not has_labels(labels):
+        return formats.output_record(rid, body, error={"errorCode": 400, "errorMessage": NO_LABELS})
     text = json.dumps(offline_caption(labels, rid))
     n_in, n_out = estimate_input_tokens(body, image_tokens), max(1, len(text) // 4)
     if "schemaVersion" in body:
@@ -306,18 +305,47 @@ def count_output(totals: dict, out: dict) -> None:
         totals["outputTokenCount"] += o
 
 
-def run_offline(input_files: list[Path], out_dir: Path, labels_by_id: dict[str, dict | None], model_id: str, progress: bool = True) -> dict:
-    """Answer every input file into `out_dir/<name>.out` plus `manifest.json.out`."""
+def offline_captioner_version() -> str:
+    """A hash of the offline captioner's code (part of its cache key: new code, new answers)."""
+    import hashlib
+    import inspect
+
+    from . import captions
+
+    src = inspect.getsource(captions) + inspect.getsource(offline_output) + inspect.getsource(estimate_input_tokens)
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+def offline_key_extra(labels: dict | None) -> dict:
+    """Per-record cache-key material of the offline captioner: it answers from the labels."""
+    return {"labels": labels}
+
+
+def run_offline(input_files: list[Path], out_dir: Path, labels_by_id: dict[str, dict | None], model_id: str, progress: bool = True,
+                cache=None) -> dict:
+    """Answer every input file into `out_dir/<name>.out` plus `manifest.json.out`. With a
+    `caption_cache.CaptionCache`, records answered before are replayed from it and only the rest
+    are captioned (and stored); the returned totals (and manifest.json.out) count what was captioned."""
     from tqdm import tqdm
 
+    from .caption_cache import split_records
+
     totals = empty_totals()
-    for path in input_files:
-        out_rows = []
-        for rec in tqdm(list(read_jsonl(path)), desc=f"caption {path.name}", disable=not progress, unit="rec"):
-            out = offline_output(rec, labels_by_id.get(rec["recordId"]), model_id)
-            totals["totalRecordCount"] += 1
-            count_output(totals, out)
-            out_rows.append(out)
-        write_jsonl(out_dir / f"{path.name}.out", out_rows)
+    try:
+        for path in input_files:
+            records = list(read_jsonl(path))
+            cached, todo = split_records(records, cache, lambda r: offline_key_extra(labels_by_id.get(r["recordId"])))
+            fresh = {}
+            for rec, key in tqdm(todo, desc=f"caption {path.name}", disable=not progress, unit="rec"):
+                out = offline_output(rec, labels_by_id.get(rec["recordId"]), model_id)
+                totals["totalRecordCount"] += 1
+                count_output(totals, out)
+                if cache is not None:
+                    cache.add(key, out)
+                fresh[rec["recordId"]] = out
+            write_jsonl(out_dir / f"{path.name}.out", (cached.get(r["recordId"]) or fresh[r["recordId"]] for r in records))
+    finally:
+        if cache is not None:
+            cache.close()
     write_json(out_dir / "manifest.json.out", totals)
     return totals

@@ -17,39 +17,71 @@ def _main() -> None:
     """carsearch: search the car index built by `dvc repro`."""
 
 
+def _filters(color, view, body_type, make, model, split) -> dict:
+    return {"color": color, "view": view, "body_type": body_type, "make": make, "model": model, "split": split}
+
+
+def _mark_missing(hits, root: Path) -> list[bool]:
+    """Which hits point to an image that is gone (an index older than its images)."""
+    return [not (root / h.path).is_file() for h in hits]
+
+
 @app.command()
 def search(
     query: Optional[str] = typer.Argument(None, help='Text query, e.g. "red pickup seen from behind".'),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="Search by this image instead of text."),
     k: int = typer.Option(5, "-k", "--top-k", min=1, help="Number of results."),
-    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on metadata, e.g. \"color = 'red'\"."),
+    where: Optional[str] = typer.Option(None, "--where", help="Filter on metadata, e.g. \"color = 'red' AND view IN ('rear', 'side')\"."),
+    color: Optional[list[str]] = typer.Option(None, "--color", help="Only this colour (repeat for any of several)."),
+    view: Optional[list[str]] = typer.Option(None, "--view", help="Only this view: front, rear, side, three-quarter."),
+    body_type: Optional[list[str]] = typer.Option(None, "--body-type", help="Only this body type (sedan, suv, ...)."),
+    make: Optional[list[str]] = typer.Option(None, "--make", help="Only this make."),
+    model: Optional[list[str]] = typer.Option(None, "--model", help="Only this car model."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="Only this split (train, val, test)."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: paths.index_dir)."),
     png: Optional[Path] = typer.Option(None, "--png", help="Also write the results as a PNG strip."),
 ) -> None:
     """Print rank, score, id, caption and path of the k most similar cars."""
+    from .query import QueryError, build_where, check_image, check_text
+
+    try:  # everything the user typed is checked before the model loads
+        if query is None and image is None:
+            raise QueryError("nothing to search for: give a text query or --image")
+        if query is not None and image is not None:
+            raise QueryError("give a text query or --image, not both")
+        query = check_text(query) if image is None else None
+        image = check_image(image) if image is not None else None
+        where = build_where(_filters(color, view, body_type, make, model, split), where)
+    except QueryError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from transformers.utils import logging as hf_logging
 
     from .model import ModelConfigError
 
     hf_logging.disable_progress_bar()
+    from .paths import repo_root
     from .search import search as run_search
 
-    if image is not None and not image.is_file():
-        typer.echo(f"error: image not found: {image}", err=True)
-        raise typer.Exit(1)
     try:
         hits = run_search(query=query, image=image, k=k, where=where, index_dir=index_dir)
     except (FileNotFoundError, ValueError, ModelConfigError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
-    for h in hits:
-        typer.echo(f"{h.rank}\t{h.score:.4f}\t{h.id}\t{h.caption}\t{h.path}")
+    root = repo_root()
+    missing = _mark_missing(hits, root)
+    for h, gone in zip(hits, missing):
+        typer.echo(f"{h.rank}\t{h.score:.4f}\t{h.id}\t{h.caption}\t{h.path}" + ("\t[missing file]" if gone else ""))
+    if any(missing):
+        typer.echo(f"warning: {sum(missing)} of {len(hits)} results point to missing files; the index is older than "
+                   "the images it lists: run `dvc repro build_index`", err=True)
+    if not hits:
+        typer.echo("no results" + (f" match {where}" if where else ""), err=True)
     if png is not None:
-        from .paths import repo_root
         from .plots import results_grid_png
 
-        root = repo_root()
         results_grid_png([(query or f"image: {image}", [(root / h.path, h.score, True) for h in hits])], png)
         typer.echo(f"wrote {png}", err=True)
 
@@ -71,6 +103,39 @@ def report(
     typer.echo(md)
     if out is not None:
         out.write_text(md + "\n", encoding="utf-8")
+
+
+index_app = typer.Typer(no_args_is_help=True, help="Manage the car index between repros.")
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("add")
+def index_add(
+    paths: list[Path] = typer.Argument(..., help="Image files or folders (sub-folder names label the images)."),
+) -> None:
+    """Append new images to the live index with the model that built it; images already indexed
+    (same content) are skipped. Put them in your corpus folder too, and the next `dvc repro` ends
+    in the same table without embedding them again (embeddings are cached)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from .append import add_images
+    from .model import ModelConfigError
+    from .params import load_params
+    from .paths import repo_root
+    from .summary import summarise
+
+    try:
+        root = repo_root()
+        res = add_images(paths, load_params(root / "params.yaml"), root)
+    except (FileNotFoundError, ValueError, ModelConfigError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    for line in summarise(res["rejects"], "file"):
+        typer.echo(f"index add: {line}", err=True)
+    typer.echo(f"index add: {res['added']} added, {res['already_indexed']} already indexed, {res['rejected']} rejected "
+               f"(index version {res['version']})")
+    if res.get("outside_corpus"):
+        typer.echo(f"index add: note: {res['outside_corpus']} of them are outside index.corpus_path; a later `dvc repro` "
+                   "rebuilds the index from the corpus and will not keep them (copy them into the corpus folder)", err=True)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,21 @@ near-duplicate detection and deterministic splits."""
 
 from __future__ import annotations
 
-import csv
+import errno
 import hashlib
 import io
 import math
+import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFilter
 
+from . import imaging
+from . import labels as labels_mod
 from .captions import VIEWS
 from .io import write_bytes
 
@@ -37,44 +41,44 @@ class Rejected:
     reason: str
 
 
-def check_image(data: bytes, name: str) -> tuple[int, int, str]:
-    """Decode fully; return (width, height, format) or raise ValueError with a one-line reason."""
-    if not data:
-        raise ValueError("empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = (im.format or "").lower()
-            im.load()  # catches truncation
-            w, h = im.size
-    except UnidentifiedImageError:
-        raise ValueError("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"corrupt or truncated image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if min(w, h) < MIN_SIDE:
-        raise ValueError(f"image too small ({w}x{h}, need >= {MIN_SIDE}px a side)")
-    return w, h, fmt
+def check_image(data: bytes, name: str, max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS) -> tuple[int, int, str]:
+    """Decode fully; return (width, height, format) of the upright image or raise ValueError with a
+    one-line reason (empty, not an image, corrupt/truncated, too small, over `max_pixels`)."""
+    info = imaging.check(data, max_pixels, MIN_SIDE)
+    return info.width, info.height, info.format
 
 
-def store_image(data: bytes, images_dir: Path, root: Path, source: str, labels: dict | None, name: str) -> dict:
-    """Validate, write `images_dir/<id>.<ext>` atomically, and return the manifest row."""
-    w, h, fmt = check_image(data, name)
-    ext = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}.get(fmt)
-    if ext is None:  # normalise exotic formats (bmp, gif, tiff...) to PNG so every consumer reads them
-        with Image.open(io.BytesIO(data)) as im:
-            buf = io.BytesIO()
-            im.convert("RGB").save(buf, format="PNG")
-        data, ext = buf.getvalue(), ".png"
+def store_image(data: bytes, images_dir: Path, root: Path, source: str, labels: dict | None, name: str,
+                max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS, max_edge: int | None = imaging.DEFAULT_MAX_EDGE) -> dict:
+    """Validate, write `images_dir/<id>.<ext>` atomically, and return the manifest row.
+
+    Stored as-is when the bytes are an upright, single-frame RGB/L JPEG, PNG or WebP within
+    `max_edge`; otherwise re-encoded upright, 8-bit RGB and downscaled to `max_edge` (JPEG with the
+    source's quantisation tables when the source was a JPEG, else PNG), so every consumer reads it
+    the same way. `reencoded` in the row says why."""
+    im, info = imaging.load(data, max_pixels, MIN_SIDE)
+    with im:
+        why = info.reencode_reason(max_edge)
+        w, h, ext = info.width, info.height, imaging.STORED_FORMATS.get(info.format)
+        if why:
+            picture = imaging.normalise(im, max_edge)
+            data, ext = imaging.encode(picture, source=im)
+            w, h = picture.size
     iid = content_id(data)
     out = images_dir / f"{iid}{ext}"
     if not out.exists():
         write_bytes(out, data)
-    return {
+    row = {
         "id": iid, "path": out.relative_to(root).as_posix(), "width": w, "height": h, "bytes": len(data),
         "source": source, "origin": name, "labels": labels or None,
     }
+    if why:
+        row["reencoded"] = why
+    return row
 
 
-def ingest_items(items: Iterable[tuple[str, bytes | None, dict | None, str | None]], images_dir: Path, root: Path, source: str):
+def ingest_items(items: Iterable[tuple[str, bytes | None, dict | None, str | None]], images_dir: Path, root: Path, source: str,
+                 max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS, max_edge: int | None = imaging.DEFAULT_MAX_EDGE):
     """items: (name, data or None, labels, error or None). Returns (manifest rows, rejects).
 
     Exact duplicates (same content hash) are kept once; the others are rejected naming the kept one."""
@@ -84,7 +88,7 @@ def ingest_items(items: Iterable[tuple[str, bytes | None, dict | None, str | Non
             rejects.append(Rejected(name, err or "unreadable"))
             continue
         try:
-            row = store_image(data, images_dir, root, source, labels, name)
+            row = store_image(data, images_dir, root, source, labels, name, max_pixels, max_edge)
         except ValueError as e:
             rejects.append(Rejected(name, str(e)))
             continue
@@ -96,31 +100,108 @@ def ingest_items(items: Iterable[tuple[str, bytes | None, dict | None, str | Non
     return rows, rejects
 
 
+# (reason pattern, short kind, what to do): groups the rejects for the ingest summary
+REJECT_KINDS = [
+    (r"empty file", "empty file", "re-copy the file from its source"),
+    (r"not an image", "not an image", "remove it, or convert it to JPEG/PNG"),
+    (r"unsupported format", "unsupported format", "convert it to JPEG or PNG"),
+    (r"unsupported colour mode", "unsupported colour mode", "convert it to RGB JPEG or PNG"),
+    (r"corrupt or truncated", "corrupt or truncated image", "re-export or re-copy the file"),
+    (r"image too small", "image too small", f"remove it (images need >= {MIN_SIDE} px a side)"),
+    (r"image too large", "image too large", "downscale it, or raise data.max_pixels"),
+    (r"exact duplicate", "exact duplicate", "nothing to do (one copy is kept); delete the copies to silence this"),
+    (r"unreadable", "unreadable", "fix the permissions (chmod a+r) or the storage"),
+    (r"dangling symlink", "dangling symlink", "delete the link or restore its target (dvc repro also stops on it; or list it in .dvcignore)"),
+    (r"symlink loop", "symlink loop", "delete the link (dvc repro also stops on it; or list it in .dvcignore)"),
+    (r"symlinked folder", "symlinked folder already read", "nothing to do (its files are read once); delete the link to silence this"),
+    (r"hidden", "hidden file or folder", "nothing to do; rename it without the leading dot to ingest it"),
+    (r"not a regular file", "not a regular file", "remove it"),
+    (r"\S+ row \d+ names a file that does not exist", "label row for a missing file", "fix the file name in the row or delete the row"),
+    (r"\S+ rows [\d, ]+ all name", "duplicate label rows", "keep one row per image"),
+    (r"\S+ row \d+: ", "unknown label value", "use a value of the vocabulary (docs/ARCHITECTURE.md, Labels)"),
+    (r"\S+ row \d+ has no file name", "label row without a file name", "fill in or delete the row"),
+    (r"\S+ is not UTF-8", "labels file not UTF-8", "save it as UTF-8 (Excel: CSV UTF-8)"),
+    (r"car model skipped", "car model skipped", "see the reason; the other car models are used"),
+]
+
+
+def reject_kind(reason: str) -> tuple[str, str]:
+    """(kind, fix) of a reject reason, for summaries."""
+    for pattern, kind, fix in REJECT_KINDS:
+        if re.match(pattern, reason):
+            return kind, fix
+    return reason.split(" (")[0], "see the reason"
+
+
 # ----------------------------------------------------------------------- folder source
 def read_labels_csv(path: Path) -> dict[str, dict]:
-    """labels.csv: a `file` (or `path`/`filename`) column relative to the folder, other columns are labels."""
-    out = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        key = next((k for k in ("file", "path", "filename", "image") if k in (reader.fieldnames or [])), None)
-        if key is None:
-            raise ValueError(f"{path}: needs a 'file' column naming each image (has {reader.fieldnames})")
-        for row in reader:
-            name = row.pop(key)
-            out[Path(name).as_posix()] = {k: v.strip() for k, v in row.items() if k and v and v.strip()}
-    return out
+    """labels.csv as {rel path: labels} (problems ignored; `labels.read_labels_csv` reports them)."""
+    return labels_mod.read_labels_csv(Path(path).read_bytes(), str(path)).rows
+
+
+def walk_folder(folder: Path) -> list[tuple[Path, str | None]]:
+    """Every entry under `folder` as (path, None) for a readable regular file or (path, reason):
+    dangling or looping symlinks, symlinked folders already read (never followed into a loop),
+    hidden files and folders, unreadable folders, fifos and sockets. Sorted by path."""
+    out: list[tuple[Path, str | None]] = []
+    seen = {os.path.realpath(folder): "."}
+
+    def visit(d: Path) -> None:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            out.append((d, f"unreadable folder ({e.strerror})"))
+            return
+        for e in entries:
+            p = Path(e.path)
+            if e.is_symlink():
+                try:
+                    os.stat(p)
+                except OSError as err:
+                    target = os.readlink(p)
+                    out.append((p, f"symlink loop ({e.name} -> {target})" if err.errno == errno.ELOOP
+                                else f"dangling symlink (-> {target}, which does not exist)"))
+                    continue
+            if e.name.startswith("."):
+                out.append((p, "hidden folder (skipped with its contents)" if e.is_dir() else "hidden file (skipped)"))
+            elif e.is_dir():
+                real = os.path.realpath(p)
+                if real in seen:
+                    out.append((p, f"symlinked folder already read as {seen[real]} (not followed)"))
+                    continue
+                seen[real] = p.relative_to(folder).as_posix()
+                visit(p)
+            elif e.is_file():
+                out.append((p, None))
+            else:
+                out.append((p, "not a regular file (fifo, socket or device)"))
+
+    visit(folder)
+    return sorted(out, key=lambda t: t[0].as_posix())
 
 
 def iter_folder(folder: Path, subfolder_key: str | None = "color", labels_csv: str = "labels.csv") -> Iterator[tuple[str, bytes | None, dict | None, str | None]]:
     """Every file under `folder` (sorted): image files with labels from labels.csv and/or the
-    sub-folder name (`red/img.jpg` -> {subfolder_key: "red"}); other files are yielded as rejects."""
+    sub-folder names (`red/img.jpg` -> {subfolder_key: "red"}); everything else, and every
+    labels.csv problem, is yielded as a reject (name, None, None, reason)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"data.folder.path: folder not found: {folder}")
     csv_path = folder / labels_csv
-    table = read_labels_csv(csv_path) if csv_path.is_file() else {}
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file() or p == csv_path or p.name.startswith("."):
+    table = labels_mod.LabelTable()
+    if csv_path.is_file():
+        table = labels_mod.read_labels_csv(csv_path.read_bytes(), str(csv_path))
+    entries = walk_folder(folder)
+    for name, reason in table.problems:
+        yield name, None, None, reason
+    existing = {p.relative_to(folder).as_posix() for p, _ in entries}
+    for name, reason in table.missing(existing, str(folder), labels_csv):
+        yield name, None, None, reason
+    for p, err in entries:
+        if p == csv_path:
+            continue
+        if err is not None:
+            yield str(p), None, None, err
             continue
         rel = p.relative_to(folder).as_posix()
         if p.suffix.lower() not in IMAGE_EXTS and p.name.lower() in {"readme.md", "readme", "readme.txt"}:
@@ -130,16 +211,7 @@ def iter_folder(folder: Path, subfolder_key: str | None = "color", labels_csv: s
         except OSError as e:
             yield str(p), None, None, f"unreadable ({e.strerror})"
             continue
-        yield str(p), data, _labels_for(rel, subfolder_key, table), None
-
-
-def _labels_for(rel: str, subfolder_key: str | None, table: dict[str, dict]) -> dict | None:
-    labels: dict = {}
-    parts = rel.split("/")
-    if subfolder_key and len(parts) > 1:
-        labels[subfolder_key] = parts[-2].replace("_", " ").lower()
-    labels.update(table.get(rel, {}))
-    return labels or None
+        yield str(p), data, labels_mod.labels_for(rel, subfolder_key, table), None
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -162,15 +234,13 @@ def iter_s3(uri: str, subfolder_key: str | None = "color", labels_csv: str = "la
                 for o in page.get("Contents", []) if not o["Key"].endswith("/")]
     except (ClientError, BotoCoreError) as e:
         raise ValueError(f"data.s3.uri {uri}: cannot list objects ({str(e).splitlines()[0]})") from None
-    table = {}
+    table = labels_mod.LabelTable()
     csv_key = prefix + labels_csv
     if csv_key in keys:
-        import tempfile
-
-        with tempfile.NamedTemporaryFile(suffix=".csv") as f:
-            f.write(s3.get_object(Bucket=bucket, Key=csv_key)["Body"].read())
-            f.flush()
-            table = read_labels_csv(Path(f.name))
+        table = labels_mod.read_labels_csv(s3.get_object(Bucket=bucket, Key=csv_key)["Body"].read(), f"s3://{bucket}/{csv_key}")
+    for name, reason in table.problems:
+        yield name, None, None, reason
+    yield from ((n, None, None, r) for n, r in table.missing({k[len(prefix):] for k in keys}, f"s3://{bucket}/{prefix}".rstrip("/"), labels_csv))
     for key in sorted(keys):
         rel = key[len(prefix):]
         if key == csv_key or rel.rsplit("/", 1)[-1].startswith("."):
@@ -181,7 +251,7 @@ def iter_s3(uri: str, subfolder_key: str | None = "color", labels_csv: str = "la
         except (ClientError, BotoCoreError) as e:
             yield name, None, None, f"unreadable ({str(e).splitlines()[0]})"
             continue
-        yield name, data, _labels_for(rel, subfolder_key, table), None
+        yield name, data, labels_mod.labels_for(rel, subfolder_key, table), None
 
 
 # ------------------------------------------------------------------ procedural demo set
@@ -303,15 +373,38 @@ def split_of(key: str, seed: int, fractions: dict[str, float]) -> str:
 
 def perceptual_groups(paths: dict[str, Path], max_distance: int) -> dict[str, str]:
     """Map each id to the id of its group's first member, grouping images whose pHash differ by
-    <= max_distance bits (max_distance < 0 disables)."""
+    <= max_distance bits (max_distance < 0 disables).
+
+    The pHash is imagehash.phash's (32x32 LANCZOS greyscale, 2-D DCT-II, 8x8 low frequencies >
+    their median) but the DCT is computed here with a fixed cosine table (render.xmath, no libm)
+    and sums in a fixed order, instead of scipy.fftpack: pocketfft's twiddles come from libm
+    sin/cos (glibc picks FMA variants by CPU) and a last-bit change flips a hash bit whenever a
+    coefficient sits at the median (flat images have many near-zero ones), so the grouping could
+    differ between machines. Same bits as imagehash.phash except at such ties."""
     import imagehash
+    import numpy as np
+
+    from .render import xmath
 
     if max_distance < 0:
         return {i: i for i in paths}
+    n, k = 32, 8
+    m = (np.arange(k)[:, None] * (2 * np.arange(n)[None, :] + 1)) % (4 * n)  # angle pi*m/(2n), exact ints
+    C = 2.0 * xmath.cos(m * (xmath.PI / (2 * n)))  # (k, n), scipy's unnormalised DCT-II
+
+    def phash(im) -> "imagehash.ImageHash":
+        g = np.asarray(im.convert("L").resize((n, n), Image.LANCZOS), np.float64)
+        cols = np.zeros((k, n))
+        for j in range(n):  # DCT along axis 0, summed in row order (no BLAS)
+            cols = cols + C[:, j : j + 1] * g[j][None, :]
+        d = np.zeros((k, k))
+        for j in range(n):  # then along axis 1
+            d = d + cols[:, j : j + 1] * C[:, j][None, :]
+        return imagehash.ImageHash(d > np.median(d))
+
     hashes = {}
     for iid, p in paths.items():
-        with Image.open(p) as im:
-            hashes[iid] = imagehash.phash(im)
+        hashes[iid] = phash(imaging.open_rgb(p))
     reps: list[tuple[str, object]] = []
     out = {}
     for iid, h in hashes.items():
@@ -335,9 +428,7 @@ def contact_sheet(items: list[tuple[Path, dict]], out_png: Path, n: int = 48, co
     sheet = Image.new("RGB", (cols * thumb, rows * cell_h), "white")
     d = ImageDraw.Draw(sheet)
     for k, (path, labels) in enumerate(items):
-        with Image.open(path) as im:
-            t = im.convert("RGB")
-            t.thumbnail((thumb, thumb))
+        t = imaging.open_rgb(path, max_edge=thumb)
         x, y = (k % cols) * thumb, (k // cols) * cell_h
         sheet.paste(t, (x, y))
         lab = labels or {}

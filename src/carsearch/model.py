@@ -149,11 +149,10 @@ def save_clip(model, processor, out_dir: str | os.PathLike) -> None:
 
 
 def load_images(paths: Iterable[str | os.PathLike]) -> list[Image.Image]:
-    out = []
-    for p in paths:
-        with Image.open(p) as im:
-            out.append(im.convert("RGB"))
-    return out
+    """Upright 8-bit RGB pictures (carsearch.imaging.open_rgb: EXIF orientation, 16-bit, alpha)."""
+    from .imaging import open_rgb
+
+    return [open_rgb(p) for p in paths]
 
 
 @torch.no_grad()

@@ -15,7 +15,9 @@ class ParamsError(ValueError):
     pass
 
 
-def load_params(path: str | Path | None = None) -> dict[str, Any]:
+def load_params(path: str | Path | None = None, validate: bool = True) -> dict[str, Any]:
+    """params.yaml as a dict, checked against the schema in `carsearch.config` (one-line ParamsError
+    naming the key, the value and what is allowed)."""
     p = Path(path) if path else repo_root() / "params.yaml"
     if not p.is_file():
         raise ParamsError(f"{p}: not found; run `dvc exp run` once (it composes conf/ into params.yaml)")
@@ -23,6 +25,14 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
         params = yaml.safe_load(f) or {}
     if not isinstance(params, dict):
         raise ParamsError(f"{p}: top level is not a mapping")
+    if validate:
+        from .config import ConfigError, validate_params
+
+        label = p.name if p.resolve() == (repo_root() / "params.yaml").resolve() else str(p)
+        try:
+            params = validate_params(params, label, root=p.parent)
+        except ConfigError as e:
+            raise ParamsError(str(e)) from None
     return params
 
 
@@ -56,5 +66,14 @@ def run_stage(main) -> None:
     try:
         main()
     except (ParamsError, ModelConfigError, FormatError, CaptionError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def check_params() -> dict[str, Any]:
+    """`load_params()` for a stage's entry point outside `run_stage` (one line and exit 1 on a bad value)."""
+    try:
+        return load_params()
+    except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -37,6 +37,8 @@ def results_grid_png(queries: list[tuple], out_png: Path, thumb: int = 112) -> N
     element), then its top results with their scores (green frame = relevant, red = not)."""
     from PIL import Image, ImageDraw
 
+    from .imaging import open_rgb
+
     cols = max((len(q[1]) for q in queries), default=1)
     label_w, cell_h = 220, thumb + 16
     sheet = Image.new("RGB", (label_w + cols * (thumb + 4), max(1, len(queries)) * cell_h), "white")
@@ -44,8 +46,7 @@ def results_grid_png(queries: list[tuple], out_png: Path, thumb: int = 112) -> N
     for row, (text, results, *qimg) in enumerate(queries):
         y = row * cell_h
         if qimg and qimg[0] is not None:
-            with Image.open(qimg[0]) as src:
-                q = src.convert("RGB")
+            q = open_rgb(qimg[0])
             q.thumbnail((label_w - 120, thumb - 6))
             sheet.paste(q, (label_w - q.width - 8, y + 3))
         words, line, lines = text.split(), "", []
@@ -62,8 +63,11 @@ def results_grid_png(queries: list[tuple], out_png: Path, thumb: int = 112) -> N
             if isinstance(path, Image.Image):
                 im = path.convert("RGB")
             else:
-                with Image.open(path) as src:
-                    im = src.convert("RGB")
+                try:
+                    im = open_rgb(path)
+                except (OSError, ValueError):  # missing or unreadable (a stale index): a grey placeholder tile
+                    im = Image.new("RGB", (thumb - 6, thumb - 6), (215, 215, 215))
+                    ImageDraw.Draw(im).text((6, thumb // 2 - 12), "missing file" if not Path(path).exists() else "unreadable", fill=(90, 90, 90))
             im.thumbnail((thumb - 6, thumb - 6))
             d.rectangle([x, y, x + thumb - 1, y + thumb - 1], outline=(20, 160, 40) if ok else (200, 30, 30), width=3)
             sheet.paste(im, (x + 3, y + 3))

@@ -77,6 +77,7 @@ class BedrockEmulator:
     def __post_init__(self):
         self.jobs: dict[str, dict] = {}
         self.calls: list[tuple[str, str]] = []
+        self.received: dict[str, list[str]] = {}   # job name -> recordIds of the input lines it read
         self.throttled = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -295,6 +296,8 @@ class BedrockEmulator:
         for key in keys:
             lines = s3.get_object(Bucket=in_bucket, Key=key)["Body"].read().decode("utf-8").splitlines()
             records = [json.loads(x) for x in lines if x.strip()]
+            with self._lock:
+                self.received.setdefault(job["jobName"], []).extend(r.get("recordId") for r in records)
             totals["totalRecordCount"] += len(records)
             if expire:
                 records = records[: len(records) // 2]

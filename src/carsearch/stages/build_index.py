@@ -1,10 +1,13 @@
-"""Stage build_index: embed every curated image into LanceDB with the promoted model.
+"""Stage build_index: embed every image of the corpus (by default every ingested image; or a
+folder / S3 prefix of your own photos: `index.corpus`) into LanceDB with the promoted model.
+Embeddings are cached per (image hash, model hash): a rebuild embeds only new images. The new
+index is published atomically beside the old one (see carsearch.index).
 
 Promotion gate: the fine-tuned model is used only if it beats the base model on
 `index.promote.metric` (from metrics/eval.json, e.g. `text_to_image.recall@5`) by more than
-`index.promote.min_gain`; otherwise the base model (saved into the index folder so search can
-load it). metrics/index.json says which model, why, and which registered MLflow version and
-content hash built the index.
+`index.promote.min_gain`; otherwise the base model. The model is copied into the index version,
+so search never depends on `models/finetuned` (which fine-tuning rewrites). metrics/index.json
+says which model, why, and which registered MLflow version and content hash built the index.
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
-from carsearch import tracking
-from carsearch.index import META_FILE, build_table, dir_hash
-from carsearch.io import read_jsonl, write_json
+from tqdm import tqdm
+
+from carsearch import corpus, tracking
+from carsearch.embed_cache import EmbedCache, embed_with_cache
+from carsearch.index import IMAGES_SUBDIR, MODEL_SUBDIR, begin, build_table, copy_model, dir_hash, publish
+from carsearch.io import write_json, write_jsonl
 from carsearch.model import encode_images, load_clip, load_pretrained, save_clip
 from carsearch.params import ParamsError, load_params, run_stage
-from carsearch.paths import repo_root, resolve
-
-BASE_SUBDIR = "base_model"
+from carsearch.paths import repo_root, resolve, shared_root
+from carsearch.summary import summarise
 
 
 def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0) -> dict:
@@ -45,18 +51,48 @@ def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0) -
             "gain": round(gain, 4), "min_gain": min_gain}
 
 
+def promoted_model(params: dict, root, decision: dict, stage):
+    """Load the model the gate chose and copy it into the index version folder `stage/model`.
+    Returns (model, processor, model_dir relative to the index version (or a hub id), model_ref
+    "<where it came from>@<content hash>", registry info)."""
+    paths = params["paths"]
+    model_copy = stage / MODEL_SUBDIR
+    if decision["use"] == "finetuned":
+        ft_dir = resolve(paths["model_dir"], root)
+        if not ft_dir.is_dir():
+            raise FileNotFoundError(f"build_index: {paths['model_dir']} not found; run finetune_clip first")
+        content = dir_hash(ft_dir)
+        copy_model(ft_dir, model_copy)
+        model, processor = load_pretrained(model_copy)
+        run_file = ft_dir / "carsearch_run.json"
+        run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+        reg = run.get("registered_model") or {}
+        registered = {"name": reg.get("name"), "version": reg.get("version"), "mlflow_run_id": run.get("mlflow_run_id"),
+                      "content_hash": content, "registry_checked": False, "source_dir": paths["model_dir"]}
+        if reg:
+            tracking.setup(params["mlflow"])
+            mv = tracking.find_model_version(reg)
+            if mv is not None:
+                registered["registry_checked"] = True
+                if mv["tags"].get("content_hash") not in (None, content):
+                    raise ValueError(f"build_index: {paths['model_dir']} (hash {content}) is not what "
+                                     f"{reg['name']} v{reg['version']} registered ({mv['tags']['content_hash']})")
+        return model, processor, MODEL_SUBDIR, f"{paths['model_dir']}@{content}", registered
+    spec = params["model"]
+    model, processor = load_clip(spec, seed=params["train"]["seed"])
+    if spec.get("kind") == "pretrained" and not resolve(spec["pretrained"], root).is_dir():
+        content, model_dir = f"hub:{spec['pretrained']}", spec["pretrained"]  # a hub id: loaded by name
+    else:  # the random-init tiny model (or a local pretrained dir) travels inside the index
+        save_clip(model, processor, model_copy)
+        content, model_dir = dir_hash(model_copy), MODEL_SUBDIR
+    return model, processor, model_dir, f"base:{spec.get('pretrained') or spec.get('name')}@{content}", {
+        "name": None, "version": None, "base_model": spec.get("name"), "content_hash": content}
+
+
 def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     params = load_params()
     root, paths, cfg = repo_root(), params["paths"], params["index"]
-    pairs_dir = resolve(paths["pairs_dir"], root)
-    rows = []
-    for split in params["curate"]["splits"]:
-        f = pairs_dir / f"{split}.jsonl"
-        for r in read_jsonl(f) if f.is_file() else []:
-            rows.append({**r, "split": split})
-    if not rows:
-        raise ValueError(f"build_index: no curated pairs in {paths['pairs_dir']}; nothing to index")
     promote = cfg.get("promote") or {}
     eval_file = resolve(paths["metrics_dir"], root) / "eval.json"
     if promote.get("metric"):
@@ -66,48 +102,41 @@ def main() -> None:
     else:
         decision = {"use": "finetuned", "reason": "no promotion gate configured (index.promote.metric: null)"}
 
-    ft_dir = resolve(paths["model_dir"], root)
     index_dir = resolve(paths["index_dir"], root)
-    shutil.rmtree(index_dir, ignore_errors=True)
-    registered = None
-    if decision["use"] == "finetuned":
-        model, processor = load_pretrained(ft_dir)
-        model_dir_rel, content = paths["model_dir"], dir_hash(ft_dir)
-        run_file = ft_dir / "carsearch_run.json"
-        run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-        reg = run.get("registered_model") or {}
-        registered = {"name": reg.get("name"), "version": reg.get("version"), "mlflow_run_id": run.get("mlflow_run_id"),
-                      "content_hash": content, "registry_checked": False}
-        if reg:
-            tracking.setup(params["mlflow"])
-            mv = tracking.find_model_version(reg)
-            if mv is not None:
-                registered["registry_checked"] = True
-                if mv["tags"].get("content_hash") not in (None, content):
-                    raise ValueError(f"build_index: {paths['model_dir']} (hash {content}) is not what "
-                                     f"{reg['name']} v{reg['version']} registered ({mv['tags']['content_hash']})")
-    else:
-        spec = params["model"]
-        model, processor = load_clip(spec, seed=params["train"]["seed"])
-        if spec.get("kind") == "pretrained":
-            model_dir_rel = spec["pretrained"]
-            content = dir_hash(resolve(model_dir_rel, root)) if resolve(model_dir_rel, root).is_dir() else f"hub:{model_dir_rel}"
-        else:  # a random-init tiny model exists nowhere else: ship it inside the index
-            save_clip(model, processor, index_dir / BASE_SUBDIR)
-            model_dir_rel = f"{paths['index_dir']}/{BASE_SUBDIR}"
-            content = dir_hash(index_dir / BASE_SUBDIR)
-        registered = {"name": None, "version": None, "base_model": spec.get("name"), "content_hash": content}
-    vectors = encode_images(model, processor, [root / r["path"] for r in rows], progress=True)
-    model_ref = f"{model_dir_rel}@{content}"
-    _, kind = build_table(index_dir, cfg["table"], rows, vectors, model_ref, cfg)
-    summary = {"rows": len(rows), "dim": int(vectors.shape[1]), "search": kind, "model": decision["use"],
-               "model_dir": model_dir_rel, "model_ref": model_ref, "content_hash": content,
-               "registered_model": registered, "promotion": decision}
-    write_json(index_dir / META_FILE, {"table": cfg["table"], "metric": cfg["metric"], **summary})
-    write_json(resolve(paths["metrics_dir"], root) / "index.json", summary)
+    t0 = time.perf_counter()
+    rows, rejects = corpus.gather(params, root, index_dir / IMAGES_SUBDIR,
+                                  progress=lambda it: tqdm(it, desc="read corpus", unit="img"))
+    if not rows:
+        raise ValueError(f"build_index: the corpus ({cfg.get('corpus') or 'ingested'}) has no usable image; nothing to index")
+    stage = begin(index_dir)
+    try:
+        model, processor, model_dir, model_ref, registered = promoted_model(params, root, decision, stage)
+        content = registered["content_hash"]
+        cache = EmbedCache(resolve(cfg.get("embed_cache_dir") or ".carsearch/embed_cache", shared_root()), content)
+        bs = int(cfg.get("batch_size") or 64)
+        vectors, estats = embed_with_cache([r["id"] for r in rows], [resolve(r["path"], root) for r in rows], cache,
+                                           lambda ps: encode_images(model, processor, ps, batch_size=bs, progress=len(ps) > bs))
+        _, kind = build_table(stage, cfg["table"], rows, vectors, model_ref, cfg)
+        if rejects:
+            write_jsonl(stage / "rejects.jsonl", rejects)
+        summary = {"rows": len(rows), "dim": int(vectors.shape[1]), "search": kind, "model": decision["use"],
+                   "corpus": cfg.get("corpus") or "ingested", "corpus_path": cfg.get("corpus_path"), "rejected": len(rejects),
+                   "model_dir": model_dir, "model_ref": model_ref, "content_hash": content, "registered_model": registered, "promotion": decision,
+                   **estats, "seconds": round(time.perf_counter() - t0, 2)}
+        version = publish(index_dir, stage, {"table": cfg["table"], "metric": cfg["metric"], "created": time.time(), **summary},
+                          keep=int(cfg.get("keep_versions") or 2))
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    index_rel = paths["index_dir"]
+    write_json(resolve(paths["metrics_dir"], root) / "index.json",
+               {k: v for k, v in summary.items() if k not in ("seconds", "embed_seconds")})
+    for line in summarise(rejects, "file", f"{index_rel}/{version}/rejects.jsonl"):
+        print(f"build_index: {line}")
     reg_txt = f", registered {registered['name']} v{registered['version']}" if registered and registered.get("version") else ""
-    print(f"build_index: {len(rows)} images into {paths['index_dir']}/{cfg['table']} ({kind}) with the "
-          f"{decision['use']} model {model_ref}{reg_txt}; {decision['reason']}")
+    print(f"build_index: {len(rows)} images ({estats['embedded']} embedded, {estats['cached']} from the embedding cache) "
+          f"into {index_rel}/{version}/{cfg['table']} ({kind}) with the {decision['use']} model {model_ref}{reg_txt}; "
+          f"{decision['reason']}")
 
 
 if __name__ == "__main__":

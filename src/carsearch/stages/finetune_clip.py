@@ -124,5 +124,29 @@ class _Null:
         return False
 
 
+def launch() -> None:
+    """`python -m carsearch.stages.finetune_clip` (the dvc.yaml cmd): params.yaml is checked first (a bad
+    value is one line, before any worker starts); with train.nproc_per_node > 1 this starts torchrun
+    itself, and a failed worker ends in one line, not in torchrun's ChildFailedError traceback."""
+    import sys
+
+    from carsearch.params import check_params
+
+    nproc = int((check_params().get("train") or {}).get("nproc_per_node") or 1)
+    if nproc == 1 or "WORLD_SIZE" in os.environ:  # one process, or already a torchrun worker
+        run_stage(main)
+        return
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    try:
+        run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", __spec__.name]))
+    except ChildFailedError as e:
+        codes = sorted({f.exitcode for f in e.failures.values()})
+        print(f"error: finetune_clip: {len(e.failures)} of {nproc} torchrun worker(s) failed (exit code "
+              f"{', '.join(map(str, codes))}); their error is above", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    run_stage(main)
+    launch()

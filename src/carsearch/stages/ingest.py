@@ -4,7 +4,7 @@ manifest and a rejects file."""
 from __future__ import annotations
 
 import shutil
-from collections import Counter
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -66,28 +66,51 @@ def main() -> None:
         raise ValueError(f"data.source: unknown source {source!r} (expected torcs, demo, folder or s3)")
 
     items = tqdm(items, total=total, desc=f"ingest {source}", unit="img")
-    rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source)
+    limits = {k: cfg[k] for k in ("max_pixels", "max_edge") if k in cfg}
+    rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source, **limits)
     # manifest paths are repo-relative
     prefix = raw_dir.relative_to(root).as_posix()
     for r in rows:
         r["path"] = f"{prefix}/{r['path']}"
     write_jsonl(tmp_dir / resolve(paths["manifest"], root).relative_to(raw_dir), rows)
     write_jsonl(tmp_dir / resolve(paths["rejects"], root).relative_to(raw_dir), [vars(r) for r in rejects])
-    shutil.rmtree(raw_dir, ignore_errors=True)
-    tmp_dir.rename(raw_dir)
+    _swap_in(tmp_dir, raw_dir)
 
     sheet = [(root / r["path"], r["labels"]) for r in rows]
     data.contact_sheet(sheet, resolve(paths["contact_sheet"], root))
     labelled = sum(1 for r in rows if r["labels"])
-    reasons = Counter(r.reason.split(" (")[0] for r in rejects)
+    groups = _group_rejects(rejects)
     write_json(resolve(paths["metrics_dir"], root) / "ingest.json",
-               {"images": len(rows), "labelled": labelled, "rejected": len(rejects)})
-    for r in rejects:
-        print(f"rejected {r.path}: {r.reason}")
+               {"images": len(rows), "labelled": labelled, "rejected": len(rejects),
+                "reencoded": sum(1 for r in rows if r.get("reencoded")),
+                "rejected_by_kind": {kind: len(g) for kind, (g, _) in groups.items()}})
+    for kind, (group, fix) in groups.items():
+        ex = group[0]
+        print(f"rejected {len(group)} x {kind}: e.g. {ex.path}: {ex.reason} -- fix: {fix}")
     print(f"ingest: {len(rows)} images ({labelled} labelled) from {source}; {len(rejects)} rejected"
-          + (f" {dict(reasons)}" if reasons else ""))
+          + (f", every one with its reason in {paths['rejects']}" if rejects else ""))
     if not rows:
         raise ValueError(f"ingest: no usable images from source {source!r} (see {paths['rejects']})")
+
+
+def _group_rejects(rejects: list) -> dict[str, tuple[list, str]]:
+    """{kind: (rejects of that kind, fix)}, the most frequent kind first."""
+    groups: dict[str, tuple[list, str]] = {}
+    for r in rejects:
+        kind, fix = data.reject_kind(r.reason)
+        groups.setdefault(kind, ([], fix))[0].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: -len(kv[1][0])))
+
+
+def _swap_in(new_dir: Path, raw_dir: Path) -> None:
+    """Replace raw_dir by new_dir so that a complete raw dir is readable at every moment but the
+    instant between two renames: old aside, new in, old deleted."""
+    old = raw_dir.with_name(raw_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if raw_dir.exists():
+        raw_dir.rename(old)
+    new_dir.rename(raw_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,198 @@
+"""Checking what a search is asked: the text query, and the `--where` filter on the index's
+metadata columns. A filter is parsed by a small strict grammar (not passed through blindly), so
+`color = 'blue' garbage` is refused with one line naming the bad token instead of running as
+`color = 'blue'`. Structured filters (`--color red --view rear`) are turned into a where clause
+with escaped literals.
+
+Grammar (keywords case-insensitive):
+    expr     := term (OR term)*
+    term     := factor (AND factor)*
+    factor   := NOT factor | '(' expr ')' | cond
+    cond     := COLUMN op STRING | COLUMN [NOT] IN '(' STRING (',' STRING)* ')'
+              | COLUMN [NOT] LIKE STRING | COLUMN IS [NOT] NULL
+    op       := '=' | '!=' | '<>'
+    STRING   := '...' (a quote inside doubled: 'o''brien')
+"""
+
+from __future__ import annotations
+
+import re
+
+# the metadata columns of the index table (carsearch.index.arrow_rows)
+COLUMNS = ("id", "path", "caption", "split", "make", "model", "model_id", "body_type", "color", "view", "scene", "origin")
+KEYWORDS = {"AND", "OR", "NOT", "IN", "LIKE", "IS", "NULL"}
+MAX_QUERY_CHARS = 1000
+
+_TOKEN = re.compile(r"""\s*(?:(?P<str>'(?:[^']|'')*')|(?P<op><>|!=|=)|(?P<punct>[(),])|(?P<word>[A-Za-z_][A-Za-z0-9_]*)
+                        |(?P<bad>'[^']*$|\S+?(?=[\s(),=!<>']|$)|\S))""", re.X)
+
+
+class QueryError(ValueError):
+    """A query or filter that cannot be run; one line."""
+
+
+def check_text(query: str | None) -> str:
+    """The query text, stripped; refused when empty or absurdly long."""
+    if query is None or not str(query).strip():
+        raise QueryError("empty text query: describe the car, e.g. \"red suv seen from the front\"")
+    q = " ".join(str(query).split())
+    if len(q) > MAX_QUERY_CHARS:
+        raise QueryError(f"text query of {len(q)} characters: at most {MAX_QUERY_CHARS}")
+    return q
+
+
+def _tokens(where: str) -> list[tuple[str, str, int]]:
+    out, pos = [], 0
+    while pos < len(where):
+        if not where[pos:].strip():
+            break
+        m = _TOKEN.match(where, pos)
+        kind = m.lastgroup
+        text = m.group(kind)
+        start = m.start(kind)
+        if kind == "bad":
+            what = "unterminated string" if text.startswith("'") else f"unexpected {text!r}"
+            raise QueryError(f"--where: {what} at character {start + 1} of {where!r}")
+        if kind == "word" and text.upper() in KEYWORDS:
+            kind, text = "kw", text.upper()
+        out.append((kind, text, start))
+        pos = m.end()
+    return out
+
+
+class _Parser:
+    def __init__(self, where: str):
+        self.where, self.toks, self.i = where, _tokens(where), 0
+
+    def peek(self, kind: str | None = None, text: str | None = None) -> bool:
+        if self.i >= len(self.toks):
+            return False
+        k, t, _ = self.toks[self.i]
+        return (kind is None or k == kind) and (text is None or t == text)
+
+    def fail(self, expected: str):
+        if self.i >= len(self.toks):
+            raise QueryError(f"--where: {self.where!r} ends early: expected {expected}")
+        _, t, pos = self.toks[self.i]
+        raise QueryError(f"--where: unexpected {t!r} at character {pos + 1} of {self.where!r}: expected {expected}")
+
+    def take(self, kind: str, text: str | None = None, expected: str = "") -> str:
+        if not self.peek(kind, text):
+            self.fail(expected or text or kind)
+        self.i += 1
+        return self.toks[self.i - 1][1]
+
+    def expr(self) -> None:
+        self.term()
+        while self.peek("kw", "OR"):
+            self.i += 1
+            self.term()
+
+    def term(self) -> None:
+        self.factor()
+        while self.peek("kw", "AND"):
+            self.i += 1
+            self.factor()
+
+    def factor(self) -> None:
+        if self.peek("kw", "NOT"):
+            self.i += 1
+            return self.factor()
+        if self.peek("punct", "("):
+            self.i += 1
+            self.expr()
+            self.take("punct", ")", "')'")
+            return None
+        return self.cond()
+
+    def cond(self) -> None:
+        if not self.peek("word"):
+            self.fail(f"a column ({', '.join(COLUMNS)})")
+        col = self.toks[self.i][1]
+        if col.lower() not in COLUMNS:
+            _, _, pos = self.toks[self.i]
+            raise QueryError(f"--where: unknown column {col!r} at character {pos + 1}: filter on {', '.join(COLUMNS)}")
+        self.i += 1
+        if self.peek("op"):
+            self.i += 1
+            self.take("str", expected="a quoted string such as 'red'")
+        elif self.peek("kw", "IS"):
+            self.i += 1
+            if self.peek("kw", "NOT"):
+                self.i += 1
+            self.take("kw", "NULL", "NULL")
+        else:
+            if self.peek("kw", "NOT"):
+                self.i += 1
+            if self.peek("kw", "LIKE"):
+                self.i += 1
+                self.take("str", expected="a quoted pattern such as 'ford%'")
+            elif self.peek("kw", "IN"):
+                self.i += 1
+                self.take("punct", "(", "'('")
+                self.take("str", expected="a quoted string")
+                while self.peek("punct", ","):
+                    self.i += 1
+                    self.take("str", expected="a quoted string")
+                self.take("punct", ")", "')'")
+            else:
+                self.fail("=, !=, <>, IN, LIKE or IS")
+
+    def parse(self) -> None:
+        if not self.toks:
+            raise QueryError("--where: empty filter")
+        self.expr()
+        if self.i < len(self.toks):
+            self.fail("AND, OR or the end of the filter")
+
+
+def check_where(where: str | None) -> str | None:
+    """The filter unchanged if it parses (None / blank: no filter); QueryError naming the bad token otherwise."""
+    if where is None:
+        return None
+    if not where.strip():
+        raise QueryError("--where: empty filter")
+    _Parser(where).parse()
+    return where.strip()
+
+
+def quote(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def build_where(filters: dict[str, str | list[str] | None], where: str | None = None) -> str | None:
+    """`{"color": "red", "view": ["rear", "side"]}` (+ an optional checked where) -> one where clause."""
+    parts = []
+    for col, v in filters.items():
+        if v is None or v == [] or v == ():
+            continue
+        if col not in COLUMNS:
+            raise QueryError(f"unknown filter column {col!r}: filter on {', '.join(COLUMNS)}")
+        vals = [v] if isinstance(v, str) else list(v)
+        for x in vals:
+            if not str(x).strip():
+                raise QueryError(f"--{col.replace('_', '-')}: empty value")
+        parts.append(f"{col} = {quote(vals[0])}" if len(vals) == 1 else f"{col} IN ({', '.join(quote(x) for x in vals)})")
+    checked = check_where(where)
+    if checked:
+        parts.append(f"({checked})")
+    return " AND ".join(parts) or None
+
+
+def check_image(path) -> "Path":
+    """The query image's path if it exists and decodes; QueryError `PATH: not an image (...)` otherwise."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    p = Path(path)
+    if not p.is_file():
+        raise QueryError(f"{path}: no such image file")
+    try:
+        with Image.open(p) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise QueryError(f"{path}: not an image ({first})") from None
+    return p

@@ -1,0 +1,115 @@
+"""params.yaml is checked before any stage works: one line naming the key, the bad value and what
+is allowed; through `dvc repro` the first stage stops with that line and no traceback."""
+
+import copy
+import os
+import sys
+
+import pytest
+import yaml
+
+from carsearch._testkit import write_pairs, write_params
+from carsearch.config import ConfigError, validate_params
+from conftest import REPO, copy_repo, run
+
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def _set(params, dotted, value):
+    p = copy.deepcopy(params)
+    cur = p
+    *parents, last = dotted.split(".")
+    for k in parents:
+        cur = cur[k]
+    cur[last] = value
+    return p
+
+
+def test_committed_params_are_valid_and_unchanged():
+    assert validate_params(PARAMS, root=REPO) == PARAMS
+
+
+def test_extra_keys_allowed_where_people_add_them():
+    p = _set(_set(_set(PARAMS, "data.max_pixels", 10), "index.corpus_path", "x"), "caption.cache_dir", "c")
+    out = validate_params(p, root=REPO)
+    assert out["index"]["corpus_path"] == "x" and out["data"]["max_pixels"] == 10
+
+
+@pytest.mark.parametrize("key,value,line", [
+    ("epochs", -1, "params.yaml: epochs = -1: must be >= 1"),
+    ("train.epochs", -1, "params.yaml: train.epochs = -1: must be >= 1"),
+    ("lr", "abc", "params.yaml: lr = 'abc': not a number"),
+    ("train.batch_size", 0, "params.yaml: train.batch_size = 0: must be >= 1"),
+    ("train.precision", "fp16", "params.yaml: train.precision = 'fp16': must be one of 'auto', 'bf16' or 'fp32'"),
+    ("train.epoch", 3, "params.yaml: train.epoch = 3: unknown key (did you mean 'epochs'?"),
+    ("train.lock.image", "some", "params.yaml: train.lock.image = 'some': must be 'none', 'all' or a number"),
+    ("data.source", "ftp", "params.yaml: data.source = 'ftp': must be one of 'torcs', 'demo', 'folder' or 's3'"),
+    ("data.folder.path", None, "params.yaml: data.folder.path = None: must be a folder path"),
+    ("caption.backend", "gpt", "params.yaml: caption.backend = 'gpt': must be one of 'offline', 'bedrock' or 'openai'"),
+    ("caption.temperature", "hot", "params.yaml: caption.temperature = 'hot': not a number"),
+    ("model.kind", "huge", "params.yaml: model.kind = 'huge': must be one of 'tiny', 'pretrained'"),
+    ("model.image_size", 65, "params.yaml: model.image_size = 65: must be a multiple of patch_size (8)"),
+    ("eval.split", "holdout", "params.yaml: eval.split = 'holdout': not a split of curate.splits"),
+    ("index.metric", "ip", "params.yaml: index.metric = 'ip': must be one of 'cosine', 'l2' or 'dot'"),
+    ("curate.splits.train", 1.5, "params.yaml: curate.splits.train = 1.5: must be <= 1"),
+    ("train.grad_checkpointing", "maybe", "params.yaml: train.grad_checkpointing = 'maybe': must be true or false"),
+])
+def test_bad_value_one_line(key, value, line):
+    with pytest.raises(ConfigError) as e:
+        validate_params(_set(PARAMS, key, value), root=REPO)
+    msg = str(e.value)
+    assert msg.startswith(line) and "\n" not in msg, msg
+
+
+def test_paths_checked(tmp_path):
+    folder = _set(_set(PARAMS, "data.source", "folder"), "data.folder.path", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match=r"data.folder.path = '.*nope': no such folder"):
+        validate_params(folder, root=REPO)
+    validate_params(_set(folder, "data.folder.path", str(tmp_path)), root=REPO)
+    pre = _set(PARAMS, "model", {"name": "b32", "kind": "pretrained", "pretrained": "/no/such/clip"})
+    with pytest.raises(ConfigError, match=r"model.pretrained = '/no/such/clip': no such directory"):
+        validate_params(pre, root=REPO)
+    validate_params(_set(pre, "model.pretrained", "openai/clip-vit-base-patch32"), root=REPO)
+    validate_params(_set(pre, "model.pretrained", str(tmp_path)), root=REPO)
+
+
+def test_stage_prints_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_set(PARAMS, "lr", "abc")))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    p = run([sys.executable, "-m", "carsearch.stages.ingest"], tmp_path, check=False, env={"CARSEARCH_ROOT": str(tmp_path)})
+    assert p.returncode == 1 and p.stdout.strip() == "error: params.yaml: lr = 'abc': not a number", p.stdout
+
+
+def test_torchrun_worker_failure_is_one_line(tmp_path):
+    """finetune_clip starts torchrun itself: a failing worker ends in one line, not ChildFailedError."""
+    write_pairs(tmp_path, {"train": 1, "val": 2, "test": 2}, size=32)
+    write_params(tmp_path, train={"nproc_per_node": 2})
+    p = run([sys.executable, "-m", "carsearch.stages.finetune_clip"], tmp_path, check=False,
+            env={"CARSEARCH_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stdout and "ChildFailedError" not in p.stdout, p.stdout
+    assert "error: finetune_clip: 2 of 2 torchrun worker(s) failed" in p.stdout
+    write_params(tmp_path, train={"nproc_per_node": 0})
+    p = run([sys.executable, "-m", "carsearch.stages.finetune_clip"], tmp_path, check=False, env={"CARSEARCH_ROOT": str(tmp_path)})
+    assert p.returncode == 1 and p.stdout.strip() == "error: params.yaml: train.nproc_per_node = 0: must be >= 1", p.stdout
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return copy_repo(tmp_path_factory.mktemp("cfg") / "repo")
+
+
+def test_dvc_repro_stops_at_first_stage_with_one_line(repo):
+    params = repo / "params.yaml"
+    good = params.read_text()
+    try:
+        params.write_text(yaml.safe_dump(_set(PARAMS, "epochs", -1), sort_keys=False))
+        p = run(["dvc", "repro"], repo, check=False, timeout=300)
+        assert p.returncode != 0 and "Traceback" not in p.stdout and "IndexError" not in p.stdout, p.stdout
+        assert "Running stage 'ingest'" in p.stdout and "error: params.yaml: epochs = -1: must be >= 1" in p.stdout
+        assert "make_jsonl" not in p.stdout
+        # a null folder path: DVC names the missing dependency instead of "unexpected error"
+        params.write_text(yaml.safe_dump(_set(PARAMS, "data.folder.path", None), sort_keys=False))
+        p = run(["dvc", "repro"], repo, check=False, timeout=300)
+        assert p.returncode != 0 and "unexpected error" not in p.stdout and "None" in p.stdout, p.stdout
+    finally:
+        params.write_text(good)
