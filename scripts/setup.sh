@@ -24,6 +24,17 @@ fi
 $UV pip sync --quiet --python .venv/bin/python "${EXTRA[@]}" requirements.lock
 $UV pip install --quiet --python .venv/bin/python --no-deps -e .
 
+# The browser tests drive the system Chromium (Playwright cannot download its own browser offline).
+if ! command -v chromium >/dev/null 2>&1 && [ "${CARSEARCH_SKIP_BROWSER:-0}" != "1" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium (Debian package) for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup: could not install chromium; the browser tests will be skipped"
+  else
+    echo "setup: chromium not found (apt-get install chromium); the browser tests will be skipped"
+  fi
+fi
+
 if [ -x scripts/fetch_torcs.sh ] && [ "${CARSEARCH_SKIP_TORCS:-0}" != "1" ]; then
   bash scripts/fetch_torcs.sh || echo "setup: TORCS car models unavailable; the toy demo set will be used"
 fi
