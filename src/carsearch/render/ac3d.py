@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import xmath
+
 
 class AC3DError(ValueError):
     """The file is not a readable AC3D mesh."""
@@ -213,8 +215,8 @@ def parse_ac3d(path: str | Path) -> Mesh:
             elif key == "kids":
                 nk = int(rest.split()[0])
                 i += 1
-                Rw = parent_R @ R
-                tw = parent_R @ t + parent_t
+                Rw = xmath.matmul33(parent_R, R)  # exact 3x3 products (no BLAS)
+                tw = xmath.mat_rows(t, parent_R) + parent_t
                 _emit(name, tex_name, texrep, texoff, verts, vnorm, surfs, Rw, tw)
                 for _ in range(nk):
                     while i < n and not lines[i].strip():
@@ -228,7 +230,8 @@ def parse_ac3d(path: str | Path) -> Mesh:
             else:
                 i += 1  # unknown token: ignore (forward compatible)
         # EOF without kids line: accept what we have
-        _emit(name, tex_name, texrep, texoff, verts, vnorm, surfs, parent_R @ R, parent_R @ t + parent_t)
+        _emit(name, tex_name, texrep, texoff, verts, vnorm, surfs, xmath.matmul33(parent_R, R),
+              xmath.mat_rows(t, parent_R) + parent_t)
         return i
 
     def _emit(name, tex_name, texrep, texoff, verts, vnorm, surfs, Rw, tw):
@@ -257,16 +260,16 @@ def parse_ac3d(path: str | Path) -> Mesh:
         if not tris_i:
             return
         ti = np.array(tris_i, np.int64)
-        V = verts @ Rw.T + tw
+        V = xmath.mat_rows(verts, Rw) + tw
         P = V[ti]  # (T,3,3)
         fn = np.cross(P[:, 1] - P[:, 0], P[:, 2] - P[:, 0])
-        fl = np.linalg.norm(fn, axis=1, keepdims=True)
+        fl = xmath.norm3(fn)[:, None]
         keep = fl[:, 0] > 1e-12
         fn = fn / np.maximum(fl, 1e-12)
         if vnorm is not None:
-            VN = vnorm @ Rw.T
+            VN = xmath.mat_rows(vnorm, Rw)
             N = VN[ti]
-            ln = np.linalg.norm(N, axis=2, keepdims=True)
+            ln = xmath.norm3(N)[..., None]
             N = np.where(ln > 1e-6, N / np.maximum(ln, 1e-6), fn[:, None, :])
         else:
             N = np.repeat(fn[:, None, :], 3, axis=1)

@@ -4,12 +4,17 @@ Every triangle's screen bounding box is expanded into candidate pixels with `np.
 functions select the covered pixel centres, and a `maximum.at` scatter on 1/z keeps the nearest
 fragment per pixel. Barycentrics are then made perspective-correct for the winners only, so
 attribute interpolation (UV, normals, positions) costs O(pixels) not O(candidates).
+
+Bit-exact on any machine: only elementwise IEEE arithmetic (no BLAS/matmul, no libm/SIMD
+transcendentals: camera trigonometry and 3x3 products go through `xmath`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import xmath
 
 
 @dataclass
@@ -28,20 +33,21 @@ class Camera:
                 up=(0.0, 0.0, 1.0)) -> "Camera":
         pos = np.asarray(pos, float)
         fwd = np.asarray(target, float) - pos
-        fwd /= np.linalg.norm(fwd)
+        fwd /= xmath.vnorm(fwd)
         right = np.cross(fwd, np.asarray(up, float))
-        if np.linalg.norm(right) < 1e-6:
+        if xmath.vnorm(right) < 1e-6:
             right = np.cross(fwd, np.array([1.0, 0.0, 0.0]))
-        right /= np.linalg.norm(right)
+        right /= xmath.vnorm(right)
         down = np.cross(fwd, right)
         if roll_deg:
-            a = np.radians(roll_deg)
-            right, down = np.cos(a) * right + np.sin(a) * down, -np.sin(a) * right + np.cos(a) * down
-        f = 0.5 * width / np.tan(np.radians(fov_deg) / 2)
+            a = xmath.radians(float(roll_deg))
+            ca, sa = xmath.cos(a), xmath.sin(a)
+            right, down = ca * right + sa * down, -sa * right + ca * down
+        f = 0.5 * width / xmath.tan(xmath.radians(float(fov_deg)) / 2)
         return Camera(pos, np.stack([right, down, fwd]), float(f), width, height)
 
     def to_cam(self, p: np.ndarray) -> np.ndarray:
-        return (p - self.pos) @ self.R.T
+        return xmath.mat_rows(p - self.pos, self.R)  # (p - pos) @ R.T without BLAS
 
     def project(self, pc: np.ndarray) -> np.ndarray:
         """Camera-space points (...,3) -> pixel coords (...,2) (pixel centres at i+0.5)."""
@@ -183,8 +189,7 @@ def interpolate(frag: Fragments, attr: np.ndarray) -> np.ndarray:
     m = tri >= 0
     t = tri[m]
     b = frag.bary.reshape(-1, 3)[m]
-    a = attr[t]  # (N,3,k)
-    return (a * b[:, :, None]).sum(1)
+    return xmath.bary3(attr[t], b)
 
 
 def sample_bilinear(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:

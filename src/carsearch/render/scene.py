@@ -1,5 +1,9 @@
 """Traffic-camera scenes: camera placement, road/sky background, lighting, weather and sensor
-post-processing around a rasterized TORCS car."""
+post-processing around a rasterized TORCS car.
+
+Every value that reaches a pixel is computed with elementwise IEEE arithmetic and `xmath` (no
+BLAS, no einsum, no numpy/libm transcendentals), so a scene renders to the same bytes whatever
+BLAS kernel, numpy SIMD path or worker count; see docs/REPRODUCIBILITY.md."""
 from __future__ import annotations
 
 import io
@@ -8,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from . import xmath
 from .raster import Camera, rasterize, sample_bilinear
 from .torcs import CarModel
 
@@ -179,8 +184,8 @@ def _noise_at(x: np.ndarray, y: np.ndarray, scale: float) -> np.ndarray:
 # ------------------------------------------------------------------ lighting
 def _lighting(spec: SceneSpec):
     """Returns dict of light parameters (linear-ish 0..1 RGB)."""
-    az, el = np.radians(spec.sun_az), np.radians(spec.sun_el)
-    L = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    az, el = xmath.radians(spec.sun_az), xmath.radians(spec.sun_el)
+    L = np.array([xmath.cos(el) * xmath.cos(az), xmath.cos(el) * xmath.sin(az), xmath.sin(el)])
     if spec.time == "day":
         d = dict(sun=np.array([1.0, 0.97, 0.9]) * 0.85, amb=np.array([0.52, 0.56, 0.64]),
                  zenith=np.array([0.30, 0.50, 0.85]), horizon=np.array([0.78, 0.85, 0.93]),
@@ -208,20 +213,20 @@ def _lighting(spec: SceneSpec):
 # ------------------------------------------------------------------ main renderer
 def make_camera(car: CarModel, spec: SceneSpec, S: int) -> Camera:
     target = np.array([0.0, 0.0, car.height * 0.45])
-    r = 0.5 * np.sqrt(car.length**2 + car.width**2 + car.height**2) * 0.9
-    az = np.radians(spec.azimuth)
-    hd = np.array([np.cos(az), np.sin(az), 0.0])
+    r = 0.5 * float(np.sqrt(car.length * car.length + car.width * car.width + car.height * car.height)) * 0.9
+    az = xmath.radians(spec.azimuth)
+    hd = np.array([xmath.cos(az), xmath.sin(az), 0.0])
     if spec.camera == "pole":
-        pitch = np.radians(spec.pitch)
-        D = (spec.cam_height - target[2]) / np.sin(pitch)
-        fov = np.degrees(2 * np.arcsin(min(0.99, r / D)) / spec.fill)
+        pitch = xmath.radians(spec.pitch)
+        D = (spec.cam_height - target[2]) / xmath.sin(pitch)
+        fov = xmath.degrees(2 * xmath.asin(min(0.99, r / D)) / spec.fill)
         fov = float(np.clip(fov, 12, 80))
-        pos = target + hd * D * np.cos(pitch) + np.array([0, 0, spec.cam_height - target[2]])
+        pos = target + hd * D * xmath.cos(pitch) + np.array([0, 0, spec.cam_height - target[2]])
     else:
         fov = spec.fov
-        D = r / np.sin(np.radians(fov * spec.fill / 2))
+        D = r / xmath.sin(xmath.radians(fov * spec.fill / 2))
         dz = spec.cam_height - target[2]
-        pos = target + hd * np.sqrt(max(D**2 - dz**2, 1.0)) + np.array([0, 0, dz])
+        pos = target + hd * np.sqrt(max(D * D - dz * dz, 1.0)) + np.array([0, 0, dz])
     cam = Camera.look_at(pos, target, fov, S, S, roll_deg=spec.roll)
     if spec.framing > 0:  # zoom onto the car: its projected bounding box spans `framing` of the frame
         pc = cam.to_cam(car.pos.reshape(-1, 3))
@@ -232,12 +237,12 @@ def make_camera(car: CarModel, spec: SceneSpec, S: int) -> Camera:
             half = max(tx.max() - tx.min(), ty.max() - ty.min()) / 2 / spec.framing
             right, down, fwd = cam.R
             tgt = pos + fwd + cx * right + cy * down  # re-aim at the box centre
-            fov = float(np.clip(np.degrees(2 * np.arctan(half)), 5, 100))
+            fov = float(np.clip(xmath.degrees(2 * xmath.atan(half)), 5, 100))
             cam = Camera.look_at(pos, tgt, fov, S, S, roll_deg=spec.roll)
             target = tgt
     # shift the aim point a little so the car is not always centred
     right, down, fwd = cam.R
-    tgt2 = target + (spec.aim[0] * right + spec.aim[1] * down) * np.tan(np.radians(fov) / 2) * 2 * np.linalg.norm(pos - target)
+    tgt2 = target + (spec.aim[0] * right + spec.aim[1] * down) * xmath.tan(xmath.radians(fov) / 2) * 2 * xmath.vnorm(pos - target)
     return Camera.look_at(pos, tgt2, fov, S, S, roll_deg=spec.roll)
 
 
@@ -256,19 +261,20 @@ def recolour_texture(car: CarModel, paint) -> np.ndarray:
 
 
 def _sky(dirs: np.ndarray, spec: SceneSpec, lit, rng) -> np.ndarray:
-    dn = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
-    el = np.arcsin(np.clip(dn[..., 2], -1, 1))
-    t = np.clip(el / np.radians(35), 0, 1)[..., None] ** 0.6
+    dirs = np.asarray(dirs, np.float64)
+    dn = dirs / xmath.norm3(dirs)[..., None]
+    el = xmath.asin(np.clip(dn[..., 2], -1, 1))
+    t = xmath.pow(np.clip(el / xmath.radians(35.0), 0, 1), 0.6)[..., None]
     sky = lit["horizon"] * (1 - t) + lit["zenith"] * t
+    az = xmath.atan2(dn[..., 1], dn[..., 0])
     if spec.time == "dusk" and spec.weather == "":
-        az = np.arctan2(dn[..., 1], dn[..., 0])
-        glow = np.exp(-((az - np.radians(spec.sun_az) + np.pi) % (2 * np.pi) - np.pi) ** 2 / 0.5) * np.exp(-np.abs(el) / 0.15)
+        dz = (az - xmath.radians(spec.sun_az) + xmath.PI) % (2 * xmath.PI) - xmath.PI
+        glow = xmath.exp(-(dz * dz) / 0.5) * xmath.exp(-np.abs(el) / 0.15)
         sky = sky + glow[..., None] * np.array([0.35, 0.18, 0.05])
     # skyline: buildings / tree line silhouettes along the horizon
-    az = np.arctan2(dn[..., 1], dn[..., 0])
     nb = 180
     prof_rng = np.random.default_rng(spec.seed + 7)
-    k = ((az + np.pi) / (2 * np.pi) * nb).astype(np.int64) % nb
+    k = ((az + xmath.PI) / (2 * xmath.PI) * nb).astype(np.int64) % nb
     bright = lit["horizon"].mean() / 0.85  # silhouettes follow the overall light level
     if prof_rng.random() < 0.5:  # buildings: blocks of varied height and facade colour
         blk = prof_rng.integers(2, 5)
@@ -328,8 +334,9 @@ def _ground(G: np.ndarray, dist: np.ndarray, spec: SceneSpec, lit, car: CarModel
     side = np.where(kerb[..., None], np.array([0.62, 0.62, 0.6]), side)
     col = np.where(off[..., None], side, col)
     # car shadow (soft box, offset away from the sun) + contact darkening
-    sh_len = 0.0 if spec.time == "night" or spec.weather else min(2.5, car.height * 0.6 / np.tan(np.radians(max(spec.sun_el, 8))))
-    ox, oy = -np.cos(np.radians(spec.sun_az)) * sh_len, -np.sin(np.radians(spec.sun_az)) * sh_len
+    sun_az, sun_el = xmath.radians(spec.sun_az), xmath.radians(spec.sun_el)
+    sh_len = 0.0 if spec.time == "night" or spec.weather else min(2.5, car.height * 0.6 / xmath.tan(xmath.radians(max(spec.sun_el, 8))))
+    ox, oy = -xmath.cos(sun_az) * sh_len, -xmath.sin(sun_az) * sh_len
     hl, hw = car.length / 2, car.width / 2
 
     def box(x, y, ex, ey, soft):
@@ -339,10 +346,10 @@ def _ground(G: np.ndarray, dist: np.ndarray, spec: SceneSpec, lit, car: CarModel
     cast = box(gx - ox * 0.5, gy - oy * 0.5, hl + abs(ox) * 0.5, hw + abs(oy) * 0.5, 0.25) if sh_len > 0 else 0.0
     sun_frac = 0.75 if (spec.time != "night" and not spec.weather) else 0.2
     shade = 1 - np.clip(0.55 * occ + sun_frac * 0.7 * cast, 0, 0.85)
-    light = lit["amb"] * 1.1 + lit["sun"] * max(np.sin(np.radians(spec.sun_el)), 0.1) * (1.0 if spec.time != "night" else 0.0)
+    light = lit["amb"] * 1.1 + lit["sun"] * max(xmath.sin(sun_el), 0.1) * (1.0 if spec.time != "night" else 0.0)
     if spec.time == "night":  # pool of street-lamp light around the car, plus lamp colour
-        lx, ly = 2.0 * np.cos(np.radians(spec.sun_az)), 2.0 * np.sin(np.radians(spec.sun_az))
-        pool = 1.0 / (1 + ((gx - lx) ** 2 + (gy - ly) ** 2) / 60.0)
+        lx, ly = 2.0 * xmath.cos(sun_az), 2.0 * xmath.sin(sun_az)
+        pool = 1.0 / (1 + ((gx - lx) * (gx - lx) + (gy - ly) * (gy - ly)) / 60.0)
         light = light + pool[..., None] * lit["sun"] * 1.3
     heads = [(x, y) for k, x, y, z, sz in car.lights if k == "head"]
     if spec.lights and heads:
@@ -350,7 +357,7 @@ def _ground(G: np.ndarray, dist: np.ndarray, spec: SceneSpec, lit, car: CarModel
         hy = max(abs(y) for _, y in heads)
         dx = gx - xf
         cone = np.clip((hy + 0.3 + 0.22 * dx - np.abs(gy)) / 0.6, 0, 1) * (dx > 0)
-        beam = cone * np.exp(-np.maximum(dx, 0) / 14.0) * np.clip(dx / 1.5, 0, 1)
+        beam = cone * xmath.exp(-np.maximum(dx, 0) / 14.0) * np.clip(dx / 1.5, 0, 1)
         light = light + beam[..., None] * np.array([1.0, 0.95, 0.8]) * 0.9
     col = col * light * shade[..., None]
     if spec.weather == "rain":  # wet: darker, sky reflection with grazing-angle fresnel
@@ -367,18 +374,18 @@ def _background(cam: Camera, spec: SceneSpec, lit, car: CarModel, rng) -> np.nda
     dg = dirs[ground]
     t = -cam.pos[2] / dg[:, 2]
     G = cam.pos + dg * t[:, None]
-    dist = t * np.linalg.norm(dg, axis=-1)
+    dist = t * xmath.norm3(dg)
     if ground.any():
         gcol = _ground(G, dist, spec, lit, car)
         if spec.weather == "rain":
-            rd = dg / np.linalg.norm(dg, axis=-1, keepdims=True)
+            rd = dg / xmath.norm3(dg)[:, None]
             refl = rd * np.array([1, 1, -1], np.float32)
-            fres = 0.15 + 0.6 * (1 - np.clip(-rd[:, 2], 0, 1)) ** 4
+            fres = 0.15 + 0.6 * xmath.ipow(1 - np.clip(-rd[:, 2], 0, 1), 4)
             gcol = gcol * (1 - fres[:, None]) + _sky(refl, spec, lit, rng) * fres[:, None] * 0.8
-        haze = 1 - np.exp(-dist / 400.0)
+        haze = 1 - xmath.exp(-dist / 400.0)
         gcol = gcol * (1 - haze[:, None]) + lit["horizon"] * haze[:, None]
         if spec.fog_density > 0:
-            f = 1 - np.exp(-spec.fog_density * dist)
+            f = 1 - xmath.exp(-spec.fog_density * dist)
             gcol = gcol * (1 - f[:, None]) + lit["fog"] * f[:, None]
         img[ground] = gcol
     sky_m = ~ground
@@ -399,7 +406,7 @@ def _draw_lamps(img8: np.ndarray, car: CarModel, cam: Camera, frag, spec: SceneS
     for kind, x, y, z, size in car.lights:
         p = np.array([x, y, z], float)
         to_cam = cam.pos - p
-        dist = float(np.linalg.norm(to_cam))
+        dist = xmath.vnorm(to_cam)
         facing = (to_cam[0] if kind == "head" else -to_cam[0]) / dist
         if facing < 0.15:
             continue
@@ -417,7 +424,8 @@ def _draw_lamps(img8: np.ndarray, car: CarModel, cam: Camera, frag, spec: SceneS
         r = int(4 * sigma) + 1
         x0, x1, y0, y1 = max(0, iu - r), min(S, iu + r + 1), max(0, iv - r), min(S, iv + r + 1)
         yy, xx = np.mgrid[y0:y1, x0:x1]
-        g = np.exp(-((xx + 0.5 - u) ** 2 + (yy + 0.5 - v) ** 2) / (2 * sigma**2))
+        ddx, ddy = xx + 0.5 - u, yy + 0.5 - v
+        g = xmath.exp(-(ddx * ddx + ddy * ddy) / (2 * sigma * sigma))
         col = np.array([255, 245, 215]) if kind == "head" else np.array([255, 40, 25])
         inten = strength * min(1.0, 1.5 * facing) * (1.0 if kind == "head" else 0.8)
         if img is None:
@@ -451,13 +459,13 @@ def render_scene(car: CarModel, spec: SceneSpec, size: int = 224, ss: int = 2) -
     if m.any():
         t_ = tri[m]
         b = frag.bary.reshape(-1, 3)[m]
-        # per-pixel attributes: barycentric sums without (N,3,k) temporaries (einsum), float32
-        uv = np.einsum("nij,ni->nj", car.uv[t_], b)
-        nrm = np.einsum("nij,ni->nj", car.nrm[t_], b)
-        nrm /= np.maximum(np.sqrt(np.einsum("ij,ij->i", nrm, nrm))[:, None], 1e-6)
-        view = cam.pos.astype(np.float32) - np.einsum("nij,ni->nj", car.pos[t_], b)
-        view /= np.sqrt(np.einsum("ij,ij->i", view, view))[:, None]
-        ndv = np.einsum("ij,ij->i", nrm, view)
+        # per-pixel attributes: barycentric sums in a fixed order (no einsum/BLAS), float32
+        uv = xmath.bary3(car.uv[t_], b)
+        nrm = xmath.bary3(car.nrm[t_], b)
+        nrm /= np.maximum(xmath.norm3(nrm)[:, None], 1e-6)
+        view = cam.pos.astype(np.float32) - xmath.bary3(car.pos[t_], b)
+        view /= xmath.norm3(view)[:, None]
+        ndv = xmath.dot3(nrm, view)
         flip = ndv < 0
         nrm[flip] *= -1
         ndv = np.abs(ndv)
@@ -470,24 +478,24 @@ def render_scene(car: CarModel, spec: SceneSpec, size: int = 224, ss: int = 2) -
                 smp = recolour(smp[:, :3], smp[:, 3], smp[:, 4] * (255 / 170), spec.paint)
             alb[sel] = smp
         L = lit["L"]
-        ndl = np.clip(nrm @ L, 0, 1)[:, None]
+        ndl = np.clip(xmath.dot3(nrm, L), 0, 1)[:, None]
         sky_f = (0.55 + 0.45 * nrm[:, 2])[:, None]
         col = alb * (lit["amb"] * sky_f + lit["sun"] * ndl)
         # specular + environment reflection (glossy paint / glass)
         shiny = car.shiny[t_][:, None]
         H = L + view
-        H /= np.sqrt(np.einsum("ij,ij->i", H, H))[:, None]
-        spec_t = np.clip(np.einsum("ij,ij->i", nrm, H), 0, 1)[:, None] ** 60
+        H /= xmath.norm3(H)[:, None]
+        spec_t = xmath.ipow(np.clip(xmath.dot3(nrm, H), 0, 1), 60)[:, None]
         col += shiny * spec_t * lit["sun"] * 0.9
         rv_z = 2 * ndv * nrm[:, 2] - view[:, 2]
-        fres = 0.04 + 0.5 * (1 - np.clip(ndv, 0, 1))[:, None] ** 5
+        fres = 0.04 + 0.5 * xmath.ipow(1 - np.clip(ndv, 0, 1), 5)[:, None]
         env = np.where(rv_z[:, None] > 0, lit["horizon"] * 0.5 + lit["zenith"] * 0.5, lit["amb"] * 0.25 * spec.asphalt * 3)
         col = col * (1 - shiny * fres) + shiny * fres * env * 1.1
         if spec.fog_density > 0:
-            dcar = frag.depth.ravel()[m] * np.linalg.norm(np.stack([
+            dcar = frag.depth.ravel()[m] * xmath.norm3(np.stack([
                 ((np.nonzero(m)[0] % S) + 0.5 - S / 2) / cam.f, ((np.nonzero(m)[0] // S) + 0.5 - S / 2) / cam.f,
-                np.ones(t_.size)], 1), axis=1)
-            f = (1 - np.exp(-spec.fog_density * dcar))[:, None]
+                np.ones(t_.size)], 1))
+            f = (1 - xmath.exp(-spec.fog_density * dcar))[:, None]
             col = col * (1 - f) + lit["fog"] * f
         img8.reshape(-1, 3)[m] = (np.clip(col * spec.exposure, 0, 1) * 255 + 0.5).astype(np.uint8)
     if spec.lights and car.lights:
@@ -504,7 +512,7 @@ def render_scene(car: CarModel, spec: SceneSpec, size: int = 224, ss: int = 2) -
         for _ in range(n):
             x, y = rng.uniform(0, size), rng.uniform(0, size)
             ln = rng.uniform(6, 18)
-            dr.line([(x, y), (x + ln * np.sin(ang), y + ln * np.cos(ang))], fill=int(rng.integers(50, 120)), width=1)
+            dr.line([(x, y), (x + ln * xmath.sin(ang), y + ln * xmath.cos(ang))], fill=int(rng.integers(50, 120)), width=1)
         layer = layer.filter(ImageFilter.GaussianBlur(0.6))
         a = np.asarray(layer, np.float32)[..., None] / 255.0
         arr = np.asarray(out, np.float32)

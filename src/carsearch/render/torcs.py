@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import xmath
 from .ac3d import AC3DError, parse_ac3d
 
 CARS_SUBDIR = Path("usr/share/games/torcs/cars")
@@ -157,8 +158,8 @@ def _find_file(folder: Path, name: str) -> Path | None:
 
 def _wheel_mesh(w: Wheel, right: bool, tex_rim: int, tex_rubber: int, seg: int = 20):
     """Cylinder tyre + textured rim disc on the outer face, dark disc on the inner face."""
-    ang = np.linspace(0, 2 * np.pi, seg + 1)
-    ca, sa = np.cos(ang), np.sin(ang)
+    ang = np.linspace(0, 2 * xmath.PI, seg + 1)
+    ca, sa = xmath.cos(ang), xmath.sin(ang)
     yo = w.y + (-w.width / 2 if right else w.width / 2)  # outer face
     yi = w.y - (-w.width / 2 if right else w.width / 2)
     out = -1.0 if right else 1.0
@@ -207,14 +208,19 @@ def _wheel_mesh(w: Wheel, right: bool, tex_rim: int, tex_rubber: int, seg: int =
 _LUMW = np.array([0.299, 0.587, 0.114], np.float32)
 
 
+def _lum(rgb: np.ndarray) -> np.ndarray:
+    """Luma of (..., 3) colours, summed in a fixed order (`rgb @ _LUMW` would go through BLAS)."""
+    return xmath.dot3(rgb, _LUMW)
+
+
 def _cluster_mask(rgb: np.ndarray, alpha: np.ndarray, dom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Soft mask of texels of the paint colour `dom` (chroma close, luminance within a band of the
     baked-in shading) and their luminance relative to it."""
-    lum = rgb @ _LUMW
-    ld = max(float(dom @ _LUMW), 1e-3)
+    lum = _lum(rgb)
+    ld = max(float(_lum(dom)), 1e-3)
     eps = 0.02  # chroma = direction of the RGB vector (shading changes length, not direction)
-    dchroma = rgb / (np.linalg.norm(rgb, axis=-1, keepdims=True) + eps) - dom / (np.linalg.norm(dom) + eps)
-    dc = np.sqrt((dchroma**2).sum(-1))
+    dchroma = rgb / (xmath.norm3(rgb)[..., None] + eps) - dom / (xmath.norm3(dom) + eps)
+    dc = xmath.norm3(dchroma)
     ratio = lum / ld
     sat_dom = float(dom.max() - dom.min())
     tol = 0.15 if sat_dom > 0.15 else 0.06
@@ -222,7 +228,7 @@ def _cluster_mask(rgb: np.ndarray, alpha: np.ndarray, dom: np.ndarray) -> tuple[
     lo, hi = (0.35, 1.6) if sat_dom > 0.15 else (0.7, 1.3)
     m_l = np.clip((ratio - lo) / 0.1, 0, 1) * np.clip((hi - ratio) / 0.1 + 1, 0, 1)
     if ld < 0.12:  # black/dark paint: chroma is meaningless, use plain RGB distance
-        d = np.sqrt(((rgb - dom) ** 2).sum(-1))
+        d = xmath.norm3(rgb - dom)
         m_c = np.clip((0.12 - d) / 0.06, 0, 1)
         m_l = np.ones_like(m_c)
         ratio = np.clip(0.6 + 0.4 * ratio, 0, 1.5)  # keep some of the shading of black paint
@@ -238,7 +244,7 @@ def _paint_mask(rgb: np.ndarray, alpha: np.ndarray, samples: np.ndarray) -> tupl
     Returns (mask in [0,1], luminance relative to the paint colour, paint colours)."""
     q = np.clip((samples * 7.99).astype(np.int32), 0, 7)
     key = q[:, 0] * 64 + q[:, 1] * 8 + q[:, 2]
-    lum_s = samples @ _LUMW
+    lum_s = _lum(samples)
     sat_s = samples.max(1) - samples.min(1)
     valid = lum_s > 0.06  # unused black texture areas and trim are not the paint
     # mid greys are mostly glass, trim and interior: count them at half weight
@@ -255,7 +261,7 @@ def _paint_mask(rgb: np.ndarray, alpha: np.ndarray, samples: np.ndarray) -> tupl
     c2 = rest[near2].sum()
     d2 = samples[key == k2].mean(0) if (key == k2).any() else None
     if d2 is not None and c2 >= 0.4 * c1:
-        l2, s2 = float(d2 @ _LUMW), float(d2.max() - d2.min())
+        l2, s2 = float(_lum(d2)), float(d2.max() - d2.min())
         if l2 > 0.12 and not (s2 < 0.08 and l2 < 0.5):
             doms.append(d2)
     mask = np.zeros(rgb.shape[:2], np.float32)
@@ -275,19 +281,19 @@ def _visible_uvs(pos: np.ndarray, uv: np.ndarray, tex: np.ndarray, paint: int, s
 
     ext = pos.reshape(-1, 3)
     c = 0.5 * (ext.max(0) + ext.min(0))
-    r = 0.5 * float(np.linalg.norm(ext.max(0) - ext.min(0)))
+    r = 0.5 * xmath.vnorm(ext.max(0) - ext.min(0))
     out = []
     for el in (10.0, 40.0):
         for az in range(0, 360, 60):
-            a, e = np.radians(az + el), np.radians(el)
-            eye = c + 4 * r * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+            a, e = xmath.radians(az + el), xmath.radians(el)
+            eye = c + 4 * r * np.array([xmath.cos(e) * xmath.cos(a), xmath.cos(e) * xmath.sin(a), xmath.sin(e)])
             cam = Camera.look_at(eye, c, 32.0, size, size)
             fr = rasterize(cam.to_cam(pos.reshape(-1, 3)).reshape(-1, 3, 3), size, size, cam.f)
             t = fr.tri.ravel()
             m = t >= 0
             t, b = t[m], fr.bary.reshape(-1, 3)[m]
             keep = tex[t] == paint
-            out.append((uv[t[keep]] * b[keep][:, :, None]).sum(1))
+            out.append(xmath.bary3(uv[t[keep]], b[keep]))
     uvs = np.concatenate(out) if out else np.zeros((0, 2), np.float32)
     if uvs.shape[0] < 50:
         raise CarLoadError("body texture is not visible from outside")
@@ -360,7 +366,7 @@ def load_car(folder: Path) -> CarModel:
                 alphas.append(np.ones((1, 1), np.float32))
                 tex[sel] = len(textures) - 1
     # paint texture: <id>.rgb if used, else the texture covering the most surface
-    area = 0.5 * np.linalg.norm(np.cross(pos[:, 1] - pos[:, 0], pos[:, 2] - pos[:, 0]), axis=1)
+    area = 0.5 * xmath.norm3(np.cross(pos[:, 1] - pos[:, 0], pos[:, 2] - pos[:, 0]))
     per_tex = np.bincount(tex, weights=area, minlength=len(textures))
     names_low = [n.lower() for n in mesh.textures]
     paint = names_low.index(f"{mid}.rgb".lower()) if f"{mid}.rgb".lower() in names_low else int(np.argmax(per_tex))
