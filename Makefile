@@ -18,6 +18,7 @@ test: setup
 
 bench: setup
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_pipeline.py
+	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_serve.py
 
 lock:
 	bash scripts/lock.sh

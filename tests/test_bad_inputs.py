@@ -212,15 +212,16 @@ def test_walk_folder_never_follows_a_loop(tmp_path):
 
 
 def test_stage_swaps_raw_dir_atomically(tmp_path):
-    from carsearch.stages.ingest import _swap_in
+    from carsearch.io import atomic_dir
 
-    raw, new = tmp_path / "raw", tmp_path / "raw.tmp"
+    raw = tmp_path / "raw"
     (raw / "images").mkdir(parents=True)
     (raw / "manifest.jsonl").write_text("old\n")
-    new.mkdir()
-    (new / "manifest.jsonl").write_text("new\n")
-    _swap_in(new, raw)
-    assert (raw / "manifest.jsonl").read_text() == "new\n" and not new.exists() and not (tmp_path / "raw.old").exists()
+    with atomic_dir(raw) as new:
+        (new / "manifest.jsonl").write_text("new\n")
+        assert (raw / "manifest.jsonl").read_text() == "old\n"  # the old one stays readable meanwhile
+    assert (raw / "manifest.jsonl").read_text() == "new\n" and not (raw / "images").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
 
 if __name__ == "__main__":

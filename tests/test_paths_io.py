@@ -37,6 +37,36 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
+def test_atomic_dir_swaps_in_complete_output_and_keeps_old_on_failure(tmp_path):
+    out = tmp_path / "pairs"
+    with io.atomic_dir(out) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".pairs.tmp-") and not out.exists()
+        (tmp / "train.jsonl").write_text("1\n")
+    assert (out / "train.jsonl").read_text() == "1\n"
+    with pytest.raises(RuntimeError):
+        with io.atomic_dir(out) as tmp:
+            (tmp / "train.jsonl").write_text("half")
+            raise RuntimeError("killed")
+    assert (out / "train.jsonl").read_text() == "1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["pairs"]
+
+
+def test_atomic_dir_cleans_leftovers_of_a_killed_run(tmp_path):
+    out = tmp_path / "model"
+    (tmp_path / ".model.tmp-dead1").mkdir()  # killed while writing
+    (tmp_path / ".model.tmp-dead1" / "half.bin").write_bytes(b"x")
+    (tmp_path / ".model.old-dead2").mkdir()  # killed between the two renames: the old one is all there is
+    (tmp_path / ".model.old-dead2" / "w.bin").write_bytes(b"old")
+    io.clean_stale(out)
+    assert (out / "w.bin").read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model"]
+    (tmp_path / ".model.tmp-dead3").mkdir()
+    (tmp_path / ".model.old-dead4").mkdir()  # a complete output exists: the aside copy is stale
+    with io.atomic_dir(out) as tmp:
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", tmp.name])
+        (tmp / "w.bin").write_bytes(b"new")
+    assert (out / "w.bin").read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
 def test_read_jsonl_names_file_and_line(tmp_path):
     p = tmp_path / "x.jsonl"
     p.write_text('{"a": 1}\n\n{"a": 2\n')

@@ -105,6 +105,27 @@ def report(
         out.write_text(md + "\n", encoding="utf-8")
 
 
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default serve.host: 127.0.0.1, loopback only)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (default serve.port: 8000; 0 picks a free one)."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: paths.index_dir)."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
+) -> None:
+    """Run the search service: the web page at http://HOST:PORT/, the JSON API at /api/v1 (OpenAPI at /docs).
+    Loads the model and the index once; a rebuilt index is picked up without a restart."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from .model import ModelConfigError
+    from .params import ParamsError
+    from .serve import serve as run_service
+
+    try:
+        run_service(host=host, port=port, index_dir=index_dir, access_log=access_log)
+    except (FileNotFoundError, ParamsError, ModelConfigError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+
+
 index_app = typer.Typer(no_args_is_help=True, help="Manage the car index between repros.")
 app.add_typer(index_app, name="index")
 

@@ -337,6 +337,21 @@ class Train(_Strict):
     log_every: PosInt = 5
 
 
+class EvalSet(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    path: Text
+    source: Literal["folder", "s3"] = "folder"
+    subfolder_key: Optional[str] = "color"
+    labels_csv: str = "labels.csv"
+
+
+class Bootstrap(_Strict):
+    """Confidence intervals of the retrieval metrics: percentile bootstrap over queries."""
+    n: PosInt = 1000
+    seed: NonNegInt = 0
+    confidence: Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)] = 0.95
+
+
 class Eval(_Strict):
     ks: Annotated[list[PosInt], Field(min_length=1)] = [1, 5, 10]
     map_k: PosInt = 10
@@ -346,11 +361,24 @@ class Eval(_Strict):
     zero_shot: list[Text] = ["color", "body_type", "model", "view"]
     min_relevant: PosInt = 1
     n_examples: NonNegInt = 6
+    bootstrap: Bootstrap = Bootstrap()
+    sets: list["EvalSet"] = []
+    set_k: PosInt = 5
+    set_attributes: list[Text] = ["color", "body_type", "view", "make"]
+
+    @model_validator(mode="after")
+    def _unique_set_names(self):
+        names = [x.name for x in self.sets]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"eval set name {dup!r} is used twice")
+        return self
 
 
 class Promote(_Strict):
     metric: Optional[str] = "text_to_image.recall@5"
     min_gain: Num = 0.0
+    set: Optional[str] = None  # an eval.sets name decides (its metric, e.g. text_to_image.precision@5)
 
 
 class Index(_Open):
@@ -359,6 +387,23 @@ class Index(_Open):
     ann_min_rows: PosInt = 100_000
     num_partitions: PosInt = 256
     promote: Optional[Promote] = Promote()
+
+
+class Serve(_Open):
+    """`carsearch serve` (conf/serve/default.yaml); permissive: the service reads what it knows."""
+    host: Text = "127.0.0.1"
+    port: Annotated[int, BeforeValidator(_integer), Field(ge=0, le=65535)] = 8000
+    max_upload_bytes: PosInt = 8_000_000
+    max_image_pixels: PosInt = 40_000_000
+    default_page_size: PosInt = 24
+    max_page_size: PosInt = 100
+    max_results: PosInt = 1000
+    facet_candidates: PosInt = 200
+    facet_top: PosInt = 12
+    thumb_size: Annotated[int, BeforeValidator(_integer), Field(ge=16, le=2048)] = 256
+    cache_dir: Optional[str] = ".carsearch/thumbs"
+    text_cache_size: NonNegInt = 2048
+    torch_threads: NonNegInt = 1
 
 
 class MLflow(_Open):
@@ -379,6 +424,7 @@ class Params(_Open):
     train: Train = Train()
     eval: Eval = Eval()
     index: Index = Index()
+    serve: Serve = Serve()
     mlflow: MLflow = MLflow()
 
     @model_validator(mode="after")

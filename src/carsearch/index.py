@@ -60,24 +60,140 @@ def arrow_rows(rows: list[dict], vectors: np.ndarray, model_ref: str) -> pa.Tabl
                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).ravel(), pa.float32()), dim)})
 
 
-def create_ann_index(tbl, cfg: dict) -> str:
+ANN_INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ")
+BITMAP_COLUMNS = ("split", *ATTRS)  # low-cardinality attributes: a bitmap per value, fast `where` prefilters
+BTREE_COLUMNS = ("id",)
+FTS_COLUMN = "caption"
+RESULT_COLUMNS = ("id", "path", "caption", "labels_json", "_distance")  # what a search returns (never the vector)
+
+
+def ann_partitions(rows: int, cfg: dict) -> int:
+    """`index.num_partitions`, or (null/0) about one partition per `index.rows_per_partition` rows
+    (measured, docs/scale.md), never more partitions than rows/8."""
+    n = cfg.get("num_partitions")
+    if not n:
+        n = max(1, round(rows / int(cfg.get("rows_per_partition") or 4096)))
+    return int(max(1, min(int(n), max(1, rows // 8))))
+
+
+def create_ann_index(tbl, cfg: dict, rows: int | None = None) -> str:
+    """The vector index of `index.ann_index` (IVF_HNSW_SQ by default, or IVF_PQ searched with a
+    refine step); its parameters are chosen by measurement (benchmarks/bench_index.py, docs/scale.md)."""
     import lancedb.index
 
+    rows = tbl.count_rows() if rows is None else rows
+    kind = str(cfg.get("ann_index") or "IVF_HNSW_SQ").upper()
+    metric, parts = cfg.get("metric", "cosine"), ann_partitions(rows, cfg)
+    if kind == "IVF_HNSW_SQ":
+        conf = lancedb.index.IvfHnswSq(distance_type=metric, num_partitions=parts, m=int(cfg.get("hnsw_m") or 20),
+                                       ef_construction=int(cfg.get("hnsw_ef_construction") or 300))
+    elif kind == "IVF_PQ":
+        dim = tbl.schema.field("vector").type.list_size
+        sub = int(cfg.get("num_sub_vectors") or max(1, dim // 8))
+        if dim % sub:
+            raise ValueError(f"index.num_sub_vectors: {sub} does not divide the vector dimension {dim}")
+        conf = lancedb.index.IvfPq(distance_type=metric, num_partitions=parts, num_sub_vectors=sub)
+    else:
+        raise ValueError(f"index.ann_index: {kind!r} is not one of {', '.join(ANN_INDEX_TYPES)}")
     # lancedb 0.40: with `config=` the first argument is the column name
-    tbl.create_index("vector", config=lancedb.index.IvfHnswSq(
-        distance_type=cfg.get("metric", "cosine"), num_partitions=int(cfg.get("num_partitions", 256))))
-    return "IVF_HNSW_SQ"
+    tbl.create_index("vector", config=conf)
+    return kind
 
 
-def build_table(db_dir: Path, table: str, rows: list[dict], vectors: np.ndarray, model_ref: str, cfg: dict):
-    """Write the table (rows in the given order) into the LanceDB database at `db_dir`."""
+def create_scalar_indices(tbl, columns: dict[str, str] | None = None) -> list[str]:
+    """BITMAP indices on the low-cardinality attribute columns and a BTREE on `id` (fast `where`
+    prefilters and id look-ups); columns missing from the table are skipped."""
+    import lancedb.index
+
+    names = set(tbl.schema.names)
+    columns = columns or {**{c: "BITMAP" for c in BITMAP_COLUMNS}, **{c: "BTREE" for c in BTREE_COLUMNS}}
+    done = []
+    for col, kind in columns.items():
+        if col in names:
+            tbl.create_index(col, config=lancedb.index.Bitmap() if kind == "BITMAP" else lancedb.index.BTree(), replace=True)
+            done.append(f"{col}:{kind}")
+    return done
+
+
+def create_fts_index(tbl, column: str = FTS_COLUMN) -> bool:
+    """Lance's native full-text (inverted) index on the captions (works offline; no tantivy)."""
+    import lancedb.index
+
+    if column not in tbl.schema.names:
+        return False
+    tbl.create_index(column, config=lancedb.index.FTS(), replace=True)
+    return True
+
+
+def create_indices(tbl, cfg: dict, rows: int | None = None) -> dict:
+    """Every index a table gets: the ANN index at >= `index.ann_min_rows` rows (else search is exact
+    brute force), scalar indices (`index.scalar_indices`) and the caption FTS index (`index.fts`).
+    Returns {"search": kind, "scalar": [...], "fts": bool, "seconds": {...}}."""
+    rows = tbl.count_rows() if rows is None else rows
+    out: dict = {"search": "brute force (exact)", "scalar": [], "fts": False, "seconds": {}}
+    if rows >= int(cfg.get("ann_min_rows", 100_000)):
+        t = time.perf_counter()
+        out["search"] = create_ann_index(tbl, cfg, rows)
+        out["seconds"]["ann"] = round(time.perf_counter() - t, 2)
+    if rows and cfg.get("scalar_indices", True):
+        t = time.perf_counter()
+        out["scalar"] = create_scalar_indices(tbl)
+        out["seconds"]["scalar"] = round(time.perf_counter() - t, 2)
+    if rows and cfg.get("fts", True):
+        t = time.perf_counter()
+        out["fts"] = create_fts_index(tbl)
+        out["seconds"]["fts"] = round(time.perf_counter() - t, 2)
+    return out
+
+
+def build_table(db_dir: Path | str, table: str, rows: list[dict], vectors: np.ndarray, model_ref: str, cfg: dict):
+    """Write the table (rows in the given order) into the LanceDB database at `db_dir` (a folder or
+    an object-store URI such as s3://bucket/prefix) and create its indices. Returns (table, kind)."""
+    tbl = connect(db_dir).create_table(table, data=arrow_rows(rows, vectors, model_ref), mode="overwrite")
+    return tbl, create_indices(tbl, cfg, len(rows))["search"]
+
+
+def is_uri(location) -> bool:
+    """An object-store location (s3://, gs://, az://...) rather than a local path."""
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+def storage_options(uri: str) -> dict:
+    """LanceDB storage options for an object-store URI: credentials come from the boto3 chain
+    (env, profile, SSO, instance role) and `AWS_ENDPOINT_URL(_S3)` is honoured (S3-compatible
+    stores, moto); an http:// endpoint allows plain HTTP."""
+    if not str(uri).startswith(("s3://", "s3a://")):
+        return {}
+    opts: dict = {}
+    try:
+        import boto3
+
+        session = boto3.Session()
+        creds = session.get_credentials()
+        if creds is not None:
+            c = creds.get_frozen_credentials()
+            opts.update(aws_access_key_id=c.access_key, aws_secret_access_key=c.secret_key)
+            if c.token:
+                opts["aws_session_token"] = c.token
+        if session.region_name:
+            opts["region"] = session.region_name
+    except Exception:  # noqa: BLE001  (no boto3 / no credentials: let the object store's own chain try)
+        pass
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        opts["endpoint"] = endpoint
+        if endpoint.startswith("http://"):
+            opts["allow_http"] = "true"
+    return opts
+
+
+def connect(location, **kw):
+    """lancedb.connect for a folder or an object-store URI (with `storage_options` for s3://)."""
     import lancedb
 
-    tbl = lancedb.connect(str(db_dir)).create_table(table, data=arrow_rows(rows, vectors, model_ref), mode="overwrite")
-    kind = "brute force (exact)"
-    if len(rows) >= int(cfg.get("ann_min_rows", 100_000)):
-        kind = create_ann_index(tbl, cfg)
-    return tbl, kind
+    if is_uri(location):
+        return lancedb.connect(str(location), storage_options={**storage_options(str(location)), **kw.pop("storage_options", {})}, **kw)
+    return lancedb.connect(str(location), **kw)
 
 
 # ----------------------------------------------------------------- versions and the pointer

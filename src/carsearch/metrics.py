@@ -20,23 +20,35 @@ def _ranked_relevance(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     return np.take_along_axis(relevant, order, axis=1)
 
 
-def retrieval_metrics(scores: np.ndarray, relevant: np.ndarray, ks=(1, 5, 10), map_k: int = 10) -> dict[str, float]:
+def per_query_metrics(scores: np.ndarray, relevant: np.ndarray, ks=(1, 5, 10),
+                      map_k: int = 10) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each query's `recall@k` (0 or 1), `mrr` (1 / rank of the first relevant item) and
+    `map@k` (average precision in the top k), for the queries with at least one relevant item.
+    Returns (kept: bool mask over all queries, {metric: float64 array over the kept queries});
+    `retrieval_metrics` is the mean of these arrays."""
     rel = _ranked_relevance(scores, relevant)
     keep = rel.any(axis=1)
     rel = rel[keep]
-    out: dict[str, float] = {"queries": int(keep.sum()), "skipped_queries": int((~keep).sum())}
-    if not keep.any():
-        return out
+    out: dict[str, np.ndarray] = {}
     for k in ks:
-        out[f"recall@{k}"] = float(rel[:, :k].any(axis=1).mean())
+        out[f"recall@{k}"] = rel[:, :k].any(axis=1).astype(np.float64)
     first = rel.argmax(axis=1)
-    out["mrr"] = float((1.0 / (first + 1)).mean())
+    out["mrr"] = 1.0 / (first + 1)
     top = rel[:, :map_k].astype(np.float64)
     hits = np.cumsum(top, axis=1)
     prec = hits / np.arange(1, top.shape[1] + 1)
     n_rel_top = top.sum(axis=1)
-    ap = np.where(n_rel_top > 0, (prec * top).sum(axis=1) / np.maximum(n_rel_top, 1), 0.0)
-    out[f"map@{map_k}"] = float(ap.mean())
+    out[f"map@{map_k}"] = np.where(n_rel_top > 0, (prec * top).sum(axis=1) / np.maximum(n_rel_top, 1), 0.0)
+    return keep, out
+
+
+def retrieval_metrics(scores: np.ndarray, relevant: np.ndarray, ks=(1, 5, 10), map_k: int = 10) -> dict[str, float]:
+    keep, per_query = per_query_metrics(scores, relevant, ks, map_k)
+    out: dict[str, float] = {"queries": int(keep.sum()), "skipped_queries": int((~keep).sum())}
+    if not keep.any():
+        return out
+    for name, values in per_query.items():
+        out[name] = float(values.mean())
     return out
 
 

@@ -109,6 +109,52 @@ class CarSearch:
         path, where = check_image(path), check_where(where)
         return self._search(encode_images(self.model, self.processor, [path])[0], k, where)
 
+    # ------------------------------------------------------------ used by the search service (carsearch.serve)
+    ROW_COLUMNS = ("id", "path", "caption", "split", "make", "model", "model_id", "body_type", "color", "view", "scene",
+                   "labels_json", "origin")
+
+    def _run_retrying(self, run):
+        """`run()` against the open table; once more on the new version if the one it started on was pruned."""
+        try:
+            return run()
+        except (RuntimeError, OSError) as e:
+            if "Not found" not in str(e) and "No such file" not in str(e):
+                raise
+            self._stamp = None
+            self.refresh()
+            return run()
+
+    def search_vector(self, vector, k: int = 10, offset: int = 0, where: str | None = None) -> list[dict]:
+        """Rows `offset .. offset+k` (metadata columns, no vector) nearest to a query vector, best first,
+        each with `score` (1 - distance); `where` is checked by the filter grammar first."""
+        where = check_where(where)
+        vec = np.asarray(vector, np.float32)
+
+        def run():
+            q = (self.table.search(vec).distance_type(self.meta.get("metric", "cosine"))
+                 .select(list(self.ROW_COLUMNS)).limit(int(offset) + int(k)))
+            return (q.where(where, prefilter=True) if where else q).to_list()
+
+        rows = self._run_retrying(run)[int(offset):]
+        return [{**{c: r.get(c) for c in self.ROW_COLUMNS}, "score": 1.0 - float(r["_distance"])} for r in rows]
+
+    def get_row(self, image_id: str, vector: bool = False) -> dict | None:
+        """The row of an indexed image by its id (None when unknown); `vector=True` adds its vector."""
+        from .query import quote
+
+        cols = list(self.ROW_COLUMNS) + (["vector"] if vector else [])
+
+        def run():
+            return self.table.search().where(f"id = {quote(image_id)}").select(cols).limit(1).to_list()
+
+        rows = self._run_retrying(run)
+        return rows[0] if rows else None
+
+    def embed_texts(self, texts) -> np.ndarray:
+        """Vectors of texts with the model that built the live index."""
+        self.refresh()
+        return encode_texts(self.model, self.processor, [check_text(t) for t in texts])
+
 
 def search(query: str | None = None, image: str | os.PathLike | None = None, k: int = 5, where: str | None = None,
            index_dir: str | os.PathLike | None = None) -> list[Hit]:

@@ -29,15 +29,24 @@ from carsearch.paths import repo_root, resolve, shared_root
 from carsearch.summary import summarise
 
 
-def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0) -> dict:
-    """{"use": "finetuned"|"base", "reason", "metric", "finetuned", "base"} from eval.json content."""
+def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0, set_name: str | None = None) -> dict:
+    """{"use": "finetuned"|"base", "reason", "metric", "set", "finetuned", "base"} from eval.json
+    content. `set_name`: an eval set (eval.json["sets"]) decides instead of the rendered split."""
+    source = eval_metrics
+    where = "the test split"
+    if set_name:
+        sets = eval_metrics.get("sets") or {}
+        if set_name not in sets:
+            raise ParamsError(f"index.promote.set: {set_name!r} is not an evaluated set (eval.json has "
+                              f"{sorted(sets) or 'no eval sets'}; configure it under eval.sets)")
+        source, where = sets[set_name], f"eval set {set_name!r}"
 
     def get(name: str) -> float:
-        cur = eval_metrics.get(name, {})
+        cur = source.get(name, {})
         for part in metric.split("."):
             if not isinstance(cur, dict) or part not in cur:
-                raise ParamsError(f"index.promote.metric: {metric!r} not in eval.json[{name!r}] "
-                                  f"(e.g. text_to_image.recall@5, image_to_image.map@10)")
+                example = "text_to_image.precision@5" if set_name else "text_to_image.recall@5, image_to_image.map@10"
+                raise ParamsError(f"index.promote.metric: {metric!r} not in eval.json[{name!r}] of {where} (e.g. {example})")
             cur = cur[part]
         return float(cur)
 
@@ -45,10 +54,15 @@ def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0) -
     gain = ft - base
     use = "finetuned" if gain > min_gain else "base"
     cmp = ">" if use == "finetuned" else "<="
-    reason = (f"fine-tuned {metric} {ft:.4f} {cmp} base {base:.4f} + min_gain {min_gain:g}"
+    reason = (f"on {where}: fine-tuned {metric} {ft:.4f} {cmp} base {base:.4f} + min_gain {min_gain:g}"
               + ("" if use == "finetuned" else ": fine-tuning did not pay, indexing with the base model"))
-    return {"use": use, "reason": reason, "metric": metric, "finetuned": round(ft, 4), "base": round(base, 4),
-            "gain": round(gain, 4), "min_gain": min_gain}
+    out = {"use": use, "reason": reason, "metric": metric, "set": set_name or "test split", "finetuned": round(ft, 4),
+           "base": round(base, 4), "gain": round(gain, 4), "min_gain": min_gain}
+    if eval_metrics.get("sets"):  # every set's headline numbers, whichever decided
+        out["sets"] = {n: {m: {d: {k: v for k, v in r[m][d].items() if k.startswith("precision@")}
+                               for d in ("text_to_image", "image_to_image")} for m in ("base", "finetuned")}
+                       for n, r in eval_metrics["sets"].items()}
+    return out
 
 
 def promoted_model(params: dict, root, decision: dict, stage):
@@ -98,7 +112,8 @@ def main() -> None:
     if promote.get("metric"):
         if not eval_file.is_file():
             raise FileNotFoundError(f"build_index: {eval_file} not found; run the evaluate stage first")
-        decision = promotion_decision(json.loads(eval_file.read_text()), promote["metric"], float(promote.get("min_gain", 0.0)))
+        decision = promotion_decision(json.loads(eval_file.read_text()), promote["metric"], float(promote.get("min_gain", 0.0)),
+                                      promote.get("set"))
     else:
         decision = {"use": "finetuned", "reason": "no promotion gate configured (index.promote.metric: null)"}
 

@@ -7,14 +7,13 @@ outputs still hold every record. Tokens and `estimated_usd` count what was sent.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
 from carsearch import batch, bedrock, openai_compat
 from carsearch.caption_cache import open_cache
 from carsearch.captions import CaptionError
-from carsearch.io import read_jsonl, write_json
+from carsearch.io import atomic_dir, read_jsonl, write_json
 from carsearch.params import load_params, run_stage
 from carsearch.paths import repo_root, resolve, shared_root
 
@@ -52,18 +51,19 @@ def cache_context(cfg: dict, backend: str, model: str) -> dict:
             "max_image_edge": cfg.get("max_image_edge"), "max_image_bytes": cfg.get("max_image_bytes")}
 
 
-def main() -> None:
+def main(out_dir: Path | None = None) -> None:
     params = load_params()
     root, paths, cfg = repo_root(), params["paths"], params["caption"]
+    if out_dir is None:  # answers go into a temp folder beside data/captions, swapped in complete
+        with atomic_dir(resolve(paths["captions_dir"], root)) as tmp:
+            return main(tmp)
     jsonl_dir = resolve(paths["jsonl_dir"], root)
     inputs = sorted(jsonl_dir.glob("*.jsonl"))
-    out_dir = resolve(paths["captions_dir"], root)
     backend = cfg["backend"]
     if backend not in BACKENDS:
         raise ValueError(f"caption.backend: unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
     prices_path = resolve(cfg.get("pricing") or "conf/pricing.yaml", root)
     prices = bedrock.load_prices(prices_path) if prices_path.is_file() else {}
-    shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_cfg = cfg.get("cache") or {}
     resolve(cache_cfg.get("dir") or "data/caption_cache", root).mkdir(parents=True, exist_ok=True)  # a DVC output even when off

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 
 from carsearch.curate import curate, load_jobs
-from carsearch.io import read_jsonl, write_json, write_jsonl
+from carsearch.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from carsearch.params import load_params, run_stage
 from carsearch.paths import repo_root, resolve
 from carsearch.summary import summarise
@@ -20,11 +19,10 @@ def main() -> None:
     manifest = {r["id"]: r for r in read_jsonl(resolve(paths["manifest"], root))}
     jobs = load_jobs(resolve(paths["captions_dir"], root))
     by_split, rejects = curate(inputs, outputs, manifest, root, cfg, params["seed"], jobs=jobs)
-    out_dir = resolve(paths["pairs_dir"], root)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    for split, rows in by_split.items():
-        write_jsonl(out_dir / f"{split}.jsonl", rows)
-    write_jsonl(out_dir / "rejects.jsonl", rejects)
+    with atomic_dir(resolve(paths["pairs_dir"], root)) as out_dir:  # written beside, swapped in complete
+        for split, rows in by_split.items():
+            write_jsonl(out_dir / f"{split}.jsonl", rows)
+        write_jsonl(out_dir / "rejects.jsonl", rejects)
     counts = {s: len(r) for s, r in by_split.items()}
     reasons = Counter(r["reason"].split(":")[0] for r in rejects)
     requested = sum(1 for f in inputs for _ in read_jsonl(f))

@@ -21,6 +21,7 @@ from carsearch.model import encode_images, load_clip, load_pretrained
 from carsearch.params import load_params, run_stage
 from carsearch.paths import repo_root, resolve
 from carsearch.plots import recall_curves_png, results_grid_png
+from carsearch.stats import add_intervals, query_results, write_query_csv
 
 HEADLINE = ("recall@1", "recall@5", "recall@10", "map@10", "mrr")
 
@@ -67,11 +68,35 @@ def main() -> None:
                           "recall": "hit rate: fraction of queries with >= 1 relevant item in the top k"}
     results["gain"] = {d: {k: results["finetuned"][d].get(k, 0.0) - results["base"][d].get(k, 0.0) for k in HEADLINE}
                        for d in ("text_to_image", "image_to_image")}
+    # uncertainty: bootstrap CIs over queries ("recall@5_ci": [lo, hi]) and the per-query results
+    per_query = {name: query_results(extra[name], labels, [r["id"] for r in rows], attrs, cfg.get("ks", (1, 5, 10)),
+                                     int(cfg.get("map_k", 10))) for name in models}
+    add_intervals(results, per_query, cfg.get("bootstrap"))
+    if cfg.get("sets"):  # the user's own labelled photos: never trained on (checked), never captioned
+        from carsearch.evalsets import evaluate_sets
+
+        pairs_dir = resolve(paths["pairs_dir"], root)
+        from carsearch.data import content_id
+
+        # by the content of the files trained on (ingest's ids are content hashes too, but check the bytes)
+        trained = {content_id((root / r["path"]).read_bytes()): r["path"] for split in ("train", "val")
+                   if (pairs_dir / f"{split}.jsonl").is_file() for r in read_jsonl(pairs_dir / f"{split}.jsonl")}
+        encoders = {name: (lambda ps, m_=m, p_=p: encode_images(m_, p_, ps), lambda t, m_=m, p_=p: embed_texts(m_, p_, t))
+                    for name, (m, p) in models.items()}
+        results["sets"] = evaluate_sets(list(cfg["sets"]), root, models, encoders, trained, cfg,
+                                        plot_dir=resolve(paths["plots_dir"], root) / "sets")
+        for name, r in results["sets"].items():
+            k = int(cfg.get("set_k", 5))
+            print(f"evaluate[set {name}]: {r['finetuned']['images']} images; text->image P@{k} base "
+                  f"{r['base']['text_to_image'][f'precision@{k}']:.3f} -> fine-tuned {r['finetuned']['text_to_image'][f'precision@{k}']:.3f}"
+                  f" | image->image P@{k} {r['base']['image_to_image'][f'precision@{k}']:.3f} -> "
+                  f"{r['finetuned']['image_to_image'][f'precision@{k}']:.3f}")
     results = _round(results)
 
     metrics_dir = resolve(paths["metrics_dir"], root)
     plots_dir = resolve(paths["plots_dir"], root)
     write_json(metrics_dir / "eval.json", results)
+    write_query_csv(metrics_dir / "eval_queries.csv", per_query)
     curve_k = len(next(iter(curves["base"].values())))
     cols = [(m, d) for m in curves for d in curves[m]]
     lines = ["k," + ",".join(f"{m}_{d}" for m, d in cols)]
@@ -108,7 +133,8 @@ def main() -> None:
             for name in ("base", "finetuned"):
                 for direction in ("text_to_image", "image_to_image"):
                     for k, v in results[name][direction].items():
-                        flat[f"{name}.{direction}.{k.replace('@', '_at_')}"] = v
+                        if isinstance(v, (int, float)):
+                            flat[f"{name}.{direction}.{k.replace('@', '_at_')}"] = v
                 for a, z in results[name]["zero_shot"].items():
                     flat[f"{name}.zero_shot.{a}.accuracy"] = z["accuracy"]
             mlflow.log_metrics(flat)

@@ -16,7 +16,7 @@ import time
 from carsearch import tracking
 from carsearch.evaluation import validation_fn
 from carsearch.index import dir_hash
-from carsearch.io import read_jsonl, write_json, write_text
+from carsearch.io import atomic_dir, clean_stale, read_jsonl, write_json, write_text
 from carsearch.model import load_clip, save_clip
 from carsearch.params import flatten, load_params, run_stage
 from carsearch.paths import repo_root, resolve
@@ -51,6 +51,8 @@ def main() -> None:
     if cfg.get("checkpoint_dir"):
         cfg["checkpoint_dir"] = str(resolve(cfg["checkpoint_dir"], root))
     out_dir = resolve(paths["model_dir"], root)
+    if dist.main:
+        clean_stale(out_dir)  # leftovers of a killed run (a half-written temp folder)
     metrics_dir = resolve(paths["metrics_dir"], root)
     mcfg = params.get("mlflow", {})
     steps: list[tuple[int, float, float]] = []
@@ -83,21 +85,23 @@ def main() -> None:
                          validate, dist)
         seconds = time.time() - t0
         if dist.main:
-            shutil.rmtree(out_dir, ignore_errors=True)
-            save_clip(model, processor, out_dir)
-            content = dir_hash(out_dir)
-            summary = {"final_loss": round(res.losses[-1], 6), "steps": len(res.losses), "epochs_run": len(res.history),
-                       "best_epoch": res.best_epoch, "stopped_early": res.stopped_early,
-                       "best_val": None if res.best_score is None else round(res.best_score, 4),
-                       "early_stopping_metric": cfg["early_stopping"].get("metric"),
-                       "resumed_from_epoch": res.resumed_from_epoch, "train_pairs": len(train), "val_pairs": len(val),
-                       "world_size": dist.world, "train_seconds": round(seconds, 1), **res.counts}
-            mlflow.log_metrics({"train_seconds": seconds, "best_epoch": res.best_epoch})
-            mlflow.log_artifacts(str(out_dir), artifact_path="model")
-            reg = tracking.register_model(mlflow, run.info.run_id, mcfg, content,
-                                          {"best_val": summary["best_val"], "best_epoch": res.best_epoch})
-            write_json(out_dir / "carsearch_run.json", {"mlflow_run_id": run.info.run_id, "base_model": params["model"],
-                                                        "content_hash": content, "registered_model": reg})
+            # written into a temp folder beside models/finetuned and swapped in complete (a kill never
+            # leaves half a model; the previous one stays until then)
+            with atomic_dir(out_dir) as tmp_dir:
+                save_clip(model, processor, tmp_dir)
+                content = dir_hash(tmp_dir)
+                summary = {"final_loss": round(res.losses[-1], 6), "steps": len(res.losses), "epochs_run": len(res.history),
+                           "best_epoch": res.best_epoch, "stopped_early": res.stopped_early,
+                           "best_val": None if res.best_score is None else round(res.best_score, 4),
+                           "early_stopping_metric": cfg["early_stopping"].get("metric"),
+                           "resumed_from_epoch": res.resumed_from_epoch, "train_pairs": len(train), "val_pairs": len(val),
+                           "world_size": dist.world, "train_seconds": round(seconds, 1), **res.counts}
+                mlflow.log_metrics({"train_seconds": seconds, "best_epoch": res.best_epoch})
+                mlflow.log_artifacts(str(tmp_dir), artifact_path="model")
+                reg = tracking.register_model(mlflow, run.info.run_id, mcfg, content,
+                                              {"best_val": summary["best_val"], "best_epoch": res.best_epoch})
+                write_json(tmp_dir / "carsearch_run.json", {"mlflow_run_id": run.info.run_id, "base_model": params["model"],
+                                                            "content_hash": content, "registered_model": reg})
             write_text(metrics_dir / "train_loss.csv",
                        "step,loss,lr\n" + "".join(f"{s},{l:.6f},{lr:.3e}\n" for s, l, lr in steps))
             keys = sorted({k for e in epochs for k in e if k not in ("epoch", "stopped")})

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from carsearch import data
-from carsearch.io import write_json, write_jsonl
+from carsearch.io import atomic_dir, write_json, write_jsonl
 from carsearch.params import get, load_params, run_stage
 from carsearch.paths import repo_root, resolve
 
@@ -45,8 +45,29 @@ def main() -> None:
     paths, cfg = params["paths"], params["data"]
     source = get(params, "data.source")
     raw_dir = resolve(paths["raw_dir"], root)
-    tmp_dir = raw_dir.with_name(raw_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    # everything is written into a temp folder beside data/raw and swapped in complete (carsearch.io.atomic_dir)
+    with atomic_dir(raw_dir) as tmp_dir:
+        rows, rejects, source = _ingest(params, root, paths, cfg, source, raw_dir, tmp_dir)
+
+    sheet = [(root / r["path"], r["labels"]) for r in rows]
+    data.contact_sheet(sheet, resolve(paths["contact_sheet"], root))
+    labelled = sum(1 for r in rows if r["labels"])
+    groups = _group_rejects(rejects)
+    write_json(resolve(paths["metrics_dir"], root) / "ingest.json",
+               {"images": len(rows), "labelled": labelled, "rejected": len(rejects),
+                "reencoded": sum(1 for r in rows if r.get("reencoded")),
+                "rejected_by_kind": {kind: len(g) for kind, (g, _) in groups.items()}})
+    for kind, (group, fix) in groups.items():
+        ex = group[0]
+        print(f"rejected {len(group)} x {kind}: e.g. {ex.path}: {ex.reason} -- fix: {fix}")
+    print(f"ingest: {len(rows)} images ({labelled} labelled) from {source}; {len(rejects)} rejected"
+          + (f", every one with its reason in {paths['rejects']}" if rejects else ""))
+    if not rows:
+        raise ValueError(f"ingest: no usable images from source {source!r} (see {paths['rejects']})")
+
+
+def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_dir: Path, tmp_dir: Path):
+    """Read the source into `tmp_dir` (images, manifest, rejects); returns (rows, rejects, source)."""
     images_tmp = tmp_dir / resolve(paths["images_dir"], root).relative_to(raw_dir)
 
     items, total = None, None
@@ -74,23 +95,7 @@ def main() -> None:
         r["path"] = f"{prefix}/{r['path']}"
     write_jsonl(tmp_dir / resolve(paths["manifest"], root).relative_to(raw_dir), rows)
     write_jsonl(tmp_dir / resolve(paths["rejects"], root).relative_to(raw_dir), [vars(r) for r in rejects])
-    _swap_in(tmp_dir, raw_dir)
-
-    sheet = [(root / r["path"], r["labels"]) for r in rows]
-    data.contact_sheet(sheet, resolve(paths["contact_sheet"], root))
-    labelled = sum(1 for r in rows if r["labels"])
-    groups = _group_rejects(rejects)
-    write_json(resolve(paths["metrics_dir"], root) / "ingest.json",
-               {"images": len(rows), "labelled": labelled, "rejected": len(rejects),
-                "reencoded": sum(1 for r in rows if r.get("reencoded")),
-                "rejected_by_kind": {kind: len(g) for kind, (g, _) in groups.items()}})
-    for kind, (group, fix) in groups.items():
-        ex = group[0]
-        print(f"rejected {len(group)} x {kind}: e.g. {ex.path}: {ex.reason} -- fix: {fix}")
-    print(f"ingest: {len(rows)} images ({labelled} labelled) from {source}; {len(rejects)} rejected"
-          + (f", every one with its reason in {paths['rejects']}" if rejects else ""))
-    if not rows:
-        raise ValueError(f"ingest: no usable images from source {source!r} (see {paths['rejects']})")
+    return rows, rejects, source
 
 
 def _group_rejects(rejects: list) -> dict[str, tuple[list, str]]:
@@ -100,17 +105,6 @@ def _group_rejects(rejects: list) -> dict[str, tuple[list, str]]:
         kind, fix = data.reject_kind(r.reason)
         groups.setdefault(kind, ([], fix))[0].append(r)
     return dict(sorted(groups.items(), key=lambda kv: -len(kv[1][0])))
-
-
-def _swap_in(new_dir: Path, raw_dir: Path) -> None:
-    """Replace raw_dir by new_dir so that a complete raw dir is readable at every moment but the
-    instant between two renames: old aside, new in, old deleted."""
-    old = raw_dir.with_name(raw_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if raw_dir.exists():
-        raw_dir.rename(old)
-    new_dir.rename(raw_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 if __name__ == "__main__":

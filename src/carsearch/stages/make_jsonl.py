@@ -5,12 +5,11 @@ batch quotas, every line validated; plus `batch.json`, the index caption_batch r
 from __future__ import annotations
 
 import os
-import shutil
 
 from tqdm import tqdm
 
 from carsearch import batch
-from carsearch.io import read_jsonl
+from carsearch.io import atomic_dir, read_jsonl
 from carsearch.params import load_params, run_stage
 from carsearch.paths import repo_root, resolve
 
@@ -19,11 +18,10 @@ def main() -> None:
     params = load_params()
     root, paths, cfg = repo_root(), params["paths"], params["caption"]
     manifest = list(read_jsonl(resolve(paths["manifest"], root)))
-    out_dir = resolve(paths["jsonl_dir"], root)
-    shutil.rmtree(out_dir, ignore_errors=True)
     bucket = (cfg.get("s3") or {}).get("bucket") or os.environ.get("CARSEARCH_BUCKET")
-    index = batch.make_requests(manifest, root, out_dir, cfg, bucket=bucket,
-                                progress=lambda rows: tqdm(rows, desc="make_jsonl", unit="img"))
+    with atomic_dir(resolve(paths["jsonl_dir"], root)) as out_dir:  # written beside, swapped in complete
+        index = batch.make_requests(manifest, root, out_dir, cfg, bucket=bucket,
+                                    progress=lambda rows: tqdm(rows, desc="make_jsonl", unit="img"))
     q = index["quotas"]
     for s in index["shards"]:
         if s["below_min"]:

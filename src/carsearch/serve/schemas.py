@@ -1,0 +1,138 @@
+"""The JSON shapes of the search service (`/api/v1`): requests are validated here (bounded sizes,
+known fields only), responses documented in the OpenAPI schema at `/docs`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+# the attribute columns clients may filter and facet on (never raw SQL: values are escaped by query.build_where)
+FILTER_COLUMNS = ("make", "model", "body_type", "color", "view", "scene", "split")
+# ids are content hashes (16 hex) or source ids; anything else cannot name an indexed image
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+MAX_TEXT_CHARS = 1000
+MAX_FILTER_VALUES = 20
+MAX_VALUE_CHARS = 200
+
+FilterValue = Annotated[str, StringConstraints(min_length=1, max_length=MAX_VALUE_CHARS)]
+FilterValues = Annotated[list[FilterValue], Field(max_length=MAX_FILTER_VALUES)]
+ImageId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+
+class Filters(BaseModel):
+    """Structured filters: a hit must have one of the listed values for every attribute given."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    make: FilterValues = []
+    model: FilterValues = []
+    body_type: FilterValues = []
+    color: FilterValues = []
+    view: FilterValues = []
+    scene: FilterValues = []
+    split: FilterValues = []
+
+    @field_validator(*FILTER_COLUMNS)
+    @classmethod
+    def _not_blank(cls, v: list[str]) -> list[str]:
+        for x in v:
+            if not x.strip():
+                raise ValueError("empty filter value")
+            if any(ord(c) < 32 for c in x):
+                raise ValueError("control character in filter value")
+        return v
+
+    def active(self) -> dict[str, list[str]]:
+        return {c: getattr(self, c) for c in FILTER_COLUMNS if getattr(self, c)}
+
+
+class SearchRequest(BaseModel):
+    """What to search for: any of a text `q`, an image (uploaded, or `like` = the id of an indexed
+    image) and a negative text `neg`, combined as w_text*t + w_image*i - w_neg*n (each embedding
+    normalised, the sum renormalised)."""
+
+    model_config = ConfigDict(extra="forbid")
+    q: Optional[Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]] = Field(
+        None, description="text query, e.g. 'red pickup seen from behind'")
+    neg: Optional[Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]] = Field(
+        None, description="negative text: steer away from it ('a taxi')")
+    like: Optional[ImageId] = Field(None, description="id of an indexed image: 'more like this'")
+    w_text: float = Field(1.0, ge=0, le=10)
+    w_image: float = Field(1.0, ge=0, le=10)
+    w_neg: float = Field(0.5, ge=0, le=10)
+    filters: Filters = Filters()
+    offset: int = Field(0, ge=0, le=100_000)
+    limit: Optional[int] = Field(None, ge=1, le=100_000, description="page size (capped at serve.max_page_size)")
+    facets: bool = True
+
+
+class Match(BaseModel):
+    """One reason a hit matched: its `attribute` has `value`, which the text query names (`text`),
+    the query image has too (`image`), or the negative text names (`negative`: a conflict)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+    attribute: str
+    value: str
+    source: Literal["text", "image", "negative"]
+
+
+class SearchHit(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    rank: int
+    id: str
+    score: float
+    caption: str
+    make: str = ""
+    model: str = ""
+    body_type: str = ""
+    color: str = ""
+    view: str = ""
+    scene: str = ""
+    split: str = ""
+    image_url: str
+    thumb_url: str
+    why: list[Match] = []
+
+
+class FacetValue(BaseModel):
+    value: str
+    count: int
+
+
+class SearchResponse(BaseModel):
+    query: dict[str, Any]
+    offset: int
+    limit: int
+    candidates: int = Field(description="hits considered for facets and paging (the top serve.facet_candidates, filtered)")
+    has_more: bool
+    hits: list[SearchHit]
+    facets: dict[str, list[FacetValue]]
+    facet_scope: str
+    index_version: Optional[str]
+    took_ms: float
+
+
+class Info(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    rows: int
+    model: Optional[str] = Field(description="finetuned or base: which model the promotion gate picked")
+    model_ref: Optional[str]
+    content_hash: Optional[str]
+    registered_model: Optional[dict[str, Any]]
+    promotion: Optional[dict[str, Any]]
+    index_version: Optional[str]
+    built_at: Optional[str] = Field(description="UTC time the index version was published (ISO 8601)")
+    corpus: Optional[str]
+    metric: Optional[str]
+    search: Optional[str]
+    filter_columns: list[str]
+    limits: dict[str, int]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,67 @@
+"""Shared by tests/test_serve_api.py and tests/test_serve_browser.py: a small real index (demo
+drawings, the tiny test CLIP, build_index as the pipeline runs it) and uvicorn on a free
+127.0.0.1 port in a thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+SETTINGS = {"max_upload_bytes": 200_000, "max_page_size": 20, "default_page_size": 12, "max_results": 100,
+            "facet_candidates": 40, "thumb_size": 64, "cache_dir": ".carsearch/thumbs"}
+
+
+def build_repo(root: Path, n: dict | None = None, size: int = 64) -> Path:
+    """A repo with curated demo pairs, a 'fine-tuned' tiny model and no promotion gate, indexed once."""
+    from carsearch._testkit import TINY, write_pairs, write_params
+    from carsearch.model import load_clip, save_clip
+
+    root.mkdir(parents=True, exist_ok=True)
+    write_pairs(root, n or {"train": 16, "val": 8, "test": 12}, size=size)
+    save_clip(*load_clip(TINY, seed=0), root / "models" / "finetuned")
+    write_params(root, index={"promote": {"metric": None}, "embed_cache_dir": ".carsearch/embed_cache", "batch_size": 16})
+    os.environ["CARSEARCH_ROOT"] = str(root)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlruns.db'}"
+    rebuild(root)
+    return root
+
+
+def rebuild(root: Path) -> dict:
+    from carsearch.stages import build_index
+
+    os.environ["CARSEARCH_ROOT"] = str(root)
+    build_index.main()
+    return json.loads((root / "metrics/index.json").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """uvicorn serving `app` on 127.0.0.1:<free port> in a daemon thread; `.url`, `.stop()`."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)

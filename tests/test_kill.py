@@ -1,0 +1,163 @@
+"""Nothing lost, nothing crashes: `kill -9` a stage of `dvc repro` at a random moment (seeded),
+then a plain `dvc repro` finishes with no manual cleanup, `dvc status` is clean, no half-written
+output or temp folder is left, and an open `CarSearch` keeps answering through the kill of
+build_index and the rebuild. Tiny config in a temporary copy of the repo."""
+
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BIN, copy_repo, run
+from carsearch._testkit import TINY
+
+pytestmark = pytest.mark.slow
+
+STAGES = ("ingest", "make_jsonl", "caption_batch", "curate_pairs", "finetune_clip", "evaluate", "build_index")
+KILLED = ("ingest", "finetune_clip", "build_index")
+LEFTOVER = re.compile(r"(\.tmp|\.old-|\.building-)")
+
+
+def _set(path: Path, updates: dict) -> None:
+    cfg = yaml.safe_load(path.read_text())
+    for dotted, value in updates.items():
+        cur = cfg
+        *parents, last = dotted.split(".")
+        for p in parents:
+            cur = cur[p]
+        cur[last] = value
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def _env(repo: Path) -> dict:
+    e = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(repo / "src")}
+    e.pop("CARSEARCH_ROOT", None)
+    return e
+
+
+def _repro_timed(repo: Path, *args: str, kill_after: tuple[str, float] | None = None):
+    """`dvc repro *args` in its own process group, its output read line by line. Returns
+    ({stage: seconds its command ran: from its 'Running stage' line to DVC's next lock-file line},
+    output, returncode). kill_after=(stage, s): SIGKILL the whole group `s` seconds into that stage."""
+    p = subprocess.Popen(["dvc", "repro", *args], cwd=repo, env=_env(repo), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    started: dict[str, float] = {}
+    durations: dict[str, float] = {}
+    lines: list[str] = []
+    killer, current = None, None
+
+    def kill(delay: float) -> None:
+        time.sleep(delay)
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+
+    for line in p.stdout:
+        lines.append(line)
+        if current and re.search(r"lock file|Running stage", line):
+            durations[current], current = time.monotonic() - started[current], None
+        m = re.match(r"Running stage '(\w+)'", line)
+        if m:
+            current = m.group(1)
+            started[current] = time.monotonic()
+            if kill_after and m.group(1) == kill_after[0]:
+                killer = threading.Thread(target=kill, args=(kill_after[1],), daemon=True)
+                killer.start()
+    rc = p.wait()
+    if current:
+        durations[current] = time.monotonic() - started[current]
+    if killer:
+        killer.join()
+    return durations, "".join(lines), rc
+
+
+def _leftovers(repo: Path) -> list[str]:
+    return [str(p.relative_to(repo)) for top in ("data", "models") for p in (repo / top).rglob("*")
+            if LEFTOVER.search(p.name)]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = copy_repo(tmp_path_factory.mktemp("kill") / "repo")
+    (repo / "conf/model/clip_test.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    config = repo / "conf/config.yaml"
+    text = re.sub(r"- data: \w+", "- data: demo", config.read_text())
+    config.write_text(re.sub(r"- model: \w+", "- model: clip_test", text))
+    _set(config, {"epochs": 2, "batch_size": 16})
+    _set(repo / "conf/data/_base.yaml", {"demo.n_images": 48, "demo.size": 64, "demo.colors": ["red", "blue", "white"]})
+    run(["python", "scripts/compose_params.py"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny config"], repo)
+    durations, out, rc = _repro_timed(repo)
+    assert rc == 0, out[-4000:]
+    assert set(durations) == set(STAGES), out[-4000:]
+    print("stage seconds:", {s: round(t, 1) for s, t in durations.items()})
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
+    return repo, durations
+
+
+def _kill_and_recover(repo: Path, stage: str, delay: float) -> str:
+    for _ in range(4):  # a stage that finished before its kill is run again, killed sooner
+        _, out, rc = _repro_timed(repo, "-f", "-s", stage, kill_after=(stage, delay))
+        assert rc in (-signal.SIGKILL, 0), out[-3000:]
+        if rc == -signal.SIGKILL:
+            break
+        delay /= 2
+    assert rc == -signal.SIGKILL, f"{stage} always finished before its kill"
+    t = time.monotonic()
+    p = run(["dvc", "repro"], repo, check=False)
+    assert p.returncode == 0, f"dvc repro after kill -9 of {stage} at {delay:.2f}s:\n{p.stdout[-4000:]}"
+    reran = re.findall(r"Running stage '(\w+)'", p.stdout)
+    print(f"kill -9 {stage} {delay:.1f}s in (rc {rc}): dvc repro re-ran {reran} in {time.monotonic() - t:.0f}s")
+    status = run(["dvc", "status"], repo).stdout
+    assert "up to date" in status, status
+    assert not _leftovers(repo), _leftovers(repo)
+    assert (repo / "models/finetuned/model.safetensors").is_file()
+    return p.stdout
+
+
+@pytest.mark.parametrize("stage", ["ingest", "finetune_clip"])
+def test_kill_9_then_repro_recovers(repo, stage):
+    repo, durations = repo
+    delay = random.Random(f"kill-{stage}").uniform(0.1, 0.9) * durations[stage]
+    _kill_and_recover(repo, stage, delay)
+
+
+def test_kill_9_build_index_while_searching(repo):
+    from carsearch.search import CarSearch
+
+    repo, durations = repo
+    searcher = CarSearch(root=repo)
+    assert len(searcher.text("a red sedan", k=3)) == 3
+    errors: list[BaseException] = []
+    done = threading.Event()
+    count = [0]
+
+    def keep_searching():
+        while not done.is_set():
+            try:
+                hits = searcher.text("a blue car", k=3)
+                assert len(hits) == 3, hits
+                count[0] += 1
+            except BaseException as e:  # noqa: BLE001 -- every failure is a test failure
+                errors.append(e)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=keep_searching, daemon=True)
+    t.start()
+    try:
+        delay = random.Random("kill-build_index").uniform(0.1, 0.9) * durations["build_index"]
+        _kill_and_recover(repo, "build_index", delay)
+    finally:
+        done.set()
+        t.join(30)
+    assert not errors, errors[:3]
+    assert count[0] > 0
+    assert searcher.refresh() and len(searcher.text("a white van", k=3)) == 3
