@@ -131,7 +131,10 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an index.* setting")
-    ap.add_argument("--sweep", action="store_true", help="also try a grid of nprobes/refine_factor/ef")
+    ap.add_argument("--sweep", action="store_true", help="also try a grid of nprobes x refine_factor")
+    ap.add_argument("--sweep-nprobes", type=int, nargs="+", default=[10, 20, 40, 80])
+    ap.add_argument("--sweep-refine", type=int, nargs="+", default=[0, 5, 10], help="0: no refine step")
+    ap.add_argument("--sweep-ef", type=int, nargs="+", default=[0], help="HNSW ef values to try (0: lance's default)")
     ap.add_argument("--dir", default=None, help="where to write the tables (default: a temp folder, deleted)")
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args()
@@ -175,9 +178,9 @@ def main() -> None:
             results.append(res)
             print(json.dumps(res), flush=True)
             if a.sweep:
-                for nprobes in (10, 20, 40, 80):
-                    for refine in (None, 5, 10):
-                        for ef in (None,) if info["search"] != "IVF_HNSW_SQ" else (None, 100, 200):
+                for nprobes in a.sweep_nprobes:
+                    for refine in a.sweep_refine:
+                        for ef in a.sweep_ef if info["search"] == "IVF_HNSW_SQ" else (0,):
                             p = {"nprobes": nprobes, "refine_factor": refine, "ef": ef}
                             print(json.dumps({"rows": n, "sweep": p, **measure(tbl, queries, truth, truth_red, a.k, p)}), flush=True)
             del tbl

@@ -4,12 +4,15 @@ drawings, the tiny test CLIP, build_index as the pipeline runs it) and uvicorn o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 from pathlib import Path
+
+_SHARED: dict = {}
 
 SETTINGS = {"max_upload_bytes": 200_000, "max_page_size": 20, "default_page_size": 12, "max_results": 100,
             "facet_candidates": 40, "thumb_size": 64, "cache_dir": ".carsearch/thumbs"}
@@ -24,18 +27,38 @@ def build_repo(root: Path, n: dict | None = None, size: int = 64) -> Path:
     write_pairs(root, n or {"train": 16, "val": 8, "test": 12}, size=size)
     save_clip(*load_clip(TINY, seed=0), root / "models" / "finetuned")
     write_params(root, index={"promote": {"metric": None}, "embed_cache_dir": ".carsearch/embed_cache", "batch_size": 16})
-    os.environ["CARSEARCH_ROOT"] = str(root)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlruns.db'}"
     rebuild(root)
     return root
 
 
+@contextlib.contextmanager
+def _env(**values):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def rebuild(root: Path) -> dict:
+    """build_index as the pipeline runs it (the environment is restored afterwards)."""
     from carsearch.stages import build_index
 
-    os.environ["CARSEARCH_ROOT"] = str(root)
-    build_index.main()
+    with _env(CARSEARCH_ROOT=str(root), MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlruns.db'}"):
+        build_index.main()
     return json.loads((root / "metrics/index.json").read_text())
+
+
+def shared_repo(tmp_path_factory) -> Path:
+    """One small indexed repo per test session (both serve test files use it)."""
+    if "repo" not in _SHARED:
+        _SHARED["repo"] = build_repo(tmp_path_factory.mktemp("serve") / "repo")
+    return _SHARED["repo"]
 
 
 def free_port() -> int:

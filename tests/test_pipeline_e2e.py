@@ -102,6 +102,39 @@ def test_exp_run_override_and_metrics_diff(repo):
     assert "metrics/eval.json" in mdiff and "finetuned.text_to_image.recall@5" in mdiff
 
 
+def test_mlflow_runs_tell_dvc_experiments_apart(repo):
+    """After `dvc repro` and `dvc exp run -S lr=1e-4`: two runs in the sqlite store, named and tagged
+    by the DVC experiment, git revision and changed params, in the model-training view, with the
+    curated pairs logged as datasets with their DVC hash; @champion names the indexed version."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{repo / 'mlruns.db'}")
+    exp = c.get_experiment_by_name("carsearch")
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    runs = c.search_runs([exp.experiment_id], "tags.stage = 'finetune_clip'", order_by=["attributes.start_time ASC"])
+    assert len(runs) >= 2
+    first, last = runs[0], runs[-1]
+    assert first.info.run_name != last.info.run_name
+    assert last.data.tags["dvc.exp_name"] and last.info.run_name.startswith(last.data.tags["dvc.exp_name"])
+    assert "lr=0.0001" in last.data.tags["dvc.changed_params"] and "lr=0.0001" in last.info.run_name
+    assert len(last.data.tags["git.revision"]) == 40 and last.data.tags["git.dirty"] in ("true", "false")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    pairs_md5 = next(o["md5"] for o in lock["stages"]["curate_pairs"]["outs"] if o["path"] == "data/pairs")
+    assert last.data.tags["data.pairs_md5"] == pairs_md5
+    inputs = {d.dataset.name: d.dataset.digest for d in last.inputs.dataset_inputs}
+    assert {"pairs-train", "pairs-val", "pairs-test"} <= set(inputs) and inputs["pairs-train"] == pairs_md5[:36]
+    idx = json.loads((repo / "metrics/index.json").read_text())
+    reg = idx["registered_model"]
+    if idx["model"] == "finetuned":
+        assert reg["uri"] == f"models:/{reg['name']}@champion"
+        assert int(c.get_model_version_by_alias(reg["name"], "champion").version) == reg["version"]
+        mv = c.get_model_version(reg["name"], str(reg["version"]))
+        assert mv.tags["data.pairs_md5"] == pairs_md5 and mv.tags["dvc.exp_name"] == last.data.tags["dvc.exp_name"]
+        hits = _hits(run(["carsearch", "search", "a red car", "-k", "2", "--use-model", reg["uri"]], repo).stdout)
+        assert len(hits) == 2
+
+
 def test_bad_overrides_give_one_clear_line(repo):
     p = run(["dvc", "exp", "run", "-S", "model=no_such_model"], repo, check=False)
     assert p.returncode != 0 and "no_such_model" in p.stdout and "Traceback" not in p.stdout

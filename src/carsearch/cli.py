@@ -39,6 +39,8 @@ def search(
     model: Optional[list[str]] = typer.Option(None, "--model", help="Only this car model."),
     split: Optional[list[str]] = typer.Option(None, "--split", help="Only this split (train, val, test)."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: paths.index_dir)."),
+    use_model: Optional[str] = typer.Option(None, "--use-model", help="Embed the query with this CLIP model instead of "
+                                            "the index's own: a folder, hub id or models:/carsearch-clip@champion."),
     png: Optional[Path] = typer.Option(None, "--png", help="Also write the results as a PNG strip."),
 ) -> None:
     """Print rank, score, id, caption and path of the k most similar cars."""
@@ -66,7 +68,7 @@ def search(
     from .search import search as run_search
 
     try:
-        hits = run_search(query=query, image=image, k=k, where=where, index_dir=index_dir)
+        hits = run_search(query=query, image=image, k=k, where=where, index_dir=index_dir, model=use_model)
     except (FileNotFoundError, ValueError, ModelConfigError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
@@ -92,7 +94,9 @@ def report(
     head: Optional[str] = typer.Option(None, "--head", help="Revision to report on (default: the workspace)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the Markdown to this file."),
 ) -> None:
-    """Markdown `dvc metrics diff` + `dvc params diff` against BASE (what CI comments on a pull request)."""
+    """Markdown report against BASE (what CI comments on a pull request): headline metrics marked
+    significant / within noise by a paired bootstrap over per-query results, the metrics diff
+    (quality, then run time and cost) and the params diff."""
     from .report import ReportError, pr_report
 
     try:
@@ -157,6 +161,55 @@ def index_add(
     if res.get("outside_corpus"):
         typer.echo(f"index add: note: {res['outside_corpus']} of them are outside index.corpus_path; a later `dvc repro` "
                    "rebuilds the index from the corpus and will not keep them (copy them into the corpus folder)", err=True)
+
+
+@app.command("embed-ray")
+def embed_ray(
+    corpus: str = typer.Option(..., "--corpus", help="Folder or s3:// prefix of images to embed."),
+    out: str = typer.Option(..., "--out", help="LanceDB location to write: a folder or an object-store URI (s3://bucket/prefix)."),
+    model_dir: Optional[Path] = typer.Option(None, "--model", help="save_pretrained folder of the model (default: the live index's model)."),
+    table: str = typer.Option("cars", "--table", help="Table name."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Model actors (one GPU each when the cluster has GPUs)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch (default: index.batch_size)."),
+    gpus: Optional[float] = typer.Option(None, "--gpus", min=0, help="GPUs per actor (default: 1 if the cluster has GPUs, else 0)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."),
+) -> None:
+    """Embed a corpus on Ray Data (a pool of model actors) into a LanceDB table: the same command
+    on a laptop and on a cluster (docs/scale.md). Needs `pip install -e '.[ray]'`."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        typer.echo("error: Ray is not installed: pip install -e '.[ray]'", err=True)
+        raise typer.Exit(1)
+    from .index import read_meta
+    from .model import ModelConfigError
+    from .params import load_params
+    from .paths import repo_root, resolve
+    from .scale import embed_corpus
+    from .summary import summarise
+
+    try:
+        root = repo_root()
+        params = load_params(root / "params.yaml")
+        cfg = params.get("index") or {}
+        if model_dir is None:
+            index_dir = resolve(params["paths"]["index_dir"], root)
+            meta = read_meta(index_dir)
+            if not meta or not meta.get("version"):
+                raise FileNotFoundError(f"no index at {index_dir} to take the model from; pass --model DIR")
+            model_dir = index_dir / meta["version"] / meta["model_dir"]
+        res = embed_corpus(corpus, out, model_dir, table=table, concurrency=workers, batch_size=batch_size or int(cfg.get("batch_size") or 64),
+                           num_gpus=gpus, address=address, draft=bool(cfg.get("decode_draft", True)),
+                           subfolder_key=cfg.get("subfolder_key", "color"), index_cfg=cfg)
+    except (FileNotFoundError, ValueError, ModelConfigError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    for line in summarise(res["rejects"], "file"):
+        typer.echo(f"embed-ray: {line}", err=True)
+    typer.echo(f"embed-ray: {res['rows']} images into {res['out']} table {res['table']} ({res['search']}), "
+               f"{res['rejected']} rejected, {res['actors']} actors x {res['num_gpus_per_actor']:g} GPU, "
+               f"{res['images_per_second']} img/s")
 
 
 if __name__ == "__main__":

@@ -330,6 +330,7 @@ class Train(_Strict):
     logit_scale_init: Optional[PosNum] = None
     augment: Augment = Augment()
     early_stopping: Optional[EarlyStopping] = EarlyStopping()
+    val_sets: list[Text] = []
     checkpoint_dir: Optional[str] = "models/checkpoints/finetune_clip"
     resume: bool = True
     nproc_per_node: PosInt = 1
@@ -385,7 +386,17 @@ class Index(_Open):
     table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")] = "cars"
     metric: Literal["cosine", "l2", "dot"] = "cosine"
     ann_min_rows: PosInt = 100_000
-    num_partitions: PosInt = 256
+    ann_index: Literal["IVF_HNSW_SQ", "IVF_PQ"] = "IVF_HNSW_SQ"
+    num_partitions: Optional[PosInt] = None
+    rows_per_partition: PosInt = 4096
+    num_sub_vectors: Optional[PosInt] = None
+    nprobes: NonNegInt = 20
+    refine_factor: NonNegInt = 5
+    scalar_indices: bool = True
+    fts: bool = True
+    batch_size: PosInt = 64
+    num_workers: Optional[NonNegInt] = None
+    decode_draft: bool = True
     promote: Optional[Promote] = Promote()
 
 

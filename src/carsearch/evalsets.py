@@ -163,7 +163,7 @@ def _examples_png(name, rows, img, labels, enc_txt, rep, k, out_png: Path) -> No
 
 
 def set_validation_fn(spec: dict, root: Path, processor, cfg: dict, trained: dict[str, str]):
-    """`validate(model) -> {"set_t2i_precision@k", "set_i2i_precision@k", "set_precision@k"}` on a
+    """`validate(model) -> {"<set>_t2i_precision@k", "<set>_i2i_precision@k", "<set>_precision@k"}` on a
     labelled eval set (images preprocessed once), for best-epoch selection / early stopping by the
     photos users search (`train.early_stopping.set`)."""
     from .evaluation import embed_pixels, embed_texts
@@ -180,6 +180,7 @@ def set_validation_fn(spec: dict, root: Path, processor, cfg: dict, trained: dic
     def validate(model) -> dict:
         rep = set_report(embed_pixels(model, pix), labels, lambda t: embed_texts(model, processor, t), attrs, k)
         t, i = rep["text_to_image"][f"precision@{k}"], rep["image_to_image"][f"precision@{k}"]
-        return {f"set_t2i_precision@{k}": t, f"set_i2i_precision@{k}": i, f"set_precision@{k}": (t + i) / 2}
+        n = spec["name"]
+        return {f"{n}_t2i_precision@{k}": t, f"{n}_i2i_precision@{k}": i, f"{n}_precision@{k}": (t + i) / 2}
 
     return validate

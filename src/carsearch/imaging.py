@@ -86,9 +86,12 @@ def _orientation(im: Image.Image) -> int:
     return o if 1 <= o <= 8 else 1
 
 
-def load(src: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_side: int = 1) -> tuple[Image.Image, ImageInfo]:
+def load(src: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_side: int = 1,
+         draft: tuple[int, int] | None = None) -> tuple[Image.Image, ImageInfo]:
     """Open `src` (a path or the bytes) and decode its first frame fully; return the decoded image
-    (raw mode, not yet upright) and its info. Raises ImageError with a one-line reason."""
+    (raw mode, not yet upright) and its info. Raises ImageError with a one-line reason.
+    `draft=(w, h)`: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) still at least
+    that size (PIL `draft()`, several times faster); the info keeps the full size."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         if not src:
             raise ImageError("empty file")
@@ -99,7 +102,7 @@ def load(src: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PI
                 data = f.read()
         except OSError as e:
             raise ImageError(f"unreadable ({e.strerror or type(e).__name__})") from None
-        return load(data, max_pixels, min_side)
+        return load(data, max_pixels, min_side, draft)
     with _own_pixel_limit():
         try:
             im = Image.open(fp)
@@ -112,6 +115,9 @@ def load(src: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PI
         w, h = im.size
         if max_pixels and w * h > max_pixels:
             raise ImageError(f"image too large ({w}x{h} = {w * h / 1e6:.0f} MP, data.max_pixels is {max_pixels / 1e6:.0f} MP)")
+        if draft and im.format == "JPEG" and im.mode in ("RGB", "L"):
+            with contextlib.suppress(Exception):
+                im.draft(im.mode, (int(draft[0]), int(draft[1])))
         try:
             im.load()  # catches truncation
         except MemoryError:
@@ -178,9 +184,11 @@ def normalise(im: Image.Image, max_edge: int | None = None) -> Image.Image:
     return up if up.mode == "RGB" else up.convert("RGB")
 
 
-def open_rgb(src: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_edge: int | None = None) -> Image.Image:
-    """Read any image as an upright 8-bit RGB picture (see the module doc); ImageError if unusable."""
-    im, _ = load(src, max_pixels)
+def open_rgb(src: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_edge: int | None = None,
+             draft: tuple[int, int] | None = None) -> Image.Image:
+    """Read any image as an upright 8-bit RGB picture (see the module doc); ImageError if unusable.
+    `draft=(w, h)`: decode a JPEG at a reduced size no smaller than that (see `load`)."""
+    im, _ = load(src, max_pixels, draft=draft)
     with im:
         return normalise(im, max_edge)
 

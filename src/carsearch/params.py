@@ -64,10 +64,27 @@ def run_stage(main) -> None:
     from .model import ModelConfigError
 
     try:
+        clean_leftovers()
         main()
     except (ParamsError, ModelConfigError, FormatError, CaptionError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def clean_leftovers() -> None:
+    """Before any stage: remove what a killed stage left beside the pipeline's output folders
+    (DVC may restore a killed stage's output from its run cache without running it again, so the
+    stage itself would never see its own leftovers)."""
+    from .io import clean_stale
+    from .paths import resolve
+
+    try:
+        paths, root = load_params(validate=False).get("paths") or {}, repo_root()
+    except (ParamsError, FileNotFoundError):
+        return
+    for key in ("raw_dir", "jsonl_dir", "captions_dir", "pairs_dir", "model_dir"):
+        if paths.get(key):
+            clean_stale(resolve(paths[key], root))
 
 
 def check_params() -> dict[str, Any]:

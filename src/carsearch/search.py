@@ -29,8 +29,12 @@ class Hit:
 class CarSearch:
     """`CarSearch().text("red suv seen from the front", k=5)`, `.image("some.jpg", k=5)`."""
 
-    def __init__(self, index_dir: str | os.PathLike | None = None, root: Path | None = None):
+    def __init__(self, index_dir: str | os.PathLike | None = None, root: Path | None = None, model: str | None = None):
+        """`model`: embed queries with this model instead of the one the index was built with: a
+        folder, a hub id or a registry URI such as `models:/carsearch-clip@champion` (it must be
+        the model that embedded the index, or scores mean nothing: a differing content hash warns)."""
         self.root = root or repo_root()
+        self._override = model
         if index_dir is None:
             from .params import load_params
 
@@ -62,14 +66,29 @@ class CarSearch:
         model_dir = meta["model_dir"]
         local = vdir / model_dir if meta.get("version") else resolve(model_dir, self.root)
         key = (str(local) if local.exists() else model_dir, meta.get("content_hash"))
+        if self._override:
+            key = (self._override, "override")
         if key != self._model_key:
-            if model_dir == MODEL_SUBDIR and not local.exists():
+            if not self._override and model_dir == MODEL_SUBDIR and not local.exists():
                 raise FileNotFoundError(f"car index {self.index_dir}: its model folder {local} is missing; rebuild it "
                                         "(`dvc repro build_index`)")
             self.model, self.processor = load_pretrained(key[0])
             self._model_key = key
+            if self._override:
+                self._check_override(meta)
         self.meta, self.table, self.version_dir, self._stamp = meta, table, vdir, stamp
         return True
+
+    def _check_override(self, meta: dict) -> None:
+        import warnings
+
+        from .index import dir_hash
+        from .model import resolve_model_uri
+
+        local = Path(resolve_model_uri(self._override))
+        if local.is_dir() and meta.get("content_hash") and dir_hash(local) != meta["content_hash"]:
+            warnings.warn(f"{self._override} (hash {dir_hash(local)}) is not the model that built the index "
+                          f"({meta['content_hash']}): scores compare different embedding spaces", stacklevel=3)
 
     @property
     def model_info(self) -> dict:
@@ -81,9 +100,46 @@ class CarSearch:
         self.refresh()
         return encode_images(self.model, self.processor, list(images))
 
-    def _search(self, vector, k: int, where: str | None) -> list[Hit]:
+    def _ann_params(self, nprobes: int | None, refine_factor: int | None) -> tuple[int | None, int | None]:
+        """Per-query ANN knobs: the arguments, else the index's own (`index.nprobes`,
+        `index.refine_factor`, stored in the index meta at build time)."""
+        out = []
+        for name, v in (("nprobes", nprobes), ("refine_factor", refine_factor)):
+            v = self.meta.get(name) if v is None else v
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+                raise QueryError(f"{name}: expected a whole number >= 0 (0: lance's default), got {v!r}")
+            out.append(int(v) if v else None)
+        return out[0], out[1]
+
+    def has_fts(self) -> bool:
+        """Whether the open table has a full-text index on `caption` (indices built since the FTS index)."""
+        key = (str(getattr(self, "version_dir", "")), self.table.version if hasattr(self.table, "version") else None)
+        if getattr(self, "_fts_key", None) != key:
+            self._fts = any(str(i.index_type).upper() == "FTS" and "caption" in i.columns for i in self.table.list_indices())
+            self._fts_key = key
+        return self._fts
+
+    def _search(self, vector, k: int, where: str | None, nprobes: int | None = None, refine_factor: int | None = None,
+                hybrid_text: str | None = None) -> list[Hit]:
+        from .index import RESULT_COLUMNS
+
+        nprobes, refine = self._ann_params(nprobes, refine_factor)
+        if hybrid_text is not None and not self.has_fts():
+            raise QueryError("hybrid search needs the full-text index on captions, which this index was built without; "
+                             "rebuild it (`dvc repro build_index`, index.fts: true)")
+        cols = [c for c in RESULT_COLUMNS if c != "_distance"] if hybrid_text is not None else list(RESULT_COLUMNS)
+
         def run():
-            q = self.table.search(vector).distance_type(self.meta.get("metric", "cosine")).limit(k)
+            if hybrid_text is None:
+                q = self.table.search(vector)
+            else:  # vector + full-text (BM25) results fused by reciprocal rank
+                q = self.table.search(query_type="hybrid").vector(vector).text(hybrid_text)
+            q = q.distance_type(self.meta.get("metric", "cosine"))
+            if nprobes:
+                q = q.nprobes(nprobes)
+            if refine:
+                q = q.refine_factor(refine)
+            q = q.select(cols).limit(k)
             return (q.where(where, prefilter=True) if where else q).to_list()
 
         try:
@@ -96,18 +152,29 @@ class CarSearch:
             rows = run()
         hits = []
         for rank, r in enumerate(rows, 1):
-            hits.append(Hit(rank, 1.0 - float(r["_distance"]), r["id"], r["caption"], r["path"], json.loads(r["labels_json"])))
+            score = float(r["_relevance_score"]) if "_relevance_score" in r else 1.0 - float(r["_distance"])
+            hits.append(Hit(rank, score, r["id"], r["caption"], r["path"], json.loads(r["labels_json"])))
         return hits
 
-    def text(self, query: str, k: int = 5, where: str | None = None) -> list[Hit]:
+    def text(self, query: str, k: int = 5, where: str | None = None, *, hybrid: bool = False,
+             nprobes: int | None = None, refine_factor: int | None = None) -> list[Hit]:
+        """The k images nearest to a text query. `hybrid=True` fuses the vector search with a
+        full-text search of the captions (reciprocal-rank fusion; score = fused relevance, not
+        cosine). `nprobes` / `refine_factor` tune the ANN index per query (defaults: the index's)."""
         self.refresh()  # a rebuilt index may come with a new model: encode with the one that built it
         query, where = check_text(query), check_where(where)  # one-line QueryError (a ValueError)
-        return self._search(encode_texts(self.model, self.processor, [query])[0], k, where)
+        return self._search(encode_texts(self.model, self.processor, [query])[0], k, where, nprobes, refine_factor,
+                            hybrid_text=query if hybrid else None)
 
-    def image(self, path: str | os.PathLike, k: int = 5, where: str | None = None) -> list[Hit]:
+    def hybrid(self, query: str, k: int = 5, where: str | None = None, **kw) -> list[Hit]:
+        """`text(query, k, where, hybrid=True)`: vector + full-text search of the captions."""
+        return self.text(query, k, where, hybrid=True, **kw)
+
+    def image(self, path: str | os.PathLike, k: int = 5, where: str | None = None, *,
+              nprobes: int | None = None, refine_factor: int | None = None) -> list[Hit]:
         self.refresh()
         path, where = check_image(path), check_where(where)
-        return self._search(encode_images(self.model, self.processor, [path])[0], k, where)
+        return self._search(encode_images(self.model, self.processor, [path])[0], k, where, nprobes, refine_factor)
 
     # ------------------------------------------------------------ used by the search service (carsearch.serve)
     ROW_COLUMNS = ("id", "path", "caption", "split", "make", "model", "model_id", "body_type", "color", "view", "scene",
@@ -124,19 +191,28 @@ class CarSearch:
             self.refresh()
             return run()
 
-    def search_vector(self, vector, k: int = 10, offset: int = 0, where: str | None = None) -> list[dict]:
+    def search_vector(self, vector, k: int = 10, offset: int = 0, where: str | None = None,
+                      nprobes: int | None = None, refine_factor: int | None = None) -> list[dict]:
         """Rows `offset .. offset+k` (metadata columns, no vector) nearest to a query vector, best first,
-        each with `score` (1 - distance); `where` is checked by the filter grammar first."""
+        each with `score` (1 - distance); `where` is checked by the filter grammar first; the ANN knobs
+        default to the index's, as in `text()`."""
         where = check_where(where)
         vec = np.asarray(vector, np.float32)
+        nprobes, refine = self._ann_params(nprobes, refine_factor)
 
         def run():
-            q = (self.table.search(vec).distance_type(self.meta.get("metric", "cosine"))
-                 .select(list(self.ROW_COLUMNS)).limit(int(offset) + int(k)))
-            return (q.where(where, prefilter=True) if where else q).to_list()
+            q = self.table.search(vec).distance_type(self.meta.get("metric", "cosine"))
+            if nprobes:
+                q = q.nprobes(nprobes)
+            if refine:
+                q = q.refine_factor(refine)
+            q = q.select([*self.ROW_COLUMNS, "_distance"]).limit(int(offset) + int(k))
+            return (q.where(where, prefilter=True) if where else q).to_arrow()
 
-        rows = self._run_retrying(run)[int(offset):]
-        return [{**{c: r.get(c) for c in self.ROW_COLUMNS}, "score": 1.0 - float(r["_distance"])} for r in rows]
+        cols = self._run_retrying(run).to_pydict()
+        n = len(cols["_distance"])
+        return [{**{c: cols[c][i] for c in self.ROW_COLUMNS}, "score": 1.0 - float(cols["_distance"][i])}
+                for i in range(int(offset), n)]
 
     def get_row(self, image_id: str, vector: bool = False) -> dict | None:
         """The row of an indexed image by its id (None when unknown); `vector=True` adds its vector."""
@@ -157,11 +233,15 @@ class CarSearch:
 
 
 def search(query: str | None = None, image: str | os.PathLike | None = None, k: int = 5, where: str | None = None,
-           index_dir: str | os.PathLike | None = None) -> list[Hit]:
-    """One-shot search by text or by image."""
+           index_dir: str | os.PathLike | None = None, *, hybrid: bool = False, nprobes: int | None = None,
+           refine_factor: int | None = None, model: str | None = None) -> list[Hit]:
+    """One-shot search by text or by image (`model`: see CarSearch)."""
     if query is None and image is None:
         raise QueryError("nothing to search for: give a text query or --image")
     if query is not None and image is not None:
         raise QueryError("give a text query or --image, not both")
-    s = CarSearch(index_dir)
-    return s.text(query, k, where) if query is not None else s.image(image, k, where)
+    if hybrid and query is None:
+        raise QueryError("hybrid search needs a text query (it matches the captions)")
+    s = CarSearch(index_dir, model=model)
+    kw = {"nprobes": nprobes, "refine_factor": refine_factor}
+    return s.text(query, k, where, hybrid=hybrid, **kw) if query is not None else s.image(image, k, where, **kw)

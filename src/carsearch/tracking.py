@@ -22,7 +22,10 @@ def setup(cfg: dict):
         artifacts = shared_root() / "mlartifacts"
         with contextlib.suppress(Exception):  # a concurrent experiment may have created it
             mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
-    mlflow.set_experiment(name)
+    exp = mlflow.set_experiment(name)
+    if (exp.tags or {}).get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        with contextlib.suppress(Exception):  # the UI then opens it in the model-training view
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
     return mlflow
 
 
@@ -67,3 +70,87 @@ def find_model_version(reg: dict) -> dict | None:
     except Exception:  # noqa: BLE001 - a missing registry entry is reported, not fatal
         return None
     return {"name": mv.name, "version": int(mv.version), "run_id": mv.run_id, "source": mv.source, "tags": dict(mv.tags or {})}
+
+
+# ----------------------------------------------------------------- DVC <-> MLflow identity
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # opens in the model-training view
+CHAMPION = "champion"  # registry alias of the version the live index was built with
+
+
+def _git(args: list[str], cwd) -> str | None:
+    import subprocess
+
+    try:
+        p = subprocess.run(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def changed_params(params: dict, root, base_rev: str | None) -> dict:
+    """Flattened params that differ from params.yaml at `base_rev` (the experiment's baseline)."""
+    import yaml
+
+    from .params import flatten
+
+    old = _git(["show", f"{base_rev or 'HEAD'}:params.yaml"], root)
+    if old is None:
+        return {}
+    try:
+        before = flatten(yaml.safe_load(old) or {})
+    except yaml.YAMLError:
+        return {}
+    now = flatten(params)
+    return {k: v for k, v in now.items() if k in before and before[k] != v or k not in before}
+
+
+def run_identity(params: dict, root, stage: str) -> tuple[str, dict]:
+    """(run name, tags) that tell runs apart: the DVC experiment name (DVC exports DVC_EXP_NAME
+    to stages of `dvc exp run`), the git revision (the baseline for an experiment) and dirty flag,
+    and the params that differ from that revision."""
+    exp = os.environ.get("DVC_EXP_NAME")
+    rev = os.environ.get("DVC_EXP_BASELINE_REV") or _git(["rev-parse", "HEAD"], root)
+    dirty = bool(_git(["status", "--porcelain", "--untracked-files=no", "--", "params.yaml", "src", "conf", "dvc.yaml"], root))
+    changed = changed_params(params, root, rev)
+    short = ", ".join(f"{k}={v}" for k, v in sorted(changed.items())[:3]) if changed else ""
+    name = exp or f"{stage}@{(rev or 'norev')[:7]}{'-dirty' if dirty else ''}"
+    if short:
+        name += f" ({short}{', …' if len(changed) > 3 else ''})"
+    tags = {"dvc.stage": stage, "dvc.exp_name": exp or "", "git.revision": rev or "", "git.dirty": str(dirty).lower(),
+            "dvc.changed_params": ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "(none)"}
+    return name[:250], tags
+
+
+def log_pair_datasets(mlflow, pairs_dir, dvc_hash: str | None) -> dict:
+    """`mlflow.log_input` for the train/val/test pairs: name, DVC content hash (digest) and rows."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    out = {}
+    for split in ("train", "val", "test"):
+        f = Path(pairs_dir) / f"{split}.jsonl"
+        if not f.is_file():
+            continue
+        rows = [json.loads(l) for l in f.read_text(encoding="utf-8").splitlines() if l.strip()]
+        df = pd.DataFrame({"id": [r["id"] for r in rows], "caption": [r.get("caption", "") for r in rows]})
+        ds = mlflow.data.from_pandas(df, source=str(f), name=f"pairs-{split}", digest=(dvc_hash or "")[:36] or None)
+        mlflow.log_input(ds, context=split)
+        out[split] = len(rows)
+    return out
+
+
+def set_champion(reg: dict, content_hash: str | None = None) -> str | None:
+    """Point the registry alias @champion at the version the index was built with; returns the
+    version it pointed at before (None if none)."""
+    if not reg or not reg.get("name") or not reg.get("version"):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient()
+    before = None
+    with contextlib.suppress(Exception):
+        before = c.get_model_version_by_alias(reg["name"], CHAMPION).version
+    c.set_registered_model_alias(reg["name"], CHAMPION, str(reg["version"]))
+    return before

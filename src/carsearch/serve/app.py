@@ -79,12 +79,12 @@ def _names(text: str, value: str) -> bool:
     return bool(v) and re.search(rf"(?<![\w-]){re.escape(v)}(?![\w-])", text) is not None
 
 
-def why(row: dict, q: str | None, neg: str | None, ref: dict | None) -> list[dict]:
+def why(row: dict, q: str | None, neg: str | None, ref: dict | None, canon: bool = True) -> list[dict]:
     """Which of the hit's attributes the query names: words of the text (synonyms mapped, so
     "behind" matches view=rear), the attributes of the query image (more like this), and the
-    negative text (a conflict)."""
+    negative text (a conflict). `canon=False`: q and neg are already `_canon`ed."""
     out = []
-    qt, nt = (_canon(q) if q else None), (_canon(neg) if neg else None)
+    qt, nt = ((_canon(q) if q else None), (_canon(neg) if neg else None)) if canon else (q, neg)
     for a in WHY_ATTRS:
         v = str(row.get(a) or "")
         if not v:
@@ -200,12 +200,12 @@ class Service:
         if req.like:  # more like this: not the image itself
             rows = [r for r in rows if r["id"] != req.like][: n - 1]
         page = rows[req.offset: req.offset + limit]
-        hits = []
+        hits, qc, nc = [], (_canon(q) if q else None), (_canon(neg) if neg else None)
         for i, r in enumerate(page):
             hits.append({"rank": req.offset + i + 1, "id": r["id"], "score": round(float(r["score"]), 6),
                          "caption": r.get("caption") or "", **{c: r.get(c) or "" for c in FILTER_COLUMNS},
                          "image_url": f"/api/v1/images/{r['id']}", "thumb_url": f"/api/v1/thumbs/{r['id']}",
-                         "why": why(r, q, neg, ref)})
+                         "why": why(r, qc, nc, ref, canon=False)})
         facets = {}
         if req.facets:
             top = int(self.cfg["facet_top"])
@@ -290,25 +290,32 @@ class UploadLimit:
         cl = dict(scope["headers"]).get(b"content-length")
         if cl is not None and cl.isdigit() and int(cl) > self.max:
             return await _error(413, "too_large", msg)(scope, receive, send)
-        seen, started = 0, False
+        seen, started, over = 0, False, False
 
         async def limited():
-            nonlocal seen
+            nonlocal seen, over
             m = await receive()
             seen += len(m.get("body", b""))
             if seen > self.max:
+                over = True
                 raise _TooLarge()
             return m
 
-        async def tracking_send(m):
+        async def guarded_send(m):
             nonlocal started
+            if over:  # the body parser turned _TooLarge into its own error: answer 413 instead
+                if m["type"] == "http.response.start" and not started:
+                    started = True
+                    await _error(413, "too_large", msg)(scope, receive, send)
+                return
             started = started or m["type"] == "http.response.start"
             await send(m)
 
         try:
-            await self.app(scope, limited, tracking_send)
+            await self.app(scope, limited, guarded_send)
         except _TooLarge:
             if not started:
+                started = True
                 await _error(413, "too_large", msg)(scope, receive, send)
 
 

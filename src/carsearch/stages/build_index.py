@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from carsearch import corpus, tracking
 from carsearch.embed_cache import EmbedCache, embed_with_cache
-from carsearch.index import IMAGES_SUBDIR, MODEL_SUBDIR, begin, build_table, copy_model, dir_hash, publish
+from carsearch.index import (IMAGES_SUBDIR, MODEL_SUBDIR, begin, build_table, copy_model, dir_hash, publish, read_meta,
+                             write_meta)
 from carsearch.io import write_json, write_jsonl
 from carsearch.model import encode_images, load_clip, load_pretrained, save_clip
 from carsearch.params import ParamsError, load_params, run_stage
@@ -129,8 +130,10 @@ def main() -> None:
         content = registered["content_hash"]
         cache = EmbedCache(resolve(cfg.get("embed_cache_dir") or ".carsearch/embed_cache", shared_root()), content)
         bs = int(cfg.get("batch_size") or 64)
+        workers = cfg.get("num_workers")  # decode processes feeding the model (carsearch.loader); null: one per spare core
         vectors, estats = embed_with_cache([r["id"] for r in rows], [resolve(r["path"], root) for r in rows], cache,
-                                           lambda ps: encode_images(model, processor, ps, batch_size=bs, progress=len(ps) > bs))
+                                           lambda ps: encode_images(model, processor, ps, batch_size=bs, progress=len(ps) > bs,
+                                                                    num_workers=workers, draft=bool(cfg.get("decode_draft", True))))
         _, kind = build_table(stage, cfg["table"], rows, vectors, model_ref, cfg)
         if rejects:
             write_jsonl(stage / "rejects.jsonl", rejects)
@@ -138,11 +141,19 @@ def main() -> None:
                    "corpus": cfg.get("corpus") or "ingested", "corpus_path": cfg.get("corpus_path"), "rejected": len(rejects),
                    "model_dir": model_dir, "model_ref": model_ref, "content_hash": content, "registered_model": registered, "promotion": decision,
                    **estats, "seconds": round(time.perf_counter() - t0, 2)}
-        version = publish(index_dir, stage, {"table": cfg["table"], "metric": cfg["metric"], "created": time.time(), **summary},
+        search_defaults = {k: cfg.get(k) for k in ("nprobes", "refine_factor")}  # per-query defaults of CarSearch
+        version = publish(index_dir, stage, {"table": cfg["table"], "metric": cfg["metric"], "created": time.time(), **summary,
+                                             **search_defaults},
                           keep=int(cfg.get("keep_versions") or 2))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    if decision["use"] == "finetuned" and registered.get("registry_checked"):
+        # the registry alias follows the index: @champion = the version the live index was built with
+        previous = tracking.set_champion(registered)
+        registered.update(alias=tracking.CHAMPION, uri=f"models:/{registered['name']}@{tracking.CHAMPION}",
+                          previous_champion=None if previous is None else int(previous))
+        write_meta(index_dir, {**(read_meta(index_dir) or {}), "registered_model": registered})
     index_rel = paths["index_dir"]
     write_json(resolve(paths["metrics_dir"], root) / "index.json",
                {k: v for k, v in summary.items() if k not in ("seconds", "embed_seconds")})

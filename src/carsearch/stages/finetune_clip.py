@@ -41,7 +41,7 @@ def main() -> None:
     val_file = pairs_dir / "val.jsonl"
     val = list(read_jsonl(val_file)) if val_file.is_file() else []
     model, processor = load_clip(params["model"], seed=cfg["seed"])
-    validate = validation_fn(processor, val, root, params.get("eval", {}))
+    validate = with_eval_sets(validation_fn(processor, val, root, params.get("eval", {})), params, root, processor, train + val)
     es = cfg["early_stopping"]
     if validate is None:
         if dist.main:
@@ -60,12 +60,15 @@ def main() -> None:
     t0 = time.time()
 
     mlflow = tracking.setup(mcfg) if dist.main else None
-    run_ctx = mlflow.start_run(run_name=f"finetune-{params['model']['name']}") if mlflow else _Null()
+    run_name, run_tags = tracking.run_identity(params, root, "finetune_clip") if mlflow else ("", {})
+    pairs_md5 = dvc_out_hash(root, "curate_pairs", paths["pairs_dir"])
+    run_ctx = mlflow.start_run(run_name=run_name) if mlflow else _Null()
     with run_ctx as run:
         if mlflow:
             mlflow.log_params(flatten({"model": params["model"], "train": cfg, "data": params.get("data", {}),
                                        "world_size": dist.world}))
-            mlflow.set_tag("stage", "finetune_clip")
+            mlflow.set_tags({"stage": "finetune_clip", **run_tags, "data.pairs_md5": pairs_md5 or ""})
+            tracking.log_pair_datasets(mlflow, pairs_dir, pairs_md5)
 
         def on_step(step: int, loss: float, lr: float) -> None:
             steps.append((step, loss, lr))
@@ -99,7 +102,8 @@ def main() -> None:
                 mlflow.log_metrics({"train_seconds": seconds, "best_epoch": res.best_epoch})
                 mlflow.log_artifacts(str(tmp_dir), artifact_path="model")
                 reg = tracking.register_model(mlflow, run.info.run_id, mcfg, content,
-                                              {"best_val": summary["best_val"], "best_epoch": res.best_epoch})
+                                              {"best_val": summary["best_val"], "best_epoch": res.best_epoch,
+                                               "data.pairs_md5": pairs_md5 or "", **run_tags})
                 write_json(tmp_dir / "carsearch_run.json", {"mlflow_run_id": run.info.run_id, "base_model": params["model"],
                                                             "content_hash": content, "registered_model": reg})
             write_text(metrics_dir / "train_loss.csv",
@@ -118,6 +122,46 @@ def main() -> None:
 
         td.barrier()
         td.destroy_process_group()
+
+
+def with_eval_sets(validate, params: dict, root, processor, trained_pairs: list[dict]):
+    """Add `train.val_sets` (names of eval.sets: the user's labelled photos) to the per-epoch
+    validation, so best epoch / early stopping can follow the photos users search
+    (`train.early_stopping.metric: <set>_precision@5`)."""
+    names = list((params.get("train") or {}).get("val_sets") or [])
+    if not names:
+        return validate
+    from carsearch.data import content_id
+    from carsearch.evalsets import EvalSetError, set_validation_fn
+
+    ecfg = params.get("eval") or {}
+    specs = {s["name"]: s for s in ecfg.get("sets") or []}
+    missing = [n for n in names if n not in specs]
+    if missing:
+        raise EvalSetError(f"train.val_sets: {missing} not in eval.sets ({sorted(specs) or 'none configured'})")
+    trained = {content_id((root / p["path"]).read_bytes()): p["path"] for p in trained_pairs}
+    fns = [set_validation_fn(specs[n], root, processor, ecfg, trained) for n in names]
+
+    def validate_all(model) -> dict:
+        out = dict(validate(model)) if validate else {}
+        for f in fns:
+            out.update(f(model))
+        return out
+
+    return validate_all
+
+
+def dvc_out_hash(root, stage: str, path: str) -> str | None:
+    """The content hash DVC recorded in dvc.lock for `stage`'s output `path` (DVC writes the lock
+    entry of each stage as it completes, so during `dvc repro` this is the data being trained on)."""
+    import yaml
+
+    lock = root / "dvc.lock"
+    try:
+        outs = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {}).get("outs", [])
+    except (OSError, yaml.YAMLError):
+        return None
+    return next((o.get("md5") for o in outs if o.get("path") == path), None)
 
 
 class _Null:

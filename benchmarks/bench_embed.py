@@ -1,0 +1,106 @@
+"""Is the model fed? Embeds N real-size photos (1024x768 JPEGs, generated) with the model of
+params.yaml and reports images/s of:
+  - forward only: the model on already preprocessed pixel batches (the ceiling),
+  - the loader pipeline (carsearch.loader: decode workers + JPEG draft + the processor's steps),
+  - the old path (decode + CLIP processor in the main process, full-size decode),
+and the pipeline / forward ratio beside the target (>= 0.8). CPU only unless CUDA is present.
+
+    python benchmarks/bench_embed.py [--n 512] [--batch-size 64] [--workers N] [--model tiny|b32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+TARGET = 0.8
+
+
+def photos(folder: Path, n: int, size=(1024, 768), seed: int = 0) -> list[Path]:
+    """Photo-like JPEGs (smooth gradients, shapes, sensor noise; quality 90), ~150-250 kB each."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    out = []
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for i in range(n):
+        c0, c1 = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
+        t = (xx / w * rng.uniform(0.2, 1) + yy / h * rng.uniform(0.2, 1))[..., None] / 2
+        img = (c0 * (1 - t) + c1 * t + rng.normal(0, 6, (h, w, 3))).clip(0, 255).astype(np.uint8)
+        im = Image.fromarray(img)
+        d = ImageDraw.Draw(im)
+        for _ in range(12):
+            x0, y0 = int(rng.integers(0, w - 50)), int(rng.integers(0, h - 50))
+            d.rectangle((x0, y0, x0 + int(rng.integers(20, 300)), y0 + int(rng.integers(20, 200))), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        p = folder / f"{i:05d}.jpg"
+        im.filter(ImageFilter.GaussianBlur(1)).save(p, quality=90)
+        out.append(p)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=None, help="decode workers (default: index.num_workers / one per spare core)")
+    ap.add_argument("--model", default=None, help="'b32' for openai/clip-vit-base-patch32 (needs it cached), default: params.yaml")
+    a = ap.parse_args()
+    import torch
+    import yaml
+
+    from carsearch.loader import default_workers
+    from carsearch.model import encode_images, load_clip, load_images
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    spec = params["model"] if a.model != "b32" else {"kind": "pretrained", "pretrained": "openai/clip-vit-base-patch32", "name": "clip_vit_b32"}
+    model, proc = load_clip(spec, seed=0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    workers = a.workers if a.workers is not None else (params["index"].get("num_workers") if params["index"].get("num_workers") is not None else default_workers())
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        paths = photos(Path(d), a.n)
+        gen_s = time.perf_counter() - t
+        mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e3
+        pix = proc.image_processor(images=load_images(paths[: a.batch_size]), return_tensors="pt")["pixel_values"].to(device)
+
+        @torch.no_grad()
+        def forward_only() -> float:
+            t = time.perf_counter()
+            for _ in range(0, a.n, a.batch_size):
+                f = model.get_image_features(pixel_values=pix)
+                torch.nn.functional.normalize(getattr(f, "pooler_output", f).float(), dim=-1).cpu()
+            return a.n / (time.perf_counter() - t)
+
+        forward_only()  # warm-up
+        fwd = forward_only()
+        encode_images(model, proc, paths[: a.batch_size], batch_size=a.batch_size, num_workers=workers, draft=True)  # warm-up
+        t = time.perf_counter()
+        encode_images(model, proc, paths, batch_size=a.batch_size, num_workers=workers, draft=True)
+        pipe = a.n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        n_old = min(a.n, 256)
+        encode_images(model, proc, load_images(paths[:n_old]), batch_size=a.batch_size)
+        old = n_old / (time.perf_counter() - t)
+    ratio = pipe / fwd
+    print(f"\nbench_embed: {a.n} JPEGs 1024x768 (~{mb:.0f} kB, generated in {gen_s:.0f} s), model {spec.get('name')} "
+          f"({'x'.join(map(str, pix.shape[-2:]))} input), batch {a.batch_size}, {workers} decode workers, "
+          f"{os.cpu_count()} cores, device {device}")
+    print(f"  forward only                      {fwd:8.1f} img/s")
+    print(f"  loader pipeline (draft, workers)  {pipe:8.1f} img/s   = {ratio:.2f} x forward   target >= {TARGET}  "
+          f"{'MET' if ratio >= TARGET else 'MISSED'}")
+    print(f"  old path (full decode, processor) {old:8.1f} img/s   = {old / fwd:.2f} x forward")
+    if device.type != "cuda":
+        print("  GPU: not measured (no CUDA device here)")
+
+
+if __name__ == "__main__":
+    main()

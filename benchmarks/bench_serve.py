@@ -1,0 +1,175 @@
+"""Load on `carsearch serve`: 8 concurrent clients (asyncio + httpx, 127.0.0.1 only) for a fixed time
+per phase, against a real index (demo images, the default model config, random init: quality does
+not matter here, cost does). Reports requests/s and p50/p95/p99 latency, and errors (expected: 0):
+
+- text, new queries: every request a query string not seen before (the text encoder runs each time)
+- text, repeated: a realistic mix of 120 queries people repeat (text embeddings come from the cache)
+- image upload: multipart uploads of 224 px JPEGs (decode + image encoder each time)
+
+    python benchmarks/bench_serve.py [--n 2000] [--seconds 10] [--clients 8]
+
+The server is `python -m carsearch.cli serve` in a subprocess, so client and server share the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+COLORS = ["red", "blue", "green", "white", "black", "silver", "yellow", "orange"]
+BODIES = ["sedan", "suv", "pickup", "van", "hatchback"]
+VIEWS = ["front", "rear", "side", "three-quarter"]
+MAX_REQUESTS = 50_000  # per phase, whatever the duration: the benchmark always ends
+
+
+def build(root: Path, n: int, size: int) -> None:
+    import yaml
+
+    from carsearch.data import demo_items
+    from carsearch.model import load_clip, save_clip
+    from carsearch.params import load_params
+
+    params = load_params(REPO / "params.yaml")
+    (root / "dvc.yaml").touch()
+    img_dir = root / "data/raw/images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (_, data, labels, _) in enumerate(demo_items(n, size, seed=5)):
+        p = img_dir / f"{i:06d}.jpg"
+        p.write_bytes(data)
+        rows.append({"id": f"{i:016x}", "path": p.relative_to(root).as_posix(), "labels": labels})
+    (root / "data/raw/manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    save_clip(*load_clip(params["model"], seed=0), root / "models/finetuned")
+    params = {**params, "index": {**params["index"], "promote": {"metric": None}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "CARSEARCH_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}",
+           "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-m", "carsearch.stages.build_index"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def phase(name: str, url: str, clients: int, seconds: float, make_request) -> dict:
+    import httpx
+
+    lat, errors, counter = [], [], itertools.count()
+    deadline = time.perf_counter() + seconds
+
+    async def client(c):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            while time.perf_counter() < deadline:
+                i = next(counter)
+                if i >= MAX_REQUESTS:
+                    return
+                t = time.perf_counter()
+                try:
+                    r = await make_request(http, i)
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code}: {r.text[:120]}")
+                except Exception as e:  # noqa: BLE001 - counted and reported
+                    errors.append(repr(e))
+                lat.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    wall = time.perf_counter() - t0
+    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0] * 1000] * 99
+    res = {"phase": name, "requests": len(lat), "rps": len(lat) / wall, "p50_ms": q[49] * 1000, "p95_ms": q[94] * 1000,
+           "p99_ms": q[98] * 1000, "errors": len(errors)}
+    print(f"{name:<24} {res['requests']:>6} req  {res['rps']:7.1f} req/s  p50 {res['p50_ms']:6.1f} ms  "
+          f"p95 {res['p95_ms']:6.1f} ms  p99 {res['p99_ms']:6.1f} ms  errors {res['errors']}"
+          + (f"  (first: {errors[0]})" if errors else ""), flush=True)
+    return res
+
+
+async def run_all(url: str, images: list[bytes], clients: int, seconds: float) -> list[dict]:
+    combos = [f"a {c} {b} seen from the {v}" for c in COLORS for b in BODIES for v in VIEWS]
+
+    async def text_new(http, i):
+        return await http.get("/api/v1/search", params={"q": f"{combos[i % len(combos)]} number {i}", "limit": 24})
+
+    common = combos[:120]
+
+    async def text_repeated(http, i):
+        return await http.get("/api/v1/search", params={"q": common[(i * 7) % len(common)], "limit": 24})
+
+    async def upload(http, i):
+        return await http.post("/api/v1/search/image", files={"image": ("q.jpg", images[i % len(images)], "image/jpeg")},
+                               data={"limit": "24"})
+
+    async def warm(http, i):
+        return await http.get("/api/v1/search", params={"q": common[i % len(common)], "limit": 24})
+
+    await phase("warm-up (not counted)", url, clients, 3, warm)
+    out = [await phase("text, new queries", url, clients, seconds, text_new),
+           await phase("text, repeated queries", url, clients, seconds, text_repeated),
+           await phase("image upload", url, clients, seconds, upload)]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000, help="images in the index")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of each phase")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--root", type=Path, help="build the bench repo here and keep it (reused when it has an index)")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        root = a.root or Path(d)
+        if not (root / "data/index/carsearch_index.json").is_file():
+            t = time.perf_counter()
+            root.mkdir(parents=True, exist_ok=True)
+            build(root, a.n, a.size)
+            print(f"index of {a.n} images built in {time.perf_counter() - t:.0f} s", flush=True)
+        port = free_port()
+        env = {**os.environ, "CARSEARCH_ROOT": str(root), "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+        server = subprocess.Popen([sys.executable, "-m", "carsearch.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                   "--no-access-log"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            import httpx
+
+            deadline = time.time() + 120
+            while True:
+                try:
+                    info = httpx.get(url + "/api/v1/info", timeout=2).json()
+                    break
+                except httpx.TransportError:
+                    if server.poll() is not None or time.time() > deadline:
+                        raise SystemExit(f"carsearch serve did not start:\n{server.stderr.read() if server.poll() is not None else ''}")
+                    time.sleep(0.3)
+            images = [p.read_bytes() for p in sorted((root / "data/raw/images").glob("*.jpg"))[:32]]
+            print(f"carsearch serve on {url}: {info['rows']} rows, model {info['model_ref']}; {a.clients} clients, "
+                  f"{a.seconds:g} s a phase, {os.cpu_count()} cores shared by client and server", flush=True)
+            results = asyncio.run(run_all(url, images, a.clients, a.seconds))
+        finally:
+            server.terminate()
+            server.wait(20)
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=2))
+    bad = sum(r["errors"] for r in results)
+    if bad:
+        raise SystemExit(f"{bad} errors")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The index at scale: the indices build_table creates (ANN, BITMAP/BTREE scalar, caption FTS),
+per-query nprobes/refine_factor with defaults from the index, hybrid (vector + full-text) search,
+and a table written to / searched on S3 (a moto server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest_bedrock import aws_env, bucket, moto_url, s3  # noqa: F401  (pytest fixtures)
+from test_index_corpus import _build, repo  # noqa: F401  (pytest fixture + helper)
+
+COLORS = ("red", "blue", "white")
+
+
+def _rows(n: int, dim: int = 32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    rows = [{"id": f"{i:016x}", "path": f"images/{i}.jpg", "caption": f"a {COLORS[i % 3]} {('van', 'sedan')[i % 2]} seen from the front",
+             "labels": {"color": COLORS[i % 3], "body_type": ("van", "sedan")[i % 2], "view": "front"}} for i in range(n)]
+    return rows, v
+
+
+def _kinds(tbl) -> dict[str, str]:
+    return {i.columns[0]: str(i.index_type).upper() for i in tbl.list_indices()}
+
+
+@pytest.mark.parametrize("ann", ["IVF_HNSW_SQ", "IVF_PQ"])
+def test_build_table_creates_ann_scalar_and_fts_indices(tmp_path, ann):
+    from carsearch.index import build_table
+
+    rows, v = _rows(400)
+    cfg = {"metric": "cosine", "ann_min_rows": 100, "ann_index": ann, "num_partitions": 2, "num_sub_vectors": 4}
+    tbl, kind = build_table(tmp_path / "db", "cars", rows, v, "test", cfg)
+    kinds = _kinds(tbl)
+    assert kind == ann and kinds["vector"].replace("_", "") == ann.replace("_", "")
+    for col in ("color", "view", "body_type", "split", "make", "model", "model_id", "scene"):
+        assert kinds[col] == "BITMAP", (col, kinds)
+    assert kinds["id"] == "BTREE" and kinds["caption"] == "FTS"
+    hits = tbl.search(v[7]).distance_type("cosine").nprobes(2).refine_factor(5).where("color = 'blue'", prefilter=True).limit(3).to_list()
+    assert hits[0]["id"] == rows[7]["id"] and {h["color"] for h in hits} == {"blue"}
+    # below ann_min_rows: exact search, still with scalar and FTS indices; both can be switched off
+    tbl2, kind2 = build_table(tmp_path / "db2", "cars", rows[:50], v[:50], "test", cfg)
+    assert kind2 == "brute force (exact)" and "vector" not in _kinds(tbl2) and _kinds(tbl2)["caption"] == "FTS"
+    tbl3, _ = build_table(tmp_path / "db3", "cars", rows[:50], v[:50], "test", {**cfg, "scalar_indices": False, "fts": False})
+    assert not tbl3.list_indices()
+
+
+def test_ann_partitions_follow_the_rows():
+    from carsearch.index import ann_partitions
+
+    assert ann_partitions(1_000_000, {"rows_per_partition": 4096}) == 244
+    assert ann_partitions(100_000, {"num_partitions": None, "rows_per_partition": 4096}) == 24
+    assert ann_partitions(100_000, {"num_partitions": 256}) == 256
+    assert ann_partitions(40, {"num_partitions": 256}) == 5  # never more than rows / 8
+
+
+def test_search_knobs_and_hybrid_search(repo):  # noqa: F811
+    from carsearch.query import QueryError
+    from carsearch.search import CarSearch, search
+
+    _build(repo, ann_min_rows=10, num_partitions=2, nprobes=2, refine_factor=3)
+    s = CarSearch(root=repo)
+    assert s.meta["nprobes"] == 2 and s.meta["refine_factor"] == 3 and s.has_fts()
+    base = s.text("a red car", k=5)
+    assert [h.id for h in s.text("a red car", k=5, nprobes=2, refine_factor=20)] == [h.id for h in base]
+    assert len(s.image(repo / base[0].path, k=3, nprobes=1, refine_factor=0)) == 3
+    with pytest.raises(QueryError, match="nprobes"):
+        s.text("a red car", nprobes=-1)
+    hyb = s.text("red", k=5, hybrid=True)
+    assert len(hyb) == 5 and all(h.score > 0 for h in hyb)
+    assert sum("red" in h.caption for h in hyb) >= sum("red" in h.caption for h in base)  # the captions count
+    only_blue = s.hybrid("a red car", k=3, where="color = 'blue'")
+    assert only_blue and all(h.labels.get("color") == "blue" for h in only_blue)
+    assert len(search("red car", k=2, hybrid=True, index_dir=repo / "data/index")) == 2
+    with pytest.raises(QueryError, match="hybrid search needs a text query"):
+        search(image=repo / base[0].path, hybrid=True, index_dir=repo / "data/index")
+
+
+def test_hybrid_search_on_an_index_without_fts_says_so(repo):  # noqa: F811
+    from carsearch.query import QueryError
+    from carsearch.search import CarSearch
+
+    _build(repo, fts=False)
+    s = CarSearch(root=repo)
+    assert len(s.text("a red car", k=2)) == 2
+    with pytest.raises(QueryError, match="full-text index"):
+        s.text("a red car", hybrid=True)
+
+
+def test_table_on_s3_builds_and_searches(tmp_path, s3, bucket):  # noqa: F811
+    """build_table to s3://bucket/prefix (credentials from the boto3 chain, AWS_ENDPOINT_URL_S3 =
+    moto), then open and search it: same answers as the same table on disk."""
+    from carsearch.index import build_table, is_uri
+    from carsearch.scale import open_table, search_table
+
+    rows, v = _rows(300)
+    cfg = {"metric": "cosine", "ann_min_rows": 100, "num_partitions": 2}
+    uri = f"s3://{bucket}/indexes/cars-v1"
+    assert is_uri(uri) and not is_uri(tmp_path)
+    _, kind = build_table(uri, "cars", rows, v, "test", cfg)
+    build_table(tmp_path / "local", "cars", rows, v, "test", cfg)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="indexes/cars-v1/")["Contents"]]
+    assert kind == "IVF_HNSW_SQ" and any(k.startswith("indexes/cars-v1/cars.lance/") for k in keys)
+    remote, local = open_table(uri), open_table(str(tmp_path / "local"))
+    assert remote.count_rows() == 300
+    for q in (v[3], v[150]):
+        got = search_table(remote, q, k=5, where="color = 'red'", nprobes=2, refine_factor=5)
+        assert [r["id"] for r in got] == [r["id"] for r in search_table(local, q, k=5, where="color = 'red'", nprobes=2, refine_factor=5)]
+        assert all(r["labels_json"] and '"red"' in r["labels_json"] for r in got)
+    assert search_table(remote, v[3], k=1)[0]["id"] == rows[3]["id"]
