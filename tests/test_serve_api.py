@@ -58,7 +58,13 @@ def test_info_says_which_model_and_version(env):
 
 def test_openapi_docs_and_page(env):
     c = env["client"]
-    assert c.get("/docs").status_code == 200 and "swagger" in c.get("/docs").text.lower()
+    docs = c.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    import re
+
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', docs.text)
+    assert assets and not [a for a in assets if a.startswith(("http://", "https://", "//"))], assets  # offline
+    assert all(c.get(a).status_code == 200 for a in assets)
     paths = c.get("/openapi.json").json()["paths"]
     assert {"/api/v1/search", "/api/v1/search/image", "/api/v1/info", "/api/v1/images/{image_id}",
             "/api/v1/thumbs/{image_id}"} <= set(paths)

@@ -227,10 +227,19 @@ def encode_images(model, processor, images: Sequence, batch_size: int = 64, prog
 
         pixel_batches = pixel_batches_fn()
     total = -(-len(images) // batch_size)
-    for pix in tqdm(pixel_batches, total=total, desc="embed images", disable=not progress, unit="batch"):
-        feats = model.get_image_features(pixel_values=pix)
-        feats = getattr(feats, "pooler_output", feats)
-        out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu())
+    threads = torch.get_num_threads()
+    if prep is not None and device.type == "cpu" and num_workers != 0 and total > 1:
+        from .loader import default_workers
+
+        busy = default_workers() if num_workers is None else int(num_workers)  # cores the decoders take
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - busy)))  # no oversubscription
+    try:
+        for pix in tqdm(pixel_batches, total=total, desc="embed images", disable=not progress, unit="batch"):
+            feats = model.get_image_features(pixel_values=pix)
+            feats = getattr(feats, "pooler_output", feats)
+            out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu())
+    finally:
+        torch.set_num_threads(threads)
     if not out:
         return np.zeros((0, model.config.projection_dim), dtype=np.float32)
     return torch.cat(out).numpy()

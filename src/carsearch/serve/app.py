@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -328,14 +329,14 @@ def _decode_upload(data: bytes, max_pixels: int):
         raise ApiError(400, "bad_image", f"the uploaded file is not a usable image ({e})") from None
 
 
-def create_app(searcher=None, settings: dict | None = None, root: Path | None = None, index_dir=None) -> FastAPI:
+def create_app(searcher=None, settings: dict | None = None, root: Path | None = None, index_dir=None) -> FastAPIOffline:
     """The app over `searcher` (a CarSearch; opened from `index_dir` / params.yaml when None)."""
     if searcher is None:
         from ..search import CarSearch
 
         searcher = CarSearch(index_dir, root=root)
     svc = Service(searcher, settings, root)
-    app = FastAPI(title="carsearch", version="1",
+    app = FastAPIOffline(title="carsearch", version="1",  # /docs assets served locally: no CDN
                   description="Search the car index by text, by image, or both. Errors are "
                               "`{\"error\": {\"code\", \"message\"}}` with a 4xx status.",
                   responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
