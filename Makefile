@@ -19,6 +19,8 @@ test: setup
 bench: setup
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_pipeline.py
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_serve.py
+	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_index.py
+	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_embed.py
 
 lock:
 	bash scripts/lock.sh

@@ -41,6 +41,20 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def set_yaml(path: Path, updates: dict) -> None:
+    """Set dotted keys in a YAML file (a conf/ group or params.yaml of a repo copy)."""
+    import yaml
+
+    cfg = yaml.safe_load(path.read_text())
+    for dotted, value in updates.items():
+        cur = cfg
+        *parents, last = dotted.split(".")
+        for p in parents:
+            cur = cur[p]
+        cur[last] = value
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
 @pytest.fixture
 def dashcam_dir():
     if not DASHCAM.is_dir():

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import BIN, copy_repo, run
+from conftest import set_yaml as _set
 from carsearch._testkit import TINY
 
 pytestmark = pytest.mark.slow
@@ -23,17 +24,6 @@ pytestmark = pytest.mark.slow
 STAGES = ("ingest", "make_jsonl", "caption_batch", "curate_pairs", "finetune_clip", "evaluate", "build_index")
 KILLED = ("ingest", "finetune_clip", "build_index")
 LEFTOVER = re.compile(r"(\.tmp|\.old-|\.building-)")
-
-
-def _set(path: Path, updates: dict) -> None:
-    cfg = yaml.safe_load(path.read_text())
-    for dotted, value in updates.items():
-        cur = cfg
-        *parents, last = dotted.split(".")
-        for p in parents:
-            cur = cur[p]
-        cur[last] = value
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def _env(repo: Path) -> dict:

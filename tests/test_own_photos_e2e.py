@@ -10,7 +10,8 @@ import shutil
 import pytest
 
 from conftest import DASHCAM, copy_repo, run
-from test_pipeline_e2e import _hits, _set
+from conftest import set_yaml as _set
+from test_pipeline_e2e import _hits
 
 pytestmark = pytest.mark.slow
 COLORS = ("red", "blue", "white", "yellow")

@@ -9,19 +9,9 @@ import pytest
 import yaml
 
 from conftest import copy_repo, run
+from conftest import set_yaml as _set
 
 pytestmark = pytest.mark.slow
-
-
-def _set(path, updates):
-    cfg = yaml.safe_load(path.read_text())
-    for dotted, value in updates.items():
-        cur = cfg
-        *parents, last = dotted.split(".")
-        for p in parents:
-            cur = cur[p]
-        cur[last] = value
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def _hits(out: str) -> list[list[str]]:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from . import formats, imaging
 from .captions import has_labels, offline_caption
-from .io import atomic_path, read_jsonl, write_bytes, write_json, write_jsonl
+from .io import atomic_path, read_jsonl, write_bytes, write_json
 
 # The offline captioner restates labels; an image with none cannot be captioned offline.
 NO_LABELS = "offline captioner: image has no labels"
@@ -326,26 +326,10 @@ def run_offline(input_files: list[Path], out_dir: Path, labels_by_id: dict[str, 
     """Answer every input file into `out_dir/<name>.out` plus `manifest.json.out`. With a
     `caption_cache.CaptionCache`, records answered before are replayed from it and only the rest
     are captioned (and stored); the returned totals (and manifest.json.out) count what was captioned."""
-    from tqdm import tqdm
+    from .caption_cache import answer_files
 
-    from .caption_cache import split_records
+    def answer_all(records):
+        return (offline_output(rec, labels_by_id.get(rec["recordId"]), model_id) for rec in records)
 
-    totals = empty_totals()
-    try:
-        for path in input_files:
-            records = list(read_jsonl(path))
-            cached, todo = split_records(records, cache, lambda r: offline_key_extra(labels_by_id.get(r["recordId"])))
-            fresh = {}
-            for rec, key in tqdm(todo, desc=f"caption {path.name}", disable=not progress, unit="rec"):
-                out = offline_output(rec, labels_by_id.get(rec["recordId"]), model_id)
-                totals["totalRecordCount"] += 1
-                count_output(totals, out)
-                if cache is not None:
-                    cache.add(key, out)
-                fresh[rec["recordId"]] = out
-            write_jsonl(out_dir / f"{path.name}.out", (cached.get(r["recordId"]) or fresh[r["recordId"]] for r in records))
-    finally:
-        if cache is not None:
-            cache.close()
-    write_json(out_dir / "manifest.json.out", totals)
-    return totals
+    return answer_files(input_files, out_dir, cache, answer_all, progress,
+                        extra=lambda r: offline_key_extra(labels_by_id.get(r["recordId"])))

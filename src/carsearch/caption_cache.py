@@ -247,3 +247,35 @@ def split_records(records: list[dict], cache: CaptionCache | None, extra=None) -
             cache.misses += 1
             todo.append((r, k))
     return cached, todo
+
+
+def answer_files(input_files, out_dir, cache: CaptionCache | None, answer_all, progress: bool = True, extra=None) -> dict:
+    """The loop every backend that answers record by record shares (offline, OpenAI-compatible):
+    per input file, replay cached records, answer the rest with `answer_all(todo records) -> outputs`
+    (in order; may be lazy), count and cache each answer as it arrives, and write `<name>.out` with
+    every record plus `manifest.json.out`. Returns totals of what was answered (not replayed)."""
+    from tqdm import tqdm
+
+    from .batch import count_output, empty_totals
+    from .io import read_jsonl, write_json, write_jsonl
+
+    totals = empty_totals()
+    try:
+        for path in input_files:
+            records = list(read_jsonl(path))
+            cached, todo = split_records(records, cache, extra)
+            fresh = {}
+            answers = answer_all([rec for rec, _ in todo])
+            for (rec, key), out in tqdm(zip(todo, answers), total=len(todo), desc=f"caption {path.name}",
+                                        disable=not progress, unit="rec"):
+                totals["totalRecordCount"] += 1
+                count_output(totals, out)
+                if cache is not None:
+                    cache.add(key, out)
+                fresh[rec["recordId"]] = out
+            write_jsonl(out_dir / f"{path.name}.out", (cached.get(r["recordId"]) or fresh[r["recordId"]] for r in records))
+    finally:
+        if cache is not None:
+            cache.close()
+    write_json(out_dir / "manifest.json.out", totals)
+    return totals

@@ -59,17 +59,14 @@ def search(
         raise typer.Exit(1)
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
-
-    from .model import ModelConfigError
-
-    hf_logging.disable_progress_bar()
+    # transformers' disable_progress_bar(), without importing transformers (a text query may not need it)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from .paths import repo_root
     from .search import search as run_search
 
     try:
         hits = run_search(query=query, image=image, k=k, where=where, index_dir=index_dir, model=use_model)
-    except (FileNotFoundError, ValueError, ModelConfigError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ModelConfigError is a ValueError
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
     root = repo_root()

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import formats
-from .batch import count_output, empty_totals
 from .captions import CaptionError
-from .io import read_jsonl, write_json, write_jsonl
 
 
 @dataclass
@@ -119,28 +117,7 @@ def run_openai(input_files: list[Path], out_dir: Path, s: OpenAISettings, progre
     `s.concurrency` requests in flight. With a `caption_cache.CaptionCache`, records answered
     before are replayed and only the rest are requested; each successful answer is stored as it
     arrives (an interrupted run keeps what it paid for). Totals count the requested records."""
-    from tqdm import tqdm
+    from .caption_cache import answer_files
 
-    from .caption_cache import split_records
-
-    totals = empty_totals()
-    try:
-        with ThreadPoolExecutor(max_workers=s.concurrency) as pool:
-            for path in input_files:
-                recs = list(read_jsonl(path))
-                cached, todo = split_records(recs, cache)
-                fresh = {}
-                answers = pool.map(lambda rk: answer(rk[0], s, sleep), todo)
-                for (rec, key), out in tqdm(zip(todo, answers), total=len(todo), desc=f"caption {path.name}",
-                                            disable=not progress, unit="rec"):
-                    totals["totalRecordCount"] += 1
-                    count_output(totals, out)
-                    if cache is not None:
-                        cache.add(key, out)
-                    fresh[rec["recordId"]] = out
-                write_jsonl(out_dir / f"{path.name}.out", (cached.get(r["recordId"]) or fresh[r["recordId"]] for r in recs))
-    finally:
-        if cache is not None:
-            cache.close()
-    write_json(out_dir / "manifest.json.out", totals)
-    return totals
+    with ThreadPoolExecutor(max_workers=s.concurrency) as pool:
+        return answer_files(input_files, out_dir, cache, lambda recs: pool.map(lambda r: answer(r, s, sleep), recs), progress)

@@ -11,9 +11,27 @@ from pathlib import Path
 import numpy as np
 
 from .index import META_FILE, MODEL_SUBDIR, read_meta
-from .model import encode_images, encode_texts, load_pretrained
 from .paths import repo_root, resolve
 from .query import QueryError, check_image, check_text, check_where
+
+
+# torch and transformers load only when a query needs them (cold start: docs/scale.md); the same names as before
+def encode_images(*args, **kw):
+    from .model import encode_images as f
+
+    return f(*args, **kw)
+
+
+def encode_texts(*args, **kw):
+    from .model import encode_texts as f
+
+    return f(*args, **kw)
+
+
+def load_pretrained(*args, **kw):
+    from .model import load_pretrained as f
+
+    return f(*args, **kw)
 
 
 @dataclass
@@ -72,7 +90,7 @@ class CarSearch:
             if not self._override and model_dir == MODEL_SUBDIR and not local.exists():
                 raise FileNotFoundError(f"car index {self.index_dir}: its model folder {local} is missing; rebuild it "
                                         "(`dvc repro build_index`)")
-            self.model, self.processor = load_pretrained(key[0])
+            self._use_model(key[0])
             self._model_key = key
             if self._override:
                 self._check_override(meta)
@@ -99,6 +117,52 @@ class CarSearch:
         """Vectors of images (paths or PIL images) with the model that built the live index."""
         self.refresh()
         return encode_images(self.model, self.processor, list(images))
+
+    # ------------------------------------------------ the model, loaded when a query first needs it
+    def _use_model(self, name_or_path: str) -> None:
+        """Switch to another model: nothing is loaded until a query needs it (a text query on a local
+        CLIP folder runs its text tower in NumPy, carsearch.textenc: no torch/transformers import)."""
+        import threading
+
+        self._model_lock = getattr(self, "_model_lock", None) or threading.RLock()
+        with self._model_lock:
+            self._model_src, self._model, self._processor, self._textenc = str(name_or_path), None, None, None
+
+    def _load_model(self) -> None:
+        with self._model_lock:
+            if self._model is None:
+                self._model, self._processor = load_pretrained(self._model_src)
+
+    @property
+    def model(self):
+        if getattr(self, "_model", None) is None:
+            self._load_model()
+        return self._model
+
+    @model.setter
+    def model(self, value) -> None:
+        self._model = value
+
+    @property
+    def processor(self):
+        if getattr(self, "_processor", None) is None:
+            self._load_model()
+        return self._processor
+
+    @processor.setter
+    def processor(self, value) -> None:
+        self._processor = value
+
+    def _text_vector(self, query: str) -> np.ndarray:
+        if self._model is None and Path(self._model_src).is_dir():
+            with self._model_lock:
+                if self._textenc is None:
+                    from .textenc import ClipTextNP
+
+                    self._textenc = ClipTextNP.load(self._model_src) or False
+            if self._textenc:
+                return self._textenc.encode([query])[0]
+        return encode_texts(self.model, self.processor, [query])[0]
 
     def _ann_params(self, nprobes: int | None, refine_factor: int | None) -> tuple[int | None, int | None]:
         """Per-query ANN knobs: the arguments, else the index's own (`index.nprobes`,
@@ -163,7 +227,7 @@ class CarSearch:
         cosine). `nprobes` / `refine_factor` tune the ANN index per query (defaults: the index's)."""
         self.refresh()  # a rebuilt index may come with a new model: encode with the one that built it
         query, where = check_text(query), check_where(where)  # one-line QueryError (a ValueError)
-        return self._search(encode_texts(self.model, self.processor, [query])[0], k, where, nprobes, refine_factor,
+        return self._search(self._text_vector(query), k, where, nprobes, refine_factor,
                             hybrid_text=query if hybrid else None)
 
     def hybrid(self, query: str, k: int = 5, where: str | None = None, **kw) -> list[Hit]:

@@ -56,12 +56,12 @@ class ChatCompletionsEmulator:
                     emu.max_in_flight = max(emu.max_in_flight, emu.in_flight)
                 try:
                     time.sleep(emu.latency)
-                    if n <= emu.fail_first:
-                        return self._send(503, {"error": {"message": "model loading"}})
-                    return self._send(200, emu._answer(body))
-                finally:
+                    status, reply = (503, {"error": {"message": "model loading"}}) if n <= emu.fail_first \
+                        else (200, emu._answer(body))
+                finally:  # done before the reply leaves: the client may send its next request at once
                     with emu._lock:
                         emu.in_flight -= 1
+                return self._send(status, reply)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

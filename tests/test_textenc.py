@@ -1,0 +1,59 @@
+"""Cold start: a text query runs the CLIP text tower in NumPy (carsearch.textenc) with the same
+vectors as the transformers model, so `carsearch search "..."` imports neither torch nor
+transformers; image queries and `CarSearch.model` still load the full model when needed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from carsearch._testkit import TINY
+from test_index_corpus import _build, repo  # noqa: F401  (pytest fixture + helper)
+
+TEXTS = ["a red car", "A red SUV, seen from the front!", "blue pickup seen from behind at night in the rain " * 8, "x",
+         "Škoda Octavia — 'grey' hatchback, 2 doors"]
+
+
+def test_numpy_text_tower_equals_transformers(tmp_path):
+    from carsearch.model import encode_texts, load_clip, load_pretrained, save_clip
+    from carsearch.textenc import ClipTextNP
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["model"]
+    for name, s in (("tiny", TINY), ("params", spec)):
+        save_clip(*load_clip(s, seed=1), tmp_path / name)
+        enc = ClipTextNP.load(tmp_path / name)
+        assert enc is not None
+        np.testing.assert_allclose(enc.encode(TEXTS), encode_texts(*load_pretrained(tmp_path / name), TEXTS), atol=1e-5)
+    assert ClipTextNP.load(tmp_path / "missing") is None  # not applicable -> the caller uses transformers
+
+
+def test_carsearch_text_query_needs_no_torch_model_and_gives_the_same_hits(repo):  # noqa: F811
+    from carsearch.search import CarSearch
+
+    _build(repo)
+    light = CarSearch(root=repo)
+    hits = light.text("a red car", k=5)
+    assert light._model is None  # answered without loading the transformers model
+    full = CarSearch(root=repo)
+    full.model  # noqa: B018  (loads it: text queries then use it)
+    ref = full.text("a red car", k=5)
+    assert [h.id for h in hits] == [h.id for h in ref]
+    np.testing.assert_allclose([h.score for h in hits], [h.score for h in ref], atol=1e-5)
+    assert len(light.image(repo / hits[0].path, k=2)) == 2 and light._model is not None  # image: full model, lazily
+
+
+def test_cold_cli_text_search_imports_neither_torch_nor_transformers(repo):  # noqa: F811
+    _build(repo)
+    code = ("import sys; from carsearch.cli import app\n"
+            "try:\n    app(['search', 'a red car', '-k', '2'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    env = {**os.environ, "CARSEARCH_ROOT": str(repo), "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert len([ln for ln in lines if ln.startswith(("1\t", "2\t"))]) == 2 and lines[-1] == "HEAVY []", out.stdout
