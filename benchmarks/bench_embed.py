@@ -105,6 +105,9 @@ def main() -> None:
         encode_images(model, proc, paths, batch_size=a.batch_size, num_workers=workers, draft=True)
         pipe = a.n / (time.perf_counter() - t)
         t = time.perf_counter()
+        encode_images(model, proc, paths, batch_size=a.batch_size, num_workers=0, draft=True)
+        inproc = a.n / (time.perf_counter() - t)
+        t = time.perf_counter()
         n_old = min(a.n, 256)
         encode_images(model, proc, load_images(paths[:n_old]), batch_size=a.batch_size)
         old = n_old / (time.perf_counter() - t)
@@ -117,6 +120,7 @@ def main() -> None:
     print(f"  forward only, cores left to model {fwd_rest:8.1f} img/s   ({max(1, (os.cpu_count() or 1) - workers)} torch threads)")
     print(f"  loader pipeline (draft, workers)  {pipe:8.1f} img/s   = {ratio:.2f} x the faster forward   target >= {TARGET}  "
           f"{'MET' if ratio >= TARGET else 'MISSED'}")
+    print(f"  loader in-process (draft, 0 workers){inproc:7.1f} img/s   = {inproc / best:.2f} x the faster forward")
     print(f"  old path (full decode, processor) {old:8.1f} img/s   = {old / best:.2f} x the faster forward")
     if device.type != "cuda":
         print("  GPU: not measured (no CUDA device here)")

@@ -20,7 +20,7 @@ SETTINGS = {"max_upload_bytes": 200_000, "max_page_size": 20, "default_page_size
 
 def build_repo(root: Path, n: dict | None = None, size: int = 64) -> Path:
     """A repo with curated demo pairs, a 'fine-tuned' tiny model and no promotion gate, indexed once."""
-    from carsearch._testkit import TINY, write_pairs, write_params
+    from testkit import TINY, write_pairs, write_params
     from carsearch.model import load_clip, save_clip
 
     root.mkdir(parents=True, exist_ok=True)

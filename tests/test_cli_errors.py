@@ -7,7 +7,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from carsearch._testkit import write_pairs, write_params
+from testkit import write_pairs, write_params
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from carsearch._testkit import write_pairs, write_params
+from testkit import write_pairs, write_params
 from carsearch.config import ConfigError, validate_params
 from conftest import REPO, copy_repo, run
 

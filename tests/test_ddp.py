@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from carsearch._testkit import write_pairs, write_params
+from testkit import write_pairs, write_params
 
 BIN = Path(sys.executable).parent
 

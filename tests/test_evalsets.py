@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from carsearch._testkit import write_pairs, write_params
+from testkit import write_pairs, write_params
 from carsearch.evalsets import set_report
 from conftest import DASHCAM
 

@@ -66,7 +66,7 @@ def test_zero_shot_per_attribute():
 
 @pytest.mark.parametrize("n", [0, 1])
 def test_evaluate_stage_empty_or_one_pair_split(tmp_path, monkeypatch, capsys, n):
-    from carsearch._testkit import write_pairs, write_params
+    from testkit import write_pairs, write_params
     from carsearch.stages import evaluate
 
     write_pairs(tmp_path, {"train": 4, "val": 2, "test": n})

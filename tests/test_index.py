@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from carsearch._testkit import write_pairs, write_params
+from testkit import write_pairs, write_params
 from carsearch.stages.build_index import promotion_decision
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from carsearch._testkit import TINY, write_pairs, write_params
+from testkit import TINY, write_pairs, write_params
 from carsearch.data import COLOR_RGB
 
 

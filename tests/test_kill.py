@@ -17,7 +17,7 @@ import yaml
 
 from conftest import BIN, copy_repo, run
 from conftest import set_yaml as _set
-from carsearch._testkit import TINY
+from testkit import TINY
 
 pytestmark = pytest.mark.slow
 

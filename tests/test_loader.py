@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from carsearch import imaging
-from carsearch._testkit import TINY
+from testkit import TINY
 
 
 def _photos(folder, sizes=((1024, 768), (768, 1024), (97, 61), (300, 200), (40, 30), (64, 64))) -> list:

@@ -297,7 +297,7 @@ TRAIN_SCRIPT = r"""
 import json, sys
 from pathlib import Path
 import torch
-from carsearch._testkit import TINY, write_pairs
+from testkit import TINY, write_pairs
 from carsearch.evaluation import validation_fn
 from carsearch.index import dir_hash
 from carsearch.model import load_clip, save_clip

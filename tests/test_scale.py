@@ -31,7 +31,7 @@ def _corpus(folder):
 
 
 def test_ray_embedding_equals_the_single_process_path(tmp_path, local_ray):
-    from carsearch._testkit import TINY
+    from testkit import TINY
     from carsearch.model import encode_images, load_clip, load_pretrained, save_clip
     from carsearch.scale import embed_corpus, open_table, search_table
 

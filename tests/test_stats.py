@@ -157,7 +157,7 @@ def test_bootstrap_ci_and_paired_test():
 
 def test_evaluate_stage_writes_intervals_and_per_query_file(tmp_path, monkeypatch):
     """The stage itself, on a tiny model and 12 test images (no MLflow run: no carsearch_run.json)."""
-    from carsearch._testkit import TINY, write_pairs, write_params
+    from testkit import TINY, write_pairs, write_params
     from carsearch.model import load_clip, save_clip
     from carsearch.stages import evaluate
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from carsearch._testkit import TINY
+from testkit import TINY
 from test_index_corpus import _build, repo  # noqa: F401  (pytest fixture + helper)
 
 TEXTS = ["a red car", "A red SUV, seen from the front!", "blue pickup seen from behind at night in the rain " * 8, "x",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from carsearch._testkit import TINY, write_pairs
+from testkit import TINY, write_pairs
 from carsearch.evaluation import same_model_relevance
 from carsearch.model import ModelConfigError, load_clip
 from carsearch.train import (

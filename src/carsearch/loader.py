@@ -65,7 +65,8 @@ def batches(sources: Sequence, prep: ClipPreprocess, batch_size: int = 64, num_w
     non-blocking copies on CUDA). Raises ImageError for the first unreadable image."""
     device = torch.device(device or "cpu")
     workers = default_workers() if num_workers is None else int(num_workers)
-    workers = min(workers, max(0, -(-len(sources) // batch_size)))  # no idle workers for a small job
+    n_batches = -(-len(sources) // batch_size)
+    workers = 0 if n_batches <= 1 else min(workers, n_batches)  # one batch: decoding here beats starting a process
     dl = torch.utils.data.DataLoader(
         ImageFiles(sources, prep, draft), batch_size=batch_size, shuffle=False, num_workers=workers,
         collate_fn=_collate, pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,

@@ -133,7 +133,8 @@ def main() -> None:
         workers = cfg.get("num_workers")  # decode processes feeding the model (carsearch.loader); null: one per spare core
         vectors, estats = embed_with_cache([r["id"] for r in rows], [resolve(r["path"], root) for r in rows], cache,
                                            lambda ps: encode_images(model, processor, ps, batch_size=bs, progress=len(ps) > bs,
-                                                                    num_workers=workers, draft=bool(cfg.get("decode_draft", True))))
+                                                                    num_workers=workers, draft=bool(cfg.get("decode_draft", True))),
+                                           chunk=max(512, 32 * bs))  # decode workers start once per chunk
         _, kind = build_table(stage, cfg["table"], rows, vectors, model_ref, cfg)
         if rejects:
             write_jsonl(stage / "rejects.jsonl", rejects)
