@@ -145,6 +145,10 @@ def test_train_on_one_set_index_a_folder_of_photos_without_llm(repo, tmp_path):
         (d / f"cam {i:02d}.jpg").write_bytes(data)
         n += 1
     (photos / "readme.txt").write_text("not a photo")
+    # back to the committed state (earlier tests ran experiments in this workspace): `-S` recomposes
+    # params.yaml from conf/, so only the index settings differ from it
+    run(["git", "checkout", "--", "."], repo)
+    run(["dvc", "checkout", "-f"], repo)
     caption_before = (repo / "metrics/caption.json").read_text()
     out = run(["dvc", "exp", "run", "-S", "index.corpus=folder", "-S", f"index.corpus_path={photos}"], repo).stdout
     assert "Running stage 'build_index'" in out
