@@ -52,7 +52,7 @@ def main() -> None:
             (root / "data/raw/manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:n]))
             t = time.perf_counter()
             build_index.main()
-            return time.perf_counter() - t, json.loads((root / "metrics/index.json").read_text())
+            return time.perf_counter() - t, json.loads((root / "data/index/carsearch_index.json").read_text())
 
         full_s, full = run(a.n)
         inc_s, inc = run(a.n + extra)

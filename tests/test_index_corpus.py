@@ -61,7 +61,10 @@ def _build(root: Path, **index) -> dict:
     p["index"].update(index)
     (root / "params.yaml").write_text(yaml.safe_dump(p))
     build_index.main()
-    return json.loads((root / "metrics/index.json").read_text())
+    from carsearch.index import read_meta
+
+    meta = read_meta(root / "data/index")  # the embedding-cache counts live in the index meta, not the metrics
+    return {**json.loads((root / "metrics/index.json").read_text()), "embedded": meta["embedded"], "cached": meta["cached"]}
 
 
 def test_default_corpus_is_every_ingested_image(repo):

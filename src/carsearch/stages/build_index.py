@@ -157,7 +157,8 @@ def main() -> None:
         write_meta(index_dir, {**(read_meta(index_dir) or {}), "registered_model": registered})
     index_rel = paths["index_dir"]
     write_json(resolve(paths["metrics_dir"], root) / "index.json",
-               {k: v for k, v in summary.items() if k not in ("seconds", "embed_seconds")})
+               # what the embedding cache held is machine state, not a property of the index: not a metric
+               {k: v for k, v in summary.items() if k not in ("seconds", "embed_seconds", "embedded", "cached")})
     for line in summarise(rejects, "file", f"{index_rel}/{version}/rejects.jsonl"):
         print(f"build_index: {line}")
     reg_txt = f", registered {registered['name']} v{registered['version']}" if registered and registered.get("version") else ""
