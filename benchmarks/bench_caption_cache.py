@@ -92,7 +92,7 @@ def main() -> None:
     res["caption_no_cache_s"] = timed(caption_batch.main)
     m = caption_json()
     res.update(sent_no_cache=m["sent"], estimated_usd_no_cache=m["estimated_usd"])
-    seg = root / "data/caption_cache/segments"
+    seg = root / ".carsearch/caption_cache/segments"
     res["cache_files"] = len(list(seg.glob("*.jsonl")))
     res["cache_bytes"] = sum(f.stat().st_size for f in seg.glob("*.jsonl"))
     print(json.dumps(res, indent=2))

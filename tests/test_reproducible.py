@@ -127,7 +127,7 @@ def _run(script: str, args: list[str], env: dict[str, str], timeout: int = 600) 
     e = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES",
                                                          "JSIMD_FORCENONE", "REPRO_WORKERS")}
     e.update(env)
-    e["PYTHONPATH"] = str(REPO / "src")
+    e["PYTHONPATH"] = os.pathsep.join((str(REPO / "src"), str(REPO / "tests")))  # tests/: testkit
     p = subprocess.run([sys.executable, "-c", script, *args], env=e, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, f"{env}: exit {p.returncode}\n{p.stderr[-3000:]}"
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("REPRO "))
@@ -249,7 +249,7 @@ def test_perceptual_groups_agree_with_imagehash(tmp_path: Path) -> None:
 
 
 DATA_STAGES = ("ingest", "make_jsonl", "caption_batch", "curate_pairs")
-STAGE_OUTPUTS = ("data/raw", "data/jsonl", "data/captions", "data/pairs", "data/caption_cache")
+STAGE_OUTPUTS = ("data/raw", "data/jsonl", "data/captions", "data/pairs", ".carsearch/caption_cache")
 
 
 @pytest.mark.slow

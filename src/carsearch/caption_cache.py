@@ -41,6 +41,7 @@ from . import formats
 
 VERSION = 1
 SEGMENTS = "segments"
+DEFAULT_DIR = ".carsearch/caption_cache"
 COMPACT_AT = 64
 _KEY_PREFIX = '{"key": "'
 
@@ -225,12 +226,13 @@ class CaptionCache:
 
 def open_cache(cfg: dict, root: Path, context: dict) -> CaptionCache | None:
     """The cache from `caption.cache` (`enabled`, `dir`), or None when disabled."""
-    from .paths import resolve
+    from .paths import resolve, shared_root
 
     c = cfg.get("cache") or {}
     if not c.get("enabled", True):
         return None
-    return CaptionCache(resolve(c.get("dir") or "data/caption_cache", root), context)
+    # relative to the original repo (queued experiments share it), like the embedding cache
+    return CaptionCache(resolve(c.get("dir") or DEFAULT_DIR, shared_root(root)), context)
 
 
 def split_records(records: list[dict], cache: CaptionCache | None, extra=None) -> tuple[dict[str, dict], list[tuple[dict, str]]]:

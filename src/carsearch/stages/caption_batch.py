@@ -2,7 +2,8 @@
 backend (offline | bedrock | openai), plus metrics/caption.json (records, tokens, estimated cost).
 
 Records answered before (same image, model, prompts and settings) are replayed from the caption
-cache (`caption.cache.dir`, a persistent DVC output) and only the rest go to the backend; the
+cache (`caption.cache.dir`, `.carsearch/caption_cache` in the original repo) and only the rest go
+to the backend; the
 outputs still hold every record. Tokens and `estimated_usd` count what was sent."""
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ def main(out_dir: Path | None = None) -> None:
     prices = bedrock.load_prices(prices_path) if prices_path.is_file() else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_cfg = cfg.get("cache") or {}
-    resolve(cache_cfg.get("dir") or "data/caption_cache", root).mkdir(parents=True, exist_ok=True)  # a DVC output even when off
     n_records = sum(1 for f in inputs for _ in read_jsonl(f))
     if backend == "offline":
         labels = {r["id"]: r.get("labels") for r in read_jsonl(resolve(paths["manifest"], root))}
