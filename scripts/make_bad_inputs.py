@@ -181,6 +181,10 @@ def make_bad_inputs(dest: Path) -> dict:
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "tests/fixtures/bad_inputs")
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write the bad-input corpus (images/, refs/, labels_variants/, expected.json).")
+    ap.add_argument("out", nargs="?", type=Path, default=Path(__file__).resolve().parents[1] / "tests/fixtures/bad_inputs")
+    out = ap.parse_args().out
     exp = make_bad_inputs(out)
     print(f"wrote {len(exp)} cases to {out}")
