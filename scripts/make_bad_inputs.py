@@ -28,7 +28,6 @@ import io
 import json
 import os
 import struct
-import sys
 import zlib
 from pathlib import Path
 
