@@ -135,7 +135,11 @@ def log_pair_datasets(mlflow, pairs_dir, dvc_hash: str | None) -> dict:
             continue
         rows = [json.loads(l) for l in f.read_text(encoding="utf-8").splitlines() if l.strip()]
         df = pd.DataFrame({"id": [r["id"] for r in rows], "caption": [r.get("caption", "") for r in rows]})
-        ds = mlflow.data.from_pandas(df, source=str(f), name=f"pairs-{split}", digest=(dvc_hash or "")[:36] or None)
+        import warnings
+
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file, either way
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(df, source=str(f), name=f"pairs-{split}", digest=(dvc_hash or "")[:36] or None)
         mlflow.log_input(ds, context=split)
         out[split] = len(rows)
     return out
