@@ -82,6 +82,40 @@ def test_noop_repro_is_fast(repo):
     assert time.time() - t < 15
 
 
+def test_train_on_one_set_index_a_folder_of_photos_without_llm(repo, tmp_path):
+    """`-S index.corpus=folder -S index.corpus_path=...`: the model trained on the demo set indexes
+    the user's photos; only build_index runs (no captioning), the index holds exactly the folder."""
+    from carsearch.data import demo_items
+
+    photos = tmp_path / "photos"
+    n = 0
+    for i, (_, data, labels, _) in enumerate(demo_items(24, 96, seed=7, colors=["red", "blue", "white"])):
+        d = photos / labels["color"]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"cam {i:02d}.jpg").write_bytes(data)
+        n += 1
+    (photos / "readme.txt").write_text("not a photo")
+    # runs while the workspace is the committed repro (before the tests that run other experiments):
+    # `-S` recomposes params.yaml from conf/, so only the index settings differ from it
+    caption_before = (repo / "metrics/caption.json").read_text()
+    out = run(["dvc", "exp", "run", "-S", "index.corpus=folder", "-S", f"index.corpus_path={photos}"], repo).stdout
+    assert "Running stage 'build_index'" in out
+    for stage in ("ingest", "make_jsonl", "caption_batch", "curate_pairs", "finetune_clip"):
+        assert f"Running stage '{stage}'" not in out, out[-2000:]
+    assert (repo / "metrics/caption.json").read_text() == caption_before  # no LLM call, not even offline
+    idx = json.loads((repo / "metrics/index.json").read_text())
+    assert idx["corpus"] == "folder" and idx["rows"] == n and idx["rejected"] == 1
+    from carsearch.search import CarSearch
+
+    s = CarSearch(root=repo)
+    origins = set(s.table.to_arrow().column("origin").to_pylist())
+    assert origins == {str(p) for p in photos.rglob("*.jpg")}
+    hits = s.text("a red car", k=3)
+    assert len(hits) == 3 and all(h.labels.get("color") in ("red", "blue", "white") for h in hits)
+    img_hits = _hits(run(["carsearch", "search", "--image", str(photos / "red" / "cam 00.jpg"), "-k", "1"], repo).stdout)
+    assert img_hits and (repo / img_hits[0][4]).is_file()
+
+
 def test_exp_run_override_and_metrics_diff(repo):
     run(["dvc", "exp", "run", "-S", "lr=1e-4"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -130,39 +164,3 @@ def test_bad_overrides_give_one_clear_line(repo):
     assert p.returncode != 0 and "no_such_model" in p.stdout and "Traceback" not in p.stdout
     p = run(["dvc", "exp", "run", "-S", "data=folder", "-S", "data.folder.path=/no/such/folder"], repo, check=False)
     assert p.returncode != 0 and "/no/such/folder" in p.stdout and "Traceback" not in p.stdout
-
-
-def test_train_on_one_set_index_a_folder_of_photos_without_llm(repo, tmp_path):
-    """`-S index.corpus=folder -S index.corpus_path=...`: the model trained on the demo set indexes
-    the user's photos; only build_index runs (no captioning), the index holds exactly the folder."""
-    from carsearch.data import demo_items
-
-    photos = tmp_path / "photos"
-    n = 0
-    for i, (_, data, labels, _) in enumerate(demo_items(24, 96, seed=7, colors=["red", "blue", "white"])):
-        d = photos / labels["color"]
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"cam {i:02d}.jpg").write_bytes(data)
-        n += 1
-    (photos / "readme.txt").write_text("not a photo")
-    # back to the committed state (earlier tests ran experiments in this workspace): `-S` recomposes
-    # params.yaml from conf/, so only the index settings differ from it
-    run(["git", "checkout", "--", "."], repo)
-    run(["dvc", "checkout", "-f"], repo)
-    caption_before = (repo / "metrics/caption.json").read_text()
-    out = run(["dvc", "exp", "run", "-S", "index.corpus=folder", "-S", f"index.corpus_path={photos}"], repo).stdout
-    assert "Running stage 'build_index'" in out
-    for stage in ("ingest", "make_jsonl", "caption_batch", "curate_pairs", "finetune_clip"):
-        assert f"Running stage '{stage}'" not in out, out[-2000:]
-    assert (repo / "metrics/caption.json").read_text() == caption_before  # no LLM call, not even offline
-    idx = json.loads((repo / "metrics/index.json").read_text())
-    assert idx["corpus"] == "folder" and idx["rows"] == n and idx["rejected"] == 1
-    from carsearch.search import CarSearch
-
-    s = CarSearch(root=repo)
-    origins = set(s.table.to_arrow().column("origin").to_pylist())
-    assert origins == {str(p) for p in photos.rglob("*.jpg")}
-    hits = s.text("a red car", k=3)
-    assert len(hits) == 3 and all(h.labels.get("color") in ("red", "blue", "white") for h in hits)
-    img_hits = _hits(run(["carsearch", "search", "--image", str(photos / "red" / "cam 00.jpg"), "-k", "1"], repo).stdout)
-    assert img_hits and (repo / img_hits[0][4]).is_file()

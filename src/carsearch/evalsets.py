@@ -90,6 +90,9 @@ def set_report(img: np.ndarray, labels: list[dict], encode_text: Callable[[list[
         if not values:
             skipped[a] = f"no image of the set has a {a} label"
             continue
+        if len(values) < 2:  # every query would find only relevant images: precision 1 says nothing
+            skipped[a] = f"every labelled image has the same {a} ({values[0]}): nothing to tell apart"
+            continue
         phr = PHRASINGS.get(a, ("a {v} car", "a photo of a {v} car", "{v}"))
         by_phrasing, by_value = {}, {v: [] for v in values}
         for p in phr:
