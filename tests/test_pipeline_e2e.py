@@ -94,7 +94,7 @@ def test_train_on_one_set_index_a_folder_of_photos_without_llm(repo, tmp_path):
         d.mkdir(parents=True, exist_ok=True)
         (d / f"cam {i:02d}.jpg").write_bytes(data)
         n += 1
-    (photos / "readme.txt").write_text("not a photo")
+    (photos / "notes.txt").write_text("not a photo")
     # runs while the workspace is the committed repro (before the tests that run other experiments):
     # `-S` recomposes params.yaml from conf/, so only the index settings differ from it
     caption_before = (repo / "metrics/caption.json").read_text()
