@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import corpus
-from .embed_cache import EmbedCache, embed_with_cache
+from .embed_cache import embed_with_cache, open_embed_cache
 from .labels import folder_label
 from .index import IMAGES_SUBDIR, arrow_rows, read_meta, write_meta
-from .paths import resolve, shared_root
+from .paths import resolve
 
 
 def _items(paths: list[Path], cfg: dict):
@@ -36,13 +36,13 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
     meta = s.meta
     items = _items([Path(p) for p in paths], cfg)
     rows, rejects = corpus.stored_rows(progress(items) if progress else items, index_dir / IMAGES_SUBDIR, root, "added")
-    have = set(s.table.to_arrow().column("id").to_pylist())
+    have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors
     new = [r for r in rows if r["id"] not in have]
     out = {"added": len(new), "already_indexed": len(rows) - len(new), "rejected": len(rejects), "rejects": rejects,
            "version": meta.get("version")}
     if not new:
         return out
-    cache = EmbedCache(resolve(cfg.get("embed_cache_dir") or ".carsearch/embed_cache", shared_root(root)), meta["content_hash"])
+    cache = open_embed_cache(cfg, meta["content_hash"], root)
     vectors, stats = embed_with_cache([r["id"] for r in new], [resolve(r["path"], root) for r in new], cache,
                                       lambda ps: s.embed_images(ps))
     s.table.add(arrow_rows(new, vectors, meta.get("model_ref") or ""))

@@ -33,9 +33,15 @@ def ingested_rows(manifest: Path, pairs: dict[str, dict]) -> list[dict]:
     for m in read_jsonl(manifest):
         p = pairs.get(m["id"], {})
         labels = known(m.get("labels")) or known(p.get("labels")) or known(p.get("attributes"))
-        rows.append({"id": m["id"], "path": m["path"], "caption": p.get("caption", ""), "attributes": p.get("attributes") or {},
-                     "labels": labels, "split": p.get("split", ""), "origin": m.get("origin") or m["path"]})
+        rows.append(_row(m, p, labels, m.get("origin") or m["path"]))
     return rows
+
+
+def _row(image: dict, pair: dict, labels: dict, origin: str) -> dict:
+    """An index row: the image (id, path) with its curated pair, if any (caption, attributes, split)."""
+    return {"id": image["id"], "path": image["path"], "caption": pair.get("caption", ""),
+            "attributes": pair.get("attributes") or {}, "labels": labels, "split": pair.get("split", ""),
+            "origin": origin}
 
 
 def source_items(kind: str, path: str, cfg: dict):
@@ -53,9 +59,7 @@ def stored_rows(items, images_dir: Path, root: Path, source: str, pairs: dict[st
     out = []
     for r in rows:
         p = (pairs or {}).get(r["id"], {})
-        out.append({"id": r["id"], "path": r["path"], "caption": p.get("caption", ""), "attributes": p.get("attributes") or {},
-                    "labels": known(r.get("labels")) or known(p.get("labels")), "split": p.get("split", ""),
-                    "origin": r.get("origin") or ""})
+        out.append(_row(r, p, known(r.get("labels")) or known(p.get("labels")), r.get("origin") or ""))
     return out, [{"path": x.path, "reason": x.reason} for x in rejects]
 
 

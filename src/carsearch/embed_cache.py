@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from .io import atomic_path
 
 COMPACT_AT = 32  # parts per model before they are merged into one
+DEFAULT_DIR = ".carsearch/embed_cache"
 
 
 class EmbedCache:
@@ -53,6 +54,14 @@ class EmbedCache:
         if len(parts) + 1 >= COMPACT_AT:
             for p in parts:
                 p.unlink(missing_ok=True)
+
+
+def open_embed_cache(cfg: dict, model_hash: str, root: Path | None = None) -> EmbedCache:
+    """The cache of `index.embed_cache_dir` for one model, relative to the original repo root
+    (queued experiments share it), as build_index and `carsearch index add` both use it."""
+    from .paths import resolve, shared_root
+
+    return EmbedCache(resolve(cfg.get("embed_cache_dir") or DEFAULT_DIR, shared_root(root)), model_hash)
 
 
 def _write_part(path: Path, ids: list[str], vectors: np.ndarray) -> None:

@@ -20,13 +20,13 @@ import time
 from tqdm import tqdm
 
 from carsearch import corpus, tracking
-from carsearch.embed_cache import EmbedCache, embed_with_cache
+from carsearch.embed_cache import embed_with_cache, open_embed_cache
 from carsearch.index import (IMAGES_SUBDIR, MODEL_SUBDIR, begin, build_table, copy_model, dir_hash, publish, read_meta,
                              write_meta)
 from carsearch.io import write_json, write_jsonl
 from carsearch.model import encode_images, load_clip, load_pretrained, save_clip
 from carsearch.params import ParamsError, load_params, run_stage
-from carsearch.paths import repo_root, resolve, shared_root
+from carsearch.paths import repo_root, resolve
 from carsearch.summary import summarise
 
 
@@ -128,7 +128,7 @@ def main() -> None:
     try:
         model, processor, model_dir, model_ref, registered = promoted_model(params, root, decision, stage)
         content = registered["content_hash"]
-        cache = EmbedCache(resolve(cfg.get("embed_cache_dir") or ".carsearch/embed_cache", shared_root()), content)
+        cache = open_embed_cache(cfg, content)
         bs = int(cfg.get("batch_size") or 64)
         workers = cfg.get("num_workers")  # decode processes feeding the model (carsearch.loader); null: one per spare core
         vectors, estats = embed_with_cache([r["id"] for r in rows], [resolve(r["path"], root) for r in rows], cache,
