@@ -206,14 +206,7 @@ class CarSearch:
             q = q.select(cols).limit(k)
             return (q.where(where, prefilter=True) if where else q).to_list()
 
-        try:
-            rows = run()
-        except (RuntimeError, OSError) as e:  # the version this query started on was pruned meanwhile
-            if "Not found" not in str(e) and "No such file" not in str(e):
-                raise
-            self._stamp = None
-            self.refresh()
-            rows = run()
+        rows = self._run_retrying(run)  # once more if the version this query started on was pruned meanwhile
         hits = []
         for rank, r in enumerate(rows, 1):
             score = float(r["_relevance_score"]) if "_relevance_score" in r else 1.0 - float(r["_distance"])
