@@ -4,6 +4,8 @@ and a table written to / searched on S3 (a moto server on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,44 @@ def test_table_on_s3_builds_and_searches(tmp_path, s3, bucket):  # noqa: F811
         assert [r["id"] for r in got] == [r["id"] for r in search_table(local, q, k=5, where="color = 'red'", nprobes=2, refine_factor=5)]
         assert all(r["labels_json"] and '"red"' in r["labels_json"] for r in got)
     assert search_table(remote, v[3], k=1)[0]["id"] == rows[3]["id"]
+
+
+def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, bucket, tmp_path, monkeypatch):  # noqa: F811
+    """`index.uri=s3://…` through the build_index stage: the table goes to the bucket (not into
+    data/index), the model and the pointer beside it. CarSearch on the repo and CarSearch("s3://…")
+    (what a service on another machine opens) answer alike; a rebuild moves the bucket's pointer,
+    prunes the old version, and an open searcher follows it."""
+    from carsearch import remote, search
+    from carsearch.index import read_meta
+    from carsearch.search import CarSearch
+
+    monkeypatch.setenv("CARSEARCH_CACHE", str(tmp_path / "cache"))
+    uri = f"s3://{bucket}/indexes/cars"
+    out = _build(repo, uri=uri)
+    meta = read_meta(repo / "data/index")
+    v1 = meta["version"]
+    assert out["uri"] == uri and meta["table_uri"] == f"{uri}/{v1}"
+    assert not list((repo / "data/index" / v1).glob("*.lance"))  # the table lives only in the bucket
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="indexes/cars/")["Contents"]}
+    assert "indexes/cars/carsearch_index.json" in keys
+    assert any(k.startswith(f"indexes/cars/{v1}/cars.lance/") for k in keys)
+    assert f"indexes/cars/{v1}/model/config.json" in keys
+
+    local, far = CarSearch(root=repo), CarSearch(uri, root=repo)
+    assert far.index_dir is None and far.meta["version"] == v1 and far.table.count_rows() == out["rows"]
+    assert str(tmp_path / "cache") in far._model_src  # the model came from the bucket
+    for q in ("a red car", "a white car seen from the side"):
+        assert [h.id for h in far.text(q, k=5)] == [h.id for h in local.text(q, k=5)]
+    img = next((repo / "data/raw/images").iterdir())
+    assert far.image(img, k=1)[0].id == local.image(img, k=1)[0].id
+
+    _build(repo, uri=uri, keep_versions=1)  # embeddings from the cache; the bucket keeps one version
+    v2 = read_meta(repo / "data/index")["version"]
+    assert v2 != v1 and remote.versions(uri) == [v2]
+    monkeypatch.setattr(search, "REMOTE_POLL_S", 0.0)
+    assert far.text("a red car", k=3) and far.meta["version"] == v2
+
+    p = subprocess.run(["carsearch", "search", "a red car", "--index", uri, "-k", "2"], cwd=repo, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len([ln for ln in p.stdout.splitlines() if ln.split("\t")[0].isdigit()]) == 2

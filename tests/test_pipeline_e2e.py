@@ -1,6 +1,8 @@
 """End to end: `dvc repro` on a tiny config in a temporary copy of the repo, then search, a no-op
 repro, an experiment with `-S`, `dvc metrics diff` / `dvc params diff`, and bad overrides."""
 
+import csv
+import io
 import json
 import re
 import time
@@ -122,8 +124,19 @@ def test_exp_run_override_and_metrics_diff(repo):
     assert params["lr"] == 1e-4 and params["train"]["lr"] == 1e-4
     pdiff = run(["dvc", "params", "diff", "--md"], repo).stdout
     assert "lr" in pdiff and "0.0001" in pdiff
+    # the one declared metric is the headline: what changed, then the quality of the indexed model
     mdiff = run(["dvc", "metrics", "diff", "--md"], repo).stdout
-    assert "metrics/eval.json" in mdiff and "finetuned.text_to_image.recall@5" in mdiff
+    assert "metrics/summary.json" in mdiff and "lr=0.0001" in mdiff and "metrics/eval.json" not in mdiff
+    full = run(["dvc", "metrics", "diff", "--md", "--targets", "metrics/eval.json"], repo).stdout
+    assert "finetuned.text_to_image.recall@5" in full
+    # `dvc exp show` (default columns): the changed params and the headline metrics come first
+    rows = list(csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], repo).stdout)))
+    header = list(rows[0])
+    assert header[header.index("Created") + 2:header.index("Created") + 4] == ["changed", "t2i_R@5"], header[:12]
+    by_rev = {r["rev"]: r for r in rows}
+    assert by_rev["workspace"]["changed"].startswith("lr=0.0001") and float(by_rev["workspace"]["t2i_R@5"]) >= 0
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)[0]["data"]["metrics"]
+    assert set(shown) == {"metrics/summary.json"} and len(shown["metrics/summary.json"]["data"]) <= 20
 
 
 def test_mlflow_runs_tell_dvc_experiments_apart(repo):

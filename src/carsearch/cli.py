@@ -38,7 +38,7 @@ def search(
     make: Optional[list[str]] = typer.Option(None, "--make", help="Only this make."),
     model: Optional[list[str]] = typer.Option(None, "--model", help="Only this car model."),
     split: Optional[list[str]] = typer.Option(None, "--split", help="Only this split (train, val, test)."),
-    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: paths.index_dir)."),
+    index_dir: Optional[str] = typer.Option(None, "--index", help="Index folder or s3://bucket/prefix (default: paths.index_dir)."),
     use_model: Optional[str] = typer.Option(None, "--use-model", help="Embed the query with this CLIP model instead of "
                                             "the index's own: a folder, hub id or models:/carsearch-clip@champion."),
     png: Optional[Path] = typer.Option(None, "--png", help="Also write the results as a PNG strip."),
@@ -110,7 +110,7 @@ def report(
 def serve(
     host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default serve.host: 127.0.0.1, loopback only)."),
     port: Optional[int] = typer.Option(None, "--port", help="Port (default serve.port: 8000; 0 picks a free one)."),
-    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: paths.index_dir)."),
+    index_dir: Optional[str] = typer.Option(None, "--index", help="Index folder or s3://bucket/prefix (default: paths.index_dir)."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
 ) -> None:
     """Run the search service: the web page at http://HOST:PORT/, the JSON API at /api/v1 (OpenAPI at /docs).

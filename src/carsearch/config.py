@@ -398,6 +398,7 @@ class Index(_Open):
     num_workers: Optional[NonNegInt] = None
     decode_draft: bool = True
     promote: Optional[Promote] = Promote()
+    uri: Optional[Annotated[str, Field(pattern=r"^s3://[^/]+")]] = None  # the table on object storage
 
 
 class Serve(_Open):

@@ -217,10 +217,15 @@ def write_meta(index_dir: Path, meta: dict) -> None:
     write_json(Path(index_dir) / META_FILE, meta)
 
 
-def publish(index_dir: Path, stage: Path, meta: dict, keep: int = 2) -> str:
+def new_version() -> str:
+    """A version name: sortable by build time, unique."""
+    return f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def publish(index_dir: Path, stage: Path, meta: dict, keep: int = 2, version: str | None = None) -> str:
     """Rename the built `stage` to a version folder, point META_FILE at it (atomic replace), then
     delete versions older than the `keep` newest and leftovers of killed builds."""
-    version = f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    version = version or new_version()
     os.replace(stage, index_dir / version)
     write_meta(index_dir, {**meta, "version": version})
     prune(index_dir, keep)

@@ -85,8 +85,8 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:

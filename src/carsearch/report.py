@@ -169,13 +169,17 @@ def pr_report(base: str = "main", head: str | None = None, root: str | os.PathLi
 
         cwd = repo_root()
     revs = [base] + ([head] if head else [])
-    raw = _run(["metrics", "diff", *revs, "--json"], cwd)
+    # every stage's full figures (not only the headline in metrics/summary.json, the declared metric)
+    from .headline import STAGE_FILES
+
+    head_params = _params(cwd, head)
+    mdir = str(((head_params.get("paths") or {}).get("metrics_dir")) or "metrics").rstrip("/")
+    raw = _run(["metrics", "diff", *revs, "--json", "--targets", *(f"{mdir}/{f}" for f in STAGE_FILES)], cwd)
     diff = json.loads(raw) if raw.strip() else {}
     params = _table_or_empty(_run(["params", "diff", *revs, "--md"], cwd))
     against = f"`{head}`" if head else "this workspace"
     head_label = head or "workspace"
 
-    head_params = _params(cwd, head)
     try:
         bs = bootstrap_settings((head_params.get("eval") or {}).get("bootstrap"))
     except (ValueError, TypeError):

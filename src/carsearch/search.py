@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .index import META_FILE, MODEL_SUBDIR, read_meta
+from .index import META_FILE, MODEL_SUBDIR, connect, is_uri, read_meta
 from .paths import repo_root, resolve
 from .query import QueryError, check_image, check_text, check_where
 
@@ -34,6 +34,9 @@ def load_pretrained(*args, **kw):
     return f(*args, **kw)
 
 
+REMOTE_POLL_S = 5.0  # how often a searcher on an s3:// index looks for a new pointer
+
+
 @dataclass
 class Hit:
     rank: int
@@ -53,43 +56,76 @@ class CarSearch:
         the model that embedded the index, or scores mean nothing: a differing content hash warns)."""
         self.root = root or repo_root()
         self._override = model
+        self.index_uri: str | None = None  # an index on object storage (s3://bucket/prefix, carsearch.remote)
         if index_dir is None:
             from .params import load_params
 
             index_dir = load_params(self.root / "params.yaml")["paths"]["index_dir"]
-        self.index_dir = resolve(index_dir, self.root)
+        if is_uri(index_dir):
+            self.index_uri, self.index_dir = str(index_dir).rstrip("/"), None
+        else:
+            self.index_dir = resolve(index_dir, self.root)
         self.meta: dict = {}
         self._stamp = self._model_key = None
+        self._checked = 0.0
         if not self.refresh():
-            raise FileNotFoundError(f"no car index at {self.index_dir} (run `dvc repro` first)")
+            raise FileNotFoundError(f"no car index at {self.index_uri or self.index_dir} (run `dvc repro` first)")
 
-    def refresh(self) -> bool:
-        """Follow the index pointer (one stat a query): pick up a rebuilt or appended index. While a
-        build runs, or if the pointer vanished, keep serving the version already open."""
+    def _local_pointer(self):
+        """(meta, stamp, version dir, local model dir), or True when unchanged, None when absent."""
         try:
             st = (self.index_dir / META_FILE).stat()
         except FileNotFoundError:
-            return self._stamp is not None
+            return None
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return True
         meta = read_meta(self.index_dir)
         if not meta:
-            return self._stamp is not None
-        import lancedb
-
+            return None
         # versioned layout (v-*/ under the index); an index from before versions lives at the top
         vdir = self.index_dir / meta["version"] if meta.get("version") else self.index_dir
-        table = lancedb.connect(str(vdir), read_consistency_interval=timedelta(0)).open_table(meta["table"])
+        local = vdir / meta["model_dir"] if meta.get("version") else resolve(meta["model_dir"], self.root)
+        return meta, stamp, vdir, local
+
+    def _remote_pointer(self):
+        """The same from s3://bucket/prefix/carsearch_index.json (checked at most every REMOTE_POLL_S)."""
+        import time
+
+        from . import remote
+
+        if self._stamp is not None and time.monotonic() - self._checked < REMOTE_POLL_S:
+            return True
+        meta, etag = remote.get_json(remote.join(self.index_uri, META_FILE))
+        self._checked = time.monotonic()
+        if not meta:
+            return None
+        if etag == self._stamp:
+            return True
+        model_dir = meta.get("model_dir") or MODEL_SUBDIR
+        local = remote.fetch_model(self.index_uri, meta) if model_dir == MODEL_SUBDIR and not self._override else Path(model_dir)
+        return meta, etag, remote.join(self.index_uri, meta["version"]), local
+
+    def refresh(self) -> bool:
+        """Follow the index pointer (one stat a query; one GET every few seconds for s3://): pick up
+        a rebuilt or appended index. While a build runs, or if the pointer vanished, keep serving
+        the version already open."""
+        got = self._remote_pointer() if self.index_uri else self._local_pointer()
+        if got is None:
+            return self._stamp is not None
+        if got is True:
+            return True
+        meta, stamp, vdir, local = got
+        # the table beside the pointer, or on object storage (index.uri: meta["table_uri"])
+        table = connect(meta.get("table_uri") or vdir, read_consistency_interval=timedelta(0)).open_table(meta["table"])
         model_dir = meta["model_dir"]
-        local = vdir / model_dir if meta.get("version") else resolve(model_dir, self.root)
         key = (str(local) if local.exists() else model_dir, meta.get("content_hash"))
         if self._override:
             key = (self._override, "override")
         if key != self._model_key:
             if not self._override and model_dir == MODEL_SUBDIR and not local.exists():
-                raise FileNotFoundError(f"car index {self.index_dir}: its model folder {local} is missing; rebuild it "
-                                        "(`dvc repro build_index`)")
+                raise FileNotFoundError(f"car index {self.index_uri or self.index_dir}: its model folder {local} is missing; "
+                                        "rebuild it (`dvc repro build_index`)")
             self._use_model(key[0])
             self._model_key = key
             if self._override:
@@ -120,13 +156,15 @@ class CarSearch:
 
     # ------------------------------------------------ the model, loaded when a query first needs it
     def _use_model(self, name_or_path: str) -> None:
-        """Switch to another model: nothing is loaded until a query needs it (a text query on a local
-        CLIP folder runs its text tower in NumPy, carsearch.textenc: no torch/transformers import)."""
+        """Switch to another model: nothing is loaded until a query needs it (a text or image query
+        on a local CLIP folder runs that tower in NumPy, carsearch.textenc / visionenc: no
+        torch/transformers import)."""
         import threading
 
         self._model_lock = getattr(self, "_model_lock", None) or threading.RLock()
         with self._model_lock:
-            self._model_src, self._model, self._processor, self._textenc = str(name_or_path), None, None, None
+            self._model_src, self._model, self._processor = str(name_or_path), None, None
+            self._textenc = self._visionenc = None  # NumPy towers for single queries (textenc, visionenc)
 
     def _load_model(self) -> None:
         with self._model_lock:
@@ -163,6 +201,18 @@ class CarSearch:
             if self._textenc:
                 return self._textenc.encode([query])[0]
         return encode_texts(self.model, self.processor, [query])[0]
+
+    def _image_vector(self, image) -> np.ndarray:
+        """One image query: the NumPy vision tower while torch is not loaded (carsearch.visionenc)."""
+        if self._model is None and Path(self._model_src).is_dir():
+            with self._model_lock:
+                if self._visionenc is None:
+                    from .visionenc import ClipVisionNP
+
+                    self._visionenc = ClipVisionNP.load(self._model_src) or False
+            if self._visionenc:
+                return self._visionenc.encode([image])[0]
+        return encode_images(self.model, self.processor, [image])[0]
 
     def _ann_params(self, nprobes: int | None, refine_factor: int | None) -> tuple[int | None, int | None]:
         """Per-query ANN knobs: the arguments, else the index's own (`index.nprobes`,
@@ -231,7 +281,7 @@ class CarSearch:
               nprobes: int | None = None, refine_factor: int | None = None) -> list[Hit]:
         self.refresh()
         path, where = check_image(path), check_where(where)
-        return self._search(encode_images(self.model, self.processor, [path])[0], k, where, nprobes, refine_factor)
+        return self._search(self._image_vector(path), k, where, nprobes, refine_factor)
 
     # ------------------------------------------------------------ used by the search service (carsearch.serve)
     ROW_COLUMNS = ("id", "path", "caption", "split", "make", "model", "model_id", "body_type", "color", "view", "scene",

@@ -22,6 +22,29 @@ def _ln(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
+def encoder_layer(h: np.ndarray, w: dict, lp: str, heads: int, eps: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """One pre-LN CLIP encoder layer (transformers' CLIPEncoderLayer) on [n, d] hidden states:
+    attention (`mask` added to the scores: causal for text, none for images), then quick_gelu MLP."""
+    n, d = h.shape
+    hd = d // heads
+    x = _ln(h, w[lp + "layer_norm1.weight"], w[lp + "layer_norm1.bias"], eps)
+
+    def proj(name):
+        return (x @ w[f"{lp}self_attn.{name}.weight"].T + w[f"{lp}self_attn.{name}.bias"]).reshape(n, heads, hd).transpose(1, 0, 2)
+
+    q, k, v = proj("q_proj") * np.float32(hd ** -0.5), proj("k_proj"), proj("v_proj")
+    s = q @ k.transpose(0, 2, 1)
+    if mask is not None:
+        s = s + mask
+    s = np.exp(s - s.max(-1, keepdims=True))
+    a = (s / s.sum(-1, keepdims=True)) @ v
+    h = h + a.transpose(1, 0, 2).reshape(n, d) @ w[lp + "self_attn.out_proj.weight"].T + w[lp + "self_attn.out_proj.bias"]
+    x = _ln(h, w[lp + "layer_norm2.weight"], w[lp + "layer_norm2.bias"], eps)
+    x = x @ w[lp + "mlp.fc1.weight"].T + w[lp + "mlp.fc1.bias"]
+    x = x * (1.0 / (1.0 + np.exp(-1.702 * x)))  # quick_gelu
+    return h + x @ w[lp + "mlp.fc2.weight"].T + w[lp + "mlp.fc2.bias"]
+
+
 class ClipTextNP:
     def __init__(self, cfg: dict, weights: dict[str, np.ndarray], tokenizer, max_length: int):
         self.cfg, self.w, self.tok, self.max_length = cfg, weights, tokenizer, max_length
@@ -73,24 +96,7 @@ class ClipTextNP:
             h = w[p + "embeddings.token_embedding.weight"][ids] + w[p + "embeddings.position_embedding.weight"][:n]
             mask = np.triu(np.full((n, n), -np.inf, np.float32), 1)
             for i in range(self.layers):
-                lp = f"{p}encoder.layers.{i}."
-                x = _ln(h, w[lp + "layer_norm1.weight"], w[lp + "layer_norm1.bias"], self.eps)
-                d = x.shape[-1]
-                hd = d // self.heads
-
-                def proj(name, x=x, lp=lp):
-                    return (x @ w[f"{lp}self_attn.{name}.weight"].T + w[f"{lp}self_attn.{name}.bias"]).reshape(n, self.heads, hd).transpose(1, 0, 2)
-
-                q, k, v = proj("q_proj") * np.float32(hd ** -0.5), proj("k_proj"), proj("v_proj")
-                s = q @ k.transpose(0, 2, 1) + mask
-                s = np.exp(s - s.max(-1, keepdims=True))
-                a = (s / s.sum(-1, keepdims=True)) @ v
-                a = a.transpose(1, 0, 2).reshape(n, d) @ w[lp + "self_attn.out_proj.weight"].T + w[lp + "self_attn.out_proj.bias"]
-                h = h + a
-                x = _ln(h, w[lp + "layer_norm2.weight"], w[lp + "layer_norm2.bias"], self.eps)
-                x = x @ w[lp + "mlp.fc1.weight"].T + w[lp + "mlp.fc1.bias"]
-                x = x * (1.0 / (1.0 + np.exp(-1.702 * x)))  # quick_gelu
-                h = h + x @ w[lp + "mlp.fc2.weight"].T + w[lp + "mlp.fc2.bias"]
+                h = encoder_layer(h, w, f"{p}encoder.layers.{i}.", self.heads, self.eps, mask)
             h = _ln(h, w[p + "final_layer_norm.weight"], w[p + "final_layer_norm.bias"], self.eps)
             pos = int(ids.argmax()) if self.eos == 2 else int(np.argmax(ids == self.eos))
             e = h[pos] @ w["text_projection.weight"].T

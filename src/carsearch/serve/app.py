@@ -110,7 +110,7 @@ class Service:
         self._text_lock = threading.Lock()
         cache = self.cfg.get("cache_dir") or ".carsearch/thumbs"
         self.thumb_dir = (Path(cache) if Path(cache).is_absolute() else self.root / cache) / str(int(self.cfg["thumb_size"]))
-        self._allowed = [p.resolve() for p in (self.root, searcher.index_dir)]
+        self._allowed = [p.resolve() for p in (self.root, searcher.index_dir) if p is not None]  # no folder: s3:// index
 
     def refresh(self):
         """Follow the pointer (one stat); the model key the request will use."""

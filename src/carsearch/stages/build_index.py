@@ -12,6 +12,7 @@ says which model, why, and which registered MLflow version and content hash buil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,9 +20,9 @@ import time
 
 from tqdm import tqdm
 
-from carsearch import corpus, tracking
+from carsearch import corpus, remote, tracking
 from carsearch.embed_cache import embed_with_cache, open_embed_cache
-from carsearch.index import (IMAGES_SUBDIR, MODEL_SUBDIR, begin, build_table, copy_model, dir_hash, publish, read_meta,
+from carsearch.index import (IMAGES_SUBDIR, MODEL_SUBDIR, begin, build_table, copy_model, dir_hash, new_version, publish, read_meta,
                              write_meta)
 from carsearch.io import write_json, write_jsonl
 from carsearch.model import encode_images, load_clip, load_pretrained, save_clip
@@ -124,7 +125,7 @@ def main() -> None:
                                   progress=lambda it: tqdm(it, desc="read corpus", unit="img"))
     if not rows:
         raise ValueError(f"build_index: the corpus ({cfg.get('corpus') or 'ingested'}) has no usable image; nothing to index")
-    stage = begin(index_dir)
+    stage, version = begin(index_dir), None
     try:
         model, processor, model_dir, model_ref, registered = promoted_model(params, root, decision, stage)
         content = registered["content_hash"]
@@ -135,19 +136,28 @@ def main() -> None:
                                            lambda ps: encode_images(model, processor, ps, batch_size=bs, progress=len(ps) > bs,
                                                                     num_workers=workers, draft=bool(cfg.get("decode_draft", True))),
                                            chunk=max(512, 32 * bs))  # decode workers start once per chunk
-        _, kind = build_table(stage, cfg["table"], rows, vectors, model_ref, cfg)
+        version = new_version()
+        # index.uri: the table goes straight to object storage (LanceDB on S3); the local version
+        # keeps the model and the pointer, and the bucket gets both too (carsearch.remote)
+        table_loc = remote.join(cfg["uri"], version) if cfg.get("uri") else stage
+        _, kind = build_table(table_loc, cfg["table"], rows, vectors, model_ref, cfg)
         if rejects:
             write_jsonl(stage / "rejects.jsonl", rejects)
         summary = {"rows": len(rows), "dim": int(vectors.shape[1]), "search": kind, "model": decision["use"],
                    "corpus": cfg.get("corpus") or "ingested", "corpus_path": cfg.get("corpus_path"), "rejected": len(rejects),
+                   **({"uri": cfg["uri"]} if cfg.get("uri") else {}),
                    "model_dir": model_dir, "model_ref": model_ref, "content_hash": content, "registered_model": registered, "promotion": decision,
                    **estats, "seconds": round(time.perf_counter() - t0, 2)}
         search_defaults = {k: cfg.get(k) for k in ("nprobes", "refine_factor")}  # per-query defaults of CarSearch
-        version = publish(index_dir, stage, {"table": cfg["table"], "metric": cfg["metric"], "created": time.time(), **summary,
-                                             **search_defaults},
-                          keep=int(cfg.get("keep_versions") or 2))
+        where = {"uri": cfg["uri"], "table_uri": table_loc} if cfg.get("uri") else {}
+        publish(index_dir, stage, {"table": cfg["table"], "metric": cfg["metric"], "created": time.time(), **summary,
+                                   **search_defaults, **where},
+                keep=int(cfg.get("keep_versions") or 2), version=version)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        if cfg.get("uri") and version and not (index_dir / version).is_dir():  # a table written to the bucket, never published
+            with contextlib.suppress(Exception):
+                remote.delete_prefix(remote.join(cfg["uri"], version) + "/")
         raise
     if decision["use"] == "finetuned" and registered.get("registry_checked"):
         # the registry alias follows the index: @champion = the version the live index was built with
@@ -155,10 +165,16 @@ def main() -> None:
         registered.update(alias=tracking.CHAMPION, uri=f"models:/{registered['name']}@{tracking.CHAMPION}",
                           previous_champion=None if previous is None else int(previous))
         write_meta(index_dir, {**(read_meta(index_dir) or {}), "registered_model": registered})
+    if cfg.get("uri"):  # the model, then the pointer: a searcher anywhere opens CarSearch("s3://…")
+        model_local = index_dir / version / model_dir if model_dir == MODEL_SUBDIR else None
+        remote.publish(cfg["uri"], version, model_local, read_meta(index_dir) or {}, keep=int(cfg.get("keep_versions") or 2))
+        print(f"build_index: published {version} to {cfg['uri']} (table, model, pointer)")
     index_rel = paths["index_dir"]
     write_json(resolve(paths["metrics_dir"], root) / "index.json",
                # what the embedding cache held is machine state, not a property of the index: not a metric
-               {k: v for k, v in summary.items() if k not in ("seconds", "embed_seconds", "embedded", "cached")})
+               {**{k: v for k, v in summary.items() if k not in ("seconds", "embed_seconds", "embedded", "cached")},
+                # which version held the alias before depends on this machine's registry history: pointer only
+                "registered_model": {k: v for k, v in registered.items() if k != "previous_champion"}})
     for line in summarise(rejects, "file", f"{index_rel}/{version}/rejects.jsonl"):
         print(f"build_index: {line}")
     reg_txt = f", registered {registered['name']} v{registered['version']}" if registered and registered.get("version") else ""

@@ -1,0 +1,22 @@
+"""Stage summarize: metrics/summary.json, the one declared metric: what changed against conf/'s
+defaults and the headline figures of the other stages (see carsearch.headline)."""
+
+from __future__ import annotations
+
+from carsearch.headline import default_params, summary
+from carsearch.io import write_json
+from carsearch.params import load_params, run_stage
+from carsearch.paths import repo_root, resolve
+
+
+def main() -> None:
+    root = repo_root()
+    paths = load_params()["paths"]  # validated: a bad params.yaml is one line here too
+    raw = load_params(validate=False)  # compared as composed, before the schema fills anything in
+    s = summary(resolve(paths["metrics_dir"], root), raw, default_params(root / "conf"))
+    write_json(resolve(paths["metrics_dir"], root) / "summary.json", s, sort_keys=False)  # column order
+    print("summarize: " + ", ".join(f"{k} {v}" for k, v in s.items()))
+
+
+if __name__ == "__main__":
+    run_stage(main)
