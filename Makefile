@@ -21,6 +21,7 @@ bench: setup
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_serve.py
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_index.py
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_embed.py
+	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_cold.py
 
 lock:
 	bash scripts/lock.sh
