@@ -21,7 +21,7 @@ from testkit import TINY
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("ingest", "make_jsonl", "caption_batch", "curate_pairs", "finetune_clip", "evaluate", "build_index")
+STAGES = ("ingest", "make_jsonl", "caption_batch", "curate_pairs", "finetune_clip", "evaluate", "build_index", "summarize")
 KILLED = ("ingest", "finetune_clip", "build_index")
 LEFTOVER = re.compile(r"(\.tmp|\.old-|\.building-)")
 
