@@ -143,6 +143,18 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
     img = next((repo / "data/raw/images").iterdir())
     assert far.image(img, k=1)[0].id == local.image(img, k=1)[0].id
 
+    # `carsearch index add` appends to the table in the bucket and moves the bucket's pointer too
+    from carsearch.append import add_images
+    from carsearch.params import load_params
+    from test_index_corpus import _photos
+
+    _photos(tmp_path / "new", 2)  # 2 per colour, 3 colours
+    res = add_images([tmp_path / "new"], load_params(repo / "params.yaml"), repo)
+    assert res["added"] == 6 and remote.get_json(f"{uri}/carsearch_index.json")[0]["rows"] == out["rows"] + 6
+    monkeypatch.setattr(search, "REMOTE_POLL_S", 0.0)
+    assert far.text("a red car", k=3) and far.table.count_rows() == out["rows"] + 6
+    monkeypatch.setattr(search, "REMOTE_POLL_S", 5.0)
+
     _build(repo, uri=uri, keep_versions=1)  # embeddings from the cache; the bucket keeps one version
     v2 = read_meta(repo / "data/index")["version"]
     assert v2 != v1 and remote.versions(uri) == [v2]

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import corpus
 from .embed_cache import embed_with_cache, open_embed_cache
 from .labels import folder_label
-from .index import IMAGES_SUBDIR, arrow_rows, read_meta, write_meta
+from .index import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
 from .paths import resolve
 
 
@@ -48,7 +48,12 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
     s.table.add(arrow_rows(new, vectors, meta.get("model_ref") or ""))
     fresh = read_meta(index_dir) or meta
     if fresh.get("version") == meta.get("version"):  # a rebuild published meanwhile wins; else count the rows
-        write_meta(index_dir, {**fresh, "rows": s.table.count_rows(), "added_since_build": fresh.get("added_since_build", 0) + len(new)})
+        fresh = {**fresh, "rows": s.table.count_rows(), "added_since_build": fresh.get("added_since_build", 0) + len(new)}
+        write_meta(index_dir, fresh)
+        if fresh.get("uri"):  # the table is in a bucket (index.uri): its pointer says so too
+            from . import remote
+
+            remote.put_json(remote.join(fresh["uri"], META_FILE), fresh)
     outside = [r for r in new if not _inside(r.get("origin") or "", cfg, root)]
     return {**out, **stats, "outside_corpus": len(outside)}
 
