@@ -142,6 +142,16 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
         assert [h.id for h in far.text(q, k=5)] == [h.id for h in local.text(q, k=5)]
     img = next((repo / "data/raw/images").iterdir())
     assert far.image(img, k=1)[0].id == local.image(img, k=1)[0].id
+    # the search service over the bucket index (`carsearch serve --index s3://…`)
+    from fastapi.testclient import TestClient
+
+    from carsearch.serve import create_app
+
+    with TestClient(create_app(far, root=repo)) as tc:
+        assert tc.get("/api/v1/info").json()["rows"] == out["rows"]
+        r = tc.get("/api/v1/search", params={"q": "a red car", "limit": 3, "facets": False})
+        assert r.status_code == 200, r.text
+        assert [h["id"] for h in r.json()["hits"]] == [h.id for h in local.text("a red car", k=3)]
 
     # `carsearch index add` appends to the table in the bucket and moves the bucket's pointer too
     from carsearch.append import add_images
