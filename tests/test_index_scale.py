@@ -175,3 +175,14 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert len([ln for ln in p.stdout.splitlines() if ln.split("\t")[0].isdigit()]) == 2
+
+
+def test_build_index_to_a_missing_bucket_is_one_line_and_keeps_the_live_index(repo, s3):  # noqa: F811
+    from carsearch.index import read_meta
+    from carsearch.remote import RemoteIndexError
+
+    _build(repo)
+    live = read_meta(repo / "data/index")["version"]
+    with pytest.raises(RemoteIndexError, match=r"^index.uri s3://no-such-bucket-carsearch/idx: cannot write the table: "):
+        _build(repo, uri="s3://no-such-bucket-carsearch/idx")
+    assert read_meta(repo / "data/index")["version"] == live and not list((repo / "data/index").glob(".building-*"))

@@ -22,7 +22,7 @@ from pathlib import Path
 from .index import META_FILE, MODEL_SUBDIR
 
 
-class RemoteIndexError(RuntimeError):
+class RemoteIndexError(ValueError):  # one line from the CLI and the stages, like other bad input
     pass
 
 

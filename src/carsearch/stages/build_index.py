@@ -140,7 +140,13 @@ def main() -> None:
         # index.uri: the table goes straight to object storage (LanceDB on S3); the local version
         # keeps the model and the pointer, and the bucket gets both too (carsearch.remote)
         table_loc = remote.join(cfg["uri"], version) if cfg.get("uri") else stage
-        _, kind = build_table(table_loc, cfg["table"], rows, vectors, model_ref, cfg)
+        try:
+            _, kind = build_table(table_loc, cfg["table"], rows, vectors, model_ref, cfg)
+        except Exception as e:  # noqa: BLE001 - lance's object-store errors: one line naming the bucket
+            if not cfg.get("uri"):
+                raise
+            raise remote.RemoteIndexError(f"index.uri {cfg['uri']}: cannot write the table: {type(e).__name__}: "
+                                          f"{str(e).splitlines()[0][:300]}") from None
         if rejects:
             write_jsonl(stage / "rejects.jsonl", rejects)
         summary = {"rows": len(rows), "dim": int(vectors.shape[1]), "search": kind, "model": decision["use"],
