@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .params import flatten
+from .params import changed_keys, flatten
 
 # column -> (file in metrics/, dotted key); a missing file or key is left out, not an error
 HEADLINE: tuple[tuple[str, str, str], ...] = (
@@ -63,8 +63,7 @@ def changed(params: dict, defaults: dict | None) -> str:
     """`lr=0.0001, train.loss=siglip` (sorted; `(defaults)` when nothing differs)."""
     if defaults is None:
         return "(conf/ did not compose)"
-    now, before = flatten(params), flatten(defaults)
-    keys = sorted(k for k in now.keys() | before.keys() if now.get(k, "<unset>") != before.get(k, "<unset>"))
+    now, keys = flatten(params), changed_keys(params, defaults)
     # a swept top-level key (lr) shows once, not again as each group key interpolating it (train.lr)
     top = {k for k in keys if "." not in k}
     keys = [k for k in keys if not ("." in k and k.rsplit(".", 1)[-1] in top and now.get(k) == now.get(k.rsplit(".", 1)[-1]))]

@@ -57,6 +57,13 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def changed_keys(now: dict, before: dict) -> list[str]:
+    """Sorted dotted keys whose values differ between two params dicts (present in only one counts)."""
+    a, b = flatten(now), flatten(before)
+    missing = object()
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, missing) != b.get(k, missing))
+
+
 def run_stage(main) -> None:
     """Run a stage entry point; expected errors become one line on stderr and exit code 1."""
     from .captions import CaptionError

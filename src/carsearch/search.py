@@ -191,28 +191,28 @@ class CarSearch:
     def processor(self, value) -> None:
         self._processor = value
 
-    def _text_vector(self, query: str) -> np.ndarray:
-        if self._model is None and Path(self._model_src).is_dir():
-            with self._model_lock:
-                if self._textenc is None:
-                    from .textenc import ClipTextNP
+    def _light(self, attr: str, load):
+        """The NumPy tower kept in `attr` (loaded once per model by `load(folder)`), while torch is
+        not loaded and the model is a local folder; None otherwise (then the transformers model)."""
+        if self._model is not None or not Path(self._model_src).is_dir():
+            return None
+        with self._model_lock:
+            if getattr(self, attr) is None:
+                setattr(self, attr, load(self._model_src) or False)
+        return getattr(self, attr) or None
 
-                    self._textenc = ClipTextNP.load(self._model_src) or False
-            if self._textenc:
-                return self._textenc.encode([query])[0]
-        return encode_texts(self.model, self.processor, [query])[0]
+    def _text_vector(self, query: str) -> np.ndarray:
+        from .textenc import ClipTextNP
+
+        enc = self._light("_textenc", ClipTextNP.load)
+        return enc.encode([query])[0] if enc else encode_texts(self.model, self.processor, [query])[0]
 
     def _image_vector(self, image) -> np.ndarray:
         """One image query: the NumPy vision tower while torch is not loaded (carsearch.visionenc)."""
-        if self._model is None and Path(self._model_src).is_dir():
-            with self._model_lock:
-                if self._visionenc is None:
-                    from .visionenc import ClipVisionNP
+        from .visionenc import ClipVisionNP
 
-                    self._visionenc = ClipVisionNP.load(self._model_src) or False
-            if self._visionenc:
-                return self._visionenc.encode([image])[0]
-        return encode_images(self.model, self.processor, [image])[0]
+        enc = self._light("_visionenc", ClipVisionNP.load)
+        return enc.encode([image])[0] if enc else encode_images(self.model, self.processor, [image])[0]
 
     def _ann_params(self, nprobes: int | None, refine_factor: int | None) -> tuple[int | None, int | None]:
         """Per-query ANN knobs: the arguments, else the index's own (`index.nprobes`,

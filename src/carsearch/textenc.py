@@ -22,6 +22,18 @@ def _ln(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
+def read_weights(path: Path, prefixes: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """The float32 tensors of a safetensors file whose names start with one of `prefixes`; None
+    when there are none or any is of another dtype (then the NumPy path does not apply)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        weights = {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefixes)}
+    if not weights or any(v.dtype != np.float32 for v in weights.values()):
+        return None
+    return weights
+
+
 def encoder_layer(h: np.ndarray, w: dict, lp: str, heads: int, eps: float, mask: np.ndarray | None = None) -> np.ndarray:
     """One pre-LN CLIP encoder layer (transformers' CLIPEncoderLayer) on [n, d] hidden states:
     attention (`mask` added to the scores: causal for text, none for images), then quick_gelu MLP."""
@@ -65,15 +77,10 @@ class ClipTextNP:
                 return None
             if not (d / "tokenizer.json").is_file() or not (d / "model.safetensors").is_file():
                 return None
-            from safetensors import safe_open
             from tokenizers import Tokenizer
 
-            weights = {}
-            with safe_open(str(d / "model.safetensors"), framework="np") as f:
-                for k in f.keys():
-                    if k.startswith("text_model.") or k == "text_projection.weight":
-                        weights[k] = f.get_tensor(k)
-            if not weights or any(v.dtype != np.float32 for v in weights.values()):
+            weights = read_weights(d / "model.safetensors", ("text_model.", "text_projection.weight"))
+            if weights is None:
                 return None
             tcfg = {**tcfg, "num_attention_heads": tcfg.get("num_attention_heads", 8),
                     "num_hidden_layers": tcfg.get("num_hidden_layers", 12)}

@@ -91,17 +91,17 @@ def changed_params(params: dict, root, base_rev: str | None) -> dict:
     """Flattened params that differ from params.yaml at `base_rev` (the experiment's baseline)."""
     import yaml
 
-    from .params import flatten
+    from .params import changed_keys, flatten
 
     old = _git(["show", f"{base_rev or 'HEAD'}:params.yaml"], root)
     if old is None:
         return {}
     try:
-        before = flatten(yaml.safe_load(old) or {})
+        before = yaml.safe_load(old) or {}
     except yaml.YAMLError:
         return {}
     now = flatten(params)
-    return {k: v for k, v in now.items() if k in before and before[k] != v or k not in before}
+    return {k: now[k] for k in changed_keys(params, before) if k in now}
 
 
 def run_identity(params: dict, root, stage: str) -> tuple[str, dict]:

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .textenc import _ln, encoder_layer
+from .textenc import _ln, encoder_layer, read_weights
 
 
 def _processor_settings(d: Path):
@@ -53,20 +53,14 @@ class ClipVisionNP:
             settings = _processor_settings(d)
             if settings is None or not (d / "model.safetensors").is_file():
                 return None
-            from safetensors import safe_open
-
             from .preprocess import ClipPreprocess
 
             pre = ClipPreprocess.from_processor(settings)
             size = int(vcfg.get("image_size", 224))
             if (pre.crop_h, pre.crop_w) != (size, size):  # position embeddings are for this size only
                 return None
-            weights = {}
-            with safe_open(str(d / "model.safetensors"), framework="np") as f:
-                for k in f.keys():
-                    if k.startswith("vision_model.") or k == "visual_projection.weight":
-                        weights[k] = f.get_tensor(k)
-            if not weights or any(v.dtype != np.float32 for v in weights.values()):
+            weights = read_weights(d / "model.safetensors", ("vision_model.", "visual_projection.weight"))
+            if weights is None:
                 return None
             return cls(vcfg, weights, pre)
         except Exception:  # noqa: BLE001  (anything unexpected: the caller uses transformers instead)

@@ -125,6 +125,7 @@ def main() -> None:
                                   progress=lambda it: tqdm(it, desc="read corpus", unit="img"))
     if not rows:
         raise ValueError(f"build_index: the corpus ({cfg.get('corpus') or 'ingested'}) has no usable image; nothing to index")
+    keep = int(cfg.get("keep_versions") or 2)
     stage, version = begin(index_dir), None
     try:
         model, processor, model_dir, model_ref, registered = promoted_model(params, root, decision, stage)
@@ -158,7 +159,7 @@ def main() -> None:
         where = {"uri": cfg["uri"], "table_uri": table_loc} if cfg.get("uri") else {}
         publish(index_dir, stage, {"table": cfg["table"], "metric": cfg["metric"], "created": time.time(), **summary,
                                    **search_defaults, **where},
-                keep=int(cfg.get("keep_versions") or 2), version=version)
+                keep=keep, version=version)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         if cfg.get("uri") and version and not (index_dir / version).is_dir():  # a table written to the bucket, never published
@@ -173,7 +174,7 @@ def main() -> None:
         write_meta(index_dir, {**(read_meta(index_dir) or {}), "registered_model": registered})
     if cfg.get("uri"):  # the model, then the pointer: a searcher anywhere opens CarSearch("s3://…")
         model_local = index_dir / version / model_dir if model_dir == MODEL_SUBDIR else None
-        remote.publish(cfg["uri"], version, model_local, read_meta(index_dir) or {}, keep=int(cfg.get("keep_versions") or 2))
+        remote.publish(cfg["uri"], version, model_local, read_meta(index_dir) or {}, keep=keep)
         print(f"build_index: published {version} to {cfg['uri']} (table, model, pointer)")
     index_rel = paths["index_dir"]
     write_json(resolve(paths["metrics_dir"], root) / "index.json",
