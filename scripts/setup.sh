@@ -10,7 +10,8 @@ fi
 UV="uv"; command -v uv >/dev/null 2>&1 || UV="python3 -m uv"
 
 # torch==2.13.0+cpu: a local wheel folder (pip's find-links here), else PyTorch's CPU index.
-FL=$(python3 -m pip config get global.find-links 2>/dev/null || true)
+# ($PIP_FIND_LINKS first: no subprocess that can fail; a CI run once fell through to the index here)
+FL=${PIP_FIND_LINKS:-$(python3 -m pip config get global.find-links 2>/dev/null || true)}
 EXTRA=()
 if [ -n "$FL" ] && ls "$FL"/torch-2.13.0* >/dev/null 2>&1; then
   EXTRA+=(--find-links "$FL")
