@@ -62,12 +62,12 @@ def main() -> None:
     import torch
     import yaml
 
-    from carsearch.loader import default_workers
-    from carsearch.model import encode_images, load_clip, load_images
+    from carsearch.model.clip import encode_images, load_clip, load_images
+    from carsearch.model.loader import default_workers
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     if a.model == "b32-random":  # ViT-B/32's shape (224 px, 12 x 768) with random weights: its compute, offline
-        from carsearch.model import TinySpec, build_tiny_clip
+        from carsearch.model.clip import TinySpec, build_tiny_clip
 
         spec = {"name": "vit-b32-shaped (random init)"}
         model, proc = build_tiny_clip(TinySpec(image_size=224, patch_size=32, vision_width=768, vision_layers=12, vision_heads=12,

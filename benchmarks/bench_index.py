@@ -88,7 +88,7 @@ def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, mask: np.ndarray
 
 def run_queries(tbl, queries: np.ndarray, k: int, where: str | None, params: dict) -> tuple[np.ndarray, list[set[int]]]:
     """Single queries one after the other, as CarSearch runs them; (latencies in ms, result rows)."""
-    from carsearch.index import RESULT_COLUMNS
+    from carsearch.index.store import RESULT_COLUMNS
 
     lat, got = [], []
     for q in queries:
@@ -140,7 +140,7 @@ def main() -> None:
     a = ap.parse_args()
     import yaml
 
-    from carsearch.index import connect, create_indices
+    from carsearch.index.store import connect, create_indices
 
     cfg = dict(yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["index"])
     for kv in a.set:

@@ -25,9 +25,9 @@ def main() -> None:
     a = ap.parse_args()
     import yaml
 
-    from carsearch.data import demo_items
-    from carsearch.model import load_clip, save_clip
-    from carsearch.params import load_params
+    from carsearch.core.params import load_params
+    from carsearch.features.demo import demo_items
+    from carsearch.model.clip import load_clip, save_clip
 
     repo_params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     with tempfile.TemporaryDirectory() as d:

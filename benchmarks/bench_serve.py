@@ -37,9 +37,9 @@ MAX_REQUESTS = 50_000  # per phase, whatever the duration: the benchmark always 
 def build(root: Path, n: int, size: int) -> None:
     import yaml
 
-    from carsearch.data import demo_items
-    from carsearch.model import load_clip, save_clip
-    from carsearch.params import load_params
+    from carsearch.core.params import load_params
+    from carsearch.features.demo import demo_items
+    from carsearch.model.clip import load_clip, save_clip
 
     params = load_params(REPO / "params.yaml")
     (root / "dvc.yaml").touch()

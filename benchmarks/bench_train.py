@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from carsearch.model import load_clip
-from carsearch.train import train_clip
+from carsearch.model.clip import load_clip
+from carsearch.training.loop import train_clip
 
 
 def main() -> None:

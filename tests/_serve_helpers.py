@@ -20,8 +20,8 @@ SETTINGS = {"max_upload_bytes": 200_000, "max_page_size": 20, "default_page_size
 
 def build_repo(root: Path, n: dict | None = None, size: int = 64) -> Path:
     """A repo with curated demo pairs, a 'fine-tuned' tiny model and no promotion gate, indexed once."""
+    from carsearch.model.clip import load_clip, save_clip
     from testkit import TINY, write_pairs, write_params
-    from carsearch.model import load_clip, save_clip
 
     root.mkdir(parents=True, exist_ok=True)
     write_pairs(root, n or {"train": 16, "val": 8, "test": 12}, size=size)

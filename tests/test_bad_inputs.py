@@ -18,7 +18,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from carsearch import data, imaging, labels
+from carsearch.core import imaging
+from carsearch.features import labels
+from carsearch.features import sources as data
 from conftest import REPO, run
 
 spec = importlib.util.spec_from_file_location("make_bad_inputs", REPO / "scripts" / "make_bad_inputs.py")
@@ -177,7 +179,7 @@ def test_open_rgb_fixes_what_convert_gets_wrong(tmp_path):
     assert abs(np.asarray(imaging.open_rgb(img / "gray16.png")).mean() - 127.5) < 2
     # EXIF orientation 6 comes out upright, the same through every reader that uses it
     ref = Image.open(tmp_path / "refs" / "exif6.jpg.png")
-    from carsearch.model import load_images
+    from carsearch.model.clip import load_images
 
     for im in (imaging.open_rgb(img / "exif6.jpg"), load_images([img / "exif6.jpg"])[0]):
         assert im.size == (96, 64) and _diff(im, ref) < 12
@@ -193,7 +195,7 @@ def test_open_rgb_fixes_what_convert_gets_wrong(tmp_path):
 
 
 def test_encode_image_sends_upright_pixels(tmp_path):
-    from carsearch.batch import encode_image
+    from carsearch.features.captioning.requests import encode_image
 
     mbi.make_bad_inputs(tmp_path)
     sent = Image.open(io.BytesIO(encode_image(tmp_path / "images" / "exif6.jpg", 512)))
@@ -212,7 +214,7 @@ def test_walk_folder_never_follows_a_loop(tmp_path):
 
 
 def test_stage_swaps_raw_dir_atomically(tmp_path):
-    from carsearch.io import atomic_dir
+    from carsearch.core.io import atomic_dir
 
     raw = tmp_path / "raw"
     (raw / "images").mkdir(parents=True)

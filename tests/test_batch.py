@@ -8,7 +8,8 @@ import json
 import pytest
 from PIL import Image
 
-from carsearch import batch, formats
+from carsearch.features.captioning import formats, offline
+from carsearch.features.captioning import requests as batch
 from conftest_bedrock import caption_cfg, make_image_set
 
 
@@ -70,11 +71,11 @@ def test_invalid_line_is_never_written(tmp_path):
 def test_offline_output_per_family(tmp_path):
     labels = {"body_type": "suv", "color": "red", "view": "front"}
     nova = {"recordId": "r", "modelInput": formats.nova_request("s3://bucket-x/k.jpg", "jpeg", "s", "u")}
-    out = batch.offline_output(nova, labels, "amazon.nova-lite-v1:0")
+    out = offline.offline_output(nova, labels, "amazon.nova-lite-v1:0")
     assert "output" in out["modelOutput"] and formats.usage_tokens(out["modelOutput"])[0] > 0
-    partial = batch.offline_output(nova, {"color": "red"}, "amazon.nova-lite-v1:0")  # partial labels are labels
+    partial = offline.offline_output(nova, {"color": "red"}, "amazon.nova-lite-v1:0")  # partial labels are labels
     cap = json.loads(formats.response_text(partial["modelOutput"]))
     assert cap["color"] == "red" and cap["body_type"] == cap["view"] == "unknown" and "red car" in cap["caption"]
     for none in (None, {}, {"color": "unknown", "scene": "day"}):
-        err = batch.offline_output(nova, none, "amazon.nova-lite-v1:0")
+        err = offline.offline_output(nova, none, "amazon.nova-lite-v1:0")
         assert err["error"]["errorCode"] == 400 and "has no labels" in err["error"]["errorMessage"]

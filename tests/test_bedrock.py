@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from carsearch import batch, bedrock
-from carsearch.captions import CaptionError
-from carsearch.curate import curate, load_jobs
+from carsearch.features.captioning import bedrock
+from carsearch.features.captioning import requests as batch
+from carsearch.features.captioning.parse import CaptionError
+from carsearch.features.curate import curate, load_jobs
 from conftest_bedrock import ROLE, aws_env, bucket, caption_cfg, clients, emulator, image_set, moto_url, s3  # noqa: F401
 
 CURATE = {"splits": {"train": 0.7, "val": 0.1, "test": 0.2}, "near_duplicate_max_distance": -1,

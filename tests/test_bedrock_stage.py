@@ -52,7 +52,7 @@ def test_bedrock_stages_resume_after_interruption(tmp_path, monkeypatch, emulato
     root, rows = _scratch(tmp_path, monkeypatch, **{"backend": "bedrock", "s3.bucket": bucket,
                                                     "quotas.max_records_per_job": 10, "bedrock.wait_timeout_s": 0.0})
     emu = emulator(labels={r["id"]: r["labels"] for r in rows}, delay=0.4)
-    from carsearch.captions import CaptionError
+    from carsearch.features.captioning.parse import CaptionError
     from carsearch.stages import caption_batch, curate_pairs, make_jsonl
 
     make_jsonl.main()
@@ -78,7 +78,7 @@ def test_bedrock_stages_resume_after_interruption(tmp_path, monkeypatch, emulato
 
 
 def test_stage_errors_are_one_clear_line(tmp_path, monkeypatch, aws_env, capsys):
-    from carsearch.params import run_stage
+    from carsearch.core.params import run_stage
     from carsearch.stages import make_jsonl
 
     root, rows = _scratch(tmp_path, monkeypatch, model_id="meta.llama3-2-11b-instruct-v1:0")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from carsearch.captions import CaptionError, offline_caption, parse_caption
+from carsearch.features.captioning.offline import offline_caption
+from carsearch.features.captioning.parse import CaptionError, parse_caption
 
 LABELS = {"body_type": "pickup truck", "color": "gray", "view": "back", "make": "Acme", "model": "X"}
 

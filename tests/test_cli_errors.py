@@ -83,7 +83,7 @@ def test_filters(cli):
 
 
 def test_stale_index_marks_missing_files(cli, index_root, tmp_path):
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     hits = CarSearch(root=index_root).text("a car", k=3)
     gone = index_root / hits[0].path
@@ -103,8 +103,8 @@ def test_stale_index_marks_missing_files(cli, index_root, tmp_path):
 
 
 def test_python_api_refuses_bad_queries(index_root):
-    from carsearch.query import QueryError
-    from carsearch.search import CarSearch
+    from carsearch.index.query import QueryError
+    from carsearch.index.search import CarSearch
 
     s = CarSearch(root=index_root)
     with pytest.raises(QueryError, match="empty text query"):

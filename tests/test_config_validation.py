@@ -2,15 +2,14 @@
 is allowed; through `dvc repro` the first stage stops with that line and no traceback."""
 
 import copy
-import os
 import sys
 
 import pytest
 import yaml
 
-from testkit import write_pairs, write_params
-from carsearch.config import ConfigError, validate_params
+from carsearch.core.schema import ConfigError, validate_params
 from conftest import REPO, copy_repo, run
+from testkit import write_pairs, write_params
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 

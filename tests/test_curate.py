@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from carsearch import formats
-from carsearch.curate import curate
+from carsearch.features.captioning import formats
+from carsearch.features.curate import curate
 from conftest_bedrock import make_image_set
 
 CFG = {"splits": {"train": 0.7, "val": 0.1, "test": 0.2}, "near_duplicate_max_distance": -1, "require_fields": ["body_type", "color", "view"]}

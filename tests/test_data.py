@@ -4,7 +4,8 @@ import io as _io
 import pytest
 from PIL import Image
 
-from carsearch import data
+from carsearch.features import demo, split
+from carsearch.features import sources as data
 
 
 def _jpeg(color=(200, 0, 0), size=(64, 48)) -> bytes:
@@ -14,9 +15,9 @@ def _jpeg(color=(200, 0, 0), size=(64, 48)) -> bytes:
 
 
 def test_demo_set_is_deterministic_balanced_and_labelled():
-    a = list(data.demo_items(48, 64, seed=3))
-    b = list(data.demo_items(48, 64, seed=3))
-    c = list(data.demo_items(48, 64, seed=4))
+    a = list(demo.demo_items(48, 64, seed=3))
+    b = list(demo.demo_items(48, 64, seed=3))
+    c = list(demo.demo_items(48, 64, seed=4))
     assert [x[1] for x in a] == [x[1] for x in b]
     assert [x[1] for x in a] != [x[1] for x in c]
     views = {x[2]["view"] for x in a}
@@ -28,7 +29,7 @@ def test_demo_set_is_deterministic_balanced_and_labelled():
 
 def test_demo_colours_are_what_the_label_says():
     # the body paint must dominate the saturated pixels of each drawing
-    for _, img, labels, _ in data.demo_items(24, 96, seed=0, colors=["red", "blue", "green"]):
+    for _, img, labels, _ in demo.demo_items(24, 96, seed=0, colors=["red", "blue", "green"]):
         im = Image.open(_io.BytesIO(img)).convert("RGB")
         px = [p for p in im.get_flattened_data() if max(p) - min(p) > 80]
         channel = max(range(3), key=lambda c: sum(p[c] for p in px))
@@ -82,9 +83,9 @@ def test_dashcam_frames_ingest(dashcam_dir, tmp_path):
 def test_splits_are_deterministic_and_disjoint():
     fr = {"train": 0.7, "val": 0.1, "test": 0.2}
     ids = [f"id{i}" for i in range(2000)]
-    a = [data.split_of(i, 1, fr) for i in ids]
-    assert a == [data.split_of(i, 1, fr) for i in ids]
-    assert a != [data.split_of(i, 2, fr) for i in ids]
+    a = [split.split_of(i, 1, fr) for i in ids]
+    assert a == [split.split_of(i, 1, fr) for i in ids]
+    assert a != [split.split_of(i, 2, fr) for i in ids]
     counts = {s: a.count(s) for s in fr}
     assert abs(counts["train"] / 2000 - 0.7) < 0.05 and abs(counts["test"] / 2000 - 0.2) < 0.05
 
@@ -97,6 +98,6 @@ def test_near_duplicates_group(tmp_path):
     base.save(tmp_path / "a.png")
     base.save(tmp_path / "b.jpg", quality=70)  # same picture, recompressed
     Image.new("RGB", (64, 64), (10, 10, 10)).save(tmp_path / "c.png")
-    g = data.perceptual_groups({k: tmp_path / f for k, f in [("a", "a.png"), ("b", "b.jpg"), ("c", "c.png")]}, 4)
+    g = split.perceptual_groups({k: tmp_path / f for k, f in [("a", "a.png"), ("b", "b.jpg"), ("c", "c.png")]}, 4)
     assert g == {"a": "a", "b": "a", "c": "c"}
-    assert data.perceptual_groups({"a": tmp_path / "a.png", "b": tmp_path / "b.jpg"}, -1) == {"a": "a", "b": "b"}
+    assert split.perceptual_groups({"a": tmp_path / "a.png", "b": tmp_path / "b.jpg"}, -1) == {"a": "a", "b": "b"}

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testkit import write_pairs, write_params
-from carsearch.evalsets import set_report
+from carsearch.evaluation.evalsets import set_report
 from conftest import DASHCAM
+from testkit import write_pairs, write_params
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _colour_folder(folder: Path, n: int = 12, seed: int = 5) -> None:
-    from carsearch.data import demo_items
+    from carsearch.features.demo import demo_items
 
     for i, (_, data, labels, _) in enumerate(demo_items(n, 64, seed, colors=["red", "blue", "green"])):
         (folder / labels["color"]).mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def test_overlap_with_training_is_refused(trained, monkeypatch):
     shutil.copy(root / train[1]["path"], leak / "red" / "y.jpg")
     base = write_params(root, train={"epochs": 2})
     write_params(root, train={"epochs": 2}, eval={**base["eval"], "sets": [{"name": "leak", "path": "leak"}]})
-    from carsearch.evalsets import EvalSetError
+    from carsearch.evaluation.evalsets import EvalSetError
     from carsearch.stages import evaluate
 
     with pytest.raises(EvalSetError, match=r"eval set 'leak': 2 image\(s\) are also in the training pairs"):

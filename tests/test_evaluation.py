@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from carsearch.evaluation import attribute_queries, evaluate_embeddings, full_report, same_model_relevance, zero_shot
+from carsearch.evaluation.protocol import attribute_queries, evaluate_embeddings, full_report, zero_shot
+from carsearch.features.labels import same_model_relevance
 
 LABELS = [
     {"model_id": "a", "make": "Demo", "model": "A", "body_type": "sedan", "color": "red", "view": "front"},
@@ -66,13 +67,13 @@ def test_zero_shot_per_attribute():
 
 @pytest.mark.parametrize("n", [0, 1])
 def test_evaluate_stage_empty_or_one_pair_split(tmp_path, monkeypatch, capsys, n):
-    from testkit import write_pairs, write_params
     from carsearch.stages import evaluate
+    from testkit import write_pairs, write_params
 
     write_pairs(tmp_path, {"train": 4, "val": 2, "test": n})
     write_params(tmp_path)
     monkeypatch.setenv("CARSEARCH_ROOT", str(tmp_path))
-    from carsearch.params import run_stage
+    from carsearch.core.params import run_stage
 
     with pytest.raises(SystemExit):
         run_stage(evaluate.main)
@@ -82,7 +83,7 @@ def test_evaluate_stage_empty_or_one_pair_split(tmp_path, monkeypatch, capsys, n
 def test_partial_labels_run_only_supported_queries():
     """Colour-only labels: colour queries run, view/body queries and image->image are skipped and
     said so; images with no colour label are not judged (neither relevant nor irrelevant)."""
-    from carsearch.evaluation import full_report
+    from carsearch.evaluation.protocol import full_report
 
     labels = [{"color": "red"}, {"color": "red"}, {"color": "blue"}, {}, {"color": "blue"}]
     rng = np.random.default_rng(0)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from testkit import write_pairs, write_params
 from carsearch.stages.build_index import promotion_decision
+from testkit import write_pairs, write_params
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_index_records_model_version_and_decision(pipeline):
         run = json.loads((pipeline / "models/finetuned/carsearch_run.json").read_text())
         assert idx["registered_model"]["version"] == run["registered_model"]["version"]
         assert idx["registered_model"]["registry_checked"] and idx["content_hash"] == run["content_hash"]
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     s = CarSearch(root=pipeline)
     hits = s.text("a red sedan seen from the front", k=3)
@@ -82,7 +82,7 @@ def test_promotion_gate_falls_back_to_base():
     d = promotion_decision(ev, "text_to_image.recall@5")
     assert d["use"] == "base" and "did not pay" in d["reason"]
     assert promotion_decision(ev, "text_to_image.recall@5", min_gain=-0.2)["use"] == "finetuned"
-    from carsearch.params import ParamsError
+    from carsearch.core.params import ParamsError
 
     with pytest.raises(ParamsError, match="not in eval.json"):
         promotion_decision(ev, "text_to_image.ndcg")
@@ -104,6 +104,6 @@ def test_base_model_index_is_searchable(pipeline, tmp_path, monkeypatch):
     assert idx["model"] == "base" and idx["model_dir"] == "model" and "did not pay" in idx["promotion"]["reason"]
     meta = json.loads((root / "data/index/carsearch_index.json").read_text())
     assert (root / "data/index" / meta["version"] / "model" / "config.json").is_file()  # the base model travels in the index
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     assert len(CarSearch(root=root).image(root / "data/raw/images/img0000.jpg", k=2)) == 2

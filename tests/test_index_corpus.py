@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from carsearch.features.demo import COLOR_RGB
 from testkit import TINY, write_pairs, write_params
-from carsearch.data import COLOR_RGB
 
 
 def _photos(folder: Path, n_per_color: int, colors=("red", "blue", "white"), size=(96, 72), start=0) -> list[Path]:
@@ -40,7 +40,7 @@ def _photos(folder: Path, n_per_color: int, colors=("red", "blue", "white"), siz
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
     """A repo with curated demo pairs, a 'fine-tuned' tiny model, and no gate (indexes with it)."""
-    from carsearch.model import load_clip, save_clip
+    from carsearch.model.clip import load_clip, save_clip
 
     root = tmp_path / "repo"
     root.mkdir()
@@ -61,7 +61,7 @@ def _build(root: Path, **index) -> dict:
     p["index"].update(index)
     (root / "params.yaml").write_text(yaml.safe_dump(p))
     build_index.main()
-    from carsearch.index import read_meta
+    from carsearch.index.store import read_meta
 
     meta = read_meta(root / "data/index")  # the embedding-cache counts live in the index meta, not the metrics
     return {**json.loads((root / "metrics/index.json").read_text()), "embedded": meta["embedded"], "cached": meta["cached"]}
@@ -79,7 +79,7 @@ def test_default_corpus_is_every_ingested_image(repo):
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     idx = _build(repo)
     assert idx["rows"] == 22 and idx["corpus"] == "ingested" and idx["embedded"] == 22
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     t = CarSearch(root=repo).table.to_arrow()
     by_id = dict(zip(t.column("id").to_pylist(), t.column("caption").to_pylist()))
@@ -93,7 +93,7 @@ def test_folder_corpus_indexes_exactly_the_folder_and_caches_embeddings(repo):
     (photos / "notes.txt").write_text("not an image")
     idx = _build(repo, corpus="folder", corpus_path=str(photos))
     assert idx["rows"] == 12 and idx["rejected"] == 1 and idx["embedded"] == 12 and idx["cached"] == 0
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     s = CarSearch(root=repo)
     t = s.table.to_arrow()
@@ -109,7 +109,7 @@ def test_folder_corpus_indexes_exactly_the_folder_and_caches_embeddings(repo):
 
 
 def test_open_searcher_survives_rebuilds_and_picks_up_the_new_index(repo):
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     _build(repo)
     s = CarSearch(root=repo)
@@ -144,7 +144,7 @@ def test_kill_during_build_keeps_the_old_index(repo):
     leaves no temp folder."""
     import random
 
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     _build(repo)
     s = CarSearch(root=repo)
@@ -168,7 +168,7 @@ def test_index_add_appends_new_images_and_repro_ends_in_the_same_table(repo, cap
     from typer.testing import CliRunner
 
     from carsearch.cli import app
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     photos = repo.parent / "photos"
     _photos(photos, 2)
@@ -195,7 +195,7 @@ def test_ann_branch_is_reached_and_searchable(repo):
     """The >= ann_min_rows branch (lowered here) builds an IVF_HNSW_SQ index that answers queries."""
     idx = _build(repo, ann_min_rows=10, num_partitions=2)
     assert idx["search"] == "IVF_HNSW_SQ"
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     s = CarSearch(root=repo)
     assert s.table.list_indices() and len(s.text("a red car", k=5)) == 5

@@ -30,7 +30,7 @@ def _kinds(tbl) -> dict[str, str]:
 
 @pytest.mark.parametrize("ann", ["IVF_HNSW_SQ", "IVF_PQ"])
 def test_build_table_creates_ann_scalar_and_fts_indices(tmp_path, ann):
-    from carsearch.index import build_table
+    from carsearch.index.store import build_table
 
     rows, v = _rows(400)
     cfg = {"metric": "cosine", "ann_min_rows": 100, "ann_index": ann, "num_partitions": 2, "num_sub_vectors": 4}
@@ -50,7 +50,7 @@ def test_build_table_creates_ann_scalar_and_fts_indices(tmp_path, ann):
 
 
 def test_ann_partitions_follow_the_rows():
-    from carsearch.index import ann_partitions
+    from carsearch.index.store import ann_partitions
 
     assert ann_partitions(1_000_000, {"rows_per_partition": 4096}) == 244
     assert ann_partitions(100_000, {"num_partitions": None, "rows_per_partition": 4096}) == 24
@@ -59,8 +59,8 @@ def test_ann_partitions_follow_the_rows():
 
 
 def test_search_knobs_and_hybrid_search(repo):  # noqa: F811
-    from carsearch.query import QueryError
-    from carsearch.search import CarSearch, search
+    from carsearch.index.query import QueryError
+    from carsearch.index.search import CarSearch, search
 
     _build(repo, ann_min_rows=10, num_partitions=2, nprobes=2, refine_factor=3)
     s = CarSearch(root=repo)
@@ -81,8 +81,8 @@ def test_search_knobs_and_hybrid_search(repo):  # noqa: F811
 
 
 def test_hybrid_search_on_an_index_without_fts_says_so(repo):  # noqa: F811
-    from carsearch.query import QueryError
-    from carsearch.search import CarSearch
+    from carsearch.index.query import QueryError
+    from carsearch.index.search import CarSearch
 
     _build(repo, fts=False)
     s = CarSearch(root=repo)
@@ -94,8 +94,8 @@ def test_hybrid_search_on_an_index_without_fts_says_so(repo):  # noqa: F811
 def test_table_on_s3_builds_and_searches(tmp_path, s3, bucket):  # noqa: F811
     """build_table to s3://bucket/prefix (credentials from the boto3 chain, AWS_ENDPOINT_URL_S3 =
     moto), then open and search it: same answers as the same table on disk."""
-    from carsearch.index import build_table, is_uri
-    from carsearch.scale import open_table, search_table
+    from carsearch.index.scale import open_table, search_table
+    from carsearch.index.store import build_table, is_uri
 
     rows, v = _rows(300)
     cfg = {"metric": "cosine", "ann_min_rows": 100, "num_partitions": 2}
@@ -119,9 +119,9 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
     data/index), the model and the pointer beside it. CarSearch on the repo and CarSearch("s3://…")
     (what a service on another machine opens) answer alike; a rebuild moves the bucket's pointer,
     prunes the old version, and an open searcher follows it."""
-    from carsearch import remote, search
-    from carsearch.index import read_meta
-    from carsearch.search import CarSearch
+    from carsearch.index import remote, search
+    from carsearch.index.search import CarSearch
+    from carsearch.index.store import read_meta
 
     monkeypatch.setenv("CARSEARCH_CACHE", str(tmp_path / "cache"))
     uri = f"s3://{bucket}/indexes/cars"
@@ -154,8 +154,8 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
         assert [h["id"] for h in r.json()["hits"]] == [h.id for h in local.text("a red car", k=3)]
 
     # `carsearch index add` appends to the table in the bucket and moves the bucket's pointer too
-    from carsearch.append import add_images
-    from carsearch.params import load_params
+    from carsearch.core.params import load_params
+    from carsearch.index.append import add_images
     from test_index_corpus import _photos
 
     _photos(tmp_path / "new", 2)  # 2 per colour, 3 colours
@@ -178,8 +178,8 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
 
 
 def test_build_index_to_a_missing_bucket_is_one_line_and_keeps_the_live_index(repo, s3):  # noqa: F811
-    from carsearch.index import read_meta
-    from carsearch.remote import RemoteIndexError
+    from carsearch.index.remote import RemoteIndexError
+    from carsearch.index.store import read_meta
 
     _build(repo)
     live = read_meta(repo / "data/index")["version"]

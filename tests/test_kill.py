@@ -149,7 +149,7 @@ def test_kill_9_then_repro_recovers(repo, stage):
 
 
 def test_kill_9_build_index_while_searching(repo):
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     repo, durations = repo
     searcher = CarSearch(root=repo)

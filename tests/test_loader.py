@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carsearch import imaging
+from carsearch.core import imaging
 from testkit import TINY
 
 
@@ -27,7 +27,7 @@ def _photos(folder, sizes=((1024, 768), (768, 1024), (97, 61), (300, 200), (40, 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from carsearch.model import load_clip
+    from carsearch.model.clip import load_clip
 
     return load_clip(TINY, seed=0)
 
@@ -36,7 +36,7 @@ def tiny():
 def test_preprocess_is_the_processors(tmp_path, tiny, edge):
     from transformers import CLIPImageProcessorPil
 
-    from carsearch.preprocess import ClipPreprocess
+    from carsearch.model.preprocess import ClipPreprocess
 
     proc = tiny[1].image_processor if edge is None else CLIPImageProcessorPil(size={"shortest_edge": edge},
                                                                                crop_size={"height": edge, "width": edge})
@@ -50,7 +50,7 @@ def test_preprocess_is_the_processors(tmp_path, tiny, edge):
 
 
 def test_loader_embeddings_equal_the_processor_path(tmp_path, tiny):
-    from carsearch.model import encode_images
+    from carsearch.model.clip import encode_images
 
     model, proc = tiny
     paths = _photos(tmp_path)
@@ -63,7 +63,7 @@ def test_loader_embeddings_equal_the_processor_path(tmp_path, tiny):
 
 
 def test_loader_reports_a_bad_file_like_open_rgb(tmp_path, tiny):
-    from carsearch.model import encode_images
+    from carsearch.model.clip import encode_images
 
     paths = _photos(tmp_path)[:2]
     bad = tmp_path / "broken.jpg"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchmetrics.retrieval import RetrievalHitRate, RetrievalMAP, RetrievalMRR
 
-from carsearch.metrics import recall_curve, retrieval_metrics
+from carsearch.evaluation.metrics import recall_curve, retrieval_metrics
 
 
 def _torchmetrics(scores, relevant, k, map_k):

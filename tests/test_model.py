@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carsearch.model import ModelConfigError, clip_tokenizer, encode_images, encode_texts, load_clip, load_pretrained, save_clip
+from carsearch.model.clip import (
+    ModelConfigError,
+    clip_tokenizer,
+    encode_images,
+    encode_texts,
+    load_clip,
+    load_pretrained,
+    save_clip,
+)
 
 TINY = {"kind": "tiny", "image_size": 32, "patch_size": 8, "vision_width": 64, "vision_layers": 1, "vision_heads": 2,
         "text_width": 64, "text_layers": 1, "text_heads": 2, "max_text_len": 16, "projection_dim": 32}

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from carsearch import batch, openai_compat
-from carsearch.captions import CaptionError
-from carsearch.curate import curate
 from carsearch.emulator import ChatCompletionsEmulator
+from carsearch.features.captioning import openai_compat
+from carsearch.features.captioning import requests as batch
+from carsearch.features.captioning.parse import CaptionError
+from carsearch.features.curate import curate
 from conftest_bedrock import caption_cfg, make_image_set
 
 CURATE = {"splits": {"train": 0.7, "val": 0.1, "test": 0.2}, "near_duplicate_max_distance": -1, "require_fields": ["body_type", "color", "view"]}

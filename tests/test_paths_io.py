@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from carsearch import io, paths
+from carsearch.core import io, paths
 
 
 def test_repo_root_and_shared_root_inside_dvc_temp_experiment(tmp_path, monkeypatch):

@@ -68,7 +68,7 @@ def test_text_search_finds_the_attribute_combination(repo):
 
 
 def test_image_search_and_python_api(repo):
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     first = json.loads((repo / "data/pairs/test.jsonl").read_text().splitlines()[0])
     rows = _hits(run(["carsearch", "search", "--image", first["path"], "-k", "3"], repo).stdout)
@@ -87,7 +87,7 @@ def test_noop_repro_is_fast(repo):
 def test_train_on_one_set_index_a_folder_of_photos_without_llm(repo, tmp_path):
     """`-S index.corpus=folder -S index.corpus_path=...`: the model trained on the demo set indexes
     the user's photos; only build_index runs (no captioning), the index holds exactly the folder."""
-    from carsearch.data import demo_items
+    from carsearch.features.demo import demo_items
 
     photos = tmp_path / "photos"
     n = 0
@@ -107,7 +107,7 @@ def test_train_on_one_set_index_a_folder_of_photos_without_llm(repo, tmp_path):
     assert (repo / "metrics/caption.json").read_text() == caption_before  # no LLM call, not even offline
     idx = json.loads((repo / "metrics/index.json").read_text())
     assert idx["corpus"] == "folder" and idx["rows"] == n and idx["rejected"] == 1
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     s = CarSearch(root=repo)
     origins = set(s.table.to_arrow().column("origin").to_pylist())

@@ -8,8 +8,19 @@ import pytest
 from PIL import Image
 
 from carsearch.render import (
-    COLORS, VIEWS, AC3DError, Camera, contact_sheet, default_torcs_dir, find_torcs_cars, load_car,
-    parse_ac3d, rasterize, render_torcs, sample_bilinear, view_from_azimuth,
+    COLORS,
+    VIEWS,
+    AC3DError,
+    Camera,
+    contact_sheet,
+    default_torcs_dir,
+    find_torcs_cars,
+    load_car,
+    parse_ac3d,
+    rasterize,
+    render_torcs,
+    sample_bilinear,
+    view_from_azimuth,
 )
 from carsearch.render.raster import interpolate
 from carsearch.render.scene import recolour_texture

@@ -49,7 +49,7 @@ def test_report_on_two_commits(tmp_path):
     assert "| Path" in md  # Markdown tables
     assert (tmp_path / "r.md").read_text().strip() == md.strip()
     # explicit revisions and no change
-    from carsearch.report import pr_report
+    from carsearch.experiments.report import pr_report
 
     same = pr_report(base="HEAD", head="HEAD", root=root)
     assert "No quality metric changed." in same and "No run-time figure changed." in same and "No param changed." in same
@@ -79,7 +79,7 @@ def _queries(t2i_hits: np.ndarray, i2i_hits: np.ndarray) -> dict:
 
 
 def _commit_rev(root: Path, name: str, t2i, i2i, seconds: float, tokens: int, lr: float, with_queries: bool = True):
-    from carsearch.stats import write_query_csv
+    from carsearch.evaluation.stats import write_query_csv
 
     (root / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": lr}, "paths": {"metrics_dir": "metrics"},
                                                       "eval": {"bootstrap": {"n": 1000, "seed": 0, "confidence": 0.95}}}))
@@ -135,7 +135,7 @@ def _sections(md: str) -> list[str]:
 
 
 def test_real_change_is_significant(revisions):
-    from carsearch.report import pr_report
+    from carsearch.experiments.report import pr_report
 
     md = pr_report(base="base", head="real", root=revisions)
     assert _sections(md) == ["### Retrieval quality: signal or noise", "### Quality metrics (`dvc metrics diff`)",
@@ -153,7 +153,7 @@ def test_real_change_is_significant(revisions):
 
 
 def test_pure_noise_is_within_noise(revisions):
-    from carsearch.report import pr_report
+    from carsearch.experiments.report import pr_report
 
     md = pr_report(base="base", head="noise", root=revisions)
     row = _row(md, "text→image recall@1")
@@ -163,14 +163,14 @@ def test_pure_noise_is_within_noise(revisions):
 
 
 def test_regression_is_significant_too(revisions):
-    from carsearch.report import pr_report
+    from carsearch.experiments.report import pr_report
 
     md = pr_report(base="real", head="base", root=revisions)
     assert "**significant** ▼" in _row(md, "text→image recall@1")
 
 
 def test_base_without_per_query_results_falls_back_to_the_plain_diff(revisions):
-    from carsearch.report import pr_report
+    from carsearch.experiments.report import pr_report
 
     md = pr_report(base="old", head="base", root=revisions)
     section = md.split("### Retrieval quality: signal or noise")[1].split("###")[0].strip()

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from carsearch.render import default_torcs_dir, find_torcs_cars, xmath
+from carsearch.core import xmath
+from carsearch.render import default_torcs_dir, find_torcs_cars
 
 REPO = Path(__file__).resolve().parents[1]
 RENDER_DIR = REPO / "src" / "carsearch" / "render"
@@ -227,7 +228,8 @@ def test_perceptual_groups_agree_with_imagehash(tmp_path: Path) -> None:
     import imagehash
     from PIL import Image
 
-    from carsearch.data import demo_items, perceptual_groups
+    from carsearch.features.demo import demo_items
+    from carsearch.features.split import perceptual_groups
 
     paths = {}
     for name, data, _, _ in demo_items(40, 64, 1):
@@ -261,6 +263,7 @@ def test_data_stages_bit_exact_across_machines(tmp_path: Path) -> None:
     import shutil
 
     import yaml
+
     from conftest import copy_repo, run
 
     repo = copy_repo(tmp_path / "repo")

@@ -31,9 +31,9 @@ def _corpus(folder):
 
 
 def test_ray_embedding_equals_the_single_process_path(tmp_path, local_ray):
+    from carsearch.index.scale import embed_corpus, open_table, search_table
+    from carsearch.model.clip import encode_images, load_clip, load_pretrained, save_clip
     from testkit import TINY
-    from carsearch.model import encode_images, load_clip, load_pretrained, save_clip
-    from carsearch.scale import embed_corpus, open_table, search_table
 
     save_clip(*load_clip(TINY, seed=0), tmp_path / "model")
     _corpus(tmp_path / "corpus")
@@ -59,8 +59,8 @@ def test_embed_ray_command_wiring(tmp_path, monkeypatch):
     prints one summary line; the model defaults to the live index's (Ray itself: the test above)."""
     from typer.testing import CliRunner
 
-    from carsearch import scale
     from carsearch.cli import app
+    from carsearch.index import scale
 
     seen = {}
 

@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from _serve_helpers import SETTINGS, Server, rebuild, shared_repo
 from PIL import Image
+
+from _serve_helpers import SETTINGS, Server, rebuild, shared_repo
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
     from carsearch.serve import create_app
 
     root = shared_repo(tmp_path_factory)
@@ -295,8 +296,8 @@ def test_carsearch_serve_binds_loopback_and_loads_once(env, monkeypatch):
     from fastapi.testclient import TestClient
     from typer.testing import CliRunner
 
-    from carsearch import search as search_mod
     from carsearch.cli import app as cli
+    from carsearch.index import search as search_mod
 
     calls, opened = [], []
     monkeypatch.setenv("CARSEARCH_ROOT", str(env["root"]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from _serve_helpers import SETTINGS, Server, shared_repo
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium (ap
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     pw = pytest.importorskip("playwright.sync_api")
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
     from carsearch.serve import create_app
 
     root = shared_repo(tmp_path_factory)

@@ -6,10 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from carsearch.evaluation import full_report
-from carsearch.metrics import per_query_metrics, retrieval_metrics
-from carsearch.stats import (add_intervals, bootstrap_ci, paired_bootstrap, query_results, read_query_csv,
-                             write_query_csv)
+from carsearch.evaluation.metrics import per_query_metrics, retrieval_metrics
+from carsearch.evaluation.protocol import full_report
+from carsearch.evaluation.stats import (
+    add_intervals,
+    bootstrap_ci,
+    paired_bootstrap,
+    query_results,
+    read_query_csv,
+    write_query_csv,
+)
 
 HEADLINE = ("recall@1", "recall@5", "recall@10", "map@10", "mrr")
 COLORS, BODIES, VIEWS = ("red", "blue", "green"), ("sedan", "suv"), ("front", "rear", "side")
@@ -157,9 +163,9 @@ def test_bootstrap_ci_and_paired_test():
 
 def test_evaluate_stage_writes_intervals_and_per_query_file(tmp_path, monkeypatch):
     """The stage itself, on a tiny model and 12 test images (no MLflow run: no carsearch_run.json)."""
-    from testkit import TINY, write_pairs, write_params
-    from carsearch.model import load_clip, save_clip
+    from carsearch.model.clip import load_clip, save_clip
     from carsearch.stages import evaluate
+    from testkit import TINY, write_pairs, write_params
 
     write_pairs(tmp_path, {"train": 2, "val": 2, "test": 12})
     write_params(tmp_path, eval={"bootstrap": {"n": 200, "seed": 3, "confidence": 0.9}})

@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from testkit import TINY
 from test_index_corpus import _build, repo  # noqa: F401  (pytest fixture + helper)
+from testkit import TINY
 
 TEXTS = ["a red car", "A red SUV, seen from the front!", "blue pickup seen from behind at night in the rain " * 8, "x",
          "Škoda Octavia — 'grey' hatchback, 2 doors"]
 
 
 def test_numpy_text_tower_equals_transformers(tmp_path):
-    from carsearch.model import encode_texts, load_clip, load_pretrained, save_clip
-    from carsearch.textenc import ClipTextNP
+    from carsearch.model.clip import encode_texts, load_clip, load_pretrained, save_clip
+    from carsearch.model.textenc import ClipTextNP
 
     spec = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["model"]
     for name, s in (("tiny", TINY), ("params", spec)):
@@ -36,8 +36,8 @@ def test_numpy_text_tower_equals_transformers(tmp_path):
 def test_numpy_vision_tower_equals_transformers(tmp_path):
     from PIL import Image
 
-    from carsearch.model import encode_images, load_clip, load_pretrained, save_clip
-    from carsearch.visionenc import ClipVisionNP
+    from carsearch.model.clip import encode_images, load_clip, load_pretrained, save_clip
+    from carsearch.model.visionenc import ClipVisionNP
 
     rng = np.random.default_rng(0)
     images = []
@@ -58,7 +58,7 @@ def test_numpy_vision_tower_equals_transformers(tmp_path):
 
 
 def test_carsearch_text_query_needs_no_torch_model_and_gives_the_same_hits(repo):  # noqa: F811
-    from carsearch.search import CarSearch
+    from carsearch.index.search import CarSearch
 
     _build(repo)
     light = CarSearch(root=repo)

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from carsearch.features.labels import same_model_relevance
+from carsearch.model.clip import ModelConfigError, load_clip
+from carsearch.training.checkpoint import load_checkpoint, save_checkpoint
+from carsearch.training.loop import train_clip
+from carsearch.training.loss import multi_positive_loss, same_model_loss
+from carsearch.training.optim import apply_lock, autocast_dtype, lr_lambda
+from carsearch.training.texts import positives, text_variants
 from testkit import TINY, write_pairs
-from carsearch.evaluation import same_model_relevance
-from carsearch.model import ModelConfigError, load_clip
-from carsearch.train import (
-    apply_lock, autocast_dtype, load_checkpoint, lr_lambda, multi_positive_loss, positives, same_model_loss,
-    save_checkpoint, text_variants, train_clip,
-)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_cosine_schedule_with_warmup():
 
 def _train(root, pairs, **kw):
     model, proc = load_clip(TINY, seed=0)
-    from carsearch.evaluation import validation_fn
+    from carsearch.evaluation.protocol import validation_fn
 
     val = validation_fn(proc, pairs["val"], root, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})
     res = train_clip(model, proc, pairs["train"], root, _cfg(**kw), validate=val)
@@ -135,7 +136,7 @@ def test_resume_after_kill_equals_uninterrupted(data, tmp_path):
         if epoch == 2:
             raise Killed
 
-    from carsearch.evaluation import validation_fn
+    from carsearch.evaluation.protocol import validation_fn
 
     model, proc = load_clip(TINY, seed=0)
     val = validation_fn(proc, pairs["val"], root, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})
@@ -157,7 +158,7 @@ def test_checkpoint_from_another_architecture(tmp_path):
     other, _ = load_clip({**TINY, "vision_width": 48})
     with pytest.raises(ModelConfigError, match="does not fit the configured model"):
         load_checkpoint(tmp_path / "last.pt", other)
-    from carsearch.train import architecture
+    from carsearch.training.checkpoint import architecture
 
     save_checkpoint(tmp_path, {"model": small.state_dict(), "arch": architecture(small)})
     with pytest.raises(ModelConfigError, match="another architecture"):
@@ -191,7 +192,7 @@ def test_unknown_model_config():
 
 def test_unknown_labels_are_no_constraint():
     """An image without a colour label is neither a positive nor a negative for "a red car"."""
-    from carsearch.train import unknowns
+    from carsearch.training.texts import unknowns
 
     labels = [{"color": "red"}, {"view": "side"}, {"color": "blue", "view": "side"}]
     cons = [{"color": "red"}, {"color": "red", "view": "side"}, {"view": "side"}]

@@ -12,8 +12,8 @@ TINY = {"name": "clip_test", "kind": "tiny", "image_size": 32, "patch_size": 8, 
 
 def write_pairs(root: Path, n: dict[str, int] | None = None, size: int = 48, seed: int = 0) -> dict[str, list[dict]]:
     """Demo drawings into root/data/raw/images and root/data/pairs/{split}.jsonl (offline captions)."""
-    from carsearch.captions import offline_caption
-    from carsearch.data import demo_items
+    from carsearch.features.captioning.offline import offline_caption
+    from carsearch.features.demo import demo_items
 
     n = n or {"train": 24, "val": 8, "test": 12}
     total = sum(n.values())

@@ -44,7 +44,7 @@ def search(
     png: Optional[Path] = typer.Option(None, "--png", help="Also write the results as a PNG strip."),
 ) -> None:
     """Print rank, score, id, caption and path of the k most similar cars."""
-    from .query import QueryError, build_where, check_image, check_text
+    from carsearch.index.query import QueryError, build_where, check_image, check_text
 
     try:  # everything the user typed is checked before the model loads
         if query is None and image is None:
@@ -61,8 +61,8 @@ def search(
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # transformers' disable_progress_bar(), without importing transformers (a text query may not need it)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from .paths import repo_root
-    from .search import search as run_search
+    from carsearch.core.paths import repo_root
+    from carsearch.index.search import search as run_search
 
     try:
         hits = run_search(query=query, image=image, k=k, where=where, index_dir=index_dir, model=use_model)
@@ -79,7 +79,7 @@ def search(
     if not hits:
         typer.echo("no results" + (f" match {where}" if where else ""), err=True)
     if png is not None:
-        from .plots import results_grid_png
+        from carsearch.evaluation.plots import results_grid_png
 
         results_grid_png([(query or f"image: {image}", [(root / h.path, h.score, True) for h in hits])], png)
         typer.echo(f"wrote {png}", err=True)
@@ -94,7 +94,7 @@ def report(
     """Markdown report against BASE (what CI comments on a pull request): headline metrics marked
     significant / within noise by a paired bootstrap over per-query results, the metrics diff
     (quality, then run time and cost) and the params diff."""
-    from .report import ReportError, pr_report
+    from carsearch.experiments.report import ReportError, pr_report
 
     try:
         md = pr_report(base=base, head=head)
@@ -116,9 +116,9 @@ def serve(
     """Run the search service: the web page at http://HOST:PORT/, the JSON API at /api/v1 (OpenAPI at /docs).
     Loads the model and the index once; a rebuilt index is picked up without a restart."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from .model import ModelConfigError
-    from .params import ParamsError
-    from .serve import serve as run_service
+    from carsearch.core.params import ParamsError
+    from carsearch.model.clip import ModelConfigError
+    from carsearch.serve import serve as run_service
 
     try:
         run_service(host=host, port=port, index_dir=index_dir, access_log=access_log)
@@ -139,11 +139,11 @@ def index_add(
     (same content) are skipped. Put them in your corpus folder too, and the next `dvc repro` ends
     in the same table without embedding them again (embeddings are cached)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from .append import add_images
-    from .model import ModelConfigError
-    from .params import load_params
-    from .paths import repo_root
-    from .summary import summarise
+    from carsearch.core.params import load_params
+    from carsearch.core.paths import repo_root
+    from carsearch.core.rejects import summarise
+    from carsearch.index.append import add_images
+    from carsearch.model.clip import ModelConfigError
 
     try:
         root = repo_root()
@@ -179,12 +179,12 @@ def embed_ray(
     except ImportError:
         typer.echo("error: Ray is not installed: pip install -e '.[ray]'", err=True)
         raise typer.Exit(1)
-    from .index import read_meta
-    from .model import ModelConfigError
-    from .params import load_params
-    from .paths import repo_root, resolve
-    from .scale import embed_corpus
-    from .summary import summarise
+    from carsearch.core.params import load_params
+    from carsearch.core.paths import repo_root, resolve
+    from carsearch.core.rejects import summarise
+    from carsearch.index.scale import embed_corpus
+    from carsearch.index.store import read_meta
+    from carsearch.model.clip import ModelConfigError
 
     try:
         root = repo_root()

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .. import formats
-from ..batch import count_output, offline_output
+from carsearch.features.captioning import formats
+from carsearch.features.captioning.formats import count_output
+from carsearch.features.captioning.offline import offline_output
 
 _NAME = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
 _ROLE = re.compile(r"^arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+$")

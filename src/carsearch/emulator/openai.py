@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..captions import offline_caption
+from carsearch.features.captioning.offline import offline_caption
 
 
 @dataclass

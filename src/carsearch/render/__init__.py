@@ -3,11 +3,11 @@
 Public API: `find_torcs_cars`, `render_torcs`, `contact_sheet` (see `api.py`); building blocks:
 `parse_ac3d` (AC3D/.acc parser), `rasterize` (numpy z-buffer rasterizer), `load_car`.
 """
-from .ac3d import AC3DError, Mesh, parse_ac3d
-from .api import contact_sheet, default_torcs_dir, load_cars, render_torcs
-from .raster import Camera, Fragments, rasterize, sample_bilinear
-from .scene import COLORS, VIEWS, view_from_azimuth
-from .torcs import MODEL_TABLE, CarLoadError, CarModel, find_torcs_cars, load_car
+from carsearch.render.ac3d import AC3DError, Mesh, parse_ac3d
+from carsearch.render.api import contact_sheet, default_torcs_dir, load_cars, render_torcs
+from carsearch.render.raster import Camera, Fragments, rasterize, sample_bilinear
+from carsearch.render.scene import COLORS, VIEWS, view_from_azimuth
+from carsearch.render.torcs import MODEL_TABLE, CarLoadError, CarModel, find_torcs_cars, load_car
 
 __all__ = [
     "AC3DError", "Camera", "CarLoadError", "CarModel", "COLORS", "Fragments", "MODEL_TABLE", "Mesh", "VIEWS",

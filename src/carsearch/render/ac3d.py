@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import xmath
+from carsearch.core import xmath
 
 
 class AC3DError(ValueError):

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .scene import COLORS, VIEWS, encode_jpeg, render_scene, sample_scene, view_from_azimuth
-from .torcs import CarModel, find_torcs_cars, load_car
+from carsearch.render.scene import COLORS, VIEWS, encode_jpeg, render_scene, sample_scene, view_from_azimuth
+from carsearch.render.torcs import CarModel, find_torcs_cars, load_car
 
 CAMERAS = ("pole", "dashcam")
 _CARS: list[CarModel] = []  # per worker process
@@ -34,9 +34,9 @@ def _init_worker(cars: list[CarModel]) -> None:
 
 
 def _value_noise_warm() -> None:
-    from .scene import _value_noise
+    from carsearch.render.scene import value_noise
 
-    _value_noise()
+    value_noise()
 
 
 def _render_job(job: tuple) -> tuple[int, bytes, dict]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import xmath
+from carsearch.core import xmath
 
 
 @dataclass

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from . import xmath
-from .raster import Camera, rasterize, sample_bilinear
-from .torcs import CarModel
+from carsearch.core import xmath
+from carsearch.render.raster import Camera, rasterize, sample_bilinear
+from carsearch.render.torcs import CarModel
 
 VIEWS = ("front", "rear", "side", "three-quarter")
 COLORS = ("red", "blue", "green", "yellow", "white", "black", "silver", "grey", "orange", "purple", "brown")
@@ -149,7 +149,7 @@ def sample_scene(rng: np.random.Generator, color: str, view: str, camera: str,
 _NOISE: dict[int, np.ndarray] = {}
 
 
-def _value_noise(size: int = 256, seed: int = 1234) -> np.ndarray:
+def value_noise(size: int = 256, seed: int = 1234) -> np.ndarray:
     """Tileable fractal noise in [-1,1], (size,size) float32 (cached per process)."""
     if size in _NOISE:
         return _NOISE[size]
@@ -174,7 +174,7 @@ def _value_noise(size: int = 256, seed: int = 1234) -> np.ndarray:
 
 
 def _noise_at(x: np.ndarray, y: np.ndarray, scale: float) -> np.ndarray:
-    n = _value_noise()
+    n = value_noise()
     s = n.shape[0]
     i = (np.floor(x / scale * s).astype(np.int64)) % s
     j = (np.floor(y / scale * s).astype(np.int64)) % s

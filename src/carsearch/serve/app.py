@@ -30,8 +30,16 @@ from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..query import QueryError, build_where
-from .schemas import (FILTER_COLUMNS, ID_PATTERN, ErrorResponse, Filters, Info, SearchRequest, SearchResponse)
+from carsearch.index.query import QueryError, build_where
+from carsearch.serve.schemas import (
+    FILTER_COLUMNS,
+    ID_PATTERN,
+    ErrorResponse,
+    Filters,
+    Info,
+    SearchRequest,
+    SearchResponse,
+)
 
 log = logging.getLogger("carsearch.serve")
 STATIC = Path(__file__).parent / "static"
@@ -59,9 +67,9 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 # ------------------------------------------------------------------ "why this match"
 def _synonyms() -> list[tuple[re.Pattern, str]]:
-    from ..captions import _SYNONYMS
+    from carsearch.core.vocab import SYNONYMS
 
-    pairs = sorted(_SYNONYMS.items(), key=lambda kv: -len(kv[0]))
+    pairs = sorted(SYNONYMS.items(), key=lambda kv: -len(kv[0]))
     return [(re.compile(rf"(?<![\w-]){re.escape(k)}(?![\w-])"), v) for k, v in pairs]
 
 
@@ -120,8 +128,8 @@ class Service:
 
     # ---- embeddings
     def text_vector(self, text: str) -> np.ndarray:
-        from ..model import encode_texts
-        from ..query import check_text
+        from carsearch.index.query import check_text
+        from carsearch.model.clip import encode_texts
 
         text = check_text(text)
         key = (self.s._model_key, text)
@@ -140,7 +148,7 @@ class Service:
         return v
 
     def image_vector(self, picture) -> np.ndarray:
-        from ..model import encode_images
+        from carsearch.model.clip import encode_images
 
         return encode_images(self.s.model, self.s.processor, [picture])[0]
 
@@ -244,7 +252,7 @@ class Service:
         out = self.thumb_dir / image_id[:2] / f"{image_id}.jpg"
         if out.is_file():
             return out
-        from ..imaging import ImageError, open_rgb
+        from carsearch.core.imaging import ImageError, open_rgb
 
         size = int(self.cfg["thumb_size"])
         try:
@@ -321,7 +329,7 @@ class UploadLimit:
 
 
 def _decode_upload(data: bytes, max_pixels: int):
-    from ..imaging import ImageError, open_rgb
+    from carsearch.core.imaging import ImageError, open_rgb
 
     try:
         return open_rgb(data, max_pixels=max_pixels)
@@ -332,7 +340,7 @@ def _decode_upload(data: bytes, max_pixels: int):
 def create_app(searcher=None, settings: dict | None = None, root: Path | None = None, index_dir=None) -> FastAPIOffline:
     """The app over `searcher` (a CarSearch; opened from `index_dir` / params.yaml when None)."""
     if searcher is None:
-        from ..search import CarSearch
+        from carsearch.index.search import CarSearch
 
         searcher = CarSearch(index_dir, root=root)
     svc = Service(searcher, settings, root)
@@ -459,8 +467,8 @@ def serve(host: str | None = None, port: int | None = None, index_dir=None, acce
     import torch
     import uvicorn
 
-    from ..params import load_params
-    from ..paths import repo_root
+    from carsearch.core.params import load_params
+    from carsearch.core.paths import repo_root
 
     root = repo_root()
     params = load_params(root / "params.yaml")

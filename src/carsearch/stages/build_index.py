@@ -20,15 +20,27 @@ import time
 
 from tqdm import tqdm
 
-from carsearch import corpus, remote, tracking
-from carsearch.embed_cache import embed_with_cache, open_embed_cache
-from carsearch.index import (IMAGES_SUBDIR, MODEL_SUBDIR, begin, build_table, copy_model, dir_hash, new_version, publish, read_meta,
-                             write_meta)
-from carsearch.io import write_json, write_jsonl
-from carsearch.model import encode_images, load_clip, load_pretrained, save_clip
-from carsearch.params import ParamsError, load_params, run_stage
-from carsearch.paths import repo_root, resolve
-from carsearch.summary import summarise
+from carsearch.core.io import write_json, write_jsonl
+from carsearch.core.params import ParamsError, load_params, run_stage
+from carsearch.core.paths import repo_root, resolve
+from carsearch.core.rejects import summarise
+from carsearch.experiments import tracking
+from carsearch.features import corpus
+from carsearch.index import remote
+from carsearch.index.embed_cache import embed_with_cache, open_embed_cache
+from carsearch.index.store import (
+    IMAGES_SUBDIR,
+    MODEL_SUBDIR,
+    begin,
+    build_table,
+    copy_model,
+    dir_hash,
+    new_version,
+    publish,
+    read_meta,
+    write_meta,
+)
+from carsearch.model.clip import encode_images, load_clip, load_pretrained, save_clip
 
 
 def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0, set_name: str | None = None) -> dict:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from carsearch import batch, bedrock, openai_compat
-from carsearch.caption_cache import open_cache
-from carsearch.captions import CaptionError
-from carsearch.io import atomic_dir, read_jsonl, write_json
-from carsearch.params import load_params, run_stage
-from carsearch.paths import repo_root, resolve, shared_root
+from carsearch.core.io import atomic_dir, read_jsonl, write_json
+from carsearch.core.params import load_params, run_stage
+from carsearch.core.paths import repo_root, resolve, shared_root
+from carsearch.features.captioning import bedrock, offline, openai_compat
+from carsearch.features.captioning import requests as batch
+from carsearch.features.captioning.cache import open_cache
+from carsearch.features.captioning.parse import CaptionError
 
 BACKENDS = ("offline", "bedrock", "openai")
 
@@ -70,8 +71,8 @@ def main(out_dir: Path | None = None) -> None:
     n_records = sum(1 for f in inputs for _ in read_jsonl(f))
     if backend == "offline":
         labels = {r["id"]: r.get("labels") for r in read_jsonl(resolve(paths["manifest"], root))}
-        cache = open_cache(cfg, root, {**cache_context(cfg, backend, cfg["model_id"]), "captioner": batch.offline_captioner_version()})
-        totals = batch.run_offline(inputs, out_dir, labels, cfg["model_id"], cache=cache)
+        cache = open_cache(cfg, root, {**cache_context(cfg, backend, cfg["model_id"]), "captioner": offline.offline_captioner_version()})
+        totals = offline.run_offline(inputs, out_dir, labels, cfg["model_id"], cache=cache)
         rec = bedrock.reconcile(inputs, out_dir)
         # what the same tokens would cost on Bedrock batch (the offline run itself is free)
         m = _metrics(backend, cfg["model_id"], n_records, rec["succeeded"], totals["inputTokenCount"], totals["outputTokenCount"],

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from carsearch.curate import curate, load_jobs
-from carsearch.io import atomic_dir, read_jsonl, write_json, write_jsonl
-from carsearch.params import load_params, run_stage
-from carsearch.paths import repo_root, resolve
-from carsearch.summary import summarise
+from carsearch.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from carsearch.core.params import load_params, run_stage
+from carsearch.core.paths import repo_root, resolve
+from carsearch.core.rejects import summarise
+from carsearch.features.curate import curate, load_jobs
 
 
 def main() -> None:

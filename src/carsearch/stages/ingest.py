@@ -8,10 +8,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from carsearch import data
-from carsearch.io import atomic_dir, write_json, write_jsonl
-from carsearch.params import get, load_params, run_stage
-from carsearch.paths import repo_root, resolve
+from carsearch.core.io import atomic_dir, write_json, write_jsonl
+from carsearch.core.params import get, load_params, run_stage
+from carsearch.core.paths import repo_root, resolve
+from carsearch.features import demo
+from carsearch.features import sources as data
 
 
 def _torcs_items(cfg: dict, seed: int, tmp_dir):
@@ -50,7 +51,7 @@ def main() -> None:
         rows, rejects, source = _ingest(params, root, paths, cfg, source, raw_dir, tmp_dir)
 
     sheet = [(root / r["path"], r["labels"]) for r in rows]
-    data.contact_sheet(sheet, resolve(paths["contact_sheet"], root))
+    demo.contact_sheet(sheet, resolve(paths["contact_sheet"], root))
     labelled = sum(1 for r in rows if r["labels"])
     groups = _group_rejects(rejects)
     write_json(resolve(paths["metrics_dir"], root) / "ingest.json",
@@ -75,7 +76,7 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
         items, total, source = _torcs_items(cfg, params["seed"], tmp_dir)
     if source == "demo":
         d = cfg["demo"]
-        items = data.demo_items(d["n_images"], d["size"], params["seed"], d.get("colors"))
+        items = demo.demo_items(d["n_images"], d["size"], params["seed"], d.get("colors"))
         total = d["n_images"]
     elif source == "folder":
         f = cfg["folder"]

@@ -3,10 +3,10 @@ defaults and the headline figures of the other stages (see carsearch.headline)."
 
 from __future__ import annotations
 
-from carsearch.headline import default_params, summary
-from carsearch.io import write_json
-from carsearch.params import load_params, run_stage
-from carsearch.paths import repo_root, resolve
+from carsearch.core.io import write_json
+from carsearch.core.params import load_params, run_stage
+from carsearch.core.paths import repo_root, resolve
+from carsearch.experiments.headline import default_params, summary
 
 
 def main() -> None:

@@ -1,0 +1,52 @@
+"""Structured car captions: the vocabulary, an offline captioner from known labels, and parsing /
+validation of what an LLM returns."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from carsearch.core.vocab import SYNONYMS
+
+
+class CaptionError(ValueError):
+    """A caption that cannot be used, with the reason."""
+
+
+class Caption(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    make: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    body_type: str = Field(min_length=1)
+    color: str = Field(min_length=1)
+    view: str = Field(min_length=1)
+    caption: str = Field(min_length=8)
+
+    @field_validator("body_type", "color", "view")
+    @classmethod
+    def _normalise(cls, v: str) -> str:
+        v = v.strip().lower()
+        return SYNONYMS.get(v, v)
+
+
+def parse_caption(text: str) -> Caption:
+    """Extract and validate the JSON caption in an LLM answer (bare JSON, fenced, or inside prose)."""
+    if not text or not text.strip():
+        raise CaptionError("empty answer")
+    m = re.search(r"\{.*\}", text, flags=re.S)
+    if not m:
+        raise CaptionError(f"no JSON object in answer: {text.strip()[:80]!r}")
+    try:
+        obj = json.loads(m.group(0))
+    except json.JSONDecodeError as e:
+        raise CaptionError(f"caption is not valid JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise CaptionError("caption JSON is not an object")
+    try:
+        return Caption.model_validate(obj)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "caption"
+        raise CaptionError(f"field {field!r}: {err['msg'].lower()}") from None

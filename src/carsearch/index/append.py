@@ -1,0 +1,69 @@
+"""`carsearch index add PATH…`: append new images to the live index between repros, with the model
+that built it, skipping images already there (by content hash). Embeddings go through the same
+cache as build_index, so a later `dvc repro` (with the files in the corpus) ends in the same table
+without embedding them again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from carsearch.core.paths import resolve
+from carsearch.features import corpus
+from carsearch.features.labels import folder_label
+from carsearch.index.embed_cache import embed_with_cache, open_embed_cache
+from carsearch.index.store import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
+
+
+def _items(paths: list[Path], cfg: dict):
+    for p in paths:
+        if p.is_dir():
+            yield from corpus.source_items("folder", str(p), cfg)
+        elif p.is_file():
+            key = cfg.get("subfolder_key", "color")
+            value = folder_label(f"{p.parent.name}/{p.name}", key)
+            yield str(p), p.read_bytes(), ({key: value} if value else None), None
+        else:
+            yield str(p), None, None, "not found"
+
+
+def add_images(paths: list[str | Path], params: dict, root: Path, progress=None) -> dict:
+    """Append the images under `paths` (files or folders) to the current index. Returns counts and
+    the rejects (every input is added, skipped as already indexed, or rejected with a reason)."""
+    from carsearch.index.search import CarSearch
+
+    cfg, index_dir = params.get("index") or {}, resolve(params["paths"]["index_dir"], root)
+    s = CarSearch(index_dir, root=root)  # the live version and the model that built it
+    meta = s.meta
+    items = _items([Path(p) for p in paths], cfg)
+    rows, rejects = corpus.stored_rows(progress(items) if progress else items, index_dir / IMAGES_SUBDIR, root, "added")
+    have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors
+    new = [r for r in rows if r["id"] not in have]
+    out = {"added": len(new), "already_indexed": len(rows) - len(new), "rejected": len(rejects), "rejects": rejects,
+           "version": meta.get("version")}
+    if not new:
+        return out
+    cache = open_embed_cache(cfg, meta["content_hash"], root)
+    vectors, stats = embed_with_cache([r["id"] for r in new], [resolve(r["path"], root) for r in new], cache,
+                                      lambda ps: s.embed_images(ps))
+    s.table.add(arrow_rows(new, vectors, meta.get("model_ref") or ""))
+    fresh = read_meta(index_dir) or meta
+    if fresh.get("version") == meta.get("version"):  # a rebuild published meanwhile wins; else count the rows
+        fresh = {**fresh, "rows": s.table.count_rows(), "added_since_build": fresh.get("added_since_build", 0) + len(new)}
+        write_meta(index_dir, fresh)
+        if fresh.get("uri"):  # the table is in a bucket (index.uri): its pointer says so too
+            from carsearch.index import remote
+
+            remote.put_json(remote.join(fresh["uri"], META_FILE), fresh)
+    outside = [r for r in new if not _inside(r.get("origin") or "", cfg, root)]
+    return {**out, **stats, "outside_corpus": len(outside)}
+
+
+def _inside(origin: str, cfg: dict, root: Path) -> bool:
+    """Whether a later `dvc repro` will index this file too (it lies under the configured corpus)."""
+    if (cfg.get("corpus") or "ingested") != "folder" or not cfg.get("corpus_path"):
+        return False
+    try:
+        Path(origin).resolve().relative_to(resolve(cfg["corpus_path"], root).resolve())
+        return True
+    except ValueError:
+        return False

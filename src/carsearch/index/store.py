@@ -1,0 +1,256 @@
+"""The LanceDB table of image vectors plus metadata, published atomically.
+
+Layout of `index_dir`: one folder per build, `v-<time>-<hash>/` (a LanceDB database holding the
+table, plus `model/`, the model that embedded it), and `carsearch_index.json`, the pointer readers
+follow (which version, which model, how many rows). A build writes a new version beside the live
+one and then replaces the pointer with one rename: a reader sees the old index or the new one,
+never a half-written one, and an open reader keeps working on the old version (kept until the
+build after next). A killed build leaves only a `.building-*` folder, removed by the next build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from carsearch.core.io import write_json
+
+META_FILE = "carsearch_index.json"
+ATTRS = ("make", "model", "model_id", "body_type", "color", "view", "scene")
+MODEL_SUBDIR = "model"
+IMAGES_SUBDIR = "images"  # corpus images read from a folder or S3 (content-addressed, shared by versions)
+
+
+def dir_hash(path: Path) -> str:
+    """Content hash of a model directory (weights and configs), to record what built an index."""
+    h = hashlib.sha256()
+    for p in sorted(Path(path).rglob("*")):
+        if p.is_file() and p.suffix in {".safetensors", ".json", ".bin", ".txt"} and p.name != "carsearch_run.json":
+            h.update(p.relative_to(path).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def arrow_rows(rows: list[dict], vectors: np.ndarray, model_ref: str) -> pa.Table:
+    """Rows (id, path, caption, split, labels/attributes) + vectors -> the table's Arrow schema."""
+    if len(rows) != len(vectors):
+        raise ValueError(f"{len(rows)} rows but {len(vectors)} vectors")
+    dim = vectors.shape[1] if len(vectors) else 0
+    cols = {
+        "id": [r["id"] for r in rows],
+        "path": [r["path"] for r in rows],
+        "caption": [r.get("caption") or "" for r in rows],
+        "split": [r.get("split") or "" for r in rows],
+    }
+    for a in ATTRS:
+        cols[a] = [str((r.get("labels") or {}).get(a) or (r.get("attributes") or {}).get(a) or "") for r in rows]
+    cols["labels_json"] = [json.dumps(r.get("labels") or {}, sort_keys=True) for r in rows]
+    cols["origin"] = [r.get("origin") or "" for r in rows]
+    cols["model_ref"] = [model_ref] * len(rows)
+    return pa.table({**{k: pa.array(v, pa.string()) for k, v in cols.items()},
+                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).ravel(), pa.float32()), dim)})
+
+
+ANN_INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ")
+BITMAP_COLUMNS = ("split", *ATTRS)  # low-cardinality attributes: a bitmap per value, fast `where` prefilters
+BTREE_COLUMNS = ("id",)
+FTS_COLUMN = "caption"
+RESULT_COLUMNS = ("id", "path", "caption", "labels_json", "_distance")  # what a search returns (never the vector)
+
+
+def ann_partitions(rows: int, cfg: dict) -> int:
+    """`index.num_partitions`, or (null/0) about one partition per `index.rows_per_partition` rows
+    (measured, docs/scale.md), never more partitions than rows/8."""
+    n = cfg.get("num_partitions")
+    if not n:
+        n = max(1, round(rows / int(cfg.get("rows_per_partition") or 4096)))
+    return int(max(1, min(int(n), max(1, rows // 8))))
+
+
+def create_ann_index(tbl, cfg: dict, rows: int | None = None) -> str:
+    """The vector index of `index.ann_index` (IVF_HNSW_SQ by default, or IVF_PQ searched with a
+    refine step); its parameters are chosen by measurement (benchmarks/bench_index.py, docs/scale.md)."""
+    import lancedb.index
+
+    rows = tbl.count_rows() if rows is None else rows
+    kind = str(cfg.get("ann_index") or "IVF_HNSW_SQ").upper()
+    metric, parts = cfg.get("metric", "cosine"), ann_partitions(rows, cfg)
+    if kind == "IVF_HNSW_SQ":
+        conf = lancedb.index.IvfHnswSq(distance_type=metric, num_partitions=parts, m=int(cfg.get("hnsw_m") or 20),
+                                       ef_construction=int(cfg.get("hnsw_ef_construction") or 300))
+    elif kind == "IVF_PQ":
+        dim = tbl.schema.field("vector").type.list_size
+        sub = int(cfg.get("num_sub_vectors") or max(1, dim // 8))
+        if dim % sub:
+            raise ValueError(f"index.num_sub_vectors: {sub} does not divide the vector dimension {dim}")
+        conf = lancedb.index.IvfPq(distance_type=metric, num_partitions=parts, num_sub_vectors=sub)
+    else:
+        raise ValueError(f"index.ann_index: {kind!r} is not one of {', '.join(ANN_INDEX_TYPES)}")
+    # lancedb 0.40: with `config=` the first argument is the column name
+    tbl.create_index("vector", config=conf)
+    return kind
+
+
+def create_scalar_indices(tbl, columns: dict[str, str] | None = None) -> list[str]:
+    """BITMAP indices on the low-cardinality attribute columns and a BTREE on `id` (fast `where`
+    prefilters and id look-ups); columns missing from the table are skipped."""
+    import lancedb.index
+
+    names = set(tbl.schema.names)
+    columns = columns or {**{c: "BITMAP" for c in BITMAP_COLUMNS}, **{c: "BTREE" for c in BTREE_COLUMNS}}
+    done = []
+    for col, kind in columns.items():
+        if col in names:
+            tbl.create_index(col, config=lancedb.index.Bitmap() if kind == "BITMAP" else lancedb.index.BTree(), replace=True)
+            done.append(f"{col}:{kind}")
+    return done
+
+
+def create_fts_index(tbl, column: str = FTS_COLUMN) -> bool:
+    """Lance's native full-text (inverted) index on the captions (works offline; no tantivy)."""
+    import lancedb.index
+
+    if column not in tbl.schema.names:
+        return False
+    tbl.create_index(column, config=lancedb.index.FTS(), replace=True)
+    return True
+
+
+def create_indices(tbl, cfg: dict, rows: int | None = None) -> dict:
+    """Every index a table gets: the ANN index at >= `index.ann_min_rows` rows (else search is exact
+    brute force), scalar indices (`index.scalar_indices`) and the caption FTS index (`index.fts`).
+    Returns {"search": kind, "scalar": [...], "fts": bool, "seconds": {...}}."""
+    rows = tbl.count_rows() if rows is None else rows
+    out: dict = {"search": "brute force (exact)", "scalar": [], "fts": False, "seconds": {}}
+    if rows >= int(cfg.get("ann_min_rows", 100_000)):
+        t = time.perf_counter()
+        out["search"] = create_ann_index(tbl, cfg, rows)
+        out["seconds"]["ann"] = round(time.perf_counter() - t, 2)
+    if rows and cfg.get("scalar_indices", True):
+        t = time.perf_counter()
+        out["scalar"] = create_scalar_indices(tbl)
+        out["seconds"]["scalar"] = round(time.perf_counter() - t, 2)
+    if rows and cfg.get("fts", True):
+        t = time.perf_counter()
+        out["fts"] = create_fts_index(tbl)
+        out["seconds"]["fts"] = round(time.perf_counter() - t, 2)
+    return out
+
+
+def build_table(db_dir: Path | str, table: str, rows: list[dict], vectors: np.ndarray, model_ref: str, cfg: dict):
+    """Write the table (rows in the given order) into the LanceDB database at `db_dir` (a folder or
+    an object-store URI such as s3://bucket/prefix) and create its indices. Returns (table, kind)."""
+    tbl = connect(db_dir).create_table(table, data=arrow_rows(rows, vectors, model_ref), mode="overwrite")
+    return tbl, create_indices(tbl, cfg, len(rows))["search"]
+
+
+def is_uri(location) -> bool:
+    """An object-store location (s3://, gs://, az://...) rather than a local path."""
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+def storage_options(uri: str) -> dict:
+    """LanceDB storage options for an object-store URI: credentials come from the boto3 chain
+    (env, profile, SSO, instance role) and `AWS_ENDPOINT_URL(_S3)` is honoured (S3-compatible
+    stores, moto); an http:// endpoint allows plain HTTP."""
+    if not str(uri).startswith(("s3://", "s3a://")):
+        return {}
+    opts: dict = {}
+    try:
+        import boto3
+
+        session = boto3.Session()
+        creds = session.get_credentials()
+        if creds is not None:
+            c = creds.get_frozen_credentials()
+            opts.update(aws_access_key_id=c.access_key, aws_secret_access_key=c.secret_key)
+            if c.token:
+                opts["aws_session_token"] = c.token
+        if session.region_name:
+            opts["region"] = session.region_name
+    except Exception:  # noqa: BLE001  (no boto3 / no credentials: let the object store's own chain try)
+        pass
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        opts["endpoint"] = endpoint
+        if endpoint.startswith("http://"):
+            opts["allow_http"] = "true"
+    return opts
+
+
+def connect(location, **kw):
+    """lancedb.connect for a folder or an object-store URI (with `storage_options` for s3://)."""
+    import lancedb
+
+    if is_uri(location):
+        return lancedb.connect(str(location), storage_options={**storage_options(str(location)), **kw.pop("storage_options", {})}, **kw)
+    return lancedb.connect(str(location), **kw)
+
+
+# ----------------------------------------------------------------- versions and the pointer
+def begin(index_dir: Path) -> Path:
+    """A fresh folder to build the next version in (invisible to readers until `publish`)."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    stage = index_dir / f".building-{uuid.uuid4().hex[:12]}"
+    stage.mkdir()
+    return stage
+
+
+def read_meta(index_dir: Path) -> dict | None:
+    p = Path(index_dir) / META_FILE
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def write_meta(index_dir: Path, meta: dict) -> None:
+    write_json(Path(index_dir) / META_FILE, meta)
+
+
+def new_version() -> str:
+    """A version name: sortable by build time, unique."""
+    return f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def publish(index_dir: Path, stage: Path, meta: dict, keep: int = 2, version: str | None = None) -> str:
+    """Rename the built `stage` to a version folder, point META_FILE at it (atomic replace), then
+    delete versions older than the `keep` newest and leftovers of killed builds."""
+    version = version or new_version()
+    os.replace(stage, index_dir / version)
+    write_meta(index_dir, {**meta, "version": version})
+    prune(index_dir, keep)
+    return version
+
+
+def versions(index_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(index_dir).glob("v-*") if p.is_dir())
+
+
+def prune(index_dir: Path, keep: int = 2) -> None:
+    meta = read_meta(index_dir) or {}
+    live = meta.get("version")
+    vs = [v for v in versions(index_dir) if v.name != live]
+    for old in vs[: max(0, len(vs) - (keep - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+    for leftover in Path(index_dir).glob(".building-*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+    for legacy in ("base_model", f"{meta.get('table', 'cars')}.lance"):  # layout before versions
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(Path(index_dir) / legacy)
+
+
+def copy_model(src: Path, dst: Path) -> None:
+    """Copy a model folder into the index version (a copy, not links: the source is rewritten by
+    the next fine-tuning, the index must keep the model that embedded it)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("carsearch_run.json"))

@@ -1,0 +1,64 @@
+"""TODO docstring for training.checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from carsearch.model.clip import ModelConfigError
+
+
+def architecture(model) -> dict:
+    c = model.config
+    return {"vision": {k: getattr(c.vision_config, k) for k in ("hidden_size", "num_hidden_layers", "patch_size", "image_size")},
+            "text": {k: getattr(c.text_config, k) for k in ("hidden_size", "num_hidden_layers", "vocab_size")},
+            "projection_dim": c.projection_dim}
+
+
+def fingerprint(cfg: dict, model, train_pairs: list[dict], world: int) -> str:
+    keep = {k: v for k, v in cfg.items() if k not in {"checkpoint_dir", "resume", "log_every", "num_workers", "nproc_per_node"}}
+    blob = json.dumps({"cfg": keep, "arch": architecture(model), "world": world,
+                       "data": [p.get("id", p["path"]) for p in train_pairs]}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ checkpoints
+CKPT = "last.pt"
+
+
+def save_checkpoint(ckpt_dir: Path, state: dict) -> None:
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_dir / (CKPT + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, ckpt_dir / CKPT)  # a kill mid-save never leaves a broken checkpoint
+
+
+def load_checkpoint(path: Path, model) -> dict:
+    """A checkpoint for this model; a clear error if it was saved for another architecture."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ModelConfigError(f"checkpoint {path}: not a carsearch training checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ModelConfigError(f"checkpoint {path}: not a carsearch training checkpoint (no model state)")
+    want, got = architecture(model), state.get("arch")
+    if got is not None and got != want:
+        raise ModelConfigError(f"checkpoint {path} is for another architecture ({arch_str(got)}), "
+                               f"the configured model is {arch_str(want)}; delete it or fix model=")
+    own = model.state_dict()
+    bad = [k for k, v in state["model"].items() if k not in own or own[k].shape != v.shape]
+    missing = [k for k in own if k not in state["model"]]
+    if bad or missing:
+        raise ModelConfigError(f"checkpoint {path} does not fit the configured model "
+                               f"({len(bad)} mismatched, {len(missing)} missing tensors, e.g. {(bad + missing)[0]})")
+    return state
+
+
+def arch_str(a: dict) -> str:
+    v, t = a.get("vision", {}), a.get("text", {})
+    return (f"vision {v.get('num_hidden_layers')}x{v.get('hidden_size')} @{v.get('image_size')}px, "
+            f"text {t.get('num_hidden_layers')}x{t.get('hidden_size')}, dim {a.get('projection_dim')}")

@@ -1,0 +1,34 @@
+"""TODO docstring for training.loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, pos: torch.Tensor,
+                        ignore: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE whose target spreads evenly over every positive (identity = CLIP loss).
+    `ignore[i, j]` (not positive) leaves the pair out of both softmaxes: unknown, not a negative."""
+    logits = scale * img @ txt.t()
+    if ignore is not None and bool(ignore.any()):
+        logits = logits.masked_fill((ignore & ~pos).to(logits.device), -1e9)  # finite: 0 * it stays 0
+    pos = pos.to(logits.device, torch.float32)
+    li = -(F.log_softmax(logits, 1) * (pos / pos.sum(1, keepdim=True))).sum(1).mean()
+    lt = -(F.log_softmax(logits.t(), 1) * (pos.t() / pos.t().sum(1, keepdim=True))).sum(1).mean()
+    return (li + lt) / 2
+
+
+def same_model_loss(img: torch.Tensor, scale: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """Image-image InfoNCE (SupCon): `same[i, j]` marks image j as the same car model as image i
+    (diagonal False, as `evaluation.same_model_relevance` builds it). Pulls one model's views and
+    colours together, which image->image search needs and text alone teaches slowly. 0 when no
+    image in the batch has a same-model partner."""
+    same = torch.as_tensor(same, dtype=torch.bool, device=img.device)
+    has = same.any(1)
+    if not bool(has.any()):
+        return img.sum() * 0.0
+    eye = torch.eye(len(same), dtype=torch.bool, device=img.device)
+    logp = F.log_softmax((scale * img @ img.t()).masked_fill(eye, float("-inf")), 1)
+    per_row = -logp.masked_fill(~same, 0.0).sum(1) / same.sum(1).clamp(min=1)
+    return per_row[has].mean()
