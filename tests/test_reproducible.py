@@ -77,7 +77,8 @@ import hashlib, json, os, sys, tempfile
 from pathlib import Path
 import numpy as np
 from carsearch.render import render_torcs, xmath
-from carsearch.data import demo_items, perceptual_groups
+from carsearch.features.demo import demo_items
+from carsearch.features.split import perceptual_groups
 
 torcs, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 workers = int(os.environ.get("REPRO_WORKERS", "1"))
@@ -301,10 +302,10 @@ import json, sys
 from pathlib import Path
 import torch
 from testkit import TINY, write_pairs
-from carsearch.evaluation import validation_fn
-from carsearch.index import dir_hash
-from carsearch.model import load_clip, save_clip
-from carsearch.train import train_clip
+from carsearch.evaluation.protocol import validation_fn
+from carsearch.core.io import dir_hash
+from carsearch.model.clip import load_clip, save_clip
+from carsearch.training.loop import train_clip
 
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 if len(sys.argv) > 3:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from carsearch.core.errors import CarsearchError
+
 DEFAULT_MAX_PIXELS = 150_000_000  # data.max_pixels: bigger images are refused (decompression-bomb guard)
 DEFAULT_MAX_EDGE = 2048  # data.max_edge: ingest downscales bigger images to this longest edge
 STORED_FORMATS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}  # read correctly by every consumer
@@ -29,7 +31,7 @@ STORED_MODES = {"RGB", "L"}
 _LOCK = threading.RLock()
 
 
-class ImageError(ValueError):
+class ImageError(CarsearchError, ValueError):
     """An image that cannot be used; str() is a one-line reason."""
 
 

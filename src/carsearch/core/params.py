@@ -8,10 +8,13 @@ from typing import Any
 
 import yaml
 
-from carsearch.core.paths import repo_root
+from carsearch.core.errors import CarsearchError
+from carsearch.core.io import clean_stale
+from carsearch.core.paths import repo_root, resolve
+from carsearch.core.schema import ConfigError, validate_params
 
 
-class ParamsError(ValueError):
+class ParamsError(CarsearchError, ValueError):
     pass
 
 
@@ -26,8 +29,6 @@ def load_params(path: str | Path | None = None, validate: bool = True) -> dict[s
     if not isinstance(params, dict):
         raise ParamsError(f"{p}: top level is not a mapping")
     if validate:
-        from carsearch.core.schema import ConfigError, validate_params
-
         label = p.name if p.resolve() == (repo_root() / "params.yaml").resolve() else str(p)
         try:
             params = validate_params(params, label, root=p.parent)
@@ -66,14 +67,10 @@ def changed_keys(now: dict, before: dict) -> list[str]:
 
 def run_stage(main) -> None:
     """Run a stage entry point; expected errors become one line on stderr and exit code 1."""
-    from carsearch.features.captioning.formats import FormatError
-    from carsearch.features.captioning.parse import CaptionError
-    from carsearch.model.clip import ModelConfigError
-
     try:
         clean_leftovers()
         main()
-    except (ParamsError, ModelConfigError, FormatError, CaptionError, FileNotFoundError, ValueError) as e:
+    except (CarsearchError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 
@@ -82,9 +79,6 @@ def clean_leftovers() -> None:
     """Before any stage: remove what a killed stage left beside the pipeline's output folders
     (DVC may restore a killed stage's output from its run cache without running it again, so the
     stage itself would never see its own leftovers)."""
-    from carsearch.core.io import clean_stale
-    from carsearch.core.paths import resolve
-
     try:
         paths, root = load_params(validate=False).get("paths") or {}, repo_root()
     except (ParamsError, FileNotFoundError):

@@ -27,10 +27,12 @@ from pydantic import (
     model_validator,
 )
 
+from carsearch.core.errors import CarsearchError
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
-class ConfigError(ValueError):
+class ConfigError(CarsearchError, ValueError):
     """One line: `params.yaml: key = value: what is allowed`."""
 
 

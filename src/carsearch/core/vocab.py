@@ -1,4 +1,5 @@
-"""TODO docstring for core.vocab."""
+"""The label vocabulary every stage speaks: body types, colours, views, the synonyms an LLM answer is
+normalised with, the labels that say something (`known`), and the query text of an attribute set."""
 
 from __future__ import annotations
 

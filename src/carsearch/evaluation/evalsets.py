@@ -21,9 +21,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from carsearch.core.errors import CarsearchError
+from carsearch.core.paths import resolve
 from carsearch.core.vocab import known
+from carsearch.evaluation.plots import results_grid_png
+from carsearch.evaluation.protocol import embed_pixels, embed_texts
 from carsearch.features import corpus
 from carsearch.features import sources as data
+from carsearch.model.clip import load_images
 
 PHRASINGS = {
     "color": ("a {v} car", "a photo of a {v} car", "{v}"),
@@ -33,7 +38,7 @@ PHRASINGS = {
 }
 
 
-class EvalSetError(ValueError):
+class EvalSetError(CarsearchError, ValueError):
     pass
 
 
@@ -43,7 +48,6 @@ def load_set(spec: dict, root: Path, work: Path) -> tuple[list[dict], list[dict]
     path = spec.get("path")
     if not name or not path:
         raise EvalSetError(f"eval.sets: each set needs a name and a path (got {spec})")
-    from carsearch.core.paths import resolve
 
     where = str(path) if kind == "s3" else str(resolve(path, root))
     if kind == "folder" and not Path(where).is_dir():
@@ -152,8 +156,6 @@ def evaluate_sets(specs: list[dict], root: Path, models: dict, encoders: dict, t
 
 
 def _examples_png(name, rows, img, labels, enc_txt, rep, k, out_png: Path) -> None:
-    from carsearch.evaluation.plots import results_grid_png
-
     examples = []
     for a in rep["attributes"]:
         for v in list(rep["text_to_image"]["by_attribute"][a]["by_value"])[:3]:
@@ -170,9 +172,6 @@ def set_validation_fn(spec: dict, root: Path, processor, cfg: dict, trained: dic
     """`validate(model) -> {"<set>_t2i_precision@k", "<set>_i2i_precision@k", "<set>_precision@k"}` on a
     labelled eval set (images preprocessed once), for best-epoch selection / early stopping by the
     photos users search (`train.early_stopping.set`)."""
-    from carsearch.evaluation.protocol import embed_pixels, embed_texts
-    from carsearch.model.clip import load_images
-
     k = int(cfg.get("set_k", 5))
     attrs = list(cfg.get("set_attributes") or ("color", "body_type", "view", "make"))
     with tempfile.TemporaryDirectory(prefix="carsearch-valset-") as tmp:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from carsearch.core.imaging import open_rgb
 from carsearch.core.io import atomic_path
 
 
@@ -37,7 +38,6 @@ def results_grid_png(queries: list[tuple], out_png: Path, thumb: int = 112) -> N
     element), then its top results with their scores (green frame = relevant, red = not)."""
     from PIL import Image, ImageDraw
 
-    from carsearch.core.imaging import open_rgb
 
     cols = max((len(q[1]) for q in queries), default=1)
     label_w, cell_h = 220, thumb + 16

@@ -21,6 +21,7 @@ import torch
 from carsearch.core.vocab import query_text
 from carsearch.evaluation.metrics import recall_curve, retrieval_metrics
 from carsearch.features.labels import same_model_relevance
+from carsearch.model.clip import pixel_tensor
 
 ZERO_SHOT_ATTRS = ("color", "body_type", "model", "view")
 
@@ -188,8 +189,6 @@ def embed_texts(model, processor, texts: Sequence[str], batch_size: int = 256) -
 def validation_fn(processor, pairs: list[dict], root: Path, cfg: dict) -> Callable[[object], dict] | None:
     """`validate(model) -> {"t2i_recall@5": ..., "i2i_recall@5": ..., "val_recall@5": mean}` on
     the validation pairs (images preprocessed once). None (with a reason) when there are < 2 pairs."""
-    from carsearch.model.loader import pixel_tensor
-
     if len(pairs) < 2:
         return None
     pix = pixel_tensor(processor, [root / p["path"] for p in pairs])

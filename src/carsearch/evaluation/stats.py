@@ -23,6 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from carsearch.core.io import write_text
 from carsearch.evaluation.metrics import per_query_metrics
 from carsearch.evaluation.protocol import judged_scores, labelled_for
 from carsearch.features.labels import same_model_relevance
@@ -158,8 +159,6 @@ def _fmt(v) -> str:
 
 
 def write_query_csv(path: str | Path, per_query: Mapping[str, Mapping[str, dict]]) -> Path:
-    from carsearch.core.io import write_text
-
     header, rows = query_rows(per_query)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

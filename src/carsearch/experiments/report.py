@@ -22,6 +22,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from carsearch.core.errors import CarsearchError
+from carsearch.core.paths import repo_root
+from carsearch.evaluation.stats import DIRECTIONS, bootstrap_settings, paired_bootstrap, read_query_csv
+from carsearch.experiments.headline import STAGE_FILES
+
 QUERIES_FILE = "eval_queries.csv"
 MODEL = "finetuned"  # the model whose change the report tests (the base model is the untrained reference)
 RUNTIME = re.compile(r"seconds|_s$|_secs?$|time|duration|elapsed|wall|tokens|usd|cost|price|per_s(ec)?$|throughput",
@@ -29,7 +34,7 @@ RUNTIME = re.compile(r"seconds|_s$|_secs?$|time|duration|elapsed|wall|tokens|usd
 _DIR_NAMES = {"text_to_image": "text→image", "image_to_image": "image→image"}
 
 
-class ReportError(RuntimeError):
+class ReportError(CarsearchError, RuntimeError):
     pass
 
 
@@ -87,8 +92,6 @@ def significance(old_csv: str, new_csv: str, n: int = 1000, seed: int = 0, confi
     """Paired bootstrap of every headline metric of the fine-tuned model over the queries both
     per-query files share: [{direction, metric, queries, old, new, diff, ci, verdict, better, worse,
     old_queries, new_queries}] (old/new are means over the shared queries)."""
-    from carsearch.evaluation.stats import DIRECTIONS, paired_bootstrap, read_query_csv
-
     old, new = read_query_csv(old_csv), read_query_csv(new_csv)
     out = []
     for d in DIRECTIONS:
@@ -161,16 +164,11 @@ def pr_report(base: str = "main", head: str | None = None, root: str | os.PathLi
               title: str = "carsearch: pipeline report") -> str:
     """Markdown report of `head` (default: the workspace) against `base`: the paired significance
     of the retrieval metrics, the metrics diff (quality, then run time and cost) and the params diff."""
-    from carsearch.evaluation.stats import bootstrap_settings
-
     cwd = Path(root) if root else None
     if cwd is None:
-        from carsearch.core.paths import repo_root
-
         cwd = repo_root()
     revs = [base] + ([head] if head else [])
     # every stage's full figures (not only the headline in metrics/summary.json, the declared metric)
-    from carsearch.experiments.headline import STAGE_FILES
 
     head_params = _params(cwd, head)
     mdir = str(((head_params.get("paths") or {}).get("metrics_dir")) or "metrics").rstrip("/")

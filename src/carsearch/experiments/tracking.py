@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 
+from carsearch.core.params import changed_keys, flatten
 from carsearch.core.paths import mlflow_uri, shared_root
 
 
@@ -91,7 +92,6 @@ def changed_params(params: dict, root, base_rev: str | None) -> dict:
     """Flattened params that differ from params.yaml at `base_rev` (the experiment's baseline)."""
     import yaml
 
-    from carsearch.core.params import changed_keys, flatten
 
     old = _git(["show", f"{base_rev or 'HEAD'}:params.yaml"], root)
     if old is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from carsearch.core.io import read_jsonl
+from carsearch.core.paths import resolve
 from carsearch.core.vocab import known
 from carsearch.features import sources as data
 
@@ -65,8 +66,6 @@ def stored_rows(items, images_dir: Path, root: Path, source: str, pairs: dict[st
 
 def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[list[dict], list[dict]]:
     """(rows sorted by id, rejects) of the configured corpus."""
-    from carsearch.core.paths import resolve
-
     cfg, paths = params.get("index") or {}, params["paths"]
     kind = cfg.get("corpus") or "ingested"
     pairs = pairs_by_id(resolve(paths["pairs_dir"], root), (params.get("curate") or {}).get("splits") or ("train", "val", "test"))

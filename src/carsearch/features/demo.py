@@ -1,4 +1,5 @@
-"""TODO docstring for features.demo."""
+"""The procedural demo set: simple drawn cars with known labels (the toy set when no TORCS models are
+there) and the contact sheet of what a source ingested."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFilter
 
 from carsearch.core import imaging
+from carsearch.core.io import atomic_path
 from carsearch.core.vocab import VIEWS
 
 COLOR_RGB = {
@@ -126,8 +128,6 @@ def demo_items(n_images: int, size: int, seed: int, colors: list[str] | None = N
 
 def contact_sheet(items: list[tuple[Path, dict]], out_png: Path, n: int = 48, cols: int = 8, thumb: int = 128) -> None:
     """A PNG grid of sample images with a short label line under each."""
-    from carsearch.core.io import atomic_path
-
     items = items[:n]
     rows = max(1, math.ceil(len(items) / cols))
     cell_h = thumb + 14

@@ -1,5 +1,5 @@
-"""Images in, manifest out: the procedural demo set, folder sources, the manifest and rejects,
-near-duplicate detection and deterministic splits."""
+"""Images in, manifest out: folder and S3 sources, image checks, the manifest and the rejects report
+with a reason for every input that is not ingested."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring for features.split."""
+"""Deterministic splits: the train/val/test split of a key (a hash, same on every machine) and the
+perceptual near-duplicate groups that keep look-alike images in one split."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from carsearch.core import imaging
+from carsearch.core import imaging, xmath
 
 
 # ------------------------------------------------------------------------------ splits
@@ -35,7 +36,6 @@ def perceptual_groups(paths: dict[str, Path], max_distance: int) -> dict[str, st
     import imagehash
     import numpy as np
 
-    from carsearch.core import xmath
 
     if max_distance < 0:
         return {i: i for i in paths}

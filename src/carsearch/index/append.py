@@ -10,7 +10,9 @@ from pathlib import Path
 from carsearch.core.paths import resolve
 from carsearch.features import corpus
 from carsearch.features.labels import folder_label
+from carsearch.index import remote
 from carsearch.index.embed_cache import embed_with_cache, open_embed_cache
+from carsearch.index.search import CarSearch
 from carsearch.index.store import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
 
 
@@ -29,8 +31,6 @@ def _items(paths: list[Path], cfg: dict):
 def add_images(paths: list[str | Path], params: dict, root: Path, progress=None) -> dict:
     """Append the images under `paths` (files or folders) to the current index. Returns counts and
     the rejects (every input is added, skipped as already indexed, or rejected with a reason)."""
-    from carsearch.index.search import CarSearch
-
     cfg, index_dir = params.get("index") or {}, resolve(params["paths"]["index_dir"], root)
     s = CarSearch(index_dir, root=root)  # the live version and the model that built it
     meta = s.meta
@@ -51,7 +51,6 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
         fresh = {**fresh, "rows": s.table.count_rows(), "added_since_build": fresh.get("added_since_build", 0) + len(new)}
         write_meta(index_dir, fresh)
         if fresh.get("uri"):  # the table is in a bucket (index.uri): its pointer says so too
-            from carsearch.index import remote
 
             remote.put_json(remote.join(fresh["uri"], META_FILE), fresh)
     outside = [r for r in new if not _inside(r.get("origin") or "", cfg, root)]

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from carsearch.core.io import atomic_path
+from carsearch.core.paths import resolve, shared_root
 
 COMPACT_AT = 32  # parts per model before they are merged into one
 DEFAULT_DIR = ".carsearch/embed_cache"
@@ -59,8 +60,6 @@ class EmbedCache:
 def open_embed_cache(cfg: dict, model_hash: str, root: Path | None = None) -> EmbedCache:
     """The cache of `index.embed_cache_dir` for one model, relative to the original repo root
     (queued experiments share it), as build_index and `carsearch index add` both use it."""
-    from carsearch.core.paths import resolve, shared_root
-
     return EmbedCache(resolve(cfg.get("embed_cache_dir") or DEFAULT_DIR, shared_root(root)), model_hash)
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from carsearch.core.errors import CarsearchError
+
 # the metadata columns of the index table (carsearch.index.arrow_rows)
 COLUMNS = ("id", "path", "caption", "split", "make", "model", "model_id", "body_type", "color", "view", "scene", "origin")
 KEYWORDS = {"AND", "OR", "NOT", "IN", "LIKE", "IS", "NULL"}
@@ -27,7 +29,7 @@ _TOKEN = re.compile(r"""\s*(?:(?P<str>'(?:[^']|'')*')|(?P<op><>|!=|=)|(?P<punct>
                         |(?P<bad>'[^']*$|\S+?(?=[\s(),=!<>']|$)|\S))""", re.X)
 
 
-class QueryError(ValueError):
+class QueryError(CarsearchError, ValueError):
     """A query or filter that cannot be run; one line."""
 
 

@@ -19,10 +19,11 @@ import json
 import os
 from pathlib import Path
 
+from carsearch.core.errors import CarsearchError
 from carsearch.index.store import META_FILE, MODEL_SUBDIR
 
 
-class RemoteIndexError(ValueError):  # one line from the CLI and the stages, like other bad input
+class RemoteIndexError(CarsearchError, ValueError):  # one line from the CLI and the stages, like other bad input
     pass
 
 

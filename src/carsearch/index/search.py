@@ -136,7 +136,7 @@ class CarSearch:
     def _check_override(self, meta: dict) -> None:
         import warnings
 
-        from carsearch.index.store import dir_hash
+        from carsearch.core.io import dir_hash
         from carsearch.model.clip import resolve_model_uri
 
         local = Path(resolve_model_uri(self._override))

@@ -11,7 +11,6 @@ build after next). A killed build leaves only a `.building-*` folder, removed by
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -30,14 +29,6 @@ MODEL_SUBDIR = "model"
 IMAGES_SUBDIR = "images"  # corpus images read from a folder or S3 (content-addressed, shared by versions)
 
 
-def dir_hash(path: Path) -> str:
-    """Content hash of a model directory (weights and configs), to record what built an index."""
-    h = hashlib.sha256()
-    for p in sorted(Path(path).rglob("*")):
-        if p.is_file() and p.suffix in {".safetensors", ".json", ".bin", ".txt"} and p.name != "carsearch_run.json":
-            h.update(p.relative_to(path).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def arrow_rows(rows: list[dict], vectors: np.ndarray, model_ref: str) -> pa.Table:

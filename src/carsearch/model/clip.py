@@ -18,10 +18,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-BPE_PATH = Path(__file__).parent / "assets" / "bpe_simple_vocab_16e6.txt.gz"
+from carsearch.core.errors import CarsearchError
+from carsearch.core.imaging import open_rgb
+from carsearch.core.paths import mlflow_uri
+from carsearch.model.loader import batches, default_workers
+from carsearch.model.preprocess import ClipPreprocess
+
+BPE_PATH = Path(__file__).parents[1] / "assets" / "bpe_simple_vocab_16e6.txt.gz"
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(CarsearchError, ValueError):
     """A model spec that cannot be built or loaded."""
 
 
@@ -134,10 +140,10 @@ def resolve_model_uri(name_or_path: str | os.PathLike) -> str:
     s = str(name_or_path)
     if not s.startswith("models:/"):
         return s
-    from carsearch.experiments import tracking
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow  # lazy: only a registry URI needs MLflow (a cold search must not import it)
 
-    tracking.setup({})
-    import mlflow
+    mlflow.set_tracking_uri(mlflow_uri())  # the store carsearch.experiments.tracking writes to
 
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=s)
@@ -171,8 +177,6 @@ def save_clip(model, processor, out_dir: str | os.PathLike) -> None:
 
 def load_images(paths: Iterable[str | os.PathLike]) -> list[Image.Image]:
     """Upright 8-bit RGB pictures (carsearch.imaging.open_rgb: EXIF orientation, 16-bit, alpha)."""
-    from carsearch.core.imaging import open_rgb
-
     return [open_rgb(p) for p in paths]
 
 
@@ -207,15 +211,11 @@ def encode_images(model, processor, images: Sequence, batch_size: int = 64, prog
     out = []
     prep = None
     if len(images) and not any(isinstance(im, Image.Image) for im in images):
-        from carsearch.model.preprocess import ClipPreprocess
-
         try:
             prep = ClipPreprocess.from_processor(processor)
         except ValueError:  # an image processor of another kind: run it as it is
             prep = None
     if prep is not None:
-        from carsearch.model.loader import batches
-
         pixel_batches = batches(list(images), prep, batch_size=batch_size, num_workers=num_workers, draft=draft, device=device)
     else:
         def pixel_batches_fn():
@@ -229,8 +229,6 @@ def encode_images(model, processor, images: Sequence, batch_size: int = 64, prog
     total = -(-len(images) // batch_size)
     threads = torch.get_num_threads()
     if prep is not None and device.type == "cpu" and num_workers != 0 and total > 1:
-        from carsearch.model.loader import default_workers
-
         busy = default_workers() if num_workers is None else int(num_workers)  # cores the decoders take
         torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - busy)))  # no oversubscription
     try:
@@ -243,3 +241,13 @@ def encode_images(model, processor, images: Sequence, batch_size: int = 64, prog
     if not out:
         return np.zeros((0, model.config.projection_dim), dtype=np.float32)
     return torch.cat(out).numpy()
+
+
+# ------------------------------------------------------------------ data
+def pixel_tensor(processor, paths: list[str | Path], batch_size: int = 128) -> torch.Tensor:
+    chunks = []
+    for i in range(0, len(paths), batch_size):
+        chunks.append(processor.image_processor(images=load_images(paths[i : i + batch_size]), return_tensors="pt")["pixel_values"])
+    if not chunks:
+        raise ValueError("no images to encode")
+    return torch.cat(chunks)

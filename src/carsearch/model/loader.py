@@ -15,14 +15,12 @@ in the model's own preprocessing, so the forward pass never waits on JPEG decodi
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 from PIL import Image
 
 from carsearch.core.imaging import DEFAULT_MAX_PIXELS, ImageError, open_rgb
-from carsearch.model.clip import load_images
 from carsearch.model.preprocess import ClipPreprocess
 
 __all__ = ["ClipPreprocess", "ImageFiles", "batches", "default_workers"]
@@ -80,11 +78,3 @@ def batches(sources: Sequence, prep: ClipPreprocess, batch_size: int = 64, num_w
         yield pix.to(device, non_blocking=device.type == "cuda")
 
 
-# ------------------------------------------------------------------ data
-def pixel_tensor(processor, paths: list[str | Path], batch_size: int = 128) -> torch.Tensor:
-    chunks = []
-    for i in range(0, len(paths), batch_size):
-        chunks.append(processor.image_processor(images=load_images(paths[i : i + batch_size]), return_tensors="pt")["pixel_values"])
-    if not chunks:
-        raise ValueError("no images to encode")
-    return torch.cat(chunks)

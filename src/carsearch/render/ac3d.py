@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from carsearch.core import xmath
+from carsearch.core.errors import CarsearchError
 
 
-class AC3DError(ValueError):
+class AC3DError(CarsearchError, ValueError):
     """The file is not a readable AC3D mesh."""
 
 

@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from carsearch.render.scene import COLORS, VIEWS, encode_jpeg, render_scene, sample_scene, view_from_azimuth
+from carsearch.render.scene import (
+    COLORS,
+    VIEWS,
+    encode_jpeg,
+    render_scene,
+    sample_scene,
+    value_noise,
+    view_from_azimuth,
+)
 from carsearch.render.torcs import CarModel, find_torcs_cars, load_car
 
 CAMERAS = ("pole", "dashcam")
@@ -34,8 +42,6 @@ def _init_worker(cars: list[CarModel]) -> None:
 
 
 def _value_noise_warm() -> None:
-    from carsearch.render.scene import value_noise
-
     value_noise()
 
 

@@ -11,7 +11,9 @@ import numpy as np
 from PIL import Image
 
 from carsearch.core import xmath
+from carsearch.core.errors import CarsearchError
 from carsearch.render.ac3d import AC3DError, parse_ac3d
+from carsearch.render.raster import Camera, rasterize, sample_bilinear
 
 CARS_SUBDIR = Path("usr/share/games/torcs/cars")
 MAX_TEX = 512  # textures are downsampled to this size (plenty for 224-448 px renders)
@@ -39,7 +41,7 @@ MODEL_TABLE: dict[str, tuple[str, str, str]] = {
 }
 
 
-class CarLoadError(ValueError):
+class CarLoadError(CarsearchError, ValueError):
     pass
 
 
@@ -277,8 +279,6 @@ def _paint_mask(rgb: np.ndarray, alpha: np.ndarray, samples: np.ndarray) -> tupl
 def _visible_uvs(pos: np.ndarray, uv: np.ndarray, tex: np.ndarray, paint: int, size: int = 96) -> np.ndarray:
     """UVs of the paint texture as seen from outside (12 views around and above the car), so the
     dominant colour estimate ignores cockpit/interior faces that are never seen."""
-    from carsearch.render.raster import Camera, rasterize
-
     ext = pos.reshape(-1, 3)
     c = 0.5 * (ext.max(0) + ext.min(0))
     r = 0.5 * xmath.vnorm(ext.max(0) - ext.min(0))
@@ -373,7 +373,6 @@ def load_car(folder: Path) -> CarModel:
     if not (tex == paint).any():
         raise CarLoadError("no textured body faces")
     uvs = _visible_uvs(pos, mesh.uv, tex, paint)
-    from carsearch.render.raster import sample_bilinear
 
     samples = sample_bilinear(textures[paint], uvs.astype(np.float32))
     pmask, pratio, _ = _paint_mask(textures[paint], alphas[paint], samples)

@@ -20,7 +20,7 @@ import time
 
 from tqdm import tqdm
 
-from carsearch.core.io import write_json, write_jsonl
+from carsearch.core.io import dir_hash, write_json, write_jsonl
 from carsearch.core.params import ParamsError, load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.rejects import summarise
@@ -34,7 +34,6 @@ from carsearch.index.store import (
     begin,
     build_table,
     copy_model,
-    dir_hash,
     new_version,
     publish,
     read_meta,

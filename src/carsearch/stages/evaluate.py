@@ -17,10 +17,13 @@ import numpy as np
 from carsearch.core.io import read_jsonl, write_json, write_text
 from carsearch.core.params import load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
+from carsearch.evaluation.evalsets import evaluate_sets
 from carsearch.evaluation.plots import recall_curves_png, results_grid_png
 from carsearch.evaluation.protocol import embed_texts, full_report
 from carsearch.evaluation.stats import add_intervals, query_results, write_query_csv
 from carsearch.experiments import tracking
+from carsearch.features.labels import model_key
+from carsearch.features.sources import content_id
 from carsearch.model.clip import encode_images, load_clip, load_pretrained
 
 HEADLINE = ("recall@1", "recall@5", "recall@10", "map@10", "mrr")
@@ -73,10 +76,8 @@ def main() -> None:
                                      int(cfg.get("map_k", 10))) for name in models}
     add_intervals(results, per_query, cfg.get("bootstrap"))
     if cfg.get("sets"):  # the user's own labelled photos: never trained on (checked), never captioned
-        from carsearch.evaluation.evalsets import evaluate_sets
 
         pairs_dir = resolve(paths["pairs_dir"], root)
-        from carsearch.features.sources import content_id
 
         # by the content of the files trained on (ingest's ids are content hashes too, but check the bytes)
         trained = {content_id((root / r["path"]).read_bytes()): r["path"] for split in ("train", "val")
@@ -112,7 +113,6 @@ def main() -> None:
     for q in np.linspace(0, len(texts) - 1, min(n_ex, len(texts))).astype(int):
         order = np.argsort(-(txt[q] @ img.T), kind="stable")[:5]
         examples.append((f'"{texts[q]}"', [(root / rows[i]["path"], float(txt[q] @ img[i]), bool(rel[q, i])) for i in order]))
-    from carsearch.features.labels import model_key
 
     for q in np.linspace(0, len(rows) - 1, min(max(1, n_ex // 2), len(rows))).astype(int) if "image_to_image" not in skipped else []:
         s = img[q] @ img.T

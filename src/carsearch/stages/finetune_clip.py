@@ -13,12 +13,13 @@ import os
 import shutil
 import time
 
-from carsearch.core.io import atomic_dir, clean_stale, read_jsonl, write_json, write_text
-from carsearch.core.params import flatten, load_params, run_stage
+from carsearch.core.io import atomic_dir, clean_stale, dir_hash, read_jsonl, write_json, write_text
+from carsearch.core.params import check_params, flatten, load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
+from carsearch.evaluation.evalsets import EvalSetError, set_validation_fn
 from carsearch.evaluation.protocol import validation_fn
 from carsearch.experiments import tracking
-from carsearch.index.store import dir_hash
+from carsearch.features.sources import content_id
 from carsearch.model.clip import load_clip, save_clip
 from carsearch.training.distributed import init_distributed
 from carsearch.training.loop import train_clip, train_config
@@ -132,8 +133,6 @@ def with_eval_sets(validate, params: dict, root, processor, trained_pairs: list[
     names = list((params.get("train") or {}).get("val_sets") or [])
     if not names:
         return validate
-    from carsearch.evaluation.evalsets import EvalSetError, set_validation_fn
-    from carsearch.features.sources import content_id
 
     ecfg = params.get("eval") or {}
     specs = {s["name"]: s for s in ecfg.get("sets") or []}
@@ -179,7 +178,6 @@ def launch() -> None:
     itself, and a failed worker ends in one line, not in torchrun's ChildFailedError traceback."""
     import sys
 
-    from carsearch.core.params import check_params
 
     nproc = int((check_params().get("train") or {}).get("nproc_per_node") or 1)
     if nproc == 1 or "WORLD_SIZE" in os.environ:  # one process, or already a torchrun worker

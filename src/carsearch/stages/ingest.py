@@ -13,12 +13,11 @@ from carsearch.core.params import get, load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.features import demo
 from carsearch.features import sources as data
+from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs
 
 
 def _torcs_items(cfg: dict, seed: int, tmp_dir):
     """Render the TORCS set into a scratch folder; fall back to the toy set (one line) without the data."""
-    from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs
-
     t = cfg["torcs"]
     torcs_dir = default_torcs_dir() if not t.get("dir") else resolve(t["dir"])
     if not find_torcs_cars(torcs_dir):

@@ -1,4 +1,5 @@
-"""TODO docstring for training.checkpoint."""
+"""Resumable training: the checkpoint file, the architecture it was written for (a mismatch is one
+line naming both), and the fingerprint that says whether a checkpoint belongs to this run."""
 
 from __future__ import annotations
 

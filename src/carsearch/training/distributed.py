@@ -1,4 +1,5 @@
-"""TODO docstring for training.distributed."""
+"""Data-parallel helpers: the process's place in a torchrun world (`Dist`) and a differentiable
+all-gather of embeddings (a single process needs neither)."""
 
 from __future__ import annotations
 

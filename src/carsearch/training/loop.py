@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from carsearch.features.labels import same_model_relevance
-from carsearch.model.loader import pixel_tensor
+from carsearch.model.clip import pixel_tensor
 from carsearch.training.checkpoint import CKPT, architecture, fingerprint, load_checkpoint, save_checkpoint
 from carsearch.training.distributed import Dist, all_gather_grad
 from carsearch.training.loss import multi_positive_loss, same_model_loss

@@ -1,4 +1,5 @@
-"""TODO docstring for training.loss."""
+"""The contrastive losses: multi-positive InfoNCE over image/text pairs and the same-model
+image/image term (`train.loss`, `train.image_loss_weight`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring for training.optim."""
+"""What the optimiser sees: frozen towers or layers (`train.lock`), weight-decay groups, the
+warm-up + cosine learning-rate schedule and the autocast precision."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring for training.texts."""
+"""Texts a pair is trained on: its caption and the attribute queries its labels support
+(`train.texts`), with the positive and unknown masks that make the contrastive loss multi-positive."""
 
 from __future__ import annotations
 

@@ -21,7 +21,9 @@ from typing import Callable
 
 from carsearch.core.io import read_jsonl, write_bytes, write_json, write_jsonl
 from carsearch.features.captioning import formats
+from carsearch.features.captioning.cache import split_records
 from carsearch.features.captioning.parse import CaptionError
+from carsearch.features.captioning.requests import IMAGES_SUBDIR, image_uris, s3_layout
 
 # Documented job states (ModelInvocationJobStatus).
 RUNNING = ("Submitted", "Validating", "Scheduled", "InProgress", "Stopping")
@@ -403,8 +405,6 @@ def estimate_cost(prices: dict, model_id: str, input_tokens: int, output_tokens:
 
 def shard_jobs(jsonl_dir: Path, index: dict, bucket: str, prefix: str) -> list[ShardJob]:
     """ShardJobs from make_jsonl's `batch.json` (re-laid out if the bucket/prefix changed since)."""
-    from carsearch.features.captioning.requests import IMAGES_SUBDIR, image_uris, s3_layout
-
     if index.get("family") == "nova" and (index.get("bucket") != bucket or index.get("prefix") != prefix):
         raise CaptionError(f"caption.s3: the Nova request files name images in s3://{index.get('bucket')}/{index.get('prefix')}, "
                            f"not s3://{bucket}/{prefix}; re-run make_jsonl (dvc repro) after changing the bucket")
@@ -438,8 +438,6 @@ def plan_with_cache(shards: list[ShardJob], cache, work_dir: Path, min_records: 
     not at all). A Nova shard keeps only the images its remaining records reference. With `pad`,
     a rewritten shard under `min_records` is topped up with cached records (sent and paid for again,
     their cached answers kept) so Bedrock accepts the job."""
-    from carsearch.features.captioning.cache import split_records
-
     plan = CachePlan([], {}, {})
     for sh in shards:
         raw = [line for line in sh.path.read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]

@@ -37,7 +37,10 @@ import secrets
 import time
 from pathlib import Path
 
+from carsearch.core.io import atomic_path, read_jsonl, write_json, write_jsonl
+from carsearch.core.paths import resolve, shared_root
 from carsearch.features.captioning import formats
+from carsearch.features.captioning.formats import count_output, empty_totals
 
 VERSION = 1
 SEGMENTS = "segments"
@@ -192,7 +195,6 @@ class CaptionCache:
             if len(locked) < 2:
                 return 0
             name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-compact-{secrets.token_hex(4)}.jsonl"
-            from carsearch.core.io import atomic_path
 
             with atomic_path(self.seg_dir / name) as tmp, open(tmp, "w", encoding="utf-8") as w:
                 for p, fh in locked:
@@ -226,8 +228,6 @@ class CaptionCache:
 
 def open_cache(cfg: dict, root: Path, context: dict) -> CaptionCache | None:
     """The cache from `caption.cache` (`enabled`, `dir`), or None when disabled."""
-    from carsearch.core.paths import resolve, shared_root
-
     c = cfg.get("cache") or {}
     if not c.get("enabled", True):
         return None
@@ -258,8 +258,6 @@ def answer_files(input_files, out_dir, cache: CaptionCache | None, answer_all, p
     every record plus `manifest.json.out`. Returns totals of what was answered (not replayed)."""
     from tqdm import tqdm
 
-    from carsearch.core.io import read_jsonl, write_json, write_jsonl
-    from carsearch.features.captioning.formats import count_output, empty_totals
 
     totals = empty_totals()
     try:

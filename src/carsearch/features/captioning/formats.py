@@ -19,12 +19,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from carsearch.core.errors import CarsearchError
 from carsearch.features.captioning import formats
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 
 
-class FormatError(ValueError):
+class FormatError(CarsearchError, ValueError):
     """A record that does not follow the documented format."""
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import sys
 import json
 import random
+import sys
 from pathlib import Path
 
 from carsearch.core import vocab

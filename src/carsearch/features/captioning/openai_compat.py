@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from carsearch.features.captioning import formats
+from carsearch.features.captioning.cache import answer_files
 from carsearch.features.captioning.parse import CaptionError
 
 
@@ -117,7 +118,5 @@ def run_openai(input_files: list[Path], out_dir: Path, s: OpenAISettings, progre
     `s.concurrency` requests in flight. With a `caption_cache.CaptionCache`, records answered
     before are replayed and only the rest are requested; each successful answer is stored as it
     arrives (an interrupted run keeps what it paid for). Totals count the requested records."""
-    from carsearch.features.captioning.cache import answer_files
-
     with ThreadPoolExecutor(max_workers=s.concurrency) as pool:
         return answer_files(input_files, out_dir, cache, lambda recs: pool.map(lambda r: answer(r, s, sleep), recs), progress)

@@ -1,5 +1,5 @@
-"""Structured car captions: the vocabulary, an offline captioner from known labels, and parsing /
-validation of what an LLM returns."""
+"""Parsing and validating what a captioner returns: one `Caption` per image, with the vocabulary's
+synonyms folded in and one line naming the field when it cannot be used."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from carsearch.core.errors import CarsearchError
 from carsearch.core.vocab import SYNONYMS
 
 
-class CaptionError(ValueError):
+class CaptionError(CarsearchError, ValueError):
     """A caption that cannot be used, with the reason."""
 
 
