@@ -6,12 +6,16 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 export TQDM_MININTERVAL ?= 10
 
-.PHONY: setup repro test bench lock clean
+.PHONY: setup repro lint test bench lock clean
 setup:
 	bash scripts/setup.sh
 
 repro: setup
 	PATH="$(CURDIR)/$(VENV):$$PATH" dvc repro
+
+lint: setup
+	$(VENV)/ruff format --check src tests benchmarks scripts
+	$(VENV)/ruff check src tests benchmarks scripts
 
 test: setup
 	PATH="$(CURDIR)/$(VENV):$$PATH" python -m pytest -q

@@ -32,8 +32,17 @@ def write_images(root: Path, n: int, size: int, seed: int, start: int = 0) -> li
         rid = hashlib.sha256(data).hexdigest()[:16]
         path = img_dir / f"{rid}.jpg"
         path.write_bytes(data)
-        rows.append({"id": rid, "path": str(path.relative_to(root)), "width": size, "height": size, "bytes": len(data),
-                     "source": "demo", "labels": labels})
+        rows.append(
+            {
+                "id": rid,
+                "path": str(path.relative_to(root)),
+                "width": size,
+                "height": size,
+                "bytes": len(data),
+                "source": "demo",
+                "labels": labels,
+            }
+        )
     return rows
 
 
@@ -83,8 +92,12 @@ def main() -> None:
     res["make_jsonl_incremental_s"] = timed(make_jsonl.main)
     res["caption_incremental_s"] = timed(caption_batch.main)
     m = caption_json()
-    res.update(sent_incremental=m["sent"], cached_incremental=m["cached"], estimated_usd_incremental=m["estimated_usd"],
-               estimated_usd_cached_saved=m["estimated_usd_cached_saved"])
+    res.update(
+        sent_incremental=m["sent"],
+        cached_incremental=m["cached"],
+        estimated_usd_incremental=m["estimated_usd"],
+        estimated_usd_cached_saved=m["estimated_usd_cached_saved"],
+    )
 
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["caption"]["cache"]["enabled"] = False

@@ -28,9 +28,11 @@ TARGET_S = 5.0
 
 
 def run(root: Path, query: list[str]) -> tuple[float, list[str]]:
-    code = ("import sys\nfrom carsearch.cli import app\n"
-            f"try:\n    app(['search', *{query!r}, '-k', '5'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('HEAVY', ','.join(m for m in ('torch', 'transformers') if m in sys.modules), file=sys.stderr)")
+    code = (
+        "import sys\nfrom carsearch.cli import app\n"
+        f"try:\n    app(['search', *{query!r}, '-k', '5'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('HEAVY', ','.join(m for m in ('torch', 'transformers') if m in sys.modules), file=sys.stderr)"
+    )
     env = {**os.environ, "CARSEARCH_ROOT": str(root), "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
@@ -59,12 +61,16 @@ def main() -> None:
                 w, heavy = run(root, query)
                 walls.append(w)
             rows.append((name, statistics.median(walls), min(walls), heavy))
-    print(f"\nbench_cold: `carsearch search` from a new process, {a.n}-image index, median of {a.repeats}, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"\nbench_cold: `carsearch search` from a new process, {a.n}-image index, median of {a.repeats}, "
+        f"{os.cpu_count()} cores"
+    )
     print(f"{'query':>6} {'median s':>9} {'min s':>6} {'target':>7} {'met':>4}  heavy imports")
     for name, med, lo, heavy in rows:
-        print(f"{name:>6} {med:>9.2f} {lo:>6.2f} {'<' + format(TARGET_S, 'g'):>7} {'yes' if med < TARGET_S else 'NO':>4}  "
-              f"{', '.join(heavy) or 'none'}")
+        print(
+            f"{name:>6} {med:>9.2f} {lo:>6.2f} {'<' + format(TARGET_S, 'g'):>7} {'yes' if med < TARGET_S else 'NO':>4}  "
+            f"{', '.join(heavy) or 'none'}"
+        )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,10 @@ def photos(folder: Path, n: int, size=(1024, 768), seed: int = 0) -> list[Path]:
         d = ImageDraw.Draw(im)
         for _ in range(12):
             x0, y0 = int(rng.integers(0, w - 50)), int(rng.integers(0, h - 50))
-            d.rectangle((x0, y0, x0 + int(rng.integers(20, 300)), y0 + int(rng.integers(20, 200))), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+            d.rectangle(
+                (x0, y0, x0 + int(rng.integers(20, 300)), y0 + int(rng.integers(20, 200))),
+                fill=tuple(int(v) for v in rng.integers(0, 255, 3)),
+            )
         p = folder / f"{i:05d}.jpg"
         im.filter(ImageFilter.GaussianBlur(1)).save(p, quality=90)
         out.append(p)
@@ -55,9 +58,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2048)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=None, help="decode workers (default: index.num_workers / one per spare core)")
-    ap.add_argument("--model", default=None, help="'b32': openai/clip-vit-base-patch32 (needs it cached); 'b32-random': its "
-                    "shape, random weights; default: params.yaml's model")
+    ap.add_argument(
+        "--workers", type=int, default=None, help="decode workers (default: index.num_workers / one per spare core)"
+    )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="'b32': openai/clip-vit-base-patch32 (needs it cached); 'b32-random': its "
+        "shape, random weights; default: params.yaml's model",
+    )
     a = ap.parse_args()
     import torch
     import yaml
@@ -70,21 +79,36 @@ def main() -> None:
         from carsearch.model.clip import TinySpec, build_tiny_clip
 
         spec = {"name": "vit-b32-shaped (random init)"}
-        model, proc = build_tiny_clip(TinySpec(image_size=224, patch_size=32, vision_width=768, vision_layers=12, vision_heads=12,
-                                               projection_dim=512))
+        model, proc = build_tiny_clip(
+            TinySpec(
+                image_size=224, patch_size=32, vision_width=768, vision_layers=12, vision_heads=12, projection_dim=512
+            )
+        )
     else:
-        spec = params["model"] if a.model != "b32" else {"kind": "pretrained", "pretrained": "openai/clip-vit-base-patch32", "name": "clip_vit_b32"}
+        spec = (
+            params["model"]
+            if a.model != "b32"
+            else {"kind": "pretrained", "pretrained": "openai/clip-vit-base-patch32", "name": "clip_vit_b32"}
+        )
         model, proc = load_clip(spec, seed=0)
     model.eval()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    workers = a.workers if a.workers is not None else (params["index"].get("num_workers") if params["index"].get("num_workers") is not None else default_workers())
+    workers = (
+        a.workers
+        if a.workers is not None
+        else (
+            params["index"].get("num_workers") if params["index"].get("num_workers") is not None else default_workers()
+        )
+    )
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         paths = photos(Path(d), a.n)
         gen_s = time.perf_counter() - t
         mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e3
-        pix = proc.image_processor(images=load_images(paths[: a.batch_size]), return_tensors="pt")["pixel_values"].to(device)
+        pix = proc.image_processor(images=load_images(paths[: a.batch_size]), return_tensors="pt")["pixel_values"].to(
+            device
+        )
 
         @torch.no_grad()
         def forward_only() -> float:
@@ -100,7 +124,9 @@ def main() -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
         fwd_rest = forward_only()  # on the cores the decode workers leave
         torch.set_num_threads(threads)
-        encode_images(model, proc, paths[: a.batch_size], batch_size=a.batch_size, num_workers=workers, draft=True)  # warm-up
+        encode_images(
+            model, proc, paths[: a.batch_size], batch_size=a.batch_size, num_workers=workers, draft=True
+        )  # warm-up
         t = time.perf_counter()
         encode_images(model, proc, paths, batch_size=a.batch_size, num_workers=workers, draft=True)
         pipe = a.n / (time.perf_counter() - t)
@@ -113,13 +139,19 @@ def main() -> None:
         old = n_old / (time.perf_counter() - t)
     best = max(fwd, fwd_rest)  # the faster of the two forward measurements is the ceiling
     ratio = pipe / best
-    print(f"\nbench_embed: {a.n} JPEGs 1024x768 (~{mb:.0f} kB, generated in {gen_s:.0f} s), model {spec.get('name')} "
-          f"({'x'.join(map(str, pix.shape[-2:]))} input), batch {a.batch_size}, {workers} decode workers, "
-          f"{os.cpu_count()} cores, device {device}")
+    print(
+        f"\nbench_embed: {a.n} JPEGs 1024x768 (~{mb:.0f} kB, generated in {gen_s:.0f} s), model {spec.get('name')} "
+        f"({'x'.join(map(str, pix.shape[-2:]))} input), batch {a.batch_size}, {workers} decode workers, "
+        f"{os.cpu_count()} cores, device {device}"
+    )
     print(f"  forward only                      {fwd:8.1f} img/s   ({threads} torch threads)")
-    print(f"  forward only, cores left to model {fwd_rest:8.1f} img/s   ({max(1, (os.cpu_count() or 1) - workers)} torch threads)")
-    print(f"  loader pipeline (draft, workers)  {pipe:8.1f} img/s   = {ratio:.2f} x the faster forward   target >= {TARGET}  "
-          f"{'MET' if ratio >= TARGET else 'MISSED'}")
+    print(
+        f"  forward only, cores left to model {fwd_rest:8.1f} img/s   ({max(1, (os.cpu_count() or 1) - workers)} torch threads)"
+    )
+    print(
+        f"  loader pipeline (draft, workers)  {pipe:8.1f} img/s   = {ratio:.2f} x the faster forward   target >= {TARGET}  "
+        f"{'MET' if ratio >= TARGET else 'MISSED'}"
+    )
     print(f"  loader in-process (draft, 0 workers){inproc:7.1f} img/s   = {inproc / best:.2f} x the faster forward")
     print(f"  old path (full decode, processor) {old:8.1f} img/s   = {old / best:.2f} x the faster forward")
     if device.type != "cuda":

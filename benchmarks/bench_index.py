@@ -36,7 +36,9 @@ TARGET_RECALL = 0.95
 TARGET_FILTER_RATIO = 1.5
 
 
-def clustered(n: int, dim: int, centers: np.ndarray, sigma: float, rng: np.random.Generator, chunk: int = 100_000) -> np.ndarray:
+def clustered(
+    n: int, dim: int, centers: np.ndarray, sigma: float, rng: np.random.Generator, chunk: int = 100_000
+) -> np.ndarray:
     """n unit vectors: a random cluster centre plus isotropic gaussian noise, renormalised."""
     out = np.empty((n, dim), np.float32)
     for a in range(0, n, chunk):
@@ -59,18 +61,29 @@ def batches(vectors: np.ndarray, colors: np.ndarray, rng: np.random.Generator, c
         body = [BODIES[v] for v in rng.integers(0, len(BODIES), m)]
         ids = [f"{i:016x}" for i in range(a, b)]
         cols = {
-            "id": ids, "path": [f"data/index/images/{i}.jpg" for i in ids],
+            "id": ids,
+            "path": [f"data/index/images/{i}.jpg" for i in ids],
             "caption": [f"a {c} {bt} seen from the {v}" for c, bt, v in zip(col, body, view)],
-            "split": [""] * m, "make": [""] * m, "model": [""] * m, "model_id": [""] * m,
-            "body_type": body, "color": col, "view": view, "scene": ["day"] * m,
-            "labels_json": [json.dumps({"color": c}) for c in col], "origin": [""] * m, "model_ref": ["bench"] * m,
+            "split": [""] * m,
+            "make": [""] * m,
+            "model": [""] * m,
+            "model_id": [""] * m,
+            "body_type": body,
+            "color": col,
+            "view": view,
+            "scene": ["day"] * m,
+            "labels_json": [json.dumps({"color": c}) for c in col],
+            "origin": [""] * m,
+            "model_ref": ["bench"] * m,
         }
         arrays = {k: pa.array(v, pa.string()) for k, v in cols.items()}
         arrays["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors[a:b].ravel(), pa.float32()), dim)
         yield pa.RecordBatch.from_pydict(arrays)
 
 
-def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, mask: np.ndarray | None = None, chunk: int = 200_000) -> np.ndarray:
+def exact_top(
+    vectors: np.ndarray, queries: np.ndarray, k: int, mask: np.ndarray | None = None, chunk: int = 200_000
+) -> np.ndarray:
     """Exact top-k row numbers by cosine (vectors are unit length), optionally among `mask` rows."""
     best_s = np.full((len(queries), 0), -np.inf, np.float32)
     best_i = np.zeros((len(queries), 0), np.int64)
@@ -117,9 +130,14 @@ def measure(tbl, queries, truth, truth_red, k, params, warm=20) -> dict:
     lat, got = run_queries(tbl, queries, k, None, params)
     run_queries(tbl, queries[:warm], k, "color = 'red'", params)
     flat, fgot = run_queries(tbl, queries, k, "color = 'red'", params)
-    return {"p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2),
-            "recall@10": round(recall(got, truth), 4), "filtered_p50_ms": round(float(np.percentile(flat, 50)), 2),
-            "filtered_p95_ms": round(float(np.percentile(flat, 95)), 2), "filtered_recall@10": round(recall(fgot, truth_red), 4)}
+    return {
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p95_ms": round(float(np.percentile(lat, 95)), 2),
+        "recall@10": round(recall(got, truth), 4),
+        "filtered_p50_ms": round(float(np.percentile(flat, 50)), 2),
+        "filtered_p95_ms": round(float(np.percentile(flat, 95)), 2),
+        "filtered_recall@10": round(recall(fgot, truth_red), 4),
+    }
 
 
 def main() -> None:
@@ -166,15 +184,27 @@ def main() -> None:
 
             t0 = time.perf_counter()
             schema = next(batches(vectors[:1], colors[:1], np.random.default_rng(0))).schema
-            tbl = connect(db_dir).create_table("cars", data=pa.RecordBatchReader.from_batches(schema, batches(vectors, colors, crng)))
+            tbl = connect(db_dir).create_table(
+                "cars", data=pa.RecordBatchReader.from_batches(schema, batches(vectors, colors, crng))
+            )
             write_s = time.perf_counter() - t0
             info = create_indices(tbl, {**cfg, "ann_min_rows": min(n, int(cfg.get("ann_min_rows", 100_000)))}, n)
             build_s = time.perf_counter() - t0
             del vectors
             gc.collect()
-            res = {"rows": n, "dim": a.dim, "index": info["search"], "cfg": {k: cfg.get(k) for k in ("ann_index", "num_partitions", "rows_per_partition", "num_sub_vectors")},
-                   "build_s": round(build_s, 1), "write_s": round(write_s, 1), "index_s": info["seconds"],
-                   "search": search, **measure(tbl, queries, truth, truth_red, a.k, search)}
+            res = {
+                "rows": n,
+                "dim": a.dim,
+                "index": info["search"],
+                "cfg": {
+                    k: cfg.get(k) for k in ("ann_index", "num_partitions", "rows_per_partition", "num_sub_vectors")
+                },
+                "build_s": round(build_s, 1),
+                "write_s": round(write_s, 1),
+                "index_s": info["seconds"],
+                "search": search,
+                **measure(tbl, queries, truth, truth_red, a.k, search),
+            }
             results.append(res)
             print(json.dumps(res), flush=True)
             if a.sweep:
@@ -182,26 +212,35 @@ def main() -> None:
                     for refine in a.sweep_refine:
                         for ef in a.sweep_ef if info["search"] == "IVF_HNSW_SQ" else (0,):
                             p = {"nprobes": nprobes, "refine_factor": refine, "ef": ef}
-                            print(json.dumps({"rows": n, "sweep": p, **measure(tbl, queries, truth, truth_red, a.k, p)}), flush=True)
+                            print(
+                                json.dumps({"rows": n, "sweep": p, **measure(tbl, queries, truth, truth_red, a.k, p)}),
+                                flush=True,
+                            )
             del tbl
             if not a.dir:
                 shutil.rmtree(db_dir, ignore_errors=True)
     finally:
         if not a.dir:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nbench_index: {a.dim}-d, {a.clusters} gaussian clusters (sigma {a.sigma}), {a.queries} queries, k={a.k}, "
-          f"{os.cpu_count()} cores; search {search}")
-    print(f"{'rows':>9} {'index':>12} {'build s':>8} {'p50 ms':>7} {'target':>7} {'p95 ms':>7} {'recall@10':>9} {'target':>7} "
-          f"{'filt p50':>8} {'ratio':>6} {'target':>6} {'filt recall':>11}")
+    print(
+        f"\nbench_index: {a.dim}-d, {a.clusters} gaussian clusters (sigma {a.sigma}), {a.queries} queries, k={a.k}, "
+        f"{os.cpu_count()} cores; search {search}"
+    )
+    print(
+        f"{'rows':>9} {'index':>12} {'build s':>8} {'p50 ms':>7} {'target':>7} {'p95 ms':>7} {'recall@10':>9} {'target':>7} "
+        f"{'filt p50':>8} {'ratio':>6} {'target':>6} {'filt recall':>11}"
+    )
     ok = True
     for r in results:
         tgt = TARGET_P50_MS.get(r["rows"], 30.0)
         ratio = r["filtered_p50_ms"] / r["p50_ms"]
         good = r["p50_ms"] < tgt and r["recall@10"] >= TARGET_RECALL and ratio <= TARGET_FILTER_RATIO
         ok &= good
-        print(f"{r['rows']:>9} {r['index']:>12} {r['build_s']:>8.1f} {r['p50_ms']:>7.2f} {'<' + format(tgt, 'g'):>7} {r['p95_ms']:>7.2f} "
-              f"{r['recall@10']:>9.3f} {'>=' + format(TARGET_RECALL, 'g'):>7} {r['filtered_p50_ms']:>8.2f} {ratio:>6.2f} "
-              f"{'<=' + format(TARGET_FILTER_RATIO, 'g'):>6} {r['filtered_recall@10']:>11.3f}  {'MET' if good else 'MISSED'}")
+        print(
+            f"{r['rows']:>9} {r['index']:>12} {r['build_s']:>8.1f} {r['p50_ms']:>7.2f} {'<' + format(tgt, 'g'):>7} {r['p95_ms']:>7.2f} "
+            f"{r['recall@10']:>9.3f} {'>=' + format(TARGET_RECALL, 'g'):>7} {r['filtered_p50_ms']:>8.2f} {ratio:>6.2f} "
+            f"{'<=' + format(TARGET_FILTER_RATIO, 'g'):>6} {r['filtered_recall@10']:>11.3f}  {'MET' if good else 'MISSED'}"
+        )
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
 

@@ -50,8 +50,11 @@ def main() -> None:
         "t2i_recall@5": {m: round(ev[m]["text_to_image"]["recall@5"], 4) for m in ("base", "finetuned")},
         "i2i_recall@5": {m: round(ev[m]["image_to_image"]["recall@5"], 4) for m in ("base", "finetuned")},
     }
-    res["floors_met"] = bool(res["full_repro_s"] < 600 and res["noop_repro_s"] < 5
-                             and res["t2i_recall@5"]["finetuned"] > res["t2i_recall@5"]["base"])
+    res["floors_met"] = bool(
+        res["full_repro_s"] < 600
+        and res["noop_repro_s"] < 5
+        and res["t2i_recall@5"]["finetuned"] > res["t2i_recall@5"]["base"]
+    )
     print(json.dumps(res, indent=2))
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)

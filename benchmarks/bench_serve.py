@@ -54,10 +54,19 @@ def build(root: Path, n: int, size: int) -> None:
     save_clip(*load_clip(params["model"], seed=0), root / "models/finetuned")
     params = {**params, "index": {**params["index"], "promote": {"metric": None}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "CARSEARCH_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}",
-           "PYTHONPATH": str(REPO / "src")}
-    subprocess.run([sys.executable, "-m", "carsearch.stages.build_index"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "CARSEARCH_ROOT": str(root),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}",
+        "PYTHONPATH": str(REPO / "src"),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "carsearch.stages.build_index"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def free_port() -> int:
@@ -91,11 +100,21 @@ async def phase(name: str, url: str, clients: int, seconds: float, make_request)
     await asyncio.gather(*(client(c) for c in range(clients)))
     wall = time.perf_counter() - t0
     q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0] * 1000] * 99
-    res = {"phase": name, "requests": len(lat), "rps": len(lat) / wall, "p50_ms": q[49] * 1000, "p95_ms": q[94] * 1000,
-           "p99_ms": q[98] * 1000, "errors": len(errors)}
-    print(f"{name:<24} {res['requests']:>6} req  {res['rps']:7.1f} req/s  p50 {res['p50_ms']:6.1f} ms  "
-          f"p95 {res['p95_ms']:6.1f} ms  p99 {res['p99_ms']:6.1f} ms  errors {res['errors']}"
-          + (f"  (first: {errors[0]})" if errors else ""), flush=True)
+    res = {
+        "phase": name,
+        "requests": len(lat),
+        "rps": len(lat) / wall,
+        "p50_ms": q[49] * 1000,
+        "p95_ms": q[94] * 1000,
+        "p99_ms": q[98] * 1000,
+        "errors": len(errors),
+    }
+    print(
+        f"{name:<24} {res['requests']:>6} req  {res['rps']:7.1f} req/s  p50 {res['p50_ms']:6.1f} ms  "
+        f"p95 {res['p95_ms']:6.1f} ms  p99 {res['p99_ms']:6.1f} ms  errors {res['errors']}"
+        + (f"  (first: {errors[0]})" if errors else ""),
+        flush=True,
+    )
     return res
 
 
@@ -111,16 +130,21 @@ async def run_all(url: str, images: list[bytes], clients: int, seconds: float) -
         return await http.get("/api/v1/search", params={"q": common[(i * 7) % len(common)], "limit": 24})
 
     async def upload(http, i):
-        return await http.post("/api/v1/search/image", files={"image": ("q.jpg", images[i % len(images)], "image/jpeg")},
-                               data={"limit": "24"})
+        return await http.post(
+            "/api/v1/search/image",
+            files={"image": ("q.jpg", images[i % len(images)], "image/jpeg")},
+            data={"limit": "24"},
+        )
 
     async def warm(http, i):
         return await http.get("/api/v1/search", params={"q": common[i % len(common)], "limit": 24})
 
     await phase("warm-up (not counted)", url, clients, 3, warm)
-    out = [await phase("text, new queries", url, clients, seconds, text_new),
-           await phase("text, repeated queries", url, clients, seconds, text_repeated),
-           await phase("image upload", url, clients, seconds, upload)]
+    out = [
+        await phase("text, new queries", url, clients, seconds, text_new),
+        await phase("text, repeated queries", url, clients, seconds, text_repeated),
+        await phase("image upload", url, clients, seconds, upload),
+    ]
     return out
 
 
@@ -142,8 +166,23 @@ def main() -> None:
             print(f"index of {a.n} images built in {time.perf_counter() - t:.0f} s", flush=True)
         port = free_port()
         env = {**os.environ, "CARSEARCH_ROOT": str(root), "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
-        server = subprocess.Popen([sys.executable, "-m", "carsearch.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                   "--no-access-log"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "carsearch.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             import httpx
@@ -155,11 +194,16 @@ def main() -> None:
                     break
                 except httpx.TransportError:
                     if server.poll() is not None or time.time() > deadline:
-                        raise SystemExit(f"carsearch serve did not start:\n{server.stderr.read() if server.poll() is not None else ''}")
+                        raise SystemExit(
+                            f"carsearch serve did not start:\n{server.stderr.read() if server.poll() is not None else ''}"
+                        )
                     time.sleep(0.3)
             images = [p.read_bytes() for p in sorted((root / "data/raw/images").glob("*.jpg"))[:32]]
-            print(f"carsearch serve on {url}: {info['rows']} rows, model {info['model_ref']}; {a.clients} clients, "
-                  f"{a.seconds:g} s a phase, {os.cpu_count()} cores shared by client and server", flush=True)
+            print(
+                f"carsearch serve on {url}: {info['rows']} rows, model {info['model_ref']}; {a.clients} clients, "
+                f"{a.seconds:g} s a phase, {os.cpu_count()} cores shared by client and server",
+                flush=True,
+            )
             results = asyncio.run(run_all(url, images, a.clients, a.seconds))
         finally:
             server.terminate()

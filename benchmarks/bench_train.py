@@ -1,7 +1,8 @@
 """Benchmark fine-tuning throughput (images/s) of the configured tiny CLIP on the curated pairs.
 
-    python benchmarks/bench_train.py [--pairs data/pairs] [--epochs 2] [--batch-size 64] [--set lr=1e-3]
+python benchmarks/bench_train.py [--pairs data/pairs] [--epochs 2] [--batch-size 64] [--set lr=1e-3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,10 @@ def main() -> None:
     t0 = time.perf_counter()
     res = train_clip(model, proc, pairs, a.root, cfg)
     dt = time.perf_counter() - t0
-    print(f"bench_train: {len(pairs)} pairs x {a.epochs} epochs in {dt:.1f}s "
-          f"({len(pairs) * a.epochs / dt:.1f} images/s incl. preprocessing), final loss {res.losses[-1]:.4f}")
+    print(
+        f"bench_train: {len(pairs)} pairs x {a.epochs} epochs in {dt:.1f}s "
+        f"({len(pairs) * a.epochs / dt:.1f} images/s incl. preprocessing), final loss {res.losses[-1]:.4f}"
+    )
 
 
 if __name__ == "__main__":

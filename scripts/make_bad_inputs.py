@@ -93,7 +93,11 @@ def make_bad_inputs(dest: Path) -> dict:
 
     # 16-bit greyscale (mode I;16): a left-to-right ramp over the full 0..65535 range
     ramp = np.tile(np.linspace(0, 65535, 80).astype(np.uint16), (48, 1))
-    put("gray16.png", _bytes(Image.fromarray(ramp), "PNG"), Image.fromarray((ramp / 257).round().astype(np.uint8)).convert("RGB"))
+    put(
+        "gray16.png",
+        _bytes(Image.fromarray(ramp), "PNG"),
+        Image.fromarray((ramp / 257).round().astype(np.uint8)).convert("RGB"),
+    )
 
     # EXIF orientation 6: pixels stored rotated 90 degrees counter-clockwise, displayed upright
     exif = Image.Exif()
@@ -103,8 +107,11 @@ def make_bad_inputs(dest: Path) -> dict:
     # a decompression bomb: 20000 x 20000 1-bit, and a big-but-allowed 10000 x 10000 greyscale
     put("bomb.png", stream_png(20000, 20000, b"\0" * 2500, 1, 0), reason="image too large")
     half = b"\0" * 5000 + b"\xff" * 5000  # left half black, right half white
-    put("huge_10000.png", stream_png(10000, 10000, half, 8, 0),
-        Image.frombytes("L", (100, 1), b"\0" * 50 + b"\xff" * 50).resize((100, 100)).convert("RGB"))
+    put(
+        "huge_10000.png",
+        stream_png(10000, 10000, half, 8, 0),
+        Image.frombytes("L", (100, 1), b"\0" * 50 + b"\xff" * 50).resize((100, 100)).convert("RGB"),
+    )
 
     put("empty.jpg", b"", reason="empty file")
     full = _bytes(_picture((200, 160)), "JPEG", quality=90)
@@ -128,10 +135,17 @@ def make_bad_inputs(dest: Path) -> dict:
     put("rgba.png", _bytes(rgba, "PNG"), rgba_ref)
 
     frames = [Image.new("RGB", (48, 48), c) for c in ((220, 30, 30), (30, 200, 30), (30, 40, 200))]
-    put("animated.gif", _bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0), frames[0])
+    put(
+        "animated.gif",
+        _bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0),
+        frames[0],
+    )
     put("one_pixel.png", _bytes(Image.new("RGB", (1, 1), "red"), "PNG"), reason="image too small")
-    for rel, size, fmt, kw in (("photo.webp", (94, 64), "WEBP", {"lossless": True}), ("scan.tif", (98, 66), "TIFF", {}),
-                               ("old.bmp", (100, 62), "BMP", {})):
+    for rel, size, fmt, kw in (
+        ("photo.webp", (94, 64), "WEBP", {"lossless": True}),
+        ("scan.tif", (98, 66), "TIFF", {}),
+        ("old.bmp", (100, 62), "BMP", {}),
+    ):
         put(rel, _bytes(_picture(size), fmt, **kw), _picture(size))
     put("phone.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 200, reason="unsupported format")
     put("modern.avif", b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf" + b"\0" * 200, reason="unsupported format")
@@ -154,20 +168,28 @@ def make_bad_inputs(dest: Path) -> dict:
 
     # labels.csv: Excel-style (BOM, semicolons, " File"/"Color" headers), a synonym, an unknown
     # value, duplicate rows (conflicting) and a row naming a file that is not there
-    (img / "labels.csv").write_bytes("\ufeff File ;Color; Body Type\n".encode() + "\n".join([
-        "ok.jpg;Gray;Saloon",            # row 2: grey sedan
-        "exif6.jpg;red;pickup",          # row 3
-        "exif6.jpg;blue;pickup",         # row 4: conflicts with row 3 -> neither used
-        "gone.jpg;red;van",              # row 5: no such file
-        "photo.webp;teal;van",           # row 6: teal is not a colour of the vocabulary
-    ]).encode() + b"\n")
+    (img / "labels.csv").write_bytes(
+        "\ufeff File ;Color; Body Type\n".encode()
+        + "\n".join(
+            [
+                "ok.jpg;Gray;Saloon",  # row 2: grey sedan
+                "exif6.jpg;red;pickup",  # row 3
+                "exif6.jpg;blue;pickup",  # row 4: conflicts with row 3 -> neither used
+                "gone.jpg;red;van",  # row 5: no such file
+                "photo.webp;teal;van",  # row 6: teal is not a colour of the vocabulary
+            ]
+        ).encode()
+        + b"\n"
+    )
     expected["labels.csv"] = {"kept": None}
     expected["gone.jpg"] = {"kept": False, "reason": "labels.csv row 5 names a file that does not exist"}
 
     header = "file,color,view\n"
     variants = {
         "bom.csv": ("\ufeff" + header + "a.jpg,red,front\n").encode(),
-        "cp1252.csv": (header + "a.jpg,red,front\n").encode() + "b.jpg,blue,rear\n".encode() + "Citroën.jpg,red,side\n".encode("cp1252"),
+        "cp1252.csv": (header + "a.jpg,red,front\n").encode()
+        + "b.jpg,blue,rear\n".encode()
+        + "Citroën.jpg,red,side\n".encode("cp1252"),
         "semicolon.csv": b"file;color;view\na.jpg;red;front\n",
         "header_case.csv": b" File , COLOR ,View\na.jpg,Red,Back\n",
         "duplicates.csv": (header + "a.jpg,red,front\na.jpg,red,front\nb.jpg,red,side\nb.jpg,blue,side\n").encode(),
@@ -182,8 +204,12 @@ def make_bad_inputs(dest: Path) -> dict:
 if __name__ == "__main__":
     import argparse
 
-    ap = argparse.ArgumentParser(description="Write the bad-input corpus (images/, refs/, labels_variants/, expected.json).")
-    ap.add_argument("out", nargs="?", type=Path, default=Path(__file__).resolve().parents[1] / "tests/fixtures/bad_inputs")
+    ap = argparse.ArgumentParser(
+        description="Write the bad-input corpus (images/, refs/, labels_variants/, expected.json)."
+    )
+    ap.add_argument(
+        "out", nargs="?", type=Path, default=Path(__file__).resolve().parents[1] / "tests/fixtures/bad_inputs"
+    )
     out = ap.parse_args().out
     exp = make_bad_inputs(out)
     print(f"wrote {len(exp)} cases to {out}")

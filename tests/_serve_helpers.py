@@ -14,8 +14,15 @@ from pathlib import Path
 
 _SHARED: dict = {}
 
-SETTINGS = {"max_upload_bytes": 200_000, "max_page_size": 20, "default_page_size": 12, "max_results": 100,
-            "facet_candidates": 40, "thumb_size": 64, "cache_dir": ".carsearch/thumbs"}
+SETTINGS = {
+    "max_upload_bytes": 200_000,
+    "max_page_size": 20,
+    "default_page_size": 12,
+    "max_results": 100,
+    "facet_candidates": 40,
+    "thumb_size": 64,
+    "cache_dir": ".carsearch/thumbs",
+}
 
 
 def build_repo(root: Path, n: dict | None = None, size: int = 64) -> Path:
@@ -26,7 +33,9 @@ def build_repo(root: Path, n: dict | None = None, size: int = 64) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     write_pairs(root, n or {"train": 16, "val": 8, "test": 12}, size=size)
     save_clip(*load_clip(TINY, seed=0), root / "models" / "finetuned")
-    write_params(root, index={"promote": {"metric": None}, "embed_cache_dir": ".carsearch/embed_cache", "batch_size": 16})
+    write_params(
+        root, index={"promote": {"metric": None}, "embed_cache_dir": ".carsearch/embed_cache", "batch_size": 16}
+    )
     rebuild(root)
     return root
 
@@ -75,8 +84,9 @@ class Server:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.time() + 30

@@ -21,7 +21,9 @@ def run(cmd, cwd, check=True, env=None, timeout=900):
     e.pop("CARSEARCH_ROOT", None)
     if (Path(cwd) / "src" / "carsearch").is_dir():  # a repo copy runs its own code, not the editable install's
         e["PYTHONPATH"] = str(Path(cwd) / "src")
-    p = subprocess.run(cmd, cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    p = subprocess.run(
+        cmd, cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout[-4000:]}")
     return p
@@ -29,14 +31,19 @@ def run(cmd, cwd, check=True, env=None, timeout=900):
 
 def copy_repo(dest: Path) -> Path:
     """A copy of the working tree (tracked + untracked-not-ignored files) as a fresh git repo."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, stdout=subprocess.PIPE, check=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, stdout=subprocess.PIPE, check=True
+    ).stdout
     for rel in filter(None, files.decode().split("\0")):
         src = REPO / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
         subprocess.run(cmd, cwd=dest, check=True, stdout=subprocess.DEVNULL)
     return dest
 

@@ -79,10 +79,28 @@ def make_image_set(root: Path, n: int, size: int = 48, unlabelled: int = 0) -> l
         rid = f"{i:04d}{random.Random(i).getrandbits(48):012x}"
         path = img_dir / f"{rid}.png"
         im.save(path)
-        labels = None if i >= n - unlabelled else {"body_type": _BODIES[i % 4], "color": color, "view": _VIEWS[(i // 4) % 4],
-                                                   "make": "Acme", "model": f"M{i % 3}"}
-        rows.append({"id": rid, "path": str(path.relative_to(root)), "width": im.width, "height": im.height,
-                     "bytes": path.stat().st_size, "source": "test", "labels": labels})
+        labels = (
+            None
+            if i >= n - unlabelled
+            else {
+                "body_type": _BODIES[i % 4],
+                "color": color,
+                "view": _VIEWS[(i // 4) % 4],
+                "make": "Acme",
+                "model": f"M{i % 3}",
+            }
+        )
+        rows.append(
+            {
+                "id": rid,
+                "path": str(path.relative_to(root)),
+                "width": im.width,
+                "height": im.height,
+                "bytes": path.stat().st_size,
+                "source": "test",
+                "labels": labels,
+            }
+        )
     (root / "data" / "raw" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 

@@ -61,14 +61,23 @@ def test_no_import_cycles():
 
 
 def test_no_private_name_imported_from_another_module():
-    bad = [f"{m}:{line} imports {attr} from {mod}" for m in g.all_modules()
-           for mod, attr, line, _ in g.imports_of(m) if attr.startswith("_") and mod != m]
+    bad = [
+        f"{m}:{line} imports {attr} from {mod}"
+        for m in g.all_modules()
+        for mod, attr, line, _ in g.imports_of(m)
+        if attr.startswith("_") and mod != m
+    ]
     assert bad == []
 
 
 def test_imports_inside_functions_only_where_start_up_needs_them():
-    bad = [f"{m}:{line} imports {mod} inside a function" for m in g.all_modules() if m not in LAZY_IMPORTS
-           for mod, _, line, in_function in g.imports_of(m) if in_function]
+    bad = [
+        f"{m}:{line} imports {mod} inside a function"
+        for m in g.all_modules()
+        if m not in LAZY_IMPORTS
+        for mod, _, line, in_function in g.imports_of(m)
+        if in_function
+    ]
     assert bad == []
 
 
@@ -85,8 +94,13 @@ def test_graph_sees_imports_inside_functions(tmp_path, monkeypatch):
     for fn in (g.imports_of, g.imported_modules, g.direct_deps):
         fn.cache_clear()
     try:
-        assert g.closure("carsearch.sub.a") == {"carsearch", "carsearch.sub", "carsearch.sub.a", "carsearch.sub.b",
-                                                "carsearch.sub.c"}
+        assert g.closure("carsearch.sub.a") == {
+            "carsearch",
+            "carsearch.sub",
+            "carsearch.sub.a",
+            "carsearch.sub.b",
+            "carsearch.sub.c",
+        }
     finally:
         for fn in (g.imports_of, g.imported_modules, g.direct_deps):
             fn.cache_clear()
@@ -138,13 +152,19 @@ def test_dvc_status_sees_a_change_in_any_module_a_stage_runs(tmp_path):
     status = json.loads(out.stdout)
     for stage, f in edited.items():
         rel = str(f.relative_to(ROOT))
-        changed = [p for entry in status.get(stage, []) if isinstance(entry, dict)
-                   for p in entry.get("changed deps", {})]
-        assert any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in changed), \
+        changed = [
+            p for entry in status.get(stage, []) if isinstance(entry, dict) for p in entry.get("changed deps", {})
+        ]
+        assert any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in changed), (
             f"stage {stage}: editing {rel} is not seen by dvc status ({status.get(stage)})"
+        )
 
 
 def test_search_api_import_path_kept():
-    out = subprocess.run([sys.executable, "-c", "from carsearch.search import CarSearch; print(CarSearch.__module__)"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "from carsearch.search import CarSearch; print(CarSearch.__module__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "carsearch.index.search"

@@ -59,12 +59,17 @@ def _run_corpus(ws: Path, tmp_path: Path):
     src, refs = ws / "corpus" / "images", ws / "corpus" / "refs"
     assert len(expected) >= 25
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(source="folder", folder={"path": str(src), "subfolder_key": "color", "labels_csv": "labels.csv"})
+    params["data"].update(
+        source="folder", folder={"path": str(src), "subfolder_key": "color", "labels_csv": "labels.csv"}
+    )
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     (ws / "dvc.yaml").write_text("stages: {}\n")
     prefix = _as_reader(ws)
-    p = run([*prefix, sys.executable, "-m", "carsearch.stages.ingest"], ws,
-            env={"HOME": str(ws), "PYTHONPATH": str(REPO / "src")})
+    p = run(
+        [*prefix, sys.executable, "-m", "carsearch.stages.ingest"],
+        ws,
+        env={"HOME": str(ws), "PYTHONPATH": str(REPO / "src")},
+    )
     assert "Traceback" not in p.stdout and "DecompressionBomb" not in p.stdout
 
     manifest = [json.loads(x) for x in (ws / "data/raw/manifest.jsonl").read_text().splitlines()]
@@ -83,7 +88,9 @@ def _run_corpus(ws: Path, tmp_path: Path):
             rel = (rel_d / n).as_posix()
             if n.startswith(".") and d != str(src) or rel.startswith(".thumbs/"):
                 continue
-            if (rel_d / n).as_posix() == "labels.csv" or (os.path.isdir(os.path.join(d, n)) and not os.path.islink(os.path.join(d, n))):
+            if (rel_d / n).as_posix() == "labels.csv" or (
+                os.path.isdir(os.path.join(d, n)) and not os.path.islink(os.path.join(d, n))
+            ):
                 continue
             entries.add(rel)
     entries.add(".thumbs")
@@ -154,11 +161,18 @@ def test_labels_csv_variants(tmp_path):
     assert read("header_case.csv").rows == {"a.jpg": {"color": "red", "view": "rear"}}
     t = read("cp1252.csv")
     assert t.rows["Citroën.jpg"] == {"color": "red", "view": "side"}
-    assert t.problems == [(str(var / "cp1252.csv"), "cp1252.csv is not UTF-8 (byte 0xeb at offset 53); read as cp1252, check accented labels")]
+    assert t.problems == [
+        (
+            str(var / "cp1252.csv"),
+            "cp1252.csv is not UTF-8 (byte 0xeb at offset 53); read as cp1252, check accented labels",
+        )
+    ]
     t = read("duplicates.csv")
     assert t.rows == {"a.jpg": {"color": "red", "view": "front"}}
-    assert [r for _, r in t.problems] == ["duplicates.csv rows 2, 3 all name a.jpg (identical; used once)",
-                                          "duplicates.csv rows 4, 5 all name b.jpg with different labels; none used"]
+    assert [r for _, r in t.problems] == [
+        "duplicates.csv rows 2, 3 all name a.jpg (identical; used once)",
+        "duplicates.csv rows 4, 5 all name b.jpg with different labels; none used",
+    ]
     with pytest.raises(ValueError, match=r"no_file_column.csv: needs a 'file' column"):
         read("no_file_column.csv")
 
@@ -183,7 +197,9 @@ def test_open_rgb_fixes_what_convert_gets_wrong(tmp_path):
 
     for im in (imaging.open_rgb(img / "exif6.jpg"), load_images([img / "exif6.jpg"])[0]):
         assert im.size == (96, 64) and _diff(im, ref) < 12
-    assert _diff(imaging.open_rgb(img / "palette_alpha.png"), Image.open(tmp_path / "refs" / "palette_alpha.png.png")) < 2
+    assert (
+        _diff(imaging.open_rgb(img / "palette_alpha.png"), Image.open(tmp_path / "refs" / "palette_alpha.png.png")) < 2
+    )
     # the bomb is refused from its header, without PIL's warning or error
     with warnings.catch_warnings():
         warnings.simplefilter("error")

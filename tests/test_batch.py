@@ -52,7 +52,9 @@ def test_make_requests_nova_writes_images_and_uris(tmp_path):
     cfg = caption_cfg(**{"model_id": "amazon.nova-lite-v1:0", "s3.prefix": "cs"})
     index = batch.make_requests(rows, tmp_path, tmp_path / "jsonl", cfg, bucket="my-bucket")
     uris = batch.image_uris(tmp_path / "jsonl" / "part-00000.jsonl")
-    assert len(uris) == 4 and all(u.startswith(f"s3://my-bucket/cs/{index['batch_key']}/input/part-00000/images/") for u in uris)
+    assert len(uris) == 4 and all(
+        u.startswith(f"s3://my-bucket/cs/{index['batch_key']}/input/part-00000/images/") for u in uris
+    )
     assert all((tmp_path / "jsonl" / "images" / u.rsplit("/", 1)[-1]).is_file() for u in uris)
     with pytest.raises(ValueError, match="caption.s3.bucket: not set"):
         batch.make_requests(rows, tmp_path, tmp_path / "j2", cfg, bucket=None)
@@ -64,7 +66,9 @@ def test_invalid_line_is_never_written(tmp_path):
         batch.write_shards([bad], tmp_path)
     assert not list(tmp_path.glob("*.jsonl"))
     with pytest.raises(formats.FormatError, match="duplicate recordId"):
-        good = formats.request_record("r1", formats.claude_request(b"\x89PNG" + b"0" * 10, "s", "u", media_type="image/png"))
+        good = formats.request_record(
+            "r1", formats.claude_request(b"\x89PNG" + b"0" * 10, "s", "u", media_type="image/png")
+        )
         batch.write_shards([good, good], tmp_path)
 
 

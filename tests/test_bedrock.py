@@ -14,18 +14,35 @@ from carsearch.features.captioning.parse import CaptionError
 from carsearch.features.curate import curate, load_jobs
 from conftest_bedrock import ROLE, aws_env, bucket, caption_cfg, clients, emulator, image_set, moto_url, s3  # noqa: F401
 
-CURATE = {"splits": {"train": 0.7, "val": 0.1, "test": 0.2}, "near_duplicate_max_distance": -1,
-          "require_fields": ["body_type", "color", "view"]}
+CURATE = {
+    "splits": {"train": 0.7, "val": 0.1, "test": 0.2},
+    "near_duplicate_max_distance": -1,
+    "require_fields": ["body_type", "color", "view"],
+}
 
 
-def _prepare(root: Path, rows: list[dict], bucket: str, model_id="anthropic.claude-3-haiku-20240307-v1:0", per_job=5, **over):
-    cfg = caption_cfg(**{"model_id": model_id, "s3.bucket": bucket, "quotas.min_records_per_job": 2,
-                         "quotas.max_records_per_job": per_job, **over})
+def _prepare(
+    root: Path, rows: list[dict], bucket: str, model_id="anthropic.claude-3-haiku-20240307-v1:0", per_job=5, **over
+):
+    cfg = caption_cfg(
+        **{
+            "model_id": model_id,
+            "s3.bucket": bucket,
+            "quotas.min_records_per_job": 2,
+            "quotas.max_records_per_job": per_job,
+            **over,
+        }
+    )
     jsonl = root / "data" / "jsonl"
     index = batch.make_requests(rows, root, jsonl, cfg, bucket=bucket)
     settings = bedrock.settings_from_cfg(cfg)
     shards = bedrock.shard_jobs(jsonl, index, bucket, settings.prefix)
-    state = root / ".carsearch" / "jobs" / f"{bedrock.run_hash(settings.model_id, index['shards'], bucket, settings.prefix)}.json"
+    state = (
+        root
+        / ".carsearch"
+        / "jobs"
+        / f"{bedrock.run_hash(settings.model_id, index['shards'], bucket, settings.prefix)}.json"
+    )
     return cfg, settings, shards, state
 
 
@@ -63,15 +80,21 @@ def test_success_claude_shards_join_and_manifest(image_set, bucket, emulator, s3
     assert any(k.endswith("/manifest.json.out") for k in keys)
     st = json.loads(state.read_text())
     assert set(st["jobs"]) == {"part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"}
-    by_split, rejects = curate(sorted((root / "data/jsonl").glob("*.jsonl")), sorted(out.glob("*.jsonl.out")),
-                               {r["id"]: r for r in rows}, root, CURATE, 0)
+    by_split, rejects = curate(
+        sorted((root / "data/jsonl").glob("*.jsonl")),
+        sorted(out.glob("*.jsonl.out")),
+        {r["id"]: r for r in rows},
+        root,
+        CURATE,
+        0,
+    )
     assert sum(len(v) for v in by_split.values()) == 12 and rejects == []
 
 
 def test_partial_failure_every_record_accounted_for(image_set, bucket, emulator):
     root, rows = image_set
     ids = [r["id"] for r in rows]
-    emu = emulator(
+    emulator(
         labels=_labels(rows),
         record_errors={ids[0]: (400, "Malformed input request: image too large")},
         drop_records={ids[1]},
@@ -89,8 +112,15 @@ def test_partial_failure_every_record_accounted_for(image_set, bucket, emulator)
     assert "truncated" in reasons[ids[2]] and ids[2] in reasons[ids[2]]
     failed_file = [json.loads(x) for x in (out / "failed_records.jsonl").read_text().splitlines()]
     assert {r["recordId"] for r in failed_file} == {ids[0], ids[1], ids[2]}
-    by_split, rejects = curate(sorted((root / "data/jsonl").glob("*.jsonl")), sorted(out.glob("*.jsonl.out")),
-                               {r["id"]: r for r in rows}, root, CURATE, 0, jobs=load_jobs(out))
+    by_split, rejects = curate(
+        sorted((root / "data/jsonl").glob("*.jsonl")),
+        sorted(out.glob("*.jsonl.out")),
+        {r["id"]: r for r in rows},
+        root,
+        CURATE,
+        0,
+        jobs=load_jobs(out),
+    )
     why = {r["id"]: r["reason"] for r in rejects}
     assert set(why) == set(ids[:6])
     assert why[ids[0]].startswith("model error 400")
@@ -104,10 +134,14 @@ def test_partial_failure_every_record_accounted_for(image_set, bucket, emulator)
 
 def test_failed_job_is_reported_then_only_it_is_resubmitted(image_set, bucket, emulator):
     root, rows = image_set
-    emu = emulator(labels=_labels(rows), fail_jobs={"part-00001": "Unable to access the input S3 location: AccessDenied"})
+    emu = emulator(
+        labels=_labels(rows), fail_jobs={"part-00001": "Unable to access the input S3 location: AccessDenied"}
+    )
     cfg, settings, shards, state = _prepare(root, rows, bucket)
     out = root / "data" / "captions"
-    with pytest.raises(CaptionError, match=r"part-00001.jsonl: job carsearch-part-00001-\w+ Failed: Unable to access the input"):
+    with pytest.raises(
+        CaptionError, match=r"part-00001.jsonl: job carsearch-part-00001-\w+ Failed: Unable to access the input"
+    ):
         bedrock.run_bedrock(shards, out, settings, state, *clients(), log=lambda s: None)
     assert _creates(emu) == 3
     emu.fail_jobs.clear()
@@ -161,8 +195,12 @@ def test_job_created_before_kill_but_not_saved_is_found_by_name(image_set, bucke
     _, br = clients()
     bedrock.upload_shard(s3, sh)
     br.create_model_invocation_job(  # what the killed run had sent
-        jobName=bedrock.job_name("carsearch", "part-00000", sh.sha256), roleArn=ROLE, modelId=settings.model_id,
-        inputDataConfig={"s3InputDataConfig": {"s3Uri": sh.input_uri}}, outputDataConfig={"s3OutputDataConfig": {"s3Uri": sh.output_uri}})
+        jobName=bedrock.job_name("carsearch", "part-00000", sh.sha256),
+        roleArn=ROLE,
+        modelId=settings.model_id,
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": sh.input_uri}},
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": sh.output_uri}},
+    )
     logs = []
     result = bedrock.run_bedrock(shards, root / "data/captions", settings, state, *clients(), log=logs.append)
     assert _creates(emu) == 1 and result["succeeded"] == 12
@@ -175,8 +213,15 @@ def test_throttling_is_retried_by_our_backoff_and_by_botocore(image_set, bucket,
     cfg, settings, shards, state = _prepare(root, rows, bucket, per_job=12)
     logs, sleeps = [], []
     # botocore without retries: our own backoff handles the 429s
-    result = bedrock.run_bedrock(shards, root / "data/captions", settings, state, *clients(max_attempts=1),
-                                 log=logs.append, sleep=lambda s: sleeps.append(s))
+    result = bedrock.run_bedrock(
+        shards,
+        root / "data/captions",
+        settings,
+        state,
+        *clients(max_attempts=1),
+        log=logs.append,
+        sleep=lambda s: sleeps.append(s),
+    )
     assert emu.throttled == 4 and result["succeeded"] == 12
     assert sum("ThrottlingException" in x for x in logs) == 4
     # botocore's standard retry mode alone also gets through
@@ -187,14 +232,17 @@ def test_throttling_is_retried_by_our_backoff_and_by_botocore(image_set, bucket,
 
 def test_stop_and_list_jobs(image_set, bucket, emulator):
     root, rows = image_set
-    emu = emulator(labels=_labels(rows), delay=0.5)
+    emulator(labels=_labels(rows), delay=0.5)
     cfg, settings, shards, state = _prepare(root, rows, bucket, per_job=12)
     s3c, br = clients()
     bedrock.upload_shard(s3c, shards[0])
     arn = br.create_model_invocation_job(
-        jobName="carsearch-stop-me", roleArn=ROLE, modelId=settings.model_id,
+        jobName="carsearch-stop-me",
+        roleArn=ROLE,
+        modelId=settings.model_id,
         inputDataConfig={"s3InputDataConfig": {"s3Uri": shards[0].input_uri}},
-        outputDataConfig={"s3OutputDataConfig": {"s3Uri": shards[0].output_uri}})["jobArn"]
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": shards[0].output_uri}},
+    )["jobArn"]
     assert br.list_model_invocation_jobs(nameContains="stop-me")["invocationJobSummaries"][0]["jobArn"] == arn
     br.stop_model_invocation_job(jobIdentifier=arn)
     assert br.get_model_invocation_job(jobIdentifier=arn)["status"] in ("Stopping", "Stopped")
@@ -220,7 +268,7 @@ def test_expired_job(image_set, bucket, emulator):
 
 def test_nova_images_on_s3(image_set, bucket, emulator, s3):
     root, rows = image_set
-    emu = emulator(labels=_labels(rows))
+    emulator(labels=_labels(rows))
     cfg, settings, shards, state = _prepare(root, rows, bucket, model_id="us.amazon.nova-lite-v1:0", per_job=6)
     line = json.loads((root / "data/jsonl/part-00001.jsonl").read_text().splitlines()[0])
     uri = line["modelInput"]["messages"][0]["content"][0]["image"]["source"]["s3Location"]["uri"]

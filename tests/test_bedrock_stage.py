@@ -23,7 +23,9 @@ def _scratch(tmp_path: Path, monkeypatch, n=20, **caption_over) -> tuple[Path, l
     curate["near_duplicate_max_distance"] = -1
     caption = caption_cfg(**{"quotas.min_records_per_job": 5, **caption_over})
     caption["pricing"] = str(REPO / "conf/pricing.yaml")
-    (root / "params.yaml").write_text(yaml.safe_dump({"seed": 42, "paths": paths, "caption": caption, "curate": curate}))
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({"seed": 42, "paths": paths, "caption": caption, "curate": curate})
+    )
     monkeypatch.setenv("CARSEARCH_ROOT", str(root))
     return root, rows
 
@@ -34,7 +36,9 @@ def _run_all(root):
     make_jsonl.main()
     caption_batch.main()
     curate_pairs.main()
-    return json.loads((root / "metrics/caption.json").read_text()), json.loads((root / "metrics/curate.json").read_text())
+    return json.loads((root / "metrics/caption.json").read_text()), json.loads(
+        (root / "metrics/curate.json").read_text()
+    )
 
 
 def test_offline_stages_default_backend(tmp_path, monkeypatch):
@@ -49,8 +53,11 @@ def test_offline_stages_default_backend(tmp_path, monkeypatch):
 
 
 def test_bedrock_stages_resume_after_interruption(tmp_path, monkeypatch, emulator, bucket, capsys):
-    root, rows = _scratch(tmp_path, monkeypatch, **{"backend": "bedrock", "s3.bucket": bucket,
-                                                    "quotas.max_records_per_job": 10, "bedrock.wait_timeout_s": 0.0})
+    root, rows = _scratch(
+        tmp_path,
+        monkeypatch,
+        **{"backend": "bedrock", "s3.bucket": bucket, "quotas.max_records_per_job": 10, "bedrock.wait_timeout_s": 0.0},
+    )
     emu = emulator(labels={r["id"]: r["labels"] for r in rows}, delay=0.4)
     from carsearch.features.captioning.parse import CaptionError
     from carsearch.stages import caption_batch, curate_pairs, make_jsonl

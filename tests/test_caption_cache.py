@@ -60,8 +60,9 @@ def _creates(emu) -> int:
 
 
 def test_bedrock_sends_only_new_records(tmp_path, monkeypatch, emulator, bucket):
-    root, rows = _scratch(tmp_path, monkeypatch, 20, **{"backend": "bedrock", "s3.bucket": bucket,
-                                                        "quotas.max_records_per_job": 12})
+    root, rows = _scratch(
+        tmp_path, monkeypatch, 20, **{"backend": "bedrock", "s3.bucket": bucket, "quotas.max_records_per_job": 12}
+    )
     rows30 = make_image_set(tmp_path / "all", 30)
     emu = emulator(labels={r["id"]: r["labels"] for r in rows30})
     cap = _caption(root)
@@ -74,7 +75,13 @@ def test_bedrock_sends_only_new_records(tmp_path, monkeypatch, emulator, bucket)
     cap = _caption(root)
     got = [rid for name, ids in emu.received.items() if name not in before for rid in ids]
     assert sorted(got) == sorted(new)  # exactly the 10 new records reached Bedrock
-    assert cap["records"] == 30 and cap["cached"] == 20 and cap["sent"] == 10 and cap["succeeded"] == 30 and cap["failed"] == 0
+    assert (
+        cap["records"] == 30
+        and cap["cached"] == 20
+        and cap["sent"] == 10
+        and cap["succeeded"] == 30
+        and cap["failed"] == 0
+    )
     assert 0 < cap["estimated_usd"] < first_usd and cap["estimated_usd_cached_saved"] > 0
     assert cap["cached_input_tokens"] > 0 and cap["input_tokens"] > 0
     outs = _outputs(root)
@@ -89,11 +96,16 @@ def test_bedrock_sends_only_new_records(tmp_path, monkeypatch, emulator, bucket)
 
 
 def test_bedrock_errors_and_refusals_are_retried_bad_captions_are_not(tmp_path, monkeypatch, emulator, bucket):
-    root, rows = _scratch(tmp_path, monkeypatch, 8, **{"backend": "bedrock", "s3.bucket": bucket,
-                                                       "bedrock.allow_incomplete": True})
+    root, rows = _scratch(
+        tmp_path, monkeypatch, 8, **{"backend": "bedrock", "s3.bucket": bucket, "bedrock.allow_incomplete": True}
+    )
     a, b, c = rows[0]["id"], rows[1]["id"], rows[2]["id"]
-    emu = emulator(labels={r["id"]: r["labels"] for r in rows}, refuse={a}, record_errors={b: (500, "boom")},
-                   answers={c: "a red car, I think"})
+    emu = emulator(
+        labels={r["id"]: r["labels"] for r in rows},
+        refuse={a},
+        record_errors={b: (500, "boom")},
+        answers={c: "a red car, I think"},
+    )
     cap = _caption(root)
     assert cap["sent"] == 8 and cap["cache_entries_written"] == 6
     emu.refuse.clear()
@@ -129,8 +141,18 @@ def test_bedrock_small_remainder_is_refused_or_padded(tmp_path, monkeypatch, emu
 def test_openai_sends_only_new_records(tmp_path, monkeypatch):
     rows30 = make_image_set(tmp_path / "all", 30)
     with ChatCompletionsEmulator(labels={r["id"]: r["labels"] for r in rows30}) as emu:
-        root, rows = _scratch(tmp_path, monkeypatch, 20, **{"backend": "openai", "family": "claude", "model_id": "local-vlm",
-                                                            "openai.base_url": emu.url, "openai.model": "qwen2.5-vl"})
+        root, rows = _scratch(
+            tmp_path,
+            monkeypatch,
+            20,
+            **{
+                "backend": "openai",
+                "family": "claude",
+                "model_id": "local-vlm",
+                "openai.base_url": emu.url,
+                "openai.model": "qwen2.5-vl",
+            },
+        )
         cap = _caption(root)
         assert len(emu.requests) == 20 and cap["sent"] == 20 and cap["cached"] == 0
         make_image_set(root, 30)
@@ -184,16 +206,39 @@ def test_offline_counts_invalidation_and_survival(tmp_path, monkeypatch):
 
 
 def test_store_keys_torn_lines_and_compaction(tmp_path, monkeypatch):
-    rec = {"recordId": "r1", "modelInput": {"schemaVersion": "messages-v1", "messages": [{"role": "user", "content": [
-        {"image": {"format": "jpeg", "source": {"s3Location": {"uri": "s3://b/p/KEY1/input/part-00000/images/r1.jpg"}}}},
-        {"text": "describe"}]}]}}
+    rec = {
+        "recordId": "r1",
+        "modelInput": {
+            "schemaVersion": "messages-v1",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "image": {
+                                "format": "jpeg",
+                                "source": {"s3Location": {"uri": "s3://b/p/KEY1/input/part-00000/images/r1.jpg"}},
+                            }
+                        },
+                        {"text": "describe"},
+                    ],
+                }
+            ],
+        },
+    }
     moved = json.loads(json.dumps(rec).replace("KEY1/input/part-00000", "KEY2/input/part-00003"))
     ctx = {"backend": "bedrock", "model": "amazon.nova-lite-v1:0"}
     assert caption_cache.record_key(rec, ctx) == caption_cache.record_key(moved, ctx)  # batch folder is not the request
     assert caption_cache.record_key(rec, ctx) != caption_cache.record_key(rec, {**ctx, "model": "amazon.nova-pro-v1:0"})
 
-    ok = {"recordId": "r1", "modelOutput": {"stop_reason": "end_turn", "content": [{"type": "text", "text": "{}"}],
-                                            "usage": {"input_tokens": 5, "output_tokens": 2}}}
+    ok = {
+        "recordId": "r1",
+        "modelOutput": {
+            "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": "{}"}],
+            "usage": {"input_tokens": 5, "output_tokens": 2},
+        },
+    }
     refusal = {"recordId": "r2", "modelOutput": {**ok["modelOutput"], "stop_reason": "refusal"}}
     error = {"recordId": "r3", "error": {"errorCode": 500, "errorMessage": "x"}}
     monkeypatch.setattr(caption_cache, "COMPACT_AT", 3)

@@ -16,14 +16,23 @@ def test_fenced_and_prose_wrapped_json_is_parsed_and_normalised():
     assert (cap.body_type, cap.color, cap.view) == ("pickup", "grey", "rear")
 
 
-@pytest.mark.parametrize("text,msg", [
-    ("", "empty answer"),
-    ("I'm sorry, I can't help with that.", "no JSON object"),
-    ('{"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "front", "caption": "A red SUV', "no JSON object"),
-    ('{"make": "Acme", "model": "X", body_type: suv}', "not valid JSON"),
-    ('{"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "front"}', "field 'caption'"),
-    ('{"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "front", "caption": "short"}', "field 'caption'"),
-])
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("", "empty answer"),
+        ("I'm sorry, I can't help with that.", "no JSON object"),
+        (
+            '{"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "front", "caption": "A red SUV',
+            "no JSON object",
+        ),
+        ('{"make": "Acme", "model": "X", body_type: suv}', "not valid JSON"),
+        ('{"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "front"}', "field 'caption'"),
+        (
+            '{"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "front", "caption": "short"}',
+            "field 'caption'",
+        ),
+    ],
+)
 def test_bad_answers_say_why(text, msg):
     with pytest.raises(CaptionError, match=msg):
         parse_caption(text)

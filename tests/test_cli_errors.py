@@ -17,8 +17,9 @@ def index_root(tmp_path_factory):
     write_pairs(root, {"train": 8, "val": 4, "test": 8}, size=40)
     write_params(root, index={"promote": {"metric": "text_to_image.recall@5", "min_gain": 5.0}})
     (root / "metrics").mkdir(exist_ok=True)
-    (root / "metrics/eval.json").write_text(json.dumps({"base": {"text_to_image": {"recall@5": 0.5}},
-                                                        "finetuned": {"text_to_image": {"recall@5": 0.1}}}))
+    (root / "metrics/eval.json").write_text(
+        json.dumps({"base": {"text_to_image": {"recall@5": 0.5}}, "finetuned": {"text_to_image": {"recall@5": 0.1}}})
+    )
     mp = pytest.MonkeyPatch()
     mp.setenv("CARSEARCH_ROOT", str(root))
     from carsearch.stages import build_index
@@ -37,6 +38,7 @@ def cli(index_root, monkeypatch):
         r = CliRunner().invoke(app, ["search", *args])
         assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
         return r
+
     return invoke
 
 
@@ -56,18 +58,29 @@ def test_not_an_image(cli, tmp_path):
     _one_error(cli("--image", str(tmp_path / "nope.jpg")), "nope.jpg: no such image file")
 
 
-@pytest.mark.parametrize("args,needle", [
-    ([""], "empty text query"), (["   \t "], "empty text query"), ([], "nothing to search for"),
-    (["red car", "--image", "x.jpg"], "not both"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        ([""], "empty text query"),
+        (["   \t "], "empty text query"),
+        ([], "nothing to search for"),
+        (["red car", "--image", "x.jpg"], "not both"),
+    ],
+)
 def test_query_refused(cli, args, needle):
     _one_error(cli(*args), needle)
 
 
-@pytest.mark.parametrize("where,needle", [
-    ("color = 'blue' garbage", "'garbage'"), ("colour = 'blue'", "unknown column 'colour'"),
-    ("color = blue", "expected a quoted string"), ("color = 'blue'; DROP TABLE cars", "';'"), ("  ", "empty filter"),
-])
+@pytest.mark.parametrize(
+    "where,needle",
+    [
+        ("color = 'blue' garbage", "'garbage'"),
+        ("colour = 'blue'", "unknown column 'colour'"),
+        ("color = blue", "expected a quoted string"),
+        ("color = 'blue'; DROP TABLE cars", "';'"),
+        ("  ", "empty filter"),
+    ],
+)
 def test_bad_where_refused(cli, where, needle):
     _one_error(cli("a red car", "--where", where), "--where", needle)
 

@@ -34,25 +34,32 @@ def test_extra_keys_allowed_where_people_add_them():
     assert out["index"]["corpus_path"] == "x" and out["data"]["max_pixels"] == 10
 
 
-@pytest.mark.parametrize("key,value,line", [
-    ("epochs", -1, "params.yaml: epochs = -1: must be >= 1"),
-    ("train.epochs", -1, "params.yaml: train.epochs = -1: must be >= 1"),
-    ("lr", "abc", "params.yaml: lr = 'abc': not a number"),
-    ("train.batch_size", 0, "params.yaml: train.batch_size = 0: must be >= 1"),
-    ("train.precision", "fp16", "params.yaml: train.precision = 'fp16': must be one of 'auto', 'bf16' or 'fp32'"),
-    ("train.epoch", 3, "params.yaml: train.epoch = 3: unknown key (did you mean 'epochs'?"),
-    ("train.lock.image", "some", "params.yaml: train.lock.image = 'some': must be 'none', 'all' or a number"),
-    ("data.source", "ftp", "params.yaml: data.source = 'ftp': must be one of 'torcs', 'demo', 'folder' or 's3'"),
-    ("data.folder.path", None, "params.yaml: data.folder.path = None: must be a folder path"),
-    ("caption.backend", "gpt", "params.yaml: caption.backend = 'gpt': must be one of 'offline', 'bedrock' or 'openai'"),
-    ("caption.temperature", "hot", "params.yaml: caption.temperature = 'hot': not a number"),
-    ("model.kind", "huge", "params.yaml: model.kind = 'huge': must be one of 'tiny', 'pretrained'"),
-    ("model.image_size", 65, "params.yaml: model.image_size = 65: must be a multiple of patch_size (8)"),
-    ("eval.split", "holdout", "params.yaml: eval.split = 'holdout': not a split of curate.splits"),
-    ("index.metric", "ip", "params.yaml: index.metric = 'ip': must be one of 'cosine', 'l2' or 'dot'"),
-    ("curate.splits.train", 1.5, "params.yaml: curate.splits.train = 1.5: must be <= 1"),
-    ("train.grad_checkpointing", "maybe", "params.yaml: train.grad_checkpointing = 'maybe': must be true or false"),
-])
+@pytest.mark.parametrize(
+    "key,value,line",
+    [
+        ("epochs", -1, "params.yaml: epochs = -1: must be >= 1"),
+        ("train.epochs", -1, "params.yaml: train.epochs = -1: must be >= 1"),
+        ("lr", "abc", "params.yaml: lr = 'abc': not a number"),
+        ("train.batch_size", 0, "params.yaml: train.batch_size = 0: must be >= 1"),
+        ("train.precision", "fp16", "params.yaml: train.precision = 'fp16': must be one of 'auto', 'bf16' or 'fp32'"),
+        ("train.epoch", 3, "params.yaml: train.epoch = 3: unknown key (did you mean 'epochs'?"),
+        ("train.lock.image", "some", "params.yaml: train.lock.image = 'some': must be 'none', 'all' or a number"),
+        ("data.source", "ftp", "params.yaml: data.source = 'ftp': must be one of 'torcs', 'demo', 'folder' or 's3'"),
+        ("data.folder.path", None, "params.yaml: data.folder.path = None: must be a folder path"),
+        (
+            "caption.backend",
+            "gpt",
+            "params.yaml: caption.backend = 'gpt': must be one of 'offline', 'bedrock' or 'openai'",
+        ),
+        ("caption.temperature", "hot", "params.yaml: caption.temperature = 'hot': not a number"),
+        ("model.kind", "huge", "params.yaml: model.kind = 'huge': must be one of 'tiny', 'pretrained'"),
+        ("model.image_size", 65, "params.yaml: model.image_size = 65: must be a multiple of patch_size (8)"),
+        ("eval.split", "holdout", "params.yaml: eval.split = 'holdout': not a split of curate.splits"),
+        ("index.metric", "ip", "params.yaml: index.metric = 'ip': must be one of 'cosine', 'l2' or 'dot'"),
+        ("curate.splits.train", 1.5, "params.yaml: curate.splits.train = 1.5: must be <= 1"),
+        ("train.grad_checkpointing", "maybe", "params.yaml: train.grad_checkpointing = 'maybe': must be true or false"),
+    ],
+)
 def test_bad_value_one_line(key, value, line):
     with pytest.raises(ConfigError) as e:
         validate_params(_set(PARAMS, key, value), root=REPO)
@@ -75,7 +82,9 @@ def test_paths_checked(tmp_path):
 def test_stage_prints_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_set(PARAMS, "lr", "abc")))
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    p = run([sys.executable, "-m", "carsearch.stages.ingest"], tmp_path, check=False, env={"CARSEARCH_ROOT": str(tmp_path)})
+    p = run(
+        [sys.executable, "-m", "carsearch.stages.ingest"], tmp_path, check=False, env={"CARSEARCH_ROOT": str(tmp_path)}
+    )
     assert p.returncode == 1 and p.stdout.strip() == "error: params.yaml: lr = 'abc': not a number", p.stdout
 
 
@@ -83,13 +92,25 @@ def test_torchrun_worker_failure_is_one_line(tmp_path):
     """finetune_clip starts torchrun itself: a failing worker ends in one line, not ChildFailedError."""
     write_pairs(tmp_path, {"train": 1, "val": 2, "test": 2}, size=32)
     write_params(tmp_path, train={"nproc_per_node": 2})
-    p = run([sys.executable, "-m", "carsearch.stages.finetune_clip"], tmp_path, check=False,
-            env={"CARSEARCH_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}, timeout=120)
+    p = run(
+        [sys.executable, "-m", "carsearch.stages.finetune_clip"],
+        tmp_path,
+        check=False,
+        env={"CARSEARCH_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"},
+        timeout=120,
+    )
     assert p.returncode == 1 and "Traceback" not in p.stdout and "ChildFailedError" not in p.stdout, p.stdout
     assert "error: finetune_clip: 2 of 2 torchrun worker(s) failed" in p.stdout
     write_params(tmp_path, train={"nproc_per_node": 0})
-    p = run([sys.executable, "-m", "carsearch.stages.finetune_clip"], tmp_path, check=False, env={"CARSEARCH_ROOT": str(tmp_path)})
-    assert p.returncode == 1 and p.stdout.strip() == "error: params.yaml: train.nproc_per_node = 0: must be >= 1", p.stdout
+    p = run(
+        [sys.executable, "-m", "carsearch.stages.finetune_clip"],
+        tmp_path,
+        check=False,
+        env={"CARSEARCH_ROOT": str(tmp_path)},
+    )
+    assert p.returncode == 1 and p.stdout.strip() == "error: params.yaml: train.nproc_per_node = 0: must be >= 1", (
+        p.stdout
+    )
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,11 @@ from carsearch.features.captioning import formats
 from carsearch.features.curate import curate
 from conftest_bedrock import make_image_set
 
-CFG = {"splits": {"train": 0.7, "val": 0.1, "test": 0.2}, "near_duplicate_max_distance": -1, "require_fields": ["body_type", "color", "view"]}
+CFG = {
+    "splits": {"train": 0.7, "val": 0.1, "test": 0.2},
+    "near_duplicate_max_distance": -1,
+    "require_fields": ["body_type", "color", "view"],
+}
 GOOD = '{"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "front", "caption": "A red SUV from the front."}'
 
 
@@ -27,12 +31,15 @@ def test_every_kind_of_bad_output_is_reported(tmp_path):
         line(ids[0]),
         line(ids[1], "I can't identify this.", stop="refusal"),
         line(ids[2], "A red SUV, I think."),
-        line(ids[3], '{"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "front", "caption": "A red',
-             stop="max_tokens"),
+        line(
+            ids[3],
+            '{"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "front", "caption": "A red',
+            stop="max_tokens",
+        ),
         line(ids[4], GOOD.replace('"view": "front", ', "")),
         json.dumps(formats.output_record(ids[5], {}, error={"errorCode": 429, "errorMessage": "Too many tokens"})),
-        line(ids[6])[:40],            # truncated: recordId still readable
-        "{garbage",                   # malformed: no recordId
+        line(ids[6])[:40],  # truncated: recordId still readable
+        "{garbage",  # malformed: no recordId
         line("not-requested"),
         line(ids[8], GOOD.replace('"view": "front"', '"view": "unknown"')),
         # ids[7] and ids[9]: missing

@@ -25,9 +25,13 @@ def test_s3_prefix_ingests_with_labels_and_rejects(s3, bucket, tmp_path):  # noq
     items = list(data.iter_s3(f"s3://{bucket}/cams"))
     rows, rejects = data.ingest_items(items, tmp_path / "img", tmp_path, "s3")
     labels = {r["origin"]: r["labels"] for r in rows}
-    assert labels == {f"s3://{bucket}/cams/b.jpg": {"body_type": "van", "view": "rear"},
-                      f"s3://{bucket}/cams/red/a.jpg": {"color": "red"}}
-    assert [(r.path, r.reason.split(" (")[0]) for r in rejects] == [(f"s3://{bucket}/cams/broken.jpg", "corrupt or truncated image")]
+    assert labels == {
+        f"s3://{bucket}/cams/b.jpg": {"body_type": "van", "view": "rear"},
+        f"s3://{bucket}/cams/red/a.jpg": {"color": "red"},
+    }
+    assert [(r.path, r.reason.split(" (")[0]) for r in rejects] == [
+        (f"s3://{bucket}/cams/broken.jpg", "corrupt or truncated image")
+    ]
     assert all((tmp_path / r["path"]).is_file() for r in rows)
 
 

@@ -16,13 +16,28 @@ BIN = Path(sys.executable).parent
 
 
 def _run_stage(root: Path, nproc: int) -> dict:
-    env = {**os.environ, "CARSEARCH_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}",
-           "OMP_NUM_THREADS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(nproc), "-m", "carsearch.stages.finetune_clip"]
+    env = {
+        **os.environ,
+        "CARSEARCH_ROOT": str(root),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}",
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    cmd = [
+        str(BIN / "torchrun"),
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "carsearch.stages.finetune_clip",
+    ]
     p = subprocess.run(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:]
-    return {"train": json.loads((root / "metrics/train.json").read_text()),
-            "loss": (root / "metrics/train_loss.csv").read_text().splitlines()[1:], "log": p.stdout}
+    return {
+        "train": json.loads((root / "metrics/train.json").read_text()),
+        "loss": (root / "metrics/train_loss.csv").read_text().splitlines()[1:],
+        "log": p.stdout,
+    }
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun not installed")

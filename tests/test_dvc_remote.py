@@ -60,8 +60,15 @@ def test_shipped_remote_is_s3_with_env_overridable_endpoint():
 def test_push_and_pull_pipeline_outputs_through_moto(tmp_path, aws_env, bucket, s3):
     repo = tmp_path / "clone"
     repo.mkdir()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     env.pop("CARSEARCH_ROOT", None)
     _run(repo, "git", "init", "-q", env=env)
     _run(repo, DVC, "init", "-q", env=env)

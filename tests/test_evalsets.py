@@ -68,12 +68,25 @@ def test_sets_are_evaluated_and_the_gate_uses_the_configured_set(trained, monkey
     _colour_folder(root / "photos")
     sets = [{"name": "colours", "path": "photos"}]
     if DASHCAM.is_dir():
-        subprocess.run([sys.executable, str(REPO / "scripts/make_dashcam_evalset.py"), "--src", str(DASHCAM),
-                        "--out", str(root / "dashcam")], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts/make_dashcam_evalset.py"),
+                "--src",
+                str(DASHCAM),
+                "--out",
+                str(root / "dashcam"),
+            ],
+            check=True,
+        )
         sets.append({"name": "dashcam", "path": str(root / "dashcam")})
     base = write_params(root, train={"epochs": 2})
-    write_params(root, train={"epochs": 2}, eval={**base["eval"], "sets": sets},
-                 index={**base["index"], "promote": {"metric": "text_to_image.precision@5", "min_gain": -1.0, "set": "colours"}})
+    write_params(
+        root,
+        train={"epochs": 2},
+        eval={**base["eval"], "sets": sets},
+        index={**base["index"], "promote": {"metric": "text_to_image.precision@5", "min_gain": -1.0, "set": "colours"}},
+    )
     from carsearch.stages import build_index, evaluate
 
     evaluate.main()

@@ -16,7 +16,11 @@ LABELS = [
 
 def test_attribute_queries_relevant_is_every_match():
     texts, rel = attribute_queries(LABELS, ["color", "body_type", "view"])
-    assert texts == ["a blue sedan seen from the side", "a red sedan seen from the front", "a red suv seen from the front"]
+    assert texts == [
+        "a blue sedan seen from the side",
+        "a red sedan seen from the front",
+        "a red suv seen from the front",
+    ]
     assert rel.tolist() == [[False, True, False, False], [True, False, False, True], [False, False, True, False]]
     texts, rel = attribute_queries(LABELS, ["color"])
     assert texts == ["a blue car", "a red car"] and rel[1].tolist() == [True, False, True, True]
@@ -62,7 +66,14 @@ def test_zero_shot_per_attribute():
     assert z["color"]["accuracy"] == 0.75 and z["body_type"]["accuracy"] == 1.0 and z["view"]["accuracy"] == 1.0
     assert z["model"]["classes"] == 3 and z["model"]["accuracy"] == 1.0
     m, _, _ = full_report(img, LABELS, enc, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})
-    assert set(m["text_to_image_by_combo"]) == {"color", "body_type", "view", "color+body_type", "color+view", "body_type+view"}
+    assert set(m["text_to_image_by_combo"]) == {
+        "color",
+        "body_type",
+        "view",
+        "color+body_type",
+        "color+view",
+        "body_type+view",
+    }
 
 
 @pytest.mark.parametrize("n", [0, 1])

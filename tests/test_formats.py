@@ -18,13 +18,19 @@ def _png(w=32, h=24) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("mid,family", [
-    ("anthropic.claude-3-haiku-20240307-v1:0", "claude"),
-    ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", "claude"),
-    ("arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0", "claude"),
-    ("amazon.nova-lite-v1:0", "nova"),
-    ("apac.amazon.nova-pro-v1:0", "nova"),
-])
+@pytest.mark.parametrize(
+    "mid,family",
+    [
+        ("anthropic.claude-3-haiku-20240307-v1:0", "claude"),
+        ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", "claude"),
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0",
+            "claude",
+        ),
+        ("amazon.nova-lite-v1:0", "nova"),
+        ("apac.amazon.nova-pro-v1:0", "nova"),
+    ],
+)
 def test_family_from_model_id(mid, family):
     assert formats.model_family(mid) == family
 
@@ -50,27 +56,48 @@ def test_claude_request_is_the_documented_messages_body():
 
 
 def test_nova_request_references_the_image_on_s3():
-    body = formats.nova_request("s3://my-bucket/p/input/part-00000/images/x.jpg", "jpeg", "sys", "describe", 300, 0.0,
-                                bucket_owner="123456789012")
+    body = formats.nova_request(
+        "s3://my-bucket/p/input/part-00000/images/x.jpg",
+        "jpeg",
+        "sys",
+        "describe",
+        300,
+        0.0,
+        bucket_owner="123456789012",
+    )
     assert body["schemaVersion"] == "messages-v1" and body["system"] == [{"text": "sys"}]
     img = body["messages"][0]["content"][0]["image"]
-    assert img == {"format": "jpeg", "source": {"s3Location": {"uri": "s3://my-bucket/p/input/part-00000/images/x.jpg",
-                                                               "bucketOwner": "123456789012"}}}
+    assert img == {
+        "format": "jpeg",
+        "source": {
+            "s3Location": {"uri": "s3://my-bucket/p/input/part-00000/images/x.jpg", "bucketOwner": "123456789012"}
+        },
+    }
     assert body["inferenceConfig"] == {"maxTokens": 300, "temperature": 0.0}
     formats.validate_record({"recordId": "r1", "modelInput": body}, "nova")
 
 
-@pytest.mark.parametrize("family,mutate,msg", [
-    ("claude", lambda b: b.pop("anthropic_version"), "anthropic_version"),
-    ("claude", lambda b: b.update(max_tokens=0), "max_tokens"),
-    ("claude", lambda b: b["messages"][0]["content"][0]["source"].update(media_type="image/bmp"), "media_type"),
-    ("nova", lambda b: b["messages"][0]["content"][0]["image"]["source"]["s3Location"].update(uri="/local/x.jpg"), "uri"),
-    ("nova", lambda b: b.update(schemaVersion="v2"), "schemaVersion"),
-    ("nova", lambda b: b.update(anthropic_version="x"), "anthropic_version"),
-])
+@pytest.mark.parametrize(
+    "family,mutate,msg",
+    [
+        ("claude", lambda b: b.pop("anthropic_version"), "anthropic_version"),
+        ("claude", lambda b: b.update(max_tokens=0), "max_tokens"),
+        ("claude", lambda b: b["messages"][0]["content"][0]["source"].update(media_type="image/bmp"), "media_type"),
+        (
+            "nova",
+            lambda b: b["messages"][0]["content"][0]["image"]["source"]["s3Location"].update(uri="/local/x.jpg"),
+            "uri",
+        ),
+        ("nova", lambda b: b.update(schemaVersion="v2"), "schemaVersion"),
+        ("nova", lambda b: b.update(anthropic_version="x"), "anthropic_version"),
+    ],
+)
 def test_schema_violations_name_record_and_field(family, mutate, msg):
-    body = (formats.claude_request(_png(), "s", "u") if family == "claude"
-            else formats.nova_request("s3://bucket-a/k/i.jpg", "jpeg", "s", "u"))
+    body = (
+        formats.claude_request(_png(), "s", "u")
+        if family == "claude"
+        else formats.nova_request("s3://bucket-a/k/i.jpg", "jpeg", "s", "u")
+    )
     mutate(body)
     with pytest.raises(formats.FormatError, match=rf"part-00000.jsonl:7 record 'r7': .*{msg}"):
         formats.validate_record({"recordId": "r7", "modelInput": body}, family, where="part-00000.jsonl:7")
@@ -98,6 +125,13 @@ def test_output_lines_malformed_truncated_or_incomplete():
 def test_response_text_tokens_and_stop_reason_for_every_shape():
     c = formats.claude_response("hi", "anthropic.claude-3-haiku-20240307-v1:0", 10, 2, stop_reason="refusal")
     n = formats.nova_response("hi", 10, 2, stop_reason="content_filtered")
-    o = {"choices": [{"message": {"content": "hi"}, "finish_reason": "length"}], "usage": {"prompt_tokens": 10, "completion_tokens": 2}}
+    o = {
+        "choices": [{"message": {"content": "hi"}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2},
+    }
     for out, stop in ((c, "refusal"), (n, "content_filtered"), (o, "length")):
-        assert formats.response_text(out) == "hi" and formats.usage_tokens(out) == (10, 2) and formats.stop_reason(out) == stop
+        assert (
+            formats.response_text(out) == "hi"
+            and formats.usage_tokens(out) == (10, 2)
+            and formats.stop_reason(out) == stop
+        )

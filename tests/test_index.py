@@ -29,7 +29,9 @@ def pipeline(tmp_path_factory):
 def test_train_outputs_and_mlflow_run(pipeline):
     root = pipeline
     train = json.loads((root / "metrics/train.json").read_text())
-    assert train["epochs_run"] == 2 and train["best_epoch"] in (1, 2) and train["early_stopping_metric"] == "val_recall@5"
+    assert (
+        train["epochs_run"] == 2 and train["best_epoch"] in (1, 2) and train["early_stopping_metric"] == "val_recall@5"
+    )
     assert not (root / "models/checkpoints/finetune_clip").exists()  # finished: nothing to resume
     run = json.loads((root / "models/finetuned/carsearch_run.json").read_text())
     from mlflow.tracking import MlflowClient
@@ -40,7 +42,9 @@ def test_train_outputs_and_mlflow_run(pipeline):
     assert len(c.get_metric_history(r.info.run_id, "train_loss")) == train["steps"]
     assert len(c.get_metric_history(r.info.run_id, "val_recall_at_5")) == 2
     assert "finetuned.text_to_image.recall_at_5" in r.data.metrics and "base.image_to_image.mrr" in r.data.metrics
-    arts = {a.path for a in c.list_artifacts(r.info.run_id)} | {a.path for a in c.list_artifacts(r.info.run_id, "plots")}
+    arts = {a.path for a in c.list_artifacts(r.info.run_id)} | {
+        a.path for a in c.list_artifacts(r.info.run_id, "plots")
+    }
     assert {"model", "eval.json", "plots/recall_at_k.png", "plots/examples.png"} <= arts
     mv = c.get_model_version(run["registered_model"]["name"], str(run["registered_model"]["version"]))
     assert mv.run_id == r.info.run_id and mv.tags["content_hash"] == run["content_hash"]
@@ -64,8 +68,16 @@ def test_index_records_model_version_and_decision(pipeline):
     idx = json.loads((pipeline / "metrics/index.json").read_text())
     ev = json.loads((pipeline / "metrics/eval.json").read_text())
     assert idx["rows"] == 44 and idx["promotion"]["metric"] == "text_to_image.recall@5"
-    want = "finetuned" if ev["finetuned"]["text_to_image"]["recall@5"] > ev["base"]["text_to_image"]["recall@5"] else "base"
-    assert idx["model"] == want and want in idx["promotion"]["reason"].replace("fine-tuned", "finetuned") or idx["model"] == want
+    want = (
+        "finetuned"
+        if ev["finetuned"]["text_to_image"]["recall@5"] > ev["base"]["text_to_image"]["recall@5"]
+        else "base"
+    )
+    assert (
+        idx["model"] == want
+        and want in idx["promotion"]["reason"].replace("fine-tuned", "finetuned")
+        or idx["model"] == want
+    )
     if want == "finetuned":
         run = json.loads((pipeline / "models/finetuned/carsearch_run.json").read_text())
         assert idx["registered_model"]["version"] == run["registered_model"]["version"]
@@ -103,7 +115,9 @@ def test_base_model_index_is_searchable(pipeline, tmp_path, monkeypatch):
     idx = json.loads((root / "metrics/index.json").read_text())
     assert idx["model"] == "base" and idx["model_dir"] == "model" and "did not pay" in idx["promotion"]["reason"]
     meta = json.loads((root / "data/index/carsearch_index.json").read_text())
-    assert (root / "data/index" / meta["version"] / "model" / "config.json").is_file()  # the base model travels in the index
+    assert (
+        root / "data/index" / meta["version"] / "model" / "config.json"
+    ).is_file()  # the base model travels in the index
     from carsearch.index.search import CarSearch
 
     assert len(CarSearch(root=root).image(root / "data/raw/images/img0000.jpg", k=2)) == 2

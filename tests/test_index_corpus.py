@@ -46,7 +46,9 @@ def repo(tmp_path, monkeypatch):
     root.mkdir()
     write_pairs(root, {"train": 8, "val": 4, "test": 8})
     save_clip(*load_clip(TINY, seed=0), root / "models" / "finetuned")
-    write_params(root, index={"promote": {"metric": None}, "embed_cache_dir": ".carsearch/embed_cache", "batch_size": 8})
+    write_params(
+        root, index={"promote": {"metric": None}, "embed_cache_dir": ".carsearch/embed_cache", "batch_size": 8}
+    )
     monkeypatch.setenv("CARSEARCH_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns.db'}")
     return root
@@ -64,7 +66,11 @@ def _build(root: Path, **index) -> dict:
     from carsearch.index.store import read_meta
 
     meta = read_meta(root / "data/index")  # the embedding-cache counts live in the index meta, not the metrics
-    return {**json.loads((root / "metrics/index.json").read_text()), "embedded": meta["embedded"], "cached": meta["cached"]}
+    return {
+        **json.loads((root / "metrics/index.json").read_text()),
+        "embedded": meta["embedded"],
+        "cached": meta["cached"],
+    }
 
 
 def test_default_corpus_is_every_ingested_image(repo):
@@ -152,8 +158,12 @@ def test_kill_during_build_keeps_the_old_index(repo):
     import shutil
 
     shutil.rmtree(repo / ".carsearch", ignore_errors=True)  # make the build embed (longer, killable mid-way)
-    p = subprocess.Popen([sys.executable, "-m", "carsearch.stages.build_index"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "carsearch.stages.build_index"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(random.uniform(2.0, 6.0))
     p.send_signal(signal.SIGKILL)
     p.wait()

@@ -19,8 +19,15 @@ def _rows(n: int, dim: int = 32, seed: int = 0):
     rng = np.random.default_rng(seed)
     v = rng.normal(size=(n, dim)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    rows = [{"id": f"{i:016x}", "path": f"images/{i}.jpg", "caption": f"a {COLORS[i % 3]} {('van', 'sedan')[i % 2]} seen from the front",
-             "labels": {"color": COLORS[i % 3], "body_type": ("van", "sedan")[i % 2], "view": "front"}} for i in range(n)]
+    rows = [
+        {
+            "id": f"{i:016x}",
+            "path": f"images/{i}.jpg",
+            "caption": f"a {COLORS[i % 3]} {('van', 'sedan')[i % 2]} seen from the front",
+            "labels": {"color": COLORS[i % 3], "body_type": ("van", "sedan")[i % 2], "view": "front"},
+        }
+        for i in range(n)
+    ]
     return rows, v
 
 
@@ -40,12 +47,22 @@ def test_build_table_creates_ann_scalar_and_fts_indices(tmp_path, ann):
     for col in ("color", "view", "body_type", "split", "make", "model", "model_id", "scene"):
         assert kinds[col] == "BITMAP", (col, kinds)
     assert kinds["id"] == "BTREE" and kinds["caption"] == "FTS"
-    hits = tbl.search(v[7]).distance_type("cosine").nprobes(2).refine_factor(5).where("color = 'blue'", prefilter=True).limit(3).to_list()
+    hits = (
+        tbl.search(v[7])
+        .distance_type("cosine")
+        .nprobes(2)
+        .refine_factor(5)
+        .where("color = 'blue'", prefilter=True)
+        .limit(3)
+        .to_list()
+    )
     assert hits[0]["id"] == rows[7]["id"] and {h["color"] for h in hits} == {"blue"}
     # below ann_min_rows: exact search, still with scalar and FTS indices; both can be switched off
     tbl2, kind2 = build_table(tmp_path / "db2", "cars", rows[:50], v[:50], "test", cfg)
     assert kind2 == "brute force (exact)" and "vector" not in _kinds(tbl2) and _kinds(tbl2)["caption"] == "FTS"
-    tbl3, _ = build_table(tmp_path / "db3", "cars", rows[:50], v[:50], "test", {**cfg, "scalar_indices": False, "fts": False})
+    tbl3, _ = build_table(
+        tmp_path / "db3", "cars", rows[:50], v[:50], "test", {**cfg, "scalar_indices": False, "fts": False}
+    )
     assert not tbl3.list_indices()
 
 
@@ -109,7 +126,9 @@ def test_table_on_s3_builds_and_searches(tmp_path, s3, bucket):  # noqa: F811
     assert remote.count_rows() == 300
     for q in (v[3], v[150]):
         got = search_table(remote, q, k=5, where="color = 'red'", nprobes=2, refine_factor=5)
-        assert [r["id"] for r in got] == [r["id"] for r in search_table(local, q, k=5, where="color = 'red'", nprobes=2, refine_factor=5)]
+        assert [r["id"] for r in got] == [
+            r["id"] for r in search_table(local, q, k=5, where="color = 'red'", nprobes=2, refine_factor=5)
+        ]
         assert all(r["labels_json"] and '"red"' in r["labels_json"] for r in got)
     assert search_table(remote, v[3], k=1)[0]["id"] == rows[3]["id"]
 
@@ -171,8 +190,13 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
     monkeypatch.setattr(search, "REMOTE_POLL_S", 0.0)
     assert far.text("a red car", k=3) and far.meta["version"] == v2
 
-    p = subprocess.run(["carsearch", "search", "a red car", "--index", uri, "-k", "2"], cwd=repo, capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run(
+        ["carsearch", "search", "a red car", "--index", uri, "-k", "2"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     assert len([ln for ln in p.stdout.splitlines() if ln.split("\t")[0].isdigit()]) == 2
 
@@ -183,6 +207,8 @@ def test_build_index_to_a_missing_bucket_is_one_line_and_keeps_the_live_index(re
 
     _build(repo)
     live = read_meta(repo / "data/index")["version"]
-    with pytest.raises(RemoteIndexError, match=r"^index.uri s3://no-such-bucket-carsearch/idx: cannot write the table: "):
+    with pytest.raises(
+        RemoteIndexError, match=r"^index.uri s3://no-such-bucket-carsearch/idx: cannot write the table: "
+    ):
         _build(repo, uri="s3://no-such-bucket-carsearch/idx")
     assert read_meta(repo / "data/index")["version"] == live and not list((repo / "data/index").glob(".building-*"))

@@ -32,17 +32,29 @@ def test_folder_source_with_bad_files_keeps_going_and_reports(tmp_path, dashcam_
     for f in sorted(dashcam_dir.glob("*.jpg"))[:2]:
         (src / f.name).write_bytes(f.read_bytes())
     (src / "truncated.jpg").write_bytes((dashcam_dir / "test3.jpg").read_bytes()[:5000])
-    ws = _workspace(tmp_path / "ws", source="folder", folder={"path": str(src), "subfolder_key": None, "labels_csv": "labels.csv"})
+    ws = _workspace(
+        tmp_path / "ws", source="folder", folder={"path": str(src), "subfolder_key": None, "labels_csv": "labels.csv"}
+    )
     p = run(["python", "-m", "carsearch.stages.ingest"], ws)
-    assert "rejected 1 x corrupt or truncated image: e.g. " in p.stdout and "truncated.jpg: corrupt or truncated image" in p.stdout
+    assert (
+        "rejected 1 x corrupt or truncated image: e.g. " in p.stdout
+        and "truncated.jpg: corrupt or truncated image" in p.stdout
+    )
     assert json.loads((ws / "metrics/ingest.json").read_text()) == {
-        "images": 2, "labelled": 0, "rejected": 1, "reencoded": 0, "rejected_by_kind": {"corrupt or truncated image": 1}}
+        "images": 2,
+        "labelled": 0,
+        "rejected": 1,
+        "reencoded": 0,
+        "rejected_by_kind": {"corrupt or truncated image": 1},
+    }
 
 
 def test_missing_folder_is_one_line(tmp_path):
     ws = _workspace(tmp_path, source="folder", folder={"path": str(tmp_path / "nope"), "subfolder_key": None})
     p = run(["python", "-m", "carsearch.stages.ingest"], ws, check=False)
     assert p.returncode == 1
-    assert p.stdout.strip().splitlines()[-1] == (f"error: params.yaml: data.folder.path = '{tmp_path / 'nope'}': "
-                                                 "no such folder (data.source is folder: give a directory of images)")
+    assert p.stdout.strip().splitlines()[-1] == (
+        f"error: params.yaml: data.folder.path = '{tmp_path / 'nope'}': "
+        "no such folder (data.source is folder: give a directory of images)"
+    )
     assert "Traceback" not in p.stdout

@@ -21,7 +21,16 @@ from testkit import TINY
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("ingest", "make_jsonl", "caption_batch", "curate_pairs", "finetune_clip", "evaluate", "build_index", "summarize")
+STAGES = (
+    "ingest",
+    "make_jsonl",
+    "caption_batch",
+    "curate_pairs",
+    "finetune_clip",
+    "evaluate",
+    "build_index",
+    "summarize",
+)
 KILLED = ("ingest", "finetune_clip", "build_index")
 LEFTOVER = re.compile(r"(\.tmp|\.old-|\.building-)")
 
@@ -36,8 +45,15 @@ def _repro_timed(repo: Path, *args: str, kill_after: tuple[str, float] | None = 
     """`dvc repro *args` in its own process group, its output read line by line. Returns
     ({stage: seconds its command ran: from its 'Running stage' line to DVC's next lock-file line},
     output, returncode). kill_after=(stage, s): SIGKILL the whole group `s` seconds into that stage."""
-    p = subprocess.Popen(["dvc", "repro", *args], cwd=repo, env=_env(repo), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    p = subprocess.Popen(
+        ["dvc", "repro", *args],
+        cwd=repo,
+        env=_env(repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     started: dict[str, float] = {}
     durations: dict[str, float] = {}
     lines: list[str] = []
@@ -68,8 +84,12 @@ def _repro_timed(repo: Path, *args: str, kill_after: tuple[str, float] | None = 
 
 
 def _leftovers(repo: Path) -> list[str]:
-    return [str(p.relative_to(repo)) for top in ("data", "models") for p in (repo / top).rglob("*")
-            if LEFTOVER.search(p.name)]
+    return [
+        str(p.relative_to(repo))
+        for top in ("data", "models")
+        for p in (repo / top).rglob("*")
+        if LEFTOVER.search(p.name)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +116,14 @@ def repo(tmp_path_factory):
 
 def _kill_when_writing(repo: Path, stage: str, pattern: str) -> None:
     """SIGKILL `dvc repro -f -s stage` the moment its temp output folder (`pattern`) exists."""
-    p = subprocess.Popen(["dvc", "repro", "-f", "-s", stage], cwd=repo, env=_env(repo), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(
+        ["dvc", "repro", "-f", "-s", stage],
+        cwd=repo,
+        env=_env(repo),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     while p.poll() is None and not list(repo.glob(pattern)):
         time.sleep(0.002)
     if p.poll() is None:

@@ -38,8 +38,11 @@ def test_preprocess_is_the_processors(tmp_path, tiny, edge):
 
     from carsearch.model.preprocess import ClipPreprocess
 
-    proc = tiny[1].image_processor if edge is None else CLIPImageProcessorPil(size={"shortest_edge": edge},
-                                                                               crop_size={"height": edge, "width": edge})
+    proc = (
+        tiny[1].image_processor
+        if edge is None
+        else CLIPImageProcessorPil(size={"shortest_edge": edge}, crop_size={"height": edge, "width": edge})
+    )
     prep = ClipPreprocess.from_processor(proc)
     for p in _photos(tmp_path):
         im = imaging.open_rgb(p)

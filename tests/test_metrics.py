@@ -14,9 +14,11 @@ def _torchmetrics(scores, relevant, k, map_k):
     idx = torch.arange(q).repeat_interleave(n)
     p, t = torch.tensor(scores.ravel()), torch.tensor(relevant.ravel())
     out = {}
-    for name, m in ((f"recall@{k}", RetrievalHitRate(top_k=k, empty_target_action="skip")),
-                    (f"map@{map_k}", RetrievalMAP(top_k=map_k, empty_target_action="skip")),
-                    ("mrr", RetrievalMRR(empty_target_action="skip"))):
+    for name, m in (
+        (f"recall@{k}", RetrievalHitRate(top_k=k, empty_target_action="skip")),
+        (f"map@{map_k}", RetrievalMAP(top_k=map_k, empty_target_action="skip")),
+        ("mrr", RetrievalMRR(empty_target_action="skip")),
+    ):
         out[name] = float(m(p, t, indexes=idx))
     return out
 

@@ -12,8 +12,19 @@ from carsearch.model.clip import (
     save_clip,
 )
 
-TINY = {"kind": "tiny", "image_size": 32, "patch_size": 8, "vision_width": 64, "vision_layers": 1, "vision_heads": 2,
-        "text_width": 64, "text_layers": 1, "text_heads": 2, "max_text_len": 16, "projection_dim": 32}
+TINY = {
+    "kind": "tiny",
+    "image_size": 32,
+    "patch_size": 8,
+    "vision_width": 64,
+    "vision_layers": 1,
+    "vision_heads": 2,
+    "text_width": 64,
+    "text_layers": 1,
+    "text_heads": 2,
+    "max_text_len": 16,
+    "projection_dim": 32,
+}
 
 
 def test_tokenizer_is_the_real_clip_vocabulary():
@@ -21,7 +32,10 @@ def test_tokenizer_is_the_real_clip_vocabulary():
     assert len(tok) == 49408
     # ids of OpenAI CLIP's tokenizer: <|startoftext|> a red pickup ... <|endoftext|>
     assert tok("a red car")["input_ids"] == [49406, 320, 736, 1615, 49407]
-    assert tok.decode(tok("Red PICKUP seen from behind")["input_ids"], skip_special_tokens=True) == "red pickup seen from behind"
+    assert (
+        tok.decode(tok("Red PICKUP seen from behind")["input_ids"], skip_special_tokens=True)
+        == "red pickup seen from behind"
+    )
 
 
 def test_tiny_model_embeds_normalised_and_deterministic():

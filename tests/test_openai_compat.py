@@ -13,7 +13,11 @@ from carsearch.features.captioning.parse import CaptionError
 from carsearch.features.curate import curate
 from conftest_bedrock import caption_cfg, make_image_set
 
-CURATE = {"splits": {"train": 0.7, "val": 0.1, "test": 0.2}, "near_duplicate_max_distance": -1, "require_fields": ["body_type", "color", "view"]}
+CURATE = {
+    "splits": {"train": 0.7, "val": 0.1, "test": 0.2},
+    "near_duplicate_max_distance": -1,
+    "require_fields": ["body_type", "color", "view"],
+}
 
 
 def test_bounded_concurrency_retries_and_bedrock_shaped_output(tmp_path):
@@ -21,10 +25,13 @@ def test_bounded_concurrency_retries_and_bedrock_shaped_output(tmp_path):
     cfg = caption_cfg(**{"family": "claude", "model_id": "local-vlm"})
     batch.make_requests(rows, tmp_path, tmp_path / "jsonl", cfg)
     inputs = sorted((tmp_path / "jsonl").glob("*.jsonl"))
-    with ChatCompletionsEmulator(labels={r["id"]: r["labels"] for r in rows}, latency=0.05, fail_first=2, api_key="k") as emu:
+    with ChatCompletionsEmulator(
+        labels={r["id"]: r["labels"] for r in rows}, latency=0.05, fail_first=2, api_key="k"
+    ) as emu:
         s = openai_compat.settings_from_cfg(
             {"openai": {"base_url": emu.url, "model": "qwen2.5-vl", "concurrency": 3, "backoff_s": 0.01}},
-            env={"OPENAI_API_KEY": "k"})
+            env={"OPENAI_API_KEY": "k"},
+        )
         totals = openai_compat.run_openai(inputs, tmp_path / "out", s, progress=False)
     assert emu.max_in_flight <= 3 and emu.max_in_flight >= 2
     assert len(emu.requests) == 14  # 12 records + 2 retried 503s
@@ -34,7 +41,9 @@ def test_bounded_concurrency_retries_and_bedrock_shaped_output(tmp_path):
     assert totals["successRecordCount"] == 12 and totals["inputTokenCount"] == 12 * 500
     out_lines = [json.loads(x) for x in (tmp_path / "out/part-00000.jsonl.out").read_text().splitlines()]
     assert [o["recordId"] for o in out_lines] == [r["id"] for r in rows]
-    by_split, rejects = curate(inputs, [tmp_path / "out/part-00000.jsonl.out"], {r["id"]: r for r in rows}, tmp_path, CURATE, 0)
+    by_split, rejects = curate(
+        inputs, [tmp_path / "out/part-00000.jsonl.out"], {r["id"]: r for r in rows}, tmp_path, CURATE, 0
+    )
     assert sum(len(v) for v in by_split.values()) == 11
     assert [r["id"] for r in rejects] == [rows[-1]["id"]] and "no JSON object" in rejects[0]["reason"]
 
@@ -42,7 +51,9 @@ def test_bounded_concurrency_retries_and_bedrock_shaped_output(tmp_path):
 def test_unreachable_server_gives_record_errors_not_silence(tmp_path):
     rows = make_image_set(tmp_path, 2)
     batch.make_requests(rows, tmp_path, tmp_path / "jsonl", caption_cfg())
-    s = openai_compat.OpenAISettings(base_url="http://127.0.0.1:9/v1", model="m", max_attempts=2, backoff_s=0.0, timeout_s=2)
+    s = openai_compat.OpenAISettings(
+        base_url="http://127.0.0.1:9/v1", model="m", max_attempts=2, backoff_s=0.0, timeout_s=2
+    )
     totals = openai_compat.run_openai(sorted((tmp_path / "jsonl").glob("*.jsonl")), tmp_path / "out", s, progress=False)
     assert totals["errorRecordCount"] == 2
     err = json.loads((tmp_path / "out/part-00000.jsonl.out").read_text().splitlines()[0])["error"]

@@ -51,7 +51,11 @@ def test_whole_dag_on_colour_folders(photos_repo):
     if n_dashcam:  # one summary line for the unlabelled images, with the count and the fix
         lines = [l for l in out.splitlines() if "has no labels" in l or "have no labels" in l or "no labels" in l]
         assert len(lines) == 1 and f"{n_dashcam} " in lines[0] and "bedrock" in lines[0], lines
-    pairs = [json.loads(l) for s in ("train", "val", "test") for l in (repo / f"data/pairs/{s}.jsonl").read_text().splitlines()]
+    pairs = [
+        json.loads(l)
+        for s in ("train", "val", "test")
+        for l in (repo / f"data/pairs/{s}.jsonl").read_text().splitlines()
+    ]
     assert pairs and all(set(p["labels"]) == {"color"} for p in pairs)
     assert all(p["attributes"]["view"] == "unknown" for p in pairs)
     ev = json.loads((repo / "metrics/eval.json").read_text())

@@ -28,8 +28,10 @@ def repo(tmp_path_factory):
     config = repo / "conf/config.yaml"
     config.write_text(re.sub(r"- data: \w+", "- data: demo", config.read_text()))
     _set(config, {"epochs": 30, "lr": 5e-4, "batch_size": 32})
-    _set(repo / "conf/data/_base.yaml", {"demo.n_images": 384, "demo.size": 64,
-                                         "demo.colors": ["red", "blue", "yellow", "white"]})
+    _set(
+        repo / "conf/data/_base.yaml",
+        {"demo.n_images": 384, "demo.size": 64, "demo.colors": ["red", "blue", "yellow", "white"]},
+    )
     run(["python", "scripts/compose_params.py"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny config"], repo)
@@ -62,7 +64,10 @@ def test_text_search_finds_the_attribute_combination(repo):
     assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5]
     scores = [float(r[1]) for r in rows]
     assert scores == sorted(scores, reverse=True)
-    manifest = {json.loads(l)["id"]: json.loads(l)["labels"] for l in (repo / "data/raw/manifest.jsonl").read_text().splitlines()}
+    manifest = {
+        json.loads(l)["id"]: json.loads(l)["labels"]
+        for l in (repo / "data/raw/manifest.jsonl").read_text().splitlines()
+    }
     hits = [manifest[r[2]] for r in rows]
     assert any(h["color"] == "red" and h["body_type"] == "sedan" for h in hits), hits
 
@@ -114,7 +119,9 @@ def test_train_on_one_set_index_a_folder_of_photos_without_llm(repo, tmp_path):
     assert origins == {str(p) for p in photos.rglob("*.jpg")}
     hits = s.text("a red car", k=3)
     assert len(hits) == 3 and all(h.labels.get("color") in ("red", "blue", "white") for h in hits)
-    img_hits = _hits(run(["carsearch", "search", "--image", str(photos / "red" / "cam 00.jpg"), "-k", "1"], repo).stdout)
+    img_hits = _hits(
+        run(["carsearch", "search", "--image", str(photos / "red" / "cam 00.jpg"), "-k", "1"], repo).stdout
+    )
     assert img_hits and (repo / img_hits[0][4]).is_file()
 
 
@@ -132,7 +139,7 @@ def test_exp_run_override_and_metrics_diff(repo):
     # `dvc exp show` (default columns): the changed params and the headline metrics come first
     rows = list(csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], repo).stdout)))
     header = list(rows[0])
-    assert header[header.index("Created") + 2:header.index("Created") + 4] == ["changed", "t2i_R@5"], header[:12]
+    assert header[header.index("Created") + 2 : header.index("Created") + 4] == ["changed", "t2i_R@5"], header[:12]
     by_rev = {r["rev"]: r for r in rows}
     assert by_rev["workspace"]["changed"].startswith("lr=0.0001") and float(by_rev["workspace"]["t2i_R@5"]) >= 0
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)[0]["data"]["metrics"]

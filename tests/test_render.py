@@ -1,4 +1,5 @@
 """Tests of the TORCS software renderer (src/carsearch/render)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,22 +28,47 @@ from carsearch.render.scene import recolour_texture
 
 # ----------------------------------------------------------------------------- fixtures
 
-BOX_V = [(-2, 0.2, -0.9), (2, 0.2, -0.9), (2, 0.2, 0.9), (-2, 0.2, 0.9),
-         (-2, 1.2, -0.9), (2, 1.2, -0.9), (2, 1.2, 0.9), (-2, 1.2, 0.9)]  # AC3D: x fwd, y up, z right
+BOX_V = [
+    (-2, 0.2, -0.9),
+    (2, 0.2, -0.9),
+    (2, 0.2, 0.9),
+    (-2, 0.2, 0.9),
+    (-2, 1.2, -0.9),
+    (2, 1.2, -0.9),
+    (2, 1.2, 0.9),
+    (-2, 1.2, 0.9),
+]  # AC3D: x fwd, y up, z right
 # faces: (vertex indices, uv region) -- region "paint" = left half of texture, "trim" = right half
-BOX_F = [((4, 5, 6, 7), "paint"), ((0, 1, 5, 4), "paint"), ((3, 2, 6, 7), "paint"),
-         ((1, 2, 6, 5), "trim"), ((0, 3, 7, 4), "paint"), ((0, 1, 2, 3), "trim")]
-UV = {"paint": [(0.05, 0.05), (0.45, 0.05), (0.45, 0.95), (0.05, 0.95)],
-      "trim": [(0.55, 0.05), (0.95, 0.05), (0.95, 0.95), (0.55, 0.95)]}
+BOX_F = [
+    ((4, 5, 6, 7), "paint"),
+    ((0, 1, 5, 4), "paint"),
+    ((3, 2, 6, 7), "paint"),
+    ((1, 2, 6, 5), "trim"),
+    ((0, 3, 7, 4), "paint"),
+    ((0, 1, 2, 3), "trim"),
+]
+UV = {
+    "paint": [(0.05, 0.05), (0.45, 0.05), (0.45, 0.95), (0.05, 0.95)],
+    "trim": [(0.55, 0.05), (0.95, 0.05), (0.95, 0.95), (0.55, 0.95)],
+}
 PAINT = (30, 60, 200)
 TRIM = (10, 10, 10)
 
 
 def write_box_ac(path: Path, tex: str, acc: bool = False, loc: tuple | None = None) -> None:
-    lines = ["AC3Db", 'MATERIAL "m" rgb 1 1 1  amb 1 1 1  emis 0 0 0  spec 0.5 0.5 0.5  shi 10  trans 0',
-             "OBJECT world", "kids 1", "OBJECT poly", 'name "body"']
-    lines += [f'texture "{tex}" base', f'texture "{tex}" tiled', f'texture "{tex}" skids',
-              f'texture "{tex}" shad'] if acc else [f'texture "{tex}"']
+    lines = [
+        "AC3Db",
+        'MATERIAL "m" rgb 1 1 1  amb 1 1 1  emis 0 0 0  spec 0.5 0.5 0.5  shi 10  trans 0',
+        "OBJECT world",
+        "kids 1",
+        "OBJECT poly",
+        'name "body"',
+    ]
+    lines += (
+        [f'texture "{tex}" base', f'texture "{tex}" tiled', f'texture "{tex}" skids', f'texture "{tex}" shad']
+        if acc
+        else [f'texture "{tex}"']
+    )
     if loc:
         lines.append("loc %g %g %g" % loc)
     lines.append(f"numvert {len(BOX_V)}")
@@ -103,6 +129,7 @@ def torcs_tree(tmp_path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- parser
+
 
 def test_parse_ac_polygons_and_loc(tmp_path: Path) -> None:
     write_box_ac(tmp_path / "a.ac", "t.rgb", loc=(1.0, 0.0, 0.0))
@@ -167,6 +194,7 @@ def test_parse_errors(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- rasterizer
 
+
 def _quad(x0, x1, y0, y1, z):
     a, b, c, d = (x0, y0, z), (x1, y0, z), (x1, y1, z), (x0, y1, z)
     return np.array([[a, b, c], [a, c, d]], np.float32)
@@ -224,6 +252,7 @@ def test_view_from_azimuth() -> None:
 
 # ----------------------------------------------------------------------------- car + API
 
+
 def test_load_car_and_recolour_keeps_trim(torcs_tree: Path) -> None:
     folder = torcs_tree / "usr/share/games/torcs/cars/boxcar"
     car = load_car(folder)
@@ -269,8 +298,9 @@ def test_broken_texture_is_skipped(torcs_tree: Path, tmp_path: Path) -> None:
 
 
 def test_colours_and_views_balanced(torcs_tree: Path, tmp_path: Path) -> None:
-    items, _ = render_torcs(torcs_tree, tmp_path / "o", 8, size=48, seed=0, workers=1,
-                            colors=["red", "blue"], progress=False)
+    items, _ = render_torcs(
+        torcs_tree, tmp_path / "o", 8, size=48, seed=0, workers=1, colors=["red", "blue"], progress=False
+    )
     cols = [lab["color"] for _, lab in items]
     views = [lab["view"] for _, lab in items]
     assert cols.count("red") == cols.count("blue") == 4
@@ -278,6 +308,7 @@ def test_colours_and_views_balanced(torcs_tree: Path, tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- real TORCS data
+
 
 def _real_dir() -> Path | None:
     d = default_torcs_dir()
@@ -297,7 +328,17 @@ def test_real_torcs_models(tmp_path: Path) -> None:
     assert not skips and len(items) == 4
     for p, lab in items:
         assert {"model_id", "make", "model", "body_type", "color", "view", "scene", "camera"} <= lab.keys()
-        assert lab["body_type"] in ("sedan", "coupe", "hatchback", "suv", "pickup", "van", "sports car",
-                                    "buggy", "race car", "formula car")
+        assert lab["body_type"] in (
+            "sedan",
+            "coupe",
+            "hatchback",
+            "suv",
+            "pickup",
+            "van",
+            "sports car",
+            "buggy",
+            "race car",
+            "formula car",
+        )
         a = np.asarray(Image.open(p).convert("RGB"), np.float32)
         assert a.shape == (224, 224, 3) and a.std() > 10  # not a blank frame

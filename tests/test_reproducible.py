@@ -7,6 +7,7 @@
 2. Training is reproducible on one machine: same seed + same data -> same model content hash
    (two processes, different PYTHONHASHSEED).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 RENDER_DIR = REPO / "src" / "carsearch" / "render"
 
 # ----------------------------------------------------------------------------- environments
+
 
 def _cpu_flags() -> set[str]:
     try:
@@ -126,14 +128,17 @@ print("REPRO " + json.dumps(out, sort_keys=True))
 
 
 def _run(script: str, args: list[str], env: dict[str, str], timeout: int = 600) -> dict:
-    e = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES",
-                                                         "JSIMD_FORCENONE", "REPRO_WORKERS")}
+    e = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "JSIMD_FORCENONE", "REPRO_WORKERS")
+    }
     e.update(env)
     e["PYTHONPATH"] = os.pathsep.join((str(REPO / "src"), str(REPO / "tests")))  # tests/: testkit
     p = subprocess.run([sys.executable, "-c", script, *args], env=e, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, f"{env}: exit {p.returncode}\n{p.stderr[-3000:]}"
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("REPRO "))
-    return json.loads(line[len("REPRO "):])
+    return json.loads(line[len("REPRO ") :])
 
 
 def _assert_same_everywhere(torcs: Path, n: int, size: int) -> None:
@@ -148,12 +153,16 @@ def _assert_same_everywhere(torcs: Path, n: int, size: int) -> None:
     assert len(ref["render"]) == n and len(ref["demo"]) == 6
     for name, res in results.items():
         for key in ("render", "demo", "groups", "floats", "xmath"):
-            diff = sorted(k for k in set(ref[key]) | set(res[key]) if ref[key].get(k) != res[key].get(k)) \
-                if isinstance(ref[key], dict) else ([key] if ref[key] != res[key] else [])
+            diff = (
+                sorted(k for k in set(ref[key]) | set(res[key]) if ref[key].get(k) != res[key].get(k))
+                if isinstance(ref[key], dict)
+                else ([key] if ref[key] != res[key] else [])
+            )
             assert not diff, f"{key}: {name} ({envs[name]}) differs from {ref_name} in {diff[:5]}"
 
 
 # ----------------------------------------------------------------------------- 1. data stages
+
 
 def test_render_bit_exact_across_blas_simd_and_workers(tmp_path: Path) -> None:
     from test_render import make_car  # the synthetic TORCS-layout box car
@@ -164,7 +173,9 @@ def test_render_bit_exact_across_blas_simd_and_workers(tmp_path: Path) -> None:
     _assert_same_everywhere(tmp_path / "torcs", n=12, size=64)
 
 
-@pytest.mark.skipif(not find_torcs_cars(default_torcs_dir()), reason="torcs-data not installed (scripts/fetch_torcs.sh)")
+@pytest.mark.skipif(
+    not find_torcs_cars(default_torcs_dir()), reason="torcs-data not installed (scripts/fetch_torcs.sh)"
+)
 def test_real_torcs_render_bit_exact_across_blas_simd_and_workers() -> None:
     _assert_same_everywhere(default_torcs_dir(), n=10, size=128)
 
@@ -172,15 +183,20 @@ def test_real_torcs_render_bit_exact_across_blas_simd_and_workers() -> None:
 def _code_tokens(path: Path) -> str:
     """The file's code with strings and comments removed, tokens joined by spaces."""
     toks = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
-    return " ".join(t.string for t in toks if t.type not in (tokenize.STRING, tokenize.COMMENT, tokenize.NL,
-                                                              tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT))
+    return " ".join(
+        t.string
+        for t in toks
+        if t.type
+        not in (tokenize.STRING, tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+    )
 
 
 FORBIDDEN = re.compile(
     r"\bnp \. (sin|cos|tan|exp|exp2|expm1|log|log2|log10|log1p|power|float_power|arcsin|arccos|arctan|arctan2|"
     r"sinh|cosh|tanh|radians|degrees|deg2rad|rad2deg|hypot|dot|vdot|inner|matmul|einsum|tensordot|linalg)\b"
     r"|\bmath \. (sin|cos|tan|exp|log|pow|asin|acos|atan|atan2|hypot)\b"
-    r"|@ (?!dataclass\b|property\b|staticmethod\b|classmethod\b)")
+    r"|@ (?!dataclass\b|property\b|staticmethod\b|classmethod\b)"
+)
 
 
 def test_renderer_source_has_no_blas_or_transcendentals() -> None:
@@ -286,8 +302,11 @@ def test_data_stages_bit_exact_across_machines(tmp_path: Path) -> None:
         params["data"]["torcs"]["workers"] = workers
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         for stage in DATA_STAGES:
-            run(["python", "-m", f"carsearch.stages.{stage}"], repo, env={**env, "OPENBLAS_CORETYPE": env.get(
-                "OPENBLAS_CORETYPE", "Sandybridge")})
+            run(
+                ["python", "-m", f"carsearch.stages.{stage}"],
+                repo,
+                env={**env, "OPENBLAS_CORETYPE": env.get("OPENBLAS_CORETYPE", "Sandybridge")},
+            )
         files = sorted(p for d in STAGE_OUTPUTS[:4] for p in (repo / d).rglob("*") if p.is_file())
         files += [repo / "metrics" / f"{m}.json" for m in ("ingest", "caption", "curate")]
         digests.append({str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
@@ -323,7 +342,9 @@ print("REPRO " + json.dumps({"hash": dir_hash(out), "final_loss": res.losses[-1]
 
 
 def test_training_same_seed_same_model_hash(tmp_path: Path) -> None:
-    runs = [_run(TRAIN_SCRIPT, [str(tmp_path / f"data{k}"), str(tmp_path / f"model{k}")], {"PYTHONHASHSEED": str(k)})
-            for k in (1, 2)]
+    runs = [
+        _run(TRAIN_SCRIPT, [str(tmp_path / f"data{k}"), str(tmp_path / f"model{k}")], {"PYTHONHASHSEED": str(k)})
+        for k in (1, 2)
+    ]
     assert runs[0]["hash"] == runs[1]["hash"], runs
     assert runs[0]["final_loss"] == runs[1]["final_loss"] and runs[0]["test"] == runs[1]["test"]

@@ -13,8 +13,13 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=4, object_store_memory=150 * 1024**2, include_dashboard=False, log_to_driver=False,
-             ignore_reinit_error=True)
+    ray.init(
+        num_cpus=4,
+        object_store_memory=150 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        ignore_reinit_error=True,
+    )
     yield
     ray.shutdown()
 
@@ -53,7 +58,6 @@ def test_ray_embedding_equals_the_single_process_path(tmp_path, local_ray):
     assert hit["path"] == paths[0] and hit["score"] == pytest.approx(1.0, abs=1e-5)
 
 
-
 def test_embed_ray_command_wiring(tmp_path, monkeypatch):
     """`carsearch embed-ray` passes its options (and index.* defaults) to scale.embed_corpus and
     prints one summary line; the model defaults to the live index's (Ray itself: the test above)."""
@@ -66,20 +70,34 @@ def test_embed_ray_command_wiring(tmp_path, monkeypatch):
 
     def fake(corpus, out, model_dir, **kw):
         seen.update(corpus=corpus, out=out, model_dir=model_dir, **kw)
-        return {"rows": 3, "rejected": 1, "rejects": [{"path": "c/b.jpg", "reason": "not an image (unrecognised format)"}],
-                "out": out, "table": kw["table"], "search": "brute force (exact)", "actors": kw["concurrency"],
-                "num_gpus_per_actor": 0.0, "images_per_second": 12.5}
+        return {
+            "rows": 3,
+            "rejected": 1,
+            "rejects": [{"path": "c/b.jpg", "reason": "not an image (unrecognised format)"}],
+            "out": out,
+            "table": kw["table"],
+            "search": "brute force (exact)",
+            "actors": kw["concurrency"],
+            "num_gpus_per_actor": 0.0,
+            "images_per_second": 12.5,
+        }
 
     monkeypatch.setattr(scale, "embed_corpus", fake)
     monkeypatch.setenv("CARSEARCH_ROOT", str(tmp_path))
     (tmp_path / "dvc.yaml").touch()
-    (tmp_path / "params.yaml").write_text("paths: {index_dir: data/index}\nindex: {batch_size: 4, subfolder_key: color}\n")
+    (tmp_path / "params.yaml").write_text(
+        "paths: {index_dir: data/index}\nindex: {batch_size: 4, subfolder_key: color}\n"
+    )
     r = CliRunner().invoke(app, ["embed-ray", "--corpus", "s3://b/photos", "--out", "s3://b/index", "--workers", "3"])
     assert r.exit_code == 1 and "pass --model" in r.output  # no live index to take the model from
     (tmp_path / "data/index/v-1/model").mkdir(parents=True)
-    (tmp_path / "data/index/carsearch_index.json").write_text('{"version": "v-1", "model_dir": "model", "table": "cars"}')
+    (tmp_path / "data/index/carsearch_index.json").write_text(
+        '{"version": "v-1", "model_dir": "model", "table": "cars"}'
+    )
     r = CliRunner().invoke(app, ["embed-ray", "--corpus", "s3://b/photos", "--out", "s3://b/index", "--workers", "3"])
     assert r.exit_code == 0, r.output
-    assert seen["model_dir"] == tmp_path / "data/index/v-1/model" and seen["concurrency"] == 3 and seen["batch_size"] == 4
+    assert (
+        seen["model_dir"] == tmp_path / "data/index/v-1/model" and seen["concurrency"] == 3 and seen["batch_size"] == 4
+    )
     assert seen["subfolder_key"] == "color" and seen["num_gpus"] is None
     assert "3 images into s3://b/index table cars" in r.output and "1 file: not an image" in r.output

@@ -67,8 +67,13 @@ def test_openapi_docs_and_page(env):
     assert assets and not [a for a in assets if a.startswith(("http://", "https://", "//"))], assets  # offline
     assert all(c.get(a).status_code == 200 for a in assets)
     paths = c.get("/openapi.json").json()["paths"]
-    assert {"/api/v1/search", "/api/v1/search/image", "/api/v1/info", "/api/v1/images/{image_id}",
-            "/api/v1/thumbs/{image_id}"} <= set(paths)
+    assert {
+        "/api/v1/search",
+        "/api/v1/search/image",
+        "/api/v1/info",
+        "/api/v1/images/{image_id}",
+        "/api/v1/thumbs/{image_id}",
+    } <= set(paths)
     page = c.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text and "cdn" not in page.text.lower()
     for f in ("app.js", "app.css"):
@@ -115,8 +120,20 @@ def test_filters_narrow_the_hits_and_the_facets(env):
     assert j["hits"] and all(h["color"] == "blue" for h in j["hits"])
 
 
-@pytest.mark.parametrize("value", ["red' OR '1'='1", "red'; DROP TABLE cars; --", "' OR 1=1 --", "red\" OR \"1\"=\"1",
-                                   "x') OR (color = 'red", "%", "red%", "NULL", "\\'"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "red' OR '1'='1",
+        "red'; DROP TABLE cars; --",
+        "' OR 1=1 --",
+        'red" OR "1"="1',
+        "x') OR (color = 'red",
+        "%",
+        "red%",
+        "NULL",
+        "\\'",
+    ],
+)
 def test_sql_looking_filter_values_are_literal(env, value):
     r = env["client"].get("/api/v1/search", params={"q": "a red car", "color": value})
     assert r.status_code == 200, r.text
@@ -129,7 +146,9 @@ def test_client_mistakes_are_clear_4xx(env):
     c = env["client"]
     _err(c.get("/api/v1/search"), 400, "empty_query")
     _err(c.get("/api/v1/search", params={"q": "   "}), 400, "empty_query")
-    assert "negative text alone" in _err(c.get("/api/v1/search", params={"neg": "a taxi"}), 400, "empty_query")["message"]
+    assert (
+        "negative text alone" in _err(c.get("/api/v1/search", params={"neg": "a taxi"}), 400, "empty_query")["message"]
+    )
     _err(c.post("/api/v1/search", json={}), 400, "empty_query")
     _err(c.get("/api/v1/search", params={"q": "x" * 1001}), 422, "invalid_request")
     _err(c.get("/api/v1/search", params={"q": "car", "color": ""}), 422, "invalid_request")
@@ -159,18 +178,32 @@ def test_more_like_this_and_combined_queries(env):
     ref = env["searcher"].get_row("img0001")
     for h in d["hits"]:  # why: the attributes it shares with the query image
         assert {m["attribute"] for m in h["why"] if m["source"] == "image"} == {
-            a for a in ("color", "body_type", "view", "make", "model", "scene") if h[a] and h[a] == ref[a]}
+            a for a in ("color", "body_type", "view", "make", "model", "scene") if h[a] and h[a] == ref[a]
+        }
     ids = lambda **p: [h["id"] for h in c.get("/api/v1/search", params={"limit": 20, **p}).json()["hits"]]  # noqa: E731
     # weights: an image weight of 0 is the text search; a text weight of 0 the image search
-    assert ids(q="a blue van", like="img0001", w_image=0) == [i for i in ids(q="a blue van", limit=20 + 1) if i != "img0001"][:20]
+    assert (
+        ids(q="a blue van", like="img0001", w_image=0)
+        == [i for i in ids(q="a blue van", limit=20 + 1) if i != "img0001"][:20]
+    )
     assert ids(q="a blue van", like="img0001", w_text=0) == ids(like="img0001")
     # the combination is w_text*t + w_image*i - w_neg*n of normalised vectors, renormalised
     t, n = svc.text_vector("a blue van"), svc.text_vector("a red car")
     i = np.asarray(env["searcher"].get_row("img0001", vector=True)["vector"], np.float32)
     v = 0.7 * t + 1.3 * i / np.linalg.norm(i) - 0.4 * n
     want = [r["id"] for r in env["searcher"].search_vector(v / np.linalg.norm(v), 21) if r["id"] != "img0001"][:20]
-    got = c.get("/api/v1/search", params={"q": "a blue van", "like": "img0001", "neg": "a red car", "w_text": 0.7,
-                                          "w_image": 1.3, "w_neg": 0.4, "limit": 20}).json()
+    got = c.get(
+        "/api/v1/search",
+        params={
+            "q": "a blue van",
+            "like": "img0001",
+            "neg": "a red car",
+            "w_text": 0.7,
+            "w_image": 1.3,
+            "w_neg": 0.4,
+            "limit": 20,
+        },
+    ).json()
     assert [h["id"] for h in got["hits"]] == want
     # a negative text that names a hit's attribute is shown as a conflict
     neg = c.get("/api/v1/search", params={"q": "a car", "neg": "red", "limit": 20}).json()
@@ -188,20 +221,31 @@ def test_image_upload(env):
     # a PNG of it, with a text and a filter
     buf = io.BytesIO()
     Image.open(io.BytesIO(_jpeg(root, "img0003"))).save(buf, "PNG")
-    r = c.post("/api/v1/search/image", files={"image": ("q.png", buf.getvalue(), "image/png")},
-               data={"q": "a blue car", "w_text": "0.5", "color": ["blue", "green"], "limit": "5"})
+    r = c.post(
+        "/api/v1/search/image",
+        files={"image": ("q.png", buf.getvalue(), "image/png")},
+        data={"q": "a blue car", "w_text": "0.5", "color": ["blue", "green"], "limit": "5"},
+    )
     assert r.status_code == 200, r.text
     assert all(h["color"] in ("blue", "green") for h in r.json()["hits"]) and len(r.json()["hits"]) == 5
-    _err(c.post("/api/v1/search/image", files={"image": ("x.jpg", b"GIF89a not really", "image/jpeg")}), 400, "bad_image")
+    _err(
+        c.post("/api/v1/search/image", files={"image": ("x.jpg", b"GIF89a not really", "image/jpeg")}), 400, "bad_image"
+    )
     _err(c.post("/api/v1/search/image", files={"image": ("x.jpg", b"", "image/jpeg")}), 400, "bad_image")
-    _err(c.post("/api/v1/search/image", files={"image": ("x.jpg", _jpeg(root, "img0003")[:200], "image/jpeg")}), 400, "bad_image")
+    _err(
+        c.post("/api/v1/search/image", files={"image": ("x.jpg", _jpeg(root, "img0003")[:200], "image/jpeg")}),
+        400,
+        "bad_image",
+    )
     _err(c.post("/api/v1/search/image", data={"q": "car"}), 422)  # no image part
     # over the upload limit (200 kB here): refused from Content-Length, and a chunked body is cut off
     big = b"\xff\xd8" + os.urandom(400_000)
     _err(c.post("/api/v1/search/image", files={"image": ("big.jpg", big, "image/jpeg")}), 413, "too_large")
     boundary = "xyzzy"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"b.jpg\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="b.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
 
     def chunks():
         yield head
@@ -209,7 +253,9 @@ def test_image_upload(env):
             yield b"\0" * 16_384
         yield f"\r\n--{boundary}--\r\n".encode()
 
-    r = c.post("/api/v1/search/image", content=chunks(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    r = c.post(
+        "/api/v1/search/image", content=chunks(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
     _err(r, 413, "too_large")
     # the service still answers
     assert c.get("/api/v1/search", params={"q": "a car"}).status_code == 200
@@ -250,12 +296,25 @@ def test_traversal_is_impossible(env, tmp_path):
     (root / "secret.jpg").write_bytes(secret)
     outside = tmp_path / "outside.jpg"
     outside.write_bytes(secret)
-    attempts = ["/api/v1/images/../../params.yaml", "/api/v1/images/..%2F..%2Fparams.yaml", "/api/v1/images/%2e%2e%2fsecret",
-                "/api/v1/images/%2Fetc%2Fpasswd", "/api/v1/images//etc/passwd", "/api/v1/thumbs/..%2Fsecret",
-                "/api/v1/images/secret.jpg", "/api/v1/images/..", "/api/v1/images/img0001%00.jpg",
-                "/api/v1/images/img0001%2F..%2F..%2Fsecret", f"/api/v1/images/{outside}", "/api/v1/images/%252e%252e%252fsecret",
-                "/static/../params.yaml", "/static/..%2F..%2F..%2Fparams.yaml", "/static/%2e%2e/%2e%2e/secret.jpg",
-                "/api/v1/images/img0001/../../../secret.jpg", "/api/v1/images/C:%5Cwindows%5Cwin.ini"]
+    attempts = [
+        "/api/v1/images/../../params.yaml",
+        "/api/v1/images/..%2F..%2Fparams.yaml",
+        "/api/v1/images/%2e%2e%2fsecret",
+        "/api/v1/images/%2Fetc%2Fpasswd",
+        "/api/v1/images//etc/passwd",
+        "/api/v1/thumbs/..%2Fsecret",
+        "/api/v1/images/secret.jpg",
+        "/api/v1/images/..",
+        "/api/v1/images/img0001%00.jpg",
+        "/api/v1/images/img0001%2F..%2F..%2Fsecret",
+        f"/api/v1/images/{outside}",
+        "/api/v1/images/%252e%252e%252fsecret",
+        "/static/../params.yaml",
+        "/static/..%2F..%2F..%2Fparams.yaml",
+        "/static/%2e%2e/%2e%2e/secret.jpg",
+        "/api/v1/images/img0001/../../../secret.jpg",
+        "/api/v1/images/C:%5Cwindows%5Cwin.ini",
+    ]
     for path in attempts:
         status, body = _raw_get(url, path)
         assert 400 <= status < 500, (path, status)
@@ -279,11 +338,26 @@ def test_traversal_is_impossible(env, tmp_path):
 
 def test_garbage_never_gives_500(env):
     c = env["client"]
-    for params in ({"q": "\x00\x01"}, {"q": "🚗" * 300}, {"q": "car", "limit": "1e9"}, {"q": "car", "offset": "999999999999"},
-                   {"q": "car", "facets": "maybe"}, {"like": "a" * 129}, {"q": "car", "split": "'"}, {"q": "'); --"}):
+    for params in (
+        {"q": "\x00\x01"},
+        {"q": "🚗" * 300},
+        {"q": "car", "limit": "1e9"},
+        {"q": "car", "offset": "999999999999"},
+        {"q": "car", "facets": "maybe"},
+        {"like": "a" * 129},
+        {"q": "car", "split": "'"},
+        {"q": "'); --"},
+    ):
         r = c.get("/api/v1/search", params=params)
         assert r.status_code < 500, (params, r.text)
-    for body in ([], "text", {"q": 5}, {"q": "car", "limit": "many"}, {"q": "car", "filters": {"color": "red"}}, {"q": None}):
+    for body in (
+        [],
+        "text",
+        {"q": 5},
+        {"q": "car", "limit": "many"},
+        {"q": "car", "filters": {"color": "red"}},
+        {"q": None},
+    ):
         r = c.post("/api/v1/search", json=body)
         assert 400 <= r.status_code < 500, (body, r.text)
 
@@ -303,7 +377,9 @@ def test_carsearch_serve_binds_loopback_and_loads_once(env, monkeypatch):
     monkeypatch.setenv("CARSEARCH_ROOT", str(env["root"]))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     real_init = search_mod.CarSearch.__init__
-    monkeypatch.setattr(search_mod.CarSearch, "__init__", lambda self, *a, **k: (opened.append(1), real_init(self, *a, **k))[1])
+    monkeypatch.setattr(
+        search_mod.CarSearch, "__init__", lambda self, *a, **k: (opened.append(1), real_init(self, *a, **k))[1]
+    )
     res = CliRunner().invoke(cli, ["serve", "--no-access-log"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     app, kw = calls[-1]
@@ -324,9 +400,12 @@ def test_rebuild_while_serving_has_zero_errors(env):
     def hammer(i):
         with httpx.Client(base_url=env["url"], timeout=30) as cl:
             while not done.is_set():
-                for req in (lambda: cl.get("/api/v1/search", params={"q": f"a red car {i}", "color": "red"}),
-                            lambda: cl.get("/api/v1/search", params={"like": "img0001"}),
-                            lambda: cl.get("/api/v1/thumbs/img0007"), lambda: cl.get("/api/v1/info")):
+                for req in (
+                    lambda: cl.get("/api/v1/search", params={"q": f"a red car {i}", "color": "red"}),
+                    lambda: cl.get("/api/v1/search", params={"like": "img0001"}),
+                    lambda: cl.get("/api/v1/thumbs/img0007"),
+                    lambda: cl.get("/api/v1/info"),
+                ):
                     try:
                         r = req()
                         if r.status_code != 200:

@@ -11,7 +11,9 @@ import pytest
 from _serve_helpers import SETTINGS, Server, shared_repo
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium (apt-get install chromium) for the browser tests")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no system Chromium (apt-get install chromium) for the browser tests"
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +67,13 @@ def search(pg, url: str, q: str) -> None:
 def test_type_a_query_and_see_thumbnails(site, page):
     search(page, site["url"], "a red sedan")
     assert len(ids(page)) == 12 and "q=a+red+sedan" in page.url
-    page.wait_for_function("[...document.querySelectorAll('#grid .card img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#grid .card img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
     first = page.locator("#grid .card").first
-    assert first.locator(".score").inner_text().startswith("0.") or first.locator(".score").inner_text().startswith("1.")
+    assert first.locator(".score").inner_text().startswith("0.") or first.locator(".score").inner_text().startswith(
+        "1."
+    )
     assert first.locator(".caption").inner_text()
     # which model built the index is shown
     model = page.inner_text("#model")

@@ -23,8 +23,17 @@ COLORS, BODIES, VIEWS = ("red", "blue", "green"), ("sedan", "suv"), ("front", "r
 
 def _dataset(n=60, seed=0):
     rng = np.random.default_rng(seed)
-    labels = [{"model_id": f"m{rng.integers(6)}", "make": "Demo", "model": "x", "color": str(rng.choice(COLORS)),
-               "body_type": str(rng.choice(BODIES)), "view": str(rng.choice(VIEWS))} for _ in range(n)]
+    labels = [
+        {
+            "model_id": f"m{rng.integers(6)}",
+            "make": "Demo",
+            "model": "x",
+            "color": str(rng.choice(COLORS)),
+            "body_type": str(rng.choice(BODIES)),
+            "view": str(rng.choice(VIEWS)),
+        }
+        for _ in range(n)
+    ]
     vocab = {w: i for i, w in enumerate(COLORS + BODIES + VIEWS + tuple(f"m{i}" for i in range(6)))}
 
     def onehot(words):
@@ -47,15 +56,23 @@ def _dataset(n=60, seed=0):
 def _evaluate(cfg=None):
     """What the evaluate stage does with full_report's output (minus images, plots and MLflow)."""
     labels, embs, enc = _dataset()
-    cfg = {"ks": [1, 5, 10], "map_k": 10, "attributes": ["color", "body_type", "view"], "by_combo": False,
-           "zero_shot": (), **(cfg or {})}
+    cfg = {
+        "ks": [1, 5, 10],
+        "map_k": 10,
+        "attributes": ["color", "body_type", "view"],
+        "by_combo": False,
+        "zero_shot": (),
+        **(cfg or {}),
+    }
     results, extra = {}, {}
     for name, img in embs.items():
         m, _, q = full_report(img, labels, enc, cfg)
         results[name], extra[name] = m, {**q, "img": img}
     attrs = results["finetuned"]["attributes"]
-    results["gain"] = {d: {k: results["finetuned"][d][k] - results["base"][d][k] for k in HEADLINE}
-                       for d in ("text_to_image", "image_to_image")}
+    results["gain"] = {
+        d: {k: results["finetuned"][d][k] - results["base"][d][k] for k in HEADLINE}
+        for d in ("text_to_image", "image_to_image")
+    }
     ids = [f"img{i:03d}" for i in range(len(labels))]
     per_query = {name: query_results(extra[name], labels, ids, attrs, cfg["ks"], cfg["map_k"]) for name in embs}
     settings = add_intervals(results, per_query, cfg.get("bootstrap"))

@@ -16,8 +16,13 @@ import yaml
 from test_index_corpus import _build, repo  # noqa: F401  (pytest fixture + helper)
 from testkit import TINY
 
-TEXTS = ["a red car", "A red SUV, seen from the front!", "blue pickup seen from behind at night in the rain " * 8, "x",
-         "Škoda Octavia — 'grey' hatchback, 2 doors"]
+TEXTS = [
+    "a red car",
+    "A red SUV, seen from the front!",
+    "blue pickup seen from behind at night in the rain " * 8,
+    "x",
+    "Škoda Octavia — 'grey' hatchback, 2 doors",
+]
 
 
 def test_numpy_text_tower_equals_transformers(tmp_path):
@@ -41,7 +46,9 @@ def test_numpy_vision_tower_equals_transformers(tmp_path):
 
     rng = np.random.default_rng(0)
     images = []
-    for i, size in enumerate([(96, 72), (50, 200), (33, 33), (640, 480)]):  # landscape, portrait, smaller than the input
+    for i, size in enumerate(
+        [(96, 72), (50, 200), (33, 33), (640, 480)]
+    ):  # landscape, portrait, smaller than the input
         p = tmp_path / f"im{i}.{'png' if i % 2 else 'jpg'}"
         Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(p)
         images.append(p)
@@ -51,8 +58,12 @@ def test_numpy_vision_tower_equals_transformers(tmp_path):
         save_clip(*load_clip(s, seed=1), tmp_path / name)
         enc = ClipVisionNP.load(tmp_path / name)
         assert enc is not None
-        ref = np.concatenate([encode_images(*load_pretrained(tmp_path / name), images[:4]),
-                              encode_images(*load_pretrained(tmp_path / name), [images[4].convert("RGB")])])
+        ref = np.concatenate(
+            [
+                encode_images(*load_pretrained(tmp_path / name), images[:4]),
+                encode_images(*load_pretrained(tmp_path / name), [images[4].convert("RGB")]),
+            ]
+        )
         np.testing.assert_allclose(enc.encode(images), ref, atol=1e-4)
     assert ClipVisionNP.load(tmp_path / "missing") is None
 
@@ -80,9 +91,11 @@ def test_cold_cli_search_imports_neither_torch_nor_transformers(repo):  # noqa: 
     _build(repo)
     photo = next((repo / "data/raw/images").iterdir())
     for query in (["a red car"], ["--image", str(photo)]):
-        code = ("import sys; from carsearch.cli import app\n"
-                f"try:\n    app(['search', *{query!r}, '-k', '2'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-                "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+        code = (
+            "import sys; from carsearch.cli import app\n"
+            f"try:\n    app(['search', *{query!r}, '-k', '2'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+        )
         env = {**os.environ, "CARSEARCH_ROOT": str(repo), "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]

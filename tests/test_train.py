@@ -27,8 +27,17 @@ def _cfg(**kw):
 
 
 def test_text_variants_and_positives():
-    pair = {"caption": "A red Demo Sedan A sedan seen from the front.",
-            "labels": {"model_id": "a", "make": "Demo", "model": "Sedan A", "body_type": "sedan", "color": "red", "view": "front"}}
+    pair = {
+        "caption": "A red Demo Sedan A sedan seen from the front.",
+        "labels": {
+            "model_id": "a",
+            "make": "Demo",
+            "model": "Sedan A",
+            "body_type": "sedan",
+            "color": "red",
+            "view": "front",
+        },
+    }
     v = text_variants(pair)
     texts = [t for t, _ in v]
     assert texts[0] == pair["caption"] and "a red sedan seen from the front" in texts and "a red car" in texts
@@ -41,10 +50,16 @@ def test_text_variants_and_positives():
 
 def test_multi_positive_loss_is_clip_loss_on_identity():
     torch.manual_seed(0)
-    img, txt = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1), torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    img, txt = (
+        torch.nn.functional.normalize(torch.randn(5, 8), dim=-1),
+        torch.nn.functional.normalize(torch.randn(5, 8), dim=-1),
+    )
     scale = torch.tensor(10.0)
     logits = scale * img @ txt.t()
-    ref = (torch.nn.functional.cross_entropy(logits, torch.arange(5)) + torch.nn.functional.cross_entropy(logits.t(), torch.arange(5))) / 2
+    ref = (
+        torch.nn.functional.cross_entropy(logits, torch.arange(5))
+        + torch.nn.functional.cross_entropy(logits.t(), torch.arange(5))
+    ) / 2
     assert torch.allclose(multi_positive_loss(img, txt, scale, torch.eye(5, dtype=torch.bool)), ref, atol=1e-6)
 
 
@@ -60,11 +75,16 @@ def test_same_model_loss():
     # one positive per row and no other candidates: exactly -log softmax over the 3 others
     x = f(torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
     logits = scale * x @ x.t()
-    ref = torch.stack([-(torch.log_softmax(logits[i][[j for j in range(4) if j != i]], 0)[[0, 0, 2, 2][i]])
-                       for i in range(4)]).mean()
+    ref = torch.stack(
+        [-(torch.log_softmax(logits[i][[j for j in range(4) if j != i]], 0)[[0, 0, 2, 2][i]]) for i in range(4)]
+    ).mean()
     assert torch.allclose(same_model_loss(x, scale, keys), ref, atol=1e-5)
     # nobody has a partner (or unknown models): no signal, still differentiable
-    z = same_model_loss(torch.stack([a, b, c]).requires_grad_(), scale, same_model_relevance([{"model_id": "m1"}, {}, {"model_id": "m3"}]))
+    z = same_model_loss(
+        torch.stack([a, b, c]).requires_grad_(),
+        scale,
+        same_model_relevance([{"model_id": "m1"}, {}, {"model_id": "m3"}]),
+    )
     assert float(z.detach()) == 0.0 and z.requires_grad
 
 
@@ -78,7 +98,9 @@ def test_lock_towers():
     model, _ = load_clip(TINY)
     apply_lock(model, {"image": 1, "text": 0})
     layers = model.vision_model.encoder.layers
-    assert not any(p.requires_grad for p in layers[0].parameters()) and all(p.requires_grad for p in layers[-1].parameters())
+    assert not any(p.requires_grad for p in layers[0].parameters()) and all(
+        p.requires_grad for p in layers[-1].parameters()
+    )
     assert all(p.requires_grad for p in model.visual_projection.parameters())
     assert not any(p.requires_grad for p in model.text_model.encoder.parameters())
     with pytest.raises(ValueError, match="has 2"):
@@ -90,7 +112,11 @@ def test_lock_towers():
 def test_cosine_schedule_with_warmup():
     f = lr_lambda(100, 10, 0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
-    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-6) and f(100) == pytest.approx(0.1)
+    assert (
+        f(10) == pytest.approx(1.0)
+        and f(55) == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-6)
+        and f(100) == pytest.approx(0.1)
+    )
     assert autocast_dtype("fp32", torch.device("cpu")) is None and autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
     with pytest.raises(ValueError):
@@ -119,8 +145,16 @@ def test_deterministic_and_learns(data):
 
 def test_accumulation_checkpointing_bf16_and_early_stop(data):
     root, pairs = data
-    _, r = _train(root, pairs, epochs=3, grad_accum=2, grad_checkpointing=True, precision="bf16", image_loss_weight=0.5,
-                  early_stopping={"metric": "val_recall@5", "patience": 1, "min_delta": 10.0})
+    _, r = _train(
+        root,
+        pairs,
+        epochs=3,
+        grad_accum=2,
+        grad_checkpointing=True,
+        precision="bf16",
+        image_loss_weight=0.5,
+        early_stopping={"metric": "val_recall@5", "patience": 1, "min_delta": 10.0},
+    )
     assert all(math.isfinite(x) for x in r.losses)
     assert r.stopped_early and len(r.history) == 2 and r.best_epoch == 1  # nothing beats epoch 1 by 10
 
@@ -141,12 +175,21 @@ def test_resume_after_kill_equals_uninterrupted(data, tmp_path):
     model, proc = load_clip(TINY, seed=0)
     val = validation_fn(proc, pairs["val"], root, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})
     with pytest.raises(Killed):
-        train_clip(model, proc, pairs["train"], root, _cfg(epochs=3, checkpoint_dir=str(tmp_path / "ck")),
-                   on_epoch=kill, validate=val)
+        train_clip(
+            model,
+            proc,
+            pairs["train"],
+            root,
+            _cfg(epochs=3, checkpoint_dir=str(tmp_path / "ck")),
+            on_epoch=kill,
+            validate=val,
+        )
     assert (tmp_path / "ck" / "last.pt").is_file()
     # the process died: a new model object, from the checkpoint
     model, proc = load_clip(TINY, seed=0)
-    res = train_clip(model, proc, pairs["train"], root, _cfg(epochs=3, checkpoint_dir=str(tmp_path / "ck")), validate=val)
+    res = train_clip(
+        model, proc, pairs["train"], root, _cfg(epochs=3, checkpoint_dir=str(tmp_path / "ck")), validate=val
+    )
     assert res.resumed_from_epoch == 1
     assert res.losses == r_ref.losses
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), m_ref.state_dict().values()))
@@ -200,7 +243,10 @@ def test_unknown_labels_are_no_constraint():
     # image 0 (red, view unknown) vs "red side": unknown; image 1 (side, colour unknown) vs "red": unknown
     assert unk.tolist() == [[False, True, True], [True, True, False], [False, False, False]]
     torch.manual_seed(0)
-    img, txt = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1), torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    img, txt = (
+        torch.nn.functional.normalize(torch.randn(3, 8), dim=-1),
+        torch.nn.functional.normalize(torch.randn(3, 8), dim=-1),
+    )
     pos = positives(labels, cons)
     scale = torch.tensor(10.0)
     base = multi_positive_loss(img, txt, scale, pos)

@@ -6,8 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-TINY = {"name": "clip_test", "kind": "tiny", "image_size": 32, "patch_size": 8, "vision_width": 32, "vision_layers": 2,
-        "vision_heads": 2, "text_width": 32, "text_layers": 2, "text_heads": 2, "max_text_len": 24, "projection_dim": 16}
+TINY = {
+    "name": "clip_test",
+    "kind": "tiny",
+    "image_size": 32,
+    "patch_size": 8,
+    "vision_width": 32,
+    "vision_layers": 2,
+    "vision_heads": 2,
+    "text_width": 32,
+    "text_layers": 2,
+    "text_heads": 2,
+    "max_text_len": 24,
+    "projection_dim": 16,
+}
 
 
 def write_pairs(root: Path, n: dict[str, int] | None = None, size: int = 48, seed: int = 0) -> dict[str, list[dict]]:
@@ -24,8 +36,15 @@ def write_pairs(root: Path, n: dict[str, int] | None = None, size: int = 48, see
         rid = f"img{i:04d}"
         (img_dir / f"{rid}.jpg").write_bytes(data)
         cap = offline_caption(labels, rid)
-        rows.append({"id": rid, "path": f"data/raw/images/{rid}.jpg", "caption": cap["caption"],
-                     "attributes": {k: cap[k] for k in ("make", "model", "body_type", "color", "view")}, "labels": labels})
+        rows.append(
+            {
+                "id": rid,
+                "path": f"data/raw/images/{rid}.jpg",
+                "caption": cap["caption"],
+                "attributes": {k: cap[k] for k in ("make", "model", "body_type", "color", "view")},
+                "labels": labels,
+            }
+        )
     out, start = {}, 0
     manifest = [{"id": r["id"], "path": r["path"], "source": "demo", "labels": r["labels"]} for r in rows]
     (root / "data" / "raw" / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest))
@@ -43,18 +62,51 @@ def write_params(root: Path, train: dict | None = None, **over) -> dict:
     import yaml
 
     params = {
-        "paths": {"manifest": "data/raw/manifest.jsonl", "pairs_dir": "data/pairs", "model_dir": "models/finetuned", "index_dir": "data/index",
-                  "metrics_dir": "metrics", "plots_dir": "metrics/plots"},
+        "paths": {
+            "manifest": "data/raw/manifest.jsonl",
+            "pairs_dir": "data/pairs",
+            "model_dir": "models/finetuned",
+            "index_dir": "data/index",
+            "metrics_dir": "metrics",
+            "plots_dir": "metrics/plots",
+        },
         "model": dict(TINY),
-        "train": {"lr": 2e-3, "epochs": 2, "batch_size": 8, "seed": 0, "weight_decay": 0.1, "warmup_ratio": 0.1,
-                  "augment": {"shift": 2, "flip": True}, "checkpoint_dir": "models/checkpoints/finetune_clip",
-                  "early_stopping": {"metric": "val_recall@5", "patience": 0}, "log_every": 1, **(train or {})},
-        "eval": {"ks": [1, 5, 10], "map_k": 10, "split": "test", "attributes": ["color", "body_type", "view"],
-                 "by_combo": True, "zero_shot": ["color", "body_type", "model", "view"], "min_relevant": 1, "n_examples": 4},
-        "index": {"table": "cars", "metric": "cosine", "ann_min_rows": 100000, "num_partitions": 8,
-                  "promote": {"metric": "text_to_image.recall@5", "min_gain": 0.0}},
+        "train": {
+            "lr": 2e-3,
+            "epochs": 2,
+            "batch_size": 8,
+            "seed": 0,
+            "weight_decay": 0.1,
+            "warmup_ratio": 0.1,
+            "augment": {"shift": 2, "flip": True},
+            "checkpoint_dir": "models/checkpoints/finetune_clip",
+            "early_stopping": {"metric": "val_recall@5", "patience": 0},
+            "log_every": 1,
+            **(train or {}),
+        },
+        "eval": {
+            "ks": [1, 5, 10],
+            "map_k": 10,
+            "split": "test",
+            "attributes": ["color", "body_type", "view"],
+            "by_combo": True,
+            "zero_shot": ["color", "body_type", "model", "view"],
+            "min_relevant": 1,
+            "n_examples": 4,
+        },
+        "index": {
+            "table": "cars",
+            "metric": "cosine",
+            "ann_min_rows": 100000,
+            "num_partitions": 8,
+            "promote": {"metric": "text_to_image.recall@5", "min_gain": 0.0},
+        },
         "curate": {"splits": {"train": 0.6, "val": 0.2, "test": 0.2}},
-        "mlflow": {"tracking_uri": "sqlite:///mlruns.db", "experiment": "carsearch-test", "registered_model": "carsearch-clip"},
+        "mlflow": {
+            "tracking_uri": "sqlite:///mlruns.db",
+            "experiment": "carsearch-test",
+            "registered_model": "carsearch-clip",
+        },
         "seed": 0,
     }
     for k, v in over.items():

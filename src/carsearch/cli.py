@@ -31,16 +31,24 @@ def search(
     query: Optional[str] = typer.Argument(None, help='Text query, e.g. "red pickup seen from behind".'),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="Search by this image instead of text."),
     k: int = typer.Option(5, "-k", "--top-k", min=1, help="Number of results."),
-    where: Optional[str] = typer.Option(None, "--where", help="Filter on metadata, e.g. \"color = 'red' AND view IN ('rear', 'side')\"."),
+    where: Optional[str] = typer.Option(
+        None, "--where", help="Filter on metadata, e.g. \"color = 'red' AND view IN ('rear', 'side')\"."
+    ),
     color: Optional[list[str]] = typer.Option(None, "--color", help="Only this colour (repeat for any of several)."),
     view: Optional[list[str]] = typer.Option(None, "--view", help="Only this view: front, rear, side, three-quarter."),
     body_type: Optional[list[str]] = typer.Option(None, "--body-type", help="Only this body type (sedan, suv, ...)."),
     make: Optional[list[str]] = typer.Option(None, "--make", help="Only this make."),
     model: Optional[list[str]] = typer.Option(None, "--model", help="Only this car model."),
     split: Optional[list[str]] = typer.Option(None, "--split", help="Only this split (train, val, test)."),
-    index_dir: Optional[str] = typer.Option(None, "--index", help="Index folder or s3://bucket/prefix (default: paths.index_dir)."),
-    use_model: Optional[str] = typer.Option(None, "--use-model", help="Embed the query with this CLIP model instead of "
-                                            "the index's own: a folder, hub id or models:/carsearch-clip@champion."),
+    index_dir: Optional[str] = typer.Option(
+        None, "--index", help="Index folder or s3://bucket/prefix (default: paths.index_dir)."
+    ),
+    use_model: Optional[str] = typer.Option(
+        None,
+        "--use-model",
+        help="Embed the query with this CLIP model instead of "
+        "the index's own: a folder, hub id or models:/carsearch-clip@champion.",
+    ),
     png: Optional[Path] = typer.Option(None, "--png", help="Also write the results as a PNG strip."),
 ) -> None:
     """Print rank, score, id, caption and path of the k most similar cars."""
@@ -74,8 +82,11 @@ def search(
     for h, gone in zip(hits, missing):
         typer.echo(f"{h.rank}\t{h.score:.4f}\t{h.id}\t{h.caption}\t{h.path}" + ("\t[missing file]" if gone else ""))
     if any(missing):
-        typer.echo(f"warning: {sum(missing)} of {len(hits)} results point to missing files; the index is older than "
-                   "the images it lists: run `dvc repro build_index`", err=True)
+        typer.echo(
+            f"warning: {sum(missing)} of {len(hits)} results point to missing files; the index is older than "
+            "the images it lists: run `dvc repro build_index`",
+            err=True,
+        )
     if not hits:
         typer.echo("no results" + (f" match {where}" if where else ""), err=True)
     if png is not None:
@@ -108,9 +119,13 @@ def report(
 
 @app.command()
 def serve(
-    host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default serve.host: 127.0.0.1, loopback only)."),
+    host: Optional[str] = typer.Option(
+        None, "--host", help="Address to bind (default serve.host: 127.0.0.1, loopback only)."
+    ),
     port: Optional[int] = typer.Option(None, "--port", help="Port (default serve.port: 8000; 0 picks a free one)."),
-    index_dir: Optional[str] = typer.Option(None, "--index", help="Index folder or s3://bucket/prefix (default: paths.index_dir)."),
+    index_dir: Optional[str] = typer.Option(
+        None, "--index", help="Index folder or s3://bucket/prefix (default: paths.index_dir)."
+    ),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
 ) -> None:
     """Run the search service: the web page at http://HOST:PORT/, the JSON API at /api/v1 (OpenAPI at /docs).
@@ -153,23 +168,38 @@ def index_add(
         raise typer.Exit(1)
     for line in summarise(res["rejects"], "file"):
         typer.echo(f"index add: {line}", err=True)
-    typer.echo(f"index add: {res['added']} added, {res['already_indexed']} already indexed, {res['rejected']} rejected "
-               f"(index version {res['version']})")
+    typer.echo(
+        f"index add: {res['added']} added, {res['already_indexed']} already indexed, {res['rejected']} rejected "
+        f"(index version {res['version']})"
+    )
     if res.get("outside_corpus"):
-        typer.echo(f"index add: note: {res['outside_corpus']} of them are outside index.corpus_path; a later `dvc repro` "
-                   "rebuilds the index from the corpus and will not keep them (copy them into the corpus folder)", err=True)
+        typer.echo(
+            f"index add: note: {res['outside_corpus']} of them are outside index.corpus_path; a later `dvc repro` "
+            "rebuilds the index from the corpus and will not keep them (copy them into the corpus folder)",
+            err=True,
+        )
 
 
 @app.command("embed-ray")
 def embed_ray(
     corpus: str = typer.Option(..., "--corpus", help="Folder or s3:// prefix of images to embed."),
-    out: str = typer.Option(..., "--out", help="LanceDB location to write: a folder or an object-store URI (s3://bucket/prefix)."),
-    model_dir: Optional[Path] = typer.Option(None, "--model", help="save_pretrained folder of the model (default: the live index's model)."),
+    out: str = typer.Option(
+        ..., "--out", help="LanceDB location to write: a folder or an object-store URI (s3://bucket/prefix)."
+    ),
+    model_dir: Optional[Path] = typer.Option(
+        None, "--model", help="save_pretrained folder of the model (default: the live index's model)."
+    ),
     table: str = typer.Option("cars", "--table", help="Table name."),
     workers: int = typer.Option(2, "--workers", min=1, help="Model actors (one GPU each when the cluster has GPUs)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch (default: index.batch_size)."),
-    gpus: Optional[float] = typer.Option(None, "--gpus", min=0, help="GPUs per actor (default: 1 if the cluster has GPUs, else 0)."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", min=1, help="Images per batch (default: index.batch_size)."
+    ),
+    gpus: Optional[float] = typer.Option(
+        None, "--gpus", min=0, help="GPUs per actor (default: 1 if the cluster has GPUs, else 0)."
+    ),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."
+    ),
 ) -> None:
     """Embed a corpus on Ray Data (a pool of model actors) into a LanceDB table: the same command
     on a laptop and on a cluster (docs/scale.md). Needs `pip install -e '.[ray]'`."""
@@ -196,17 +226,29 @@ def embed_ray(
             if not meta or not meta.get("version"):
                 raise FileNotFoundError(f"no index at {index_dir} to take the model from; pass --model DIR")
             model_dir = index_dir / meta["version"] / meta["model_dir"]
-        res = embed_corpus(corpus, out, model_dir, table=table, concurrency=workers, batch_size=batch_size or int(cfg.get("batch_size") or 64),
-                           num_gpus=gpus, address=address, draft=bool(cfg.get("decode_draft", True)),
-                           subfolder_key=cfg.get("subfolder_key", "color"), index_cfg=cfg)
+        res = embed_corpus(
+            corpus,
+            out,
+            model_dir,
+            table=table,
+            concurrency=workers,
+            batch_size=batch_size or int(cfg.get("batch_size") or 64),
+            num_gpus=gpus,
+            address=address,
+            draft=bool(cfg.get("decode_draft", True)),
+            subfolder_key=cfg.get("subfolder_key", "color"),
+            index_cfg=cfg,
+        )
     except (FileNotFoundError, ValueError, ModelConfigError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
     for line in summarise(res["rejects"], "file"):
         typer.echo(f"embed-ray: {line}", err=True)
-    typer.echo(f"embed-ray: {res['rows']} images into {res['out']} table {res['table']} ({res['search']}), "
-               f"{res['rejected']} rejected, {res['actors']} actors x {res['num_gpus_per_actor']:g} GPU, "
-               f"{res['images_per_second']} img/s")
+    typer.echo(
+        f"embed-ray: {res['rows']} images into {res['out']} table {res['table']} ({res['search']}), "
+        f"{res['rejected']} rejected, {res['actors']} actors x {res['num_gpus_per_actor']:g} GPU, "
+        f"{res['images_per_second']} img/s"
+    )
 
 
 if __name__ == "__main__":

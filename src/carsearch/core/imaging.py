@@ -75,7 +75,13 @@ def _own_pixel_limit():
 def _unknown_format(head: bytes) -> str:
     if head[4:8] == b"ftyp":
         brand = head[8:12].decode("latin-1", "replace").strip()
-        kind = "AVIF" if brand.startswith("avi") else "HEIC/HEIF" if brand in {"heic", "heix", "hevc", "mif1", "msf1", "heim", "heis"} else f"ISO media ({brand})"
+        kind = (
+            "AVIF"
+            if brand.startswith("avi")
+            else "HEIC/HEIF"
+            if brand in {"heic", "heix", "hevc", "mif1", "msf1", "heim", "heis"}
+            else f"ISO media ({brand})"
+        )
         return f"unsupported format {kind} (no installed decoder reads it)"
     return "not an image (unrecognised format)"
 
@@ -88,8 +94,12 @@ def _orientation(im: Image.Image) -> int:
     return o if 1 <= o <= 8 else 1
 
 
-def load(src: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_side: int = 1,
-         draft: tuple[int, int] | None = None) -> tuple[Image.Image, ImageInfo]:
+def load(
+    src: str | os.PathLike | bytes,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    min_side: int = 1,
+    draft: tuple[int, int] | None = None,
+) -> tuple[Image.Image, ImageInfo]:
     """Open `src` (a path or the bytes) and decode its first frame fully; return the decoded image
     (raw mode, not yet upright) and its info. Raises ImageError with a one-line reason.
     `draft=(w, h)`: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) still at least
@@ -116,7 +126,9 @@ def load(src: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PI
             raise ImageError(f"corrupt or truncated image ({_first_line(e)})") from None
         w, h = im.size
         if max_pixels and w * h > max_pixels:
-            raise ImageError(f"image too large ({w}x{h} = {w * h / 1e6:.0f} MP, data.max_pixels is {max_pixels / 1e6:.0f} MP)")
+            raise ImageError(
+                f"image too large ({w}x{h} = {w * h / 1e6:.0f} MP, data.max_pixels is {max_pixels / 1e6:.0f} MP)"
+            )
         if draft and im.format == "JPEG" and im.mode in ("RGB", "L"):
             with contextlib.suppress(Exception):
                 im.draft(im.mode, (int(draft[0]), int(draft[1])))
@@ -186,8 +198,12 @@ def normalise(im: Image.Image, max_edge: int | None = None) -> Image.Image:
     return up if up.mode == "RGB" else up.convert("RGB")
 
 
-def open_rgb(src: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_edge: int | None = None,
-             draft: tuple[int, int] | None = None) -> Image.Image:
+def open_rgb(
+    src: str | os.PathLike | bytes,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_edge: int | None = None,
+    draft: tuple[int, int] | None = None,
+) -> Image.Image:
     """Read any image as an upright 8-bit RGB picture (see the module doc); ImageError if unusable.
     `draft=(w, h)`: decode a JPEG at a reduced size no smaller than that (see `load`)."""
     im, _ = load(src, max_pixels, draft=draft)
@@ -227,5 +243,15 @@ def encode(picture: Image.Image, source: Image.Image | None = None) -> tuple[byt
     return buf.getvalue(), ".png"
 
 
-__all__ = ["DEFAULT_MAX_EDGE", "DEFAULT_MAX_PIXELS", "ImageError", "ImageInfo", "check", "encode", "load",
-           "normalise", "open_rgb", "to_8bit"]
+__all__ = [
+    "DEFAULT_MAX_EDGE",
+    "DEFAULT_MAX_PIXELS",
+    "ImageError",
+    "ImageInfo",
+    "check",
+    "encode",
+    "load",
+    "normalise",
+    "open_rgb",
+    "to_8bit",
+]

@@ -9,8 +9,11 @@ from typing import Iterable
 
 # (pattern in the reason, what the user can do about it)
 FIXES = (
-    ("has no labels", "use caption.backend=bedrock|openai, add a labels.csv or label sub-folders, or index them "
-                      "without captions (index.corpus: README 'Using your own images')"),
+    (
+        "has no labels",
+        "use caption.backend=bedrock|openai, add a labels.csv or label sub-folders, or index them "
+        "without captions (index.corpus: README 'Using your own images')",
+    ),
     ("near-duplicate", "expected for bursts of near-identical frames; raise/lower curate.near_duplicate_max_distance"),
     ("exact duplicate", "nothing to do: the first copy is kept"),
     ("caption lacks", "relax curate.require_fields, or use a captioner that states these fields"),

@@ -142,8 +142,10 @@ class Folder(_Open):
     @classmethod
     def _not_null(cls, v):
         if not isinstance(v, str) or not v.strip():
-            raise ValueError("must be a folder path (dvc.yaml tracks it as a dependency of ingest whatever "
-                             "data.source is; the default is data/incoming)")
+            raise ValueError(
+                "must be a folder path (dvc.yaml tracks it as a dependency of ingest whatever "
+                "data.source is; the default is data/incoming)"
+            )
         return v
 
 
@@ -168,8 +170,11 @@ class Data(_Open):
             p = Path(self.folder.path).expanduser()
             p = p if p.is_absolute() else Path(root) / p
             if not p.is_dir():
-                raise _KeyError(("folder", "path"), self.folder.path,
-                                "no such folder (data.source is folder: give a directory of images)")
+                raise _KeyError(
+                    ("folder", "path"),
+                    self.folder.path,
+                    "no such folder (data.source is folder: give a directory of images)",
+                )
         return self
 
 
@@ -181,8 +186,11 @@ class Quotas(_Strict):
     @model_validator(mode="after")
     def _order(self):
         if self.min_records_per_job > self.max_records_per_job:
-            raise _KeyError(("min_records_per_job",), self.min_records_per_job,
-                            f"must be <= max_records_per_job ({self.max_records_per_job})")
+            raise _KeyError(
+                ("min_records_per_job",),
+                self.min_records_per_job,
+                f"must be <= max_records_per_job ({self.max_records_per_job})",
+            )
         return self
 
 
@@ -289,8 +297,9 @@ class PretrainedModel(_Strict):
             return v
         looks_local = v.startswith(("/", ".", "~")) or v.count("/") > 1 or "\\" in v
         if root is not None and looks_local:
-            raise ValueError("no such directory (a local save_pretrained directory or a hub id such as "
-                             "openai/clip-vit-base-patch32)")
+            raise ValueError(
+                "no such directory (a local save_pretrained directory or a hub id such as openai/clip-vit-base-patch32)"
+            )
         if not looks_local and not HUB_ID.match(v):
             raise ValueError("not a hub id (such as openai/clip-vit-base-patch32) or a local directory")
         return v
@@ -358,6 +367,7 @@ class EvalSet(_Strict):
 
 class Bootstrap(_Strict):
     """Confidence intervals of the retrieval metrics: percentile bootstrap over queries."""
+
     n: PosInt = 1000
     seed: NonNegInt = 0
     confidence: Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)] = 0.95
@@ -413,6 +423,7 @@ class Index(_Open):
 
 class Serve(_Open):
     """`carsearch serve` (conf/serve/default.yaml); permissive: the service reads what it knows."""
+
     host: Text = "127.0.0.1"
     port: Annotated[int, BeforeValidator(_integer), Field(ge=0, le=65535)] = 8000
     max_upload_bytes: PosInt = 8_000_000
@@ -452,8 +463,11 @@ class Params(_Open):
     @model_validator(mode="after")
     def _cross(self):
         if {"eval", "curate"} <= self.model_fields_set and self.eval.split not in self.curate.splits:
-            raise _KeyError(("eval", "split"), self.eval.split,
-                            f"not a split of curate.splits (one of {', '.join(self.curate.splits)})")
+            raise _KeyError(
+                ("eval", "split"),
+                self.eval.split,
+                f"not a split of curate.splits (one of {', '.join(self.curate.splits)})",
+            )
         return self
 
 
@@ -482,10 +496,17 @@ def _fields_at(loc: tuple) -> list[str]:
 
 _MESSAGES = {
     "missing": "missing",
-    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
-    "string_type": "must be a string", "int_type": "not an integer", "int_parsing": "not an integer",
-    "int_from_float": "not an integer", "float_type": "not a number", "float_parsing": "not a number",
-    "list_type": "must be a list", "dict_type": "must be a mapping", "model_type": "must be a mapping",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "int_type": "not an integer",
+    "int_parsing": "not an integer",
+    "int_from_float": "not an integer",
+    "float_type": "not a number",
+    "float_parsing": "not a number",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
     "model_attributes_type": "must be a mapping",
 }
 
@@ -494,8 +515,14 @@ def _describe(err: dict) -> tuple[tuple, Any, str]:
     loc, typ, ctx = tuple(err["loc"]), err["type"], err.get("ctx") or {}
     # drop the union / discriminator members pydantic puts into the location
     loc = tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "model" and p in ("tiny", "pretrained")))
-    loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith(("literal[", "int", "str", "function-"))
-                                                             or p.startswith("constrained-"))))
+    loc = tuple(
+        p
+        for p in loc
+        if not (
+            isinstance(p, str)
+            and (p.startswith(("literal[", "int", "str", "function-")) or p.startswith("constrained-"))
+        )
+    )
     value = err.get("input")
     inner = ctx.get("error")
     if isinstance(inner, _KeyError):
@@ -548,5 +575,7 @@ def validate_params(params: Any, label: str = "params.yaml", root: str | Path | 
                 lines.append((loc, value, msg))
         first = _line(label, *lines[0])
         more = [".".join(map(str, loc)) for loc, _, _ in lines[1:]]
-        raise ConfigError(first + (f" (also: {', '.join(more[:5])}{', ...' if len(more) > 5 else ''})" if more else "")) from None
+        raise ConfigError(
+            first + (f" (also: {', '.join(more[:5])}{', ...' if len(more) > 5 else ''})" if more else "")
+        ) from None
     return m.model_dump(exclude_unset=True)

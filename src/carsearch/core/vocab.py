@@ -9,11 +9,27 @@ VIEWS = ("front", "rear", "side", "three-quarter")
 FIELDS = ("make", "model", "body_type", "color", "view", "caption")
 
 SYNONYMS = {
-    "gray": "grey", "dark grey": "grey", "dark gray": "grey", "light grey": "silver", "gold": "yellow",
-    "pick-up": "pickup", "pickup truck": "pickup", "truck": "pickup", "saloon": "sedan", "estate": "hatchback",
-    "wagon": "hatchback", "minivan": "van", "sportscar": "sports car", "sport car": "sports car",
-    "back": "rear", "behind": "rear", "profile": "side", "front three-quarter": "three-quarter",
-    "rear three-quarter": "three-quarter", "3/4": "three-quarter", "three quarter": "three-quarter",
+    "gray": "grey",
+    "dark grey": "grey",
+    "dark gray": "grey",
+    "light grey": "silver",
+    "gold": "yellow",
+    "pick-up": "pickup",
+    "pickup truck": "pickup",
+    "truck": "pickup",
+    "saloon": "sedan",
+    "estate": "hatchback",
+    "wagon": "hatchback",
+    "minivan": "van",
+    "sportscar": "sports car",
+    "sport car": "sports car",
+    "back": "rear",
+    "behind": "rear",
+    "profile": "side",
+    "front three-quarter": "three-quarter",
+    "rear three-quarter": "three-quarter",
+    "3/4": "three-quarter",
+    "three quarter": "three-quarter",
 }
 
 
@@ -27,8 +43,11 @@ LABEL_KEYS = ("make", "model", "model_id", "body_type", "color", "view", "scene"
 
 def known(labels: dict | None) -> dict:
     """The labels that say something: drops empty values and "unknown" (no constraint anywhere)."""
-    return {k: v for k, v in (labels or {}).items()
-            if v not in (None, "") and not (isinstance(v, str) and v.strip().lower() == UNKNOWN)}
+    return {
+        k: v
+        for k, v in (labels or {}).items()
+        if v not in (None, "") and not (isinstance(v, str) and v.strip().lower() == UNKNOWN)
+    }
 
 
 def has_labels(labels: dict | None) -> bool:
@@ -36,7 +55,9 @@ def has_labels(labels: dict | None) -> bool:
     return any(k in known(labels) for k in ("make", "model", "body_type", "color", "view"))
 
 
-def query_text(color: str | None = None, body_type: str | None = None, view: str | None = None, make_model: str | None = None) -> str:
+def query_text(
+    color: str | None = None, body_type: str | None = None, view: str | None = None, make_model: str | None = None
+) -> str:
     """A search query for an attribute combination: "red sedan seen from the front"."""
     words = [w for w in (color, make_model, body_type or "car") if w]
     q = "a " + " ".join(words)

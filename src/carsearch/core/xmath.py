@@ -21,6 +21,7 @@ they are replacements for its *portability*.
 Functions accept Python floats or arrays; a scalar in gives a Python float out. Ranges: sin/cos/tan
 are exact-reduced for |x| < 1.6e6 (Cody-Waite with a 33-bit pi/2 head), exp clamps to [-700, 700].
 """
+
 from __future__ import annotations
 
 import math

@@ -59,18 +59,18 @@ class BedrockEmulator:
     """Run with `with BedrockEmulator(s3_endpoint_url=..., labels=...) as emu: emu.url`."""
 
     s3_endpoint_url: str
-    labels: dict = field(default_factory=dict)        # recordId -> labels for the offline captioner
-    delay: float = 0.02                               # seconds in each non-terminal status
-    fail_jobs: dict = field(default_factory=dict)     # job-name substring -> failure message
-    expire_jobs: set = field(default_factory=set)     # job-name substrings that end Expired (half done)
+    labels: dict = field(default_factory=dict)  # recordId -> labels for the offline captioner
+    delay: float = 0.02  # seconds in each non-terminal status
+    fail_jobs: dict = field(default_factory=dict)  # job-name substring -> failure message
+    expire_jobs: set = field(default_factory=set)  # job-name substrings that end Expired (half done)
     record_errors: dict = field(default_factory=dict)  # recordId -> (errorCode, errorMessage)
-    answers: dict = field(default_factory=dict)       # recordId -> raw answer text (refusals, non-JSON)
-    refuse: set = field(default_factory=set)          # recordIds answered with stop_reason "refusal"
-    drop_records: set = field(default_factory=set)    # recordIds left out of the output
+    answers: dict = field(default_factory=dict)  # recordId -> raw answer text (refusals, non-JSON)
+    refuse: set = field(default_factory=set)  # recordIds answered with stop_reason "refusal"
+    drop_records: set = field(default_factory=set)  # recordIds left out of the output
     truncate_records: set = field(default_factory=set)  # recordIds whose output line is cut short
-    throttle: int = 0                                 # the first N API calls get 429 ThrottlingException
-    partial_on_record_errors: bool = True             # any record error -> PartiallyCompleted
-    shuffle_output: bool = True                       # Bedrock does not keep input order
+    throttle: int = 0  # the first N API calls get 429 ThrottlingException
+    partial_on_record_errors: bool = True  # any record error -> PartiallyCompleted
+    shuffle_output: bool = True  # Bedrock does not keep input order
     region: str = "us-east-1"
     account: str = "123456789012"
     credentials: tuple = ("testing", "testing")
@@ -78,7 +78,7 @@ class BedrockEmulator:
     def __post_init__(self):
         self.jobs: dict[str, dict] = {}
         self.calls: list[tuple[str, str]] = []
-        self.received: dict[str, list[str]] = {}   # job name -> recordIds of the input lines it read
+        self.received: dict[str, list[str]] = {}  # job name -> recordIds of the input lines it read
         self.throttled = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -144,8 +144,13 @@ class BedrockEmulator:
     def _s3(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.s3_endpoint_url, region_name=self.region,
-                            aws_access_key_id=self.credentials[0], aws_secret_access_key=self.credentials[1])
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.credentials[0],
+            aws_secret_access_key=self.credentials[1],
+        )
 
     # ------------------------------------------------------------------ HTTP API
     def _handle(self, method: str, raw_path: str, raw: bytes) -> tuple[int, dict]:
@@ -182,7 +187,9 @@ class BedrockEmulator:
         try:
             formats.model_family(body["modelId"])
         except formats.FormatError:
-            raise _ApiError(400, "ValidationException", f"The provided model identifier is invalid: {body['modelId']}") from None
+            raise _ApiError(
+                400, "ValidationException", f"The provided model identifier is invalid: {body['modelId']}"
+            ) from None
         in_uri = body["inputDataConfig"].get("s3InputDataConfig", {}).get("s3Uri", "")
         out_uri = body["outputDataConfig"].get("s3OutputDataConfig", {}).get("s3Uri", "")
         for uri in (in_uri, out_uri):
@@ -190,7 +197,9 @@ class BedrockEmulator:
             try:
                 self._s3().head_bucket(Bucket=bucket)
             except Exception:
-                raise _ApiError(400, "ValidationException", f"S3 bucket {bucket!r} does not exist or is not accessible") from None
+                raise _ApiError(
+                    400, "ValidationException", f"S3 bucket {bucket!r} does not exist or is not accessible"
+                ) from None
         with self._lock:
             token = body.get("clientRequestToken")
             for job in self.jobs.values():
@@ -201,11 +210,18 @@ class BedrockEmulator:
             job_id = "".join(random.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12))
             arn = f"arn:aws:bedrock:{self.region}:{self.account}:model-invocation-job/{job_id}"
             job = {
-                "jobArn": arn, "jobName": name, "modelId": body["modelId"], "roleArn": body["roleArn"],
-                "status": "Submitted", "submitTime": _now(), "lastModifiedTime": _now(),
-                "inputDataConfig": body["inputDataConfig"], "outputDataConfig": body["outputDataConfig"],
+                "jobArn": arn,
+                "jobName": name,
+                "modelId": body["modelId"],
+                "roleArn": body["roleArn"],
+                "status": "Submitted",
+                "submitTime": _now(),
+                "lastModifiedTime": _now(),
+                "inputDataConfig": body["inputDataConfig"],
+                "outputDataConfig": body["outputDataConfig"],
                 "timeoutDurationInHours": body.get("timeoutDurationInHours", 24),
-                "_id": job_id, "_stop": threading.Event(),
+                "_id": job_id,
+                "_stop": threading.Event(),
             }
             if token:
                 job["clientRequestToken"] = token
@@ -236,10 +252,13 @@ class BedrockEmulator:
         max_results = int((query.get("maxResults") or ["1000"])[0])
         start = int((query.get("nextToken") or ["0"])[0])
         with self._lock:
-            rows = [self._public(j) for j in self.jobs.values()
-                    if name in j["jobName"] and (not status or j["status"] == status)]
+            rows = [
+                self._public(j)
+                for j in self.jobs.values()
+                if name in j["jobName"] and (not status or j["status"] == status)
+            ]
         rows.sort(key=lambda j: j["submitTime"], reverse=(query.get("sortOrder") or ["Descending"])[0] == "Descending")
-        page = rows[start:start + max_results]
+        page = rows[start : start + max_results]
         out = {"invocationJobSummaries": page}
         if start + max_results < len(rows):
             out["nextToken"] = str(start + max_results)
@@ -287,11 +306,21 @@ class BedrockEmulator:
             listing = s3.list_objects_v2(Bucket=in_bucket, Prefix=in_key).get("Contents", [])
             keys = sorted(o["Key"] for o in listing if o["Key"].endswith(".jsonl"))
         if not keys:
-            return self._set(job, "Failed", message=f"No .jsonl input files found at {job['inputDataConfig']['s3InputDataConfig']['s3Uri']}")
+            return self._set(
+                job,
+                "Failed",
+                message=f"No .jsonl input files found at {job['inputDataConfig']['s3InputDataConfig']['s3Uri']}",
+            )
         out_bucket, out_key = _split_s3(job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"])
         out_base = "/".join(p for p in (out_key.strip("/"), job["_id"]) if p)
-        totals = {"totalRecordCount": 0, "processedRecordCount": 0, "successRecordCount": 0,
-                  "errorRecordCount": 0, "inputTokenCount": 0, "outputTokenCount": 0}
+        totals = {
+            "totalRecordCount": 0,
+            "processedRecordCount": 0,
+            "successRecordCount": 0,
+            "errorRecordCount": 0,
+            "inputTokenCount": 0,
+            "outputTokenCount": 0,
+        }
         expire = any(sub in job["jobName"] for sub in self.expire_jobs)
         stopped = False
         for key in keys:
@@ -322,7 +351,9 @@ class BedrockEmulator:
             if stopped:
                 break
         s3.put_object(Bucket=out_bucket, Key=f"{out_base}/manifest.json.out", Body=json.dumps(totals).encode())
-        counts = {k: totals[k] for k in ("totalRecordCount", "processedRecordCount", "successRecordCount", "errorRecordCount")}
+        counts = {
+            k: totals[k] for k in ("totalRecordCount", "processedRecordCount", "successRecordCount", "errorRecordCount")
+        }
         if stopped:
             return self._set(job, "Stopped", message="Job stopped by user", **counts)
         if expire:
@@ -345,8 +376,11 @@ class BedrockEmulator:
                         try:
                             data = s3.get_object(Bucket=b, Key=k)["Body"].read()
                         except Exception:
-                            return formats.output_record(rid, body, error={
-                                "errorCode": 400, "errorMessage": f"Unable to access the image at {loc['uri']}"})
+                            return formats.output_record(
+                                rid,
+                                body,
+                                error={"errorCode": 400, "errorMessage": f"Unable to access the image at {loc['uri']}"},
+                            )
                         import io
 
                         from PIL import Image

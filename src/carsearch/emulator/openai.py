@@ -16,10 +16,10 @@ from carsearch.features.captioning.offline import offline_caption
 
 @dataclass
 class ChatCompletionsEmulator:
-    labels: dict = field(default_factory=dict)   # recordId -> labels
-    latency: float = 0.0                         # seconds per request
-    fail_first: int = 0                          # first N requests answer 503
-    api_key: str | None = None                   # require `Authorization: Bearer <key>`
+    labels: dict = field(default_factory=dict)  # recordId -> labels
+    latency: float = 0.0  # seconds per request
+    fail_first: int = 0  # first N requests answer 503
+    api_key: str | None = None  # require `Authorization: Bearer <key>`
 
     def __post_init__(self):
         self.requests: list[dict] = []
@@ -56,8 +56,11 @@ class ChatCompletionsEmulator:
                     emu.max_in_flight = max(emu.max_in_flight, emu.in_flight)
                 try:
                     time.sleep(emu.latency)
-                    status, reply = (503, {"error": {"message": "model loading"}}) if n <= emu.fail_first \
+                    status, reply = (
+                        (503, {"error": {"message": "model loading"}})
+                        if n <= emu.fail_first
                         else (200, emu._answer(body))
+                    )
                 finally:  # done before the reply leaves: the client may send its next request at once
                     with emu._lock:
                         emu.in_flight -= 1
@@ -86,8 +89,12 @@ class ChatCompletionsEmulator:
 
     def _answer(self, body: dict) -> dict:
         rid = body.get("user") or ""
-        has_image = any(isinstance(c, dict) and c.get("type") == "image_url"
-                        for m in body.get("messages", []) if isinstance(m.get("content"), list) for c in m["content"])
+        has_image = any(
+            isinstance(c, dict) and c.get("type") == "image_url"
+            for m in body.get("messages", [])
+            if isinstance(m.get("content"), list)
+            for c in m["content"]
+        )
         labels = self.labels.get(rid)
         if not has_image:
             text = "Please attach an image."
@@ -96,8 +103,14 @@ class ChatCompletionsEmulator:
         else:
             text = "I cannot tell what car this is."
         return {
-            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": body.get("model", "emulated"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 500, "completion_tokens": max(1, len(text) // 4), "total_tokens": 500 + len(text) // 4},
+            "usage": {
+                "prompt_tokens": 500,
+                "completion_tokens": max(1, len(text) // 4),
+                "total_tokens": 500 + len(text) // 4,
+            },
         }

@@ -52,11 +52,16 @@ def load_set(spec: dict, root: Path, work: Path) -> tuple[list[dict], list[dict]
     where = str(path) if kind == "s3" else str(resolve(path, root))
     if kind == "folder" and not Path(where).is_dir():
         raise EvalSetError(f"eval.sets[{name}].path: folder not found: {where}")
-    items = corpus.source_items(kind, where, {"subfolder_key": spec.get("subfolder_key", "color"),
-                                              "labels_csv": spec.get("labels_csv") or "labels.csv"})
+    items = corpus.source_items(
+        kind,
+        where,
+        {"subfolder_key": spec.get("subfolder_key", "color"), "labels_csv": spec.get("labels_csv") or "labels.csv"},
+    )
     rows, rejects = data.ingest_items(items, work / name, work, f"evalset:{name}")
-    out = [{"id": r["id"], "path": str(work / r["path"]), "labels": known(r.get("labels")), "origin": r.get("origin")}
-           for r in rows]
+    out = [
+        {"id": r["id"], "path": str(work / r["path"]), "labels": known(r.get("labels")), "origin": r.get("origin")}
+        for r in rows
+    ]
     return out, [{"path": x.path, "reason": x.reason} for x in rejects]
 
 
@@ -65,8 +70,10 @@ def check_overlap(name: str, rows: list[dict], trained: dict[str, str]) -> None:
     both = [r for r in rows if r["id"] in trained]
     if both:
         ex = both[0]
-        raise EvalSetError(f"eval set {name!r}: {len(both)} image(s) are also in the training pairs "
-                           f"(e.g. {ex['origin']} = {trained[ex['id']]}); an eval set must be held out")
+        raise EvalSetError(
+            f"eval set {name!r}: {len(both)} image(s) are also in the training pairs "
+            f"(e.g. {ex['origin']} = {trained[ex['id']]}); an eval set must be held out"
+        )
 
 
 def _precision_at(scores: np.ndarray, hit: np.ndarray, k: int) -> np.ndarray:
@@ -83,8 +90,13 @@ def _precision_at(scores: np.ndarray, hit: np.ndarray, k: int) -> np.ndarray:
     return np.array(out)
 
 
-def set_report(img: np.ndarray, labels: list[dict], encode_text: Callable[[list[str]], np.ndarray],
-               attrs: Sequence[str], k: int = 5) -> dict:
+def set_report(
+    img: np.ndarray,
+    labels: list[dict],
+    encode_text: Callable[[list[str]], np.ndarray],
+    attrs: Sequence[str],
+    k: int = 5,
+) -> dict:
     """Everything one model scores on one set (see the module doc)."""
     key = f"precision@{k}"
     t2i, i2i, skipped = {}, {}, {}
@@ -108,9 +120,13 @@ def set_report(img: np.ndarray, labels: list[dict], encode_text: Callable[[list[
             by_phrasing[p] = float(np.nanmean(prec))
             for v, pv in zip(values, prec):
                 by_value[v].append(pv)
-        t2i[a] = {key: float(np.mean(list(by_phrasing.values()))), "by_phrasing": by_phrasing,
-                  "by_value": {v: float(np.nanmean(ps)) for v, ps in by_value.items()}, "images": int(have.sum()),
-                  "values": len(values)}
+        t2i[a] = {
+            key: float(np.mean(list(by_phrasing.values()))),
+            "by_phrasing": by_phrasing,
+            "by_value": {v: float(np.nanmean(ps)) for v, ps in by_value.items()},
+            "images": int(have.sum()),
+            "values": len(values),
+        }
         if have.sum() >= 2 and len(values) >= 1:
             idx = np.flatnonzero(have)
             s = img[idx] @ img[idx].T
@@ -118,14 +134,26 @@ def set_report(img: np.ndarray, labels: list[dict], encode_text: Callable[[list[
             v_arr = np.array([vals[i] for i in idx], dtype=object)
             hit = v_arr[:, None] == v_arr[None, :]
             i2i[a] = {key: float(np.nanmean(_precision_at(s, hit, k))), "queries": int(len(idx))}
-    res = {"images": len(labels), "attributes": list(t2i), "skipped": skipped,
-           "text_to_image": {key: float(np.mean([m[key] for m in t2i.values()])) if t2i else 0.0, "by_attribute": t2i},
-           "image_to_image": {key: float(np.mean([m[key] for m in i2i.values()])) if i2i else 0.0, "by_attribute": i2i}}
+    res = {
+        "images": len(labels),
+        "attributes": list(t2i),
+        "skipped": skipped,
+        "text_to_image": {key: float(np.mean([m[key] for m in t2i.values()])) if t2i else 0.0, "by_attribute": t2i},
+        "image_to_image": {key: float(np.mean([m[key] for m in i2i.values()])) if i2i else 0.0, "by_attribute": i2i},
+    }
     return res
 
 
-def evaluate_sets(specs: list[dict], root: Path, models: dict, encoders: dict, trained: dict[str, str], cfg: dict,
-                  plot_dir: Path | None = None, log=print) -> dict:
+def evaluate_sets(
+    specs: list[dict],
+    root: Path,
+    models: dict,
+    encoders: dict,
+    trained: dict[str, str],
+    cfg: dict,
+    plot_dir: Path | None = None,
+    log=print,
+) -> dict:
     """{set name: {"base": report, "finetuned": report, "rejected": n}} for every configured set.
     `models`: name -> (model, processor); `encoders`: name -> (encode_images(paths), encode_text(texts))."""
     out = {}
@@ -138,8 +166,10 @@ def evaluate_sets(specs: list[dict], root: Path, models: dict, encoders: dict, t
             check_overlap(name, rows, trained)
             labels = [r["labels"] for r in rows]
             if len(rows) < 2 or not any(labels):
-                raise EvalSetError(f"eval set {name!r}: {len(rows)} usable image(s), {sum(1 for l in labels if l)} labelled; "
-                                   "need at least 2 labelled images")
+                raise EvalSetError(
+                    f"eval set {name!r}: {len(rows)} usable image(s), {sum(1 for l in labels if l)} labelled; "
+                    "need at least 2 labelled images"
+                )
             res = {"rejected": len(rejects)}
             for mname in models:
                 enc_img, enc_txt = encoders[mname]
@@ -147,8 +177,14 @@ def evaluate_sets(specs: list[dict], root: Path, models: dict, encoders: dict, t
                 res[mname] = set_report(img, labels, enc_txt, attrs, k)
                 if plot_dir is not None and mname == "finetuned":
                     _examples_png(name, rows, img, labels, enc_txt, res[mname], k, plot_dir / f"examples_{name}.png")
-            res["gain"] = {d: round(res["finetuned"][d][f"precision@{k}"] - res["base"][d][f"precision@{k}"], 4)
-                           for d in ("text_to_image", "image_to_image")} if {"base", "finetuned"} <= set(models) else {}
+            res["gain"] = (
+                {
+                    d: round(res["finetuned"][d][f"precision@{k}"] - res["base"][d][f"precision@{k}"], 4)
+                    for d in ("text_to_image", "image_to_image")
+                }
+                if {"base", "finetuned"} <= set(models)
+                else {}
+            )
             for a, why in res[next(iter(models))]["skipped"].items():
                 log(f"evaluate: set {name!r}: skipped {a} queries: {why}")
             out[name] = res
@@ -163,7 +199,9 @@ def _examples_png(name, rows, img, labels, enc_txt, rep, k, out_png: Path) -> No
             s = enc_txt([q])[0] @ img.T
             s = np.where([lab.get(a) is not None for lab in labels], s, -np.inf)
             top = np.argsort(-s, kind="stable")[:k]
-            examples.append((f'{name}: "{q}"', [(Path(rows[i]["path"]), float(s[i]), labels[i].get(a) == v) for i in top]))
+            examples.append(
+                (f'{name}: "{q}"', [(Path(rows[i]["path"]), float(s[i]), labels[i].get(a) == v) for i in top])
+            )
     if examples:
         results_grid_png(examples, out_png)
 
@@ -177,7 +215,9 @@ def set_validation_fn(spec: dict, root: Path, processor, cfg: dict, trained: dic
     with tempfile.TemporaryDirectory(prefix="carsearch-valset-") as tmp:
         rows, _ = load_set(spec, root, Path(tmp))
         check_overlap(spec["name"], rows, trained)
-        pix = processor.image_processor(images=load_images([r["path"] for r in rows]), return_tensors="pt")["pixel_values"]
+        pix = processor.image_processor(images=load_images([r["path"] for r in rows]), return_tensors="pt")[
+            "pixel_values"
+        ]
     labels = [r["labels"] for r in rows]
 
     def validate(model) -> dict:

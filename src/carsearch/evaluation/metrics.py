@@ -20,8 +20,9 @@ def _ranked_relevance(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     return np.take_along_axis(relevant, order, axis=1)
 
 
-def per_query_metrics(scores: np.ndarray, relevant: np.ndarray, ks=(1, 5, 10),
-                      map_k: int = 10) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def per_query_metrics(
+    scores: np.ndarray, relevant: np.ndarray, ks=(1, 5, 10), map_k: int = 10
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Each query's `recall@k` (0 or 1), `mrr` (1 / rank of the first relevant item) and
     `map@k` (average precision in the top k), for the queries with at least one relevant item.
     Returns (kept: bool mask over all queries, {metric: float64 array over the kept queries});

@@ -38,7 +38,6 @@ def results_grid_png(queries: list[tuple], out_png: Path, thumb: int = 112) -> N
     element), then its top results with their scores (green frame = relevant, red = not)."""
     from PIL import Image, ImageDraw
 
-
     cols = max((len(q[1]) for q in queries), default=1)
     label_w, cell_h = 220, thumb + 16
     sheet = Image.new("RGB", (label_w + cols * (thumb + 4), max(1, len(queries)) * cell_h), "white")
@@ -67,7 +66,11 @@ def results_grid_png(queries: list[tuple], out_png: Path, thumb: int = 112) -> N
                     im = open_rgb(path)
                 except (OSError, ValueError):  # missing or unreadable (a stale index): a grey placeholder tile
                     im = Image.new("RGB", (thumb - 6, thumb - 6), (215, 215, 215))
-                    ImageDraw.Draw(im).text((6, thumb // 2 - 12), "missing file" if not Path(path).exists() else "unreadable", fill=(90, 90, 90))
+                    ImageDraw.Draw(im).text(
+                        (6, thumb // 2 - 12),
+                        "missing file" if not Path(path).exists() else "unreadable",
+                        fill=(90, 90, 90),
+                    )
             im.thumbnail((thumb - 6, thumb - 6))
             d.rectangle([x, y, x + thumb - 1, y + thumb - 1], outline=(20, 160, 40) if ok else (200, 30, 30), width=3)
             sheet.paste(im, (x + 3, y + 3))

@@ -27,8 +27,9 @@ ZERO_SHOT_ATTRS = ("color", "body_type", "model", "view")
 
 
 def _qtext(kw: dict) -> str:
-    return query_text(color=kw.get("color"), body_type=kw.get("body_type"), view=kw.get("view"),
-                      make_model=kw.get("make_model"))
+    return query_text(
+        color=kw.get("color"), body_type=kw.get("body_type"), view=kw.get("view"), make_model=kw.get("make_model")
+    )
 
 
 def _value(lab: dict, a: str):
@@ -84,8 +85,16 @@ def supported_queries(labels: list[dict], attrs: Sequence[str]) -> tuple[list[st
     return keep, skipped
 
 
-def evaluate_embeddings(img: np.ndarray, txt: np.ndarray, labels: list[dict], t2i_rel: np.ndarray, ks,
-                        curve_k: int = 10, map_k: int = 10, judged: np.ndarray | None = None) -> tuple[dict, dict]:
+def evaluate_embeddings(
+    img: np.ndarray,
+    txt: np.ndarray,
+    labels: list[dict],
+    t2i_rel: np.ndarray,
+    ks,
+    curve_k: int = 10,
+    map_k: int = 10,
+    judged: np.ndarray | None = None,
+) -> tuple[dict, dict]:
     """Metrics and recall curves for text->image (attribute queries) and image->image (same model).
     `judged`: the images the text queries are ranked among (those labelled for the queried attributes)."""
     t2i = judged_scores(txt @ img.T, judged)
@@ -96,12 +105,19 @@ def evaluate_embeddings(img: np.ndarray, txt: np.ndarray, labels: list[dict], t2
         "text_to_image": retrieval_metrics(t2i, t2i_rel, ks, map_k),
         "image_to_image": retrieval_metrics(i2i, rel_i2i, ks, map_k),
     }
-    curves = {"text_to_image": recall_curve(t2i, t2i_rel, curve_k), "image_to_image": recall_curve(i2i, rel_i2i, curve_k)}
+    curves = {
+        "text_to_image": recall_curve(t2i, t2i_rel, curve_k),
+        "image_to_image": recall_curve(i2i, rel_i2i, curve_k),
+    }
     return metrics, curves
 
 
-def zero_shot(img: np.ndarray, labels: list[dict], encode_text: Callable[[list[str]], np.ndarray],
-              attrs: Sequence[str] = ZERO_SHOT_ATTRS) -> dict[str, dict]:
+def zero_shot(
+    img: np.ndarray,
+    labels: list[dict],
+    encode_text: Callable[[list[str]], np.ndarray],
+    attrs: Sequence[str] = ZERO_SHOT_ATTRS,
+) -> dict[str, dict]:
     """Per attribute: accuracy of picking the right value among the split's values by the
     nearest prompt ("a red car", "a sedan", "a Peugeot 406 car", "a car seen from the front")."""
     out = {}
@@ -116,12 +132,18 @@ def zero_shot(img: np.ndarray, labels: list[dict], encode_text: Callable[[list[s
         emb = encode_text(prompts)
         pred = np.argmax(img[keep] @ emb.T, axis=1)
         truth = np.array([classes.index(v) for v in np.array(vals, dtype=object)[keep]])
-        out[a] = {"accuracy": float((pred == truth).mean()), "classes": len(classes), "chance": 1.0 / len(classes),
-                  "images": int(keep.sum())}
+        out[a] = {
+            "accuracy": float((pred == truth).mean()),
+            "classes": len(classes),
+            "chance": 1.0 / len(classes),
+            "images": int(keep.sum()),
+        }
     return out
 
 
-def full_report(img: np.ndarray, labels: list[dict], encode_text: Callable[[list[str]], np.ndarray], cfg: dict) -> tuple[dict, dict, dict]:
+def full_report(
+    img: np.ndarray, labels: list[dict], encode_text: Callable[[list[str]], np.ndarray], cfg: dict
+) -> tuple[dict, dict, dict]:
     """Everything `evaluate` reports for one model: (metrics, curves, query data for examples)."""
     ks = list(cfg.get("ks", (1, 5, 10)))
     map_k = int(cfg.get("map_k", 10))

@@ -43,8 +43,14 @@ def bootstrap_settings(cfg: Mapping | None) -> dict:
     return out
 
 
-def query_results(model_out: Mapping, labels: list[dict], ids: Sequence[str], attrs: Sequence[str],
-                  ks: Iterable[int] = (1, 5, 10), map_k: int = 10) -> dict[str, dict]:
+def query_results(
+    model_out: Mapping,
+    labels: list[dict],
+    ids: Sequence[str],
+    attrs: Sequence[str],
+    ks: Iterable[int] = (1, 5, 10),
+    map_k: int = 10,
+) -> dict[str, dict]:
     """Per-query metrics of one model, scored exactly as `evaluation.evaluate_embeddings` does.
     `model_out`: {"img": [N, D], "txt": [Q, D], "texts": [Q], "rel": [Q, N]} (full_report's query
     data plus the image embeddings). Returns {direction: {"query": [...], "relevant": int array,
@@ -63,8 +69,11 @@ def query_results(model_out: Mapping, labels: list[dict], ids: Sequence[str], at
 
 def _one(scores, rel, names, ks, map_k) -> dict:
     keep, values = per_query_metrics(scores, rel, ks, map_k)
-    return {"query": [n for n, k in zip(names, keep) if k], "relevant": rel.sum(axis=1)[keep].astype(int),
-            "values": values}
+    return {
+        "query": [n for n, k in zip(names, keep) if k],
+        "relevant": rel.sum(axis=1)[keep].astype(int),
+        "values": values,
+    }
 
 
 def _resample_means(columns: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -86,8 +95,9 @@ def _interval(samples: np.ndarray, confidence: float) -> np.ndarray:
     return np.quantile(samples, [a, 1.0 - a], axis=0).T
 
 
-def bootstrap_ci(values: Mapping[str, np.ndarray], n: int = 1000, seed: int = 0,
-                 confidence: float = 0.95) -> dict[str, tuple[float, float]]:
+def bootstrap_ci(
+    values: Mapping[str, np.ndarray], n: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap interval of the mean of each per-query array (all resampled together)."""
     names = list(values)
     if not names or not len(values[names[0]]):
@@ -97,8 +107,9 @@ def bootstrap_ci(values: Mapping[str, np.ndarray], n: int = 1000, seed: int = 0,
     return {k: (float(lo), float(hi)) for k, (lo, hi) in zip(names, iv)}
 
 
-def add_intervals(results: dict, per_query: Mapping[str, Mapping[str, dict]], cfg: Mapping | None = None,
-                  ndigits: int = 4) -> dict:
+def add_intervals(
+    results: dict, per_query: Mapping[str, Mapping[str, dict]], cfg: Mapping | None = None, ndigits: int = 4
+) -> dict:
     """Put `"<metric>_ci": [lo, hi]` next to every metric of `results[model][direction]` that has
     per-query values, and next to `results["gain"][direction][metric]` (fine-tuned minus base on
     the same resampled queries). Lists are not numbers to `dvc metrics diff`, so its table keeps
@@ -111,20 +122,28 @@ def add_intervals(results: dict, per_query: Mapping[str, Mapping[str, dict]], cf
         if not len(base["query"]) or base["query"] != ft["query"]:
             continue
         metrics = [k for k in base["values"] if k in ft["values"]]
-        cols = np.column_stack([base["values"][k] for k in metrics] + [ft["values"][k] for k in metrics]
-                               + [ft["values"][k] - base["values"][k] for k in metrics])
+        cols = np.column_stack(
+            [base["values"][k] for k in metrics]
+            + [ft["values"][k] for k in metrics]
+            + [ft["values"][k] - base["values"][k] for k in metrics]
+        )
         iv = _interval(_resample_means(cols, s["n"], s["seed"]), s["confidence"])
-        for j, target in enumerate((results.get("base", {}).get(d), results.get("finetuned", {}).get(d),
-                                    results.get("gain", {}).get(d))):
+        for j, target in enumerate(
+            (results.get("base", {}).get(d), results.get("finetuned", {}).get(d), results.get("gain", {}).get(d))
+        ):
             if target is None:
                 continue
             for i, k in enumerate(metrics):
                 if k in target:
                     lo, hi = iv[j * len(metrics) + i]
                     target[f"{k}_ci"] = [round(float(lo), ndigits), round(float(hi), ndigits)]
-    results["bootstrap"] = {"resamples": s["n"], "seed": s["seed"], "confidence": s["confidence"],
-                            "over": "queries (percentile bootstrap); gain: paired, same resampled queries",
-                            "per_query": "eval_queries.csv"}
+    results["bootstrap"] = {
+        "resamples": s["n"],
+        "seed": s["seed"],
+        "confidence": s["confidence"],
+        "over": "queries (percentile bootstrap); gain: paired, same resampled queries",
+        "per_query": "eval_queries.csv",
+    }
     return s
 
 
@@ -177,17 +196,20 @@ def read_query_csv(text: str) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
-def paired_bootstrap(old: np.ndarray, new: np.ndarray, n: int = 1000, seed: int = 0,
-                     confidence: float = 0.95) -> dict:
+def paired_bootstrap(old: np.ndarray, new: np.ndarray, n: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
     """Mean of `new - old` over paired queries, its percentile bootstrap interval, and a verdict:
     "significant" when the interval excludes 0, "no change" when every query is equal, else
     "within noise"."""
     old, new = np.asarray(old, dtype=np.float64), np.asarray(new, dtype=np.float64)
     diff = new - old
-    res = {"queries": int(len(diff)), "old": float(old.mean()) if len(diff) else float("nan"),
-           "new": float(new.mean()) if len(diff) else float("nan"),
-           "diff": float(diff.mean()) if len(diff) else float("nan"),
-           "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())}
+    res = {
+        "queries": int(len(diff)),
+        "old": float(old.mean()) if len(diff) else float("nan"),
+        "new": float(new.mean()) if len(diff) else float("nan"),
+        "diff": float(diff.mean()) if len(diff) else float("nan"),
+        "better": int((diff > 0).sum()),
+        "worse": int((diff < 0).sum()),
+    }
     if not len(diff) or not diff.any():
         res.update(ci=(0.0, 0.0), verdict="no change" if len(diff) else "no queries")
         return res

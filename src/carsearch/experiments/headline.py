@@ -66,7 +66,11 @@ def changed(params: dict, defaults: dict | None) -> str:
     now, keys = flatten(params), changed_keys(params, defaults)
     # a swept top-level key (lr) shows once, not again as each group key interpolating it (train.lr)
     top = {k for k in keys if "." not in k}
-    keys = [k for k in keys if not ("." in k and k.rsplit(".", 1)[-1] in top and now.get(k) == now.get(k.rsplit(".", 1)[-1]))]
+    keys = [
+        k
+        for k in keys
+        if not ("." in k and k.rsplit(".", 1)[-1] in top and now.get(k) == now.get(k.rsplit(".", 1)[-1]))
+    ]
     if not keys:
         return "(defaults)"
     shown = [f"{k}={now.get(k, '<unset>')}" for k in keys[:MAX_CHANGED]]

@@ -29,8 +29,9 @@ from carsearch.experiments.headline import STAGE_FILES
 
 QUERIES_FILE = "eval_queries.csv"
 MODEL = "finetuned"  # the model whose change the report tests (the base model is the untrained reference)
-RUNTIME = re.compile(r"seconds|_s$|_secs?$|time|duration|elapsed|wall|tokens|usd|cost|price|per_s(ec)?$|throughput",
-                     re.I)
+RUNTIME = re.compile(
+    r"seconds|_s$|_secs?$|time|duration|elapsed|wall|tokens|usd|cost|price|per_s(ec)?$|throughput", re.I
+)
 _DIR_NAMES = {"text_to_image": "text→image", "image_to_image": "image→image"}
 
 
@@ -97,9 +98,11 @@ def significance(old_csv: str, new_csv: str, n: int = 1000, seed: int = 0, confi
     for d in DIRECTIONS:
         o, h = old.get(d, {}), new.get(d, {})
         common = [q for q in h if q in o]
-        cols = sorted({c[len(MODEL) + 1:] for q in common[:1] for c in h[q] if c.startswith(f"{MODEL}_")}
-                      & {c[len(MODEL) + 1:] for q in common[:1] for c in o[q] if c.startswith(f"{MODEL}_")},
-                      key=_metric_order)
+        cols = sorted(
+            {c[len(MODEL) + 1 :] for q in common[:1] for c in h[q] if c.startswith(f"{MODEL}_")}
+            & {c[len(MODEL) + 1 :] for q in common[:1] for c in o[q] if c.startswith(f"{MODEL}_")},
+            key=_metric_order,
+        )
         for metric in cols:
             col = f"{MODEL}_{metric}"
             a = np.array([o[q].get(col, np.nan) for q in common])
@@ -116,15 +119,19 @@ def _signed(x: float) -> str:
 
 def _significance_md(rows: list[dict], base: str, against: str, conf: float, n: int, seed: int) -> list[str]:
     pct = f"{conf * 100:g} %"
-    lines = [f"| Metric ({MODEL} model) | `{base}` | {against} | Change | {pct} CI of change | queries better / worse | |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| Metric ({MODEL} model) | `{base}` | {against} | Change | {pct} CI of change | queries better / worse | |",
+        "|---|---|---|---|---|---|---|",
+    ]
     marks = {"significant": "**significant**", "within noise": "within noise", "no change": "no change"}
     for r in rows:
         arrow = "" if r["verdict"] != "significant" else (" ▲" if r["diff"] > 0 else " ▼")
         lo, hi = r["ci"]
-        lines.append(f"| {_DIR_NAMES.get(r['direction'], r['direction'])} {r['metric']} | {r['old']:.4f} | {r['new']:.4f} | "
-                     f"{_signed(r['diff'])} | [{_signed(lo)}, {_signed(hi)}] | {r['better']} / {r['worse']} | "
-                     f"{marks.get(r['verdict'], r['verdict'])}{arrow} |")
+        lines.append(
+            f"| {_DIR_NAMES.get(r['direction'], r['direction'])} {r['metric']} | {r['old']:.4f} | {r['new']:.4f} | "
+            f"{_signed(r['diff'])} | [{_signed(lo)}, {_signed(hi)}] | {r['better']} / {r['worse']} | "
+            f"{marks.get(r['verdict'], r['verdict'])}{arrow} |"
+        )
     notes = []
     for d in dict.fromkeys(r["direction"] for r in rows):
         r = next(x for x in rows if x["direction"] == d)
@@ -132,11 +139,14 @@ def _significance_md(rows: list[dict], base: str, against: str, conf: float, n: 
         if r["queries"] != r["old_queries"] or r["queries"] != r["new_queries"]:
             note += f" (of {r['old_queries']} in `{base}` and {r['new_queries']} in {against}: the query set changed)"
         notes.append(note)
-    lines += ["", f"Paired bootstrap over the queries both revisions ran ({'; '.join(notes)}), {n} resamples, "
-              f"seed {seed}. **significant**: the {pct} interval of the mean per-query change excludes 0; "
-              "within noise: it does not, so a different sample of test queries could show no change or the "
-              "opposite one. Training noise (another seed or machine) is not in these intervals: see "
-              "docs/REPRODUCIBILITY.md, \"Reading a PR report\"."]
+    lines += [
+        "",
+        f"Paired bootstrap over the queries both revisions ran ({'; '.join(notes)}), {n} resamples, "
+        f"seed {seed}. **significant**: the {pct} interval of the mean per-query change excludes 0; "
+        "within noise: it does not, so a different sample of test queries could show no change or the "
+        "opposite one. Training noise (another seed or machine) is not in these intervals: see "
+        'docs/REPRODUCIBILITY.md, "Reading a PR report".',
+    ]
     return lines
 
 
@@ -160,8 +170,12 @@ def _diff_tables(diff: dict, base: str, head_label: str) -> tuple[str, str]:
     return ("\n".join(head + quality) if quality else ""), ("\n".join(head + runtime) if runtime else "")
 
 
-def pr_report(base: str = "main", head: str | None = None, root: str | os.PathLike | None = None,
-              title: str = "carsearch: pipeline report") -> str:
+def pr_report(
+    base: str = "main",
+    head: str | None = None,
+    root: str | os.PathLike | None = None,
+    title: str = "carsearch: pipeline report",
+) -> str:
     """Markdown report of `head` (default: the workspace) against `base`: the paired significance
     of the retrieval metrics, the metrics diff (quality, then run time and cost) and the params diff."""
     cwd = Path(root) if root else None
@@ -191,15 +205,31 @@ def pr_report(base: str = "main", head: str | None = None, root: str | os.PathLi
     if old_csv is None:
         out.append(f"`{base}` has no per-query results ({qbase}): no significance test, the plain diff follows.")
     elif new_csv is None:
-        out.append(f"{against} has no per-query results ({qhead}; run `dvc repro`): no significance test, "
-                   "the plain diff follows.")
+        out.append(
+            f"{against} has no per-query results ({qhead}; run `dvc repro`): no significance test, "
+            "the plain diff follows."
+        )
     elif not rows or all(r["queries"] == 0 for r in rows):
-        out.append(f"`{base}` and {against} share no query (the test split changed): no significance test, "
-                   "the plain diff follows.")
+        out.append(
+            f"`{base}` and {against} share no query (the test split changed): no significance test, "
+            "the plain diff follows."
+        )
     else:
         out += _significance_md([r for r in rows if r["queries"]], base, against, bs["confidence"], bs["n"], bs["seed"])
     quality, runtime = _diff_tables(diff, base, head_label)
-    out += ["", "### Quality metrics (`dvc metrics diff`)", "", quality or "No quality metric changed.", "",
-            "### Run time and cost", "", runtime or "No run-time figure changed.", "",
-            "### Params (`dvc params diff`)", "", params or "No param changed.", ""]
+    out += [
+        "",
+        "### Quality metrics (`dvc metrics diff`)",
+        "",
+        quality or "No quality metric changed.",
+        "",
+        "### Run time and cost",
+        "",
+        runtime or "No run-time figure changed.",
+        "",
+        "### Params (`dvc params diff`)",
+        "",
+        params or "No param changed.",
+        "",
+    ]
     return "\n".join(out)

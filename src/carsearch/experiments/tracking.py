@@ -43,8 +43,12 @@ def register_model(mlflow, run_id: str, cfg: dict, content_hash: str, tags: dict
     with contextlib.suppress(Exception):  # already exists (or created concurrently)
         client.create_registered_model(name, description="carsearch fine-tuned CLIP (save_pretrained dir)")
     source = f"{mlflow.get_run(run_id).info.artifact_uri}/model"
-    mv = client.create_model_version(name, source=source, run_id=run_id,
-                                     tags={"content_hash": content_hash, **{k: str(v) for k, v in (tags or {}).items()}})
+    mv = client.create_model_version(
+        name,
+        source=source,
+        run_id=run_id,
+        tags={"content_hash": content_hash, **{k: str(v) for k, v in (tags or {}).items()}},
+    )
     return {"name": name, "version": int(mv.version), "source": source, "content_hash": content_hash}
 
 
@@ -70,7 +74,13 @@ def find_model_version(reg: dict) -> dict | None:
         mv = MlflowClient().get_model_version(reg["name"], str(reg["version"]))
     except Exception:  # noqa: BLE001 - a missing registry entry is reported, not fatal
         return None
-    return {"name": mv.name, "version": int(mv.version), "run_id": mv.run_id, "source": mv.source, "tags": dict(mv.tags or {})}
+    return {
+        "name": mv.name,
+        "version": int(mv.version),
+        "run_id": mv.run_id,
+        "source": mv.source,
+        "tags": dict(mv.tags or {}),
+    }
 
 
 # ----------------------------------------------------------------- DVC <-> MLflow identity
@@ -82,7 +92,9 @@ def _git(args: list[str], cwd) -> str | None:
     import subprocess
 
     try:
-        p = subprocess.run(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=20)
+        p = subprocess.run(
+            ["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=20
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return p.stdout.strip() if p.returncode == 0 else None
@@ -91,7 +103,6 @@ def _git(args: list[str], cwd) -> str | None:
 def changed_params(params: dict, root, base_rev: str | None) -> dict:
     """Flattened params that differ from params.yaml at `base_rev` (the experiment's baseline)."""
     import yaml
-
 
     old = _git(["show", f"{base_rev or 'HEAD'}:params.yaml"], root)
     if old is None:
@@ -110,14 +121,21 @@ def run_identity(params: dict, root, stage: str) -> tuple[str, dict]:
     and the params that differ from that revision."""
     exp = os.environ.get("DVC_EXP_NAME")
     rev = os.environ.get("DVC_EXP_BASELINE_REV") or _git(["rev-parse", "HEAD"], root)
-    dirty = bool(_git(["status", "--porcelain", "--untracked-files=no", "--", "params.yaml", "src", "conf", "dvc.yaml"], root))
+    dirty = bool(
+        _git(["status", "--porcelain", "--untracked-files=no", "--", "params.yaml", "src", "conf", "dvc.yaml"], root)
+    )
     changed = changed_params(params, root, rev)
     short = ", ".join(f"{k}={v}" for k, v in sorted(changed.items())[:3]) if changed else ""
     name = exp or f"{stage}@{(rev or 'norev')[:7]}{'-dirty' if dirty else ''}"
     if short:
         name += f" ({short}{', …' if len(changed) > 3 else ''})"
-    tags = {"dvc.stage": stage, "dvc.exp_name": exp or "", "git.revision": rev or "", "git.dirty": str(dirty).lower(),
-            "dvc.changed_params": ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "(none)"}
+    tags = {
+        "dvc.stage": stage,
+        "dvc.exp_name": exp or "",
+        "git.revision": rev or "",
+        "git.dirty": str(dirty).lower(),
+        "dvc.changed_params": ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "(none)",
+    }
     return name[:250], tags
 
 

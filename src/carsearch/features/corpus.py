@@ -40,9 +40,15 @@ def ingested_rows(manifest: Path, pairs: dict[str, dict]) -> list[dict]:
 
 def _row(image: dict, pair: dict, labels: dict, origin: str) -> dict:
     """An index row: the image (id, path) with its curated pair, if any (caption, attributes, split)."""
-    return {"id": image["id"], "path": image["path"], "caption": pair.get("caption", ""),
-            "attributes": pair.get("attributes") or {}, "labels": labels, "split": pair.get("split", ""),
-            "origin": origin}
+    return {
+        "id": image["id"],
+        "path": image["path"],
+        "caption": pair.get("caption", ""),
+        "attributes": pair.get("attributes") or {},
+        "labels": labels,
+        "split": pair.get("split", ""),
+        "origin": origin,
+    }
 
 
 def source_items(kind: str, path: str, cfg: dict):
@@ -68,7 +74,9 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[l
     """(rows sorted by id, rejects) of the configured corpus."""
     cfg, paths = params.get("index") or {}, params["paths"]
     kind = cfg.get("corpus") or "ingested"
-    pairs = pairs_by_id(resolve(paths["pairs_dir"], root), (params.get("curate") or {}).get("splits") or ("train", "val", "test"))
+    pairs = pairs_by_id(
+        resolve(paths["pairs_dir"], root), (params.get("curate") or {}).get("splits") or ("train", "val", "test")
+    )
     if kind == "ingested":
         manifest = resolve(paths.get("manifest") or "data/raw/manifest.jsonl", root)
         if not manifest.is_file():
@@ -77,7 +85,9 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[l
     else:
         where = cfg.get("corpus_path")
         if not where:
-            raise ValueError(f"index.corpus_path: not set; index.corpus={kind} needs the {'folder' if kind == 'folder' else 's3:// prefix'} to index")
+            raise ValueError(
+                f"index.corpus_path: not set; index.corpus={kind} needs the {'folder' if kind == 'folder' else 's3:// prefix'} to index"
+            )
         items = source_items(kind, str(where if kind == "s3" else resolve(where, root)), cfg)
         rows, rejects = stored_rows(progress(items) if progress else items, images_dir, root, kind, pairs)
     rows.sort(key=lambda r: r["id"])

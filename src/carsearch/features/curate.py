@@ -55,8 +55,15 @@ def _answer_problem(model_output: dict) -> str | None:
     return None
 
 
-def curate(input_files: list[Path], output_files: list[Path], manifest: dict[str, dict], root: Path, cfg: dict, seed: int,
-           jobs: dict[str, dict] | None = None):
+def curate(
+    input_files: list[Path],
+    output_files: list[Path],
+    manifest: dict[str, dict],
+    root: Path,
+    cfg: dict,
+    seed: int,
+    jobs: dict[str, dict] | None = None,
+):
     """Returns (pairs by split, rejects). `manifest` maps image id -> manifest row; `jobs` (input
     file name -> job summary) explains records missing from a job that did not complete."""
     outputs, rejects, problems = read_outputs(output_files)
@@ -76,12 +83,20 @@ def curate(input_files: list[Path], output_files: list[Path], manifest: dict[str
                 reason = f"no output record (missing from {fname}.out)"
                 job = jobs.get(fname)
                 if job and job.get("status") not in ("Completed", "PartiallyCompleted"):
-                    reason += f": job {job.get('jobName')} {job.get('status')}" + (f" ({job['message']})" if job.get("message") else "")
+                    reason += f": job {job.get('jobName')} {job.get('status')}" + (
+                        f" ({job['message']})" if job.get("message") else ""
+                    )
             rejects.append({"id": rid, "path": row["path"], "reason": reason})
             continue
         if "error" in out:
             err = out["error"] or {}
-            rejects.append({"id": rid, "path": row["path"], "reason": f"model error {err.get('errorCode')}: {err.get('errorMessage')}"})
+            rejects.append(
+                {
+                    "id": rid,
+                    "path": row["path"],
+                    "reason": f"model error {err.get('errorCode')}: {err.get('errorMessage')}",
+                }
+            )
             continue
         mo = out.get("modelOutput")
         problem = _answer_problem(mo)
@@ -101,8 +116,15 @@ def curate(input_files: list[Path], output_files: list[Path], manifest: dict[str
             continue
         caption = attrs.pop("caption")
         # the source's labels where it has them, else what the caption says; "unknown" is no label
-        pairs.append({"id": rid, "path": row["path"], "caption": caption, "attributes": attrs,
-                      "labels": known(row.get("labels")) or known(attrs)})
+        pairs.append(
+            {
+                "id": rid,
+                "path": row["path"],
+                "caption": caption,
+                "attributes": attrs,
+                "labels": known(row.get("labels")) or known(attrs),
+            }
+        )
     for rid in outputs:  # outputs nobody asked for
         rejects.append({"id": rid, "reason": "output record with no matching input record"})
     for rid, reason in problems.items():  # malformed lines of records nobody asked for

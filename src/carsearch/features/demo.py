@@ -15,9 +15,17 @@ from carsearch.core.io import atomic_path
 from carsearch.core.vocab import VIEWS
 
 COLOR_RGB = {
-    "red": (200, 30, 35), "blue": (30, 70, 190), "green": (30, 140, 60), "yellow": (235, 200, 30),
-    "white": (235, 235, 235), "black": (25, 25, 28), "silver": (175, 180, 188), "grey": (110, 112, 118),
-    "orange": (235, 120, 25), "purple": (110, 40, 150), "brown": (110, 70, 40),
+    "red": (200, 30, 35),
+    "blue": (30, 70, 190),
+    "green": (30, 140, 60),
+    "yellow": (235, 200, 30),
+    "white": (235, 235, 235),
+    "black": (25, 25, 28),
+    "silver": (175, 180, 188),
+    "grey": (110, 112, 118),
+    "orange": (235, 120, 25),
+    "purple": (110, 40, 150),
+    "brown": (110, 70, 40),
 }
 
 
@@ -62,9 +70,19 @@ def draw_demo_car(model_id: str, color: str, view: str, size: int, rng: random.R
         d.rounded_rectangle([x0, base - H - r * 0.3, x1, base - r * 0.3], radius=int(H * 0.2), fill=paint)
         rt = base - H - r * 0.3
         roof_h = H * (0.9 if body_type in ("van", "suv") else 0.75)
-        cab = [(x0 + c0 * length, rt), (x0 + (c0 + pr["roof"]) * length, rt - roof_h), (x0 + (c1 - pr["roof"] * 0.6) * length, rt - roof_h), (x0 + c1 * length, rt)]
+        cab = [
+            (x0 + c0 * length, rt),
+            (x0 + (c0 + pr["roof"]) * length, rt - roof_h),
+            (x0 + (c1 - pr["roof"] * 0.6) * length, rt - roof_h),
+            (x0 + c1 * length, rt),
+        ]
         d.polygon(cab, fill=paint)
-        inset = [(cab[0][0] + length * 0.04, rt), (cab[1][0] + length * 0.02, rt - roof_h * 0.8), (cab[2][0] - length * 0.02, rt - roof_h * 0.8), (cab[3][0] - length * 0.04, rt)]
+        inset = [
+            (cab[0][0] + length * 0.04, rt),
+            (cab[1][0] + length * 0.02, rt - roof_h * 0.8),
+            (cab[2][0] - length * 0.02, rt - roof_h * 0.8),
+            (cab[3][0] - length * 0.04, rt),
+        ]
         d.polygon(inset, fill=glass)
         for wx in (x0 + 0.2 * length, x0 + 0.8 * length):
             d.ellipse([wx - r, base - 2 * r, wx + r, base], fill=dark)
@@ -75,8 +93,19 @@ def draw_demo_car(model_id: str, color: str, view: str, size: int, rng: random.R
         top = base - H - r * 0.3
         d.rounded_rectangle([x0, top, x1, base - r * 0.2], radius=int(H * 0.15), fill=paint)
         roof_h = H * (0.9 if body_type in ("van", "suv") else 0.7)
-        d.polygon([(x0 + w * 0.12, top), (x0 + w * 0.22, top - roof_h), (x1 - w * 0.22, top - roof_h), (x1 - w * 0.12, top)], fill=paint)
-        d.polygon([(x0 + w * 0.17, top), (x0 + w * 0.25, top - roof_h * 0.85), (x1 - w * 0.25, top - roof_h * 0.85), (x1 - w * 0.17, top)], fill=glass)
+        d.polygon(
+            [(x0 + w * 0.12, top), (x0 + w * 0.22, top - roof_h), (x1 - w * 0.22, top - roof_h), (x1 - w * 0.12, top)],
+            fill=paint,
+        )
+        d.polygon(
+            [
+                (x0 + w * 0.17, top),
+                (x0 + w * 0.25, top - roof_h * 0.85),
+                (x1 - w * 0.25, top - roof_h * 0.85),
+                (x1 - w * 0.17, top),
+            ],
+            fill=glass,
+        )
         lamp = (200, 20, 20) if rear else (250, 245, 200)
         ly = top + H * 0.25
         d.ellipse([x0 + w * 0.05, ly, x0 + w * 0.22, ly + H * 0.22], fill=lamp)
@@ -122,7 +151,15 @@ def demo_items(n_images: int, size: int, seed: int, colors: list[str] | None = N
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=rng.randint(80, 95))
         body_type, make, model, _ = DEMO_MODELS[m]
-        labels = {"model_id": m, "make": make, "model": model, "body_type": body_type, "color": c, "view": v, "scene": "day"}
+        labels = {
+            "model_id": m,
+            "make": make,
+            "model": model,
+            "body_type": body_type,
+            "color": c,
+            "view": v,
+            "scene": "day",
+        }
         yield f"demo/{i:05d}.jpg", buf.getvalue(), labels, None
 
 

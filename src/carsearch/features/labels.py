@@ -59,8 +59,11 @@ class LabelTable:
 
     def missing(self, existing: set[str], folder: str, csv_name: str) -> list[tuple[str, str]]:
         """(path, reason) for every row naming a file that is not in `existing` (rel paths)."""
-        return [(f"{folder}/{rel}", f"{csv_name} row {self.line[rel]} names a file that does not exist")
-                for rel in sorted(self.line, key=self.line.get) if rel not in existing]
+        return [
+            (f"{folder}/{rel}", f"{csv_name} row {self.line[rel]} names a file that does not exist")
+            for rel in sorted(self.line, key=self.line.get)
+            if rel not in existing
+        ]
 
 
 def _decode(raw: bytes, name: str, table: LabelTable) -> str:
@@ -116,7 +119,9 @@ def read_labels_csv(raw: bytes, name: str) -> LabelTable:
                 continue
             norm = normalise_value(k, v)
             if norm is None:
-                table.problems.append((name, f"{csv_name} row {n}: {k} {v.strip()!r} is not one of {', '.join(VOCAB[k])}; label not used"))
+                table.problems.append(
+                    (name, f"{csv_name} row {n}: {k} {v.strip()!r} is not one of {', '.join(VOCAB[k])}; label not used")
+                )
                 continue
             labels[k] = norm
         if rel in first:

@@ -36,8 +36,16 @@ def check_image(data: bytes, name: str, max_pixels: int | None = imaging.DEFAULT
     return info.width, info.height, info.format
 
 
-def store_image(data: bytes, images_dir: Path, root: Path, source: str, labels: dict | None, name: str,
-                max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS, max_edge: int | None = imaging.DEFAULT_MAX_EDGE) -> dict:
+def store_image(
+    data: bytes,
+    images_dir: Path,
+    root: Path,
+    source: str,
+    labels: dict | None,
+    name: str,
+    max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS,
+    max_edge: int | None = imaging.DEFAULT_MAX_EDGE,
+) -> dict:
     """Validate, write `images_dir/<id>.<ext>` atomically, and return the manifest row.
 
     Stored as-is when the bytes are an upright, single-frame RGB/L JPEG, PNG or WebP within
@@ -57,16 +65,28 @@ def store_image(data: bytes, images_dir: Path, root: Path, source: str, labels: 
     if not out.exists():
         write_bytes(out, data)
     row = {
-        "id": iid, "path": out.relative_to(root).as_posix(), "width": w, "height": h, "bytes": len(data),
-        "source": source, "origin": name, "labels": labels or None,
+        "id": iid,
+        "path": out.relative_to(root).as_posix(),
+        "width": w,
+        "height": h,
+        "bytes": len(data),
+        "source": source,
+        "origin": name,
+        "labels": labels or None,
     }
     if why:
         row["reencoded"] = why
     return row
 
 
-def ingest_items(items: Iterable[tuple[str, bytes | None, dict | None, str | None]], images_dir: Path, root: Path, source: str,
-                 max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS, max_edge: int | None = imaging.DEFAULT_MAX_EDGE):
+def ingest_items(
+    items: Iterable[tuple[str, bytes | None, dict | None, str | None]],
+    images_dir: Path,
+    root: Path,
+    source: str,
+    max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS,
+    max_edge: int | None = imaging.DEFAULT_MAX_EDGE,
+):
     """items: (name, data or None, labels, error or None). Returns (manifest rows, rejects).
 
     Exact duplicates (same content hash) are kept once; the others are rejected naming the kept one."""
@@ -99,12 +119,24 @@ REJECT_KINDS = [
     (r"image too large", "image too large", "downscale it, or raise data.max_pixels"),
     (r"exact duplicate", "exact duplicate", "nothing to do (one copy is kept); delete the copies to silence this"),
     (r"unreadable", "unreadable", "fix the permissions (chmod a+r) or the storage"),
-    (r"dangling symlink", "dangling symlink", "delete the link or restore its target (dvc repro also stops on it; or list it in .dvcignore)"),
+    (
+        r"dangling symlink",
+        "dangling symlink",
+        "delete the link or restore its target (dvc repro also stops on it; or list it in .dvcignore)",
+    ),
     (r"symlink loop", "symlink loop", "delete the link (dvc repro also stops on it; or list it in .dvcignore)"),
-    (r"symlinked folder", "symlinked folder already read", "nothing to do (its files are read once); delete the link to silence this"),
+    (
+        r"symlinked folder",
+        "symlinked folder already read",
+        "nothing to do (its files are read once); delete the link to silence this",
+    ),
     (r"hidden", "hidden file or folder", "nothing to do; rename it without the leading dot to ingest it"),
     (r"not a regular file", "not a regular file", "remove it"),
-    (r"\S+ row \d+ names a file that does not exist", "label row for a missing file", "fix the file name in the row or delete the row"),
+    (
+        r"\S+ row \d+ names a file that does not exist",
+        "label row for a missing file",
+        "fix the file name in the row or delete the row",
+    ),
     (r"\S+ rows [\d, ]+ all name", "duplicate label rows", "keep one row per image"),
     (r"\S+ row \d+: ", "unknown label value", "use a value of the vocabulary (docs/ARCHITECTURE.md, Labels)"),
     (r"\S+ row \d+ has no file name", "label row without a file name", "fill in or delete the row"),
@@ -147,8 +179,14 @@ def walk_folder(folder: Path) -> list[tuple[Path, str | None]]:
                     os.stat(p)
                 except OSError as err:
                     target = os.readlink(p)
-                    out.append((p, f"symlink loop ({e.name} -> {target})" if err.errno == errno.ELOOP
-                                else f"dangling symlink (-> {target}, which does not exist)"))
+                    out.append(
+                        (
+                            p,
+                            f"symlink loop ({e.name} -> {target})"
+                            if err.errno == errno.ELOOP
+                            else f"dangling symlink (-> {target}, which does not exist)",
+                        )
+                    )
                     continue
             if e.name.startswith("."):
                 out.append((p, "hidden folder (skipped with its contents)" if e.is_dir() else "hidden file (skipped)"))
@@ -168,7 +206,9 @@ def walk_folder(folder: Path) -> list[tuple[Path, str | None]]:
     return sorted(out, key=lambda t: t[0].as_posix())
 
 
-def iter_folder(folder: Path, subfolder_key: str | None = "color", labels_csv: str = "labels.csv") -> Iterator[tuple[str, bytes | None, dict | None, str | None]]:
+def iter_folder(
+    folder: Path, subfolder_key: str | None = "color", labels_csv: str = "labels.csv"
+) -> Iterator[tuple[str, bytes | None, dict | None, str | None]]:
     """Every file under `folder` (sorted): image files with labels from labels.csv and/or the
     sub-folder names (`red/img.jpg` -> {subfolder_key: "red"}); everything else, and every
     labels.csv problem, is yielded as a reject (name, None, None, reason)."""
@@ -218,19 +258,28 @@ def iter_s3(uri: str, subfolder_key: str | None = "color", labels_csv: str = "la
     bucket, prefix = parse_s3_uri(uri)
     s3 = client or boto3.client("s3")
     try:
-        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-                for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+        keys = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+            if not o["Key"].endswith("/")
+        ]
     except (ClientError, BotoCoreError) as e:
         raise ValueError(f"data.s3.uri {uri}: cannot list objects ({str(e).splitlines()[0]})") from None
     table = labels_mod.LabelTable()
     csv_key = prefix + labels_csv
     if csv_key in keys:
-        table = labels_mod.read_labels_csv(s3.get_object(Bucket=bucket, Key=csv_key)["Body"].read(), f"s3://{bucket}/{csv_key}")
+        table = labels_mod.read_labels_csv(
+            s3.get_object(Bucket=bucket, Key=csv_key)["Body"].read(), f"s3://{bucket}/{csv_key}"
+        )
     for name, reason in table.problems:
         yield name, None, None, reason
-    yield from ((n, None, None, r) for n, r in table.missing({k[len(prefix):] for k in keys}, f"s3://{bucket}/{prefix}".rstrip("/"), labels_csv))
+    yield from (
+        (n, None, None, r)
+        for n, r in table.missing({k[len(prefix) :] for k in keys}, f"s3://{bucket}/{prefix}".rstrip("/"), labels_csv)
+    )
     for key in sorted(keys):
-        rel = key[len(prefix):]
+        rel = key[len(prefix) :]
         if key == csv_key or rel.rsplit("/", 1)[-1].startswith("."):
             continue
         name = f"s3://{bucket}/{key}"

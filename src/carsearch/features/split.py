@@ -36,7 +36,6 @@ def perceptual_groups(paths: dict[str, Path], max_distance: int) -> dict[str, st
     import imagehash
     import numpy as np
 
-
     if max_distance < 0:
         return {i: i for i in paths}
     n, k = 32, 8

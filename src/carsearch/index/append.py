@@ -38,20 +38,29 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
     rows, rejects = corpus.stored_rows(progress(items) if progress else items, index_dir / IMAGES_SUBDIR, root, "added")
     have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors
     new = [r for r in rows if r["id"] not in have]
-    out = {"added": len(new), "already_indexed": len(rows) - len(new), "rejected": len(rejects), "rejects": rejects,
-           "version": meta.get("version")}
+    out = {
+        "added": len(new),
+        "already_indexed": len(rows) - len(new),
+        "rejected": len(rejects),
+        "rejects": rejects,
+        "version": meta.get("version"),
+    }
     if not new:
         return out
     cache = open_embed_cache(cfg, meta["content_hash"], root)
-    vectors, stats = embed_with_cache([r["id"] for r in new], [resolve(r["path"], root) for r in new], cache,
-                                      lambda ps: s.embed_images(ps))
+    vectors, stats = embed_with_cache(
+        [r["id"] for r in new], [resolve(r["path"], root) for r in new], cache, lambda ps: s.embed_images(ps)
+    )
     s.table.add(arrow_rows(new, vectors, meta.get("model_ref") or ""))
     fresh = read_meta(index_dir) or meta
     if fresh.get("version") == meta.get("version"):  # a rebuild published meanwhile wins; else count the rows
-        fresh = {**fresh, "rows": s.table.count_rows(), "added_since_build": fresh.get("added_since_build", 0) + len(new)}
+        fresh = {
+            **fresh,
+            "rows": s.table.count_rows(),
+            "added_since_build": fresh.get("added_since_build", 0) + len(new),
+        }
         write_meta(index_dir, fresh)
         if fresh.get("uri"):  # the table is in a bucket (index.uri): its pointer says so too
-
             remote.put_json(remote.join(fresh["uri"], META_FILE), fresh)
     outside = [r for r in new if not _inside(r.get("origin") or "", cfg, root)]
     return {**out, **stats, "outside_corpus": len(outside)}

@@ -27,8 +27,13 @@ class EmbedCache:
         if self.dir is not None and self.dir.is_dir():
             for part in sorted(self.dir.glob("part-*.parquet")):
                 t = pq.read_table(part)
-                vecs = np.asarray(t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                                  dtype=np.float32).reshape(t.num_rows, -1) if t.num_rows else np.zeros((0, 0), np.float32)
+                vecs = (
+                    np.asarray(
+                        t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False), dtype=np.float32
+                    ).reshape(t.num_rows, -1)
+                    if t.num_rows
+                    else np.zeros((0, 0), np.float32)
+                )
                 self._vectors.update(zip(t.column("id").to_pylist(), vecs))
 
     def __contains__(self, iid: str) -> bool:
@@ -65,14 +70,23 @@ def open_embed_cache(cfg: dict, model_hash: str, root: Path | None = None) -> Em
 
 def _write_part(path: Path, ids: list[str], vectors: np.ndarray) -> None:
     dim = vectors.shape[1]
-    table = pa.table({"id": pa.array(ids, pa.string()),
-                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)})
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim),
+        }
+    )
     with atomic_path(path, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
 
 
-def embed_with_cache(ids: Sequence[str], paths: Sequence[Path], cache: EmbedCache,
-                     encode: Callable[[list[Path]], np.ndarray], chunk: int = 512) -> tuple[np.ndarray, dict]:
+def embed_with_cache(
+    ids: Sequence[str],
+    paths: Sequence[Path],
+    cache: EmbedCache,
+    encode: Callable[[list[Path]], np.ndarray],
+    chunk: int = 512,
+) -> tuple[np.ndarray, dict]:
     """Vectors for `ids` (images at `paths`): cached ones read back, the others encoded (in chunks
     that are cached as they finish, so a killed run keeps its progress) and cached."""
     todo = [k for k, iid in enumerate(ids) if iid not in cache]

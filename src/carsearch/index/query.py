@@ -17,16 +17,33 @@ Grammar (keywords case-insensitive):
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from carsearch.core.errors import CarsearchError
 
 # the metadata columns of the index table (carsearch.index.arrow_rows)
-COLUMNS = ("id", "path", "caption", "split", "make", "model", "model_id", "body_type", "color", "view", "scene", "origin")
+COLUMNS = (
+    "id",
+    "path",
+    "caption",
+    "split",
+    "make",
+    "model",
+    "model_id",
+    "body_type",
+    "color",
+    "view",
+    "scene",
+    "origin",
+)
 KEYWORDS = {"AND", "OR", "NOT", "IN", "LIKE", "IS", "NULL"}
 MAX_QUERY_CHARS = 1000
 
-_TOKEN = re.compile(r"""\s*(?:(?P<str>'(?:[^']|'')*')|(?P<op><>|!=|=)|(?P<punct>[(),])|(?P<word>[A-Za-z_][A-Za-z0-9_]*)
-                        |(?P<bad>'[^']*$|\S+?(?=[\s(),=!<>']|$)|\S))""", re.X)
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<str>'(?:[^']|'')*')|(?P<op><>|!=|=)|(?P<punct>[(),])|(?P<word>[A-Za-z_][A-Za-z0-9_]*)
+                        |(?P<bad>'[^']*$|\S+?(?=[\s(),=!<>']|$)|\S))""",
+    re.X,
+)
 
 
 class QueryError(CarsearchError, ValueError):
@@ -36,7 +53,7 @@ class QueryError(CarsearchError, ValueError):
 def check_text(query: str | None) -> str:
     """The query text, stripped; refused when empty or absurdly long."""
     if query is None or not str(query).strip():
-        raise QueryError("empty text query: describe the car, e.g. \"red suv seen from the front\"")
+        raise QueryError('empty text query: describe the car, e.g. "red suv seen from the front"')
     q = " ".join(str(query).split())
     if len(q) > MAX_QUERY_CHARS:
         raise QueryError(f"text query of {len(q)} characters: at most {MAX_QUERY_CHARS}")
@@ -175,16 +192,17 @@ def build_where(filters: dict[str, str | list[str] | None], where: str | None = 
         for x in vals:
             if not str(x).strip():
                 raise QueryError(f"--{col.replace('_', '-')}: empty value")
-        parts.append(f"{col} = {quote(vals[0])}" if len(vals) == 1 else f"{col} IN ({', '.join(quote(x) for x in vals)})")
+        parts.append(
+            f"{col} = {quote(vals[0])}" if len(vals) == 1 else f"{col} IN ({', '.join(quote(x) for x in vals)})"
+        )
     checked = check_where(where)
     if checked:
         parts.append(f"({checked})")
     return " AND ".join(parts) or None
 
 
-def check_image(path) -> "Path":
+def check_image(path) -> Path:
     """The query image's path if it exists and decodes; QueryError `PATH: not an image (...)` otherwise."""
-    from pathlib import Path
 
     from PIL import Image
 

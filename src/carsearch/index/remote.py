@@ -55,8 +55,12 @@ def _error(uri: str, what: str, e: Exception) -> RemoteIndexError:
 def put_json(uri: str, obj: dict) -> None:
     bucket, key = split(uri)
     try:
-        client().put_object(Bucket=bucket, Key=key.rstrip("/"), Body=json.dumps(obj, indent=2, sort_keys=True).encode(),
-                            ContentType="application/json")
+        client().put_object(
+            Bucket=bucket,
+            Key=key.rstrip("/"),
+            Body=json.dumps(obj, indent=2, sort_keys=True).encode(),
+            ContentType="application/json",
+        )
     except Exception as e:  # noqa: BLE001 - botocore's many error types: one line naming the object
         raise _error(uri, "cannot write", e) from None
 
@@ -99,12 +103,14 @@ def download_dir(uri: str, local: Path) -> Path:
         n = 0
         for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for o in page.get("Contents", []):
-                dest = tmp / o["Key"][len(prefix):]
+                dest = tmp / o["Key"][len(prefix) :]
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 c.download_file(bucket, o["Key"], str(dest))
                 n += 1
         if not n:
-            raise RemoteIndexError(f"{uri}: no objects (the index's model is missing; rebuild it: `dvc repro build_index`)")
+            raise RemoteIndexError(
+                f"{uri}: no objects (the index's model is missing; rebuild it: `dvc repro build_index`)"
+            )
         try:
             os.replace(tmp, local)
         except OSError:  # another process put it there first: same content (content-addressed)
@@ -120,7 +126,7 @@ def versions(uri: str) -> list[str]:
     out = []
     for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
         for cp in page.get("CommonPrefixes", []):
-            name = cp["Prefix"][len(prefix):].strip("/")
+            name = cp["Prefix"][len(prefix) :].strip("/")
             if name.startswith("v-"):
                 out.append(name)
     return sorted(out)

@@ -35,15 +35,23 @@ def list_corpus(corpus: str | os.PathLike) -> list[str]:
         import boto3
 
         bucket, _, prefix = corpus[5:].partition("/")
-        s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+        s3 = boto3.client(
+            "s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        )
         keys = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", []) if Path(o["Key"]).suffix.lower() in IMAGE_EXTS]
+            keys += [
+                f"s3://{bucket}/{o['Key']}"
+                for o in page.get("Contents", [])
+                if Path(o["Key"]).suffix.lower() in IMAGE_EXTS
+            ]
         return sorted(keys)
     root = Path(corpus)
     if not root.is_dir():
         raise FileNotFoundError(f"corpus {corpus}: not a folder")
-    return sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    return sorted(
+        str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    )
 
 
 def _read(src: str) -> bytes:
@@ -51,7 +59,9 @@ def _read(src: str) -> bytes:
         import boto3
 
         bucket, _, key = src[5:].partition("/")
-        s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+        s3 = boto3.client(
+            "s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        )
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     with open(src, "rb") as f:
         return f.read()
@@ -76,8 +86,12 @@ def _decode(batch: dict, prep, draft: bool) -> dict:
         ids.append(iid)
         pix.append(px)
         errs.append(err)
-    return {"id": np.array(ids, dtype=object), "path": np.array([str(p) for p in batch["path"]], dtype=object),
-            "pixels": np.stack(pix) if pix else np.zeros((0, *size), np.float32), "error": np.array(errs, dtype=object)}
+    return {
+        "id": np.array(ids, dtype=object),
+        "path": np.array([str(p) for p in batch["path"]], dtype=object),
+        "pixels": np.stack(pix) if pix else np.zeros((0, *size), np.float32),
+        "error": np.array(errs, dtype=object),
+    }
 
 
 class _Embedder:
@@ -110,15 +124,28 @@ def _labels(path: str, corpus: str, key: str | None) -> dict | None:
         return None
     from carsearch.features.labels import folder_label
 
-    rel = path[len(corpus):].lstrip("/") if path.startswith(corpus) else Path(path).name
+    rel = path[len(corpus) :].lstrip("/") if path.startswith(corpus) else Path(path).name
     value = folder_label(rel, key)
     return {key: value} if value else None
 
 
-def embed_corpus(corpus: str | os.PathLike, out: str, model_dir: str | os.PathLike, *, table: str = "cars",
-                 concurrency: int = 2, batch_size: int = 64, num_gpus: float | None = None, num_cpus: float = 1.0,
-                 draft: bool = True, subfolder_key: str | None = "color", index_cfg: dict | None = None,
-                 address: str | None = None, paths: Iterable[str] | None = None, progress: bool = False) -> dict:
+def embed_corpus(
+    corpus: str | os.PathLike,
+    out: str,
+    model_dir: str | os.PathLike,
+    *,
+    table: str = "cars",
+    concurrency: int = 2,
+    batch_size: int = 64,
+    num_gpus: float | None = None,
+    num_cpus: float = 1.0,
+    draft: bool = True,
+    subfolder_key: str | None = "color",
+    index_cfg: dict | None = None,
+    address: str | None = None,
+    paths: Iterable[str] | None = None,
+    progress: bool = False,
+) -> dict:
     """Embed every image of `corpus` (a folder or an s3:// prefix) with the model in `model_dir`
     on Ray Data, `concurrency` model actors (`num_gpus` each: default 1 when the cluster has GPUs,
     else 0), and write the table `table` at `out` (a LanceDB folder or URI, e.g. s3://bucket/prefix).
@@ -136,29 +163,56 @@ def embed_corpus(corpus: str | os.PathLike, out: str, model_dir: str | os.PathLi
     _, processor = load_pretrained(model_dir)
     prep = ClipPreprocess.from_processor(processor)
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False,
-                 include_dashboard=False)
+        ray.init(
+            address=address or os.environ.get("RAY_ADDRESS"),
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            include_dashboard=False,
+        )
     if num_gpus is None:
         num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     model_ref = f"{Path(str(model_dir)).name}"
     t0 = time.perf_counter()
-    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths) // batch_size + 1, 1000)))
-    ds = ds.map_batches(_decode, fn_kwargs={"prep": prep, "draft": draft}, batch_size=batch_size, num_cpus=num_cpus,
-                        batch_format="numpy")
-    ds = ds.map_batches(_Embedder, fn_constructor_args=(str(model_dir),), batch_size=batch_size, concurrency=concurrency,
-                        num_gpus=num_gpus, num_cpus=0 if num_gpus else num_cpus, batch_format="numpy")
+    ds = ray.data.from_items(
+        [{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths) // batch_size + 1, 1000))
+    )
+    ds = ds.map_batches(
+        _decode,
+        fn_kwargs={"prep": prep, "draft": draft},
+        batch_size=batch_size,
+        num_cpus=num_cpus,
+        batch_format="numpy",
+    )
+    ds = ds.map_batches(
+        _Embedder,
+        fn_constructor_args=(str(model_dir),),
+        batch_size=batch_size,
+        concurrency=concurrency,
+        num_gpus=num_gpus,
+        num_cpus=0 if num_gpus else num_cpus,
+        batch_format="numpy",
+    )
     db = connect(out)
     tbl, rows, rejects, seen = None, 0, [], set()
     for b in ds.iter_batches(batch_size=4096, batch_format="numpy"):
         keep = [i for i, (iid, err) in enumerate(zip(b["id"], b["error"])) if not err and iid not in seen]
-        rejects += [{"path": str(b["path"][i]), "reason": str(b["error"][i])} for i in range(len(b["id"])) if b["error"][i]]
+        rejects += [
+            {"path": str(b["path"][i]), "reason": str(b["error"][i])} for i in range(len(b["id"])) if b["error"][i]
+        ]
         if not keep:
             continue
         seen.update(str(b["id"][i]) for i in keep)
-        recs = [{"id": str(b["id"][i]), "path": str(b["path"][i]), "origin": str(b["path"][i]),
-                 "labels": _labels(str(b["path"][i]), corpus, subfolder_key)} for i in keep]
+        recs = [
+            {
+                "id": str(b["id"][i]),
+                "path": str(b["path"][i]),
+                "origin": str(b["path"][i]),
+                "labels": _labels(str(b["path"][i]), corpus, subfolder_key),
+            }
+            for i in keep
+        ]
         data = arrow_rows(recs, np.asarray(b["vector"])[keep], model_ref)
         if tbl is None:
             tbl = db.create_table(table, data=data, mode="overwrite")
@@ -167,9 +221,18 @@ def embed_corpus(corpus: str | os.PathLike, out: str, model_dir: str | os.PathLi
         rows += len(keep)
     embed_s = time.perf_counter() - t0
     info = create_indices(tbl, index_cfg or {}, rows) if tbl is not None else {"search": None}
-    return {"rows": rows, "rejected": len(rejects), "rejects": rejects, "out": str(out), "table": table,
-            "search": info["search"], "actors": concurrency, "num_gpus_per_actor": num_gpus,
-            "embed_seconds": round(embed_s, 2), "images_per_second": round(rows / embed_s, 1) if embed_s else None}
+    return {
+        "rows": rows,
+        "rejected": len(rejects),
+        "rejects": rejects,
+        "out": str(out),
+        "table": table,
+        "search": info["search"],
+        "actors": concurrency,
+        "num_gpus_per_actor": num_gpus,
+        "embed_seconds": round(embed_s, 2),
+        "images_per_second": round(rows / embed_s, 1) if embed_s else None,
+    }
 
 
 def open_table(uri: str, table: str = "cars"):
@@ -179,8 +242,15 @@ def open_table(uri: str, table: str = "cars"):
     return connect(uri).open_table(table)
 
 
-def search_table(tbl, vector, k: int = 10, where: str | None = None, nprobes: int | None = None,
-                 refine_factor: int | None = None, metric: str = "cosine") -> list[dict]:
+def search_table(
+    tbl,
+    vector,
+    k: int = 10,
+    where: str | None = None,
+    nprobes: int | None = None,
+    refine_factor: int | None = None,
+    metric: str = "cosine",
+) -> list[dict]:
     """The k nearest rows (metadata + `score` = 1 - distance) of a table opened by `open_table`,
     with CarSearch's filter grammar and ANN knobs."""
     from carsearch.index.query import check_where
@@ -194,4 +264,6 @@ def search_table(tbl, vector, k: int = 10, where: str | None = None, nprobes: in
         q = q.refine_factor(int(refine_factor))
     q = q.select(list(RESULT_COLUMNS)).limit(int(k))
     rows = (q.where(where, prefilter=True) if where else q).to_list()
-    return [{**{c: r[c] for c in RESULT_COLUMNS if c != "_distance"}, "score": 1.0 - float(r["_distance"])} for r in rows]
+    return [
+        {**{c: r[c] for c in RESULT_COLUMNS if c != "_distance"}, "score": 1.0 - float(r["_distance"])} for r in rows
+    ]

@@ -103,7 +103,11 @@ class CarSearch:
         if etag == self._stamp:
             return True
         model_dir = meta.get("model_dir") or MODEL_SUBDIR
-        local = remote.fetch_model(self.index_uri, meta) if model_dir == MODEL_SUBDIR and not self._override else Path(model_dir)
+        local = (
+            remote.fetch_model(self.index_uri, meta)
+            if model_dir == MODEL_SUBDIR and not self._override
+            else Path(model_dir)
+        )
         return meta, etag, remote.join(self.index_uri, meta["version"]), local
 
     def refresh(self) -> bool:
@@ -124,8 +128,10 @@ class CarSearch:
             key = (self._override, "override")
         if key != self._model_key:
             if not self._override and model_dir == MODEL_SUBDIR and not local.exists():
-                raise FileNotFoundError(f"car index {self.index_uri or self.index_dir}: its model folder {local} is missing; "
-                                        "rebuild it (`dvc repro build_index`)")
+                raise FileNotFoundError(
+                    f"car index {self.index_uri or self.index_dir}: its model folder {local} is missing; "
+                    "rebuild it (`dvc repro build_index`)"
+                )
             self._use_model(key[0])
             self._model_key = key
             if self._override:
@@ -141,13 +147,19 @@ class CarSearch:
 
         local = Path(resolve_model_uri(self._override))
         if local.is_dir() and meta.get("content_hash") and dir_hash(local) != meta["content_hash"]:
-            warnings.warn(f"{self._override} (hash {dir_hash(local)}) is not the model that built the index "
-                          f"({meta['content_hash']}): scores compare different embedding spaces", stacklevel=3)
+            warnings.warn(
+                f"{self._override} (hash {dir_hash(local)}) is not the model that built the index "
+                f"({meta['content_hash']}): scores compare different embedding spaces",
+                stacklevel=3,
+            )
 
     @property
     def model_info(self) -> dict:
         """Which model built the index (fine-tuned or base), why, and its registered version."""
-        return {k: self.meta.get(k) for k in ("model", "model_ref", "content_hash", "registered_model", "promotion", "version")}
+        return {
+            k: self.meta.get(k)
+            for k in ("model", "model_ref", "content_hash", "registered_model", "promotion", "version")
+        }
 
     def embed_images(self, images) -> np.ndarray:
         """Vectors of images (paths or PIL images) with the model that built the live index."""
@@ -229,18 +241,29 @@ class CarSearch:
         """Whether the open table has a full-text index on `caption` (indices built since the FTS index)."""
         key = (str(getattr(self, "version_dir", "")), self.table.version if hasattr(self.table, "version") else None)
         if getattr(self, "_fts_key", None) != key:
-            self._fts = any(str(i.index_type).upper() == "FTS" and "caption" in i.columns for i in self.table.list_indices())
+            self._fts = any(
+                str(i.index_type).upper() == "FTS" and "caption" in i.columns for i in self.table.list_indices()
+            )
             self._fts_key = key
         return self._fts
 
-    def _search(self, vector, k: int, where: str | None, nprobes: int | None = None, refine_factor: int | None = None,
-                hybrid_text: str | None = None) -> list[Hit]:
+    def _search(
+        self,
+        vector,
+        k: int,
+        where: str | None,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+        hybrid_text: str | None = None,
+    ) -> list[Hit]:
         from carsearch.index.store import RESULT_COLUMNS
 
         nprobes, refine = self._ann_params(nprobes, refine_factor)
         if hybrid_text is not None and not self.has_fts():
-            raise QueryError("hybrid search needs the full-text index on captions, which this index was built without; "
-                             "rebuild it (`dvc repro build_index`, index.fts: true)")
+            raise QueryError(
+                "hybrid search needs the full-text index on captions, which this index was built without; "
+                "rebuild it (`dvc repro build_index`, index.fts: true)"
+            )
         cols = [c for c in RESULT_COLUMNS if c != "_distance"] if hybrid_text is not None else list(RESULT_COLUMNS)
 
         def run():
@@ -263,29 +286,58 @@ class CarSearch:
             hits.append(Hit(rank, score, r["id"], r["caption"], r["path"], json.loads(r["labels_json"])))
         return hits
 
-    def text(self, query: str, k: int = 5, where: str | None = None, *, hybrid: bool = False,
-             nprobes: int | None = None, refine_factor: int | None = None) -> list[Hit]:
+    def text(
+        self,
+        query: str,
+        k: int = 5,
+        where: str | None = None,
+        *,
+        hybrid: bool = False,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+    ) -> list[Hit]:
         """The k images nearest to a text query. `hybrid=True` fuses the vector search with a
         full-text search of the captions (reciprocal-rank fusion; score = fused relevance, not
         cosine). `nprobes` / `refine_factor` tune the ANN index per query (defaults: the index's)."""
         self.refresh()  # a rebuilt index may come with a new model: encode with the one that built it
         query, where = check_text(query), check_where(where)  # one-line QueryError (a ValueError)
-        return self._search(self._text_vector(query), k, where, nprobes, refine_factor,
-                            hybrid_text=query if hybrid else None)
+        return self._search(
+            self._text_vector(query), k, where, nprobes, refine_factor, hybrid_text=query if hybrid else None
+        )
 
     def hybrid(self, query: str, k: int = 5, where: str | None = None, **kw) -> list[Hit]:
         """`text(query, k, where, hybrid=True)`: vector + full-text search of the captions."""
         return self.text(query, k, where, hybrid=True, **kw)
 
-    def image(self, path: str | os.PathLike, k: int = 5, where: str | None = None, *,
-              nprobes: int | None = None, refine_factor: int | None = None) -> list[Hit]:
+    def image(
+        self,
+        path: str | os.PathLike,
+        k: int = 5,
+        where: str | None = None,
+        *,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+    ) -> list[Hit]:
         self.refresh()
         path, where = check_image(path), check_where(where)
         return self._search(self._image_vector(path), k, where, nprobes, refine_factor)
 
     # ------------------------------------------------------------ used by the search service (carsearch.serve)
-    ROW_COLUMNS = ("id", "path", "caption", "split", "make", "model", "model_id", "body_type", "color", "view", "scene",
-                   "labels_json", "origin")
+    ROW_COLUMNS = (
+        "id",
+        "path",
+        "caption",
+        "split",
+        "make",
+        "model",
+        "model_id",
+        "body_type",
+        "color",
+        "view",
+        "scene",
+        "labels_json",
+        "origin",
+    )
 
     def _run_retrying(self, run):
         """`run()` against the open table; once more on the new version if the one it started on was pruned."""
@@ -298,8 +350,15 @@ class CarSearch:
             self.refresh()
             return run()
 
-    def search_vector(self, vector, k: int = 10, offset: int = 0, where: str | None = None,
-                      nprobes: int | None = None, refine_factor: int | None = None) -> list[dict]:
+    def search_vector(
+        self,
+        vector,
+        k: int = 10,
+        offset: int = 0,
+        where: str | None = None,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+    ) -> list[dict]:
         """Rows `offset .. offset+k` (metadata columns, no vector) nearest to a query vector, best first,
         each with `score` (1 - distance); `where` is checked by the filter grammar first; the ANN knobs
         default to the index's, as in `text()`."""
@@ -318,8 +377,10 @@ class CarSearch:
 
         cols = self._run_retrying(run).to_pydict()
         n = len(cols["_distance"])
-        return [{**{c: cols[c][i] for c in self.ROW_COLUMNS}, "score": 1.0 - float(cols["_distance"][i])}
-                for i in range(int(offset), n)]
+        return [
+            {**{c: cols[c][i] for c in self.ROW_COLUMNS}, "score": 1.0 - float(cols["_distance"][i])}
+            for i in range(int(offset), n)
+        ]
 
     def get_row(self, image_id: str, vector: bool = False) -> dict | None:
         """The row of an indexed image by its id (None when unknown); `vector=True` adds its vector."""
@@ -339,9 +400,18 @@ class CarSearch:
         return encode_texts(self.model, self.processor, [check_text(t) for t in texts])
 
 
-def search(query: str | None = None, image: str | os.PathLike | None = None, k: int = 5, where: str | None = None,
-           index_dir: str | os.PathLike | None = None, *, hybrid: bool = False, nprobes: int | None = None,
-           refine_factor: int | None = None, model: str | None = None) -> list[Hit]:
+def search(
+    query: str | None = None,
+    image: str | os.PathLike | None = None,
+    k: int = 5,
+    where: str | None = None,
+    index_dir: str | os.PathLike | None = None,
+    *,
+    hybrid: bool = False,
+    nprobes: int | None = None,
+    refine_factor: int | None = None,
+    model: str | None = None,
+) -> list[Hit]:
     """One-shot search by text or by image (`model`: see CarSearch)."""
     if query is None and image is None:
         raise QueryError("nothing to search for: give a text query or --image")

@@ -29,8 +29,6 @@ MODEL_SUBDIR = "model"
 IMAGES_SUBDIR = "images"  # corpus images read from a folder or S3 (content-addressed, shared by versions)
 
 
-
-
 def arrow_rows(rows: list[dict], vectors: np.ndarray, model_ref: str) -> pa.Table:
     """Rows (id, path, caption, split, labels/attributes) + vectors -> the table's Arrow schema."""
     if len(rows) != len(vectors):
@@ -47,8 +45,14 @@ def arrow_rows(rows: list[dict], vectors: np.ndarray, model_ref: str) -> pa.Tabl
     cols["labels_json"] = [json.dumps(r.get("labels") or {}, sort_keys=True) for r in rows]
     cols["origin"] = [r.get("origin") or "" for r in rows]
     cols["model_ref"] = [model_ref] * len(rows)
-    return pa.table({**{k: pa.array(v, pa.string()) for k, v in cols.items()},
-                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).ravel(), pa.float32()), dim)})
+    return pa.table(
+        {
+            **{k: pa.array(v, pa.string()) for k, v in cols.items()},
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.asarray(vectors, np.float32).ravel(), pa.float32()), dim
+            ),
+        }
+    )
 
 
 ANN_INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ")
@@ -76,8 +80,12 @@ def create_ann_index(tbl, cfg: dict, rows: int | None = None) -> str:
     kind = str(cfg.get("ann_index") or "IVF_HNSW_SQ").upper()
     metric, parts = cfg.get("metric", "cosine"), ann_partitions(rows, cfg)
     if kind == "IVF_HNSW_SQ":
-        conf = lancedb.index.IvfHnswSq(distance_type=metric, num_partitions=parts, m=int(cfg.get("hnsw_m") or 20),
-                                       ef_construction=int(cfg.get("hnsw_ef_construction") or 300))
+        conf = lancedb.index.IvfHnswSq(
+            distance_type=metric,
+            num_partitions=parts,
+            m=int(cfg.get("hnsw_m") or 20),
+            ef_construction=int(cfg.get("hnsw_ef_construction") or 300),
+        )
     elif kind == "IVF_PQ":
         dim = tbl.schema.field("vector").type.list_size
         sub = int(cfg.get("num_sub_vectors") or max(1, dim // 8))
@@ -101,7 +109,9 @@ def create_scalar_indices(tbl, columns: dict[str, str] | None = None) -> list[st
     done = []
     for col, kind in columns.items():
         if col in names:
-            tbl.create_index(col, config=lancedb.index.Bitmap() if kind == "BITMAP" else lancedb.index.BTree(), replace=True)
+            tbl.create_index(
+                col, config=lancedb.index.Bitmap() if kind == "BITMAP" else lancedb.index.BTree(), replace=True
+            )
             done.append(f"{col}:{kind}")
     return done
 
@@ -183,7 +193,9 @@ def connect(location, **kw):
     import lancedb
 
     if is_uri(location):
-        return lancedb.connect(str(location), storage_options={**storage_options(str(location)), **kw.pop("storage_options", {})}, **kw)
+        return lancedb.connect(
+            str(location), storage_options={**storage_options(str(location)), **kw.pop("storage_options", {})}, **kw
+        )
     return lancedb.connect(str(location), **kw)
 
 

@@ -196,8 +196,15 @@ def encode_texts(model, processor, texts: Sequence[str], batch_size: int = 256) 
 
 
 @torch.no_grad()
-def encode_images(model, processor, images: Sequence, batch_size: int = 64, progress: bool = False,
-                  num_workers: int | None = 0, draft: bool = False) -> np.ndarray:
+def encode_images(
+    model,
+    processor,
+    images: Sequence,
+    batch_size: int = 64,
+    progress: bool = False,
+    num_workers: int | None = 0,
+    draft: bool = False,
+) -> np.ndarray:
     """L2-normalised image embeddings, float32 [N, D]. `images` are PIL images or paths.
 
     Paths go through `carsearch.loader`: decoded and preprocessed (the processor's own steps) by
@@ -216,8 +223,11 @@ def encode_images(model, processor, images: Sequence, batch_size: int = 64, prog
         except ValueError:  # an image processor of another kind: run it as it is
             prep = None
     if prep is not None:
-        pixel_batches = batches(list(images), prep, batch_size=batch_size, num_workers=num_workers, draft=draft, device=device)
+        pixel_batches = batches(
+            list(images), prep, batch_size=batch_size, num_workers=num_workers, draft=draft, device=device
+        )
     else:
+
         def pixel_batches_fn():
             for i in range(0, len(images), batch_size):
                 chunk = list(images[i : i + batch_size])
@@ -247,7 +257,11 @@ def encode_images(model, processor, images: Sequence, batch_size: int = 64, prog
 def pixel_tensor(processor, paths: list[str | Path], batch_size: int = 128) -> torch.Tensor:
     chunks = []
     for i in range(0, len(paths), batch_size):
-        chunks.append(processor.image_processor(images=load_images(paths[i : i + batch_size]), return_tensors="pt")["pixel_values"])
+        chunks.append(
+            processor.image_processor(images=load_images(paths[i : i + batch_size]), return_tensors="pt")[
+                "pixel_values"
+            ]
+        )
     if not chunks:
         raise ValueError("no images to encode")
     return torch.cat(chunks)

@@ -29,7 +29,9 @@ __all__ = ["ClipPreprocess", "ImageFiles", "batches", "default_workers"]
 class ImageFiles(torch.utils.data.Dataset):
     """Images (paths or bytes) -> (pixel tensor, "" | reject reason)."""
 
-    def __init__(self, sources: Sequence, prep: ClipPreprocess, draft: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self, sources: Sequence, prep: ClipPreprocess, draft: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    ):
         self.sources, self.prep, self.draft, self.max_pixels = list(sources), prep, draft, max_pixels
 
     def __len__(self) -> int:
@@ -38,8 +40,11 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         src = self.sources[i]
         try:
-            im = src if isinstance(src, Image.Image) else open_rgb(
-                src, self.max_pixels, draft=self.prep.draft_size if self.draft else None)
+            im = (
+                src
+                if isinstance(src, Image.Image)
+                else open_rgb(src, self.max_pixels, draft=self.prep.draft_size if self.draft else None)
+            )
             return torch.from_numpy(self.prep(im)), ""
         except ImageError as e:  # raised again by the consumer, in order
             return torch.zeros((3, self.prep.crop_h, self.prep.crop_w)), str(e) or "unreadable image"
@@ -58,8 +63,15 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def batches(sources: Sequence, prep: ClipPreprocess, batch_size: int = 64, num_workers: int | None = None,
-            draft: bool = True, device: torch.device | str | None = None, prefetch: int = 4) -> Iterator[torch.Tensor]:
+def batches(
+    sources: Sequence,
+    prep: ClipPreprocess,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    draft: bool = True,
+    device: torch.device | str | None = None,
+    prefetch: int = 4,
+) -> Iterator[torch.Tensor]:
     """Preprocessed pixel batches [B, 3, H, W] of `sources` in order, decoded by `num_workers`
     processes (None: `default_workers()`; 0: in this process), on `device` (pinned memory and
     non-blocking copies on CUDA). Raises ImageError for the first unreadable image."""
@@ -68,13 +80,18 @@ def batches(sources: Sequence, prep: ClipPreprocess, batch_size: int = 64, num_w
     n_batches = -(-len(sources) // batch_size)
     workers = 0 if n_batches <= 1 else min(workers, n_batches)  # one batch: decoding here beats starting a process
     dl = torch.utils.data.DataLoader(
-        ImageFiles(sources, prep, draft), batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=_collate, pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=prefetch if workers else None, persistent_workers=False)
+        ImageFiles(sources, prep, draft),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=prefetch if workers else None,
+        persistent_workers=False,
+    )
     for pix, errors in dl:
         bad = [e for e in errors if e]
         if bad:
             raise ImageError(bad[0])
         yield pix.to(device, non_blocking=device.type == "cuda")
-
-

@@ -39,13 +39,24 @@ class ClipPreprocess:
         size, crop = getattr(ip, "size", None), getattr(ip, "crop_size", None)
         edge = _get(size, "shortest_edge")
         flags = [getattr(ip, f, True) for f in ("do_resize", "do_center_crop", "do_rescale", "do_normalize")]
-        if not edge or not all(flags) or _get(crop, "height") is None or _get(size, "longest_edge") \
-                or getattr(ip, "do_pad", False):
+        if (
+            not edge
+            or not all(flags)
+            or _get(crop, "height") is None
+            or _get(size, "longest_edge")
+            or getattr(ip, "do_pad", False)
+        ):
             raise ValueError(f"not a CLIP-style image processor ({type(ip).__name__}, size {size}, crop {crop})")
         mean, std = ip.image_mean, ip.image_std
-        return cls(int(edge), int(_get(crop, "height")), int(_get(crop, "width")), tuple(map(float, mean)), tuple(map(float, std)),
-                   int(getattr(ip, "resample", None) if getattr(ip, "resample", None) is not None else Image.BICUBIC),
-                   float(getattr(ip, "rescale_factor", 1 / 255)))
+        return cls(
+            int(edge),
+            int(_get(crop, "height")),
+            int(_get(crop, "width")),
+            tuple(map(float, mean)),
+            tuple(map(float, std)),
+            int(getattr(ip, "resample", None) if getattr(ip, "resample", None) is not None else Image.BICUBIC),
+            float(getattr(ip, "rescale_factor", 1 / 255)),
+        )
 
     @property
     def draft_size(self) -> tuple[int, int]:

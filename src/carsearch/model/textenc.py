@@ -34,7 +34,9 @@ def read_weights(path: Path, prefixes: tuple[str, ...]) -> dict[str, np.ndarray]
     return weights
 
 
-def encoder_layer(h: np.ndarray, w: dict, lp: str, heads: int, eps: float, mask: np.ndarray | None = None) -> np.ndarray:
+def encoder_layer(
+    h: np.ndarray, w: dict, lp: str, heads: int, eps: float, mask: np.ndarray | None = None
+) -> np.ndarray:
     """One pre-LN CLIP encoder layer (transformers' CLIPEncoderLayer) on [n, d] hidden states:
     attention (`mask` added to the scores: causal for text, none for images), then quick_gelu MLP."""
     n, d = h.shape
@@ -42,15 +44,23 @@ def encoder_layer(h: np.ndarray, w: dict, lp: str, heads: int, eps: float, mask:
     x = layer_norm(h, w[lp + "layer_norm1.weight"], w[lp + "layer_norm1.bias"], eps)
 
     def proj(name):
-        return (x @ w[f"{lp}self_attn.{name}.weight"].T + w[f"{lp}self_attn.{name}.bias"]).reshape(n, heads, hd).transpose(1, 0, 2)
+        return (
+            (x @ w[f"{lp}self_attn.{name}.weight"].T + w[f"{lp}self_attn.{name}.bias"])
+            .reshape(n, heads, hd)
+            .transpose(1, 0, 2)
+        )
 
-    q, k, v = proj("q_proj") * np.float32(hd ** -0.5), proj("k_proj"), proj("v_proj")
+    q, k, v = proj("q_proj") * np.float32(hd**-0.5), proj("k_proj"), proj("v_proj")
     s = q @ k.transpose(0, 2, 1)
     if mask is not None:
         s = s + mask
     s = np.exp(s - s.max(-1, keepdims=True))
     a = (s / s.sum(-1, keepdims=True)) @ v
-    h = h + a.transpose(1, 0, 2).reshape(n, d) @ w[lp + "self_attn.out_proj.weight"].T + w[lp + "self_attn.out_proj.bias"]
+    h = (
+        h
+        + a.transpose(1, 0, 2).reshape(n, d) @ w[lp + "self_attn.out_proj.weight"].T
+        + w[lp + "self_attn.out_proj.bias"]
+    )
     x = layer_norm(h, w[lp + "layer_norm2.weight"], w[lp + "layer_norm2.bias"], eps)
     x = x @ w[lp + "mlp.fc1.weight"].T + w[lp + "mlp.fc1.bias"]
     x = x * (1.0 / (1.0 + np.exp(-1.702 * x)))  # quick_gelu
@@ -82,9 +92,14 @@ class ClipTextNP:
             weights = read_weights(d / "model.safetensors", ("text_model.", "text_projection.weight"))
             if weights is None:
                 return None
-            tcfg = {**tcfg, "num_attention_heads": tcfg.get("num_attention_heads", 8),
-                    "num_hidden_layers": tcfg.get("num_hidden_layers", 12)}
-            tok_cfg = json.loads((d / "tokenizer_config.json").read_text()) if (d / "tokenizer_config.json").is_file() else {}
+            tcfg = {
+                **tcfg,
+                "num_attention_heads": tcfg.get("num_attention_heads", 8),
+                "num_hidden_layers": tcfg.get("num_hidden_layers", 12),
+            }
+            tok_cfg = (
+                json.loads((d / "tokenizer_config.json").read_text()) if (d / "tokenizer_config.json").is_file() else {}
+            )
             max_len = int(min(tok_cfg.get("model_max_length") or 77, tcfg.get("max_position_embeddings", 77)))
             tok = Tokenizer.from_file(str(d / "tokenizer.json"))
             tok.no_padding()

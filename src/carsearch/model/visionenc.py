@@ -80,7 +80,10 @@ class ClipVisionNP:
             h = layer_norm(h, w[p + "pre_layrnorm.weight"], w[p + "pre_layrnorm.bias"], self.eps)
             for i in range(self.layers):
                 h = encoder_layer(h, w, f"{p}encoder.layers.{i}.", self.heads, self.eps)
-            e = layer_norm(h[0], w[p + "post_layernorm.weight"], w[p + "post_layernorm.bias"], self.eps) @ w["visual_projection.weight"].T
+            e = (
+                layer_norm(h[0], w[p + "post_layernorm.weight"], w[p + "post_layernorm.bias"], self.eps)
+                @ w["visual_projection.weight"].T
+            )
             out.append(e / max(float(np.linalg.norm(e)), 1e-12))
         if not out:
             return np.zeros((0, w["visual_projection.weight"].shape[0]), np.float32)

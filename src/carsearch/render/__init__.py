@@ -3,6 +3,7 @@
 Public API: `find_torcs_cars`, `render_torcs`, `contact_sheet` (see `api.py`); building blocks:
 `parse_ac3d` (AC3D/.acc parser), `rasterize` (numpy z-buffer rasterizer), `load_car`.
 """
+
 from carsearch.render.ac3d import AC3DError, Mesh, parse_ac3d
 from carsearch.render.api import contact_sheet, default_torcs_dir, load_cars, render_torcs
 from carsearch.render.raster import Camera, Fragments, rasterize, sample_bilinear
@@ -10,7 +11,23 @@ from carsearch.render.scene import COLORS, VIEWS, view_from_azimuth
 from carsearch.render.torcs import MODEL_TABLE, CarLoadError, CarModel, find_torcs_cars, load_car
 
 __all__ = [
-    "AC3DError", "Camera", "CarLoadError", "CarModel", "COLORS", "Fragments", "MODEL_TABLE", "Mesh", "VIEWS",
-    "contact_sheet", "default_torcs_dir", "find_torcs_cars", "load_car", "load_cars", "parse_ac3d",
-    "rasterize", "render_torcs", "sample_bilinear", "view_from_azimuth",
+    "AC3DError",
+    "Camera",
+    "CarLoadError",
+    "CarModel",
+    "COLORS",
+    "Fragments",
+    "MODEL_TABLE",
+    "Mesh",
+    "VIEWS",
+    "contact_sheet",
+    "default_torcs_dir",
+    "find_torcs_cars",
+    "load_car",
+    "load_cars",
+    "parse_ac3d",
+    "rasterize",
+    "render_torcs",
+    "sample_bilinear",
+    "view_from_azimuth",
 ]

@@ -7,6 +7,7 @@ texture), `texrep`/`texoff`, `data` blocks, `numvert` (3 floats, or 6 with a ver
 .acc), `numsurf`/SURF with `mat` and `refs` (index + one or several UV pairs). Surface types:
 0 polygon (fan-triangulated), 4 triangle strip (TORCS); line types 1/2 are ignored.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -231,8 +232,17 @@ def parse_ac3d(path: str | Path) -> Mesh:
             else:
                 i += 1  # unknown token: ignore (forward compatible)
         # EOF without kids line: accept what we have
-        _emit(name, tex_name, texrep, texoff, verts, vnorm, surfs, xmath.matmul33(parent_R, R),
-              xmath.mat_rows(t, parent_R) + parent_t)
+        _emit(
+            name,
+            tex_name,
+            texrep,
+            texoff,
+            verts,
+            vnorm,
+            surfs,
+            xmath.matmul33(parent_R, R),
+            xmath.mat_rows(t, parent_R) + parent_t,
+        )
         return i
 
     def _emit(name, tex_name, texrep, texoff, verts, vnorm, surfs, Rw, tw):

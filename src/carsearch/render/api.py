@@ -1,4 +1,5 @@
 """Public API: render a labelled traffic-camera data set from TORCS car models."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -55,9 +56,15 @@ def _render_job(job: tuple) -> tuple[int, bytes, dict]:
     labels = car.labels()
     assert view_from_azimuth(spec.azimuth) == view
     labels.update(
-        color=color, view=view, scene=spec.scene, camera=camera, source="torcs",
-        azimuth_deg=round(spec.azimuth, 1), camera_height_m=round(spec.cam_height, 2),
-        time_of_day=spec.time, weather=spec.weather or "clear",
+        color=color,
+        view=view,
+        scene=spec.scene,
+        camera=camera,
+        source="torcs",
+        azimuth_deg=round(spec.azimuth, 1),
+        camera_height_m=round(spec.cam_height, 2),
+        time_of_day=spec.time,
+        weather=spec.weather or "clear",
     )
     return i, data, labels
 
@@ -76,11 +83,18 @@ def load_cars(car_dirs: list[Path]) -> tuple[list[CarModel], list[tuple[str, str
     return cars, skips
 
 
-def render_torcs(torcs_dir: Path, out_dir: Path, n_images: int, size: int = 224, seed: int = 0,
-                 workers: int = 0, colors: list[str] | None = None,
-                 jpeg_quality: tuple[int, int] = (60, 95),
-                 progress: bool = True,
-                 framing: tuple[float, float] | None = None) -> tuple[list[tuple[Path, dict]], list[tuple[str, str]]]:
+def render_torcs(
+    torcs_dir: Path,
+    out_dir: Path,
+    n_images: int,
+    size: int = 224,
+    seed: int = 0,
+    workers: int = 0,
+    colors: list[str] | None = None,
+    jpeg_quality: tuple[int, int] = (60, 95),
+    progress: bool = True,
+    framing: tuple[float, float] | None = None,
+) -> tuple[list[tuple[Path, dict]], list[tuple[str, str]]]:
     """Render `n_images` JPEGs (size x size) of the TORCS cars under `torcs_dir` into `out_dir`.
 
     Images are spread evenly over cars, colours, views and cameras (pole / dashcam); the result
@@ -113,8 +127,10 @@ def render_torcs(torcs_dir: Path, out_dir: Path, n_images: int, size: int = 224,
         framing = (float(framing[0]), float(framing[1]))
         if not 0 < framing[0] <= framing[1] <= 1.5:
             raise ValueError(f"bad framing {framing}: expected 0 < lo <= hi <= 1.5")
-    jobs = [(i, seed, int(car_i[i]), colors[col_i[i]], VIEWS[view_i[i]], CAMERAS[cam_i[i]], size, (lo, hi), framing)
-            for i in range(n_images)]
+    jobs = [
+        (i, seed, int(car_i[i]), colors[col_i[i]], VIEWS[view_i[i]], CAMERAS[cam_i[i]], size, (lo, hi), framing)
+        for i in range(n_images)
+    ]
     nw = workers if workers > 0 else (os.cpu_count() or 1)
     nw = max(1, min(nw, n_images))
     items: list[tuple[Path, dict]] = []
@@ -149,9 +165,12 @@ def render_torcs(torcs_dir: Path, out_dir: Path, n_images: int, size: int = 224,
         if bar is not None:
             bar.close()
     dt = time.time() - t0
-    print(f"render_torcs: {len(items)} images ({size}x{size}) of {len(cars)} cars"
-          f"{f', {len(skips)} cars skipped' if skips else ''} in {dt:.1f}s "
-          f"({len(items) / max(dt, 1e-9):.1f} img/s, {nw} workers) -> {out_dir}", file=sys.stderr)
+    print(
+        f"render_torcs: {len(items)} images ({size}x{size}) of {len(cars)} cars"
+        f"{f', {len(skips)} cars skipped' if skips else ''} in {dt:.1f}s "
+        f"({len(items) / max(dt, 1e-9):.1f} img/s, {nw} workers) -> {out_dir}",
+        file=sys.stderr,
+    )
     return items, skips
 
 

@@ -8,6 +8,7 @@ attribute interpolation (UV, normals, positions) costs O(pixels) not O(candidate
 Bit-exact on any machine: only elementwise IEEE arithmetic (no BLAS/matmul, no libm/SIMD
 transcendentals: camera trigonometry and 3x3 products go through `xmath`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ class Camera:
     near: float = 0.05
 
     @staticmethod
-    def look_at(pos, target, fov_deg: float, width: int, height: int, roll_deg: float = 0.0,
-                up=(0.0, 0.0, 1.0)) -> "Camera":
+    def look_at(
+        pos, target, fov_deg: float, width: int, height: int, roll_deg: float = 0.0, up=(0.0, 0.0, 1.0)
+    ) -> "Camera":
         pos = np.asarray(pos, float)
         fwd = np.asarray(target, float) - pos
         fwd /= xmath.vnorm(fwd)
@@ -71,8 +73,9 @@ class Fragments:
     depth: np.ndarray  # (H,W) float32 camera z (inf where empty)
 
 
-def rasterize(pos_cam: np.ndarray, width: int, height: int, f: float, near: float = 0.05,
-              max_candidates: int = 3_000_000) -> Fragments:
+def rasterize(
+    pos_cam: np.ndarray, width: int, height: int, f: float, near: float = 0.05, max_candidates: int = 3_000_000
+) -> Fragments:
     """Rasterize a camera-space triangle soup (T,3,3); returns per-pixel fragments.
 
     Triangles with a corner closer than `near` are dropped (the scenes keep the camera clear
@@ -97,8 +100,8 @@ def rasterize(pos_cam: np.ndarray, width: int, height: int, f: float, near: floa
     x1 = np.clip(x1, -1, W - 1)
     y0 = np.clip(y0, 0, H - 1)
     y1 = np.clip(y1, -1, H - 1)
-    bw = (x1 - x0 + 1)
-    bh = (y1 - y0 + 1)
+    bw = x1 - x0 + 1
+    bh = y1 - y0 + 1
     area = (sx[:, 1] - sx[:, 0]) * (sy[:, 2] - sy[:, 0]) - (sx[:, 2] - sx[:, 0]) * (sy[:, 1] - sy[:, 0])
     ok &= (bw > 0) & (bh > 0) & (np.abs(area) > 1e-12)
     ok &= (sx.max(1) > -W) & (sx.min(1) < 2 * W) & (sy.max(1) > -H) & (sy.min(1) < 2 * H)

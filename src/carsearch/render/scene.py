@@ -4,6 +4,7 @@ post-processing around a rasterized TORCS car.
 Every value that reaches a pixel is computed with elementwise IEEE arithmetic and `xmath` (no
 BLAS, no einsum, no numpy/libm transcendentals), so a scene renders to the same bytes whatever
 BLAS kernel, numpy SIMD path or worker count; see docs/REPRODUCIBILITY.md."""
+
 from __future__ import annotations
 
 import io
@@ -95,9 +96,14 @@ def _pick(rng: np.random.Generator, table) -> str:
     return names[int(rng.choice(len(names), p=np.array(p) / sum(p)))]
 
 
-def sample_scene(rng: np.random.Generator, color: str, view: str, camera: str,
-                 jpeg_quality: tuple[int, int] = (60, 95),
-                 framing: tuple[float, float] | None = None) -> SceneSpec:
+def sample_scene(
+    rng: np.random.Generator,
+    color: str,
+    view: str,
+    camera: str,
+    jpeg_quality: tuple[int, int] = (60, 95),
+    framing: tuple[float, float] | None = None,
+) -> SceneSpec:
     """`framing` (lo, hi): the car's bounding box spans a fraction in [lo, hi] of the frame (like a
     detector crop); None: the camera's own field of view (the car is smaller, varies more).
     Drawn after every other value, so the rest of the scene is the same either way."""
@@ -123,15 +129,29 @@ def sample_scene(rng: np.random.Generator, color: str, view: str, camera: str,
         sun_el = float(rng.uniform(55, 80))  # street lamp overhead
     n_lanes = int(rng.integers(2, 5))
     spec = SceneSpec(
-        color=color, view=view, camera=camera, time=time, weather=weather, azimuth=az,
-        cam_height=h, pitch=pitch, fov=float(rng.uniform(40, 65)) if camera == "dashcam" else 0.0,
-        fill=fill, roll=float(rng.normal(0, 1.5)),
-        aim=(float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.06, 0.06))), paint=paint,
-        sun_az=float(rng.uniform(0, 360)), sun_el=sun_el, n_lanes=n_lanes,
-        lane_idx=int(rng.integers(n_lanes)), roadside="grass" if rng.random() < 0.5 else "sidewalk",
-        yellow_centre=bool(rng.random() < 0.3), asphalt=float(rng.uniform(0.2, 0.34)),
+        color=color,
+        view=view,
+        camera=camera,
+        time=time,
+        weather=weather,
+        azimuth=az,
+        cam_height=h,
+        pitch=pitch,
+        fov=float(rng.uniform(40, 65)) if camera == "dashcam" else 0.0,
+        fill=fill,
+        roll=float(rng.normal(0, 1.5)),
+        aim=(float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.06, 0.06))),
+        paint=paint,
+        sun_az=float(rng.uniform(0, 360)),
+        sun_el=sun_el,
+        n_lanes=n_lanes,
+        lane_idx=int(rng.integers(n_lanes)),
+        roadside="grass" if rng.random() < 0.5 else "sidewalk",
+        yellow_centre=bool(rng.random() < 0.3),
+        asphalt=float(rng.uniform(0.2, 0.34)),
         fog_density=float(rng.uniform(0.01, 0.035)) if weather == "fog" else 0.0,
-        blur=float(rng.uniform(0.0, 0.9)), noise=float(rng.uniform(1.0, 5.0)) * (2.0 if time == "night" else 1.0),
+        blur=float(rng.uniform(0.0, 0.9)),
+        noise=float(rng.uniform(1.0, 5.0)) * (2.0 if time == "night" else 1.0),
         exposure=float(rng.uniform(0.9, 1.1)) * (1.6 if time == "night" else 1.0),  # night: gain up
         jpeg_quality=int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)),
         seed=int(rng.integers(2**31)),
@@ -187,17 +207,29 @@ def _lighting(spec: SceneSpec):
     az, el = xmath.radians(spec.sun_az), xmath.radians(spec.sun_el)
     L = np.array([xmath.cos(el) * xmath.cos(az), xmath.cos(el) * xmath.sin(az), xmath.sin(el)])
     if spec.time == "day":
-        d = dict(sun=np.array([1.0, 0.97, 0.9]) * 0.85, amb=np.array([0.52, 0.56, 0.64]),
-                 zenith=np.array([0.30, 0.50, 0.85]), horizon=np.array([0.78, 0.85, 0.93]),
-                 skyline=np.array([0.30, 0.36, 0.30]))
+        d = dict(
+            sun=np.array([1.0, 0.97, 0.9]) * 0.85,
+            amb=np.array([0.52, 0.56, 0.64]),
+            zenith=np.array([0.30, 0.50, 0.85]),
+            horizon=np.array([0.78, 0.85, 0.93]),
+            skyline=np.array([0.30, 0.36, 0.30]),
+        )
     elif spec.time == "dusk":
-        d = dict(sun=np.array([1.0, 0.55, 0.28]) * 0.75, amb=np.array([0.33, 0.28, 0.36]),
-                 zenith=np.array([0.16, 0.20, 0.42]), horizon=np.array([0.95, 0.55, 0.32]),
-                 skyline=np.array([0.10, 0.09, 0.12]))
+        d = dict(
+            sun=np.array([1.0, 0.55, 0.28]) * 0.75,
+            amb=np.array([0.33, 0.28, 0.36]),
+            zenith=np.array([0.16, 0.20, 0.42]),
+            horizon=np.array([0.95, 0.55, 0.32]),
+            skyline=np.array([0.10, 0.09, 0.12]),
+        )
     else:
-        d = dict(sun=np.array([1.0, 0.80, 0.52]) * 0.75, amb=np.array([0.12, 0.13, 0.18]),
-                 zenith=np.array([0.01, 0.015, 0.04]), horizon=np.array([0.08, 0.07, 0.09]),
-                 skyline=np.array([0.02, 0.02, 0.03]))
+        d = dict(
+            sun=np.array([1.0, 0.80, 0.52]) * 0.75,
+            amb=np.array([0.12, 0.13, 0.18]),
+            zenith=np.array([0.01, 0.015, 0.04]),
+            horizon=np.array([0.08, 0.07, 0.09]),
+            skyline=np.array([0.02, 0.02, 0.03]),
+        )
     if spec.weather in ("rain", "fog"):
         grey = d["horizon"].mean()
         k = 0.7
@@ -242,7 +274,9 @@ def make_camera(car: CarModel, spec: SceneSpec, S: int) -> Camera:
             target = tgt
     # shift the aim point a little so the car is not always centred
     right, down, fwd = cam.R
-    tgt2 = target + (spec.aim[0] * right + spec.aim[1] * down) * xmath.tan(xmath.radians(fov) / 2) * 2 * xmath.vnorm(pos - target)
+    tgt2 = target + (spec.aim[0] * right + spec.aim[1] * down) * xmath.tan(xmath.radians(fov) / 2) * 2 * xmath.vnorm(
+        pos - target
+    )
     return Camera.look_at(pos, tgt2, fov, S, S, roll_deg=spec.roll)
 
 
@@ -279,8 +313,11 @@ def _sky(dirs: np.ndarray, spec: SceneSpec, lit, rng) -> np.ndarray:
     if prof_rng.random() < 0.5:  # buildings: blocks of varied height and facade colour
         blk = prof_rng.integers(2, 5)
         heights = np.repeat(prof_rng.uniform(0.01, 0.10, nb) * (prof_rng.random(nb) < 0.8), blk)[:nb]
-        facade = np.repeat(prof_rng.uniform(0.35, 0.75, (nb, 1)) * np.array([[1.0, 0.96, 0.9]])
-                           * prof_rng.uniform(0.85, 1.1, (nb, 3)), blk, axis=0)[:nb]
+        facade = np.repeat(
+            prof_rng.uniform(0.35, 0.75, (nb, 1)) * np.array([[1.0, 0.96, 0.9]]) * prof_rng.uniform(0.85, 1.1, (nb, 3)),
+            blk,
+            axis=0,
+        )[:nb]
         col = facade[k] * bright * 0.75
         if spec.time == "night":  # lit windows
             win = (_noise_at(az * 40, el * 40, 1.0) > 0.55).astype(np.float32)
@@ -335,7 +372,11 @@ def _ground(G: np.ndarray, dist: np.ndarray, spec: SceneSpec, lit, car: CarModel
     col = np.where(off[..., None], side, col)
     # car shadow (soft box, offset away from the sun) + contact darkening
     sun_az, sun_el = xmath.radians(spec.sun_az), xmath.radians(spec.sun_el)
-    sh_len = 0.0 if spec.time == "night" or spec.weather else min(2.5, car.height * 0.6 / xmath.tan(xmath.radians(max(spec.sun_el, 8))))
+    sh_len = (
+        0.0
+        if spec.time == "night" or spec.weather
+        else min(2.5, car.height * 0.6 / xmath.tan(xmath.radians(max(spec.sun_el, 8))))
+    )
     ox, oy = -xmath.cos(sun_az) * sh_len, -xmath.sin(sun_az) * sh_len
     hl, hw = car.length / 2, car.width / 2
 
@@ -489,12 +530,21 @@ def render_scene(car: CarModel, spec: SceneSpec, size: int = 224, ss: int = 2) -
         col += shiny * spec_t * lit["sun"] * 0.9
         rv_z = 2 * ndv * nrm[:, 2] - view[:, 2]
         fres = 0.04 + 0.5 * xmath.ipow(1 - np.clip(ndv, 0, 1), 5)[:, None]
-        env = np.where(rv_z[:, None] > 0, lit["horizon"] * 0.5 + lit["zenith"] * 0.5, lit["amb"] * 0.25 * spec.asphalt * 3)
+        env = np.where(
+            rv_z[:, None] > 0, lit["horizon"] * 0.5 + lit["zenith"] * 0.5, lit["amb"] * 0.25 * spec.asphalt * 3
+        )
         col = col * (1 - shiny * fres) + shiny * fres * env * 1.1
         if spec.fog_density > 0:
-            dcar = frag.depth.ravel()[m] * xmath.norm3(np.stack([
-                ((np.nonzero(m)[0] % S) + 0.5 - S / 2) / cam.f, ((np.nonzero(m)[0] // S) + 0.5 - S / 2) / cam.f,
-                np.ones(t_.size)], 1))
+            dcar = frag.depth.ravel()[m] * xmath.norm3(
+                np.stack(
+                    [
+                        ((np.nonzero(m)[0] % S) + 0.5 - S / 2) / cam.f,
+                        ((np.nonzero(m)[0] // S) + 0.5 - S / 2) / cam.f,
+                        np.ones(t_.size),
+                    ],
+                    1,
+                )
+            )
             f = (1 - xmath.exp(-spec.fog_density * dcar))[:, None]
             col = col * (1 - f) + lit["fog"] * f
         img8.reshape(-1, 3)[m] = (np.clip(col * spec.exposure, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -512,7 +562,9 @@ def render_scene(car: CarModel, spec: SceneSpec, size: int = 224, ss: int = 2) -
         for _ in range(n):
             x, y = rng.uniform(0, size), rng.uniform(0, size)
             ln = rng.uniform(6, 18)
-            dr.line([(x, y), (x + ln * xmath.sin(ang), y + ln * xmath.cos(ang))], fill=int(rng.integers(50, 120)), width=1)
+            dr.line(
+                [(x, y), (x + ln * xmath.sin(ang), y + ln * xmath.cos(ang))], fill=int(rng.integers(50, 120)), width=1
+            )
         layer = layer.filter(ImageFilter.GaussianBlur(0.6))
         a = np.asarray(layer, np.float32)[..., None] / 255.0
         arr = np.asarray(out, np.float32)

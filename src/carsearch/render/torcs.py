@@ -1,5 +1,6 @@
 """TORCS car folders -> render-ready car models (mesh in a common frame, textures, wheels,
 body-paint mask) plus the make/model/body_type table for the 17 cars of Debian `torcs-data`."""
+
 from __future__ import annotations
 
 import re
@@ -251,7 +252,9 @@ def _paint_mask(rgb: np.ndarray, alpha: np.ndarray, samples: np.ndarray) -> tupl
     valid = lum_s > 0.06  # unused black texture areas and trim are not the paint
     # mid greys are mostly glass, trim and interior: count them at half weight
     w = np.where((sat_s < 0.08) & (lum_s > 0.1) & (lum_s < 0.5), 0.5, 1.0) * valid
-    counts = np.bincount(key, weights=w, minlength=512) if valid.any() else np.bincount(key, minlength=512).astype(float)
+    counts = (
+        np.bincount(key, weights=w, minlength=512) if valid.any() else np.bincount(key, minlength=512).astype(float)
+    )
     k1 = int(np.argmax(counts))
     doms = [samples[key == k1].mean(0)]
     qb = np.stack(np.unravel_index(np.arange(512), (8, 8, 8)), 1)
@@ -307,8 +310,9 @@ def _lights(params: dict[str, dict[str, str]], body_pos: np.ndarray, body_type: 
     for sec, att in params.items():
         if sec.startswith("Graphic Objects/Light/") and "type" in att:
             kind = "head" if att["type"].startswith("head") else "rear"
-            out.append((kind, _num(att, "xpos", 0), _num(att, "ypos", 0), _num(att, "zpos", 0.6),
-                        _num(att, "size", 0.2)))
+            out.append(
+                (kind, _num(att, "xpos", 0), _num(att, "ypos", 0), _num(att, "zpos", 0.6), _num(att, "size", 0.2))
+            )
     ext = body_pos.reshape(-1, 3)
     xmax, xmin = float(ext[:, 0].max()), float(ext[:, 0].min())
     hw = 0.5 * float(ext[:, 1].max() - ext[:, 1].min())
@@ -335,6 +339,7 @@ def load_car(folder: Path) -> CarModel:
         mesh = parse_ac3d(mesh_path)
     except AC3DError as e:
         raise CarLoadError(f"mesh {mesh_path.name}: {e}") from None
+
     # AC3D (x fwd, y up, z right) -> TORCS frame (x fwd, y left, z up)
     def conv(a):
         return np.stack([a[..., 0], -a[..., 2], a[..., 1]], -1)
@@ -379,8 +384,14 @@ def load_car(folder: Path) -> CarModel:
 
     textures = [np.round(t * 255).astype(np.uint8) for t in textures]
     # the body texture carries the paint mask and relative paint luminance (x 1/170) as channels 4, 5
-    textures[paint] = np.concatenate([textures[paint], np.round(pmask * 255).astype(np.uint8)[..., None],
-                                      np.round(np.clip(pratio, 0, 1.5) * 170).astype(np.uint8)[..., None]], -1)
+    textures[paint] = np.concatenate(
+        [
+            textures[paint],
+            np.round(pmask * 255).astype(np.uint8)[..., None],
+            np.round(np.clip(pratio, 0, 1.5) * 170).astype(np.uint8)[..., None],
+        ],
+        -1,
+    )
     # wheels from the XML (TORCS draws them itself; they are not in the body mesh)
     n_body = pos.shape[0]
     wheel_tex = _find_file(folder, params.get("Graphic Objects", {}).get("wheel texture", "tex-wheel.rgb"))
@@ -393,8 +404,10 @@ def load_car(folder: Path) -> CarModel:
     textures.append(np.array([15, 15, 17], np.uint8).reshape(1, 1, 3))
     t_rub = len(textures) - 1
     parts = [(pos, nrm, mesh.uv, tex)]
-    for axle, side_sections in (("Front Axle", ("Front Right Wheel", "Front Left Wheel")),
-                                ("Rear Axle", ("Rear Right Wheel", "Rear Left Wheel"))):
+    for axle, side_sections in (
+        ("Front Axle", ("Front Right Wheel", "Front Left Wheel")),
+        ("Rear Axle", ("Rear Right Wheel", "Rear Left Wheel")),
+    ):
         ax = params.get(axle)
         if not ax:
             continue
@@ -418,13 +431,24 @@ def load_car(folder: Path) -> CarModel:
     if make is None:
         cat = params.get("Car", {}).get("category", "").lower()
         make, model = "TORCS", pname or mid
-        body = ("buggy" if "offroad" in cat else "formula car" if "ow" in cat else "race car")
+        body = "buggy" if "offroad" in cat else "formula car" if "ow" in cat else "race car"
     lights = _lights(params, P[:n_body], body)
     return CarModel(
         lights=lights,
-        model_id=mid, folder=str(folder), make=make, model=model, body_type=body,
-        pos=P, nrm=N, uv=UV, tex=TX, textures=textures, paint_tex=paint,
+        model_id=mid,
+        folder=str(folder),
+        make=make,
+        model=model,
+        body_type=body,
+        pos=P,
+        nrm=N,
+        uv=UV,
+        tex=TX,
+        textures=textures,
+        paint_tex=paint,
         shiny=shiny,
-        length=float(ext[:, 0].max() - ext[:, 0].min()), width=float(ext[:, 1].max() - ext[:, 1].min()),
-        height=float(ext[:, 2].max()), n_body_tris=n_body,
+        length=float(ext[:, 0].max() - ext[:, 0].min()),
+        width=float(ext[:, 1].max() - ext[:, 1].min()),
+        height=float(ext[:, 2].max()),
+        n_body_tris=n_body,
     )

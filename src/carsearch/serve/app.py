@@ -43,11 +43,28 @@ from carsearch.serve.schemas import (
 
 log = logging.getLogger("carsearch.serve")
 STATIC = Path(__file__).parent / "static"
-DEFAULTS = {"max_upload_bytes": 8_000_000, "max_image_pixels": 40_000_000, "default_page_size": 24, "max_page_size": 100,
-            "max_results": 1000, "facet_candidates": 200, "facet_top": 12, "thumb_size": 256,
-            "cache_dir": ".carsearch/thumbs", "text_cache_size": 2048}
-IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-               ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
+DEFAULTS = {
+    "max_upload_bytes": 8_000_000,
+    "max_image_pixels": 40_000_000,
+    "default_page_size": 24,
+    "max_page_size": 100,
+    "max_results": 1000,
+    "facet_candidates": 200,
+    "facet_top": 12,
+    "thumb_size": 256,
+    "cache_dir": ".carsearch/thumbs",
+    "text_cache_size": 2048,
+}
+IMAGE_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".bmp": "image/bmp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+}
 WHY_ATTRS = ("color", "body_type", "view", "make", "model", "scene")
 
 
@@ -117,8 +134,12 @@ class Service:
         self._text_cache: OrderedDict = OrderedDict()
         self._text_lock = threading.Lock()
         cache = self.cfg.get("cache_dir") or ".carsearch/thumbs"
-        self.thumb_dir = (Path(cache) if Path(cache).is_absolute() else self.root / cache) / str(int(self.cfg["thumb_size"]))
-        self._allowed = [p.resolve() for p in (self.root, searcher.index_dir) if p is not None]  # no folder: s3:// index
+        self.thumb_dir = (Path(cache) if Path(cache).is_absolute() else self.root / cache) / str(
+            int(self.cfg["thumb_size"])
+        )
+        self._allowed = [
+            p.resolve() for p in (self.root, searcher.index_dir) if p is not None
+        ]  # no folder: s3:// index
 
     def refresh(self):
         """Follow the pointer (one stat); the model key the request will use."""
@@ -163,13 +184,21 @@ class Service:
         if picture is not None and req.like:
             raise ApiError(400, "bad_query", "give an uploaded image or like=<id>, not both")
         if not (q or picture is not None or req.like):
-            raise ApiError(400, "empty_query", "nothing to search for: give a text query (q), an image, or like=<image id>"
-                           + (" (a negative text alone is not a query)" if neg else ""))
+            raise ApiError(
+                400,
+                "empty_query",
+                "nothing to search for: give a text query (q), an image, or like=<image id>"
+                + (" (a negative text alone is not a query)" if neg else ""),
+            )
         limit = self.page_size(req.limit)
         max_results = int(self.cfg["max_results"])
         if req.offset + limit > max_results:
-            raise ApiError(400, "bad_page", f"offset + limit = {req.offset + limit}: results are available up to "
-                           f"{max_results} (serve.max_results); narrow the query with filters")
+            raise ApiError(
+                400,
+                "bad_page",
+                f"offset + limit = {req.offset + limit}: results are available up to "
+                f"{max_results} (serve.max_results); narrow the query with filters",
+            )
         try:
             where = build_where(req.filters.active())
         except QueryError as e:
@@ -196,7 +225,9 @@ class Service:
                 if norm < 1e-6:
                     raise ApiError(400, "bad_weights", "the weighted query vectors cancel out; change the weights")
                 vec = (vec / norm).astype(np.float32)
-                n = min(max(int(self.cfg["facet_candidates"]), req.offset + limit), max_results) + (1 if req.like else 0)
+                n = min(max(int(self.cfg["facet_candidates"]), req.offset + limit), max_results) + (
+                    1 if req.like else 0
+                )
                 rows = self.s.search_vector(vec, n, 0, where)
             except ApiError:
                 raise
@@ -208,25 +239,51 @@ class Service:
                 break
         if req.like:  # more like this: not the image itself
             rows = [r for r in rows if r["id"] != req.like][: n - 1]
-        page = rows[req.offset: req.offset + limit]
+        page = rows[req.offset : req.offset + limit]
         hits, qc, nc = [], (_canon(q) if q else None), (_canon(neg) if neg else None)
         for i, r in enumerate(page):
-            hits.append({"rank": req.offset + i + 1, "id": r["id"], "score": round(float(r["score"]), 6),
-                         "caption": r.get("caption") or "", **{c: r.get(c) or "" for c in FILTER_COLUMNS},
-                         "image_url": f"/api/v1/images/{r['id']}", "thumb_url": f"/api/v1/thumbs/{r['id']}",
-                         "why": why(r, qc, nc, ref, canon=False)})
+            hits.append(
+                {
+                    "rank": req.offset + i + 1,
+                    "id": r["id"],
+                    "score": round(float(r["score"]), 6),
+                    "caption": r.get("caption") or "",
+                    **{c: r.get(c) or "" for c in FILTER_COLUMNS},
+                    "image_url": f"/api/v1/images/{r['id']}",
+                    "thumb_url": f"/api/v1/thumbs/{r['id']}",
+                    "why": why(r, qc, nc, ref, canon=False),
+                }
+            )
         facets = {}
         if req.facets:
             top = int(self.cfg["facet_top"])
             for c in FILTER_COLUMNS:
                 counts = Counter(r.get(c) for r in rows if r.get(c))
-                facets[c] = [{"value": v, "count": k} for v, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
-        query = {"q": q, "neg": neg, "like": req.like, "image": picture is not None, "w_text": req.w_text,
-                 "w_image": req.w_image, "w_neg": req.w_neg, "filters": req.filters.active()}
-        return {"query": query, "offset": req.offset, "limit": limit, "candidates": len(rows),
-                "has_more": req.offset + limit < len(rows), "hits": hits, "facets": facets,
-                "facet_scope": f"top {len(rows)} hits of the filtered search (serve.facet_candidates = {self.cfg['facet_candidates']})",
-                "index_version": self.s.meta.get("version"), "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
+                facets[c] = [
+                    {"value": v, "count": k} for v, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+                ]
+        query = {
+            "q": q,
+            "neg": neg,
+            "like": req.like,
+            "image": picture is not None,
+            "w_text": req.w_text,
+            "w_image": req.w_image,
+            "w_neg": req.w_neg,
+            "filters": req.filters.active(),
+        }
+        return {
+            "query": query,
+            "offset": req.offset,
+            "limit": limit,
+            "candidates": len(rows),
+            "has_more": req.offset + limit < len(rows),
+            "hits": hits,
+            "facets": facets,
+            "facet_scope": f"top {len(rows)} hits of the filtered search (serve.facet_candidates = {self.cfg['facet_candidates']})",
+            "index_version": self.s.meta.get("version"),
+            "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+        }
 
     # ---- files
     def image_file(self, image_id: str) -> Path:
@@ -241,9 +298,15 @@ class Service:
         try:
             real = p.resolve(strict=True)
         except (OSError, RuntimeError):
-            raise ApiError(404, "missing_file", f"image {image_id} is indexed but its file is gone (rebuild the index)") from None
+            raise ApiError(
+                404, "missing_file", f"image {image_id} is indexed but its file is gone (rebuild the index)"
+            ) from None
         # the table is the only source of paths; still, never serve a file that resolves outside the repo / index
-        if not any(real.is_relative_to(a) for a in self._allowed) or not real.is_file() or real.suffix.lower() not in IMAGE_TYPES:
+        if (
+            not any(real.is_relative_to(a) for a in self._allowed)
+            or not real.is_file()
+            or real.suffix.lower() not in IMAGE_TYPES
+        ):
             raise ApiError(404, "missing_file", f"image {image_id}: its file is not servable")
         return real
 
@@ -271,17 +334,37 @@ class Service:
         created = m.get("created")
         if created is None and str(m.get("version", "")).startswith("v-"):
             try:
-                created = datetime.strptime(m["version"][2:17], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+                created = (
+                    datetime.strptime(m["version"][2:17], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+                )
             except ValueError:
                 created = None
         built = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds") if created else None
-        return {"rows": int(self.s.table.count_rows()), "model": m.get("model"), "model_ref": m.get("model_ref"),
-                "content_hash": m.get("content_hash"), "registered_model": m.get("registered_model"),
-                "promotion": m.get("promotion"), "index_version": m.get("version"), "built_at": built,
-                "corpus": m.get("corpus"), "metric": m.get("metric"), "search": m.get("search"),
-                "filter_columns": list(FILTER_COLUMNS),
-                "limits": {k: int(self.cfg[k]) for k in ("max_upload_bytes", "default_page_size", "max_page_size",
-                                                          "max_results", "facet_candidates", "thumb_size")}}
+        return {
+            "rows": int(self.s.table.count_rows()),
+            "model": m.get("model"),
+            "model_ref": m.get("model_ref"),
+            "content_hash": m.get("content_hash"),
+            "registered_model": m.get("registered_model"),
+            "promotion": m.get("promotion"),
+            "index_version": m.get("version"),
+            "built_at": built,
+            "corpus": m.get("corpus"),
+            "metric": m.get("metric"),
+            "search": m.get("search"),
+            "filter_columns": list(FILTER_COLUMNS),
+            "limits": {
+                k: int(self.cfg[k])
+                for k in (
+                    "max_upload_bytes",
+                    "default_page_size",
+                    "max_page_size",
+                    "max_results",
+                    "facet_candidates",
+                    "thumb_size",
+                )
+            },
+        }
 
 
 # ------------------------------------------------------------------ the app
@@ -344,11 +427,18 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
 
         searcher = CarSearch(index_dir, root=root)
     svc = Service(searcher, settings, root)
-    app = FastAPIOffline(title="carsearch", version="1",  # /docs assets served locally: no CDN
-                  description="Search the car index by text, by image, or both. Errors are "
-                              "`{\"error\": {\"code\", \"message\"}}` with a 4xx status.",
-                  responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-                             413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+    app = FastAPIOffline(
+        title="carsearch",
+        version="1",  # /docs assets served locally: no CDN
+        description="Search the car index by text, by image, or both. Errors are "
+        '`{"error": {"code", "message"}}` with a 4xx status.',
+        responses={
+            400: {"model": ErrorResponse},
+            404: {"model": ErrorResponse},
+            413: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+        },
+    )
     app.state.service = svc
 
     @app.exception_handler(ApiError)
@@ -394,22 +484,58 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         return svc.info()
 
     def _request(q, neg, like, w_text, w_image, w_neg, offset, limit, facets, **filters) -> SearchRequest:
-        return SearchRequest(q=q, neg=neg, like=like, w_text=w_text, w_image=w_image, w_neg=w_neg, offset=offset,
-                             limit=limit, facets=facets, filters=Filters(**{k: v or [] for k, v in filters.items()}))
+        return SearchRequest(
+            q=q,
+            neg=neg,
+            like=like,
+            w_text=w_text,
+            w_image=w_image,
+            w_neg=w_neg,
+            offset=offset,
+            limit=limit,
+            facets=facets,
+            filters=Filters(**{k: v or [] for k, v in filters.items()}),
+        )
 
     @app.get("/api/v1/search", response_model=SearchResponse, tags=["search"])
-    def search_get(q: Optional[str] = Query(None, description="text query"),
-                   neg: Optional[str] = Query(None, description="negative text"),
-                   like: Optional[str] = Query(None, description="id of an indexed image (more like this)"),
-                   w_text: float = 1.0, w_image: float = 1.0, w_neg: float = 0.5, offset: int = 0,
-                   limit: Optional[int] = None, facets: bool = True,
-                   make: list[str] = Query([]), model: list[str] = Query([]), body_type: list[str] = Query([]),
-                   color: list[str] = Query([]), view: list[str] = Query([]), scene: list[str] = Query([]),
-                   split: list[str] = Query([])):
+    def search_get(
+        q: Optional[str] = Query(None, description="text query"),
+        neg: Optional[str] = Query(None, description="negative text"),
+        like: Optional[str] = Query(None, description="id of an indexed image (more like this)"),
+        w_text: float = 1.0,
+        w_image: float = 1.0,
+        w_neg: float = 0.5,
+        offset: int = 0,
+        limit: Optional[int] = None,
+        facets: bool = True,
+        make: list[str] = Query([]),
+        model: list[str] = Query([]),
+        body_type: list[str] = Query([]),
+        color: list[str] = Query([]),
+        view: list[str] = Query([]),
+        scene: list[str] = Query([]),
+        split: list[str] = Query([]),
+    ):
         """Search by text, by an indexed image (`like`), or both, with an optional negative text;
         repeat a filter for any of several values (`color=red&color=blue`)."""
-        req = _request(q, neg, like, w_text, w_image, w_neg, offset, limit, facets, make=make, model=model,
-                       body_type=body_type, color=color, view=view, scene=scene, split=split)
+        req = _request(
+            q,
+            neg,
+            like,
+            w_text,
+            w_image,
+            w_neg,
+            offset,
+            limit,
+            facets,
+            make=make,
+            model=model,
+            body_type=body_type,
+            color=color,
+            view=view,
+            scene=scene,
+            split=split,
+        )
         return svc.search(req)
 
     @app.post("/api/v1/search", response_model=SearchResponse, tags=["search"])
@@ -418,20 +544,49 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         return svc.search(req)
 
     @app.post("/api/v1/search/image", response_model=SearchResponse, tags=["search"])
-    async def search_image(image: UploadFile = File(..., description="the query image (jpg, png, webp, ...)"),
-                           q: Optional[str] = Form(None), neg: Optional[str] = Form(None),
-                           w_text: float = Form(1.0), w_image: float = Form(1.0), w_neg: float = Form(0.5),
-                           offset: int = Form(0), limit: Optional[int] = Form(None), facets: bool = Form(True),
-                           make: list[str] = Form([]), model: list[str] = Form([]), body_type: list[str] = Form([]),
-                           color: list[str] = Form([]), view: list[str] = Form([]), scene: list[str] = Form([]),
-                           split: list[str] = Form([])):
+    async def search_image(
+        image: UploadFile = File(..., description="the query image (jpg, png, webp, ...)"),
+        q: Optional[str] = Form(None),
+        neg: Optional[str] = Form(None),
+        w_text: float = Form(1.0),
+        w_image: float = Form(1.0),
+        w_neg: float = Form(0.5),
+        offset: int = Form(0),
+        limit: Optional[int] = Form(None),
+        facets: bool = Form(True),
+        make: list[str] = Form([]),
+        model: list[str] = Form([]),
+        body_type: list[str] = Form([]),
+        color: list[str] = Form([]),
+        view: list[str] = Form([]),
+        scene: list[str] = Form([]),
+        split: list[str] = Form([]),
+    ):
         """Search by an uploaded image (multipart field `image`), optionally with a text and a negative text."""
-        req = _request(q, neg, None, w_text, w_image, w_neg, offset, limit, facets, make=make, model=model,
-                       body_type=body_type, color=color, view=view, scene=scene, split=split)
+        req = _request(
+            q,
+            neg,
+            None,
+            w_text,
+            w_image,
+            w_neg,
+            offset,
+            limit,
+            facets,
+            make=make,
+            model=model,
+            body_type=body_type,
+            color=color,
+            view=view,
+            scene=scene,
+            split=split,
+        )
         limit_bytes = int(svc.cfg["max_upload_bytes"])
         data = await image.read(limit_bytes + 1)
         if len(data) > limit_bytes:
-            raise ApiError(413, "too_large", f"image over the upload limit ({limit_bytes} bytes, serve.max_upload_bytes)")
+            raise ApiError(
+                413, "too_large", f"image over the upload limit ({limit_bytes} bytes, serve.max_upload_bytes)"
+            )
         if not data:
             raise ApiError(400, "bad_image", "the uploaded image is empty")
         picture = await run_in_threadpool(_decode_upload, data, int(svc.cfg["max_image_pixels"]))
@@ -441,13 +596,16 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
     def image(image_id: str):
         """The indexed image file (looked up by id in the index table; no client paths)."""
         p = svc.image_file(image_id)
-        return FileResponse(p, media_type=IMAGE_TYPES[p.suffix.lower()], headers={"Cache-Control": "public, max-age=3600"})
+        return FileResponse(
+            p, media_type=IMAGE_TYPES[p.suffix.lower()], headers={"Cache-Control": "public, max-age=3600"}
+        )
 
     @app.get("/api/v1/thumbs/{image_id}", tags=["images"], response_class=FileResponse)
     def thumb(image_id: str):
         """A JPEG thumbnail (longest edge serve.thumb_size), generated on first request and cached."""
-        return FileResponse(svc.thumb_file(image_id), media_type="image/jpeg",
-                            headers={"Cache-Control": "public, max-age=3600"})
+        return FileResponse(
+            svc.thumb_file(image_id), media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"}
+        )
 
     # ---- the page
     @app.get("/", include_in_schema=False)
@@ -477,5 +635,10 @@ def serve(host: str | None = None, port: int | None = None, index_dir=None, acce
     if threads:
         torch.set_num_threads(threads)
     app = create_app(settings=cfg, root=root, index_dir=index_dir or params["paths"]["index_dir"])
-    uvicorn.run(app, host=host or cfg.get("host") or "127.0.0.1", port=int(port if port is not None else cfg.get("port") or 8000),
-                access_log=access_log, log_level="info")
+    uvicorn.run(
+        app,
+        host=host or cfg.get("host") or "127.0.0.1",
+        port=int(port if port is not None else cfg.get("port") or 8000),
+        access_log=access_log,
+        log_level="info",
+    )

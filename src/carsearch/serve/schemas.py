@@ -53,9 +53,11 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     q: Optional[Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]] = Field(
-        None, description="text query, e.g. 'red pickup seen from behind'")
+        None, description="text query, e.g. 'red pickup seen from behind'"
+    )
     neg: Optional[Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]] = Field(
-        None, description="negative text: steer away from it ('a taxi')")
+        None, description="negative text: steer away from it ('a taxi')"
+    )
     like: Optional[ImageId] = Field(None, description="id of an indexed image: 'more like this'")
     w_text: float = Field(1.0, ge=0, le=10)
     w_image: float = Field(1.0, ge=0, le=10)
@@ -103,7 +105,9 @@ class SearchResponse(BaseModel):
     query: dict[str, Any]
     offset: int
     limit: int
-    candidates: int = Field(description="hits considered for facets and paging (the top serve.facet_candidates, filtered)")
+    candidates: int = Field(
+        description="hits considered for facets and paging (the top serve.facet_candidates, filtered)"
+    )
     has_more: bool
     hits: list[SearchHit]
     facets: dict[str, list[FacetValue]]

@@ -50,8 +50,10 @@ def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0, s
     if set_name:
         sets = eval_metrics.get("sets") or {}
         if set_name not in sets:
-            raise ParamsError(f"index.promote.set: {set_name!r} is not an evaluated set (eval.json has "
-                              f"{sorted(sets) or 'no eval sets'}; configure it under eval.sets)")
+            raise ParamsError(
+                f"index.promote.set: {set_name!r} is not an evaluated set (eval.json has "
+                f"{sorted(sets) or 'no eval sets'}; configure it under eval.sets)"
+            )
         source, where = sets[set_name], f"eval set {set_name!r}"
 
     def get(name: str) -> float:
@@ -59,7 +61,9 @@ def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0, s
         for part in metric.split("."):
             if not isinstance(cur, dict) or part not in cur:
                 example = "text_to_image.precision@5" if set_name else "text_to_image.recall@5, image_to_image.map@10"
-                raise ParamsError(f"index.promote.metric: {metric!r} not in eval.json[{name!r}] of {where} (e.g. {example})")
+                raise ParamsError(
+                    f"index.promote.metric: {metric!r} not in eval.json[{name!r}] of {where} (e.g. {example})"
+                )
             cur = cur[part]
         return float(cur)
 
@@ -67,14 +71,30 @@ def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0, s
     gain = ft - base
     use = "finetuned" if gain > min_gain else "base"
     cmp = ">" if use == "finetuned" else "<="
-    reason = (f"on {where}: fine-tuned {metric} {ft:.4f} {cmp} base {base:.4f} + min_gain {min_gain:g}"
-              + ("" if use == "finetuned" else ": fine-tuning did not pay, indexing with the base model"))
-    out = {"use": use, "reason": reason, "metric": metric, "set": set_name or "test split", "finetuned": round(ft, 4),
-           "base": round(base, 4), "gain": round(gain, 4), "min_gain": min_gain}
+    reason = f"on {where}: fine-tuned {metric} {ft:.4f} {cmp} base {base:.4f} + min_gain {min_gain:g}" + (
+        "" if use == "finetuned" else ": fine-tuning did not pay, indexing with the base model"
+    )
+    out = {
+        "use": use,
+        "reason": reason,
+        "metric": metric,
+        "set": set_name or "test split",
+        "finetuned": round(ft, 4),
+        "base": round(base, 4),
+        "gain": round(gain, 4),
+        "min_gain": min_gain,
+    }
     if eval_metrics.get("sets"):  # every set's headline numbers, whichever decided
-        out["sets"] = {n: {m: {d: {k: v for k, v in r[m][d].items() if k.startswith("precision@")}
-                               for d in ("text_to_image", "image_to_image")} for m in ("base", "finetuned")}
-                       for n, r in eval_metrics["sets"].items()}
+        out["sets"] = {
+            n: {
+                m: {
+                    d: {k: v for k, v in r[m][d].items() if k.startswith("precision@")}
+                    for d in ("text_to_image", "image_to_image")
+                }
+                for m in ("base", "finetuned")
+            }
+            for n, r in eval_metrics["sets"].items()
+        }
     return out
 
 
@@ -94,16 +114,24 @@ def promoted_model(params: dict, root, decision: dict, stage):
         run_file = ft_dir / "carsearch_run.json"
         run = json.loads(run_file.read_text()) if run_file.is_file() else {}
         reg = run.get("registered_model") or {}
-        registered = {"name": reg.get("name"), "version": reg.get("version"), "mlflow_run_id": run.get("mlflow_run_id"),
-                      "content_hash": content, "registry_checked": False, "source_dir": paths["model_dir"]}
+        registered = {
+            "name": reg.get("name"),
+            "version": reg.get("version"),
+            "mlflow_run_id": run.get("mlflow_run_id"),
+            "content_hash": content,
+            "registry_checked": False,
+            "source_dir": paths["model_dir"],
+        }
         if reg:
             tracking.setup(params["mlflow"])
             mv = tracking.find_model_version(reg)
             if mv is not None:
                 registered["registry_checked"] = True
                 if mv["tags"].get("content_hash") not in (None, content):
-                    raise ValueError(f"build_index: {paths['model_dir']} (hash {content}) is not what "
-                                     f"{reg['name']} v{reg['version']} registered ({mv['tags']['content_hash']})")
+                    raise ValueError(
+                        f"build_index: {paths['model_dir']} (hash {content}) is not what "
+                        f"{reg['name']} v{reg['version']} registered ({mv['tags']['content_hash']})"
+                    )
         return model, processor, MODEL_SUBDIR, f"{paths['model_dir']}@{content}", registered
     spec = params["model"]
     model, processor = load_clip(spec, seed=params["train"]["seed"])
@@ -112,8 +140,13 @@ def promoted_model(params: dict, root, decision: dict, stage):
     else:  # the random-init tiny model (or a local pretrained dir) travels inside the index
         save_clip(model, processor, model_copy)
         content, model_dir = dir_hash(model_copy), MODEL_SUBDIR
-    return model, processor, model_dir, f"base:{spec.get('pretrained') or spec.get('name')}@{content}", {
-        "name": None, "version": None, "base_model": spec.get("name"), "content_hash": content}
+    return (
+        model,
+        processor,
+        model_dir,
+        f"base:{spec.get('pretrained') or spec.get('name')}@{content}",
+        {"name": None, "version": None, "base_model": spec.get("name"), "content_hash": content},
+    )
 
 
 def main() -> None:
@@ -125,17 +158,24 @@ def main() -> None:
     if promote.get("metric"):
         if not eval_file.is_file():
             raise FileNotFoundError(f"build_index: {eval_file} not found; run the evaluate stage first")
-        decision = promotion_decision(json.loads(eval_file.read_text()), promote["metric"], float(promote.get("min_gain", 0.0)),
-                                      promote.get("set"))
+        decision = promotion_decision(
+            json.loads(eval_file.read_text()),
+            promote["metric"],
+            float(promote.get("min_gain", 0.0)),
+            promote.get("set"),
+        )
     else:
         decision = {"use": "finetuned", "reason": "no promotion gate configured (index.promote.metric: null)"}
 
     index_dir = resolve(paths["index_dir"], root)
     t0 = time.perf_counter()
-    rows, rejects = corpus.gather(params, root, index_dir / IMAGES_SUBDIR,
-                                  progress=lambda it: tqdm(it, desc="read corpus", unit="img"))
+    rows, rejects = corpus.gather(
+        params, root, index_dir / IMAGES_SUBDIR, progress=lambda it: tqdm(it, desc="read corpus", unit="img")
+    )
     if not rows:
-        raise ValueError(f"build_index: the corpus ({cfg.get('corpus') or 'ingested'}) has no usable image; nothing to index")
+        raise ValueError(
+            f"build_index: the corpus ({cfg.get('corpus') or 'ingested'}) has no usable image; nothing to index"
+        )
     keep = int(cfg.get("keep_versions") or 2)
     stage, version = begin(index_dir), None
     try:
@@ -143,11 +183,24 @@ def main() -> None:
         content = registered["content_hash"]
         cache = open_embed_cache(cfg, content)
         bs = int(cfg.get("batch_size") or 64)
-        workers = cfg.get("num_workers")  # decode processes feeding the model (carsearch.loader); null: one per spare core
-        vectors, estats = embed_with_cache([r["id"] for r in rows], [resolve(r["path"], root) for r in rows], cache,
-                                           lambda ps: encode_images(model, processor, ps, batch_size=bs, progress=len(ps) > bs,
-                                                                    num_workers=workers, draft=bool(cfg.get("decode_draft", True))),
-                                           chunk=max(512, 32 * bs))  # decode workers start once per chunk
+        workers = cfg.get(
+            "num_workers"
+        )  # decode processes feeding the model (carsearch.loader); null: one per spare core
+        vectors, estats = embed_with_cache(
+            [r["id"] for r in rows],
+            [resolve(r["path"], root) for r in rows],
+            cache,
+            lambda ps: encode_images(
+                model,
+                processor,
+                ps,
+                batch_size=bs,
+                progress=len(ps) > bs,
+                num_workers=workers,
+                draft=bool(cfg.get("decode_draft", True)),
+            ),
+            chunk=max(512, 32 * bs),
+        )  # decode workers start once per chunk
         version = new_version()
         # index.uri: the table goes straight to object storage (LanceDB on S3); the local version
         # keeps the model and the pointer, and the bucket gets both too (carsearch.remote)
@@ -157,48 +210,87 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - lance's object-store errors: one line naming the bucket
             if not cfg.get("uri"):
                 raise
-            raise remote.RemoteIndexError(f"index.uri {cfg['uri']}: cannot write the table: {type(e).__name__}: "
-                                          f"{str(e).splitlines()[0][:300]}") from None
+            raise remote.RemoteIndexError(
+                f"index.uri {cfg['uri']}: cannot write the table: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            ) from None
         if rejects:
             write_jsonl(stage / "rejects.jsonl", rejects)
-        summary = {"rows": len(rows), "dim": int(vectors.shape[1]), "search": kind, "model": decision["use"],
-                   "corpus": cfg.get("corpus") or "ingested", "corpus_path": cfg.get("corpus_path"), "rejected": len(rejects),
-                   **({"uri": cfg["uri"]} if cfg.get("uri") else {}),
-                   "model_dir": model_dir, "model_ref": model_ref, "content_hash": content, "registered_model": registered, "promotion": decision,
-                   **estats, "seconds": round(time.perf_counter() - t0, 2)}
+        summary = {
+            "rows": len(rows),
+            "dim": int(vectors.shape[1]),
+            "search": kind,
+            "model": decision["use"],
+            "corpus": cfg.get("corpus") or "ingested",
+            "corpus_path": cfg.get("corpus_path"),
+            "rejected": len(rejects),
+            **({"uri": cfg["uri"]} if cfg.get("uri") else {}),
+            "model_dir": model_dir,
+            "model_ref": model_ref,
+            "content_hash": content,
+            "registered_model": registered,
+            "promotion": decision,
+            **estats,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
         search_defaults = {k: cfg.get(k) for k in ("nprobes", "refine_factor")}  # per-query defaults of CarSearch
         where = {"uri": cfg["uri"], "table_uri": table_loc} if cfg.get("uri") else {}
-        publish(index_dir, stage, {"table": cfg["table"], "metric": cfg["metric"], "created": time.time(), **summary,
-                                   **search_defaults, **where},
-                keep=keep, version=version)
+        publish(
+            index_dir,
+            stage,
+            {
+                "table": cfg["table"],
+                "metric": cfg["metric"],
+                "created": time.time(),
+                **summary,
+                **search_defaults,
+                **where,
+            },
+            keep=keep,
+            version=version,
+        )
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        if cfg.get("uri") and version and not (index_dir / version).is_dir():  # a table written to the bucket, never published
+        if (
+            cfg.get("uri") and version and not (index_dir / version).is_dir()
+        ):  # a table written to the bucket, never published
             with contextlib.suppress(Exception):
                 remote.delete_prefix(remote.join(cfg["uri"], version) + "/")
         raise
     if decision["use"] == "finetuned" and registered.get("registry_checked"):
         # the registry alias follows the index: @champion = the version the live index was built with
         previous = tracking.set_champion(registered)
-        registered.update(alias=tracking.CHAMPION, uri=f"models:/{registered['name']}@{tracking.CHAMPION}",
-                          previous_champion=None if previous is None else int(previous))
+        registered.update(
+            alias=tracking.CHAMPION,
+            uri=f"models:/{registered['name']}@{tracking.CHAMPION}",
+            previous_champion=None if previous is None else int(previous),
+        )
         write_meta(index_dir, {**(read_meta(index_dir) or {}), "registered_model": registered})
     if cfg.get("uri"):  # the model, then the pointer: a searcher anywhere opens CarSearch("s3://…")
         model_local = index_dir / version / model_dir if model_dir == MODEL_SUBDIR else None
         remote.publish(cfg["uri"], version, model_local, read_meta(index_dir) or {}, keep=keep)
         print(f"build_index: published {version} to {cfg['uri']} (table, model, pointer)")
     index_rel = paths["index_dir"]
-    write_json(resolve(paths["metrics_dir"], root) / "index.json",
-               # what the embedding cache held is machine state, not a property of the index: not a metric
-               {**{k: v for k, v in summary.items() if k not in ("seconds", "embed_seconds", "embedded", "cached")},
-                # which version held the alias before depends on this machine's registry history: pointer only
-                "registered_model": {k: v for k, v in registered.items() if k != "previous_champion"}})
+    write_json(
+        resolve(paths["metrics_dir"], root) / "index.json",
+        # what the embedding cache held is machine state, not a property of the index: not a metric
+        {
+            **{k: v for k, v in summary.items() if k not in ("seconds", "embed_seconds", "embedded", "cached")},
+            # which version held the alias before depends on this machine's registry history: pointer only
+            "registered_model": {k: v for k, v in registered.items() if k != "previous_champion"},
+        },
+    )
     for line in summarise(rejects, "file", f"{index_rel}/{version}/rejects.jsonl"):
         print(f"build_index: {line}")
-    reg_txt = f", registered {registered['name']} v{registered['version']}" if registered and registered.get("version") else ""
-    print(f"build_index: {len(rows)} images ({estats['embedded']} embedded, {estats['cached']} from the embedding cache) "
-          f"into {index_rel}/{version}/{cfg['table']} ({kind}) with the {decision['use']} model {model_ref}{reg_txt}; "
-          f"{decision['reason']}")
+    reg_txt = (
+        f", registered {registered['name']} v{registered['version']}"
+        if registered and registered.get("version")
+        else ""
+    )
+    print(
+        f"build_index: {len(rows)} images ({estats['embedded']} embedded, {estats['cached']} from the embedding cache) "
+        f"into {index_rel}/{version}/{cfg['table']} ({kind}) with the {decision['use']} model {model_ref}{reg_txt}; "
+        f"{decision['reason']}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,22 +22,53 @@ from carsearch.features.captioning.parse import CaptionError
 BACKENDS = ("offline", "bedrock", "openai")
 
 
-def _metrics(backend: str, model_id: str, records: int, succeeded: int, tokens_in: int, tokens_out: int,
-             prices: dict, mode: str, **extra) -> dict:
+def _metrics(
+    backend: str,
+    model_id: str,
+    records: int,
+    succeeded: int,
+    tokens_in: int,
+    tokens_out: int,
+    prices: dict,
+    mode: str,
+    **extra,
+) -> dict:
     usd = 0.0 if mode == "local" else bedrock.estimate_cost(prices, model_id, tokens_in, tokens_out, mode)
-    return {"backend": backend, "model_id": model_id, "records": records, "succeeded": succeeded,
-            "failed": records - succeeded, "input_tokens": tokens_in, "output_tokens": tokens_out,
-            "estimated_usd": usd, "price_mode": mode, **extra}
+    return {
+        "backend": backend,
+        "model_id": model_id,
+        "records": records,
+        "succeeded": succeeded,
+        "failed": records - succeeded,
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "estimated_usd": usd,
+        "price_mode": mode,
+        **extra,
+    }
 
 
 def _cache_fields(cache, n_records: int, sent: int, prices: dict, model_id: str, mode: str) -> dict:
     """cached / sent records, the cached records' tokens and what they would have cost again."""
-    st = cache.stats() if cache is not None else {"cached": 0, "cached_input_tokens": 0, "cached_output_tokens": 0,
-                                                  "cache_entries_written": 0}
-    saved = 0.0 if mode == "local" else bedrock.estimate_cost(prices, model_id, st["cached_input_tokens"], st["cached_output_tokens"], mode)
-    return {"cached": st["cached"], "sent": sent, "cached_input_tokens": st["cached_input_tokens"],
-            "cached_output_tokens": st["cached_output_tokens"], "estimated_usd_cached_saved": saved,
-            "cache_entries_written": st["cache_entries_written"], "cache": "off" if cache is None else _rel(cache.root)}
+    st = (
+        cache.stats()
+        if cache is not None
+        else {"cached": 0, "cached_input_tokens": 0, "cached_output_tokens": 0, "cache_entries_written": 0}
+    )
+    saved = (
+        0.0
+        if mode == "local"
+        else bedrock.estimate_cost(prices, model_id, st["cached_input_tokens"], st["cached_output_tokens"], mode)
+    )
+    return {
+        "cached": st["cached"],
+        "sent": sent,
+        "cached_input_tokens": st["cached_input_tokens"],
+        "cached_output_tokens": st["cached_output_tokens"],
+        "estimated_usd_cached_saved": saved,
+        "cache_entries_written": st["cache_entries_written"],
+        "cache": "off" if cache is None else _rel(cache.root),
+    }
 
 
 def _rel(path: Path) -> str:
@@ -49,8 +80,13 @@ def _rel(path: Path) -> str:
 
 def cache_context(cfg: dict, backend: str, model: str) -> dict:
     """What, besides each record's request body, decides the answer (part of every cache key)."""
-    return {"backend": backend, "model": model, "model_id": cfg["model_id"],
-            "max_image_edge": cfg.get("max_image_edge"), "max_image_bytes": cfg.get("max_image_bytes")}
+    return {
+        "backend": backend,
+        "model": model,
+        "model_id": cfg["model_id"],
+        "max_image_edge": cfg.get("max_image_edge"),
+        "max_image_bytes": cfg.get("max_image_bytes"),
+    }
 
 
 def main(out_dir: Path | None = None) -> None:
@@ -71,41 +107,73 @@ def main(out_dir: Path | None = None) -> None:
     n_records = sum(1 for f in inputs for _ in read_jsonl(f))
     if backend == "offline":
         labels = {r["id"]: r.get("labels") for r in read_jsonl(resolve(paths["manifest"], root))}
-        cache = open_cache(cfg, root, {**cache_context(cfg, backend, cfg["model_id"]), "captioner": offline.offline_captioner_version()})
+        cache = open_cache(
+            cfg,
+            root,
+            {**cache_context(cfg, backend, cfg["model_id"]), "captioner": offline.offline_captioner_version()},
+        )
         totals = offline.run_offline(inputs, out_dir, labels, cfg["model_id"], cache=cache)
         rec = bedrock.reconcile(inputs, out_dir)
         # what the same tokens would cost on Bedrock batch (the offline run itself is free)
-        m = _metrics(backend, cfg["model_id"], n_records, rec["succeeded"], totals["inputTokenCount"], totals["outputTokenCount"],
-                     prices, "batch", note="offline run; estimated_usd = Bedrock batch price of the tokens of the records sent",
-                     **_cache_fields(cache, n_records, totals["totalRecordCount"], prices, cfg["model_id"], "batch"))
+        m = _metrics(
+            backend,
+            cfg["model_id"],
+            n_records,
+            rec["succeeded"],
+            totals["inputTokenCount"],
+            totals["outputTokenCount"],
+            prices,
+            "batch",
+            note="offline run; estimated_usd = Bedrock batch price of the tokens of the records sent",
+            **_cache_fields(cache, n_records, totals["totalRecordCount"], prices, cfg["model_id"], "batch"),
+        )
     elif backend == "openai":
         s = openai_compat.settings_from_cfg(cfg)
         print(f"caption_batch[openai]: {s.model} at {s.base_url}, {s.concurrency} request(s) in flight")
         cache = open_cache(cfg, root, cache_context(cfg, backend, s.model))
         totals = openai_compat.run_openai(inputs, out_dir, s, cache=cache)
         rec = bedrock.reconcile(inputs, out_dir)
-        m = _metrics(backend, s.model, n_records, rec["succeeded"], totals["inputTokenCount"], totals["outputTokenCount"], prices, "local",
-                     **_cache_fields(cache, n_records, totals["totalRecordCount"], prices, s.model, "local"))
+        m = _metrics(
+            backend,
+            s.model,
+            n_records,
+            rec["succeeded"],
+            totals["inputTokenCount"],
+            totals["outputTokenCount"],
+            prices,
+            "local",
+            **_cache_fields(cache, n_records, totals["totalRecordCount"], prices, s.model, "local"),
+        )
     else:
         s = bedrock.settings_from_cfg(cfg)
         index = batch.load_index(jsonl_dir)
         if index is None:
             raise CaptionError(f"{jsonl_dir / batch.INDEX_NAME}: missing; re-run make_jsonl (dvc repro make_jsonl)")
         if index["model_id"] != cfg["model_id"]:
-            raise CaptionError(f"caption.model_id: {cfg['model_id']!r} but the request files were made for {index['model_id']!r}; re-run make_jsonl")
+            raise CaptionError(
+                f"caption.model_id: {cfg['model_id']!r} but the request files were made for {index['model_id']!r}; re-run make_jsonl"
+            )
         shards = bedrock.shard_jobs(jsonl_dir, index, s.bucket, s.prefix)
-        state = resolve((cfg.get("bedrock") or {}).get("state_dir") or ".carsearch/jobs", shared_root()) / \
-            f"{bedrock.run_hash(s.model_id, index['shards'], s.bucket, s.prefix)}.json"
+        state = (
+            resolve((cfg.get("bedrock") or {}).get("state_dir") or ".carsearch/jobs", shared_root())
+            / f"{bedrock.run_hash(s.model_id, index['shards'], s.bucket, s.prefix)}.json"
+        )
         cache = open_cache(cfg, root, cache_context(cfg, backend, s.model_id))
         jobs = []
         with tempfile.TemporaryDirectory(prefix="carsearch-shards-") as work:
-            plan = bedrock.plan_with_cache(shards, cache, Path(work), s.min_records_per_job, bool(cache_cfg.get("pad_small_jobs")))
+            plan = bedrock.plan_with_cache(
+                shards, cache, Path(work), s.min_records_per_job, bool(cache_cfg.get("pad_small_jobs"))
+            )
             sent = sum(sh.records for sh in plan.send)
-            print(f"caption_batch[bedrock]: {n_records} record(s): {n_records - sent + plan.padded} from the caption cache, "
-                  f"{sent} to send" + (f" ({plan.padded} cached ones padding small jobs)" if plan.padded else ""))
+            print(
+                f"caption_batch[bedrock]: {n_records} record(s): {n_records - sent + plan.padded} from the caption cache, "
+                f"{sent} to send" + (f" ({plan.padded} cached ones padding small jobs)" if plan.padded else "")
+            )
             if plan.send:
                 s3, br = bedrock.make_clients(s)
-                print(f"caption_batch[bedrock]: {len(plan.send)} job(s) for {s.model_id} in s3://{s.bucket}/{s.prefix}; state {state}")
+                print(
+                    f"caption_batch[bedrock]: {len(plan.send)} job(s) for {s.model_id} in s3://{s.bucket}/{s.prefix}; state {state}"
+                )
                 try:
                     jobs = bedrock.run_bedrock(plan.send, out_dir, s, state, s3, br)["jobs"]
                 finally:  # answers already paid for are kept, even when a job failed
@@ -119,17 +187,34 @@ def main(out_dir: Path | None = None) -> None:
         rec = bedrock.reconcile(inputs, out_dir, {j["file"]: j for j in jobs})
         totals = bedrock.manifest_totals(jobs)
         write_json(out_dir / "manifest.json.out", totals)
-        m = _metrics(backend, s.model_id, rec["records"], rec["succeeded"], totals["inputTokenCount"],
-                     totals["outputTokenCount"], prices, "batch", token_source="manifest.json.out",
-                     jobs=len(jobs), unmatched_output_lines=rec["unmatched_output_lines"], padded=plan.padded,
-                     **_cache_fields(cache, n_records, sent, prices, s.model_id, "batch"))
+        m = _metrics(
+            backend,
+            s.model_id,
+            rec["records"],
+            rec["succeeded"],
+            totals["inputTokenCount"],
+            totals["outputTokenCount"],
+            prices,
+            "batch",
+            token_source="manifest.json.out",
+            jobs=len(jobs),
+            unmatched_output_lines=rec["unmatched_output_lines"],
+            padded=plan.padded,
+            **_cache_fields(cache, n_records, sent, prices, s.model_id, "batch"),
+        )
         for r in rec["failed_records"][:20]:
             print(f"failed record {r['recordId']} ({r['file']}): {r['reason']}")
     write_json(resolve(paths["metrics_dir"], root) / "caption.json", m)
-    usd = "n/a (no price for this model in conf/pricing.yaml)" if m["estimated_usd"] is None else f"${m['estimated_usd']:.4f}"
-    print(f"caption_batch[{backend}]: {m['succeeded']} captioned ({m['cached']} from the cache, {m['sent']} sent), {m['failed']} failed "
-          f"records (listed in {paths['captions_dir']}/failed_records.jsonl), {m['input_tokens']} in / {m['output_tokens']} out tokens "
-          f"sent, est. {usd}")
+    usd = (
+        "n/a (no price for this model in conf/pricing.yaml)"
+        if m["estimated_usd"] is None
+        else f"${m['estimated_usd']:.4f}"
+    )
+    print(
+        f"caption_batch[{backend}]: {m['succeeded']} captioned ({m['cached']} from the cache, {m['sent']} sent), {m['failed']} failed "
+        f"records (listed in {paths['captions_dir']}/failed_records.jsonl), {m['input_tokens']} in / {m['output_tokens']} out tokens "
+        f"sent, est. {usd}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,18 +27,30 @@ def main() -> None:
     reasons = Counter(r["reason"].split(":")[0] for r in rejects)
     requested = sum(1 for f in inputs for _ in read_jsonl(f))
     kept = sum(counts.values())
-    write_json(resolve(paths["metrics_dir"], root) / "curate.json",
-               {"pairs": counts, "rejected": len(rejects), "requested": requested,
-                "rejected_by_reason": dict(sorted(Counter(r["reason"].split(":")[0] for r in rejects).items()))})
+    write_json(
+        resolve(paths["metrics_dir"], root) / "curate.json",
+        {
+            "pairs": counts,
+            "rejected": len(rejects),
+            "requested": requested,
+            "rejected_by_reason": dict(sorted(Counter(r["reason"].split(":")[0] for r in rejects).items())),
+        },
+    )
     for line in summarise(rejects, "record", f"{paths['pairs_dir']}/rejects.jsonl"):
         print(f"curate_pairs: {line}")
-    unaccounted = requested - kept - sum(1 for r in rejects if r.get("id") and r["reason"] != "output record with no matching input record")
+    unaccounted = (
+        requested
+        - kept
+        - sum(1 for r in rejects if r.get("id") and r["reason"] != "output record with no matching input record")
+    )
     if unaccounted > 0:
         raise ValueError(f"curate_pairs: {unaccounted} requested record(s) neither kept nor rejected (bug)")
     print(f"curate_pairs: {counts} kept, {len(rejects)} rejected {dict(reasons) if reasons else ''}")
     for split in ("train", "test"):
         if split in counts and counts[split] < 2:
-            raise ValueError(f"curate_pairs: split {split!r} has {counts[split]} pair(s); need at least 2 (more images or other split fractions)")
+            raise ValueError(
+                f"curate_pairs: split {split!r} has {counts[split]} pair(s); need at least 2 (more images or other split fractions)"
+            )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def main() -> None:
     split_file = resolve(paths["pairs_dir"], root) / f"{cfg['split']}.jsonl"
     rows = list(read_jsonl(split_file)) if split_file.is_file() else []
     if len(rows) < 2:
-        raise ValueError(f"evaluate: the {cfg['split']} split ({paths['pairs_dir']}/{cfg['split']}.jsonl) has "
-                         f"{len(rows)} pair(s); retrieval needs at least 2 images")
+        raise ValueError(
+            f"evaluate: the {cfg['split']} split ({paths['pairs_dir']}/{cfg['split']}.jsonl) has "
+            f"{len(rows)} pair(s); retrieval needs at least 2 images"
+        )
     labels = [r.get("labels") or r.get("attributes") or {} for r in rows]
     model_dir = resolve(paths["model_dir"], root)
     models = {
@@ -59,39 +61,60 @@ def main() -> None:
         results[name], curves[name], extra[name] = m, c, {**q, "img": img}
     texts = extra["base"]["texts"]
     if not texts:
-        raise ValueError(f"evaluate: no {cfg['split']} image has any of {cfg['attributes']} labelled; "
-                         "no text query can be built (add labels, or use caption.backend=bedrock|openai)")
+        raise ValueError(
+            f"evaluate: no {cfg['split']} image has any of {cfg['attributes']} labelled; "
+            "no text query can be built (add labels, or use caption.backend=bedrock|openai)"
+        )
     skipped = results["finetuned"].pop("skipped")
     attrs = results["finetuned"].pop("attributes")
     results["base"].pop("skipped"), results["base"].pop("attributes")
     for what, why in skipped.items():
         print(f"evaluate: skipped {what} queries: {why}")
-    results["queries"] = {"text_to_image": len(texts), "image_to_image": int(results["finetuned"]["image_to_image"].get("queries", 0)),
-                          "test_images": len(rows), "attributes": attrs, "skipped": skipped,
-                          "recall": "hit rate: fraction of queries with >= 1 relevant item in the top k"}
-    results["gain"] = {d: {k: results["finetuned"][d].get(k, 0.0) - results["base"][d].get(k, 0.0) for k in HEADLINE}
-                       for d in ("text_to_image", "image_to_image")}
+    results["queries"] = {
+        "text_to_image": len(texts),
+        "image_to_image": int(results["finetuned"]["image_to_image"].get("queries", 0)),
+        "test_images": len(rows),
+        "attributes": attrs,
+        "skipped": skipped,
+        "recall": "hit rate: fraction of queries with >= 1 relevant item in the top k",
+    }
+    results["gain"] = {
+        d: {k: results["finetuned"][d].get(k, 0.0) - results["base"][d].get(k, 0.0) for k in HEADLINE}
+        for d in ("text_to_image", "image_to_image")
+    }
     # uncertainty: bootstrap CIs over queries ("recall@5_ci": [lo, hi]) and the per-query results
-    per_query = {name: query_results(extra[name], labels, [r["id"] for r in rows], attrs, cfg.get("ks", (1, 5, 10)),
-                                     int(cfg.get("map_k", 10))) for name in models}
+    per_query = {
+        name: query_results(
+            extra[name], labels, [r["id"] for r in rows], attrs, cfg.get("ks", (1, 5, 10)), int(cfg.get("map_k", 10))
+        )
+        for name in models
+    }
     add_intervals(results, per_query, cfg.get("bootstrap"))
     if cfg.get("sets"):  # the user's own labelled photos: never trained on (checked), never captioned
-
         pairs_dir = resolve(paths["pairs_dir"], root)
 
         # by the content of the files trained on (ingest's ids are content hashes too, but check the bytes)
-        trained = {content_id((root / r["path"]).read_bytes()): r["path"] for split in ("train", "val")
-                   if (pairs_dir / f"{split}.jsonl").is_file() for r in read_jsonl(pairs_dir / f"{split}.jsonl")}
-        encoders = {name: (lambda ps, m_=m, p_=p: encode_images(m_, p_, ps), lambda t, m_=m, p_=p: embed_texts(m_, p_, t))
-                    for name, (m, p) in models.items()}
-        results["sets"] = evaluate_sets(list(cfg["sets"]), root, models, encoders, trained, cfg,
-                                        plot_dir=resolve(paths["plots_dir"], root) / "sets")
+        trained = {
+            content_id((root / r["path"]).read_bytes()): r["path"]
+            for split in ("train", "val")
+            if (pairs_dir / f"{split}.jsonl").is_file()
+            for r in read_jsonl(pairs_dir / f"{split}.jsonl")
+        }
+        encoders = {
+            name: (lambda ps, m_=m, p_=p: encode_images(m_, p_, ps), lambda t, m_=m, p_=p: embed_texts(m_, p_, t))
+            for name, (m, p) in models.items()
+        }
+        results["sets"] = evaluate_sets(
+            list(cfg["sets"]), root, models, encoders, trained, cfg, plot_dir=resolve(paths["plots_dir"], root) / "sets"
+        )
         for name, r in results["sets"].items():
             k = int(cfg.get("set_k", 5))
-            print(f"evaluate[set {name}]: {r['finetuned']['images']} images; text->image P@{k} base "
-                  f"{r['base']['text_to_image'][f'precision@{k}']:.3f} -> fine-tuned {r['finetuned']['text_to_image'][f'precision@{k}']:.3f}"
-                  f" | image->image P@{k} {r['base']['image_to_image'][f'precision@{k}']:.3f} -> "
-                  f"{r['finetuned']['image_to_image'][f'precision@{k}']:.3f}")
+            print(
+                f"evaluate[set {name}]: {r['finetuned']['images']} images; text->image P@{k} base "
+                f"{r['base']['text_to_image'][f'precision@{k}']:.3f} -> fine-tuned {r['finetuned']['text_to_image'][f'precision@{k}']:.3f}"
+                f" | image->image P@{k} {r['base']['image_to_image'][f'precision@{k}']:.3f} -> "
+                f"{r['finetuned']['image_to_image'][f'precision@{k}']:.3f}"
+            )
     results = _round(results)
 
     metrics_dir = resolve(paths["metrics_dir"], root)
@@ -112,16 +135,26 @@ def main() -> None:
     examples = []
     for q in np.linspace(0, len(texts) - 1, min(n_ex, len(texts))).astype(int):
         order = np.argsort(-(txt[q] @ img.T), kind="stable")[:5]
-        examples.append((f'"{texts[q]}"', [(root / rows[i]["path"], float(txt[q] @ img[i]), bool(rel[q, i])) for i in order]))
+        examples.append(
+            (f'"{texts[q]}"', [(root / rows[i]["path"], float(txt[q] @ img[i]), bool(rel[q, i])) for i in order])
+        )
 
-    for q in np.linspace(0, len(rows) - 1, min(max(1, n_ex // 2), len(rows))).astype(int) if "image_to_image" not in skipped else []:
+    for q in (
+        np.linspace(0, len(rows) - 1, min(max(1, n_ex // 2), len(rows))).astype(int)
+        if "image_to_image" not in skipped
+        else []
+    ):
         s = img[q] @ img.T
         s[q] = -np.inf
         order = np.argsort(-s, kind="stable")[:5]
         key = model_key(labels[q])
-        examples.append((f"same model as: {key or rows[q]['id']} ({labels[q].get('color', '?')}, {labels[q].get('view', '?')})",
-                         [(root / rows[i]["path"], float(s[i]), key is not None and model_key(labels[i]) == key) for i in order],
-                         root / rows[q]["path"]))
+        examples.append(
+            (
+                f"same model as: {key or rows[q]['id']} ({labels[q].get('color', '?')}, {labels[q].get('view', '?')})",
+                [(root / rows[i]["path"], float(s[i]), key is not None and model_key(labels[i]) == key) for i in order],
+                root / rows[q]["path"],
+            )
+        )
     results_grid_png(examples, plots_dir / "examples.png")
 
     run_file = model_dir / "carsearch_run.json"
@@ -141,14 +174,23 @@ def main() -> None:
             mlflow.log_artifact(str(metrics_dir / "eval.json"))
             for f in ("recall_at_k.png", "examples.png", "recall_at_k.csv"):
                 mlflow.log_artifact(str(plots_dir / f), artifact_path="plots")
-        tracking.tag_model_version(info.get("registered_model") or {}, {
-            f"{name}.{d}.{k}": results[name][d][k] for name in ("base", "finetuned")
-            for d in ("text_to_image", "image_to_image") for k in HEADLINE if k in results[name][d]})
+        tracking.tag_model_version(
+            info.get("registered_model") or {},
+            {
+                f"{name}.{d}.{k}": results[name][d][k]
+                for name in ("base", "finetuned")
+                for d in ("text_to_image", "image_to_image")
+                for k in HEADLINE
+                if k in results[name][d]
+            },
+        )
     for name in ("base", "finetuned"):
         t, i = results[name]["text_to_image"], results[name]["image_to_image"]
-        print(f"evaluate[{name}]: text->image R@1 {t.get('recall@1', 0):.3f} R@5 {t.get('recall@5', 0):.3f} "
-              f"mAP@10 {t.get('map@10', 0):.3f} | image->image R@1 {i.get('recall@1', 0):.3f} "
-              f"R@5 {i.get('recall@5', 0):.3f} mAP@10 {i.get('map@10', 0):.3f}")
+        print(
+            f"evaluate[{name}]: text->image R@1 {t.get('recall@1', 0):.3f} R@5 {t.get('recall@5', 0):.3f} "
+            f"mAP@10 {t.get('map@10', 0):.3f} | image->image R@1 {i.get('recall@1', 0):.3f} "
+            f"R@5 {i.get('recall@5', 0):.3f} mAP@10 {i.get('map@10', 0):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,17 +38,24 @@ def main() -> None:
     pairs_dir = resolve(paths["pairs_dir"], root)
     train = list(read_jsonl(pairs_dir / "train.jsonl"))
     if len(train) < 2:
-        raise ValueError(f"finetune_clip: the train split ({paths['pairs_dir']}/train.jsonl) has {len(train)} pair(s); "
-                         "contrastive training needs at least 2")
+        raise ValueError(
+            f"finetune_clip: the train split ({paths['pairs_dir']}/train.jsonl) has {len(train)} pair(s); "
+            "contrastive training needs at least 2"
+        )
     val_file = pairs_dir / "val.jsonl"
     val = list(read_jsonl(val_file)) if val_file.is_file() else []
     model, processor = load_clip(params["model"], seed=cfg["seed"])
-    validate = with_eval_sets(validation_fn(processor, val, root, params.get("eval", {})), params, root, processor, train + val)
+    validate = with_eval_sets(
+        validation_fn(processor, val, root, params.get("eval", {})), params, root, processor, train + val
+    )
     es = cfg["early_stopping"]
     if validate is None:
         if dist.main:
-            print(f"finetune_clip: warning: the val split has {len(val)} pair(s) (< 2); no validation, "
-                  "no early stopping, the last epoch is kept", flush=True)
+            print(
+                f"finetune_clip: warning: the val split has {len(val)} pair(s) (< 2); no validation, "
+                "no early stopping, the last epoch is kept",
+                flush=True,
+            )
         cfg["early_stopping"] = {**es, "metric": None, "patience": 0}
     if cfg.get("checkpoint_dir"):
         cfg["checkpoint_dir"] = str(resolve(cfg["checkpoint_dir"], root))
@@ -67,8 +74,11 @@ def main() -> None:
     run_ctx = mlflow.start_run(run_name=run_name) if mlflow else _Null()
     with run_ctx as run:
         if mlflow:
-            mlflow.log_params(flatten({"model": params["model"], "train": cfg, "data": params.get("data", {}),
-                                       "world_size": dist.world}))
+            mlflow.log_params(
+                flatten(
+                    {"model": params["model"], "train": cfg, "data": params.get("data", {}), "world_size": dist.world}
+                )
+            )
             mlflow.set_tags({"stage": "finetune_clip", **run_tags, "data.pairs_md5": pairs_md5 or ""})
             tracking.log_pair_datasets(mlflow, pairs_dir, pairs_md5)
 
@@ -81,13 +91,14 @@ def main() -> None:
             epochs.append(info)
             if not dist.main:
                 return
-            mlflow.log_metrics({_mlflow_name(k): float(v) for k, v in info.items()
-                                if isinstance(v, (int, float)) and k != "epoch"}, step=epoch)
+            mlflow.log_metrics(
+                {_mlflow_name(k): float(v) for k, v in info.items() if isinstance(v, (int, float)) and k != "epoch"},
+                step=epoch,
+            )
             vals = " ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith(("t2i_recall@5", "i2i_recall@5")))
             print(f"epoch {epoch}: loss {info['loss']:.4f} {vals} ({info['seconds']:.0f}s)", flush=True)
 
-        res = train_clip(model, processor, train, root, cfg, on_step if dist.main else None, on_epoch,
-                         validate, dist)
+        res = train_clip(model, processor, train, root, cfg, on_step if dist.main else None, on_epoch, validate, dist)
         seconds = time.time() - t0
         if dist.main:
             # written into a temp folder beside models/finetuned and swapped in complete (a kill never
@@ -95,30 +106,66 @@ def main() -> None:
             with atomic_dir(out_dir) as tmp_dir:
                 save_clip(model, processor, tmp_dir)
                 content = dir_hash(tmp_dir)
-                summary = {"final_loss": round(res.losses[-1], 6), "steps": len(res.losses), "epochs_run": len(res.history),
-                           "best_epoch": res.best_epoch, "stopped_early": res.stopped_early,
-                           "best_val": None if res.best_score is None else round(res.best_score, 4),
-                           "early_stopping_metric": cfg["early_stopping"].get("metric"),
-                           "resumed_from_epoch": res.resumed_from_epoch, "train_pairs": len(train), "val_pairs": len(val),
-                           "world_size": dist.world, "train_seconds": round(seconds, 1), **res.counts}
+                summary = {
+                    "final_loss": round(res.losses[-1], 6),
+                    "steps": len(res.losses),
+                    "epochs_run": len(res.history),
+                    "best_epoch": res.best_epoch,
+                    "stopped_early": res.stopped_early,
+                    "best_val": None if res.best_score is None else round(res.best_score, 4),
+                    "early_stopping_metric": cfg["early_stopping"].get("metric"),
+                    "resumed_from_epoch": res.resumed_from_epoch,
+                    "train_pairs": len(train),
+                    "val_pairs": len(val),
+                    "world_size": dist.world,
+                    "train_seconds": round(seconds, 1),
+                    **res.counts,
+                }
                 mlflow.log_metrics({"train_seconds": seconds, "best_epoch": res.best_epoch})
                 mlflow.log_artifacts(str(tmp_dir), artifact_path="model")
-                reg = tracking.register_model(mlflow, run.info.run_id, mcfg, content,
-                                              {"best_val": summary["best_val"], "best_epoch": res.best_epoch,
-                                               "data.pairs_md5": pairs_md5 or "", **run_tags})
-                write_json(tmp_dir / "carsearch_run.json", {"mlflow_run_id": run.info.run_id, "base_model": params["model"],
-                                                            "content_hash": content, "registered_model": reg})
-            write_text(metrics_dir / "train_loss.csv",
-                       "step,loss,lr\n" + "".join(f"{s},{l:.6f},{lr:.3e}\n" for s, l, lr in steps))
+                reg = tracking.register_model(
+                    mlflow,
+                    run.info.run_id,
+                    mcfg,
+                    content,
+                    {
+                        "best_val": summary["best_val"],
+                        "best_epoch": res.best_epoch,
+                        "data.pairs_md5": pairs_md5 or "",
+                        **run_tags,
+                    },
+                )
+                write_json(
+                    tmp_dir / "carsearch_run.json",
+                    {
+                        "mlflow_run_id": run.info.run_id,
+                        "base_model": params["model"],
+                        "content_hash": content,
+                        "registered_model": reg,
+                    },
+                )
+            write_text(
+                metrics_dir / "train_loss.csv",
+                "step,loss,lr\n" + "".join(f"{s},{l:.6f},{lr:.3e}\n" for s, l, lr in steps),
+            )
             keys = sorted({k for e in epochs for k in e if k not in ("epoch", "stopped")})
-            write_text(metrics_dir / "train_val.csv", "epoch," + ",".join(keys) + "\n" + "".join(
-                f"{e['epoch']}," + ",".join(f"{float(e.get(k, 0)):.5g}" for k in keys) + "\n" for e in epochs))
+            write_text(
+                metrics_dir / "train_val.csv",
+                "epoch,"
+                + ",".join(keys)
+                + "\n"
+                + "".join(
+                    f"{e['epoch']}," + ",".join(f"{float(e.get(k, 0)):.5g}" for k in keys) + "\n" for e in epochs
+                ),
+            )
             write_json(metrics_dir / "train.json", summary)
             if cfg.get("checkpoint_dir"):
                 shutil.rmtree(cfg["checkpoint_dir"], ignore_errors=True)  # done: nothing to resume
-            print(f"finetune_clip: {len(train)} pairs, {len(res.losses)} steps, best epoch {res.best_epoch} "
-                  f"({summary['early_stopping_metric']} {summary['best_val']}), {seconds:.0f}s; saved to "
-                  f"{paths['model_dir']} (MLflow run {run.info.run_id}, registered {reg.get('name')} v{reg.get('version')})")
+            print(
+                f"finetune_clip: {len(train)} pairs, {len(res.losses)} steps, best epoch {res.best_epoch} "
+                f"({summary['early_stopping_metric']} {summary['best_val']}), {seconds:.0f}s; saved to "
+                f"{paths['model_dir']} (MLflow run {run.info.run_id}, registered {reg.get('name')} v{reg.get('version')})"
+            )
     if dist.world > 1:
         import torch.distributed as td
 
@@ -178,7 +225,6 @@ def launch() -> None:
     itself, and a failed worker ends in one line, not in torchrun's ChildFailedError traceback."""
     import sys
 
-
     nproc = int((check_params().get("train") or {}).get("nproc_per_node") or 1)
     if nproc == 1 or "WORLD_SIZE" in os.environ:  # one process, or already a torchrun worker
         run_stage(main)
@@ -190,8 +236,11 @@ def launch() -> None:
         run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", __spec__.name]))
     except ChildFailedError as e:
         codes = sorted({f.exitcode for f in e.failures.values()})
-        print(f"error: finetune_clip: {len(e.failures)} of {nproc} torchrun worker(s) failed (exit code "
-              f"{', '.join(map(str, codes))}); their error is above", file=sys.stderr)
+        print(
+            f"error: finetune_clip: {len(e.failures)} of {nproc} torchrun worker(s) failed (exit code "
+            f"{', '.join(map(str, codes))}); their error is above",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

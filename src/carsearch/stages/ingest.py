@@ -25,9 +25,17 @@ def _torcs_items(cfg: dict, seed: int, tmp_dir):
         return None, None, "demo"
     scratch = tmp_dir.with_name(tmp_dir.name + ".render")
     shutil.rmtree(scratch, ignore_errors=True)
-    rendered, skips = render_torcs(torcs_dir, scratch, t["n_images"], t["size"], seed, t.get("workers", 0),
-                                   t.get("colors"), tuple(t.get("jpeg_quality", (60, 95))),
-                                   framing=tuple(t["framing"]) if t.get("framing") else None)
+    rendered, skips = render_torcs(
+        torcs_dir,
+        scratch,
+        t["n_images"],
+        t["size"],
+        seed,
+        t.get("workers", 0),
+        t.get("colors"),
+        tuple(t.get("jpeg_quality", (60, 95))),
+        framing=tuple(t["framing"]) if t.get("framing") else None,
+    )
 
     def items():
         for path, labels in rendered:
@@ -53,15 +61,23 @@ def main() -> None:
     demo.contact_sheet(sheet, resolve(paths["contact_sheet"], root))
     labelled = sum(1 for r in rows if r["labels"])
     groups = _group_rejects(rejects)
-    write_json(resolve(paths["metrics_dir"], root) / "ingest.json",
-               {"images": len(rows), "labelled": labelled, "rejected": len(rejects),
-                "reencoded": sum(1 for r in rows if r.get("reencoded")),
-                "rejected_by_kind": {kind: len(g) for kind, (g, _) in groups.items()}})
+    write_json(
+        resolve(paths["metrics_dir"], root) / "ingest.json",
+        {
+            "images": len(rows),
+            "labelled": labelled,
+            "rejected": len(rejects),
+            "reencoded": sum(1 for r in rows if r.get("reencoded")),
+            "rejected_by_kind": {kind: len(g) for kind, (g, _) in groups.items()},
+        },
+    )
     for kind, (group, fix) in groups.items():
         ex = group[0]
         print(f"rejected {len(group)} x {kind}: e.g. {ex.path}: {ex.reason} -- fix: {fix}")
-    print(f"ingest: {len(rows)} images ({labelled} labelled) from {source}; {len(rejects)} rejected"
-          + (f", every one with its reason in {paths['rejects']}" if rejects else ""))
+    print(
+        f"ingest: {len(rows)} images ({labelled} labelled) from {source}; {len(rejects)} rejected"
+        + (f", every one with its reason in {paths['rejects']}" if rejects else "")
+    )
     if not rows:
         raise ValueError(f"ingest: no usable images from source {source!r} (see {paths['rejects']})")
 

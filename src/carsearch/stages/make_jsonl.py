@@ -20,15 +20,20 @@ def main() -> None:
     manifest = list(read_jsonl(resolve(paths["manifest"], root)))
     bucket = (cfg.get("s3") or {}).get("bucket") or os.environ.get("CARSEARCH_BUCKET")
     with atomic_dir(resolve(paths["jsonl_dir"], root)) as out_dir:  # written beside, swapped in complete
-        index = batch.make_requests(manifest, root, out_dir, cfg, bucket=bucket,
-                                    progress=lambda rows: tqdm(rows, desc="make_jsonl", unit="img"))
+        index = batch.make_requests(
+            manifest, root, out_dir, cfg, bucket=bucket, progress=lambda rows: tqdm(rows, desc="make_jsonl", unit="img")
+        )
     q = index["quotas"]
     for s in index["shards"]:
         if s["below_min"]:
-            print(f"make_jsonl: note: {s['file']} has {s['records']} records, under the Bedrock minimum of "
-                  f"{q['min_records_per_job']} a job (fine for the offline/openai backends; bedrock will refuse it)")
-    print(f"make_jsonl: {index['records']} {index['family']} records for {cfg['model_id']} in {len(index['shards'])} "
-          f"file(s) under {paths['jsonl_dir']} (batch key {index['batch_key']})")
+            print(
+                f"make_jsonl: note: {s['file']} has {s['records']} records, under the Bedrock minimum of "
+                f"{q['min_records_per_job']} a job (fine for the offline/openai backends; bedrock will refuse it)"
+            )
+    print(
+        f"make_jsonl: {index['records']} {index['family']} records for {cfg['model_id']} in {len(index['shards'])} "
+        f"file(s) under {paths['jsonl_dir']} (batch key {index['batch_key']})"
+    )
 
 
 if __name__ == "__main__":

@@ -15,15 +15,31 @@ from carsearch.model.clip import ModelConfigError
 
 def architecture(model) -> dict:
     c = model.config
-    return {"vision": {k: getattr(c.vision_config, k) for k in ("hidden_size", "num_hidden_layers", "patch_size", "image_size")},
-            "text": {k: getattr(c.text_config, k) for k in ("hidden_size", "num_hidden_layers", "vocab_size")},
-            "projection_dim": c.projection_dim}
+    return {
+        "vision": {
+            k: getattr(c.vision_config, k) for k in ("hidden_size", "num_hidden_layers", "patch_size", "image_size")
+        },
+        "text": {k: getattr(c.text_config, k) for k in ("hidden_size", "num_hidden_layers", "vocab_size")},
+        "projection_dim": c.projection_dim,
+    }
 
 
 def fingerprint(cfg: dict, model, train_pairs: list[dict], world: int) -> str:
-    keep = {k: v for k, v in cfg.items() if k not in {"checkpoint_dir", "resume", "log_every", "num_workers", "nproc_per_node"}}
-    blob = json.dumps({"cfg": keep, "arch": architecture(model), "world": world,
-                       "data": [p.get("id", p["path"]) for p in train_pairs]}, sort_keys=True, default=str)
+    keep = {
+        k: v
+        for k, v in cfg.items()
+        if k not in {"checkpoint_dir", "resume", "log_every", "num_workers", "nproc_per_node"}
+    }
+    blob = json.dumps(
+        {
+            "cfg": keep,
+            "arch": architecture(model),
+            "world": world,
+            "data": [p.get("id", p["path"]) for p in train_pairs],
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -48,18 +64,24 @@ def load_checkpoint(path: Path, model) -> dict:
         raise ModelConfigError(f"checkpoint {path}: not a carsearch training checkpoint (no model state)")
     want, got = architecture(model), state.get("arch")
     if got is not None and got != want:
-        raise ModelConfigError(f"checkpoint {path} is for another architecture ({arch_str(got)}), "
-                               f"the configured model is {arch_str(want)}; delete it or fix model=")
+        raise ModelConfigError(
+            f"checkpoint {path} is for another architecture ({arch_str(got)}), "
+            f"the configured model is {arch_str(want)}; delete it or fix model="
+        )
     own = model.state_dict()
     bad = [k for k, v in state["model"].items() if k not in own or own[k].shape != v.shape]
     missing = [k for k in own if k not in state["model"]]
     if bad or missing:
-        raise ModelConfigError(f"checkpoint {path} does not fit the configured model "
-                               f"({len(bad)} mismatched, {len(missing)} missing tensors, e.g. {(bad + missing)[0]})")
+        raise ModelConfigError(
+            f"checkpoint {path} does not fit the configured model "
+            f"({len(bad)} mismatched, {len(missing)} missing tensors, e.g. {(bad + missing)[0]})"
+        )
     return state
 
 
 def arch_str(a: dict) -> str:
     v, t = a.get("vision", {}), a.get("text", {})
-    return (f"vision {v.get('num_hidden_layers')}x{v.get('hidden_size')} @{v.get('image_size')}px, "
-            f"text {t.get('num_hidden_layers')}x{t.get('hidden_size')}, dim {a.get('projection_dim')}")
+    return (
+        f"vision {v.get('num_hidden_layers')}x{v.get('hidden_size')} @{v.get('image_size')}px, "
+        f"text {t.get('num_hidden_layers')}x{t.get('hidden_size')}, dim {a.get('projection_dim')}"
+    )

@@ -43,13 +43,26 @@ from carsearch.training.optim import apply_lock, autocast_dtype, lr_lambda, para
 from carsearch.training.texts import positives, text_variants, unknowns
 
 DEFAULTS = {
-    "lr": 5e-4, "epochs": 10, "batch_size": 64, "seed": 0, "weight_decay": 0.1,
-    "warmup_ratio": 0.1, "min_lr_ratio": 0.0, "grad_accum": 1, "precision": "auto",
-    "grad_checkpointing": False, "lock": {"image": "none", "text": "none"},
-    "texts": "caption+queries", "loss": "multi_positive", "logit_scale_init": None, "image_loss_weight": 0.0,
+    "lr": 5e-4,
+    "epochs": 10,
+    "batch_size": 64,
+    "seed": 0,
+    "weight_decay": 0.1,
+    "warmup_ratio": 0.1,
+    "min_lr_ratio": 0.0,
+    "grad_accum": 1,
+    "precision": "auto",
+    "grad_checkpointing": False,
+    "lock": {"image": "none", "text": "none"},
+    "texts": "caption+queries",
+    "loss": "multi_positive",
+    "logit_scale_init": None,
+    "image_loss_weight": 0.0,
     "augment": {"shift": 4, "flip": True},
     "early_stopping": {"metric": "t2i_recall@5", "patience": 0, "min_delta": 0.0},
-    "checkpoint_dir": None, "resume": True, "max_grad_norm": 1.0,
+    "checkpoint_dir": None,
+    "resume": True,
+    "max_grad_norm": 1.0,
 }
 
 
@@ -96,7 +109,11 @@ class DualEncoder(nn.Module):
         img = self.clip.get_image_features(pixel_values=pixel_values)
         txt = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         img, txt = getattr(img, "pooler_output", img), getattr(txt, "pooler_output", txt)
-        return F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1), self.clip.logit_scale.exp().clamp(max=100)
+        return (
+            F.normalize(img.float(), dim=-1),
+            F.normalize(txt.float(), dim=-1),
+            self.clip.logit_scale.exp().clamp(max=100),
+        )
 
 
 # ------------------------------------------------------------------ training
@@ -221,8 +238,12 @@ def train_clip(
             local = gidx[d.rank :: d.world] if d.world > 1 else gidx
             p = pix[gidx]
             if aug.get("shift") or aug.get("flip"):  # drawn for the global batch: same for any world size
-                p = augment(p, torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + bi * 31),
-                            int(aug.get("shift") or 0), bool(aug.get("flip")))
+                p = augment(
+                    p,
+                    torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + bi * 31),
+                    int(aug.get("shift") or 0),
+                    bool(aug.get("flip")),
+                )
             p = p[d.rank :: d.world] if d.world > 1 else p
             t = torch.tensor([tid[choice[i][0]] for i in local])
             order = [i for r in range(d.world) for i in gidx[r :: d.world]] if d.world > 1 else gidx
@@ -233,7 +254,9 @@ def train_clip(
             ctx = net.no_sync() if (d.world > 1 and not sync) else _null()
             with ctx:
                 with torch.autocast(d.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    img, txt, scale = net(p.to(d.device), tok["input_ids"][t].to(d.device), tok["attention_mask"][t].to(d.device))
+                    img, txt, scale = net(
+                        p.to(d.device), tok["input_ids"][t].to(d.device), tok["attention_mask"][t].to(d.device)
+                    )
                 img, txt = all_gather_grad(img, d), all_gather_grad(txt, d)
                 loss = multi_positive_loss(img, txt, scale, pos, unk)
                 if w_img:
@@ -241,7 +264,9 @@ def train_clip(
                 (loss / accum).backward()
             if sync:
                 if cfg["max_grad_norm"]:
-                    torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], float(cfg["max_grad_norm"]))
+                    torch.nn.utils.clip_grad_norm_(
+                        [q for q in model.parameters() if q.requires_grad], float(cfg["max_grad_norm"])
+                    )
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
@@ -253,16 +278,24 @@ def train_clip(
             ep_losses.append(lv)
             if on_step:
                 on_step(step, lv, sched.get_last_lr()[0])
-        info = {"epoch": epoch + 1, "loss": float(np.mean(ep_losses)), "seconds": time.time() - t0,
-                "lr": sched.get_last_lr()[0], "logit_scale": float(model.logit_scale.detach().exp())}
+        info = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(ep_losses)),
+            "seconds": time.time() - t0,
+            "lr": sched.get_last_lr()[0],
+            "logit_scale": float(model.logit_scale.detach().exp()),
+        }
         if validate is not None:
             model.eval()
             info.update(validate(model))
         score = info.get(metric) if metric else None
         improved = score is not None and (best["score"] is None or score > best["score"] + min_delta)
         if improved:
-            best = {"score": float(score), "epoch": epoch + 1,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            best = {
+                "score": float(score),
+                "epoch": epoch + 1,
+                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            }
             bad_epochs = 0
         elif score is not None:
             bad_epochs += 1
@@ -272,10 +305,22 @@ def train_clip(
         if on_epoch:
             on_epoch(epoch + 1, info)
         if ckpt_dir and d.main:
-            save_checkpoint(ckpt_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                       "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step,
-                                       "losses": losses, "history": history, "best": best, "bad_epochs": bad_epochs,
-                                       "fingerprint": fp, "arch": architecture(model)})
+            save_checkpoint(
+                ckpt_dir,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "losses": losses,
+                    "history": history,
+                    "best": best,
+                    "bad_epochs": bad_epochs,
+                    "fingerprint": fp,
+                    "arch": architecture(model),
+                },
+            )
         if d.world > 1:
             torch.distributed.barrier()
     if best["state"] is not None:

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 
-def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, pos: torch.Tensor,
-                        ignore: torch.Tensor | None = None) -> torch.Tensor:
+def multi_positive_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, pos: torch.Tensor, ignore: torch.Tensor | None = None
+) -> torch.Tensor:
     """Symmetric InfoNCE whose target spreads evenly over every positive (identity = CLIP loss).
     `ignore[i, j]` (not positive) leaves the pair out of both softmaxes: unknown, not a negative."""
     logits = scale * img @ txt.t()

@@ -31,7 +31,9 @@ def apply_lock(model, lock: dict) -> dict[str, int]:
         try:
             n = int(setting)
         except (TypeError, ValueError):
-            raise ValueError(f"train.lock.{name}: {setting!r} is not 'none', 'all' or a number of trainable last layers") from None
+            raise ValueError(
+                f"train.lock.{name}: {setting!r} is not 'none', 'all' or a number of trainable last layers"
+            ) from None
         layers = tower.encoder.layers
         if not 0 <= n <= len(layers):
             raise ValueError(f"train.lock.{name}: {n} trainable layers, but the {name} tower has {len(layers)}")

@@ -29,8 +29,14 @@ from carsearch.features.captioning.requests import IMAGES_SUBDIR, image_uris, s3
 RUNNING = ("Submitted", "Validating", "Scheduled", "InProgress", "Stopping")
 TERMINAL = ("Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired")
 OK_STATES = ("Completed", "PartiallyCompleted")
-RETRYABLE_CODES = {"ThrottlingException", "TooManyRequestsException", "ServiceUnavailableException",
-                   "InternalServerException", "RequestTimeout", "SlowDown"}
+RETRYABLE_CODES = {
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "ServiceUnavailableException",
+    "InternalServerException",
+    "RequestTimeout",
+    "SlowDown",
+}
 
 
 @dataclass
@@ -43,12 +49,12 @@ class Settings:
     poll_initial_s: float = 30.0
     poll_max_s: float = 600.0
     poll_factor: float = 1.5
-    wait_timeout_s: float | None = None     # give up waiting (jobs keep running; re-run resumes)
-    job_timeout_hours: int = 24             # Bedrock's timeoutDurationInHours (24..168)
-    api_max_attempts: int = 8               # botocore standard retries, then ours
+    wait_timeout_s: float | None = None  # give up waiting (jobs keep running; re-run resumes)
+    job_timeout_hours: int = 24  # Bedrock's timeoutDurationInHours (24..168)
+    api_max_attempts: int = 8  # botocore standard retries, then ours
     api_backoff_s: float = 1.0
-    resubmit_failed: bool = True            # a re-run resubmits shards whose job Failed/Stopped/Expired
-    allow_incomplete: bool = False          # accept Failed/Stopped/Expired jobs (records reported missing)
+    resubmit_failed: bool = True  # a re-run resubmits shards whose job Failed/Stopped/Expired
+    allow_incomplete: bool = False  # accept Failed/Stopped/Expired jobs (records reported missing)
     min_records_per_job: int = 100
     job_name_prefix: str = "carsearch"
 
@@ -61,19 +67,32 @@ def settings_from_cfg(cfg: dict, env: dict | None = None) -> Settings:
     s3cfg = cfg.get("s3") or {}
     bucket = s3cfg.get("bucket") or env.get("CARSEARCH_BUCKET")
     if not bucket:
-        raise CaptionError("caption.s3.bucket: not set (set it in conf/caption/*.yaml, `-S caption.s3.bucket=NAME`, or $CARSEARCH_BUCKET)")
+        raise CaptionError(
+            "caption.s3.bucket: not set (set it in conf/caption/*.yaml, `-S caption.s3.bucket=NAME`, or $CARSEARCH_BUCKET)"
+        )
     role = b.get("role_arn") or env.get("CARSEARCH_BEDROCK_ROLE_ARN")
     if not role:
-        raise CaptionError("caption.bedrock.role_arn: not set: the IAM service role Bedrock assumes to read/write "
-                           "the bucket (or $CARSEARCH_BEDROCK_ROLE_ARN); see docs/bedrock.md")
+        raise CaptionError(
+            "caption.bedrock.role_arn: not set: the IAM service role Bedrock assumes to read/write "
+            "the bucket (or $CARSEARCH_BEDROCK_ROLE_ARN); see docs/bedrock.md"
+        )
     if not str(role).startswith("arn:aws") or ":role/" not in str(role):
-        raise CaptionError(f"caption.bedrock.role_arn: {role!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
+        raise CaptionError(
+            f"caption.bedrock.role_arn: {role!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
+        )
     region = b.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     quotas = cfg.get("quotas") or {}
     keys = {f for f in Settings.__dataclass_fields__}
     extra = {k: v for k, v in b.items() if k in keys and v is not None and k not in ("role_arn", "region")}
-    return Settings(model_id=cfg["model_id"], role_arn=role, bucket=bucket, prefix=str(s3cfg.get("prefix") or "carsearch"),
-                    region=region, min_records_per_job=int(quotas.get("min_records_per_job", 100)), **extra)
+    return Settings(
+        model_id=cfg["model_id"],
+        role_arn=role,
+        bucket=bucket,
+        prefix=str(s3cfg.get("prefix") or "carsearch"),
+        region=region,
+        min_records_per_job=int(quotas.get("min_records_per_job", 100)),
+        **extra,
+    )
 
 
 def make_clients(settings: Settings):
@@ -84,11 +103,19 @@ def make_clients(settings: Settings):
 
     session = boto3.Session(region_name=settings.region) if settings.region else boto3.Session()
     if session.region_name is None:
-        raise CaptionError("caption.bedrock.region: not set and no $AWS_REGION / profile region; Bedrock is regional (e.g. us-east-1)")
+        raise CaptionError(
+            "caption.bedrock.region: not set and no $AWS_REGION / profile region; Bedrock is regional (e.g. us-east-1)"
+        )
     if session.get_credentials() is None:
-        raise CaptionError("no AWS credentials found by the boto3 chain ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, "
-                           "$AWS_PROFILE / ~/.aws, SSO, or an instance/container role); see docs/bedrock.md")
-    conf = Config(retries={"mode": "standard", "total_max_attempts": settings.api_max_attempts}, connect_timeout=10, read_timeout=60)
+        raise CaptionError(
+            "no AWS credentials found by the boto3 chain ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, "
+            "$AWS_PROFILE / ~/.aws, SSO, or an instance/container role); see docs/bedrock.md"
+        )
+    conf = Config(
+        retries={"mode": "standard", "total_max_attempts": settings.api_max_attempts},
+        connect_timeout=10,
+        read_timeout=60,
+    )
     return session.client("s3", config=conf), session.client("bedrock", config=conf)
 
 
@@ -148,7 +175,7 @@ def call(fn: Callable, *args, attempts: int = 6, backoff_s: float = 1.0, sleep: 
             code = _code(e) or type(e).__name__
             if i == attempts - 1 or not (code in RETRYABLE_CODES or isinstance(e, BotoConnError)):
                 raise
-            wait = backoff_s * (2 ** i) * (0.5 + random.random() / 2)
+            wait = backoff_s * (2**i) * (0.5 + random.random() / 2)
             if log:
                 log(f"  {getattr(fn, '__name__', 'call')}: {code}, retrying in {wait:.1f}s")
             sleep(wait)
@@ -162,7 +189,9 @@ def check_bucket(s3, bucket: str) -> None:
     except ClientError as e:
         code = _code(e)
         if code in ("404", "NoSuchBucket", "NotFound"):
-            raise CaptionError(f"caption.s3.bucket: bucket {bucket!r} does not exist (create it in the job's region)") from None
+            raise CaptionError(
+                f"caption.s3.bucket: bucket {bucket!r} does not exist (create it in the job's region)"
+            ) from None
         if code in ("403", "AccessDenied", "Forbidden"):
             raise CaptionError(f"caption.s3.bucket: access to bucket {bucket!r} denied for these credentials") from None
         raise CaptionError(f"caption.s3.bucket: cannot reach bucket {bucket!r}: {code or e}") from None
@@ -171,12 +200,12 @@ def check_bucket(s3, bucket: str) -> None:
 # ------------------------------------------------------------------ the run
 @dataclass
 class ShardJob:
-    file: str                 # local request file name (part-00000.jsonl)
+    file: str  # local request file name (part-00000.jsonl)
     path: Path
     sha256: str
     records: int
-    input_uri: str            # S3 folder with the jsonl (+ images)
-    output_uri: str           # S3 folder Bedrock writes <jobId>/... under
+    input_uri: str  # S3 folder with the jsonl (+ images)
+    output_uri: str  # S3 folder Bedrock writes <jobId>/... under
     images: dict = field(default_factory=dict)  # S3 URI -> local file (Nova)
 
 
@@ -204,17 +233,27 @@ def find_job(bedrock, name: str, **kw) -> dict | None:
             return None
 
 
-def run_bedrock(shards: list[ShardJob], out_dir: Path, settings: Settings, state_path: Path, s3, bedrock,
-                sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] = print) -> dict:
+def run_bedrock(
+    shards: list[ShardJob],
+    out_dir: Path,
+    settings: Settings,
+    state_path: Path,
+    s3,
+    bedrock,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Submit (or resume) one job per shard, wait for all, download and reconcile the outputs.
     Returns the reconciliation summary (see `reconcile`) plus `jobs`."""
     kw = {"attempts": settings.api_max_attempts, "backoff_s": settings.api_backoff_s, "sleep": sleep, "log": log}
     check_bucket(s3, settings.bucket)
     small = [f"{s.file} ({s.records})" for s in shards if s.records < settings.min_records_per_job]
     if small:
-        raise CaptionError(f"caption.quotas.min_records_per_job={settings.min_records_per_job}: Bedrock rejects jobs with fewer "
-                           f"records: {', '.join(small)} (add images, lower the quota if your account's is lower, or set "
-                           "caption.cache.pad_small_jobs=true to top a job up with already-cached records)")
+        raise CaptionError(
+            f"caption.quotas.min_records_per_job={settings.min_records_per_job}: Bedrock rejects jobs with fewer "
+            f"records: {', '.join(small)} (add images, lower the quota if your account's is lower, or set "
+            "caption.cache.pad_small_jobs=true to top a job up with already-cached records)"
+        )
     store = JobStore(state_path)
     store.data["run"] = state_path.stem
     # 1. submit what has no job yet (or whose job failed and may be resubmitted)
@@ -222,7 +261,12 @@ def run_bedrock(shards: list[ShardJob], out_dir: Path, settings: Settings, state
         entry = store.get(sh.file)
         if entry and entry.get("sha256") != sh.sha256:
             entry = None
-        if entry and entry.get("status") in ("Failed", "Stopped", "Expired") and settings.resubmit_failed and entry.get("reported"):
+        if (
+            entry
+            and entry.get("status") in ("Failed", "Stopped", "Expired")
+            and settings.resubmit_failed
+            and entry.get("reported")
+        ):
             log(f"{sh.file}: job {entry['jobName']} ended {entry['status']}; resubmitting")
             entry = {"sha256": sh.sha256, "attempt": entry.get("attempt", 1) + 1}
         entry = entry or {"sha256": sh.sha256, "attempt": 1}
@@ -238,14 +282,19 @@ def run_bedrock(shards: list[ShardJob], out_dir: Path, settings: Settings, state
             continue
         upload_shard(s3, sh, **kw)
         resp = call(
-            bedrock.create_model_invocation_job, **kw,
-            jobName=name, roleArn=settings.role_arn, modelId=settings.model_id,
+            bedrock.create_model_invocation_job,
+            **kw,
+            jobName=name,
+            roleArn=settings.role_arn,
+            modelId=settings.model_id,
             clientRequestToken=f"{sh.sha256[:40]}-{entry['attempt']}",
             inputDataConfig={"s3InputDataConfig": {"s3InputFormat": "JSONL", "s3Uri": sh.input_uri}},
             outputDataConfig={"s3OutputDataConfig": {"s3Uri": sh.output_uri}},
             timeoutDurationInHours=settings.job_timeout_hours,
         )
-        entry.update(jobArn=resp["jobArn"], jobName=name, status="Submitted", outputUri=sh.output_uri, submitted=time.time())
+        entry.update(
+            jobArn=resp["jobArn"], jobName=name, status="Submitted", outputUri=sh.output_uri, submitted=time.time()
+        )
         store.put(sh.file, entry)  # persisted before anything else can fail
         log(f"{sh.file}: submitted {name} -> {resp['jobArn']}")
     # 2. poll with backoff until every job is terminal
@@ -258,15 +307,20 @@ def run_bedrock(shards: list[ShardJob], out_dir: Path, settings: Settings, state
                 continue
             job = call(bedrock.get_model_invocation_job, jobIdentifier=entry["jobArn"], **kw)
             if job["status"] != entry["status"]:
-                log(f"{sh.file}: {entry['jobName']} {entry['status']} -> {job['status']}" + (f" ({job['message']})" if job.get("message") else ""))
+                log(
+                    f"{sh.file}: {entry['jobName']} {entry['status']} -> {job['status']}"
+                    + (f" ({job['message']})" if job.get("message") else "")
+                )
                 entry.update(status=job["status"], message=job.get("message"))
                 store.put(sh.file, entry)
             pending += job["status"] not in TERMINAL
         if not pending:
             break
         if settings.wait_timeout_s is not None and waited >= settings.wait_timeout_s:
-            raise CaptionError(f"{pending} Bedrock job(s) still running after {waited:.0f}s (caption.bedrock.wait_timeout_s); "
-                               f"they keep running: re-run the stage to resume (job ids in {state_path})")
+            raise CaptionError(
+                f"{pending} Bedrock job(s) still running after {waited:.0f}s (caption.bedrock.wait_timeout_s); "
+                f"they keep running: re-run the stage to resume (job ids in {state_path})"
+            )
         sleep(delay)
         waited += delay
         delay = min(delay * settings.poll_factor, settings.poll_max_s)
@@ -281,7 +335,7 @@ def run_bedrock(shards: list[ShardJob], out_dir: Path, settings: Settings, state
         listing = call(s3.list_objects_v2, Bucket=bucket, Prefix=base, **kw).get("Contents", [])
         got = {}
         for obj in listing:
-            name = obj["Key"][len(base):]
+            name = obj["Key"][len(base) :]
             if name.endswith(".jsonl.out"):
                 data = call(s3.get_object, Bucket=bucket, Key=obj["Key"], **kw)["Body"].read()
                 write_bytes(out_dir / name, data)
@@ -295,7 +349,12 @@ def run_bedrock(shards: list[ShardJob], out_dir: Path, settings: Settings, state
                     entry["manifest"] = None
                     log(f"{sh.file}: manifest.json.out of {entry['jobName']} is not valid JSON; token counts unknown")
         entry["outputs"] = got
-        jobs.append({"file": sh.file, **{k: entry.get(k) for k in ("jobName", "jobArn", "status", "message", "attempt", "manifest")}})
+        jobs.append(
+            {
+                "file": sh.file,
+                **{k: entry.get(k) for k in ("jobName", "jobArn", "status", "message", "attempt", "manifest")},
+            }
+        )
     # 4. reconcile by recordId; every input record is accounted for
     result = reconcile([sh.path for sh in shards], out_dir, {j["file"]: j for j in jobs})
     result["jobs"] = jobs
@@ -306,10 +365,15 @@ def run_bedrock(shards: list[ShardJob], out_dir: Path, settings: Settings, state
         e["reported"] = True
         store.put(sh.file, e)
     if bad and not settings.allow_incomplete:
-        lines = "; ".join(f"{j['file']}: job {j['jobName']} {j['status']}" + (f": {j['message']}" if j.get("message") else "") for j in bad)
-        raise CaptionError(f"{len(bad)} Bedrock job(s) did not complete ({lines}); completed jobs are kept: re-run to resubmit "
-                           f"{'only these' if settings.resubmit_failed else 'nothing (caption.bedrock.resubmit_failed=false)'}, "
-                           "or set caption.bedrock.allow_incomplete=true to continue without their records")
+        lines = "; ".join(
+            f"{j['file']}: job {j['jobName']} {j['status']}" + (f": {j['message']}" if j.get("message") else "")
+            for j in bad
+        )
+        raise CaptionError(
+            f"{len(bad)} Bedrock job(s) did not complete ({lines}); completed jobs are kept: re-run to resubmit "
+            f"{'only these' if settings.resubmit_failed else 'nothing (caption.bedrock.resubmit_failed=false)'}, "
+            "or set caption.bedrock.allow_incomplete=true to continue without their records"
+        )
     return result
 
 
@@ -347,12 +411,21 @@ def reconcile(input_files: list[Path], out_dir: Path, jobs_by_file: dict | None 
                 if why is None:
                     why = f"missing from {out_path.name}"
                     if job and job.get("status") not in OK_STATES:
-                        why += f" (job {job.get('jobName')} {job.get('status')}" + (f": {job['message']}" if job.get("message") else "") + ")"
+                        why += (
+                            f" (job {job.get('jobName')} {job.get('status')}"
+                            + (f": {job['message']}" if job.get("message") else "")
+                            + ")"
+                        )
                 failed.append({"recordId": rid, "file": path.name, "reason": why})
             elif "error" in rec:
                 err = rec.get("error") or {}
-                failed.append({"recordId": rid, "file": path.name,
-                               "reason": f"model error {err.get('errorCode')}: {err.get('errorMessage')}"})
+                failed.append(
+                    {
+                        "recordId": rid,
+                        "file": path.name,
+                        "reason": f"model error {err.get('errorCode')}: {err.get('errorMessage')}",
+                    }
+                )
             else:
                 ok += 1
                 try:
@@ -362,15 +435,31 @@ def reconcile(input_files: list[Path], out_dir: Path, jobs_by_file: dict | None 
                 tokens_in += i
                 tokens_out += o
         for rid in outs:
-            extra.append({"recordId": rid, "file": out_path.name, "reason": "output record with no matching input record"})
+            extra.append(
+                {"recordId": rid, "file": out_path.name, "reason": "output record with no matching input record"}
+            )
     write_jsonl(out_dir / "failed_records.jsonl", failed + extra)
-    return {"records": n_records, "succeeded": ok, "failed": len(failed), "unmatched_output_lines": len(extra),
-            "input_tokens": tokens_in, "output_tokens": tokens_out, "failed_records": failed + extra}
+    return {
+        "records": n_records,
+        "succeeded": ok,
+        "failed": len(failed),
+        "unmatched_output_lines": len(extra),
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "failed_records": failed + extra,
+    }
 
 
 def manifest_totals(jobs: list[dict]) -> dict:
     """Sum the per-job `manifest.json.out` counts (token counts as Bedrock reports them)."""
-    keys = ("totalRecordCount", "processedRecordCount", "successRecordCount", "errorRecordCount", "inputTokenCount", "outputTokenCount")
+    keys = (
+        "totalRecordCount",
+        "processedRecordCount",
+        "successRecordCount",
+        "errorRecordCount",
+        "inputTokenCount",
+        "outputTokenCount",
+    )
     tot = dict.fromkeys(keys, 0)
     for j in jobs:
         for k in keys:
@@ -388,7 +477,7 @@ def load_prices(path: Path) -> dict:
 
 def price_for(prices: dict, model_id: str, mode: str = "batch") -> dict | None:
     """USD per 1,000 input/output tokens for a model id (longest matching key, region prefix ignored)."""
-    table = (prices.get(mode) or {})
+    table = prices.get(mode) or {}
     mid = formats.base_model_id(model_id)
     for key in sorted(table, key=len, reverse=True):
         if mid == key or mid.startswith(key):
@@ -396,7 +485,9 @@ def price_for(prices: dict, model_id: str, mode: str = "batch") -> dict | None:
     return None
 
 
-def estimate_cost(prices: dict, model_id: str, input_tokens: int, output_tokens: int, mode: str = "batch") -> float | None:
+def estimate_cost(
+    prices: dict, model_id: str, input_tokens: int, output_tokens: int, mode: str = "batch"
+) -> float | None:
     p = price_for(prices, model_id, mode)
     if p is None:
         return None
@@ -406,8 +497,10 @@ def estimate_cost(prices: dict, model_id: str, input_tokens: int, output_tokens:
 def shard_jobs(jsonl_dir: Path, index: dict, bucket: str, prefix: str) -> list[ShardJob]:
     """ShardJobs from make_jsonl's `batch.json` (re-laid out if the bucket/prefix changed since)."""
     if index.get("family") == "nova" and (index.get("bucket") != bucket or index.get("prefix") != prefix):
-        raise CaptionError(f"caption.s3: the Nova request files name images in s3://{index.get('bucket')}/{index.get('prefix')}, "
-                           f"not s3://{bucket}/{prefix}; re-run make_jsonl (dvc repro) after changing the bucket")
+        raise CaptionError(
+            f"caption.s3: the Nova request files name images in s3://{index.get('bucket')}/{index.get('prefix')}, "
+            f"not s3://{bucket}/{prefix}; re-run make_jsonl (dvc repro) after changing the bucket"
+        )
     out = []
     for s in index["shards"]:
         path = jsonl_dir / s["file"]
@@ -426,13 +519,15 @@ def shard_jobs(jsonl_dir: Path, index: dict, bucket: str, prefix: str) -> list[S
 # ------------------------------------------------------------------ caption cache
 @dataclass
 class CachePlan:
-    send: list[ShardJob]                            # shards to submit (only uncached records)
-    replay: dict[str, list[dict]]                   # shard file -> output lines replayed from the cache
-    keys: dict[str, str]                            # recordId -> cache key, for the records sent
-    padded: int = 0                                 # cached records sent again to reach min_records_per_job
+    send: list[ShardJob]  # shards to submit (only uncached records)
+    replay: dict[str, list[dict]]  # shard file -> output lines replayed from the cache
+    keys: dict[str, str]  # recordId -> cache key, for the records sent
+    padded: int = 0  # cached records sent again to reach min_records_per_job
 
 
-def plan_with_cache(shards: list[ShardJob], cache, work_dir: Path, min_records: int = 0, pad: bool = False) -> CachePlan:
+def plan_with_cache(
+    shards: list[ShardJob], cache, work_dir: Path, min_records: int = 0, pad: bool = False
+) -> CachePlan:
     """Split every shard into cached records (replayed) and the rest, and rewrite each shard to hold
     only the rest (`work_dir/<shard file>`; an all-new shard is sent unchanged, an all-cached one
     not at all). A Nova shard keeps only the images its remaining records reference. With `pad`,
@@ -465,11 +560,24 @@ def plan_with_cache(shards: list[ShardJob], cache, work_dir: Path, min_records: 
             if r["recordId"] in keep:
                 for msg in r["modelInput"].get("messages", []):
                     for block in msg.get("content", []):
-                        loc = (block.get("image") or {}).get("source", {}).get("s3Location") if isinstance(block, dict) else None
+                        loc = (
+                            (block.get("image") or {}).get("source", {}).get("s3Location")
+                            if isinstance(block, dict)
+                            else None
+                        )
                         if loc:
                             uris.add(loc["uri"])
-        plan.send.append(ShardJob(sh.file, path, hashlib.sha256(data).hexdigest(), len(lines), sh.input_uri, sh.output_uri,
-                                  {u: f for u, f in sh.images.items() if u in uris}))
+        plan.send.append(
+            ShardJob(
+                sh.file,
+                path,
+                hashlib.sha256(data).hexdigest(),
+                len(lines),
+                sh.input_uri,
+                sh.output_uri,
+                {u: f for u, f in sh.images.items() if u in uris},
+            )
+        )
     return plan
 
 
@@ -511,6 +619,21 @@ def merge_replayed(plan: CachePlan, out_dir: Path) -> None:
         write_bytes(p, ("".join(kept) + "".join(formats.dumps(o) + "\n" for o in outs)).encode("utf-8"))
 
 
-__all__ = ["Settings", "settings_from_cfg", "make_clients", "run_bedrock", "reconcile", "JobStore", "ShardJob",
-           "shard_jobs", "run_hash", "load_prices", "estimate_cost", "manifest_totals", "CachePlan", "plan_with_cache",
-           "store_answers", "merge_replayed"]
+__all__ = [
+    "Settings",
+    "settings_from_cfg",
+    "make_clients",
+    "run_bedrock",
+    "reconcile",
+    "JobStore",
+    "ShardJob",
+    "shard_jobs",
+    "run_hash",
+    "load_prices",
+    "estimate_cost",
+    "manifest_totals",
+    "CachePlan",
+    "plan_with_cache",
+    "store_answers",
+    "merge_replayed",
+]

@@ -70,8 +70,17 @@ def normalized_input(model_input: dict) -> dict:
 
 
 def record_key(record: dict, context: dict, extra: dict | None = None) -> str:
-    blob = json.dumps({"v": VERSION, "ctx": context, "extra": extra, "recordId": record["recordId"],
-                       "input": normalized_input(record["modelInput"])}, sort_keys=True, ensure_ascii=False)
+    blob = json.dumps(
+        {
+            "v": VERSION,
+            "ctx": context,
+            "extra": extra,
+            "recordId": record["recordId"],
+            "input": normalized_input(record["modelInput"]),
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     return _sha(blob)
 
 
@@ -117,7 +126,7 @@ class CaptionCache:
                         for line in f:
                             if not line.startswith(_KEY_PREFIX):
                                 continue
-                            k = line[len(_KEY_PREFIX):len(_KEY_PREFIX) + 64]
+                            k = line[len(_KEY_PREFIX) : len(_KEY_PREFIX) + 64]
                             if k not in wanted or k in found:
                                 continue
                             try:
@@ -154,8 +163,14 @@ class CaptionCache:
         """Store a successful answer; returns False (stores nothing) for errors and refusals."""
         if not cacheable(out):
             return False
-        entry = {"key": key, "recordId": out["recordId"], "modelOutput": out["modelOutput"],
-                 "backend": self.context.get("backend"), "model": self.context.get("model"), "t": round(time.time())}
+        entry = {
+            "key": key,
+            "recordId": out["recordId"],
+            "modelOutput": out["modelOutput"],
+            "backend": self.context.get("backend"),
+            "model": self.context.get("model"),
+            "t": round(time.time()),
+        }
         f = self._open()
         f.write(json.dumps(entry, ensure_ascii=False) + "\n")  # "key" first: lookups skip by prefix
         f.flush()
@@ -222,8 +237,13 @@ class CaptionCache:
                 fh.close()
 
     def stats(self) -> dict:
-        return {"cached": self.hits, "sent": self.misses, "cached_input_tokens": self.hit_input_tokens,
-                "cached_output_tokens": self.hit_output_tokens, "cache_entries_written": self.written}
+        return {
+            "cached": self.hits,
+            "sent": self.misses,
+            "cached_input_tokens": self.hit_input_tokens,
+            "cached_output_tokens": self.hit_output_tokens,
+            "cache_entries_written": self.written,
+        }
 
 
 def open_cache(cfg: dict, root: Path, context: dict) -> CaptionCache | None:
@@ -235,7 +255,9 @@ def open_cache(cfg: dict, root: Path, context: dict) -> CaptionCache | None:
     return CaptionCache(resolve(c.get("dir") or DEFAULT_DIR, shared_root(root)), context)
 
 
-def split_records(records: list[dict], cache: CaptionCache | None, extra=None) -> tuple[dict[str, dict], list[tuple[dict, str]]]:
+def split_records(
+    records: list[dict], cache: CaptionCache | None, extra=None
+) -> tuple[dict[str, dict], list[tuple[dict, str]]]:
     """(cached outputs by recordId, [(uncached record, key)]); `extra(record)` adds per-record key material."""
     if cache is None:
         return {}, [(r, "") for r in records]
@@ -251,13 +273,14 @@ def split_records(records: list[dict], cache: CaptionCache | None, extra=None) -
     return cached, todo
 
 
-def answer_files(input_files, out_dir, cache: CaptionCache | None, answer_all, progress: bool = True, extra=None) -> dict:
+def answer_files(
+    input_files, out_dir, cache: CaptionCache | None, answer_all, progress: bool = True, extra=None
+) -> dict:
     """The loop every backend that answers record by record shares (offline, OpenAI-compatible):
     per input file, replay cached records, answer the rest with `answer_all(todo records) -> outputs`
     (in order; may be lazy), count and cache each answer as it arrives, and write `<name>.out` with
     every record plus `manifest.json.out`. Returns totals of what was answered (not replayed)."""
     from tqdm import tqdm
-
 
     totals = empty_totals()
     try:
@@ -266,14 +289,17 @@ def answer_files(input_files, out_dir, cache: CaptionCache | None, answer_all, p
             cached, todo = split_records(records, cache, extra)
             fresh = {}
             answers = answer_all([rec for rec, _ in todo])
-            for (rec, key), out in tqdm(zip(todo, answers), total=len(todo), desc=f"caption {path.name}",
-                                        disable=not progress, unit="rec"):
+            for (rec, key), out in tqdm(
+                zip(todo, answers), total=len(todo), desc=f"caption {path.name}", disable=not progress, unit="rec"
+            ):
                 totals["totalRecordCount"] += 1
                 count_output(totals, out)
                 if cache is not None:
                     cache.add(key, out)
                 fresh[rec["recordId"]] = out
-            write_jsonl(out_dir / f"{path.name}.out", (cached.get(r["recordId"]) or fresh[r["recordId"]] for r in records))
+            write_jsonl(
+                out_dir / f"{path.name}.out", (cached.get(r["recordId"]) or fresh[r["recordId"]] for r in records)
+            )
     finally:
         if cache is not None:
             cache.close()

@@ -120,7 +120,9 @@ def request_record(record_id: str, model_input: dict) -> dict:
     return rec
 
 
-def claude_response(text: str, model_id: str, input_tokens: int, output_tokens: int, stop_reason: str = "end_turn") -> dict:
+def claude_response(
+    text: str, model_id: str, input_tokens: int, output_tokens: int, stop_reason: str = "end_turn"
+) -> dict:
     """A Claude messages response as Bedrock returns it in `modelOutput`."""
     return {
         "id": f"msg_bdrk_{uuid.uuid5(uuid.NAMESPACE_URL, model_id + text).hex[:24]}",
@@ -134,7 +136,9 @@ def claude_response(text: str, model_id: str, input_tokens: int, output_tokens: 
     }
 
 
-def output_record(record_id: str, model_input: dict, model_output: dict | None = None, error: dict | None = None) -> dict:
+def output_record(
+    record_id: str, model_input: dict, model_output: dict | None = None, error: dict | None = None
+) -> dict:
     rec = {"recordId": record_id, "modelInput": model_input}
     if error is not None:
         rec["error"] = error
@@ -178,7 +182,7 @@ def base_model_id(model_id: str) -> str:
         mid = mid.rsplit("/", 1)[-1]
     for p in _REGION_PREFIXES:
         if mid.startswith(p):
-            return mid[len(p):]
+            return mid[len(p) :]
     return mid
 
 
@@ -193,7 +197,9 @@ def model_family(model_id: str, family: str | None = "auto") -> str:
         return "claude"
     if mid.startswith("amazon.nova"):
         if mid.startswith("amazon.nova-micro"):
-            raise FormatError(f"caption.model_id: {model_id!r} is text-only (Nova Micro takes no images); use amazon.nova-lite or -pro")
+            raise FormatError(
+                f"caption.model_id: {model_id!r} is text-only (Nova Micro takes no images); use amazon.nova-lite or -pro"
+            )
         return "nova"
     raise FormatError(
         f"caption.model_id: unknown model family for {model_id!r} "
@@ -296,7 +302,11 @@ def nova_response(text: str, input_tokens: int, output_tokens: int, stop_reason:
     return {
         "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
         "stopReason": stop_reason,
-        "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens},
+        "usage": {
+            "inputTokens": input_tokens,
+            "outputTokens": output_tokens,
+            "totalTokens": input_tokens + output_tokens,
+        },
     }
 
 
@@ -358,8 +368,14 @@ def dumps(rec: dict) -> str:
 
 
 def empty_totals() -> dict:
-    return {"totalRecordCount": 0, "processedRecordCount": 0, "successRecordCount": 0,
-            "errorRecordCount": 0, "inputTokenCount": 0, "outputTokenCount": 0}
+    return {
+        "totalRecordCount": 0,
+        "processedRecordCount": 0,
+        "successRecordCount": 0,
+        "errorRecordCount": 0,
+        "inputTokenCount": 0,
+        "outputTokenCount": 0,
+    }
 
 
 def count_output(totals: dict, out: dict) -> None:

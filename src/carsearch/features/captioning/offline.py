@@ -48,16 +48,28 @@ def offline_caption(labels: dict, record_id: str) -> dict:
     if body and color and view:
         tpl = rng.choice(_TEMPLATES)
         text = tpl.format(
-            color=color, color_cap=color.capitalize(), makemodel=makemodel, body=body,
-            view=view_phrase(view), view_cap=view_phrase(view).capitalize(), scene=scene_txt,
+            color=color,
+            color_cap=color.capitalize(),
+            makemodel=makemodel,
+            body=body,
+            view=view_phrase(view),
+            view_cap=view_phrase(view).capitalize(),
+            scene=scene_txt,
         )
     else:
         named = " ".join(v for v in (lab.get("make"), lab.get("model")) if v) or None
         desc = " ".join(w for w in (color, named, body or "car") if w)
         view_txt = f" seen from the {view_phrase(view)}" if view else ""
         text = rng.choice(_PARTIAL_TEMPLATES).format(desc=desc, view=view_txt, scene=scene_txt)
-    return {"make": make, "model": model, "body_type": body or UNKNOWN, "color": color or UNKNOWN,
-            "view": view or UNKNOWN, "caption": text}
+    return {
+        "make": make,
+        "model": model,
+        "body_type": body or UNKNOWN,
+        "color": color or UNKNOWN,
+        "view": view or UNKNOWN,
+        "caption": text,
+    }
+
 
 # The offline captioner restates labels; an image with none cannot be captioned offline.
 NO_LABELS = "offline captioner: image has no labels"
@@ -90,13 +102,26 @@ def offline_key_extra(labels: dict | None) -> dict:
     return {"labels": labels}
 
 
-def run_offline(input_files: list[Path], out_dir: Path, labels_by_id: dict[str, dict | None], model_id: str, progress: bool = True,
-                cache=None) -> dict:
+def run_offline(
+    input_files: list[Path],
+    out_dir: Path,
+    labels_by_id: dict[str, dict | None],
+    model_id: str,
+    progress: bool = True,
+    cache=None,
+) -> dict:
     """Answer every input file into `out_dir/<name>.out` plus `manifest.json.out`. With a
     `caption_cache.CaptionCache`, records answered before are replayed from it and only the rest
     are captioned (and stored); the returned totals (and manifest.json.out) count what was captioned."""
+
     def answer_all(records):
         return (offline_output(rec, labels_by_id.get(rec["recordId"]), model_id) for rec in records)
 
-    return answer_files(input_files, out_dir, cache, answer_all, progress,
-                        extra=lambda r: offline_key_extra(labels_by_id.get(r["recordId"])))
+    return answer_files(
+        input_files,
+        out_dir,
+        cache,
+        answer_all,
+        progress,
+        extra=lambda r: offline_key_extra(labels_by_id.get(r["recordId"])),
+    )

@@ -21,8 +21,8 @@ from carsearch.features.captioning.parse import CaptionError
 
 @dataclass
 class OpenAISettings:
-    base_url: str                 # e.g. http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama)
-    model: str                    # the served model name, e.g. Qwen/Qwen2.5-VL-7B-Instruct
+    base_url: str  # e.g. http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama)
+    model: str  # the served model name, e.g. Qwen/Qwen2.5-VL-7B-Instruct
     api_key: str | None = None
     concurrency: int = 4
     timeout_s: float = 120.0
@@ -37,8 +37,10 @@ def settings_from_cfg(cfg: dict, env: dict | None = None) -> OpenAISettings:
     o = cfg.get("openai") or {}
     base = o.get("base_url") or env.get("OPENAI_BASE_URL")
     if not base:
-        raise CaptionError("caption.openai.base_url: not set (e.g. http://localhost:8000/v1 for vLLM, "
-                           "http://localhost:11434/v1 for Ollama; or $OPENAI_BASE_URL)")
+        raise CaptionError(
+            "caption.openai.base_url: not set (e.g. http://localhost:8000/v1 for vLLM, "
+            "http://localhost:11434/v1 for Ollama; or $OPENAI_BASE_URL)"
+        )
     model = o.get("model")
     if not model:
         raise CaptionError("caption.openai.model: not set (the model name the server serves)")
@@ -46,17 +48,25 @@ def settings_from_cfg(cfg: dict, env: dict | None = None) -> OpenAISettings:
     conc = int(o.get("concurrency") or 4)
     if conc < 1:
         raise CaptionError(f"caption.openai.concurrency: {conc} (must be >= 1)")
-    return OpenAISettings(base_url=str(base).rstrip("/"), model=model, api_key=key, concurrency=conc,
-                          timeout_s=float(o.get("timeout_s") or 120), max_attempts=int(o.get("max_attempts") or 4),
-                          backoff_s=float(o.get("backoff_s") if o.get("backoff_s") is not None else 1.0))
+    return OpenAISettings(
+        base_url=str(base).rstrip("/"),
+        model=model,
+        api_key=key,
+        concurrency=conc,
+        timeout_s=float(o.get("timeout_s") or 120),
+        max_attempts=int(o.get("max_attempts") or 4),
+        backoff_s=float(o.get("backoff_s") if o.get("backoff_s") is not None else 1.0),
+    )
 
 
 def chat_request(record: dict, model: str) -> dict:
     """A chat-completions body from a Claude-format request record (image inline as base64)."""
     body = record["modelInput"]
     if "schemaVersion" in body:
-        raise CaptionError(f"record {record['recordId']!r}: Nova requests reference images on S3; "
-                           "the openai backend needs caption.family=claude (images inline)")
+        raise CaptionError(
+            f"record {record['recordId']!r}: Nova requests reference images on S3; "
+            "the openai backend needs caption.family=claude (images inline)"
+        )
     messages = []
     if body.get("system"):
         messages.append({"role": "system", "content": body["system"]})
@@ -67,7 +77,9 @@ def chat_request(record: dict, model: str) -> dict:
                 parts.append({"type": "text", "text": block["text"]})
             elif block["type"] == "image":
                 src = block["source"]
-                parts.append({"type": "image_url", "image_url": {"url": f"data:{src['media_type']};base64,{src['data']}"}})
+                parts.append(
+                    {"type": "image_url", "image_url": {"url": f"data:{src['media_type']};base64,{src['data']}"}}
+                )
         messages.append({"role": msg["role"], "content": parts})
     req = {"model": model, "messages": messages, "max_tokens": body.get("max_tokens", 512), "user": record["recordId"]}
     if body.get("temperature") is not None:
@@ -103,20 +115,33 @@ def answer(record: dict, s: OpenAISettings, sleep: Callable[[float], None] = tim
             except Exception:  # noqa: BLE001
                 last = str(e.reason)
             if code in (400, 401, 403, 404, 413, 422):
-                return formats.output_record(rid, record["modelInput"], error={"errorCode": code, "errorMessage": f"{url}: {last}"})
+                return formats.output_record(
+                    rid, record["modelInput"], error={"errorCode": code, "errorMessage": f"{url}: {last}"}
+                )
         except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as e:
             code, last = 0, f"{type(e).__name__}: {getattr(e, 'reason', e)}"
         if i < s.max_attempts - 1:
-            sleep(s.backoff_s * (2 ** i))
-    return formats.output_record(rid, record["modelInput"], error={"errorCode": code or 503,
-                                                                   "errorMessage": f"{url}: gave up after {s.max_attempts} attempts: {last}"})
+            sleep(s.backoff_s * (2**i))
+    return formats.output_record(
+        rid,
+        record["modelInput"],
+        error={"errorCode": code or 503, "errorMessage": f"{url}: gave up after {s.max_attempts} attempts: {last}"},
+    )
 
 
-def run_openai(input_files: list[Path], out_dir: Path, s: OpenAISettings, progress: bool = True,
-               sleep: Callable[[float], None] = time.sleep, cache=None) -> dict:
+def run_openai(
+    input_files: list[Path],
+    out_dir: Path,
+    s: OpenAISettings,
+    progress: bool = True,
+    sleep: Callable[[float], None] = time.sleep,
+    cache=None,
+) -> dict:
     """Caption every input file into `out_dir/<name>.out` + `manifest.json.out`, at most
     `s.concurrency` requests in flight. With a `caption_cache.CaptionCache`, records answered
     before are replayed and only the rest are requested; each successful answer is stored as it
     arrives (an interrupted run keeps what it paid for). Totals count the requested records."""
     with ThreadPoolExecutor(max_workers=s.concurrency) as pool:
-        return answer_files(input_files, out_dir, cache, lambda recs: pool.map(lambda r: answer(r, s, sleep), recs), progress)
+        return answer_files(
+            input_files, out_dir, cache, lambda recs: pool.map(lambda r: answer(r, s, sleep), recs), progress
+        )

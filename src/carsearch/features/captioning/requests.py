@@ -34,16 +34,22 @@ DEFAULT_QUOTAS = {"min_records_per_job": 100, "max_records_per_job": 50_000, "ma
 
 
 # ------------------------------------------------------------------------ images
-def encode_image(path: Path, max_edge: int, quality: int = 90, max_bytes: int | None = None,
-                 allowed: set[str] | None = None) -> bytes:
+def encode_image(
+    path: Path, max_edge: int, quality: int = 90, max_bytes: int | None = None, allowed: set[str] | None = None
+) -> bytes:
     """The image bytes to send: the original if within `max_edge`/`max_bytes` and an allowed
     format, else a resized JPEG (quality lowered, then size, until it fits `max_bytes`)."""
     data = Path(path).read_bytes()
     allowed = allowed or {"JPEG", "PNG", "WEBP", "GIF"}
     im, info = imaging.load(data)
     with im:
-        if (info.orientation == 1 and info.mode in {"RGB", "L", "P", "RGBA", "LA", "PA"} and max(im.size) <= max_edge
-                and info.format.upper() in allowed and (max_bytes is None or len(data) <= max_bytes)):
+        if (
+            info.orientation == 1
+            and info.mode in {"RGB", "L", "P", "RGBA", "LA", "PA"}
+            and max(im.size) <= max_edge
+            and info.format.upper() in allowed
+            and (max_bytes is None or len(data) <= max_bytes)
+        ):
             return data
         im = imaging.normalise(im)  # upright 8-bit RGB (EXIF orientation, 16-bit, alpha handled)
         edge = min(max_edge, max(im.size))
@@ -72,15 +78,18 @@ def claude_records(manifest: Iterable[dict], root: Path, cfg: dict) -> Iterator[
     edge, nbytes = image_limits("claude", cfg)
     for row in manifest:
         img = encode_image(root / row["path"], edge, max_bytes=nbytes)
-        body = formats.claude_request(img, cfg["system_prompt"], cfg["user_prompt"], cfg["max_tokens"], cfg.get("temperature"))
+        body = formats.claude_request(
+            img, cfg["system_prompt"], cfg["user_prompt"], cfg["max_tokens"], cfg.get("temperature")
+        )
         yield formats.request_record(row["id"], body)
 
 
 SHARD_TOKEN = "{shard}"  # replaced by the shard stem when shards are cut (Nova image URIs)
 
 
-def nova_records(manifest: Iterable[dict], root: Path, cfg: dict, images_dir: Path, uri_prefix: str,
-                 bucket_owner: str | None = None) -> Iterator[dict]:
+def nova_records(
+    manifest: Iterable[dict], root: Path, cfg: dict, images_dir: Path, uri_prefix: str, bucket_owner: str | None = None
+) -> Iterator[dict]:
     """Nova records; each resized image is written to `images_dir/<id>.<ext>` and referenced as
     `<uri_prefix>/{shard}/images/<id>.<ext>` (the shard folder is filled in by `write_shards`)."""
     edge, nbytes = image_limits("nova", cfg)
@@ -90,15 +99,28 @@ def nova_records(manifest: Iterable[dict], root: Path, cfg: dict, images_dir: Pa
         ext = "jpg" if fmt == "jpeg" else fmt
         write_bytes(images_dir / f"{row['id']}.{ext}", img)
         uri = f"{uri_prefix}/{SHARD_TOKEN}/{IMAGES_SUBDIR}/{row['id']}.{ext}"
-        body = formats.nova_request(uri, fmt, cfg["system_prompt"], cfg["user_prompt"], cfg["max_tokens"],
-                                    cfg.get("temperature"), bucket_owner=bucket_owner)
+        body = formats.nova_request(
+            uri,
+            fmt,
+            cfg["system_prompt"],
+            cfg["user_prompt"],
+            cfg["max_tokens"],
+            cfg.get("temperature"),
+            bucket_owner=bucket_owner,
+        )
         yield formats.request_record(row["id"], body)
 
 
 def batch_key(model_id: str, family: str, ids: list[str], cfg: dict, bucket: str | None, prefix: str) -> str:
     """A short hash of everything that determines the request files (names the S3 folder)."""
-    keyed = {k: cfg.get(k) for k in ("system_prompt", "user_prompt", "max_tokens", "temperature", "max_image_edge", "max_image_bytes")}
-    blob = json.dumps({"model_id": model_id, "family": family, "ids": ids, "cfg": keyed, "bucket": bucket, "prefix": prefix}, sort_keys=True)
+    keyed = {
+        k: cfg.get(k)
+        for k in ("system_prompt", "user_prompt", "max_tokens", "temperature", "max_image_edge", "max_image_bytes")
+    }
+    blob = json.dumps(
+        {"model_id": model_id, "family": family, "ids": ids, "cfg": keyed, "bucket": bucket, "prefix": prefix},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -109,7 +131,9 @@ def s3_layout(bucket: str, prefix: str, key: str, stem: str) -> dict:
 
 
 # ------------------------------------------------------------------------ sharding to quotas
-def plan_shards(sizes: list[int], max_records: int, max_bytes: int, record_ids: list[str] | None = None) -> list[tuple[int, int]]:
+def plan_shards(
+    sizes: list[int], max_records: int, max_bytes: int, record_ids: list[str] | None = None
+) -> list[tuple[int, int]]:
     """Split records (line sizes in bytes, in order) into the fewest contiguous, evenly sized
     shards with <= `max_records` records and <= `max_bytes` bytes each."""
     total = len(sizes)
@@ -140,15 +164,27 @@ class Shard:
     s3: dict = field(default_factory=dict)
 
 
-def write_shards(records: Iterable[dict], out_dir: Path, per_file: int | None = None, stem: str = "part",
-                 family: str = "claude", quotas: dict | None = None) -> list[Path]:
+def write_shards(
+    records: Iterable[dict],
+    out_dir: Path,
+    per_file: int | None = None,
+    stem: str = "part",
+    family: str = "claude",
+    quotas: dict | None = None,
+) -> list[Path]:
     """Write records into `out_dir/<stem>-NNNNN.jsonl` (see `cut_shards`)."""
     return [out_dir / s.file for s in cut_shards(records, out_dir, per_file, stem, family, quotas)]
 
 
-def cut_shards(records: Iterable[dict], out_dir: Path, per_file: int | None = None, stem: str = "part",
-               family: str = "claude", quotas: dict | None = None,
-               finalize: Callable[[dict, str], dict] | None = None) -> list[Shard]:
+def cut_shards(
+    records: Iterable[dict],
+    out_dir: Path,
+    per_file: int | None = None,
+    stem: str = "part",
+    family: str = "claude",
+    quotas: dict | None = None,
+    finalize: Callable[[dict, str], dict] | None = None,
+) -> list[Shard]:
     """Write records into `out_dir/<stem>-NNNNN.jsonl`, cut to the quotas (max records a job, max
     file size; a shard under the minimum records a job is flagged `below_min`), every line
     validated against the family's schema before it is written."""
@@ -182,18 +218,28 @@ def cut_shards(records: Iterable[dict], out_dir: Path, per_file: int | None = No
                         formats.validate_record(rec, family, where=f"{p.name}:{lineno - a + 1}")
                         line = (formats.dumps(rec) + "\n").encode("utf-8")
                         if nbytes + len(line) > int(q["max_file_bytes"]):
-                            raise formats.FormatError(f"{p.name}: over caption.quotas.max_file_bytes after filling in URIs")
+                            raise formats.FormatError(
+                                f"{p.name}: over caption.quotas.max_file_bytes after filling in URIs"
+                            )
                         h.update(line)
                         nbytes += len(line)
                         w.write(line.decode("utf-8"))
-                shards.append(Shard(p.name, b - a, nbytes, h.hexdigest(), below_min=(b - a) < int(q["min_records_per_job"])))
+                shards.append(
+                    Shard(p.name, b - a, nbytes, h.hexdigest(), below_min=(b - a) < int(q["min_records_per_job"]))
+                )
         return shards
     finally:
         spool.unlink(missing_ok=True)
 
 
-def make_requests(manifest: list[dict], root: Path, out_dir: Path, cfg: dict, bucket: str | None = None,
-                  progress: Callable[[Iterable], Iterable] | None = None) -> dict:
+def make_requests(
+    manifest: list[dict],
+    root: Path,
+    out_dir: Path,
+    cfg: dict,
+    bucket: str | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> dict:
     """Build the request shards for the configured model family, plus `batch.json` (the index
     caption_batch reads: family, S3 layout, per-shard record counts and content hashes)."""
     family = formats.model_family(cfg["model_id"], cfg.get("family", "auto"))
@@ -208,11 +254,14 @@ def make_requests(manifest: list[dict], root: Path, out_dir: Path, cfg: dict, bu
         records = claude_records(rows, root, cfg)
     else:
         if not bucket:
-            raise ValueError("caption.s3.bucket: not set, and Nova requests name their images by S3 URI "
-                             "(set caption.s3.bucket, or $CARSEARCH_BUCKET)")
+            raise ValueError(
+                "caption.s3.bucket: not set, and Nova requests name their images by S3 URI "
+                "(set caption.s3.bucket, or $CARSEARCH_BUCKET)"
+            )
         base = "/".join(p for p in (prefix.strip("/"), key) if p)
-        records = nova_records(rows, root, cfg, out_dir / IMAGES_SUBDIR, f"s3://{bucket}/{base}/input",
-                               s3cfg.get("bucket_owner"))
+        records = nova_records(
+            rows, root, cfg, out_dir / IMAGES_SUBDIR, f"s3://{bucket}/{base}/input", s3cfg.get("bucket_owner")
+        )
 
         def finalize(rec: dict, shard: str) -> dict:
             for msg in rec["modelInput"]["messages"]:
@@ -225,8 +274,16 @@ def make_requests(manifest: list[dict], root: Path, out_dir: Path, cfg: dict, bu
     shards = cut_shards(records, out_dir, cfg.get("records_per_file"), family=family, quotas=quotas, finalize=finalize)
     for s in shards:
         s.s3 = s3_layout(bucket, prefix, key, Path(s.file).stem) if bucket else {}
-    index = {"model_id": cfg["model_id"], "family": family, "batch_key": key, "bucket": bucket, "prefix": prefix,
-             "quotas": quotas, "records": len(ids), "shards": [asdict(s) for s in shards]}
+    index = {
+        "model_id": cfg["model_id"],
+        "family": family,
+        "batch_key": key,
+        "bucket": bucket,
+        "prefix": prefix,
+        "quotas": quotas,
+        "records": len(ids),
+        "shards": [asdict(s) for s in shards],
+    }
     write_json(out_dir / INDEX_NAME, index)
     return index
 
@@ -242,7 +299,9 @@ def image_uris(path: Path) -> list[str]:
     for rec in read_jsonl(path):
         for msg in rec["modelInput"].get("messages", []):
             for block in msg.get("content", []):
-                loc = (block.get("image") or {}).get("source", {}).get("s3Location") if isinstance(block, dict) else None
+                loc = (
+                    (block.get("image") or {}).get("source", {}).get("s3Location") if isinstance(block, dict) else None
+                )
                 if loc:
                     uris.append(loc["uri"])
     return uris
