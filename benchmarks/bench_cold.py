@@ -1,7 +1,7 @@
 """Cold start of `carsearch search`: wall time of a fresh process answering one text query and one
 image query (`--image`), against an index of demo images built with the default model config,
 beside the target (< 5 s on this project's 2-core machine). Also says whether torch or
-transformers were imported (they should not be: carsearch.textenc / visionenc).
+transformers were imported (they should not be: carsearch.model.textenc / visionenc).
 
     python benchmarks/bench_cold.py [--n 200] [--repeats 3]
 

@@ -1,7 +1,7 @@
 """Is the model fed? Embeds N real-size photos (1024x768 JPEGs, generated) with the model of
 params.yaml and reports images/s of:
   - forward only: the model on already preprocessed pixel batches (the ceiling),
-  - the loader pipeline (carsearch.loader: decode workers + JPEG draft + the processor's steps),
+  - the loader pipeline (carsearch.model.loader: decode workers + JPEG draft + the processor's steps),
   - the old path (decode + CLIP processor in the main process, full-size decode),
 and the pipeline / forward ratio beside the target (>= 0.8). CPU only unless CUDA is present.
 

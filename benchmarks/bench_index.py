@@ -188,7 +188,7 @@ def main() -> None:
                 "cars", data=pa.RecordBatchReader.from_batches(schema, batches(vectors, colors, crng))
             )
             write_s = time.perf_counter() - t0
-            info = create_indices(tbl, {**cfg, "ann_min_rows": min(n, int(cfg.get("ann_min_rows", 100_000)))}, n)
+            info = create_indices(tbl, {**cfg, "ann_min_rows": min(n, int(cfg["ann_min_rows"]))}, n)
             build_s = time.perf_counter() - t0
             del vectors
             gc.collect()

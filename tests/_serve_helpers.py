@@ -12,17 +12,20 @@ import threading
 import time
 from pathlib import Path
 
+from testkit import section
+
 _SHARED: dict = {}
 
-SETTINGS = {
-    "max_upload_bytes": 200_000,
-    "max_page_size": 20,
-    "default_page_size": 12,
-    "max_results": 100,
-    "facet_candidates": 40,
-    "thumb_size": 64,
-    "cache_dir": ".carsearch/thumbs",
-}
+# the composed `serve` section (conf/serve/default.yaml) with small limits
+SETTINGS = section(
+    "serve",
+    max_upload_bytes=200_000,
+    max_page_size=20,
+    default_page_size=12,
+    max_results=100,
+    facet_candidates=40,
+    thumb_size=64,
+)
 
 
 def build_repo(root: Path, n: dict | None = None, size: int = 64) -> Path:

@@ -12,6 +12,8 @@ from carsearch.features.captioning import formats, offline
 from carsearch.features.captioning import requests as batch
 from conftest_bedrock import caption_cfg, make_image_set
 
+QUOTAS = caption_cfg()["quotas"]  # conf/caption: the batch-inference quotas
+
 
 def test_images_are_resized_to_the_limits(tmp_path):
     p = tmp_path / "big.png"
@@ -63,13 +65,13 @@ def test_make_requests_nova_writes_images_and_uris(tmp_path):
 def test_invalid_line_is_never_written(tmp_path):
     bad = {"recordId": "r1", "modelInput": {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": []}}
     with pytest.raises(formats.FormatError, match="part-00000.jsonl:1 record 'r1': messages"):
-        batch.write_shards([bad], tmp_path)
+        batch.write_shards([bad], tmp_path, quotas=QUOTAS)
     assert not list(tmp_path.glob("*.jsonl"))
     with pytest.raises(formats.FormatError, match="duplicate recordId"):
         good = formats.request_record(
             "r1", formats.claude_request(b"\x89PNG" + b"0" * 10, "s", "u", media_type="image/png")
         )
-        batch.write_shards([good, good], tmp_path)
+        batch.write_shards([good, good], tmp_path, quotas=QUOTAS)
 
 
 def test_offline_output_per_family(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest_bedrock import aws_env, bucket, caption_cfg, emulator, make_image_set, moto_url, s3  # noqa: F401
+from testkit import composed_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,7 @@ def _scratch(tmp_path: Path, monkeypatch, n=20, **caption_over) -> tuple[Path, l
     caption = caption_cfg(**{"quotas.min_records_per_job": 5, **caption_over})
     caption["pricing"] = str(REPO / "conf/pricing.yaml")
     (root / "params.yaml").write_text(
-        yaml.safe_dump({"seed": 42, "paths": paths, "caption": caption, "curate": curate})
+        yaml.safe_dump(composed_params({"seed": 42, "paths": paths, "caption": caption, "curate": curate}))
     )
     monkeypatch.setenv("CARSEARCH_ROOT", str(root))
     return root, rows

@@ -12,6 +12,7 @@ from carsearch.emulator import ChatCompletionsEmulator
 from carsearch.features.captioning import cache as caption_cache
 from carsearch.features.captioning.cache import CaptionCache
 from conftest_bedrock import aws_env, bucket, caption_cfg, emulator, make_image_set, moto_url, s3  # noqa: F401
+from testkit import composed_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,7 @@ def _scratch(tmp_path: Path, monkeypatch, n: int, **caption_over) -> tuple[Path,
     paths = yaml.safe_load((REPO / "conf/paths/default.yaml").read_text())
     caption = caption_cfg(**{"quotas.min_records_per_job": 5, **caption_over})
     caption["pricing"] = str(REPO / "conf/pricing.yaml")
-    (root / "params.yaml").write_text(yaml.safe_dump({"seed": 42, "paths": paths, "caption": caption}))
+    (root / "params.yaml").write_text(yaml.safe_dump(composed_params({"seed": 42, "paths": paths, "caption": caption})))
     monkeypatch.setenv("CARSEARCH_ROOT", str(root))
     return root, rows
 

@@ -133,3 +133,110 @@ def test_dvc_repro_stops_at_first_stage_with_one_line(repo):
         assert p.returncode != 0 and "unexpected error" not in p.stdout and "None" in p.stdout, p.stdout
     finally:
         params.write_text(good)
+
+
+# ----------------------------------------------------------------------------- one source of defaults
+def _models(model, seen=None):
+    """Every pydantic model the schema is made of (the sections and their sub-sections)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    seen = seen if seen is not None else {}
+    if model.__name__ in seen:
+        return seen
+    seen[model.__name__] = model
+    for f in model.model_fields.values():
+        stack = [f.annotation]
+        while stack:
+            a = stack.pop()
+            if isinstance(a, type) and issubclass(a, BaseModel):
+                _models(a, seen)
+            stack.extend(typing.get_args(a))
+    return seen
+
+
+def test_schema_has_no_default_of_its_own():
+    """conf/ is the only home of defaults: every schema field must come from what conf/ composes."""
+    from carsearch.core.schema import Params
+
+    with_default = [
+        f"{name}.{k}" for name, m in _models(Params).items() for k, f in m.model_fields.items() if not f.is_required()
+    ]
+    assert with_default == []
+
+
+def _undeclared(d, model, path=""):
+    """Keys of a composed dict that the schema does not type (an `extra="allow"` section lets them in)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    out = []
+    for k, v in d.items():
+        field = model.model_fields.get(k)
+        if field is None:
+            out.append(path + k)
+            continue
+        subs, stack = [], [field.annotation]
+        while stack:
+            a = stack.pop()
+            if isinstance(a, type) and issubclass(a, BaseModel):
+                subs.append(a)
+            stack.extend(typing.get_args(a))
+        if isinstance(v, dict) and subs:
+            kind = [
+                s
+                for s in subs
+                if "kind" in s.model_fields and typing.get_args(s.model_fields["kind"].annotation) == (v.get("kind"),)
+            ]
+            out += _undeclared(v, (kind or subs)[0], f"{path}{k}.")
+    return out
+
+
+def _compositions():
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = REPO / "conf"
+    groups = {
+        g: sorted(p.stem for p in (conf / g).glob("*.yaml") if not p.stem.startswith("_"))
+        for g in ("data", "caption", "model")
+    }
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        for combo in itertools.product(*groups.values()):
+            overrides = [f"{g}={o}" for g, o in zip(groups, combo)]
+            yield overrides, OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+
+
+def test_every_composition_of_conf_is_complete_and_fully_typed():
+    """Each data x caption x model choice composes to params the schema accepts with no key missing
+    (nothing filled in silently) and no key it does not type."""
+    from carsearch.core.schema import Params
+
+    for overrides, params in _compositions():
+        if params["data"]["source"] == "folder":  # the example folder need not exist here
+            params["data"]["folder"]["path"] = str(REPO)
+        if params["model"]["kind"] == "pretrained":  # a hub id is checked for its form only
+            assert validate_params(params) == params, overrides
+        else:
+            assert validate_params(params, root=REPO) == params, overrides
+        assert _undeclared(params, Params) == [], overrides
+
+
+def test_a_key_missing_from_params_is_named():
+    p = copy.deepcopy(PARAMS)
+    del p["train"]["weight_decay"]
+    with pytest.raises(ConfigError, match=r"^params.yaml: train.weight_decay: missing"):
+        validate_params(p, root=REPO)
+
+
+def test_eval_set_items_are_filled_from_conf():
+    p = _set(
+        PARAMS, "eval.sets", [{"name": "mine", "path": "data/x"}, {"name": "b", "path": "s3://b/p/", "source": "s3"}]
+    )
+    sets = validate_params(p, root=REPO)["eval"]["sets"]
+    assert sets[0] == {"name": "mine", "path": "data/x", **PARAMS["eval"]["set_defaults"]}
+    assert sets[1]["source"] == "s3" and sets[1]["labels_csv"] == PARAMS["eval"]["set_defaults"]["labels_csv"]

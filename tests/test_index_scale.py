@@ -11,6 +11,7 @@ import pytest
 
 from conftest_bedrock import aws_env, bucket, moto_url, s3  # noqa: F401  (pytest fixtures)
 from test_index_corpus import _build, repo  # noqa: F401  (pytest fixture + helper)
+from testkit import section
 
 COLORS = ("red", "blue", "white")
 
@@ -40,7 +41,7 @@ def test_build_table_creates_ann_scalar_and_fts_indices(tmp_path, ann):
     from carsearch.index.store import build_table
 
     rows, v = _rows(400)
-    cfg = {"metric": "cosine", "ann_min_rows": 100, "ann_index": ann, "num_partitions": 2, "num_sub_vectors": 4}
+    cfg = section("index", ann_min_rows=100, ann_index=ann, num_partitions=2, num_sub_vectors=4)
     tbl, kind = build_table(tmp_path / "db", "cars", rows, v, "test", cfg)
     kinds = _kinds(tbl)
     assert kind == ann and kinds["vector"].replace("_", "") == ann.replace("_", "")
@@ -69,10 +70,10 @@ def test_build_table_creates_ann_scalar_and_fts_indices(tmp_path, ann):
 def test_ann_partitions_follow_the_rows():
     from carsearch.index.store import ann_partitions
 
-    assert ann_partitions(1_000_000, {"rows_per_partition": 4096}) == 244
-    assert ann_partitions(100_000, {"num_partitions": None, "rows_per_partition": 4096}) == 24
-    assert ann_partitions(100_000, {"num_partitions": 256}) == 256
-    assert ann_partitions(40, {"num_partitions": 256}) == 5  # never more than rows / 8
+    assert ann_partitions(1_000_000, section("index", num_partitions=None, rows_per_partition=4096)) == 244
+    assert ann_partitions(100_000, section("index", num_partitions=None, rows_per_partition=4096)) == 24
+    assert ann_partitions(100_000, section("index", num_partitions=256)) == 256
+    assert ann_partitions(40, section("index", num_partitions=256)) == 5  # never more than rows / 8
 
 
 def test_search_knobs_and_hybrid_search(repo):  # noqa: F811
@@ -115,7 +116,7 @@ def test_table_on_s3_builds_and_searches(tmp_path, s3, bucket):  # noqa: F811
     from carsearch.index.store import build_table, is_uri
 
     rows, v = _rows(300)
-    cfg = {"metric": "cosine", "ann_min_rows": 100, "num_partitions": 2}
+    cfg = section("index", ann_min_rows=100, num_partitions=2)
     uri = f"s3://{bucket}/indexes/cars-v1"
     assert is_uri(uri) and not is_uri(tmp_path)
     _, kind = build_table(uri, "cars", rows, v, "test", cfg)

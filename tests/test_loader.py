@@ -1,4 +1,4 @@
-"""The parallel image loader (carsearch.loader): its preprocessing is the CLIP processor's, and the
+"""The parallel image loader (carsearch.model.loader): its preprocessing is the CLIP processor's, and the
 embeddings it feeds the model equal the processor path's (exactly without JPEG draft decoding,
 within a small tolerance with it), in worker processes or not; bad files fail as open_rgb does."""
 

@@ -29,7 +29,14 @@ def test_bounded_concurrency_retries_and_bedrock_shaped_output(tmp_path):
         labels={r["id"]: r["labels"] for r in rows}, latency=0.05, fail_first=2, api_key="k"
     ) as emu:
         s = openai_compat.settings_from_cfg(
-            {"openai": {"base_url": emu.url, "model": "qwen2.5-vl", "concurrency": 3, "backoff_s": 0.01}},
+            caption_cfg(
+                **{
+                    "openai.base_url": emu.url,
+                    "openai.model": "qwen2.5-vl",
+                    "openai.concurrency": 3,
+                    "openai.backoff_s": 0.01,
+                }
+            ),
             env={"OPENAI_API_KEY": "k"},
         )
         totals = openai_compat.run_openai(inputs, tmp_path / "out", s, progress=False)
@@ -62,8 +69,8 @@ def test_unreachable_server_gives_record_errors_not_silence(tmp_path):
 
 def test_settings_errors_name_the_setting():
     with pytest.raises(CaptionError, match="caption.openai.base_url: not set"):
-        openai_compat.settings_from_cfg({"openai": {"model": "m"}}, env={})
+        openai_compat.settings_from_cfg(caption_cfg(**{"openai.model": "m"}), env={})
     with pytest.raises(CaptionError, match="caption.openai.model: not set"):
-        openai_compat.settings_from_cfg({"openai": {"base_url": "http://x/v1"}}, env={})
+        openai_compat.settings_from_cfg(caption_cfg(**{"openai.base_url": "http://x/v1"}), env={})
     with pytest.raises(CaptionError, match="Nova requests"):
         openai_compat.chat_request({"recordId": "r", "modelInput": {"schemaVersion": "messages-v1"}}, "m")

@@ -1,4 +1,4 @@
-"""Scale-out embedding on Ray Data (carsearch.scale), run on a local Ray with 2 CPU model actors:
+"""Scale-out embedding on Ray Data (carsearch.index.scale), run on a local Ray with 2 CPU model actors:
 the table it writes holds the same vectors (allclose) as the single-process path, labels from
 sub-folders, rejects listed; the `carsearch embed-ray` command's wiring."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+
+from testkit import section
 
 ray = pytest.importorskip("ray")
 
@@ -42,7 +44,14 @@ def test_ray_embedding_equals_the_single_process_path(tmp_path, local_ray):
 
     save_clip(*load_clip(TINY, seed=0), tmp_path / "model")
     _corpus(tmp_path / "corpus")
-    res = embed_corpus(tmp_path / "corpus", str(tmp_path / "out"), tmp_path / "model", concurrency=2, batch_size=4)
+    res = embed_corpus(
+        tmp_path / "corpus",
+        str(tmp_path / "out"),
+        tmp_path / "model",
+        concurrency=2,
+        batch_size=4,
+        index_cfg=section("index"),
+    )
     assert res["rows"] == 11 and res["rejected"] == 1 and res["actors"] == 2 and res["num_gpus_per_actor"] == 0
     assert res["rejects"][0]["path"].endswith("broken.jpg")
     t = open_table(str(tmp_path / "out")).to_arrow()

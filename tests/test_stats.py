@@ -16,6 +16,7 @@ from carsearch.evaluation.stats import (
     read_query_csv,
     write_query_csv,
 )
+from testkit import merge, section
 
 HEADLINE = ("recall@1", "recall@5", "recall@10", "map@10", "mrr")
 COLORS, BODIES, VIEWS = ("red", "blue", "green"), ("sedan", "suv"), ("front", "rear", "side")
@@ -56,14 +57,7 @@ def _dataset(n=60, seed=0):
 def _evaluate(cfg=None):
     """What the evaluate stage does with full_report's output (minus images, plots and MLflow)."""
     labels, embs, enc = _dataset()
-    cfg = {
-        "ks": [1, 5, 10],
-        "map_k": 10,
-        "attributes": ["color", "body_type", "view"],
-        "by_combo": False,
-        "zero_shot": (),
-        **(cfg or {}),
-    }
+    cfg = merge(section("eval", ks=[1, 5, 10], map_k=10, by_combo=False, zero_shot=[]), cfg or {})
     results, extra = {}, {}
     for name, img in embs.items():
         m, _, q = full_report(img, labels, enc, cfg)
@@ -75,7 +69,7 @@ def _evaluate(cfg=None):
     }
     ids = [f"img{i:03d}" for i in range(len(labels))]
     per_query = {name: query_results(extra[name], labels, ids, attrs, cfg["ks"], cfg["map_k"]) for name in embs}
-    settings = add_intervals(results, per_query, cfg.get("bootstrap"))
+    settings = add_intervals(results, per_query, cfg["bootstrap"])
     return results, per_query, settings
 
 

@@ -1,5 +1,5 @@
-"""Cold start: a text query runs the CLIP text tower in NumPy (carsearch.textenc), an image query
-the vision tower (carsearch.visionenc), with the same vectors as the transformers model, so
+"""Cold start: a text query runs the CLIP text tower in NumPy (carsearch.model.textenc), an image query
+the vision tower (carsearch.model.visionenc), with the same vectors as the transformers model, so
 `carsearch search "..."` and `carsearch search --image x.jpg` import neither torch nor
 transformers; `CarSearch.model` still loads the full model when asked, and queries then use it."""
 

@@ -3,8 +3,13 @@ pipeline): a very small CLIP spec and a labelled demo data set written as curate
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
     "name": "clip_test",
@@ -57,10 +62,27 @@ def write_pairs(root: Path, n: dict[str, int] | None = None, size: int = 48, see
     return out
 
 
+def merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, dicts merged at every depth (a copy)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def composed_params(over: dict | None = None) -> dict:
+    """params.yaml as DVC composes it from conf/ (the committed default composition, which
+    tests/test_config.py checks), with `over` merged on top: what a stage sees, complete."""
+    return merge(yaml.safe_load((REPO / "params.yaml").read_text()), over or {})
+
+
+def section(name: str, **over) -> dict:
+    """One composed section (`section("eval", ks=[1, 5])`): what a stage passes to the library."""
+    return merge(composed_params()[name], over)
+
+
 def write_params(root: Path, train: dict | None = None, **over) -> dict:
     """A params.yaml as DVC would compose it from conf/, with the test model and fast training."""
-    import yaml
-
     params = {
         "paths": {
             "manifest": "data/raw/manifest.jsonl",
@@ -111,6 +133,8 @@ def write_params(root: Path, train: dict | None = None, **over) -> dict:
     }
     for k, v in over.items():
         params[k] = {**params[k], **v} if isinstance(v, dict) and isinstance(params.get(k), dict) else v
+    model = params["model"]  # a whole model config (tiny or pretrained), not merged into the default one
+    params = {**composed_params(params), "model": model}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "dvc.yaml").touch()
     return params

@@ -219,7 +219,7 @@ def embed_ray(
     try:
         root = repo_root()
         params = load_params(root / "params.yaml")
-        cfg = params.get("index") or {}
+        cfg = params["index"]
         if model_dir is None:
             index_dir = resolve(params["paths"]["index_dir"], root)
             meta = read_meta(index_dir)
@@ -232,11 +232,11 @@ def embed_ray(
             model_dir,
             table=table,
             concurrency=workers,
-            batch_size=batch_size or int(cfg.get("batch_size") or 64),
+            batch_size=batch_size or int(cfg["batch_size"]),
             num_gpus=gpus,
             address=address,
-            draft=bool(cfg.get("decode_draft", True)),
-            subfolder_key=cfg.get("subfolder_key", "color"),
+            draft=bool(cfg["decode_draft"]),
+            subfolder_key=cfg["subfolder_key"],
             index_cfg=cfg,
         )
     except (FileNotFoundError, ValueError, ModelConfigError) as e:

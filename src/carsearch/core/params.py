@@ -19,7 +19,7 @@ class ParamsError(CarsearchError, ValueError):
 
 
 def load_params(path: str | Path | None = None, validate: bool = True) -> dict[str, Any]:
-    """params.yaml as a dict, checked against the schema in `carsearch.config` (one-line ParamsError
+    """params.yaml as a dict, checked against the schema in `carsearch.core.schema` (one-line ParamsError
     naming the key, the value and what is allowed)."""
     p = Path(path) if path else repo_root() / "params.yaml"
     if not p.is_file():

@@ -2,10 +2,15 @@
 of types, ranges, choices and paths, with one line per problem naming the key, the bad value and
 what is allowed, e.g. `params.yaml: train.epochs = -1: must be >= 1`.
 
-Every field has the default of conf/, so a partial params.yaml (tests, hand-written scratch repos)
-validates what it has. Sections where people add settings (`paths`, `data`, `caption`, `index`,
-`mlflow`, the top level) accept unknown keys; the others refuse them (a typo there would
-otherwise be silently ignored).
+conf/ is the only home of default values: no field here has one, so every key must be in what
+conf/ composes (a key missing from params.yaml is one line, `params.yaml: train.lr: missing`) and
+the stages read complete, typed sections (`params["train"]["lr"]`, never `.get(key, fallback)`).
+The items of `eval.sets` are filled from `eval.set_defaults` (in conf/eval) before they are checked.
+Sections where people add settings (`paths`, `data`, `caption`, `index`, `mlflow`, the top level)
+accept unknown keys; the others refuse them (a typo there would otherwise be silently ignored).
+
+Over 350 lines on purpose: one model per conf group, read top to bottom beside conf/, plus the
+one-line error rendering they share.
 """
 
 from __future__ import annotations
@@ -93,28 +98,28 @@ def _pair(v: list, lo: float, hi: float, what: str) -> list:
 
 # ------------------------------------------------------------------ sections
 class Paths(_Open):
-    raw_dir: Text = "data/raw"
-    images_dir: Text = "data/raw/images"
-    manifest: Text = "data/raw/manifest.jsonl"
-    rejects: Text = "data/raw/rejects.jsonl"
-    contact_sheet: Text = "metrics/plots/contact_sheet.png"
-    jsonl_dir: Text = "data/jsonl"
-    captions_dir: Text = "data/captions"
-    pairs_dir: Text = "data/pairs"
-    model_dir: Text = "models/finetuned"
-    index_dir: Text = "data/index"
-    metrics_dir: Text = "metrics"
-    plots_dir: Text = "metrics/plots"
+    raw_dir: Text
+    images_dir: Text
+    manifest: Text
+    rejects: Text
+    contact_sheet: Text
+    jsonl_dir: Text
+    captions_dir: Text
+    pairs_dir: Text
+    model_dir: Text
+    index_dir: Text
+    metrics_dir: Text
+    plots_dir: Text
 
 
 class Torcs(_Strict):
-    dir: Optional[str] = None
-    n_images: PosInt = 2000
-    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)] = 224
-    workers: NonNegInt = 0
-    colors: Optional[list[Text]] = None
-    jpeg_quality: list[Int] = [60, 95]
-    framing: Optional[list[Num]] = None
+    dir: Optional[str]
+    n_images: PosInt
+    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    workers: NonNegInt
+    colors: Optional[list[Text]]
+    jpeg_quality: list[Int]
+    framing: Optional[list[Num]]
 
     @field_validator("jpeg_quality")
     @classmethod
@@ -128,15 +133,15 @@ class Torcs(_Strict):
 
 
 class Demo(_Strict):
-    n_images: PosInt = 384
-    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)] = 128
-    colors: Optional[list[Text]] = None
+    n_images: PosInt
+    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    colors: Optional[list[Text]]
 
 
 class Folder(_Open):
-    path: Text = "data/incoming"
-    subfolder_key: Optional[str] = "color"
-    labels_csv: Optional[str] = "labels.csv"
+    path: Text
+    subfolder_key: Optional[str]
+    labels_csv: Optional[str]
 
     @field_validator("path", mode="before")
     @classmethod
@@ -150,18 +155,20 @@ class Folder(_Open):
 
 
 class S3Source(_Open):
-    uri: Annotated[str, Field(pattern=r"^s3://[^/]+")] = "s3://my-bucket/traffic-images/"
-    subfolder_key: Optional[str] = "color"
-    labels_csv: Optional[str] = "labels.csv"
+    uri: Annotated[str, Field(pattern=r"^s3://[^/]+")]
+    subfolder_key: Optional[str]
+    labels_csv: Optional[str]
 
 
 class Data(_Open):
-    source: Literal["torcs", "demo", "folder", "s3"] = "torcs"
-    torcs: Torcs = Torcs()
-    demo: Demo = Demo()
+    source: Literal["torcs", "demo", "folder", "s3"]
+    max_pixels: Optional[PosInt]
+    max_edge: Optional[NonNegInt]
+    torcs: Torcs
+    demo: Demo
     # never null: dvc.yaml tracks it as a dependency of ingest whatever the source
-    folder: Folder = Folder()
-    s3: S3Source = S3Source()
+    folder: Folder
+    s3: S3Source
 
     @model_validator(mode="after")
     def _folder_exists(self, info: ValidationInfo):
@@ -179,9 +186,9 @@ class Data(_Open):
 
 
 class Quotas(_Strict):
-    min_records_per_job: PosInt = 100
-    max_records_per_job: PosInt = 50000
-    max_file_bytes: PosInt = 1_000_000_000
+    min_records_per_job: PosInt
+    max_records_per_job: PosInt
+    max_file_bytes: PosInt
 
     @model_validator(mode="after")
     def _order(self):
@@ -195,58 +202,65 @@ class Quotas(_Strict):
 
 
 class CaptionS3(_Strict):
-    bucket: Optional[str] = None
-    prefix: str = "carsearch"
-    bucket_owner: Optional[Union[str, Int]] = None
+    bucket: Optional[str]
+    prefix: str
+    bucket_owner: Optional[Union[str, Int]]
 
 
 class Bedrock(_Strict):
-    role_arn: Optional[Annotated[str, Field(pattern=r"^arn:")]] = None
-    region: Optional[str] = None
-    poll_initial_s: NonNegNum = 30
-    poll_max_s: NonNegNum = 600
-    poll_factor: Annotated[float, BeforeValidator(_number), Field(ge=1)] = 1.5
-    wait_timeout_s: Optional[NonNegNum] = None
-    job_timeout_hours: Annotated[int, BeforeValidator(_integer), Field(ge=24, le=168)] = 24
-    api_max_attempts: PosInt = 8
-    api_backoff_s: NonNegNum = 1.0
-    resubmit_failed: bool = True
-    allow_incomplete: bool = False
-    state_dir: Text = ".carsearch/jobs"
+    role_arn: Optional[Annotated[str, Field(pattern=r"^arn:")]]
+    region: Optional[str]
+    poll_initial_s: NonNegNum
+    poll_max_s: NonNegNum
+    poll_factor: Annotated[float, BeforeValidator(_number), Field(ge=1)]
+    wait_timeout_s: Optional[NonNegNum]
+    job_timeout_hours: Annotated[int, BeforeValidator(_integer), Field(ge=24, le=168)]
+    api_max_attempts: PosInt
+    api_backoff_s: NonNegNum
+    resubmit_failed: bool
+    allow_incomplete: bool
+    state_dir: Text
 
 
 class OpenAI(_Strict):
-    base_url: Optional[Annotated[str, Field(pattern=r"^https?://")]] = None
-    model: Optional[str] = None
-    api_key_env: Optional[str] = "OPENAI_API_KEY"
-    concurrency: PosInt = 4
-    timeout_s: PosNum = 120
-    max_attempts: PosInt = 4
-    backoff_s: NonNegNum = 1.0
+    base_url: Optional[Annotated[str, Field(pattern=r"^https?://")]]
+    model: Optional[str]
+    api_key_env: Optional[str]
+    concurrency: PosInt
+    timeout_s: PosNum
+    max_attempts: PosInt
+    backoff_s: NonNegNum
+
+
+class CaptionCache(_Strict):
+    enabled: bool
+    dir: Text
+    pad_small_jobs: bool
 
 
 class Caption(_Open):
-    backend: Literal["offline", "bedrock", "openai"] = "offline"
-    model_id: Text = "anthropic.claude-3-haiku-20240307-v1:0"
-    family: Literal["auto", "claude", "nova"] = "auto"
-    max_tokens: PosInt = 300
-    temperature: Annotated[float, BeforeValidator(_number), Field(ge=0, le=2)] = 0.0
-    max_image_edge: Annotated[int, BeforeValidator(_integer), Field(ge=16)] = 1568
-    max_image_bytes: PosInt = 3_750_000
-    records_per_file: Optional[PosInt] = 50000
-    quotas: Quotas = Quotas()
-    system_prompt: Text = "..."
-    user_prompt: Text = "..."
-    s3: CaptionS3 = CaptionS3()
-    bedrock: Bedrock = Bedrock()
-    openai: OpenAI = OpenAI()
-    pricing: Optional[str] = "conf/pricing.yaml"
+    backend: Literal["offline", "bedrock", "openai"]
+    model_id: Text
+    family: Literal["auto", "claude", "nova"]
+    max_tokens: PosInt
+    temperature: Annotated[float, BeforeValidator(_number), Field(ge=0, le=2)]
+    max_image_edge: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    max_image_bytes: PosInt
+    records_per_file: Optional[PosInt]
+    quotas: Quotas
+    system_prompt: Text
+    user_prompt: Text
+    s3: CaptionS3
+    bedrock: Bedrock
+    openai: OpenAI
+    cache: CaptionCache
+    pricing: Optional[str]
 
 
 class Curate(_Strict):
-    splits: dict[str, Fraction] = {"train": 0.7, "val": 0.1, "test": 0.2}
-    near_duplicate_max_distance: Annotated[int, BeforeValidator(_integer), Field(ge=-1)] = 2
-    require_fields: list[Text] = ["body_type", "color", "view"]
+    splits: dict[str, Fraction]
+    near_duplicate_max_distance: Annotated[int, BeforeValidator(_integer), Field(ge=-1)]
+    require_fields: list[Text]
 
     @field_validator("splits")
     @classmethod
@@ -259,18 +273,18 @@ class Curate(_Strict):
 
 
 class TinyModel(_Strict):
-    name: Text = "clip_tiny"
-    kind: Literal["tiny"] = "tiny"
-    image_size: PosInt = 64
-    patch_size: PosInt = 8
-    vision_width: PosInt = 128
-    vision_layers: PosInt = 4
-    vision_heads: PosInt = 4
-    text_width: PosInt = 128
-    text_layers: PosInt = 3
-    text_heads: PosInt = 4
-    max_text_len: Annotated[int, BeforeValidator(_integer), Field(ge=8, le=77)] = 32
-    projection_dim: PosInt = 128
+    name: Text
+    kind: Literal["tiny"]
+    image_size: PosInt
+    patch_size: PosInt
+    vision_width: PosInt
+    vision_layers: PosInt
+    vision_heads: PosInt
+    text_width: PosInt
+    text_layers: PosInt
+    text_heads: PosInt
+    max_text_len: Annotated[int, BeforeValidator(_integer), Field(ge=8, le=77)]
+    projection_dim: PosInt
 
     @model_validator(mode="after")
     def _shapes(self):
@@ -284,9 +298,9 @@ class TinyModel(_Strict):
 
 
 class PretrainedModel(_Strict):
-    name: Text = "clip_vit_b32"
-    kind: Literal["pretrained"] = "pretrained"
-    pretrained: Text = "openai/clip-vit-base-patch32"
+    name: Text
+    kind: Literal["pretrained"]
+    pretrained: Text
 
     @field_validator("pretrained")
     @classmethod
@@ -315,77 +329,93 @@ LockSetting = Annotated[Union[str, int], BeforeValidator(_lock)]
 
 
 class Lock(_Strict):
-    image: LockSetting = "none"
-    text: LockSetting = "none"
+    image: LockSetting
+    text: LockSetting
 
 
 class Augment(_Strict):
-    shift: NonNegInt = 4
-    flip: bool = True
+    shift: NonNegInt
+    flip: bool
 
 
 class EarlyStopping(_Strict):
-    metric: Optional[str] = "val_recall@5"
-    patience: NonNegInt = 0
-    min_delta: NonNegNum = 0.0
+    metric: Optional[str]
+    patience: NonNegInt
+    min_delta: NonNegNum
 
 
 class Train(_Strict):
-    lr: PosNum = 2.5e-4
-    epochs: PosInt = 24
-    batch_size: PosInt = 32
-    seed: NonNegInt = 42
-    weight_decay: NonNegNum = 0.1
-    warmup_ratio: Fraction = 0.1
-    min_lr_ratio: Fraction = 0.0
-    grad_accum: PosInt = 1
-    max_grad_norm: NonNegNum = 1.0
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    grad_checkpointing: bool = False
-    lock: Lock = Lock()
-    texts: Literal["caption", "caption+queries"] = "caption+queries"
-    loss: Literal["multi_positive", "clip"] = "multi_positive"
-    image_loss_weight: NonNegNum = 0.0
-    logit_scale_init: Optional[PosNum] = None
-    augment: Augment = Augment()
-    early_stopping: Optional[EarlyStopping] = EarlyStopping()
-    val_sets: list[Text] = []
-    checkpoint_dir: Optional[str] = "models/checkpoints/finetune_clip"
-    resume: bool = True
-    nproc_per_node: PosInt = 1
-    num_workers: NonNegInt = 0
-    log_every: PosInt = 5
+    lr: PosNum
+    epochs: PosInt
+    batch_size: PosInt
+    seed: NonNegInt
+    weight_decay: NonNegNum
+    warmup_ratio: Fraction
+    min_lr_ratio: Fraction
+    grad_accum: PosInt
+    max_grad_norm: NonNegNum
+    precision: Literal["auto", "bf16", "fp32"]
+    grad_checkpointing: bool
+    lock: Lock
+    texts: Literal["caption", "caption+queries"]
+    loss: Literal["multi_positive", "clip"]
+    image_loss_weight: NonNegNum
+    logit_scale_init: Optional[PosNum]
+    augment: Augment
+    early_stopping: Optional[EarlyStopping]
+    val_sets: list[Text]
+    checkpoint_dir: Optional[str]
+    resume: bool
+    nproc_per_node: PosInt
+    num_workers: NonNegInt
+    log_every: PosInt
 
 
 class EvalSet(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     path: Text
-    source: Literal["folder", "s3"] = "folder"
-    subfolder_key: Optional[str] = "color"
-    labels_csv: str = "labels.csv"
+    source: Literal["folder", "s3"]
+    subfolder_key: Optional[str]
+    labels_csv: str
+
+
+class EvalSetDefaults(_Strict):
+    """What an `eval.sets` item does not say (conf/eval/default.yaml `set_defaults`)."""
+
+    source: Literal["folder", "s3"]
+    subfolder_key: Optional[str]
+    labels_csv: str
 
 
 class Bootstrap(_Strict):
     """Confidence intervals of the retrieval metrics: percentile bootstrap over queries."""
 
-    n: PosInt = 1000
-    seed: NonNegInt = 0
-    confidence: Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)] = 0.95
+    n: PosInt
+    seed: NonNegInt
+    confidence: Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]
 
 
 class Eval(_Strict):
-    ks: Annotated[list[PosInt], Field(min_length=1)] = [1, 5, 10]
-    map_k: PosInt = 10
-    split: Text = "test"
-    attributes: list[Text] = ["color", "body_type", "view"]
-    by_combo: bool = True
-    zero_shot: list[Text] = ["color", "body_type", "model", "view"]
-    min_relevant: PosInt = 1
-    n_examples: NonNegInt = 6
-    bootstrap: Bootstrap = Bootstrap()
-    sets: list["EvalSet"] = []
-    set_k: PosInt = 5
-    set_attributes: list[Text] = ["color", "body_type", "view", "make"]
+    ks: Annotated[list[PosInt], Field(min_length=1)]
+    map_k: PosInt
+    split: Text
+    attributes: list[Text]
+    by_combo: bool
+    zero_shot: list[Text]
+    min_relevant: PosInt
+    n_examples: NonNegInt
+    bootstrap: Bootstrap
+    set_defaults: EvalSetDefaults
+    sets: list["EvalSet"]
+    set_k: PosInt
+    set_attributes: list[Text]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_sets(cls, v: Any) -> Any:
+        if isinstance(v, dict) and isinstance(v.get("set_defaults"), dict) and isinstance(v.get("sets"), list):
+            v = {**v, "sets": [{**v["set_defaults"], **x} if isinstance(x, dict) else x for x in v["sets"]]}
+        return v
 
     @model_validator(mode="after")
     def _unique_set_names(self):
@@ -397,68 +427,77 @@ class Eval(_Strict):
 
 
 class Promote(_Strict):
-    metric: Optional[str] = "text_to_image.recall@5"
-    min_gain: Num = 0.0
-    set: Optional[str] = None  # an eval.sets name decides (its metric, e.g. text_to_image.precision@5)
+    metric: Optional[str]
+    min_gain: Num
+    set: Optional[str]  # an eval.sets name decides (its metric, e.g. text_to_image.precision@5)
 
 
 class Index(_Open):
-    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")] = "cars"
-    metric: Literal["cosine", "l2", "dot"] = "cosine"
-    ann_min_rows: PosInt = 100_000
-    ann_index: Literal["IVF_HNSW_SQ", "IVF_PQ"] = "IVF_HNSW_SQ"
-    num_partitions: Optional[PosInt] = None
-    rows_per_partition: PosInt = 4096
-    num_sub_vectors: Optional[PosInt] = None
-    nprobes: NonNegInt = 20
-    refine_factor: NonNegInt = 5
-    scalar_indices: bool = True
-    fts: bool = True
-    batch_size: PosInt = 64
-    num_workers: Optional[NonNegInt] = None
-    decode_draft: bool = True
-    promote: Optional[Promote] = Promote()
-    uri: Optional[Annotated[str, Field(pattern=r"^s3://[^/]+")]] = None  # the table on object storage
+    corpus: Literal["ingested", "folder", "s3"]
+    corpus_path: Optional[str]
+    subfolder_key: Optional[str]
+    labels_csv: Optional[str]
+    embed_cache_dir: Text
+    keep_versions: PosInt
+    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")]
+    metric: Literal["cosine", "l2", "dot"]
+    ann_min_rows: PosInt
+    ann_index: Literal["IVF_HNSW_SQ", "IVF_PQ"]
+    num_partitions: Optional[PosInt]
+    rows_per_partition: PosInt
+    hnsw_m: PosInt
+    hnsw_ef_construction: PosInt
+    num_sub_vectors: Optional[PosInt]
+    nprobes: NonNegInt
+    refine_factor: NonNegInt
+    scalar_indices: bool
+    fts: bool
+    batch_size: PosInt
+    num_workers: Optional[NonNegInt]
+    decode_draft: bool
+    promote: Optional[Promote]
+    uri: Optional[Annotated[str, Field(pattern=r"^s3://[^/]+")]]  # the table on object storage
 
 
 class Serve(_Open):
     """`carsearch serve` (conf/serve/default.yaml); permissive: the service reads what it knows."""
 
-    host: Text = "127.0.0.1"
-    port: Annotated[int, BeforeValidator(_integer), Field(ge=0, le=65535)] = 8000
-    max_upload_bytes: PosInt = 8_000_000
-    max_image_pixels: PosInt = 40_000_000
-    default_page_size: PosInt = 24
-    max_page_size: PosInt = 100
-    max_results: PosInt = 1000
-    facet_candidates: PosInt = 200
-    facet_top: PosInt = 12
-    thumb_size: Annotated[int, BeforeValidator(_integer), Field(ge=16, le=2048)] = 256
-    cache_dir: Optional[str] = ".carsearch/thumbs"
-    text_cache_size: NonNegInt = 2048
-    torch_threads: NonNegInt = 1
+    host: Text
+    port: Annotated[int, BeforeValidator(_integer), Field(ge=0, le=65535)]
+    max_upload_bytes: PosInt
+    max_image_pixels: PosInt
+    default_page_size: PosInt
+    max_page_size: PosInt
+    max_results: PosInt
+    facet_candidates: PosInt
+    facet_top: PosInt
+    thumb_size: Annotated[int, BeforeValidator(_integer), Field(ge=16, le=2048)]
+    cache_dir: Optional[str]
+    text_cache_size: NonNegInt
+    torch_threads: NonNegInt
 
 
 class MLflow(_Open):
-    tracking_uri: Text = "sqlite:///mlruns.db"
-    experiment: Text = "carsearch"
+    tracking_uri: Text
+    experiment: Text
+    registered_model: Text
 
 
 class Params(_Open):
-    seed: NonNegInt = 42
-    lr: PosNum = 2.5e-4
-    epochs: PosInt = 24
-    batch_size: PosInt = 32
-    paths: Paths = Paths()
-    data: Data = Data()
-    caption: Caption = Caption()
-    curate: Curate = Curate()
-    model: Annotated[Union[TinyModel, PretrainedModel], Field(discriminator="kind")] = TinyModel()
-    train: Train = Train()
-    eval: Eval = Eval()
-    index: Index = Index()
-    serve: Serve = Serve()
-    mlflow: MLflow = MLflow()
+    seed: NonNegInt
+    lr: PosNum
+    epochs: PosInt
+    batch_size: PosInt
+    paths: Paths
+    data: Data
+    caption: Caption
+    curate: Curate
+    model: Annotated[Union[TinyModel, PretrainedModel], Field(discriminator="kind")]
+    train: Train
+    eval: Eval
+    index: Index
+    serve: Serve
+    mlflow: MLflow
 
     @model_validator(mode="after")
     def _cross(self):

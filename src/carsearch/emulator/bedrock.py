@@ -10,7 +10,7 @@ to it over HTTP with `endpoint_url=` (or `$AWS_ENDPOINT_URL_BEDROCK`):
     POST /model-invocation-job/{jobIdentifier}/stop   StopModelInvocationJob
 
 A job reads every `*.jsonl` under its input S3 URI, walks Submitted -> Validating -> Scheduled ->
-InProgress (`delay` seconds each), answers each record with `carsearch.batch.offline_output`
+InProgress (`delay` seconds each), answers each record with `carsearch.features.captioning.offline.offline_output`
 from the labels it was given, and writes `<output S3 URI>/<jobId>/<input file>.out` plus
 `manifest.json.out` as Bedrock does, then ends Completed (or PartiallyCompleted when records
 failed). Knobs for tests: failing jobs, record errors, refusals / free-text answers, records left

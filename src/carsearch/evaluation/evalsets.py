@@ -44,19 +44,12 @@ class EvalSetError(CarsearchError, ValueError):
 
 def load_set(spec: dict, root: Path, work: Path) -> tuple[list[dict], list[dict]]:
     """(rows {id, path, labels, origin}, rejects) of one set, images normalised into `work`."""
-    name, kind = spec.get("name"), spec.get("source") or "folder"
-    path = spec.get("path")
-    if not name or not path:
-        raise EvalSetError(f"eval.sets: each set needs a name and a path (got {spec})")
+    name, kind, path = spec["name"], spec["source"], spec["path"]  # validated, filled from eval.set_defaults
 
     where = str(path) if kind == "s3" else str(resolve(path, root))
     if kind == "folder" and not Path(where).is_dir():
         raise EvalSetError(f"eval.sets[{name}].path: folder not found: {where}")
-    items = corpus.source_items(
-        kind,
-        where,
-        {"subfolder_key": spec.get("subfolder_key", "color"), "labels_csv": spec.get("labels_csv") or "labels.csv"},
-    )
+    items = corpus.source_items(kind, where, spec)
     rows, rejects = data.ingest_items(items, work / name, work, f"evalset:{name}")
     out = [
         {"id": r["id"], "path": str(work / r["path"]), "labels": known(r.get("labels")), "origin": r.get("origin")}
@@ -157,8 +150,7 @@ def evaluate_sets(
     """{set name: {"base": report, "finetuned": report, "rejected": n}} for every configured set.
     `models`: name -> (model, processor); `encoders`: name -> (encode_images(paths), encode_text(texts))."""
     out = {}
-    k = int(cfg.get("set_k", 5))
-    attrs = list(cfg.get("set_attributes") or ("color", "body_type", "view", "make"))
+    k, attrs = int(cfg["set_k"]), list(cfg["set_attributes"])
     with tempfile.TemporaryDirectory(prefix="carsearch-evalsets-") as tmp:
         for spec in specs:
             rows, rejects = load_set(spec, root, Path(tmp))
@@ -210,8 +202,7 @@ def set_validation_fn(spec: dict, root: Path, processor, cfg: dict, trained: dic
     """`validate(model) -> {"<set>_t2i_precision@k", "<set>_i2i_precision@k", "<set>_precision@k"}` on a
     labelled eval set (images preprocessed once), for best-epoch selection / early stopping by the
     photos users search (`train.early_stopping.set`)."""
-    k = int(cfg.get("set_k", 5))
-    attrs = list(cfg.get("set_attributes") or ("color", "body_type", "view", "make"))
+    k, attrs = int(cfg["set_k"]), list(cfg["set_attributes"])
     with tempfile.TemporaryDirectory(prefix="carsearch-valset-") as tmp:
         rows, _ = load_set(spec, root, Path(tmp))
         check_overlap(spec["name"], rows, trained)

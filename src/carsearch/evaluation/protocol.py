@@ -23,8 +23,6 @@ from carsearch.evaluation.metrics import recall_curve, retrieval_metrics
 from carsearch.features.labels import same_model_relevance
 from carsearch.model.clip import pixel_tensor
 
-ZERO_SHOT_ATTRS = ("color", "body_type", "model", "view")
-
 
 def _qtext(kw: dict) -> str:
     return query_text(
@@ -116,7 +114,7 @@ def zero_shot(
     img: np.ndarray,
     labels: list[dict],
     encode_text: Callable[[list[str]], np.ndarray],
-    attrs: Sequence[str] = ZERO_SHOT_ATTRS,
+    attrs: Sequence[str],
 ) -> dict[str, dict]:
     """Per attribute: accuracy of picking the right value among the split's values by the
     nearest prompt ("a red car", "a sedan", "a Peugeot 406 car", "a car seen from the front")."""
@@ -145,23 +143,21 @@ def full_report(
     img: np.ndarray, labels: list[dict], encode_text: Callable[[list[str]], np.ndarray], cfg: dict
 ) -> tuple[dict, dict, dict]:
     """Everything `evaluate` reports for one model: (metrics, curves, query data for examples)."""
-    ks = list(cfg.get("ks", (1, 5, 10)))
-    map_k = int(cfg.get("map_k", 10))
-    curve_k = int(cfg.get("curve_k", max(ks)))
-    attrs, skipped = supported_queries(labels, list(cfg.get("attributes", ["color", "body_type", "view"])))
-    texts, rel = attribute_queries(labels, attrs, int(cfg.get("min_relevant", 1)))
+    ks, map_k = list(cfg["ks"]), int(cfg["map_k"])
+    attrs, skipped = supported_queries(labels, list(cfg["attributes"]))
+    texts, rel = attribute_queries(labels, attrs, int(cfg["min_relevant"]))
     txt = encode_text(texts) if texts else np.zeros((0, img.shape[1]), np.float32)
-    metrics, curves = evaluate_embeddings(img, txt, labels, rel, ks, curve_k, map_k, labelled_for(labels, attrs))
+    metrics, curves = evaluate_embeddings(img, txt, labels, rel, ks, max(ks), map_k, labelled_for(labels, attrs))
     metrics["attributes"], metrics["skipped"] = attrs, skipped
     by_combo = {}
-    for combo in combos_for(attrs)[:-1] if cfg.get("by_combo", True) else []:
-        ct, cr = attribute_queries(labels, combo, int(cfg.get("min_relevant", 1)))
+    for combo in combos_for(attrs)[:-1] if cfg["by_combo"] else []:
+        ct, cr = attribute_queries(labels, combo, int(cfg["min_relevant"]))
         if ct:
             m = retrieval_metrics(judged_scores(encode_text(ct) @ img.T, labelled_for(labels, combo)), cr, ks, map_k)
             by_combo["+".join(combo)] = {k: v for k, v in m.items() if k != "skipped_queries"}
     if by_combo:
         metrics["text_to_image_by_combo"] = by_combo
-    metrics["zero_shot"] = zero_shot(img, labels, encode_text, cfg.get("zero_shot", ZERO_SHOT_ATTRS))
+    metrics["zero_shot"] = zero_shot(img, labels, encode_text, cfg["zero_shot"])
     return metrics, curves, {"texts": texts, "rel": rel, "txt": txt}
 
 

@@ -30,14 +30,12 @@ from carsearch.features.labels import same_model_relevance
 
 DIRECTIONS = ("text_to_image", "image_to_image")
 MODELS = ("base", "finetuned")
-DEFAULTS = {"n": 1000, "seed": 0, "confidence": 0.95}
 _CHUNK = 4_000_000  # gathered values per bootstrap chunk (memory bound, ~32 MB)
 
 
-def bootstrap_settings(cfg: Mapping | None) -> dict:
-    """`eval.bootstrap` with defaults filled in: {"n", "seed", "confidence"}."""
-    out = {**DEFAULTS, **{k: v for k, v in dict(cfg or {}).items() if v is not None}}
-    out["n"], out["seed"], out["confidence"] = int(out["n"]), int(out["seed"]), float(out["confidence"])
+def bootstrap_settings(cfg: Mapping) -> dict:
+    """`eval.bootstrap` (conf/eval/default.yaml) typed: {"n", "seed", "confidence"}."""
+    out = {"n": int(cfg["n"]), "seed": int(cfg["seed"]), "confidence": float(cfg["confidence"])}
     if out["n"] < 1 or not 0.0 < out["confidence"] < 1.0:
         raise ValueError(f"eval.bootstrap: n must be >= 1 and 0 < confidence < 1, got {out}")
     return out

@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from carsearch.core.errors import CarsearchError
+from carsearch.core.params import load_params
 from carsearch.core.paths import repo_root
 from carsearch.evaluation.stats import DIRECTIONS, bootstrap_settings, paired_bootstrap, read_query_csv
 from carsearch.experiments.headline import STAGE_FILES
@@ -192,10 +193,10 @@ def pr_report(
     against = f"`{head}`" if head else "this workspace"
     head_label = head or "workspace"
 
-    try:
-        bs = bootstrap_settings((head_params.get("eval") or {}).get("bootstrap"))
-    except (ValueError, TypeError):
-        bs = bootstrap_settings(None)
+    try:  # the head revision's settings; a revision from before eval.bootstrap: this workspace's conf
+        bs = bootstrap_settings(head_params["eval"]["bootstrap"])
+    except (KeyError, ValueError, TypeError):
+        bs = bootstrap_settings(load_params(cwd / "params.yaml", validate=False)["eval"]["bootstrap"])
     qhead = _queries_path(head_params)
     qbase = _queries_path(_params(cwd, base))
     old_csv, new_csv = _read(cwd, base, qbase), _read(cwd, head, qhead)

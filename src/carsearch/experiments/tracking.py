@@ -17,8 +17,8 @@ def setup(cfg: dict):
     logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_uri(cfg.get("tracking_uri")))
-    name = cfg.get("experiment", "carsearch")
+    mlflow.set_tracking_uri(mlflow_uri(cfg["tracking_uri"]))
+    name = cfg["experiment"]
     if mlflow.get_experiment_by_name(name) is None:
         artifacts = shared_root() / "mlartifacts"
         with contextlib.suppress(Exception):  # a concurrent experiment may have created it
@@ -34,7 +34,7 @@ def register_model(mlflow, run_id: str, cfg: dict, content_hash: str, tags: dict
     """Register the run's `model` artifact folder (a `save_pretrained` dir) as a new version of
     `cfg["registered_model"]` (default "carsearch-clip"), tagged with its content hash.
     Returns {"name", "version", "source"}; {} when registration is disabled (registered_model: null)."""
-    name = cfg.get("registered_model", "carsearch-clip")
+    name = cfg["registered_model"]
     if not name:
         return {}
     from mlflow.tracking import MlflowClient

@@ -54,9 +54,9 @@ def _row(image: dict, pair: dict, labels: dict, origin: str) -> dict:
 def source_items(kind: str, path: str, cfg: dict):
     """(name, bytes, labels, error) items of a folder or S3 corpus, as ingest reads them."""
     if kind == "folder":
-        return data.iter_folder(Path(path), cfg.get("subfolder_key", "color"), cfg.get("labels_csv") or "labels.csv")
+        return data.iter_folder(Path(path), cfg["subfolder_key"], cfg["labels_csv"])
     if kind == "s3":
-        return data.iter_s3(path, cfg.get("subfolder_key", "color"), cfg.get("labels_csv") or "labels.csv")
+        return data.iter_s3(path, cfg["subfolder_key"], cfg["labels_csv"])
     raise ValueError(f"index.corpus: unknown corpus {kind!r} (expected one of {', '.join(CORPORA)})")
 
 
@@ -72,18 +72,16 @@ def stored_rows(items, images_dir: Path, root: Path, source: str, pairs: dict[st
 
 def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[list[dict], list[dict]]:
     """(rows sorted by id, rejects) of the configured corpus."""
-    cfg, paths = params.get("index") or {}, params["paths"]
-    kind = cfg.get("corpus") or "ingested"
-    pairs = pairs_by_id(
-        resolve(paths["pairs_dir"], root), (params.get("curate") or {}).get("splits") or ("train", "val", "test")
-    )
+    cfg, paths = params["index"], params["paths"]
+    kind = cfg["corpus"]
+    pairs = pairs_by_id(resolve(paths["pairs_dir"], root), params["curate"]["splits"])
     if kind == "ingested":
-        manifest = resolve(paths.get("manifest") or "data/raw/manifest.jsonl", root)
+        manifest = resolve(paths["manifest"], root)
         if not manifest.is_file():
             raise FileNotFoundError(f"index.corpus=ingested: {manifest} not found; run the ingest stage first")
         rows, rejects = ingested_rows(manifest, pairs), []
     else:
-        where = cfg.get("corpus_path")
+        where = cfg["corpus_path"]
         if not where:
             raise ValueError(
                 f"index.corpus_path: not set; index.corpus={kind} needs the {'folder' if kind == 'folder' else 's3:// prefix'} to index"

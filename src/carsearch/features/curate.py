@@ -110,7 +110,7 @@ def curate(
             rejects.append({"id": rid, "path": row["path"], "reason": f"bad caption: {msg}"})
             continue
         attrs = cap.model_dump()
-        missing = [k for k in cfg.get("require_fields", []) if attrs.get(k) in (None, "", "unknown")]
+        missing = [k for k in cfg["require_fields"] if attrs.get(k) in (None, "", "unknown")]
         if missing:
             rejects.append({"id": rid, "path": row["path"], "reason": f"caption lacks {', '.join(missing)}"})
             continue
@@ -130,7 +130,7 @@ def curate(
     for rid, reason in problems.items():  # malformed lines of records nobody asked for
         rejects.append({"id": rid, "reason": reason})
 
-    groups = perceptual_groups({p["id"]: root / p["path"] for p in pairs}, cfg.get("near_duplicate_max_distance", -1))
+    groups = perceptual_groups({p["id"]: root / p["path"] for p in pairs}, cfg["near_duplicate_max_distance"])
     by_split: dict[str, list[dict]] = {s: [] for s in cfg["splits"]}
     for p in pairs:
         rep = groups[p["id"]]

@@ -21,7 +21,7 @@ def _items(paths: list[Path], cfg: dict):
         if p.is_dir():
             yield from corpus.source_items("folder", str(p), cfg)
         elif p.is_file():
-            key = cfg.get("subfolder_key", "color")
+            key = cfg["subfolder_key"]
             value = folder_label(f"{p.parent.name}/{p.name}", key)
             yield str(p), p.read_bytes(), ({key: value} if value else None), None
         else:
@@ -31,7 +31,7 @@ def _items(paths: list[Path], cfg: dict):
 def add_images(paths: list[str | Path], params: dict, root: Path, progress=None) -> dict:
     """Append the images under `paths` (files or folders) to the current index. Returns counts and
     the rejects (every input is added, skipped as already indexed, or rejected with a reason)."""
-    cfg, index_dir = params.get("index") or {}, resolve(params["paths"]["index_dir"], root)
+    cfg, index_dir = params["index"], resolve(params["paths"]["index_dir"], root)
     s = CarSearch(index_dir, root=root)  # the live version and the model that built it
     meta = s.meta
     items = _items([Path(p) for p in paths], cfg)
@@ -68,7 +68,7 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
 
 def _inside(origin: str, cfg: dict, root: Path) -> bool:
     """Whether a later `dvc repro` will index this file too (it lies under the configured corpus)."""
-    if (cfg.get("corpus") or "ingested") != "folder" or not cfg.get("corpus_path"):
+    if cfg["corpus"] != "folder" or not cfg["corpus_path"]:
         return False
     try:
         Path(origin).resolve().relative_to(resolve(cfg["corpus_path"], root).resolve())

@@ -17,7 +17,6 @@ from carsearch.core.io import atomic_path
 from carsearch.core.paths import resolve, shared_root
 
 COMPACT_AT = 32  # parts per model before they are merged into one
-DEFAULT_DIR = ".carsearch/embed_cache"
 
 
 class EmbedCache:
@@ -65,7 +64,7 @@ class EmbedCache:
 def open_embed_cache(cfg: dict, model_hash: str, root: Path | None = None) -> EmbedCache:
     """The cache of `index.embed_cache_dir` for one model, relative to the original repo root
     (queued experiments share it), as build_index and `carsearch index add` both use it."""
-    return EmbedCache(resolve(cfg.get("embed_cache_dir") or DEFAULT_DIR, shared_root(root)), model_hash)
+    return EmbedCache(resolve(cfg["embed_cache_dir"], shared_root(root)), model_hash)
 
 
 def _write_part(path: Path, ids: list[str], vectors: np.ndarray) -> None:

@@ -5,8 +5,8 @@ on a cluster (`RAY_ADDRESS=ray://head:10001` or `--address auto` on a cluster no
                  ──▶ map_batches(_Embedder, concurrency=N, num_gpus=1)      a pool of model actors
                  ──▶ iter_batches ──▶ LanceDB table (local folder or s3://…) streamed appends
 
-- Decoding is `carsearch.imaging.open_rgb` + the CLIP processor's own preprocessing
-  (`carsearch.preprocess.ClipPreprocess`), exactly what `model.encode_images` does in one process, so
+- Decoding is `carsearch.core.imaging.open_rgb` + the CLIP processor's own preprocessing
+  (`carsearch.model.preprocess.ClipPreprocess`), exactly what `model.encode_images` does in one process, so
   the vectors are the same (tests/test_scale.py checks allclose).
 - The model actors each load the model once (from a `save_pretrained` folder every node can read:
   a shared path, or copy it to the nodes) and take one GPU each when the cluster has GPUs.
@@ -141,7 +141,7 @@ def embed_corpus(
     num_cpus: float = 1.0,
     draft: bool = True,
     subfolder_key: str | None = "color",
-    index_cfg: dict | None = None,
+    index_cfg: dict,
     address: str | None = None,
     paths: Iterable[str] | None = None,
     progress: bool = False,
@@ -220,7 +220,7 @@ def embed_corpus(
             tbl.add(data)
         rows += len(keep)
     embed_s = time.perf_counter() - t0
-    info = create_indices(tbl, index_cfg or {}, rows) if tbl is not None else {"search": None}
+    info = create_indices(tbl, index_cfg, rows) if tbl is not None else {"search": None}
     return {
         "rows": rows,
         "rejected": len(rejects),

@@ -56,7 +56,7 @@ class CarSearch:
         the model that embedded the index, or scores mean nothing: a differing content hash warns)."""
         self.root = root or repo_root()
         self._override = model
-        self.index_uri: str | None = None  # an index on object storage (s3://bucket/prefix, carsearch.remote)
+        self.index_uri: str | None = None  # an index on object storage (s3://bucket/prefix, carsearch.index.remote)
         if index_dir is None:
             from carsearch.core.params import load_params
 
@@ -169,7 +169,7 @@ class CarSearch:
     # ------------------------------------------------ the model, loaded when a query first needs it
     def _use_model(self, name_or_path: str) -> None:
         """Switch to another model: nothing is loaded until a query needs it (a text or image query
-        on a local CLIP folder runs that tower in NumPy, carsearch.textenc / visionenc: no
+        on a local CLIP folder runs that tower in NumPy, carsearch.model.textenc / visionenc: no
         torch/transformers import)."""
         import threading
 
@@ -220,7 +220,7 @@ class CarSearch:
         return enc.encode([query])[0] if enc else encode_texts(self.model, self.processor, [query])[0]
 
     def _image_vector(self, image) -> np.ndarray:
-        """One image query: the NumPy vision tower while torch is not loaded (carsearch.visionenc)."""
+        """One image query: the NumPy vision tower while torch is not loaded (carsearch.model.visionenc)."""
         from carsearch.model.visionenc import ClipVisionNP
 
         enc = self._light("_visionenc", ClipVisionNP.load)

@@ -65,9 +65,9 @@ RESULT_COLUMNS = ("id", "path", "caption", "labels_json", "_distance")  # what a
 def ann_partitions(rows: int, cfg: dict) -> int:
     """`index.num_partitions`, or (null/0) about one partition per `index.rows_per_partition` rows
     (measured, docs/scale.md), never more partitions than rows/8."""
-    n = cfg.get("num_partitions")
+    n = cfg["num_partitions"]
     if not n:
-        n = max(1, round(rows / int(cfg.get("rows_per_partition") or 4096)))
+        n = max(1, round(rows / int(cfg["rows_per_partition"])))
     return int(max(1, min(int(n), max(1, rows // 8))))
 
 
@@ -77,18 +77,18 @@ def create_ann_index(tbl, cfg: dict, rows: int | None = None) -> str:
     import lancedb.index
 
     rows = tbl.count_rows() if rows is None else rows
-    kind = str(cfg.get("ann_index") or "IVF_HNSW_SQ").upper()
-    metric, parts = cfg.get("metric", "cosine"), ann_partitions(rows, cfg)
+    kind = str(cfg["ann_index"]).upper()
+    metric, parts = cfg["metric"], ann_partitions(rows, cfg)
     if kind == "IVF_HNSW_SQ":
         conf = lancedb.index.IvfHnswSq(
             distance_type=metric,
             num_partitions=parts,
-            m=int(cfg.get("hnsw_m") or 20),
-            ef_construction=int(cfg.get("hnsw_ef_construction") or 300),
+            m=int(cfg["hnsw_m"]),
+            ef_construction=int(cfg["hnsw_ef_construction"]),
         )
     elif kind == "IVF_PQ":
         dim = tbl.schema.field("vector").type.list_size
-        sub = int(cfg.get("num_sub_vectors") or max(1, dim // 8))
+        sub = int(cfg["num_sub_vectors"] or max(1, dim // 8))  # null: dim / 8
         if dim % sub:
             raise ValueError(f"index.num_sub_vectors: {sub} does not divide the vector dimension {dim}")
         conf = lancedb.index.IvfPq(distance_type=metric, num_partitions=parts, num_sub_vectors=sub)
@@ -132,15 +132,15 @@ def create_indices(tbl, cfg: dict, rows: int | None = None) -> dict:
     Returns {"search": kind, "scalar": [...], "fts": bool, "seconds": {...}}."""
     rows = tbl.count_rows() if rows is None else rows
     out: dict = {"search": "brute force (exact)", "scalar": [], "fts": False, "seconds": {}}
-    if rows >= int(cfg.get("ann_min_rows", 100_000)):
+    if rows >= int(cfg["ann_min_rows"]):
         t = time.perf_counter()
         out["search"] = create_ann_index(tbl, cfg, rows)
         out["seconds"]["ann"] = round(time.perf_counter() - t, 2)
-    if rows and cfg.get("scalar_indices", True):
+    if rows and cfg["scalar_indices"]:
         t = time.perf_counter()
         out["scalar"] = create_scalar_indices(tbl)
         out["seconds"]["scalar"] = round(time.perf_counter() - t, 2)
-    if rows and cfg.get("fts", True):
+    if rows and cfg["fts"]:
         t = time.perf_counter()
         out["fts"] = create_fts_index(tbl)
         out["seconds"]["fts"] = round(time.perf_counter() - t, 2)

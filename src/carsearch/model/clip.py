@@ -176,7 +176,7 @@ def save_clip(model, processor, out_dir: str | os.PathLike) -> None:
 
 
 def load_images(paths: Iterable[str | os.PathLike]) -> list[Image.Image]:
-    """Upright 8-bit RGB pictures (carsearch.imaging.open_rgb: EXIF orientation, 16-bit, alpha)."""
+    """Upright 8-bit RGB pictures (carsearch.core.imaging.open_rgb: EXIF orientation, 16-bit, alpha)."""
     return [open_rgb(p) for p in paths]
 
 
@@ -207,7 +207,7 @@ def encode_images(
 ) -> np.ndarray:
     """L2-normalised image embeddings, float32 [N, D]. `images` are PIL images or paths.
 
-    Paths go through `carsearch.loader`: decoded and preprocessed (the processor's own steps) by
+    Paths go through `carsearch.model.loader`: decoded and preprocessed (the processor's own steps) by
     `num_workers` processes (0: in this process; None: one per spare core) while the model runs,
     with pinned memory / non-blocking copies on CUDA; `draft=True` decodes JPEGs at a reduced
     DCT scale no smaller than the model input (faster, nearly identical embeddings)."""

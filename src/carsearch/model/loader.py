@@ -1,10 +1,10 @@
 """Keep the model fed: decode and resize images in parallel worker processes (a torch DataLoader),
 in the model's own preprocessing, so the forward pass never waits on JPEG decoding.
 
-- Every image is read with `carsearch.imaging.open_rgb` (EXIF orientation, 16-bit, alpha, bomb
+- Every image is read with `carsearch.core.imaging.open_rgb` (EXIF orientation, 16-bit, alpha, bomb
   guard); a JPEG is decoded at a reduced DCT scale (PIL `draft()`, 1/2..1/8) that is still at least
   the model's input size, which makes decoding a 1024x768 photo for a 224 px model ~3-8x cheaper.
-- `ClipPreprocess` (carsearch.preprocess) is the CLIP image processor's preprocessing (resize the
+- `ClipPreprocess` (carsearch.model.preprocess) is the CLIP image processor's preprocessing (resize the
   shortest side with its resample filter, centre crop, rescale, normalise with its mean/std), in
   NumPy/PIL, so it runs in the workers without transformers; tests/test_loader.py checks it
   against the processor.

@@ -1,7 +1,7 @@
 """A light path for image queries: the CLIP vision tower of a `save_pretrained` folder in NumPy,
-with the folder's own image-processor settings (carsearch.preprocess, the same steps as
+with the folder's own image-processor settings (carsearch.model.preprocess, the same steps as
 CLIPImageProcessor), so a cold `carsearch search --image x.jpg` needs neither torch nor
-transformers, as text queries already do (carsearch.textenc). Same math as transformers'
+transformers, as text queries already do (carsearch.model.textenc). Same math as transformers'
 CLIPVisionModel: patch embedding (the stride-p convolution as one matrix product), class token,
 positions, pre-LN, the encoder layers, post-LN on the class token, projection.
 tests/test_textenc.py checks the vectors against `model.encode_images`. `load()` returns None for

@@ -30,6 +30,8 @@ from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from carsearch.core.params import load_params
+from carsearch.core.paths import repo_root
 from carsearch.index.query import QueryError, build_where
 from carsearch.serve.schemas import (
     FILTER_COLUMNS,
@@ -43,18 +45,6 @@ from carsearch.serve.schemas import (
 
 log = logging.getLogger("carsearch.serve")
 STATIC = Path(__file__).parent / "static"
-DEFAULTS = {
-    "max_upload_bytes": 8_000_000,
-    "max_image_pixels": 40_000_000,
-    "default_page_size": 24,
-    "max_page_size": 100,
-    "max_results": 1000,
-    "facet_candidates": 200,
-    "facet_top": 12,
-    "thumb_size": 256,
-    "cache_dir": ".carsearch/thumbs",
-    "text_cache_size": 2048,
-}
 IMAGE_TYPES = {
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
@@ -126,14 +116,14 @@ def why(row: dict, q: str | None, neg: str | None, ref: dict | None, canon: bool
 
 # ------------------------------------------------------------------ the service
 class Service:
-    def __init__(self, searcher, settings: dict | None = None, root: Path | None = None):
+    def __init__(self, searcher, settings: dict, root: Path | None = None):
         self.s = searcher
-        self.cfg = {**DEFAULTS, **(settings or {})}
+        self.cfg = settings  # the validated `serve` section of params.yaml (conf/serve/default.yaml)
         self.root = Path(root or searcher.root)
         self._lock = threading.Lock()
         self._text_cache: OrderedDict = OrderedDict()
         self._text_lock = threading.Lock()
-        cache = self.cfg.get("cache_dir") or ".carsearch/thumbs"
+        cache = self.cfg["cache_dir"]
         self.thumb_dir = (Path(cache) if Path(cache).is_absolute() else self.root / cache) / str(
             int(self.cfg["thumb_size"])
         )
@@ -421,7 +411,10 @@ def _decode_upload(data: bytes, max_pixels: int):
 
 
 def create_app(searcher=None, settings: dict | None = None, root: Path | None = None, index_dir=None) -> FastAPIOffline:
-    """The app over `searcher` (a CarSearch; opened from `index_dir` / params.yaml when None)."""
+    """The app over `searcher` (a CarSearch; opened from `index_dir` / params.yaml when None), with
+    `settings` the `serve` section of params.yaml (read from the repo's params.yaml when None)."""
+    if settings is None:
+        settings = load_params(Path(root or repo_root()) / "params.yaml")["serve"]
     if searcher is None:
         from carsearch.index.search import CarSearch
 
@@ -625,20 +618,17 @@ def serve(host: str | None = None, port: int | None = None, index_dir=None, acce
     import torch
     import uvicorn
 
-    from carsearch.core.params import load_params
-    from carsearch.core.paths import repo_root
-
     root = repo_root()
     params = load_params(root / "params.yaml")
-    cfg = {**DEFAULTS, **(params.get("serve") or {})}
-    threads = int(cfg.get("torch_threads") or 0)
+    cfg = params["serve"]
+    threads = int(cfg["torch_threads"])
     if threads:
         torch.set_num_threads(threads)
     app = create_app(settings=cfg, root=root, index_dir=index_dir or params["paths"]["index_dir"])
     uvicorn.run(
         app,
-        host=host or cfg.get("host") or "127.0.0.1",
-        port=int(port if port is not None else cfg.get("port") or 8000),
+        host=host or cfg["host"],
+        port=int(port if port is not None else cfg["port"]),
         access_log=access_log,
         log_level="info",
     )

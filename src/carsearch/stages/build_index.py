@@ -153,16 +153,16 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     params = load_params()
     root, paths, cfg = repo_root(), params["paths"], params["index"]
-    promote = cfg.get("promote") or {}
+    promote = cfg["promote"] or {"metric": None}  # null: always the fine-tuned model
     eval_file = resolve(paths["metrics_dir"], root) / "eval.json"
-    if promote.get("metric"):
+    if promote["metric"]:
         if not eval_file.is_file():
             raise FileNotFoundError(f"build_index: {eval_file} not found; run the evaluate stage first")
         decision = promotion_decision(
             json.loads(eval_file.read_text()),
             promote["metric"],
-            float(promote.get("min_gain", 0.0)),
-            promote.get("set"),
+            float(promote["min_gain"]),
+            promote["set"],
         )
     else:
         decision = {"use": "finetuned", "reason": "no promotion gate configured (index.promote.metric: null)"}
@@ -173,19 +173,15 @@ def main() -> None:
         params, root, index_dir / IMAGES_SUBDIR, progress=lambda it: tqdm(it, desc="read corpus", unit="img")
     )
     if not rows:
-        raise ValueError(
-            f"build_index: the corpus ({cfg.get('corpus') or 'ingested'}) has no usable image; nothing to index"
-        )
-    keep = int(cfg.get("keep_versions") or 2)
+        raise ValueError(f"build_index: the corpus ({cfg['corpus']}) has no usable image; nothing to index")
+    keep = int(cfg["keep_versions"])
     stage, version = begin(index_dir), None
     try:
         model, processor, model_dir, model_ref, registered = promoted_model(params, root, decision, stage)
         content = registered["content_hash"]
         cache = open_embed_cache(cfg, content)
-        bs = int(cfg.get("batch_size") or 64)
-        workers = cfg.get(
-            "num_workers"
-        )  # decode processes feeding the model (carsearch.loader); null: one per spare core
+        bs = int(cfg["batch_size"])
+        workers = cfg["num_workers"]  # decode processes feeding the model (model.loader); null: one per spare core
         vectors, estats = embed_with_cache(
             [r["id"] for r in rows],
             [resolve(r["path"], root) for r in rows],
@@ -197,18 +193,18 @@ def main() -> None:
                 batch_size=bs,
                 progress=len(ps) > bs,
                 num_workers=workers,
-                draft=bool(cfg.get("decode_draft", True)),
+                draft=bool(cfg["decode_draft"]),
             ),
             chunk=max(512, 32 * bs),
         )  # decode workers start once per chunk
         version = new_version()
         # index.uri: the table goes straight to object storage (LanceDB on S3); the local version
-        # keeps the model and the pointer, and the bucket gets both too (carsearch.remote)
-        table_loc = remote.join(cfg["uri"], version) if cfg.get("uri") else stage
+        # keeps the model and the pointer, and the bucket gets both too (carsearch.index.remote)
+        table_loc = remote.join(cfg["uri"], version) if cfg["uri"] else stage
         try:
             _, kind = build_table(table_loc, cfg["table"], rows, vectors, model_ref, cfg)
         except Exception as e:  # noqa: BLE001 - lance's object-store errors: one line naming the bucket
-            if not cfg.get("uri"):
+            if not cfg["uri"]:
                 raise
             raise remote.RemoteIndexError(
                 f"index.uri {cfg['uri']}: cannot write the table: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
@@ -220,10 +216,10 @@ def main() -> None:
             "dim": int(vectors.shape[1]),
             "search": kind,
             "model": decision["use"],
-            "corpus": cfg.get("corpus") or "ingested",
-            "corpus_path": cfg.get("corpus_path"),
+            "corpus": cfg["corpus"],
+            "corpus_path": cfg["corpus_path"],
             "rejected": len(rejects),
-            **({"uri": cfg["uri"]} if cfg.get("uri") else {}),
+            **({"uri": cfg["uri"]} if cfg["uri"] else {}),
             "model_dir": model_dir,
             "model_ref": model_ref,
             "content_hash": content,
@@ -232,8 +228,8 @@ def main() -> None:
             **estats,
             "seconds": round(time.perf_counter() - t0, 2),
         }
-        search_defaults = {k: cfg.get(k) for k in ("nprobes", "refine_factor")}  # per-query defaults of CarSearch
-        where = {"uri": cfg["uri"], "table_uri": table_loc} if cfg.get("uri") else {}
+        search_defaults = {k: cfg[k] for k in ("nprobes", "refine_factor")}  # per-query defaults of CarSearch
+        where = {"uri": cfg["uri"], "table_uri": table_loc} if cfg["uri"] else {}
         publish(
             index_dir,
             stage,
@@ -251,7 +247,7 @@ def main() -> None:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         if (
-            cfg.get("uri") and version and not (index_dir / version).is_dir()
+            cfg["uri"] and version and not (index_dir / version).is_dir()
         ):  # a table written to the bucket, never published
             with contextlib.suppress(Exception):
                 remote.delete_prefix(remote.join(cfg["uri"], version) + "/")
@@ -265,7 +261,7 @@ def main() -> None:
             previous_champion=None if previous is None else int(previous),
         )
         write_meta(index_dir, {**(read_meta(index_dir) or {}), "registered_model": registered})
-    if cfg.get("uri"):  # the model, then the pointer: a searcher anywhere opens CarSearch("s3://…")
+    if cfg["uri"]:  # the model, then the pointer: a searcher anywhere opens CarSearch("s3://…")
         model_local = index_dir / version / model_dir if model_dir == MODEL_SUBDIR else None
         remote.publish(cfg["uri"], version, model_local, read_meta(index_dir) or {}, keep=keep)
         print(f"build_index: published {version} to {cfg['uri']} (table, model, pointer)")

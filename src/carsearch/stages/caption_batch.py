@@ -84,8 +84,8 @@ def cache_context(cfg: dict, backend: str, model: str) -> dict:
         "backend": backend,
         "model": model,
         "model_id": cfg["model_id"],
-        "max_image_edge": cfg.get("max_image_edge"),
-        "max_image_bytes": cfg.get("max_image_bytes"),
+        "max_image_edge": cfg["max_image_edge"],
+        "max_image_bytes": cfg["max_image_bytes"],
     }
 
 
@@ -100,10 +100,10 @@ def main(out_dir: Path | None = None) -> None:
     backend = cfg["backend"]
     if backend not in BACKENDS:
         raise ValueError(f"caption.backend: unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
-    prices_path = resolve(cfg.get("pricing") or "conf/pricing.yaml", root)
-    prices = bedrock.load_prices(prices_path) if prices_path.is_file() else {}
+    prices_path = resolve(cfg["pricing"], root) if cfg["pricing"] else None  # null: no cost estimate
+    prices = bedrock.load_prices(prices_path) if prices_path and prices_path.is_file() else {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache_cfg = cfg.get("cache") or {}
+    cache_cfg = cfg["cache"]
     n_records = sum(1 for f in inputs for _ in read_jsonl(f))
     if backend == "offline":
         labels = {r["id"]: r.get("labels") for r in read_jsonl(resolve(paths["manifest"], root))}
@@ -155,14 +155,14 @@ def main(out_dir: Path | None = None) -> None:
             )
         shards = bedrock.shard_jobs(jsonl_dir, index, s.bucket, s.prefix)
         state = (
-            resolve((cfg.get("bedrock") or {}).get("state_dir") or ".carsearch/jobs", shared_root())
+            resolve(cfg["bedrock"]["state_dir"], shared_root())
             / f"{bedrock.run_hash(s.model_id, index['shards'], s.bucket, s.prefix)}.json"
         )
         cache = open_cache(cfg, root, cache_context(cfg, backend, s.model_id))
         jobs = []
         with tempfile.TemporaryDirectory(prefix="carsearch-shards-") as work:
             plan = bedrock.plan_with_cache(
-                shards, cache, Path(work), s.min_records_per_job, bool(cache_cfg.get("pad_small_jobs"))
+                shards, cache, Path(work), s.min_records_per_job, bool(cache_cfg["pad_small_jobs"])
             )
             sent = sum(sh.records for sh in plan.send)
             print(

@@ -84,13 +84,11 @@ def main() -> None:
     }
     # uncertainty: bootstrap CIs over queries ("recall@5_ci": [lo, hi]) and the per-query results
     per_query = {
-        name: query_results(
-            extra[name], labels, [r["id"] for r in rows], attrs, cfg.get("ks", (1, 5, 10)), int(cfg.get("map_k", 10))
-        )
+        name: query_results(extra[name], labels, [r["id"] for r in rows], attrs, cfg["ks"], int(cfg["map_k"]))
         for name in models
     }
-    add_intervals(results, per_query, cfg.get("bootstrap"))
-    if cfg.get("sets"):  # the user's own labelled photos: never trained on (checked), never captioned
+    add_intervals(results, per_query, cfg["bootstrap"])
+    if cfg["sets"]:  # the user's own labelled photos: never trained on (checked), never captioned
         pairs_dir = resolve(paths["pairs_dir"], root)
 
         # by the content of the files trained on (ingest's ids are content hashes too, but check the bytes)
@@ -108,7 +106,7 @@ def main() -> None:
             list(cfg["sets"]), root, models, encoders, trained, cfg, plot_dir=resolve(paths["plots_dir"], root) / "sets"
         )
         for name, r in results["sets"].items():
-            k = int(cfg.get("set_k", 5))
+            k = int(cfg["set_k"])
             print(
                 f"evaluate[set {name}]: {r['finetuned']['images']} images; text->image P@{k} base "
                 f"{r['base']['text_to_image'][f'precision@{k}']:.3f} -> fine-tuned {r['finetuned']['text_to_image'][f'precision@{k}']:.3f}"
@@ -131,7 +129,7 @@ def main() -> None:
     # example queries with their top-5 from the fine-tuned model: text queries, then image queries
     ft = extra["finetuned"]
     img, txt, rel = ft["img"], ft["txt"], ft["rel"]
-    n_ex = int(cfg.get("n_examples", 6))
+    n_ex = int(cfg["n_examples"])
     examples = []
     for q in np.linspace(0, len(texts) - 1, min(n_ex, len(texts))).astype(int):
         order = np.argsort(-(txt[q] @ img.T), kind="stable")[:5]

@@ -9,6 +9,7 @@ only rank 0 logs and writes outputs.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import time
@@ -22,7 +23,7 @@ from carsearch.experiments import tracking
 from carsearch.features.sources import content_id
 from carsearch.model.clip import load_clip, save_clip
 from carsearch.training.distributed import init_distributed
-from carsearch.training.loop import train_clip, train_config
+from carsearch.training.loop import train_clip
 
 
 def _mlflow_name(k: str) -> str:
@@ -33,7 +34,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     params = load_params()
     root, paths = repo_root(), params["paths"]
-    cfg = train_config(params["train"])
+    cfg = copy.deepcopy(params["train"])  # complete (the schema has no defaults): this run's copy
     dist = init_distributed()
     pairs_dir = resolve(paths["pairs_dir"], root)
     train = list(read_jsonl(pairs_dir / "train.jsonl"))
@@ -45,10 +46,7 @@ def main() -> None:
     val_file = pairs_dir / "val.jsonl"
     val = list(read_jsonl(val_file)) if val_file.is_file() else []
     model, processor = load_clip(params["model"], seed=cfg["seed"])
-    validate = with_eval_sets(
-        validation_fn(processor, val, root, params.get("eval", {})), params, root, processor, train + val
-    )
-    es = cfg["early_stopping"]
+    validate = with_eval_sets(validation_fn(processor, val, root, params["eval"]), params, root, processor, train + val)
     if validate is None:
         if dist.main:
             print(
@@ -56,14 +54,14 @@ def main() -> None:
                 "no early stopping, the last epoch is kept",
                 flush=True,
             )
-        cfg["early_stopping"] = {**es, "metric": None, "patience": 0}
-    if cfg.get("checkpoint_dir"):
+        cfg["early_stopping"] = {**(cfg["early_stopping"] or {}), "metric": None, "patience": 0, "min_delta": 0.0}
+    if cfg["checkpoint_dir"]:
         cfg["checkpoint_dir"] = str(resolve(cfg["checkpoint_dir"], root))
     out_dir = resolve(paths["model_dir"], root)
     if dist.main:
         clean_stale(out_dir)  # leftovers of a killed run (a half-written temp folder)
     metrics_dir = resolve(paths["metrics_dir"], root)
-    mcfg = params.get("mlflow", {})
+    mcfg = params["mlflow"]
     steps: list[tuple[int, float, float]] = []
     epochs: list[dict] = []
     t0 = time.time()
@@ -75,16 +73,14 @@ def main() -> None:
     with run_ctx as run:
         if mlflow:
             mlflow.log_params(
-                flatten(
-                    {"model": params["model"], "train": cfg, "data": params.get("data", {}), "world_size": dist.world}
-                )
+                flatten({"model": params["model"], "train": cfg, "data": params["data"], "world_size": dist.world})
             )
             mlflow.set_tags({"stage": "finetune_clip", **run_tags, "data.pairs_md5": pairs_md5 or ""})
             tracking.log_pair_datasets(mlflow, pairs_dir, pairs_md5)
 
         def on_step(step: int, loss: float, lr: float) -> None:
             steps.append((step, loss, lr))
-            if mlflow and step % int(cfg.get("log_every") or 1) == 0:
+            if mlflow and step % int(cfg["log_every"]) == 0:
                 mlflow.log_metrics({"train_loss": loss, "lr": lr}, step=step)
 
         def on_epoch(epoch: int, info: dict) -> None:
@@ -113,7 +109,7 @@ def main() -> None:
                     "best_epoch": res.best_epoch,
                     "stopped_early": res.stopped_early,
                     "best_val": None if res.best_score is None else round(res.best_score, 4),
-                    "early_stopping_metric": cfg["early_stopping"].get("metric"),
+                    "early_stopping_metric": (cfg["early_stopping"] or {"metric": None})["metric"],
                     "resumed_from_epoch": res.resumed_from_epoch,
                     "train_pairs": len(train),
                     "val_pairs": len(val),
@@ -159,7 +155,7 @@ def main() -> None:
                 ),
             )
             write_json(metrics_dir / "train.json", summary)
-            if cfg.get("checkpoint_dir"):
+            if cfg["checkpoint_dir"]:
                 shutil.rmtree(cfg["checkpoint_dir"], ignore_errors=True)  # done: nothing to resume
             print(
                 f"finetune_clip: {len(train)} pairs, {len(res.losses)} steps, best epoch {res.best_epoch} "
@@ -177,12 +173,12 @@ def with_eval_sets(validate, params: dict, root, processor, trained_pairs: list[
     """Add `train.val_sets` (names of eval.sets: the user's labelled photos) to the per-epoch
     validation, so best epoch / early stopping can follow the photos users search
     (`train.early_stopping.metric: <set>_precision@5`)."""
-    names = list((params.get("train") or {}).get("val_sets") or [])
+    names = list(params["train"]["val_sets"])
     if not names:
         return validate
 
-    ecfg = params.get("eval") or {}
-    specs = {s["name"]: s for s in ecfg.get("sets") or []}
+    ecfg = params["eval"]
+    specs = {s["name"]: s for s in ecfg["sets"]}
     missing = [n for n in names if n not in specs]
     if missing:
         raise EvalSetError(f"train.val_sets: {missing} not in eval.sets ({sorted(specs) or 'none configured'})")
@@ -225,7 +221,7 @@ def launch() -> None:
     itself, and a failed worker ends in one line, not in torchrun's ChildFailedError traceback."""
     import sys
 
-    nproc = int((check_params().get("train") or {}).get("nproc_per_node") or 1)
+    nproc = int(check_params()["train"]["nproc_per_node"])
     if nproc == 1 or "WORLD_SIZE" in os.environ:  # one process, or already a torchrun worker
         run_stage(main)
         return

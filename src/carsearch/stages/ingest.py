@@ -19,7 +19,7 @@ from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs
 def _torcs_items(cfg: dict, seed: int, tmp_dir):
     """Render the TORCS set into a scratch folder; fall back to the toy set (one line) without the data."""
     t = cfg["torcs"]
-    torcs_dir = default_torcs_dir() if not t.get("dir") else resolve(t["dir"])
+    torcs_dir = default_torcs_dir() if not t["dir"] else resolve(t["dir"])
     if not find_torcs_cars(torcs_dir):
         print(f"ingest: no TORCS car models under {torcs_dir} (run scripts/fetch_torcs.sh); using the toy demo set")
         return None, None, "demo"
@@ -31,10 +31,10 @@ def _torcs_items(cfg: dict, seed: int, tmp_dir):
         t["n_images"],
         t["size"],
         seed,
-        t.get("workers", 0),
-        t.get("colors"),
-        tuple(t.get("jpeg_quality", (60, 95))),
-        framing=tuple(t["framing"]) if t.get("framing") else None,
+        t["workers"],
+        t["colors"],
+        tuple(t["jpeg_quality"]),
+        framing=tuple(t["framing"]) if t["framing"] else None,
     )
 
     def items():
@@ -53,7 +53,7 @@ def main() -> None:
     paths, cfg = params["paths"], params["data"]
     source = get(params, "data.source")
     raw_dir = resolve(paths["raw_dir"], root)
-    # everything is written into a temp folder beside data/raw and swapped in complete (carsearch.io.atomic_dir)
+    # everything is written into a temp folder beside data/raw and swapped in complete (carsearch.core.io.atomic_dir)
     with atomic_dir(raw_dir) as tmp_dir:
         rows, rejects, source = _ingest(params, root, paths, cfg, source, raw_dir, tmp_dir)
 
@@ -91,19 +91,19 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
         items, total, source = _torcs_items(cfg, params["seed"], tmp_dir)
     if source == "demo":
         d = cfg["demo"]
-        items = demo.demo_items(d["n_images"], d["size"], params["seed"], d.get("colors"))
+        items = demo.demo_items(d["n_images"], d["size"], params["seed"], d["colors"])
         total = d["n_images"]
     elif source == "folder":
         f = cfg["folder"]
-        items = data.iter_folder(resolve(f["path"], root), f.get("subfolder_key"), f.get("labels_csv", "labels.csv"))
+        items = data.iter_folder(resolve(f["path"], root), f["subfolder_key"], f["labels_csv"])
     elif source == "s3":
         f = cfg["s3"]
-        items = data.iter_s3(f["uri"], f.get("subfolder_key"), f.get("labels_csv", "labels.csv"))
+        items = data.iter_s3(f["uri"], f["subfolder_key"], f["labels_csv"])
     elif items is None:
         raise ValueError(f"data.source: unknown source {source!r} (expected torcs, demo, folder or s3)")
 
     items = tqdm(items, total=total, desc=f"ingest {source}", unit="img")
-    limits = {k: cfg[k] for k in ("max_pixels", "max_edge") if k in cfg}
+    limits = {k: cfg[k] for k in ("max_pixels", "max_edge")}
     rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source, **limits)
     # manifest paths are repo-relative
     prefix = raw_dir.relative_to(root).as_posix()

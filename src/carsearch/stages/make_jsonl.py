@@ -18,7 +18,7 @@ def main() -> None:
     params = load_params()
     root, paths, cfg = repo_root(), params["paths"], params["caption"]
     manifest = list(read_jsonl(resolve(paths["manifest"], root)))
-    bucket = (cfg.get("s3") or {}).get("bucket") or os.environ.get("CARSEARCH_BUCKET")
+    bucket = cfg["s3"]["bucket"] or os.environ.get("CARSEARCH_BUCKET")
     with atomic_dir(resolve(paths["jsonl_dir"], root)) as out_dir:  # written beside, swapped in complete
         index = batch.make_requests(
             manifest, root, out_dir, cfg, bucket=bucket, progress=lambda rows: tqdm(rows, desc="make_jsonl", unit="img")

@@ -1,5 +1,5 @@
 """Stage summarize: metrics/summary.json, the one declared metric: what changed against conf/'s
-defaults and the headline figures of the other stages (see carsearch.headline)."""
+defaults and the headline figures of the other stages (see carsearch.experiments.headline)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ What a researcher needs, all from one config dict (`conf/train/*.yaml`):
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -41,40 +40,6 @@ from carsearch.training.distributed import Dist, all_gather_grad
 from carsearch.training.loss import multi_positive_loss, same_model_loss
 from carsearch.training.optim import apply_lock, autocast_dtype, lr_lambda, param_groups
 from carsearch.training.texts import positives, text_variants, unknowns
-
-DEFAULTS = {
-    "lr": 5e-4,
-    "epochs": 10,
-    "batch_size": 64,
-    "seed": 0,
-    "weight_decay": 0.1,
-    "warmup_ratio": 0.1,
-    "min_lr_ratio": 0.0,
-    "grad_accum": 1,
-    "precision": "auto",
-    "grad_checkpointing": False,
-    "lock": {"image": "none", "text": "none"},
-    "texts": "caption+queries",
-    "loss": "multi_positive",
-    "logit_scale_init": None,
-    "image_loss_weight": 0.0,
-    "augment": {"shift": 4, "flip": True},
-    "early_stopping": {"metric": "t2i_recall@5", "patience": 0, "min_delta": 0.0},
-    "checkpoint_dir": None,
-    "resume": True,
-    "max_grad_norm": 1.0,
-}
-
-
-def train_config(cfg: dict) -> dict:
-    """`cfg` over the defaults (nested dicts merged one level deep)."""
-    out = json.loads(json.dumps(DEFAULTS))
-    for k, v in (cfg or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = {**out[k], **v}
-        else:
-            out[k] = v
-    return out
 
 
 def seed_everything(seed: int) -> None:
@@ -149,10 +114,9 @@ def train_clip(
     validate: Callable[[object], dict] | None = None,
     dist: Dist | None = None,
 ) -> TrainResult:
-    """Train `model` in place (ends with the best validated weights). `cfg`: see DEFAULTS.
+    """Train `model` in place (ends with the best validated weights). `cfg`: the validated `train` section of params.yaml (conf/train/default.yaml), complete.
     `validate(model) -> {metric: value}` runs after each epoch; `on_step(step, loss, lr)`,
     `on_epoch(epoch, info)` for logging (call them on the main rank only if you log)."""
-    cfg = train_config(cfg)
     d = dist or Dist()
     if len(train_pairs) < 2:
         raise ValueError(f"train split has {len(train_pairs)} pair(s); contrastive training needs at least 2")
@@ -197,8 +161,8 @@ def train_clip(
     opt = torch.optim.AdamW(param_groups(model, float(cfg["weight_decay"])), lr=float(cfg["lr"]))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, warmup, float(cfg["min_lr_ratio"])))
 
-    es = cfg["early_stopping"] or {}
-    metric, patience, min_delta = es.get("metric"), int(es.get("patience") or 0), float(es.get("min_delta") or 0)
+    es = cfg["early_stopping"]  # null: no early stopping
+    metric, patience, min_delta = (es["metric"], int(es["patience"]), float(es["min_delta"])) if es else (None, 0, 0.0)
     fp = fingerprint(cfg, model, train_pairs, d.world)
     ckpt_dir = Path(cfg["checkpoint_dir"]) if cfg["checkpoint_dir"] else None
     losses: list[float] = []
@@ -221,7 +185,7 @@ def train_clip(
     resumed_from = start_epoch
     stopped = bool(history and history[-1].get("stopped"))
     t0 = time.time()
-    aug = cfg["augment"] or {}
+    aug = cfg["augment"]
     for epoch in range(start_epoch, epochs):
         if stopped:
             break
@@ -237,12 +201,12 @@ def train_clip(
             gidx = idx.tolist()
             local = gidx[d.rank :: d.world] if d.world > 1 else gidx
             p = pix[gidx]
-            if aug.get("shift") or aug.get("flip"):  # drawn for the global batch: same for any world size
+            if aug["shift"] or aug["flip"]:  # drawn for the global batch: same for any world size
                 p = augment(
                     p,
                     torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + bi * 31),
-                    int(aug.get("shift") or 0),
-                    bool(aug.get("flip")),
+                    int(aug["shift"]),
+                    bool(aug["flip"]),
                 )
             p = p[d.rank :: d.world] if d.world > 1 else p
             t = torch.tensor([tid[choice[i][0]] for i in local])

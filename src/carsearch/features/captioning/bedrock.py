@@ -63,14 +63,13 @@ def settings_from_cfg(cfg: dict, env: dict | None = None) -> Settings:
     """Bedrock settings from `params.yaml:caption`, with `$CARSEARCH_BUCKET`,
     `$CARSEARCH_BEDROCK_ROLE_ARN` and `$AWS_REGION` filling settings left empty."""
     env = os.environ if env is None else env
-    b = cfg.get("bedrock") or {}
-    s3cfg = cfg.get("s3") or {}
-    bucket = s3cfg.get("bucket") or env.get("CARSEARCH_BUCKET")
+    b, s3cfg = cfg["bedrock"], cfg["s3"]
+    bucket = s3cfg["bucket"] or env.get("CARSEARCH_BUCKET")
     if not bucket:
         raise CaptionError(
             "caption.s3.bucket: not set (set it in conf/caption/*.yaml, `-S caption.s3.bucket=NAME`, or $CARSEARCH_BUCKET)"
         )
-    role = b.get("role_arn") or env.get("CARSEARCH_BEDROCK_ROLE_ARN")
+    role = b["role_arn"] or env.get("CARSEARCH_BEDROCK_ROLE_ARN")
     if not role:
         raise CaptionError(
             "caption.bedrock.role_arn: not set: the IAM service role Bedrock assumes to read/write "
@@ -80,17 +79,16 @@ def settings_from_cfg(cfg: dict, env: dict | None = None) -> Settings:
         raise CaptionError(
             f"caption.bedrock.role_arn: {role!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
         )
-    region = b.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    quotas = cfg.get("quotas") or {}
+    region = b["region"] or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     keys = {f for f in Settings.__dataclass_fields__}
     extra = {k: v for k, v in b.items() if k in keys and v is not None and k not in ("role_arn", "region")}
     return Settings(
         model_id=cfg["model_id"],
         role_arn=role,
         bucket=bucket,
-        prefix=str(s3cfg.get("prefix") or "carsearch"),
+        prefix=str(s3cfg["prefix"]),
         region=region,
-        min_records_per_job=int(quotas.get("min_records_per_job", 100)),
+        min_records_per_job=int(cfg["quotas"]["min_records_per_job"]),
         **extra,
     )
 

@@ -44,7 +44,6 @@ from carsearch.features.captioning.formats import count_output, empty_totals
 
 VERSION = 1
 SEGMENTS = "segments"
-DEFAULT_DIR = ".carsearch/caption_cache"
 COMPACT_AT = 64
 _KEY_PREFIX = '{"key": "'
 
@@ -248,11 +247,11 @@ class CaptionCache:
 
 def open_cache(cfg: dict, root: Path, context: dict) -> CaptionCache | None:
     """The cache from `caption.cache` (`enabled`, `dir`), or None when disabled."""
-    c = cfg.get("cache") or {}
-    if not c.get("enabled", True):
+    c = cfg["cache"]
+    if not c["enabled"]:
         return None
     # relative to the original repo (queued experiments share it), like the embedding cache
-    return CaptionCache(resolve(c.get("dir") or DEFAULT_DIR, shared_root(root)), context)
+    return CaptionCache(resolve(c["dir"], shared_root(root)), context)
 
 
 def split_records(

@@ -34,18 +34,18 @@ def settings_from_cfg(cfg: dict, env: dict | None = None) -> OpenAISettings:
     import os
 
     env = os.environ if env is None else env
-    o = cfg.get("openai") or {}
-    base = o.get("base_url") or env.get("OPENAI_BASE_URL")
+    o = cfg["openai"]
+    base = o["base_url"] or env.get("OPENAI_BASE_URL")
     if not base:
         raise CaptionError(
             "caption.openai.base_url: not set (e.g. http://localhost:8000/v1 for vLLM, "
             "http://localhost:11434/v1 for Ollama; or $OPENAI_BASE_URL)"
         )
-    model = o.get("model")
+    model = o["model"]
     if not model:
         raise CaptionError("caption.openai.model: not set (the model name the server serves)")
-    key = env.get(o.get("api_key_env") or "OPENAI_API_KEY") or None
-    conc = int(o.get("concurrency") or 4)
+    key = (env.get(o["api_key_env"]) if o["api_key_env"] else None) or None
+    conc = int(o["concurrency"])
     if conc < 1:
         raise CaptionError(f"caption.openai.concurrency: {conc} (must be >= 1)")
     return OpenAISettings(
@@ -53,9 +53,9 @@ def settings_from_cfg(cfg: dict, env: dict | None = None) -> OpenAISettings:
         model=model,
         api_key=key,
         concurrency=conc,
-        timeout_s=float(o.get("timeout_s") or 120),
-        max_attempts=int(o.get("max_attempts") or 4),
-        backoff_s=float(o.get("backoff_s") if o.get("backoff_s") is not None else 1.0),
+        timeout_s=float(o["timeout_s"]),
+        max_attempts=int(o["max_attempts"]),
+        backoff_s=float(o["backoff_s"]),
     )
 
 

@@ -30,7 +30,6 @@ FAMILY_LIMITS = {
     "nova": {"max_edge": 8000, "max_bytes": 25_000_000, "formats": {"JPEG", "PNG", "WEBP", "GIF"}},
 }
 # Defaults of the Bedrock batch-inference quotas (Service Quotas; account-specific, check yours).
-DEFAULT_QUOTAS = {"min_records_per_job": 100, "max_records_per_job": 50_000, "max_file_bytes": 1_000_000_000}
 
 
 # ------------------------------------------------------------------------ images
@@ -170,10 +169,11 @@ def write_shards(
     per_file: int | None = None,
     stem: str = "part",
     family: str = "claude",
-    quotas: dict | None = None,
+    *,
+    quotas: dict,
 ) -> list[Path]:
     """Write records into `out_dir/<stem>-NNNNN.jsonl` (see `cut_shards`)."""
-    return [out_dir / s.file for s in cut_shards(records, out_dir, per_file, stem, family, quotas)]
+    return [out_dir / s.file for s in cut_shards(records, out_dir, per_file, stem, family, quotas=quotas)]
 
 
 def cut_shards(
@@ -182,13 +182,14 @@ def cut_shards(
     per_file: int | None = None,
     stem: str = "part",
     family: str = "claude",
-    quotas: dict | None = None,
+    *,
+    quotas: dict,
     finalize: Callable[[dict, str], dict] | None = None,
 ) -> list[Shard]:
     """Write records into `out_dir/<stem>-NNNNN.jsonl`, cut to the quotas (max records a job, max
     file size; a shard under the minimum records a job is flagged `below_min`), every line
     validated against the family's schema before it is written."""
-    q = {**DEFAULT_QUOTAS, **(quotas or {})}
+    q = dict(quotas)  # caption.quotas (conf/caption/*.yaml)
     if per_file:
         q["max_records_per_job"] = min(int(per_file), int(q["max_records_per_job"]))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -242,10 +243,8 @@ def make_requests(
 ) -> dict:
     """Build the request shards for the configured model family, plus `batch.json` (the index
     caption_batch reads: family, S3 layout, per-shard record counts and content hashes)."""
-    family = formats.model_family(cfg["model_id"], cfg.get("family", "auto"))
-    s3cfg = cfg.get("s3") or {}
-    prefix = str(s3cfg.get("prefix") or "carsearch")
-    quotas = {**DEFAULT_QUOTAS, **(cfg.get("quotas") or {})}
+    family = formats.model_family(cfg["model_id"], cfg["family"])
+    prefix, quotas = str(cfg["s3"]["prefix"]), cfg["quotas"]
     ids = [r["id"] for r in manifest]
     key = batch_key(cfg["model_id"], family, ids, cfg, bucket, prefix)
     rows = progress(manifest) if progress else manifest
@@ -260,7 +259,7 @@ def make_requests(
             )
         base = "/".join(p for p in (prefix.strip("/"), key) if p)
         records = nova_records(
-            rows, root, cfg, out_dir / IMAGES_SUBDIR, f"s3://{bucket}/{base}/input", s3cfg.get("bucket_owner")
+            rows, root, cfg, out_dir / IMAGES_SUBDIR, f"s3://{bucket}/{base}/input", cfg["s3"]["bucket_owner"]
         )
 
         def finalize(rec: dict, shard: str) -> dict:
@@ -271,7 +270,7 @@ def make_requests(
                         loc["uri"] = loc["uri"].replace(SHARD_TOKEN, shard)
             return rec
 
-    shards = cut_shards(records, out_dir, cfg.get("records_per_file"), family=family, quotas=quotas, finalize=finalize)
+    shards = cut_shards(records, out_dir, cfg["records_per_file"], family=family, quotas=quotas, finalize=finalize)
     for s in shards:
         s.s3 = s3_layout(bucket, prefix, key, Path(s.file).stem) if bucket else {}
     index = {
