@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from carsearch.features.captioning import bedrock
+from carsearch.features.captioning import bedrock, results
 from carsearch.features.captioning import requests as batch
 from carsearch.features.captioning.parse import CaptionError
 from carsearch.features.curate import curate, load_jobs
@@ -331,8 +331,8 @@ def test_below_min_records_per_job_is_refused_before_submitting(image_set, bucke
 
 
 def test_cost_estimate_from_price_table():
-    prices = bedrock.load_prices(Path(__file__).resolve().parents[1] / "conf" / "pricing.yaml")
-    usd = bedrock.estimate_cost(prices, "us.anthropic.claude-3-haiku-20240307-v1:0", 1_000_000, 100_000)
+    prices = results.load_prices(Path(__file__).resolve().parents[1] / "conf" / "pricing.yaml")
+    usd = results.estimate_cost(prices, "us.anthropic.claude-3-haiku-20240307-v1:0", 1_000_000, 100_000)
     assert usd == pytest.approx(1000 * 0.000125 + 100 * 0.000625)
-    assert bedrock.estimate_cost(prices, "amazon.nova-lite-v1:0", 1000, 1000) == pytest.approx(0.00015)
-    assert bedrock.estimate_cost(prices, "meta.llama3", 1000, 1000) is None
+    assert results.estimate_cost(prices, "amazon.nova-lite-v1:0", 1000, 1000) == pytest.approx(0.00015)
+    assert results.estimate_cost(prices, "meta.llama3", 1000, 1000) is None

@@ -15,6 +15,9 @@ from the labels it was given, and writes `<output S3 URI>/<jobId>/<input file>.o
 `manifest.json.out` as Bedrock does, then ends Completed (or PartiallyCompleted when records
 failed). Knobs for tests: failing jobs, record errors, refusals / free-text answers, records left
 out of the output, truncated lines, expiry, throttling (429 ThrottlingException).
+
+Over 350 lines on purpose: an emulator of the whole documented control plane (jobs, states, S3
+input/output, errors) is one fixture; splitting it would only spread one API across files.
 """
 
 from __future__ import annotations

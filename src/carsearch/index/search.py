@@ -1,4 +1,8 @@
-"""Search the car index by text or by image (the CLI and Python API share this)."""
+"""Search the car index by text or by image (the CLI and Python API share this).
+
+Over 350 lines on purpose: `CarSearch` is the one public query object (open, follow the pointer,
+text/image/hybrid queries, filters, the cold-start towers); its parts share its state.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,11 @@ post-processing around a rasterized TORCS car.
 
 Every value that reaches a pixel is computed with elementwise IEEE arithmetic and `xmath` (no
 BLAS, no einsum, no numpy/libm transcendentals), so a scene renders to the same bytes whatever
-BLAS kernel, numpy SIMD path or worker count; see docs/REPRODUCIBILITY.md."""
+BLAS kernel, numpy SIMD path or worker count; see docs/REPRODUCIBILITY.md.
+
+Over 350 lines on purpose: one scene (camera, lighting, background, car, JPEG) is composed here;
+render/ is kept as it was written.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """TORCS car folders -> render-ready car models (mesh in a common frame, textures, wheels,
-body-paint mask) plus the make/model/body_type table for the 17 cars of Debian `torcs-data`."""
+body-paint mask) plus the make/model/body_type table for the 17 cars of Debian `torcs-data`.
+
+Over 350 lines on purpose: the TORCS car model loader (parameter files, textures, wheels, the
+model table) is one format, kept as it was when the renderer was written (render/ is unchanged).
+"""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from carsearch.core.io import atomic_dir, read_jsonl, write_json
 from carsearch.core.params import load_params, run_stage
 from carsearch.core.paths import repo_root, resolve, shared_root
-from carsearch.features.captioning import bedrock, offline, openai_compat
+from carsearch.features.captioning import bedrock, offline, openai_compat, results
 from carsearch.features.captioning import requests as batch
 from carsearch.features.captioning.cache import open_cache
 from carsearch.features.captioning.parse import CaptionError
@@ -33,7 +33,7 @@ def _metrics(
     mode: str,
     **extra,
 ) -> dict:
-    usd = 0.0 if mode == "local" else bedrock.estimate_cost(prices, model_id, tokens_in, tokens_out, mode)
+    usd = 0.0 if mode == "local" else results.estimate_cost(prices, model_id, tokens_in, tokens_out, mode)
     return {
         "backend": backend,
         "model_id": model_id,
@@ -58,7 +58,7 @@ def _cache_fields(cache, n_records: int, sent: int, prices: dict, model_id: str,
     saved = (
         0.0
         if mode == "local"
-        else bedrock.estimate_cost(prices, model_id, st["cached_input_tokens"], st["cached_output_tokens"], mode)
+        else results.estimate_cost(prices, model_id, st["cached_input_tokens"], st["cached_output_tokens"], mode)
     )
     return {
         "cached": st["cached"],
@@ -101,7 +101,7 @@ def main(out_dir: Path | None = None) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"caption.backend: unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
     prices_path = resolve(cfg["pricing"], root) if cfg["pricing"] else None  # null: no cost estimate
-    prices = bedrock.load_prices(prices_path) if prices_path and prices_path.is_file() else {}
+    prices = results.load_prices(prices_path) if prices_path and prices_path.is_file() else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_cfg = cfg["cache"]
     n_records = sum(1 for f in inputs for _ in read_jsonl(f))
@@ -113,7 +113,7 @@ def main(out_dir: Path | None = None) -> None:
             {**cache_context(cfg, backend, cfg["model_id"]), "captioner": offline.offline_captioner_version()},
         )
         totals = offline.run_offline(inputs, out_dir, labels, cfg["model_id"], cache=cache)
-        rec = bedrock.reconcile(inputs, out_dir)
+        rec = results.reconcile(inputs, out_dir)
         # what the same tokens would cost on Bedrock batch (the offline run itself is free)
         m = _metrics(
             backend,
@@ -132,7 +132,7 @@ def main(out_dir: Path | None = None) -> None:
         print(f"caption_batch[openai]: {s.model} at {s.base_url}, {s.concurrency} request(s) in flight")
         cache = open_cache(cfg, root, cache_context(cfg, backend, s.model))
         totals = openai_compat.run_openai(inputs, out_dir, s, cache=cache)
-        rec = bedrock.reconcile(inputs, out_dir)
+        rec = results.reconcile(inputs, out_dir)
         m = _metrics(
             backend,
             s.model,
@@ -184,7 +184,7 @@ def main(out_dir: Path | None = None) -> None:
                 print("caption_batch[bedrock]: every record is cached; no job submitted")
         bedrock.merge_replayed(plan, out_dir)
         write_json(out_dir / "jobs.json", jobs)
-        rec = bedrock.reconcile(inputs, out_dir, {j["file"]: j for j in jobs})
+        rec = results.reconcile(inputs, out_dir, {j["file"]: j for j in jobs})
         totals = bedrock.manifest_totals(jobs)
         write_json(out_dir / "manifest.json.out", totals)
         m = _metrics(

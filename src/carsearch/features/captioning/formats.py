@@ -6,6 +6,9 @@ Input line:  {"recordId": "...", "modelInput": {<the model's InvokeModel body>}}
 Output line: {"recordId": "...", "modelInput": {...}, "modelOutput": {<InvokeModel response>}}
          or  {"recordId": "...", "modelInput": {...}, "error": {"errorCode": int, "errorMessage": str}}
 Bedrock does not guarantee output order: join on recordId.
+
+Over 350 lines on purpose: the Claude, Nova and chat-completions record formats are checked side by
+side, so a change to one is made against the others.
 """
 
 from __future__ import annotations
