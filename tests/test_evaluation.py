@@ -5,6 +5,7 @@ import pytest
 
 from carsearch.evaluation.protocol import attribute_queries, evaluate_embeddings, full_report, zero_shot
 from carsearch.features.labels import same_model_relevance
+from testkit import section
 
 LABELS = [
     {"model_id": "a", "make": "Demo", "model": "A", "body_type": "sedan", "color": "red", "view": "front"},
@@ -62,10 +63,10 @@ def test_zero_shot_per_attribute():
             img[i, vocab[lab[a]]] = 1
     img[3, vocab["red"]] = 0
     img[3, vocab["blue"]] = 1  # one colour mistake
-    z = zero_shot(img, LABELS, enc)
+    z = zero_shot(img, LABELS, enc, section("eval")["zero_shot"])
     assert z["color"]["accuracy"] == 0.75 and z["body_type"]["accuracy"] == 1.0 and z["view"]["accuracy"] == 1.0
     assert z["model"]["classes"] == 3 and z["model"]["accuracy"] == 1.0
-    m, _, _ = full_report(img, LABELS, enc, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})
+    m, _, _ = full_report(img, LABELS, enc, section("eval", ks=[1, 5]))
     assert set(m["text_to_image_by_combo"]) == {
         "color",
         "body_type",
@@ -105,7 +106,7 @@ def test_partial_labels_run_only_supported_queries():
     def enc(texts):  # "a red car" points exactly at the unlabelled image: it must not count as a miss
         return np.stack([unlabelled for _ in texts])
 
-    m, _, q = full_report(img, labels, enc, {"attributes": ["color", "body_type", "view"], "ks": [1], "by_combo": True})
+    m, _, q = full_report(img, labels, enc, section("eval", ks=[1], by_combo=True))
     assert m["attributes"] == ["color"] and q["texts"] == ["a blue car", "a red car"]
     assert set(m["skipped"]) == {"text_to_image.body_type", "text_to_image.view", "image_to_image"}
     assert m["text_to_image"]["queries"] == 2 and m["image_to_image"]["queries"] == 0

@@ -5,11 +5,12 @@ import json
 import yaml
 
 from conftest import REPO, run
+from testkit import merge
 
 
 def _workspace(tmp_path, **data_over):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(data_over)
+    params["data"] = merge(params["data"], data_over)
     params["data"]["demo"].update(n_images=12, size=48)
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+from testkit import composed_params
+
 BIN = Path(sys.executable).parent
 
 
@@ -23,7 +25,7 @@ def _git(root, *args):
 
 
 def _commit(root: Path, lr: float, recall: float, msg: str):
-    (root / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": lr, "epochs": 3}}))
+    (root / "params.yaml").write_text(yaml.safe_dump(composed_params({"train": {"lr": lr, "epochs": 3}})))
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics/eval.json").write_text(json.dumps({"finetuned": {"text_to_image": {"recall@5": recall}}}))
     _git(root, "add", "-A")

@@ -78,7 +78,8 @@ RENDER_SCRIPT = r"""
 import hashlib, json, os, sys, tempfile
 from pathlib import Path
 import numpy as np
-from carsearch.render import render_torcs, xmath
+from carsearch.core import xmath
+from carsearch.render import render_torcs
 from carsearch.features.demo import demo_items
 from carsearch.features.split import perceptual_groups
 
@@ -212,7 +213,7 @@ def test_renderer_source_has_no_blas_or_transcendentals() -> None:
         hits += [m.group(0) for m in re.finditer(r"(?<![(,] )\*\* \S+", rest)]
         if hits:
             bad[p.name] = hits
-    assert not bad, f"BLAS / transcendental calls in the renderer (use render.xmath): {bad}"
+    assert not bad, f"BLAS / transcendental calls in the renderer (use core.xmath): {bad}"
 
 
 def test_xmath_matches_libm_to_a_few_ulp() -> None:
@@ -320,7 +321,7 @@ TRAIN_SCRIPT = r"""
 import json, sys
 from pathlib import Path
 import torch
-from testkit import TINY, write_pairs
+from testkit import TINY, section, write_pairs
 from carsearch.evaluation.protocol import validation_fn
 from carsearch.core.io import dir_hash
 from carsearch.model.clip import load_clip, save_clip
@@ -331,11 +332,11 @@ if len(sys.argv) > 3:
     torch.set_num_threads(int(sys.argv[3]))
 pairs = write_pairs(root, {"train": 16, "val": 6, "test": 12}, size=40)
 model, proc = load_clip(TINY, seed=0)
-cfg = {"lr": 2e-3, "epochs": 3, "batch_size": 8, "seed": 3, "augment": {"shift": 2, "flip": True}}
-val = validation_fn(proc, pairs["val"], root, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})
+cfg = section("train", lr=2e-3, epochs=3, batch_size=8, seed=3, augment={"shift": 2, "flip": True})
+val = validation_fn(proc, pairs["val"], root, section("eval", ks=[1, 5]))
 res = train_clip(model, proc, pairs["train"], root, cfg, validate=val)
 save_clip(model, proc, out)
-test = validation_fn(proc, pairs["test"], root, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})(model)
+test = validation_fn(proc, pairs["test"], root, section("eval", ks=[1, 5]))(model)
 print("REPRO " + json.dumps({"hash": dir_hash(out), "final_loss": res.losses[-1],
                              "test": {k: float(v) for k, v in test.items()}}, sort_keys=True))
 """

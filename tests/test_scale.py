@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from testkit import section
+from testkit import composed_params, section
 
 ray = pytest.importorskip("ray")
 
@@ -94,9 +95,8 @@ def test_embed_ray_command_wiring(tmp_path, monkeypatch):
     monkeypatch.setattr(scale, "embed_corpus", fake)
     monkeypatch.setenv("CARSEARCH_ROOT", str(tmp_path))
     (tmp_path / "dvc.yaml").touch()
-    (tmp_path / "params.yaml").write_text(
-        "paths: {index_dir: data/index}\nindex: {batch_size: 4, subfolder_key: color}\n"
-    )
+    over = {"paths": {"index_dir": "data/index"}, "index": {"batch_size": 4, "subfolder_key": "color"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(composed_params(over)))
     r = CliRunner().invoke(app, ["embed-ray", "--corpus", "s3://b/photos", "--out", "s3://b/index", "--workers", "3"])
     assert r.exit_code == 1 and "pass --model" in r.output  # no live index to take the model from
     (tmp_path / "data/index/v-1/model").mkdir(parents=True)

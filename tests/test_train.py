@@ -13,7 +13,7 @@ from carsearch.training.loop import train_clip
 from carsearch.training.loss import multi_positive_loss, same_model_loss
 from carsearch.training.optim import apply_lock, autocast_dtype, lr_lambda
 from carsearch.training.texts import positives, text_variants
-from testkit import TINY, write_pairs
+from testkit import TINY, section, write_pairs
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,10 @@ def data(tmp_path_factory):
 
 
 def _cfg(**kw):
-    return {"lr": 2e-3, "epochs": 2, "batch_size": 8, "seed": 3, "augment": {"shift": 2, "flip": True}, **kw}
+    """The composed `train` section (conf/train/default.yaml) made small and fast."""
+    return section(
+        "train", **{"lr": 2e-3, "epochs": 2, "batch_size": 8, "seed": 3, "augment": {"shift": 2, "flip": True}, **kw}
+    )
 
 
 def test_text_variants_and_positives():
@@ -127,7 +130,7 @@ def _train(root, pairs, **kw):
     model, proc = load_clip(TINY, seed=0)
     from carsearch.evaluation.protocol import validation_fn
 
-    val = validation_fn(proc, pairs["val"], root, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})
+    val = validation_fn(proc, pairs["val"], root, section("eval", ks=[1, 5]))
     res = train_clip(model, proc, pairs["train"], root, _cfg(**kw), validate=val)
     return model, res
 
@@ -173,7 +176,7 @@ def test_resume_after_kill_equals_uninterrupted(data, tmp_path):
     from carsearch.evaluation.protocol import validation_fn
 
     model, proc = load_clip(TINY, seed=0)
-    val = validation_fn(proc, pairs["val"], root, {"ks": [1, 5], "attributes": ["color", "body_type", "view"]})
+    val = validation_fn(proc, pairs["val"], root, section("eval", ks=[1, 5]))
     with pytest.raises(Killed):
         train_clip(
             model,

@@ -23,7 +23,6 @@ import numpy as np
 import yaml
 
 from carsearch.core.errors import CarsearchError
-from carsearch.core.params import load_params
 from carsearch.core.paths import repo_root
 from carsearch.evaluation.stats import DIRECTIONS, bootstrap_settings, paired_bootstrap, read_query_csv
 from carsearch.experiments.headline import STAGE_FILES
@@ -81,6 +80,16 @@ def _params(cwd: Path, rev: str | None) -> dict:
 def _queries_path(params: dict) -> str:
     d = str(((params.get("paths") or {}).get("metrics_dir")) or "metrics")
     return f"{d.rstrip('/')}/{QUERIES_FILE}"
+
+
+def _bootstrap(head: dict, workspace: dict) -> dict:
+    """`eval.bootstrap` of the head revision; of the workspace for a revision from before it existed."""
+    for params in (head, workspace):
+        try:
+            return bootstrap_settings(params["eval"]["bootstrap"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    raise ReportError("eval.bootstrap: not in params.yaml of the head revision or of the workspace (run `dvc exp run`)")
 
 
 # ------------------------------------------------------------------ signal or noise
@@ -193,10 +202,7 @@ def pr_report(
     against = f"`{head}`" if head else "this workspace"
     head_label = head or "workspace"
 
-    try:  # the head revision's settings; a revision from before eval.bootstrap: this workspace's conf
-        bs = bootstrap_settings(head_params["eval"]["bootstrap"])
-    except (KeyError, ValueError, TypeError):
-        bs = bootstrap_settings(load_params(cwd / "params.yaml", validate=False)["eval"]["bootstrap"])
+    bs = _bootstrap(head_params, _params(cwd, None))
     qhead = _queries_path(head_params)
     qbase = _queries_path(_params(cwd, base))
     old_csv, new_csv = _read(cwd, base, qbase), _read(cwd, head, qhead)
