@@ -52,7 +52,9 @@ def build(root: Path, n: int, size: int) -> None:
         rows.append({"id": f"{i:016x}", "path": p.relative_to(root).as_posix(), "labels": labels})
     (root / "data/raw/manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     save_clip(*load_clip(params["model"], seed=0), root / "models/finetuned")
-    params = {**params, "index": {**params["index"], "promote": {"metric": None}}}
+    # the bench's own corpus (the demo images it wrote), whatever this workspace's index.corpus says
+    index = {**params["index"], "corpus": "ingested", "corpus_path": "data/raw", "uri": None}
+    params = {**params, "index": {**index, "promote": {**params["index"]["promote"], "metric": None}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
@@ -172,6 +174,8 @@ def main() -> None:
                 "-m",
                 "carsearch.cli",
                 "serve",
+                "--index",
+                str(root / "data/index"),
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -198,6 +202,9 @@ def main() -> None:
                             f"carsearch serve did not start:\n{server.stderr.read() if server.poll() is not None else ''}"
                         )
                     time.sleep(0.3)
+            built = sum(1 for _ in (root / "data/raw/images").glob("*.jpg"))
+            if info["rows"] != built:
+                raise SystemExit(f"carsearch serve serves {info['rows']} rows, not the {built} images the bench built")
             images = [p.read_bytes() for p in sorted((root / "data/raw/images").glob("*.jpg"))[:32]]
             print(
                 f"carsearch serve on {url}: {info['rows']} rows, model {info['model_ref']}; {a.clients} clients, "

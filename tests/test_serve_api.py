@@ -46,6 +46,23 @@ def _jpeg(root: Path, image_id: str) -> bytes:
     return (root / "data/raw/images" / f"{image_id}.jpg").read_bytes()
 
 
+# ------------------------------------------------------------------ health, info, docs, page
+def test_health_over_http_says_starting_then_ready(env):
+    """/api/v1/health for load balancers: 503 "starting" until the model is warm, then 200 "ready"
+    with the index version it serves."""
+    svc, c = env["service"], env["client"]
+    svc.ready = False
+    try:
+        r = c.get("/api/v1/health")
+        assert r.status_code == 503 and r.json()["status"] == "starting"
+        assert svc.warm() >= 0
+        r = c.get("/api/v1/health")
+        assert r.status_code == 200 and r.json()["status"] == "ready"
+        assert r.json()["index_version"] == c.get("/api/v1/info").json()["index_version"]
+    finally:
+        svc.ready = True
+
+
 # ------------------------------------------------------------------ info, docs, page
 def test_info_says_which_model_and_version(env):
     info = env["client"].get("/api/v1/info").json()
@@ -375,7 +392,10 @@ def test_carsearch_serve_binds_loopback_and_loads_once(env, monkeypatch):
 
     calls, opened = [], []
     monkeypatch.setenv("CARSEARCH_ROOT", str(env["root"]))
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    # what the app holds when uvicorn would open the port: the model is loaded already
+    monkeypatch.setattr(
+        uvicorn, "run", lambda app, **kw: calls.append((app, {**kw, "loaded": app.state.service.s._model is not None}))
+    )
     real_init = search_mod.CarSearch.__init__
     monkeypatch.setattr(
         search_mod.CarSearch, "__init__", lambda self, *a, **k: (opened.append(1), real_init(self, *a, **k))[1]
@@ -384,7 +404,14 @@ def test_carsearch_serve_binds_loopback_and_loads_once(env, monkeypatch):
     assert res.exit_code == 0, res.output
     app, kw = calls[-1]
     assert kw["host"] == "127.0.0.1" and kw["port"] == 8000 and kw["access_log"] is False and len(opened) == 1
+    assert kw["loaded"], "the model loads before the port opens, not on the first request"
     with TestClient(app) as tc:
+        health = tc.get("/api/v1/health")
+        assert health.status_code == 200 and health.json() == {
+            "status": "ready",
+            "index_version": tc.get("/api/v1/info").json()["index_version"],
+            "rows": 36,
+        }
         assert tc.get("/api/v1/info").json()["rows"] == 36
         assert tc.get("/api/v1/search", params={"q": "a red car"}).status_code == 200
     assert len(opened) == 1  # the model and table are loaded once, not per request

@@ -11,6 +11,7 @@ table; the top-N says what is among the relevant cars.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +31,7 @@ from carsearch.index.query import QueryError
 from carsearch.serve.schemas import (
     ErrorResponse,
     Filters,
+    Health,
     Info,
     SearchRequest,
     SearchResponse,
@@ -160,6 +162,12 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
     app.add_middleware(UploadLimit, max_bytes=int(svc.cfg["max_upload_bytes"]))
 
     # ---- API
+    @app.get("/api/v1/health", response_model=Health, tags=["index"], responses={503: {"model": Health}})
+    def health():
+        """Ready (200) once the model is loaded, with the index version served; 503 while starting."""
+        h = svc.health()
+        return h if h["status"] == "ready" else JSONResponse(h, status_code=503)
+
     @app.get("/api/v1/info", response_model=Info, tags=["index"])
     def info():
         """Rows, the model the index was built with (and why: the promotion decision), its registered
@@ -315,6 +323,8 @@ def serve(host: str | None = None, port: int | None = None, index_dir=None, acce
     if threads:
         torch.set_num_threads(threads)
     app = create_app(settings=cfg, root=root, index_dir=index_dir or params["paths"]["index_dir"])
+    seconds = app.state.service.warm()  # before the port opens: the first request is not the slow one
+    print(f"carsearch serve: model and index loaded in {seconds:.1f} s", file=sys.stderr, flush=True)
     uvicorn.run(
         app,
         host=host or cfg["host"],

@@ -133,6 +133,12 @@ class Info(BaseModel):
     limits: dict[str, int]
 
 
+class Health(BaseModel):
+    status: str = Field(description="ready: the model is loaded and queries answer at full speed; starting: not yet")
+    index_version: Optional[str]
+    rows: int
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str

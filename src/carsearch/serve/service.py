@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.core.vocab import SYNONYMS
@@ -87,6 +88,7 @@ def why(row: dict, q: str | None, neg: str | None, ref: dict | None, canon: bool
 class Service:
     def __init__(self, searcher, settings: dict, root: Path | None = None):
         self.s = searcher
+        self.ready = False  # set by warm(): `carsearch serve` warms up before it opens the port
         self.cfg = settings  # the validated `serve` section of params.yaml (conf/serve/default.yaml)
         self.root = Path(root or searcher.root)
         self._lock = threading.Lock()
@@ -284,6 +286,25 @@ class Service:
         im.save(tmp, "JPEG", quality=85)
         os.replace(tmp, out)  # generated once; concurrent first requests both write, last rename wins
         return out
+
+    def warm(self) -> float:
+        """Load what queries need (torch, the model, the table) and run one text and one image query
+        through it, so the first request is as fast as the rest; returns the seconds it took."""
+        t = time.perf_counter()
+        self.refresh()
+        self.text_vector("a car")
+        self.image_vector(Image.new("RGB", (32, 32), (128, 128, 128)))
+        self.ready = True
+        return time.perf_counter() - t
+
+    def health(self) -> dict:
+        """For load balancers: ready once `warm` ran, with the index version being served."""
+        self.refresh()
+        return {
+            "status": "ready" if self.ready else "starting",
+            "index_version": self.s.meta.get("version"),
+            "rows": int(self.s.table.count_rows()),
+        }
 
     def info(self) -> dict:
         self.refresh()
