@@ -415,7 +415,7 @@ def test_carsearch_serve_binds_loopback_and_loads_once(env, monkeypatch):
         assert tc.get("/api/v1/info").json()["rows"] == 36
         assert tc.get("/api/v1/search", params={"q": "a red car"}).status_code == 200
     assert len(opened) == 1  # the model and table are loaded once, not per request
-    CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "9123"], catch_exceptions=False)
+    CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "9123", "--insecure"], catch_exceptions=False)
     assert calls[-1][1]["host"] == "0.0.0.0" and calls[-1][1]["port"] == 9123
 
 

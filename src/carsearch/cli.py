@@ -127,6 +127,9 @@ def serve(
         None, "--index", help="Index folder or s3://bucket/prefix (default: paths.index_dir)."
     ),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Bind beyond loopback without a token (serve.token / $CARSEARCH_TOKEN)."
+    ),
 ) -> None:
     """Run the search service: the web page at http://HOST:PORT/, the JSON API at /api/v1 (OpenAPI at /docs).
     Loads the model and the index once; a rebuilt index is picked up without a restart."""
@@ -134,10 +137,11 @@ def serve(
     from carsearch.core.params import ParamsError
     from carsearch.model.clip import ModelConfigError
     from carsearch.serve import serve as run_service
+    from carsearch.serve.app import ServeConfigError
 
     try:
-        run_service(host=host, port=port, index_dir=index_dir, access_log=access_log)
-    except (FileNotFoundError, ParamsError, ModelConfigError) as e:
+        run_service(host=host, port=port, index_dir=index_dir, access_log=access_log, insecure=insecure)
+    except (FileNotFoundError, ParamsError, ModelConfigError, ServeConfigError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
 

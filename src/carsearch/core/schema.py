@@ -464,6 +464,8 @@ class Serve(_Open):
 
     host: Text
     port: Annotated[int, BeforeValidator(_integer), Field(ge=0, le=65535)]
+    token: Optional[Text]
+    upload_rate_per_minute: NonNegInt
     max_upload_bytes: PosInt
     max_image_pixels: PosInt
     default_page_size: PosInt

@@ -10,8 +10,14 @@ table; the top-N says what is among the relevant cars.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
+import os
 import sys
+import threading
+import time
+import urllib.parse
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +30,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from carsearch.core.errors import CarsearchError
 from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.core.params import load_params
 from carsearch.core.paths import repo_root
@@ -51,6 +58,77 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 # ------------------------------------------------------------------ the app
+TOKEN_COOKIE = "carsearch_token"  # set by the page from its token field: <img> requests carry it, URLs never do
+UPLOAD_PATHS = ("/api/v1/search/image",)
+
+
+class ServeConfigError(CarsearchError, ValueError):
+    """`carsearch serve` asked to do something unsafe: one line with the fix."""
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def access_token(cfg: dict) -> str | None:
+    """`serve.token`, else `$CARSEARCH_TOKEN` (None: no token, only allowed on loopback)."""
+    return cfg["token"] or os.environ.get("CARSEARCH_TOKEN") or None
+
+
+class TokenGate:
+    """Pure ASGI middleware: with a token, every `/api/` request needs `Authorization: Bearer <token>`
+    (or the page's cookie); compared in constant time. The page and its static files stay open, so
+    the browser can show the token field."""
+
+    def __init__(self, app, token: str):
+        self.app, self.token = app, token.encode()
+
+    def _presented(self, headers: dict) -> bytes:
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            return auth[7:].strip()
+        for part in headers.get(b"cookie", b"").split(b";"):
+            name, _, value = part.strip().partition(b"=")
+            if name == TOKEN_COOKIE.encode():
+                return urllib.parse.unquote_to_bytes(value)
+        return b""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            if not hmac.compare_digest(self._presented(dict(scope["headers"])), self.token):
+                r = _error(401, "unauthorized", "this server needs its access token (Authorization: Bearer …)")
+                r.headers["WWW-Authenticate"] = "Bearer"
+                return await r(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+class UploadRate:
+    """Pure ASGI middleware: at most `per_minute` image uploads a minute from one client address
+    (429 past it, with Retry-After); 0 turns it off."""
+
+    def __init__(self, app, per_minute: int):
+        self.app, self.per_minute, self.seen, self.lock = app, per_minute, {}, threading.Lock()
+
+    async def __call__(self, scope, receive, send):
+        if self.per_minute and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS:
+            client, now = (scope.get("client") or ("?", 0))[0], time.monotonic()
+            with self.lock:
+                recent = [t for t in self.seen.get(client, []) if now - t < 60.0]
+                allowed = len(recent) < self.per_minute
+                self.seen[client] = recent + [now] if allowed else recent
+            if not allowed:
+                wait = max(1, int(60.0 - (now - recent[0])) + 1)
+                r = _error(
+                    429, "rate_limited", f"over {self.per_minute} uploads a minute (serve.upload_rate_per_minute)"
+                )
+                r.headers["Retry-After"] = str(wait)
+                return await r(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 class UploadLimit:
     """Pure ASGI middleware: refuse a request body over the upload limit with 413 before it is
     parsed (Content-Length), and stop reading a chunked body once it passes the limit."""
@@ -160,6 +238,10 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         return _error(500, "internal", "internal error (details in the server log)")
 
     app.add_middleware(UploadLimit, max_bytes=int(svc.cfg["max_upload_bytes"]))
+    app.add_middleware(UploadRate, per_minute=int(svc.cfg["upload_rate_per_minute"]))
+    token = access_token(svc.cfg)
+    if token:
+        app.add_middleware(TokenGate, token=token)  # added last: runs first, before any limit or route
 
     # ---- API
     @app.get("/api/v1/health", response_model=Health, tags=["index"], responses={503: {"model": Health}})
@@ -311,14 +393,23 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
     return app
 
 
-def serve(host: str | None = None, port: int | None = None, index_dir=None, access_log: bool = True) -> None:
-    """Load params.yaml's `serve:` settings and the index once, then run uvicorn."""
+def serve(
+    host: str | None = None, port: int | None = None, index_dir=None, access_log: bool = True, insecure: bool = False
+) -> None:
+    """Load params.yaml's `serve:` settings and the index once, then run uvicorn. Beyond loopback it
+    needs a token (`serve.token` / `$CARSEARCH_TOKEN`) unless `insecure`."""
     import torch
     import uvicorn
 
     root = repo_root()
     params = load_params(root / "params.yaml")
     cfg = params["serve"]
+    host = host or cfg["host"]
+    if not is_loopback(host) and not access_token(cfg) and not insecure:
+        raise ServeConfigError(
+            f"serve: binding {host} lets anyone on the network in; set a token (serve.token or $CARSEARCH_TOKEN; "
+            "clients send `Authorization: Bearer <token>`), bind 127.0.0.1, or pass --insecure"
+        )
     threads = int(cfg["torch_threads"])
     if threads:
         torch.set_num_threads(threads)
@@ -327,7 +418,7 @@ def serve(host: str | None = None, port: int | None = None, index_dir=None, acce
     print(f"carsearch serve: model and index loaded in {seconds:.1f} s", file=sys.stderr, flush=True)
     uvicorn.run(
         app,
-        host=host or cfg["host"],
+        host=host,
         port=int(port if port is not None else cfg["port"]),
         access_log=access_log,
         log_level="info",

@@ -67,7 +67,7 @@ async function run(push = true) {
       fd.append("w_text", w.w_text); fd.append("w_image", w.w_image);
       fd.append("offset", offset); fd.append("limit", pageSize);
       for (const f of FILTERS) for (const v of state.filters[f] || []) fd.append(f, v);
-      resp = await fetch("/api/v1/search/image", { method: "POST", body: fd, signal: inflight.signal });
+      resp = await api("/api/v1/search/image", { method: "POST", body: fd, signal: inflight.signal });
     } else {
       const p = new URLSearchParams();
       if (state.q) p.set("q", state.q);
@@ -76,7 +76,7 @@ async function run(push = true) {
       if (state.like && state.q) { p.set("w_text", w.w_text); p.set("w_image", w.w_image); }
       p.set("offset", offset); p.set("limit", pageSize);
       for (const f of FILTERS) for (const v of state.filters[f] || []) p.append(f, v);
-      resp = await fetch("/api/v1/search?" + p.toString(), { signal: inflight.signal });
+      resp = await api("/api/v1/search?" + p.toString(), { signal: inflight.signal });
     }
     const data = await resp.json();
     if (!resp.ok) { showError((data.error && data.error.message) || resp.statusText); return; }
@@ -332,10 +332,30 @@ document.addEventListener("paste", (e) => {
   if (item) { e.preventDefault(); setImage(item.getAsFile()); }
 });
 
+// ---- the access token: a server bound beyond loopback asks for one. It is kept for this tab
+// (sessionStorage) and in a cookie for /api only, so image URLs and shared links never carry it.
+const TOKEN_KEY = "carsearch_token";
+function askToken() {
+  const t = window.prompt("This carsearch server needs its access token:");
+  if (!t) return false;
+  sessionStorage.setItem(TOKEN_KEY, t);
+  document.cookie = `${TOKEN_KEY}=${encodeURIComponent(t)}; path=/api; SameSite=Strict`;
+  return true;
+}
+async function api(url, opts = {}) {
+  for (let tries = 0; ; tries++) {
+    const headers = new Headers(opts.headers || {});
+    const t = sessionStorage.getItem(TOKEN_KEY);
+    if (t) headers.set("Authorization", "Bearer " + t);
+    const r = await fetch(url, { ...opts, headers });
+    if (r.status !== 401 || tries >= 2 || !askToken()) return r;
+  }
+}
+
 // ---- which model built the index
 async function loadInfo() {
   try {
-    const r = await fetch("/api/v1/info");
+    const r = await api("/api/v1/info");
     const info = await r.json();
     pageSize = Math.min(info.limits.default_page_size, info.limits.max_page_size);
     const m = $("model");
