@@ -69,12 +69,13 @@ def search(
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # transformers' disable_progress_bar(), without importing transformers (a text query may not need it)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from carsearch.core.errors import CarsearchError
     from carsearch.core.paths import repo_root
     from carsearch.index.search import search as run_search
 
     try:
         hits = run_search(query=query, image=image, k=k, where=where, index_dir=index_dir, model=use_model)
-    except (FileNotFoundError, ValueError) as e:  # ModelConfigError is a ValueError
+    except (FileNotFoundError, ValueError, CarsearchError) as e:  # ModelConfigError is a ValueError
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
     root = repo_root()

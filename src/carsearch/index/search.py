@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 
+from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import repo_root, resolve
 from carsearch.index.query import QueryError, check_image, check_text, check_where
 from carsearch.index.store import META_FILE, MODEL_SUBDIR, connect, is_uri, read_meta
@@ -38,6 +40,17 @@ def load_pretrained(*args, **kw):
     return f(*args, **kw)
 
 
+class IndexDamagedError(CarsearchError, RuntimeError):
+    """The live index version cannot be read (a data file missing or torn): one line with the fix."""
+
+
+def _lance_reason(e: Exception) -> str:
+    """lance's message without its source location (`…/lance-io-…/src/local.rs:273:40`)."""
+    text = " ".join(str(e).split())
+    text = re.sub(r",?\s*/\S*\.rs:\d+:\d+\s*$", "", text)
+    return text.removeprefix("lance error: ")
+
+
 REMOTE_POLL_S = 5.0  # how often a searcher on an s3:// index looks for a new pointer
 
 
@@ -54,11 +67,21 @@ class Hit:
 class CarSearch:
     """`CarSearch().text("red suv seen from the front", k=5)`, `.image("some.jpg", k=5)`."""
 
-    def __init__(self, index_dir: str | os.PathLike | None = None, root: Path | None = None, model: str | None = None):
+    def __init__(
+        self,
+        index_dir: str | os.PathLike | None = None,
+        root: Path | None = None,
+        model: str | None = None,
+        fallback: bool = False,
+    ):
         """`model`: embed queries with this model instead of the one the index was built with: a
         folder, a hub id or a registry URI such as `models:/carsearch-clip@champion` (it must be
-        the model that embedded the index, or scores mean nothing: a differing content hash warns)."""
+        the model that embedded the index, or scores mean nothing: a differing content hash warns).
+        `fallback`: when the live version turns out damaged, serve the kept previous version (with a
+        warning) instead of failing; the search service does this."""
         self.root = root or repo_root()
+        self.fallback = fallback
+        self.fell_back_from: str | None = None
         self._override = model
         self.index_uri: str | None = None  # an index on object storage (s3://bucket/prefix, carsearch.index.remote)
         if index_dir is None:
@@ -344,15 +367,55 @@ class CarSearch:
     )
 
     def _run_retrying(self, run):
-        """`run()` against the open table; once more on the new version if the one it started on was pruned."""
+        """`run()` against the open table; once more on the new version if the one it started on was
+        pruned; a version that still cannot be read is damaged (`_damaged`)."""
         try:
             return run()
         except (RuntimeError, OSError) as e:
             if "Not found" not in str(e) and "No such file" not in str(e):
                 raise
+            version = self.meta.get("version")
             self._stamp = None
             self.refresh()
-            return run()
+            try:
+                return run()
+            except (RuntimeError, OSError) as again:
+                if self.meta.get("version") != version or (
+                    "Not found" not in str(again) and "No such file" not in str(again)
+                ):
+                    raise
+                self._damaged(again)
+                return run()
+
+    def _previous_version(self) -> Path | None:
+        """The newest kept version folder older than the live one (`index.keep_versions` keeps it)."""
+        if self.index_dir is None or not self.meta.get("version"):
+            return None
+        older = sorted(p for p in self.index_dir.glob("v-*") if p.is_dir() and p.name < self.meta["version"])
+        return older[-1] if older else None
+
+    def _damaged(self, e: Exception) -> None:
+        """The live version cannot be read: fall back to the previous one (the service) or say which
+        version is damaged and how to fix it."""
+        version, where = self.meta.get("version"), self.version_dir
+        prev = self._previous_version()
+        why = f"car index version {version} ({where}) is damaged: {_lance_reason(e)}"
+        fix = "rebuild it: `dvc repro -f -s build_index`"
+        if not (self.fallback and prev is not None):
+            also = (
+                f", or use the kept previous version {prev.name} (`carsearch serve` falls back to it)" if prev else ""
+            )
+            raise IndexDamagedError(f"{why}; {fix}{also}") from None
+        import warnings
+
+        meta = {**self.meta, "version": prev.name, "model_dir": MODEL_SUBDIR, "content_hash": None}
+        table = connect(prev, read_consistency_interval=timedelta(0)).open_table(meta["table"])
+        if not self._override and (prev / MODEL_SUBDIR).is_dir():
+            self._use_model(str(prev / MODEL_SUBDIR))
+            self._model_key = (str(prev / MODEL_SUBDIR), None)
+        self.meta, self.table, self.version_dir = meta, table, prev  # stamp kept: a new build is picked up
+        self.fell_back_from = version
+        warnings.warn(f"{why}; serving the previous version {prev.name} meanwhile; {fix}", stacklevel=3)
 
     def search_vector(
         self,

@@ -188,7 +188,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
     if searcher is None:
         from carsearch.index.search import CarSearch  # lazy: an app given a searcher never opens one
 
-        searcher = CarSearch(index_dir, root=root)
+        searcher = CarSearch(index_dir, root=root, fallback=True)  # a damaged live version: serve the previous one
     svc = Service(searcher, settings, root)
     app = FastAPIOffline(
         title="carsearch",
