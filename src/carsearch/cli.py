@@ -173,6 +173,8 @@ def index_add(
         raise typer.Exit(1)
     for line in summarise(res["rejects"], "file"):
         typer.echo(f"index add: {line}", err=True)
+    if res.get("cache_note"):
+        typer.echo(res["cache_note"], err=True)
     typer.echo(
         f"index add: {res['added']} added, {res['already_indexed']} already indexed, {res['rejected']} rejected "
         f"(index version {res['version']})"

@@ -11,7 +11,7 @@ from carsearch.core.paths import resolve
 from carsearch.features import corpus
 from carsearch.features.labels import folder_label
 from carsearch.index import remote
-from carsearch.index.embed_cache import embed_with_cache, open_embed_cache
+from carsearch.index.embed_cache import damage_note, embed_with_cache, open_embed_cache
 from carsearch.index.search import CarSearch
 from carsearch.index.store import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
 
@@ -63,7 +63,7 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
         if fresh.get("uri"):  # the table is in a bucket (index.uri): its pointer says so too
             remote.put_json(remote.join(fresh["uri"], META_FILE), fresh)
     outside = [r for r in new if not _inside(r.get("origin") or "", cfg, root)]
-    return {**out, **stats, "outside_corpus": len(outside)}
+    return {**out, **stats, "outside_corpus": len(outside), "cache_note": damage_note(cache, "index add")}
 
 
 def _inside(origin: str, cfg: dict, root: Path) -> bool:

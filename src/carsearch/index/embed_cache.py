@@ -1,6 +1,8 @@
 """Embeddings cached per (image content hash, model content hash), so re-indexing after adding 1 %
 new images embeds only those 1 %. One folder per model hash holding Parquet parts (id, vector),
-each written atomically; a later part wins for a repeated id; parts are compacted when many."""
+each written atomically; a later part wins for a repeated id; parts are compacted when many.
+A cache survives its own damage: a part that cannot be read (torn by a crash or a full disk) is
+moved aside as `<part>.damaged`, listed in `EmbedCache.damaged`, and its images are embedded again."""
 
 from __future__ import annotations
 
@@ -23,17 +25,17 @@ class EmbedCache:
     def __init__(self, cache_dir: Path | None, model_hash: str):
         self.dir = None if cache_dir is None else Path(cache_dir) / model_hash.replace("/", "_").replace(":", "_")
         self._vectors: dict[str, np.ndarray] = {}
+        self.damaged: list[tuple[str, str]] = []  # (part moved aside, why) this open found
         if self.dir is not None and self.dir.is_dir():
             for part in sorted(self.dir.glob("part-*.parquet")):
-                t = pq.read_table(part)
-                vecs = (
-                    np.asarray(
-                        t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False), dtype=np.float32
-                    ).reshape(t.num_rows, -1)
-                    if t.num_rows
-                    else np.zeros((0, 0), np.float32)
-                )
-                self._vectors.update(zip(t.column("id").to_pylist(), vecs))
+                try:
+                    ids, vecs = _read_part(part)
+                except (pa.ArrowException, OSError, KeyError, ValueError) as e:
+                    reason = " ".join(str(e).split()) or type(e).__name__
+                    part.replace(part.with_name(part.name + ".damaged"))  # out of the way, kept to look at
+                    self.damaged.append((part.name, reason))
+                    continue
+                self._vectors.update(zip(ids, vecs))
 
     def __contains__(self, iid: str) -> bool:
         return iid in self._vectors
@@ -77,6 +79,27 @@ def _write_part(path: Path, ids: list[str], vectors: np.ndarray) -> None:
     )
     with atomic_path(path, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
+
+
+def _read_part(part: Path) -> tuple[list[str], np.ndarray]:
+    t = pq.read_table(part)
+    ids = t.column("id").to_pylist()
+    if not t.num_rows:
+        return ids, np.zeros((0, 0), np.float32)
+    flat = t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return ids, np.asarray(flat, dtype=np.float32).reshape(t.num_rows, -1)
+
+
+def damage_note(cache: EmbedCache, who: str) -> str | None:
+    """The one line a stage prints when the cache had damaged parts (None when it had none)."""
+    if not cache.damaged:
+        return None
+    name, why = cache.damaged[0]
+    more = f" (+{len(cache.damaged) - 1} more)" if len(cache.damaged) > 1 else ""
+    return (
+        f"{who}: embedding cache {cache.dir}: {len(cache.damaged)} damaged part(s) moved aside as *.damaged, e.g. "
+        f"{name}: {why}{more}; their images are embedded again"
+    )
 
 
 def embed_with_cache(

@@ -85,6 +85,19 @@ def why(row: dict, q: str | None, neg: str | None, ref: dict | None, canon: bool
 
 
 # ------------------------------------------------------------------ the service
+
+
+def _whole_jpeg(path: Path) -> bool:
+    """A cached thumbnail is whole: JPEG start and end markers (a torn file lacks the end)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(-2, os.SEEK_END)
+            return head == b"\xff\xd8" and f.read(2) == b"\xff\xd9"
+    except OSError:
+        return False
+
+
 class Service:
     def __init__(self, searcher, settings: dict, root: Path | None = None):
         self.s = searcher
@@ -273,8 +286,9 @@ class Service:
     def thumb_file(self, image_id: str) -> Path:
         src = self.image_file(image_id)
         out = self.thumb_dir / image_id[:2] / f"{image_id}.jpg"
-        if out.is_file():
+        if out.is_file() and _whole_jpeg(out):
             return out
+        # none yet, or torn (a crash, a full disk): made again from the image
 
         size = int(self.cfg["thumb_size"])
         try:

@@ -27,7 +27,7 @@ from carsearch.core.rejects import summarise
 from carsearch.experiments import tracking
 from carsearch.features import corpus
 from carsearch.index import remote
-from carsearch.index.embed_cache import embed_with_cache, open_embed_cache
+from carsearch.index.embed_cache import damage_note, embed_with_cache, open_embed_cache
 from carsearch.index.store import (
     IMAGES_SUBDIR,
     MODEL_SUBDIR,
@@ -180,6 +180,8 @@ def main() -> None:
         model, processor, model_dir, model_ref, registered = promoted_model(params, root, decision, stage)
         content = registered["content_hash"]
         cache = open_embed_cache(cfg, content)
+        if note := damage_note(cache, "build_index"):
+            print(note, flush=True)
         bs = int(cfg["batch_size"])
         workers = cfg["num_workers"]  # decode processes feeding the model (model.loader); null: one per spare core
         vectors, estats = embed_with_cache(
