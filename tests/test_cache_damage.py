@@ -70,3 +70,34 @@ def test_torn_thumbnail_is_made_again(tmp_path_factory):
     first.write_bytes(whole[: len(whole) // 2])  # torn
     again = svc.thumb_file("img0001")
     assert again == first and again.read_bytes() == whole
+
+
+def test_rebuild_says_which_added_rows_it_does_not_keep(tmp_path_factory, monkeypatch, capsys):
+    """Rows `carsearch index add` put in from outside the corpus are not silently lost by the next build."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from carsearch.cli import app
+
+    root = tmp_path_factory.mktemp("added") / "repo"
+    shutil.copytree(shared_repo(tmp_path_factory), root, symlinks=True)
+    monkeypatch.setenv("CARSEARCH_ROOT", str(root))
+    extra = root.parent / "elsewhere" / "red"
+    extra.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (60, 40), (200, 10 + 40 * i, 10)).save(extra / f"new{i}.png")
+    r = CliRunner().invoke(app, ["index", "add", str(extra)])
+    assert r.exit_code == 0 and "3 added" in r.output, r.output
+    capsys.readouterr()
+    rebuild(root)
+    said = capsys.readouterr().out
+    meta = json.loads((root / "data/index/carsearch_index.json").read_text())
+    assert meta["rows"] == 36
+    line = next(x for x in said.splitlines() if "rows of the previous index" in x)
+    assert line.startswith("build_index: 3 rows of the previous index are not in the corpus") and "index add" in line
+    listed = [
+        json.loads(x) for x in (root / "data/index" / meta["version"] / "left_out.jsonl").read_text().splitlines()
+    ]
+    assert sorted(x["origin"] for x in listed) == sorted(str(extra / f"new{i}.png") for i in range(3))
+    rebuild(root)
+    assert "rows of the previous index" not in capsys.readouterr().out  # said once, for the build that left them out

@@ -220,6 +220,20 @@ def write_meta(index_dir: Path, meta: dict) -> None:
     write_json(Path(index_dir) / META_FILE, meta)
 
 
+def rows_left_out(index_dir: Path, keep_ids: set[str]) -> list[dict]:
+    """Rows of the live version whose ids a rebuild does not have ({id, origin}): images added by
+    `carsearch index add` outside the corpus, or gone from it. [] when there is no live version."""
+    meta = read_meta(index_dir)
+    if not meta or not meta.get("version"):
+        return []
+    try:
+        live = connect(meta.get("table_uri") or index_dir / meta["version"]).open_table(meta["table"])
+        cols = live.to_arrow().select(["id", "origin"]).to_pydict()
+    except Exception:  # noqa: BLE001 - an unreadable live version has nothing to compare: the rebuild replaces it
+        return []
+    return [{"id": i, "origin": o} for i, o in zip(cols["id"], cols["origin"]) if i not in keep_ids]
+
+
 def new_version() -> str:
     """A version name: sortable by build time, unique."""
     return f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"

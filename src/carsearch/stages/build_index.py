@@ -37,6 +37,7 @@ from carsearch.index.store import (
     new_version,
     publish,
     read_meta,
+    rows_left_out,
     write_meta,
 )
 from carsearch.model.clip import encode_images, load_clip, load_pretrained, save_clip
@@ -213,6 +214,9 @@ def main() -> None:
             ) from None
         if rejects:
             write_jsonl(stage / "rejects.jsonl", rejects)
+        left_out = rows_left_out(index_dir, {r["id"] for r in rows})  # e.g. `index add` outside the corpus
+        if left_out:
+            write_jsonl(stage / "left_out.jsonl", left_out)
         summary = {
             "rows": len(rows),
             "dim": int(vectors.shape[1]),
@@ -279,6 +283,12 @@ def main() -> None:
     )
     for line in summarise(rejects, "file", f"{index_rel}/{version}/rejects.jsonl"):
         print(f"build_index: {line}")
+    if left_out:
+        print(
+            f"build_index: {len(left_out)} rows of the previous index are not in the corpus and not in this one "
+            f"(added by `carsearch index add` outside index.corpus_path, or deleted), e.g. {left_out[0]['origin']}; "
+            f"listed in {index_rel}/{version}/left_out.jsonl; to keep them, put their files in the corpus"
+        )
     reg_txt = (
         f", registered {registered['name']} v{registered['version']}"
         if registered and registered.get("version")
