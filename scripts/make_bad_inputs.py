@@ -12,7 +12,7 @@ Cases in images/ (see CASES below for the exact list): a normal JPEG; a 16-bit g
 a JPEG with EXIF orientation 6; a 20000x20000 decompression bomb (a valid 1-bit PNG of ~60 kB,
 written row by row); a 10000x10000 PNG (allowed, downscaled); an empty file; a truncated JPEG;
 random bytes; a PNG named .jpg; a CMYK JPEG; a palette PNG with a transparent colour; an RGBA
-PNG; an animated GIF; a 1x1 PNG; WebP; TIFF; BMP; AVIF and HEIC files no decoder reads (an
+PNG; an animated GIF; a 1x1 PNG; WebP; TIFF; BMP; HEIC and AVIF photos (read: pillow-heif, Pillow) and broken ones no decoder reads (an
 `ftyp` header and junk); a non-ASCII name with spaces; a hidden file; a hidden folder; an exact
 duplicate; an unreadable file (chmod 000; only unreadable to a non-root reader); nested folders
 with a colour folder above a year folder (`red/2024/`); a dangling symlink; a symlink to itself
@@ -32,7 +32,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageDraw
+
+pillow_heif.register_heif_opener()  # to write the HEIC photo (carsearch reads it the same way)
 
 
 def _picture(size=(96, 64)) -> Image.Image:
@@ -147,8 +150,10 @@ def make_bad_inputs(dest: Path) -> dict:
         ("old.bmp", (100, 62), "BMP", {}),
     ):
         put(rel, _bytes(_picture(size), fmt, **kw), _picture(size))
-    put("phone.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 200, reason="unsupported format")
-    put("modern.avif", b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf" + b"\0" * 200, reason="unsupported format")
+    for rel, size, fmt in (("phone.heic", (92, 64), "HEIF"), ("modern.avif", (90, 66), "AVIF")):
+        put(rel, _bytes(_picture(size), fmt, quality=95), _picture(size))  # phones' formats: read and kept
+    put("broken.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 200, reason="corrupt or truncated")
+    put("broken.avif", b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf" + b"\0" * 200, reason="corrupt or truncated")
     put("ünïcödé name with spaces.jpg", _bytes(_picture((80, 80)), "JPEG", quality=95))
     put(".hidden.jpg", _bytes(_picture((70, 70)), "JPEG"), reason="hidden")
     put(".thumbs/t.jpg", _bytes(_picture((60, 60)), "JPEG"), reason="hidden")

@@ -138,7 +138,7 @@ def serve(
     from carsearch.core.params import ParamsError
     from carsearch.model.clip import ModelConfigError
     from carsearch.serve import serve as run_service
-    from carsearch.serve.app import ServeConfigError
+    from carsearch.serve.guards import ServeConfigError
 
     try:
         run_service(host=host, port=port, index_dir=index_dir, access_log=access_log, insecure=insecure)

@@ -19,9 +19,12 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from carsearch.core.errors import CarsearchError
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF (phone photos) through the same reader; Pillow reads AVIF itself
 
 DEFAULT_MAX_PIXELS = 150_000_000  # data.max_pixels: bigger images are refused (decompression-bomb guard)
 DEFAULT_MAX_EDGE = 2048  # data.max_edge: ingest downscales bigger images to this longest edge
@@ -82,6 +85,8 @@ def _unknown_format(head: bytes) -> str:
             if brand in {"heic", "heix", "hevc", "mif1", "msf1", "heim", "heis"}
             else f"ISO media ({brand})"
         )
+        if kind in ("AVIF", "HEIC/HEIF"):  # both are read (Pillow, pillow-heif): this one is broken
+            return f"corrupt or truncated image ({kind} that its decoder cannot read)"
         return f"unsupported format {kind} (no installed decoder reads it)"
     return "not an image (unrecognised format)"
 

@@ -15,7 +15,7 @@ from carsearch.core import imaging
 from carsearch.core.io import write_bytes
 from carsearch.features import labels as labels_mod
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 MIN_SIDE = 16  # smaller images cannot be captioned or embedded meaningfully
 
 

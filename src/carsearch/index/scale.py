@@ -25,7 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+from carsearch.features.sources import IMAGE_EXTS
 
 
 def list_corpus(corpus: str | os.PathLike) -> list[str]:

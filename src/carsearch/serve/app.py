@@ -10,14 +10,8 @@ table; the top-N says what is among the relevant cars.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
-import os
 import sys
-import threading
-import time
-import urllib.parse
 from pathlib import Path
 from typing import Optional
 
@@ -30,11 +24,19 @@ from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from carsearch.core.errors import CarsearchError
 from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.core.params import load_params
 from carsearch.core.paths import repo_root
 from carsearch.index.query import QueryError
+from carsearch.serve.guards import (
+    ServeConfigError,
+    TokenGate,
+    UploadLimit,
+    UploadRate,
+    access_token,
+    error_response,
+    is_loopback,
+)
 from carsearch.serve.schemas import (
     ErrorResponse,
     Filters,
@@ -47,129 +49,6 @@ from carsearch.serve.service import IMAGE_TYPES, ApiError, Service
 
 log = logging.getLogger("carsearch.serve")
 STATIC = Path(__file__).parent / "static"
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-# ------------------------------------------------------------------ the app
-TOKEN_COOKIE = "carsearch_token"  # set by the page from its token field: <img> requests carry it, URLs never do
-UPLOAD_PATHS = ("/api/v1/search/image",)
-
-
-class ServeConfigError(CarsearchError, ValueError):
-    """`carsearch serve` asked to do something unsafe: one line with the fix."""
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def access_token(cfg: dict) -> str | None:
-    """`serve.token`, else `$CARSEARCH_TOKEN` (None: no token, only allowed on loopback)."""
-    return cfg["token"] or os.environ.get("CARSEARCH_TOKEN") or None
-
-
-class TokenGate:
-    """Pure ASGI middleware: with a token, every `/api/` request needs `Authorization: Bearer <token>`
-    (or the page's cookie); compared in constant time. The page and its static files stay open, so
-    the browser can show the token field."""
-
-    def __init__(self, app, token: str):
-        self.app, self.token = app, token.encode()
-
-    def _presented(self, headers: dict) -> bytes:
-        auth = headers.get(b"authorization", b"")
-        if auth[:7].lower() == b"bearer ":
-            return auth[7:].strip()
-        for part in headers.get(b"cookie", b"").split(b";"):
-            name, _, value = part.strip().partition(b"=")
-            if name == TOKEN_COOKIE.encode():
-                return urllib.parse.unquote_to_bytes(value)
-        return b""
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith("/api/"):
-            if not hmac.compare_digest(self._presented(dict(scope["headers"])), self.token):
-                r = _error(401, "unauthorized", "this server needs its access token (Authorization: Bearer …)")
-                r.headers["WWW-Authenticate"] = "Bearer"
-                return await r(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
-class UploadRate:
-    """Pure ASGI middleware: at most `per_minute` image uploads a minute from one client address
-    (429 past it, with Retry-After); 0 turns it off."""
-
-    def __init__(self, app, per_minute: int):
-        self.app, self.per_minute, self.seen, self.lock = app, per_minute, {}, threading.Lock()
-
-    async def __call__(self, scope, receive, send):
-        if self.per_minute and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS:
-            client, now = (scope.get("client") or ("?", 0))[0], time.monotonic()
-            with self.lock:
-                recent = [t for t in self.seen.get(client, []) if now - t < 60.0]
-                allowed = len(recent) < self.per_minute
-                self.seen[client] = recent + [now] if allowed else recent
-            if not allowed:
-                wait = max(1, int(60.0 - (now - recent[0])) + 1)
-                r = _error(
-                    429, "rate_limited", f"over {self.per_minute} uploads a minute (serve.upload_rate_per_minute)"
-                )
-                r.headers["Retry-After"] = str(wait)
-                return await r(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
-class UploadLimit:
-    """Pure ASGI middleware: refuse a request body over the upload limit with 413 before it is
-    parsed (Content-Length), and stop reading a chunked body once it passes the limit."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max = app, max_bytes + 64 * 1024  # room for the multipart envelope and form fields
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
-            return await self.app(scope, receive, send)
-        msg = f"request body over the upload limit ({self.max - 64 * 1024} bytes, serve.max_upload_bytes)"
-        cl = dict(scope["headers"]).get(b"content-length")
-        if cl is not None and cl.isdigit() and int(cl) > self.max:
-            return await _error(413, "too_large", msg)(scope, receive, send)
-        seen, started, over = 0, False, False
-
-        async def limited():
-            nonlocal seen, over
-            m = await receive()
-            seen += len(m.get("body", b""))
-            if seen > self.max:
-                over = True
-                raise _TooLarge()
-            return m
-
-        async def guarded_send(m):
-            nonlocal started
-            if over:  # the body parser turned _TooLarge into its own error: answer 413 instead
-                if m["type"] == "http.response.start" and not started:
-                    started = True
-                    await _error(413, "too_large", msg)(scope, receive, send)
-                return
-            started = started or m["type"] == "http.response.start"
-            await send(m)
-
-        try:
-            await self.app(scope, limited, guarded_send)
-        except _TooLarge:
-            if not started:
-                started = True
-                await _error(413, "too_large", msg)(scope, receive, send)
 
 
 def _decode_upload(data: bytes, max_pixels: int):
@@ -205,19 +84,19 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
     app.state.service = svc
 
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, e: ApiError):
-        return _error(e.status, e.code, e.message)
+    async def _apierror_response(request: Request, e: ApiError):
+        return error_response(e.status, e.code, e.message)
 
     @app.exception_handler(QueryError)
-    async def _query_error(request: Request, e: QueryError):
-        return _error(400, "bad_query", str(e))
+    async def _queryerror_response(request: Request, e: QueryError):
+        return error_response(400, "bad_query", str(e))
 
     def _validation(errors) -> JSONResponse:
         parts = []
         for err in errors[:5]:
             loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "form", "path"))
             parts.append(f"{loc or 'request'}: {err.get('msg')}")
-        return _error(422, "invalid_request", "; ".join(parts))
+        return error_response(422, "invalid_request", "; ".join(parts))
 
     @app.exception_handler(RequestValidationError)
     async def _req_validation(request: Request, e: RequestValidationError):
@@ -228,14 +107,14 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         return _validation(e.errors(include_url=False))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, e: StarletteHTTPException):
+    async def _httperror_response(request: Request, e: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        return _error(e.status_code, code, str(e.detail) if e.detail else code)
+        return error_response(e.status_code, code, str(e.detail) if e.detail else code)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, e: Exception):
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return _error(500, "internal", "internal error (details in the server log)")
+        return error_response(500, "internal", "internal error (details in the server log)")
 
     app.add_middleware(UploadLimit, max_bytes=int(svc.cfg["max_upload_bytes"]))
     app.add_middleware(UploadRate, per_minute=int(svc.cfg["upload_rate_per_minute"]))
