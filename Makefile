@@ -18,7 +18,7 @@ lint: setup
 	$(VENV)/ruff check src tests benchmarks scripts
 
 test: setup
-	PATH="$(CURDIR)/$(VENV):$$PATH" python -m pytest -q
+	PATH="$(CURDIR)/$(VENV):$$PATH" python -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: setup
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_pipeline.py
