@@ -67,3 +67,13 @@ def dashcam_dir():
     if not DASHCAM.is_dir():
         pytest.skip("../shared/fixtures/dashcam not present")
     return DASHCAM
+
+
+# The longest files first: `make test` runs them on two xdist workers, one worker per file, and the
+# suite can end no sooner than its longest file; started first, it runs beside all the others.
+SLOWEST_FIRST = ("test_pipeline_e2e.py", "test_kill.py", "test_own_photos_e2e.py", "test_ddp.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
