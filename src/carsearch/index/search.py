@@ -369,10 +369,14 @@ class CarSearch:
     def _run_retrying(self, run):
         """`run()` against the open table; once more on the new version if the one it started on was
         pruned; a version that still cannot be read is damaged (`_damaged`)."""
+
+        def missing_file(e: Exception) -> bool:
+            return "Not found" in str(e) or "No such file" in str(e)
+
         try:
             return run()
         except (RuntimeError, OSError) as e:
-            if "Not found" not in str(e) and "No such file" not in str(e):
+            if not missing_file(e):
                 raise
             version = self.meta.get("version")
             self._stamp = None
@@ -380,9 +384,7 @@ class CarSearch:
             try:
                 return run()
             except (RuntimeError, OSError) as again:
-                if self.meta.get("version") != version or (
-                    "Not found" not in str(again) and "No such file" not in str(again)
-                ):
+                if self.meta.get("version") != version or not missing_file(again):
                     raise
                 self._damaged(again)
                 return run()

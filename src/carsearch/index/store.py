@@ -228,7 +228,7 @@ def rows_left_out(index_dir: Path, keep_ids: set[str]) -> list[dict]:
         return []
     try:
         live = connect(meta.get("table_uri") or index_dir / meta["version"]).open_table(meta["table"])
-        cols = live.to_arrow().select(["id", "origin"]).to_pydict()
+        cols = live.search().select(["id", "origin"]).limit(None).to_arrow().to_pydict()  # not the vectors
     except Exception:  # noqa: BLE001 - an unreadable live version has nothing to compare: the rebuild replaces it
         return []
     return [{"id": i, "origin": o} for i, o in zip(cols["id"], cols["origin"]) if i not in keep_ids]
