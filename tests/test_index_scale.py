@@ -213,3 +213,17 @@ def test_build_index_to_a_missing_bucket_is_one_line_and_keeps_the_live_index(re
     ):
         _build(repo, uri="s3://no-such-bucket-carsearch/idx")
     assert read_meta(repo / "data/index")["version"] == live and not list((repo / "data/index").glob(".building-*"))
+
+
+def test_versions_built_in_the_same_second_sort_in_build_order(tmp_path):
+    """`prune` keeps the newest and the service falls back to the one before: both sort names, so
+    names made back to back (the same second) must sort in the order they were made."""
+    from carsearch.index.store import new_version, prune, write_meta
+
+    names = [new_version() for _ in range(200)]
+    assert len(set(names)) == 200 and names == sorted(names)
+    for n in names[:3]:
+        (tmp_path / n).mkdir()
+    write_meta(tmp_path, {"version": names[2], "table": "cars"})
+    prune(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("v-*")) == names[1:3]

@@ -126,9 +126,11 @@ def test_train_on_one_set_index_a_folder_of_photos_without_llm(repo, tmp_path):
 
 
 def test_exp_run_override_and_metrics_diff(repo):
-    run(["dvc", "exp", "run", "-S", "lr=1e-4"], repo)
+    # two epochs: the override reaches training (and every stage after it) without a full retrain
+    run(["dvc", "exp", "run", "-S", "lr=1e-4", "-S", "epochs=2"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    assert params["lr"] == 1e-4 and params["train"]["lr"] == 1e-4
+    assert params["lr"] == 1e-4 and params["train"]["lr"] == 1e-4 and params["train"]["epochs"] == 2
+    assert json.loads((repo / "metrics/train.json").read_text())["epochs_run"] == 2
     pdiff = run(["dvc", "params", "diff", "--md"], repo).stdout
     assert "lr" in pdiff and "0.0001" in pdiff
     # the one declared metric is the headline: what changed, then the quality of the indexed model
@@ -141,13 +143,15 @@ def test_exp_run_override_and_metrics_diff(repo):
     header = list(rows[0])
     assert header[header.index("Created") + 2 : header.index("Created") + 4] == ["changed", "t2i_R@5"], header[:12]
     by_rev = {r["rev"]: r for r in rows}
-    assert by_rev["workspace"]["changed"].startswith("lr=0.0001") and float(by_rev["workspace"]["t2i_R@5"]) >= 0
+    assert (
+        by_rev["workspace"]["changed"].startswith("epochs=2, lr=0.0001") and float(by_rev["workspace"]["t2i_R@5"]) >= 0
+    )
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)[0]["data"]["metrics"]
     assert set(shown) == {"metrics/summary.json"} and len(shown["metrics/summary.json"]["data"]) <= 20
 
 
 def test_mlflow_runs_tell_dvc_experiments_apart(repo):
-    """After `dvc repro` and `dvc exp run -S lr=1e-4`: two runs in the sqlite store, named and tagged
+    """After `dvc repro` and `dvc exp run -S lr=1e-4 -S epochs=2`: two runs in the sqlite store, named and tagged
     by the DVC experiment, git revision and changed params, in the model-training view, with the
     curated pairs logged as datasets with their DVC hash; @champion names the indexed version."""
     import yaml

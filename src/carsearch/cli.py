@@ -50,9 +50,19 @@ def search(
         "the index's own: a folder, hub id or models:/carsearch-clip@champion.",
     ),
     png: Optional[Path] = typer.Option(None, "--png", help="Also write the results as a PNG strip."),
+    camera: Optional[list[str]] = typer.Option(
+        None, "--camera", help="Only hits from this camera (repeat for several)."
+    ),
+    after: Optional[str] = typer.Option(None, "--after", help="Only hits captured at or after, e.g. 2026-01-02T10:00."),
+    before: Optional[str] = typer.Option(None, "--before", help="Only hits captured before this time."),
+    sort: str = typer.Option("score", "--sort", help="Order of the k hits: score (best first) or time (earliest)."),
+    csv_out: Optional[Path] = typer.Option(
+        None, "--csv", help="Also write the hits as CSV (file, frame, box, camera, time, score)."
+    ),
 ) -> None:
-    """Print rank, score, id, caption and path of the k most similar cars."""
-    from carsearch.index.query import QueryError, build_where, check_image, check_text
+    """Print rank, score, id, caption and path of the k most similar cars; for a vehicle of a frame
+    also its frame and box, and the camera and capture time where known."""
+    from carsearch.index.query import QueryError, build_where, check_image, check_text, scope_where
 
     try:  # everything the user typed is checked before the model loads
         if query is None and image is None:
@@ -62,6 +72,10 @@ def search(
         query = check_text(query) if image is None else None
         image = check_image(image) if image is not None else None
         where = build_where(_filters(color, view, body_type, make, model, split), where)
+        scope = dict(camera=camera or None, after=after, before=before)
+        scope_where(**scope)  # bad times fail here, before the model loads
+        if sort not in ("score", "time"):
+            raise QueryError(f"--sort: {sort!r} is not score or time")
     except QueryError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
@@ -74,14 +88,23 @@ def search(
     from carsearch.index.search import search as run_search
 
     try:
-        hits = run_search(query=query, image=image, k=k, where=where, index_dir=index_dir, model=use_model)
+        hits = run_search(query=query, image=image, k=k, where=where, index_dir=index_dir, model=use_model, **scope)
     except (FileNotFoundError, ValueError, CarsearchError) as e:  # ModelConfigError is a ValueError
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
+    if sort == "time":
+        hits.sort(key=lambda h: (h.time is None, h.time or 0.0, h.rank))
     root = repo_root()
     missing = _mark_missing(hits, root)
     for h, gone in zip(hits, missing):
-        typer.echo(f"{h.rank}\t{h.score:.4f}\t{h.id}\t{h.caption}\t{h.path}" + ("\t[missing file]" if gone else ""))
+        typer.echo(
+            f"{h.rank}\t{h.score:.4f}\t{h.id}\t{h.caption}\t{h.path}"
+            + ("\t[missing file]" if gone else "")
+            + "".join(f"\t{x}" for x in _where_seen(h))
+        )
+    if csv_out is not None:
+        _write_hits_csv(hits, csv_out)
+        typer.echo(f"wrote {csv_out}", err=True)
     if any(missing):
         typer.echo(
             f"warning: {sum(missing)} of {len(hits)} results point to missing files; the index is older than "
@@ -95,6 +118,48 @@ def search(
 
         results_grid_png([(query or f"image: {image}", [(root / h.path, h.score, True) for h in hits])], png)
         typer.echo(f"wrote {png}", err=True)
+
+
+def _where_seen(h) -> list[str]:
+    """`frame=<id> box=x1,y1,x2,y2`, `camera=…`, `time=…` of a hit, where it has them."""
+    from carsearch.features.capture import iso
+
+    out = []
+    if h.box is not None:
+        out.append(f"frame={h.frame_id} box={','.join(f'{v:.0f}' for v in h.box)}")
+    if h.camera:
+        out.append(f"camera={h.camera}")
+    if h.time is not None:
+        out.append(f"time={iso(h.time)}")
+    return out
+
+
+def _write_hits_csv(hits, out: Path) -> None:
+    import csv
+    import io
+
+    from carsearch.core.io import write_text
+    from carsearch.features.capture import iso
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["rank", "score", "id", "file", "frame_id", "x1", "y1", "x2", "y2", "camera", "time", "caption"])
+    for h in hits:
+        box = [f"{v:.1f}" for v in h.box] if h.box is not None else ["", "", "", ""]
+        w.writerow(
+            [
+                h.rank,
+                f"{h.score:.4f}",
+                h.id,
+                h.origin or h.path,
+                h.frame_id,
+                *box,
+                h.camera,
+                iso(h.time) or "",
+                h.caption,
+            ]
+        )
+    write_text(out, buf.getvalue())
 
 
 @app.command()

@@ -160,8 +160,20 @@ class S3Source(_Open):
     labels_csv: Optional[str]
 
 
+class Capture(_Strict):
+    pattern: Optional[Text]
+    timezone: Text
+
+
+class Video(_Strict):
+    fps: PosNum
+    max_frames: Optional[PosInt]
+
+
 class Data(_Open):
     source: Literal["torcs", "demo", "folder", "s3"]
+    capture: Capture
+    video: Video
     max_pixels: Optional[PosInt]
     max_edge: Optional[NonNegInt]
     torcs: Torcs
@@ -257,10 +269,16 @@ class Caption(_Open):
     pricing: Optional[str]
 
 
+class Boxes(_Strict):
+    margin: Annotated[float, Field(ge=0, le=2)]
+    min_side: PosInt
+
+
 class Curate(_Strict):
     splits: dict[str, Fraction]
     near_duplicate_max_distance: Annotated[int, BeforeValidator(_integer), Field(ge=-1)]
     require_fields: list[Text]
+    boxes: Boxes
 
     @field_validator("splits")
     @classmethod
@@ -432,6 +450,14 @@ class Promote(_Strict):
     set: Optional[str]  # an eval.sets name decides (its metric, e.g. text_to_image.precision@5)
 
 
+class Detect(_Strict):
+    model: Optional[Text]
+    tiny: bool
+    threshold: Annotated[float, Field(ge=0, le=1)]
+    prompts: list[Text]
+    batch_size: PosInt
+
+
 class Index(_Open):
     corpus: Literal["ingested", "folder", "s3"]
     corpus_path: Optional[str]
@@ -497,6 +523,7 @@ class Params(_Open):
     model: Annotated[Union[TinyModel, PretrainedModel], Field(discriminator="kind")]
     train: Train
     eval: Eval
+    detect: Detect
     index: Index
     serve: Serve
     mlflow: MLflow

@@ -8,12 +8,18 @@ split where curate_pairs made a pair of it, and the source's labels where it has
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Iterable
 
-from carsearch.core.io import read_jsonl
+from PIL import Image
+
+from carsearch.core.io import read_jsonl, write_bytes
 from carsearch.core.paths import resolve
 from carsearch.core.vocab import known
+from carsearch.features import boxes as boxes_mod
+from carsearch.features import detect as detect_mod
+from carsearch.features import footage
 from carsearch.features import sources as data
 
 CORPORA = ("ingested", "folder", "s3")
@@ -28,18 +34,39 @@ def pairs_by_id(pairs_dir: Path, splits: Iterable[str]) -> dict[str, dict]:
     return out
 
 
-def ingested_rows(manifest: Path, pairs: dict[str, dict]) -> list[dict]:
-    """Every manifest row, enriched with its curated pair (caption, attributes, split) if any."""
+def ingested_rows(
+    manifest: Path, pairs: dict[str, dict], root: Path, crops_dir: Path, params: dict
+) -> tuple[list[dict], list[dict], dict]:
+    """Every manifest row, enriched with its curated pair (caption, attributes, split) if any; a
+    frame with boxes (ingest's annotations, or the detector's) as one row per vehicle crop (per
+    track, for video), in its frame's split. Returns (rows, rejected boxes, `vehicles` notes)."""
+    frames, rejects, notes = vehicles(list(read_jsonl(manifest)), root, crops_dir, params)
     rows = []
-    for m in read_jsonl(manifest):
-        p = pairs.get(m["id"], {})
+    for m in frames:
+        p = pairs.get(m["id"]) or {"split": pairs.get(m.get("frame_id") or "", {}).get("split", "")}
         labels = known(m.get("labels")) or known(p.get("labels")) or known(p.get("attributes"))
         rows.append(_row(m, p, labels, m.get("origin") or m["path"]))
-    return rows
+    return rows, rejects, notes
+
+
+VEHICLE_FIELDS = (
+    "frame_path",
+    "box",
+    "box_class",
+    "box_score",
+    "box_source",
+    "camera",
+    "time",
+    "track_id",
+    "first_seen",
+    "last_seen",
+    "track_json",
+)
 
 
 def _row(image: dict, pair: dict, labels: dict, origin: str) -> dict:
-    """An index row: the image (id, path) with its curated pair, if any (caption, attributes, split)."""
+    """An index row: the image (id, path) with its curated pair, if any (caption, attributes, split),
+    and, for a vehicle of a frame, the frame and box (`frame_id` is the image's own id otherwise)."""
     return {
         "id": image["id"],
         "path": image["path"],
@@ -48,7 +75,92 @@ def _row(image: dict, pair: dict, labels: dict, origin: str) -> dict:
         "labels": labels,
         "split": pair.get("split", ""),
         "origin": origin,
+        "frame_id": image.get("frame_id") or image["id"],
+        **{k: image.get(k) for k in VEHICLE_FIELDS},
     }
+
+
+def vehicle_rows(frames: list[dict], root: Path, crops_dir: Path, margin: float, min_side: int):
+    """One row per usable box of each frame (its crop, stored JPEG under `crops_dir`; the frame's
+    labels overlaid by the box's), the frame itself where it has no usable box. Returns (rows,
+    rejects): every box that cannot be used, with the frame's file and the reason."""
+    out, rejects = [], []
+    for f in frames:
+        kept = []
+        for k, b in enumerate(f.get("boxes") or [], 1):
+            box, why = boxes_mod.check_box(b, f["width"], f["height"], min_side)
+            if why:
+                rejects.append(
+                    {"path": f.get("origin") or f["path"], "reason": f"{b.get('source', 'box')} box {k}: {why}"}
+                )
+            else:
+                kept.append(box)
+        if not kept:
+            out.append({k: v for k, v in f.items() if k != "boxes"})
+            continue
+        with Image.open(resolve(f["path"], root)) as im:
+            frame = im.convert("RGB")
+        for box in kept:
+            vid = boxes_mod.vehicle_id(f["id"], box, margin)
+            dst = Path(crops_dir) / f"{vid}.jpg"
+            piece = boxes_mod.crop(frame, box, margin)
+            if not dst.exists():
+                buf = io.BytesIO()
+                piece.save(buf, "JPEG", quality=95)
+                write_bytes(dst, buf.getvalue())
+            out.append(
+                {
+                    **{k: v for k, v in f.items() if k != "boxes"},
+                    "id": vid,
+                    "path": dst.relative_to(root).as_posix() if dst.is_relative_to(root) else str(dst),
+                    "width": piece.width,
+                    "height": piece.height,
+                    "labels": {**(f.get("labels") or {}), **(box.get("labels") or {})} or None,
+                    "frame_id": f["id"],
+                    "frame_path": f["path"],
+                    "box": [box["x1"], box["y1"], box["x2"], box["y2"]],
+                    "box_class": box.get("class"),
+                    "box_score": box.get("score"),
+                    "box_source": box.get("source"),
+                }
+            )
+    return out, rejects
+
+
+def detect_boxes(frames: list[dict], root: Path, spec: dict, seed: int = 0) -> int:
+    """Boxes from the `detect` detector for every frame that has none from an annotation file
+    (`boxes` absent; a listed frame with no vehicle keeps its []). Returns how many frames it ran on."""
+    todo = [f for f in frames if f.get("boxes") is None]
+    if not todo or not (spec.get("model") or spec.get("tiny")):
+        return 0
+    model, processor = detect_mod.load_detector(spec, seed=seed)
+    bs = int(spec["batch_size"])
+    for i in range(0, len(todo), bs):
+        chunk = todo[i : i + bs]
+        images = []
+        for f in chunk:
+            with Image.open(resolve(f["path"], root)) as im:
+                images.append(im.convert("RGB"))
+        found = detect_mod.detect(
+            model, processor, images, float(spec["threshold"]), batch_size=bs, frame_ids=[f["id"] for f in chunk]
+        )
+        for f, bs_found in zip(chunk, found):
+            f["boxes"] = bs_found
+    return len(todo)
+
+
+def vehicles(frames: list[dict], root: Path, crops_dir: Path, params: dict) -> tuple[list[dict], list[dict], dict]:
+    """Frames -> index rows: boxes from annotations or the detector, a crop per usable box, video
+    vehicles linked into one row per track. Returns (rows, rejects, {"detected_frames",
+    "frames_without_vehicle": [origins], "tracks"})."""
+    box_cfg = params["curate"]["boxes"]
+    detected = detect_boxes(frames, root, params["detect"], int(params["train"]["seed"]))
+    empty = [f.get("origin") or f["path"] for f in frames if f.get("boxes") == []]
+    rows, rejects = frames, []
+    if any(f.get("boxes") for f in frames):
+        rows, rejects = vehicle_rows(frames, root, crops_dir, float(box_cfg["margin"]), int(box_cfg["min_side"]))
+    rows, tracks = footage.collapse_tracks(rows)
+    return rows, rejects, {"detected_frames": detected, "frames_without_vehicle": empty, "tracks": tracks}
 
 
 def source_items(kind: str, path: str, cfg: dict):
@@ -60,18 +172,39 @@ def source_items(kind: str, path: str, cfg: dict):
     raise ValueError(f"index.corpus: unknown corpus {kind!r} (expected one of {', '.join(CORPORA)})")
 
 
-def stored_rows(items, images_dir: Path, root: Path, source: str, pairs: dict[str, dict] | None = None):
-    """Store corpus images (same checks as ingest) and return (rows, rejects)."""
+def stored_rows(
+    items,
+    images_dir: Path,
+    root: Path,
+    source: str,
+    pairs: dict[str, dict] | None = None,
+    boxes: tuple[boxes_mod.Annotations, Path] | None = None,
+    params: dict | None = None,
+    capture: tuple[str, dict] | None = None,
+):
+    """Store corpus images (same checks as ingest) and return (rows, rejects, `vehicles` notes);
+    with `boxes` (the folder's annotations and the folder) and/or a detector, one row per vehicle."""
     rows, rejects = data.ingest_items(items, images_dir, root, source)
+    rejects = [{"path": x.path, "reason": x.reason} for x in rejects]
+    if capture is not None:
+        footage.stamp_capture(rows, *capture, root)
+    if boxes is not None:
+        ann, folder = boxes
+        rejects += [{"path": p, "reason": r} for p, r in ann.problems]
+        boxes_mod.attach(rows, ann, folder)
+    notes: dict = {}
+    if params is not None:  # `index add` (no params): photos as they are
+        rows, bad, notes = vehicles(rows, root, images_dir, params)
+        rejects += bad
     out = []
     for r in rows:
         p = (pairs or {}).get(r["id"], {})
         out.append(_row(r, p, known(r.get("labels")) or known(p.get("labels")), r.get("origin") or ""))
-    return out, [{"path": x.path, "reason": x.reason} for x in rejects]
+    return out, rejects, notes
 
 
-def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[list[dict], list[dict]]:
-    """(rows sorted by id, rejects) of the configured corpus."""
+def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[list[dict], list[dict], dict]:
+    """(rows sorted by id, rejects, `vehicles` notes) of the configured corpus."""
     cfg, paths = params["index"], params["paths"]
     kind = cfg["corpus"]
     pairs = pairs_by_id(resolve(paths["pairs_dir"], root), params["curate"]["splits"])
@@ -79,14 +212,30 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[l
         manifest = resolve(paths["manifest"], root)
         if not manifest.is_file():
             raise FileNotFoundError(f"index.corpus=ingested: {manifest} not found; run the ingest stage first")
-        rows, rejects = ingested_rows(manifest, pairs), []
+        rows, rejects, notes = ingested_rows(manifest, pairs, root, images_dir, params)
     else:
         where = cfg["corpus_path"]
         if not where:
             raise ValueError(
                 f"index.corpus_path: not set; index.corpus={kind} needs the {'folder' if kind == 'folder' else 's3:// prefix'} to index"
             )
-        items = source_items(kind, str(where if kind == "s3" else resolve(where, root)), cfg)
-        rows, rejects = stored_rows(progress(items) if progress else items, images_dir, root, kind, pairs)
+        folder = None if kind == "s3" else resolve(where, root)
+        ann = data.folder_boxes(folder, cfg["labels_csv"]) if folder is not None else None
+        if kind == "folder":
+            items = data.iter_folder(folder, cfg["subfolder_key"], cfg["labels_csv"], skip=ann.files)
+            video = params["data"]["video"]
+            items = footage.expand_videos(items, video["fps"], video["max_frames"])
+        else:
+            items = source_items(kind, str(where), cfg)
+        rows, rejects, notes = stored_rows(
+            progress(items) if progress else items,
+            images_dir,
+            root,
+            kind,
+            pairs,
+            boxes=(ann, folder) if ann is not None else None,
+            params=params,
+            capture=(str(folder) if folder is not None else str(where), params["data"]["capture"]),
+        )
     rows.sort(key=lambda r: r["id"])
-    return rows, rejects
+    return rows, rejects, notes

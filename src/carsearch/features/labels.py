@@ -20,6 +20,7 @@ from carsearch.core.vocab import BODY_TYPES, COLORS, SYNONYMS, VIEWS
 
 VOCAB = {"color": COLORS, "body_type": BODY_TYPES, "view": VIEWS}
 FILE_COLUMNS = ("file", "path", "filename", "image")
+BOX_COLUMNS = (("x1", "y1", "x2", "y2"), ("xmin", "ymin", "xmax", "ymax"))  # a row per vehicle box, in pixels
 
 
 def normalise_value(key: str, value: str) -> str | None:
@@ -56,6 +57,7 @@ class LabelTable:
     rows: dict[str, dict] = field(default_factory=dict)  # rel path -> labels
     line: dict[str, int] = field(default_factory=dict)  # rel path -> its row number
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) for the rejects
+    boxes: dict[str, list[dict]] = field(default_factory=dict)  # rel path -> boxes (box columns; one row per box)
 
     def missing(self, existing: set[str], folder: str, csv_name: str) -> list[tuple[str, str]]:
         """(path, reason) for every row naming a file that is not in `existing` (rel paths)."""
@@ -102,6 +104,7 @@ def read_labels_csv(raw: bytes, name: str) -> LabelTable:
         raise ValueError(f"{name}: needs a 'file' column naming each image (has {header})")
     first: dict[str, tuple[int, dict]] = {}
     conflicts: dict[str, list[int]] = {}
+    box_cols = next((c for c in BOX_COLUMNS if set(c) <= set(cols)), None)
     for values in reader:
         n = reader.line_num
         if not any(v.strip() for v in values):
@@ -112,6 +115,12 @@ def read_labels_csv(raw: bytes, name: str) -> LabelTable:
             rel = rel[2:]
         if not rel:
             table.problems.append((name, f"{csv_name} row {n} has no file name"))
+            continue
+        coords = [row.pop(c, "").strip() for c in box_cols] if box_cols else []
+        cls = (row.pop("class", "") or "").strip() if box_cols else ""
+        at = (row.pop("t", "") or "").strip() if box_cols else ""  # a video's frame: seconds from its start
+        if any(coords):
+            _box_row(table, name, csv_name, n, rel, coords, cls, row, at)
             continue
         labels = {}
         for k, v in row.items():
@@ -139,6 +148,26 @@ def read_labels_csv(raw: bytes, name: str) -> LabelTable:
         if labels is not None:
             table.rows[rel] = labels
     return table
+
+
+def _box_row(
+    table: LabelTable, name: str, csv_name: str, n: int, rel: str, coords: list[str], cls: str, row: dict, at: str = ""
+):
+    """A labels.csv row with box columns: one vehicle of `rel` (its other columns label the vehicle);
+    with a `t` column, of the frame `t` seconds into the video `rel` (a sampled frame: `#t=<t>s`)."""
+    table.line.setdefault(rel, n)
+    try:
+        x1, y1, x2, y2 = (float(v) for v in coords)
+        if at:
+            rel = f"{rel}#t={float(at):.3f}s"
+    except ValueError:
+        table.problems.append(
+            (name, f"{csv_name} row {n}: box {coords} t {at!r} is not numbers (x1 y1 x2 y2 in px, t in s)")
+        )
+        return
+    labels = {k: norm for k, v in row.items() if k and v and v.strip() and (norm := normalise_value(k, v)) is not None}
+    box = {"x1": x1, "y1": y1, "x2": x2, "y2": y2, "class": cls or "car", "score": None, "labels": labels}
+    table.boxes.setdefault(rel, []).append(box)
 
 
 def labels_for(rel: str, subfolder_key: str | None, table: LabelTable) -> dict | None:

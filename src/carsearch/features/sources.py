@@ -13,9 +13,11 @@ from typing import Iterable, Iterator
 
 from carsearch.core import imaging
 from carsearch.core.io import write_bytes
+from carsearch.features import boxes as boxes_mod
 from carsearch.features import labels as labels_mod
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov"}  # carsearch.features.video
 MIN_SIDE = 16  # smaller images cannot be captioned or embedded meaningfully
 
 
@@ -206,12 +208,27 @@ def walk_folder(folder: Path) -> list[tuple[Path, str | None]]:
     return sorted(out, key=lambda t: t[0].as_posix())
 
 
+def folder_boxes(folder: Path, labels_csv: str = "labels.csv") -> boxes_mod.Annotations:
+    """The vehicle boxes of a folder's frames (COCO JSON, YOLO txt, labels.csv box columns:
+    carsearch.features.boxes); `.files` are the annotation files, which `iter_folder` then skips."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return boxes_mod.Annotations()
+    rels = [p.relative_to(folder).as_posix() for p, err in walk_folder(folder) if err is None]
+    csv_path = folder / labels_csv if labels_csv else None
+    csv_boxes = {}
+    if csv_path is not None and csv_path.is_file():
+        csv_boxes = labels_mod.read_labels_csv(csv_path.read_bytes(), str(csv_path)).boxes
+    return boxes_mod.folder_annotations(folder, rels, csv_boxes)
+
+
 def iter_folder(
-    folder: Path, subfolder_key: str | None = "color", labels_csv: str = "labels.csv"
+    folder: Path, subfolder_key: str | None = "color", labels_csv: str = "labels.csv", skip: set[str] = frozenset()
 ) -> Iterator[tuple[str, bytes | None, dict | None, str | None]]:
     """Every file under `folder` (sorted): image files with labels from labels.csv and/or the
     sub-folder names (`red/img.jpg` -> {subfolder_key: "red"}); everything else, and every
-    labels.csv problem, is yielded as a reject (name, None, None, reason)."""
+    labels.csv problem, is yielded as a reject (name, None, None, reason). `skip`: relative paths
+    that are read elsewhere (the annotation files of `folder_boxes`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"data.folder.path: folder not found: {folder}")
@@ -232,7 +249,12 @@ def iter_folder(
             yield str(p), None, None, err
             continue
         rel = p.relative_to(folder).as_posix()
-        if p.suffix.lower() not in IMAGE_EXTS and p.name.lower() in {"readme.md", "readme", "readme.txt"}:
+        if p.suffix.lower() in VIDEO_SUFFIXES:  # decoded frame by frame (carsearch.features.footage), never read whole
+            yield str(p), None, labels_mod.labels_for(rel, subfolder_key, table), None
+            continue
+        if rel in skip or (
+            p.suffix.lower() not in IMAGE_EXTS and p.name.lower() in {"readme.md", "readme", "readme.txt"}
+        ):
             continue
         try:
             data = p.read_bytes()

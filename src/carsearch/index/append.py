@@ -35,7 +35,9 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
     s = CarSearch(index_dir, root=root)  # the live version and the model that built it
     meta = s.meta
     items = _items([Path(p) for p in paths], cfg)
-    rows, rejects = corpus.stored_rows(progress(items) if progress else items, index_dir / IMAGES_SUBDIR, root, "added")
+    rows, rejects, _ = corpus.stored_rows(
+        progress(items) if progress else items, index_dir / IMAGES_SUBDIR, root, "added"
+    )
     have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors
     new = [r for r in rows if r["id"] not in have]
     out = {
@@ -51,7 +53,8 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
     vectors, stats = embed_with_cache(
         [r["id"] for r in new], [resolve(r["path"], root) for r in new], cache, lambda ps: s.embed_images(ps)
     )
-    s.table.add(arrow_rows(new, vectors, meta.get("model_ref") or ""))
+    data = arrow_rows(new, vectors, meta.get("model_ref") or "")
+    s.table.add(data.select([c for c in data.column_names if c in s.table.schema.names]))  # an older table
     fresh = read_meta(index_dir) or meta
     if fresh.get("version") == meta.get("version"):  # a rebuild published meanwhile wins; else count the rows
         fresh = {

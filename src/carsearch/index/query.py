@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from carsearch.core.errors import CarsearchError
+from carsearch.features.capture import parse_when
 
 # the metadata columns of the index table (carsearch.index.arrow_rows)
 COLUMNS = (
@@ -35,6 +36,10 @@ COLUMNS = (
     "view",
     "scene",
     "origin",
+    "frame_id",
+    "box_class",
+    "box_source",
+    "camera",
 )
 KEYWORDS = {"AND", "OR", "NOT", "IN", "LIKE", "IS", "NULL"}
 MAX_QUERY_CHARS = 1000
@@ -199,6 +204,35 @@ def build_where(filters: dict[str, str | list[str] | None], where: str | None = 
     if checked:
         parts.append(f"({checked})")
     return " AND ".join(parts) or None
+
+
+def scope_where(camera: str | list[str] | None = None, after=None, before=None, tracks: bool = False) -> str | None:
+    """The camera / time-range filter (`--camera`, `--after`, `--before`; times as unix seconds or
+    text such as 2026-01-02T10:00, read by carsearch.features.capture.parse_when) as a where clause.
+    Rows without a capture time never match a time range; with `tracks` (a table with video tracks),
+    a track matches when it was in view at any time in the range."""
+    parts = []
+    cams = [camera] if isinstance(camera, str) else [c for c in (camera or []) if c]
+    if cams:
+        parts.append(build_where({"camera": cams}))
+    for name, value, op in (("after", after, ">="), ("before", before, "<")):
+        if value is None or value == "":
+            continue
+        try:
+            t = float(value) if isinstance(value, (int, float)) else parse_when(str(value), option=f"--{name}")
+        except ValueError as e:
+            raise QueryError(str(e)) from None
+        if tracks:
+            parts.append(f"(time {op} {t!r} OR {'last_seen' if op == '>=' else 'first_seen'} {op} {t!r})")
+        else:
+            parts.append(f"time {op} {t!r}")
+    return " AND ".join(parts) or None
+
+
+def combine(*clauses: str | None) -> str | None:
+    """Where clauses AND-ed (None where there is none)."""
+    parts = [c for c in clauses if c]
+    return parts[0] if len(parts) == 1 else " AND ".join(f"({c})" for c in parts) or None
 
 
 def check_image(path) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 
 from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import repo_root, resolve
-from carsearch.index.query import QueryError, check_image, check_text, check_where
+from carsearch.index.query import QueryError, check_image, check_text, check_where, combine, scope_where
 from carsearch.index.store import META_FILE, MODEL_SUBDIR, connect, is_uri, read_meta
 
 
@@ -62,6 +62,19 @@ class Hit:
     caption: str
     path: str
     labels: dict
+    # the vehicle (indexes built since boxes; a whole image is its own frame, without a box)
+    origin: str = ""
+    frame_id: str = ""
+    frame_path: str = ""
+    box: list[float] | None = None
+    box_class: str = ""
+    box_score: float | None = None
+    camera: str = ""
+    time: float | None = None
+    track_id: str = ""  # a vehicle of a video: the track, seen from first_seen to last_seen (unix seconds)
+    first_seen: float | None = None
+    last_seen: float | None = None
+    track_json: str = ""  # its member boxes: [{"frame_id", "box", "time", "offset"}, …]
 
 
 class CarSearch:
@@ -283,7 +296,7 @@ class CarSearch:
         refine_factor: int | None = None,
         hybrid_text: str | None = None,
     ) -> list[Hit]:
-        from carsearch.index.store import RESULT_COLUMNS
+        from carsearch.index.store import RESULT_COLUMNS, VEHICLE_COLUMNS
 
         nprobes, refine = self._ann_params(nprobes, refine_factor)
         if hybrid_text is not None and not self.has_fts():
@@ -291,7 +304,7 @@ class CarSearch:
                 "hybrid search needs the full-text index on captions, which this index was built without; "
                 "rebuild it (`dvc repro build_index`, index.fts: true)"
             )
-        cols = [c for c in RESULT_COLUMNS if c != "_distance"] if hybrid_text is not None else list(RESULT_COLUMNS)
+        cols = self.columns([c for c in RESULT_COLUMNS if c != "_distance" or hybrid_text is None])
 
         def run():
             if hybrid_text is None:
@@ -310,8 +323,20 @@ class CarSearch:
         hits = []
         for rank, r in enumerate(rows, 1):
             score = float(r["_relevance_score"]) if "_relevance_score" in r else 1.0 - float(r["_distance"])
-            hits.append(Hit(rank, score, r["id"], r["caption"], r["path"], json.loads(r["labels_json"])))
+            extra = {c: r[c] for c in VEHICLE_COLUMNS if c in r and r[c] is not None}
+            hits.append(Hit(rank, score, r["id"], r["caption"], r["path"], json.loads(r["labels_json"]), **extra))
         return hits
+
+    def has_tracks(self) -> bool:
+        """This version's table has video tracks (first_seen / last_seen columns)."""
+        return "last_seen" in self.table.schema.names
+
+    def columns(self, base) -> list[str]:
+        """`base` plus the vehicle columns this version's table has (older tables lack them)."""
+        from carsearch.index.store import VEHICLE_COLUMNS
+
+        names = set(self.table.schema.names)
+        return [*base, *(c for c in VEHICLE_COLUMNS if c in names and c not in base)]
 
     def text(
         self,
@@ -322,12 +347,18 @@ class CarSearch:
         hybrid: bool = False,
         nprobes: int | None = None,
         refine_factor: int | None = None,
+        camera: str | list[str] | None = None,
+        after: float | str | None = None,
+        before: float | str | None = None,
     ) -> list[Hit]:
-        """The k images nearest to a text query. `hybrid=True` fuses the vector search with a
-        full-text search of the captions (reciprocal-rank fusion; score = fused relevance, not
-        cosine). `nprobes` / `refine_factor` tune the ANN index per query (defaults: the index's)."""
+        """The k images (vehicles, where the index has boxes) nearest to a text query. `hybrid=True`
+        fuses the vector search with a full-text search of the captions (reciprocal-rank fusion;
+        score = fused relevance, not cosine). `nprobes` / `refine_factor` tune the ANN index per
+        query (defaults: the index's). `camera`, `after`, `before`: only hits from those cameras,
+        captured in [after, before) (unix seconds or text such as 2026-01-02T10:00)."""
         self.refresh()  # a rebuilt index may come with a new model: encode with the one that built it
-        query, where = check_text(query), check_where(where)  # one-line QueryError (a ValueError)
+        query = check_text(query)  # one-line QueryError (a ValueError)
+        where = combine(check_where(where), scope_where(camera, after, before, self.has_tracks()))
         return self._search(
             self._text_vector(query), k, where, nprobes, refine_factor, hybrid_text=query if hybrid else None
         )
@@ -344,9 +375,14 @@ class CarSearch:
         *,
         nprobes: int | None = None,
         refine_factor: int | None = None,
+        camera: str | list[str] | None = None,
+        after: float | str | None = None,
+        before: float | str | None = None,
     ) -> list[Hit]:
+        """The k images (or vehicles) nearest to a query image; filters as in `text()`."""
         self.refresh()
-        path, where = check_image(path), check_where(where)
+        path = check_image(path)
+        where = combine(check_where(where), scope_where(camera, after, before, self.has_tracks()))
         return self._search(self._image_vector(path), k, where, nprobes, refine_factor)
 
     # ------------------------------------------------------------ used by the search service (carsearch.serve)
@@ -427,11 +463,13 @@ class CarSearch:
         where: str | None = None,
         nprobes: int | None = None,
         refine_factor: int | None = None,
+        scope: str | None = None,
     ) -> list[dict]:
         """Rows `offset .. offset+k` (metadata columns, no vector) nearest to a query vector, best first,
-        each with `score` (1 - distance); `where` is checked by the filter grammar first; the ANN knobs
-        default to the index's, as in `text()`."""
-        where = check_where(where)
+        each with `score` (1 - distance); `where` is checked by the filter grammar first; `scope` is a
+        clause made by `query.scope_where` (camera, time range); the ANN knobs default to the index's."""
+        where = combine(check_where(where), scope)
+        row_cols = self.columns(self.ROW_COLUMNS)
         vec = np.asarray(vector, np.float32)
         nprobes, refine = self._ann_params(nprobes, refine_factor)
 
@@ -441,13 +479,13 @@ class CarSearch:
                 q = q.nprobes(nprobes)
             if refine:
                 q = q.refine_factor(refine)
-            q = q.select([*self.ROW_COLUMNS, "_distance"]).limit(int(offset) + int(k))
+            q = q.select([*row_cols, "_distance"]).limit(int(offset) + int(k))
             return (q.where(where, prefilter=True) if where else q).to_arrow()
 
         cols = self._run_retrying(run).to_pydict()
         n = len(cols["_distance"])
         return [
-            {**{c: cols[c][i] for c in self.ROW_COLUMNS}, "score": 1.0 - float(cols["_distance"][i])}
+            {**{c: cols[c][i] for c in row_cols}, "score": 1.0 - float(cols["_distance"][i])}
             for i in range(int(offset), n)
         ]
 
@@ -455,7 +493,7 @@ class CarSearch:
         """The row of an indexed image by its id (None when unknown); `vector=True` adds its vector."""
         from carsearch.index.query import quote
 
-        cols = list(self.ROW_COLUMNS) + (["vector"] if vector else [])
+        cols = self.columns(self.ROW_COLUMNS) + (["vector"] if vector else [])
 
         def run():
             return self.table.search().where(f"id = {quote(image_id)}").select(cols).limit(1).to_list()

@@ -45,9 +45,18 @@ def arrow_rows(rows: list[dict], vectors: np.ndarray, model_ref: str) -> pa.Tabl
     cols["labels_json"] = [json.dumps(r.get("labels") or {}, sort_keys=True) for r in rows]
     cols["origin"] = [r.get("origin") or "" for r in rows]
     cols["model_ref"] = [model_ref] * len(rows)
+    # the vehicle: its frame (the image's own id when the row is a whole image), box and where/when
+    cols["frame_id"] = [r.get("frame_id") or r["id"] for r in rows]
+    for k in ("frame_path", "box_class", "box_source", "camera", "track_id", "track_json"):
+        cols[k] = [r.get(k) or "" for r in rows]
     return pa.table(
         {
             **{k: pa.array(v, pa.string()) for k, v in cols.items()},
+            "box": pa.array([r.get("box") for r in rows], pa.list_(pa.float32(), 4)),
+            "box_score": pa.array([r.get("box_score") for r in rows], pa.float32()),
+            "time": pa.array([r.get("time") for r in rows], pa.float64()),
+            "first_seen": pa.array([r.get("first_seen") for r in rows], pa.float64()),
+            "last_seen": pa.array([r.get("last_seen") for r in rows], pa.float64()),
             "vector": pa.FixedSizeListArray.from_arrays(
                 pa.array(np.asarray(vectors, np.float32).ravel(), pa.float32()), dim
             ),
@@ -56,10 +65,30 @@ def arrow_rows(rows: list[dict], vectors: np.ndarray, model_ref: str) -> pa.Tabl
 
 
 ANN_INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ")
-BITMAP_COLUMNS = ("split", *ATTRS)  # low-cardinality attributes: a bitmap per value, fast `where` prefilters
-BTREE_COLUMNS = ("id",)
+BITMAP_COLUMNS = (
+    "split",
+    *ATTRS,
+    "camera",
+    "box_class",
+)  # low-cardinality attributes: a bitmap per value, fast `where` prefilters
+BTREE_COLUMNS = ("id", "frame_id", "time")
 FTS_COLUMN = "caption"
-RESULT_COLUMNS = ("id", "path", "caption", "labels_json", "_distance")  # what a search returns (never the vector)
+# what a search returns (never the vector); VEHICLE_COLUMNS where the table has them (built since boxes)
+RESULT_COLUMNS = ("id", "path", "caption", "labels_json", "_distance")
+VEHICLE_COLUMNS = (
+    "origin",
+    "frame_id",
+    "frame_path",
+    "box",
+    "box_class",
+    "box_score",
+    "camera",
+    "time",
+    "track_id",
+    "first_seen",
+    "last_seen",
+    "track_json",
+)
 
 
 def ann_partitions(rows: int, cfg: dict) -> int:
@@ -235,8 +264,11 @@ def rows_left_out(index_dir: Path, keep_ids: set[str]) -> list[dict]:
 
 
 def new_version() -> str:
-    """A version name: sortable by build time, unique."""
-    return f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    """A version name: sorts by build time (to the microsecond: two builds in one second still sort
+    in build order, which `prune` and the fallback to the previous version rely on), unique."""
+    now = time.time_ns() // 1000
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000))
+    return f"v-{stamp}-{now % 1_000_000:06d}-{uuid.uuid4().hex[:4]}"
 
 
 def publish(index_dir: Path, stage: Path, meta: dict, keep: int = 2, version: str | None = None) -> str:

@@ -135,8 +135,13 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         version, the index version and when it was built."""
         return svc.info()
 
-    def _request(q, neg, like, w_text, w_image, w_neg, offset, limit, facets, **filters) -> SearchRequest:
+    def _request(
+        q, neg, like, w_text, w_image, w_neg, offset, limit, facets, after=None, before=None, sort="score", **filters
+    ) -> SearchRequest:
         return SearchRequest(
+            after=after,
+            before=before,
+            sort=sort,
             q=q,
             neg=neg,
             like=like,
@@ -167,6 +172,10 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         view: list[str] = Query([]),
         scene: list[str] = Query([]),
         split: list[str] = Query([]),
+        camera: list[str] = Query([]),
+        after: Optional[str] = Query(None),
+        before: Optional[str] = Query(None),
+        sort: str = Query("score"),
     ):
         """Search by text, by an indexed image (`like`), or both, with an optional negative text;
         repeat a filter for any of several values (`color=red&color=blue`)."""
@@ -187,6 +196,10 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
             view=view,
             scene=scene,
             split=split,
+            camera=camera,
+            after=after,
+            before=before,
+            sort=sort,
         )
         return svc.search(req)
 
@@ -213,6 +226,10 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         view: list[str] = Form([]),
         scene: list[str] = Form([]),
         split: list[str] = Form([]),
+        camera: list[str] = Form([]),
+        after: Optional[str] = Form(None),
+        before: Optional[str] = Form(None),
+        sort: str = Form("score"),
     ):
         """Search by an uploaded image (multipart field `image`), optionally with a text and a negative text."""
         req = _request(
@@ -232,6 +249,10 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
             view=view,
             scene=scene,
             split=split,
+            camera=camera,
+            after=after,
+            before=before,
+            sort=sort,
         )
         limit_bytes = int(svc.cfg["max_upload_bytes"])
         data = await image.read(limit_bytes + 1)
@@ -248,6 +269,15 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
     def image(image_id: str):
         """The indexed image file (looked up by id in the index table; no client paths)."""
         p = svc.image_file(image_id)
+        return FileResponse(
+            p, media_type=IMAGE_TYPES[p.suffix.lower()], headers={"Cache-Control": "public, max-age=3600"}
+        )
+
+    @app.get("/api/v1/frames/{image_id}", tags=["images"], response_class=FileResponse)
+    def frame(image_id: str):
+        """The whole frame an indexed vehicle was cropped from (the image itself for a whole image);
+        the hit's `box` says where the vehicle is in it."""
+        p = svc.image_file(image_id, frame=True)
         return FileResponse(
             p, media_type=IMAGE_TYPES[p.suffix.lower()], headers={"Cache-Control": "public, max-age=3600"}
         )

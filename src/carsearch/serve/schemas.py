@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 # the attribute columns clients may filter and facet on (never raw SQL: values are escaped by query.build_where)
-FILTER_COLUMNS = ("make", "model", "body_type", "color", "view", "scene", "split")
+FILTER_COLUMNS = ("make", "model", "body_type", "color", "view", "scene", "split", "camera")
 # ids are content hashes (16 hex) or source ids; anything else cannot name an indexed image
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MAX_TEXT_CHARS = 1000
@@ -31,6 +31,7 @@ class Filters(BaseModel):
     view: FilterValues = []
     scene: FilterValues = []
     split: FilterValues = []
+    camera: FilterValues = []
 
     @field_validator(*FILTER_COLUMNS)
     @classmethod
@@ -66,6 +67,13 @@ class SearchRequest(BaseModel):
     offset: int = Field(0, ge=0, le=100_000)
     limit: Optional[int] = Field(None, ge=1, le=100_000, description="page size (capped at serve.max_page_size)")
     facets: bool = True
+    after: Optional[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        None, description="only hits captured at or after this time (2026-01-02T10:00, a date, or unix seconds)"
+    )
+    before: Optional[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        None, description="only hits captured before this time"
+    )
+    sort: Literal["score", "time"] = Field("score", description="order of the page: best first, or earliest first")
 
 
 class Match(BaseModel):
@@ -91,6 +99,16 @@ class SearchHit(BaseModel):
     view: str = ""
     scene: str = ""
     split: str = ""
+    camera: str = ""
+    time: Optional[str] = Field(None, description="capture time (ISO 8601, UTC), where known")
+    origin: str = Field("", description="the source file (the frame, for a vehicle)")
+    frame_id: str = Field("", description="the frame this vehicle is in (the image's own id for a whole image)")
+    box: Optional[list[float]] = Field(None, description="the vehicle's box in its frame: x1, y1, x2, y2 (pixels)")
+    box_class: str = ""
+    frame_url: Optional[str] = Field(None, description="the whole frame of a vehicle (its box drawn by the page)")
+    track: Optional[dict[str, Any]] = Field(
+        None, description="a video vehicle: its track id, first/last seen and member boxes (frame_id, box, time)"
+    )
     image_url: str
     thumb_url: str
     why: list[Match] = []

@@ -4,6 +4,7 @@ image and thumbnail files it may serve (only indexed images, thumbnails cached o
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -16,8 +17,9 @@ import numpy as np
 from PIL import Image
 
 from carsearch.core.imaging import ImageError, open_rgb
-from carsearch.core.vocab import SYNONYMS
-from carsearch.index.query import QueryError, build_where, check_text
+from carsearch.features.capture import hour_bucket, iso
+from carsearch.index.query import QueryError, build_where, check_text, scope_where
+from carsearch.serve.explain import canon, why
 from carsearch.serve.schemas import (
     FILTER_COLUMNS,
     ID_PATTERN,
@@ -34,54 +36,12 @@ IMAGE_TYPES = {
     ".tif": "image/tiff",
     ".tiff": "image/tiff",
 }
-WHY_ATTRS = ("color", "body_type", "view", "make", "model", "scene")
 
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-# ------------------------------------------------------------------ "why this match"
-def _synonyms() -> list[tuple[re.Pattern, str]]:
-
-    pairs = sorted(SYNONYMS.items(), key=lambda kv: -len(kv[0]))
-    return [(re.compile(rf"(?<![\w-]){re.escape(k)}(?![\w-])"), v) for k, v in pairs]
-
-
-_SYN = _synonyms()
-
-
-def _canon(text: str) -> str:
-    t = " " + " ".join(text.lower().split()) + " "
-    for pat, v in _SYN:
-        t = pat.sub(v, t)
-    return t
-
-
-def _names(text: str, value: str) -> bool:
-    v = value.strip().lower()
-    return bool(v) and re.search(rf"(?<![\w-]){re.escape(v)}(?![\w-])", text) is not None
-
-
-def why(row: dict, q: str | None, neg: str | None, ref: dict | None, canon: bool = True) -> list[dict]:
-    """Which of the hit's attributes the query names: words of the text (synonyms mapped, so
-    "behind" matches view=rear), the attributes of the query image (more like this), and the
-    negative text (a conflict). `canon=False`: q and neg are already `_canon`ed."""
-    out = []
-    qt, nt = ((_canon(q) if q else None), (_canon(neg) if neg else None)) if canon else (q, neg)
-    for a in WHY_ATTRS:
-        v = str(row.get(a) or "")
-        if not v:
-            continue
-        if qt and _names(qt, v):
-            out.append({"attribute": a, "value": v, "source": "text"})
-        elif ref and str(ref.get(a) or "").lower() == v.lower():
-            out.append({"attribute": a, "value": v, "source": "image"})
-        if nt and _names(nt, v):
-            out.append({"attribute": a, "value": v, "source": "negative"})
-    return out
 
 
 # ------------------------------------------------------------------ the service
@@ -96,6 +56,19 @@ def _whole_jpeg(path: Path) -> bool:
             return head == b"\xff\xd8" and f.read(2) == b"\xff\xd9"
     except OSError:
         return False
+
+
+def _track(row: dict) -> dict | None:
+    """A video vehicle's track: id, first/last seen (ISO) and its member boxes, for the page's strip."""
+    if not row.get("track_id"):
+        return None
+    members = json.loads(row.get("track_json") or "[]")
+    return {
+        "id": row["track_id"],
+        "first_seen": iso(row.get("first_seen")),
+        "last_seen": iso(row.get("last_seen")),
+        "boxes": [{**m, "time": iso(m.get("time"))} for m in members],
+    }
 
 
 class Service:
@@ -174,6 +147,7 @@ class Service:
             )
         try:
             where = build_where(req.filters.active())
+            scope = scope_where(None, req.after, req.before, self.s.has_tracks())
         except QueryError as e:
             raise ApiError(400, "bad_filter", str(e)) from None
         for attempt in range(2):  # once more if the index (and its model) changed between embedding and search
@@ -201,7 +175,7 @@ class Service:
                 n = min(max(int(self.cfg["facet_candidates"]), req.offset + limit), max_results) + (
                     1 if req.like else 0
                 )
-                rows = self.s.search_vector(vec, n, 0, where)
+                rows = self.s.search_vector(vec, n, 0, where, scope=scope)
             except ApiError:
                 raise
             except Exception:
@@ -212,8 +186,10 @@ class Service:
                 break
         if req.like:  # more like this: not the image itself
             rows = [r for r in rows if r["id"] != req.like][: n - 1]
+        if req.sort == "time":  # the candidates in capture order (undated last), then paged
+            rows = sorted(rows, key=lambda r: (r.get("time") is None, r.get("time") or 0.0))
         page = rows[req.offset : req.offset + limit]
-        hits, qc, nc = [], (_canon(q) if q else None), (_canon(neg) if neg else None)
+        hits, qc, nc = [], (canon(q) if q else None), (canon(neg) if neg else None)
         for i, r in enumerate(page):
             hits.append(
                 {
@@ -222,9 +198,16 @@ class Service:
                     "score": round(float(r["score"]), 6),
                     "caption": r.get("caption") or "",
                     **{c: r.get(c) or "" for c in FILTER_COLUMNS},
+                    "time": iso(r.get("time")),
+                    "origin": r.get("origin") or "",
+                    "frame_id": r.get("frame_id") or r["id"],
+                    "box": r.get("box"),
+                    "box_class": r.get("box_class") or "",
+                    "frame_url": f"/api/v1/frames/{r['id']}" if r.get("box") is not None else None,
+                    "track": _track(r),
                     "image_url": f"/api/v1/images/{r['id']}",
                     "thumb_url": f"/api/v1/thumbs/{r['id']}",
-                    "why": why(r, qc, nc, ref, canon=False),
+                    "why": why(r, qc, nc, ref, canonical=True),
                 }
             )
         facets = {}
@@ -235,6 +218,8 @@ class Service:
                 facets[c] = [
                     {"value": v, "count": k} for v, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
                 ]
+            hours = Counter(hour_bucket(r["time"]) for r in rows if r.get("time") is not None)
+            facets["hour"] = [{"value": h, "count": k} for h, k in sorted(hours.items())]  # in time order
         query = {
             "q": q,
             "neg": neg,
@@ -244,6 +229,8 @@ class Service:
             "w_image": req.w_image,
             "w_neg": req.w_neg,
             "filters": req.filters.active(),
+            **{k: v for k, v in (("after", req.after), ("before", req.before)) if v},
+            "sort": req.sort,
         }
         return {
             "query": query,
@@ -259,14 +246,15 @@ class Service:
         }
 
     # ---- files
-    def image_file(self, image_id: str) -> Path:
+    def image_file(self, image_id: str, frame: bool = False) -> Path:
+        """The file of an indexed image (a vehicle's crop), or with `frame` the whole frame it is in."""
         if not re.match(ID_PATTERN, image_id):
             raise ApiError(404, "unknown_id", "no indexed image with that id")
         self.refresh()
         row = self.s.get_row(image_id)
         if row is None:
             raise ApiError(404, "unknown_id", f"no indexed image with id {image_id!r}")
-        p = Path(row["path"])
+        p = Path((row.get("frame_path") if frame else None) or row["path"])
         p = p if p.is_absolute() else self.root / p
         try:
             real = p.resolve(strict=True)

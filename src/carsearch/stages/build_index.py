@@ -170,7 +170,7 @@ def main() -> None:
 
     index_dir = resolve(paths["index_dir"], root)
     t0 = time.perf_counter()
-    rows, rejects = corpus.gather(
+    rows, rejects, notes = corpus.gather(
         params, root, index_dir / IMAGES_SUBDIR, progress=lambda it: tqdm(it, desc="read corpus", unit="img")
     )
     if not rows:
@@ -217,8 +217,15 @@ def main() -> None:
         left_out = rows_left_out(index_dir, {r["id"] for r in rows})  # e.g. `index add` outside the corpus
         if left_out:
             write_jsonl(stage / "left_out.jsonl", left_out)
+        if notes.get("frames_without_vehicle"):  # kept as whole-frame rows, and listed
+            write_jsonl(stage / "no_vehicle.jsonl", [{"path": p} for p in notes["frames_without_vehicle"]])
+        vehicles = sum(1 for r in rows if r.get("box") is not None)
         summary = {
             "rows": len(rows),
+            "vehicles": vehicles,  # rows that are a box of a frame (the rest are whole images)
+            "tracks": notes.get("tracks", 0),  # video vehicles linked across frames: one row each
+            "detected_frames": notes.get("detected_frames", 0),  # frames the detector (detect.model) ran on
+            "frames_without_vehicle": len(notes.get("frames_without_vehicle", [])),
             "dim": int(vectors.shape[1]),
             "search": kind,
             "model": decision["use"],
@@ -283,6 +290,12 @@ def main() -> None:
     )
     for line in summarise(rejects, "file", f"{index_rel}/{version}/rejects.jsonl"):
         print(f"build_index: {line}")
+    if notes.get("frames_without_vehicle"):
+        empty = notes["frames_without_vehicle"]
+        print(
+            f"build_index: {len(empty)} frames have no vehicle box (annotated without one, or none detected), e.g. "
+            f"{empty[0]}; each stays one whole-frame row; listed in {index_rel}/{version}/no_vehicle.jsonl"
+        )
     if left_out:
         print(
             f"build_index: {len(left_out)} rows of the previous index are not in the corpus and not in this one "
@@ -294,8 +307,16 @@ def main() -> None:
         if registered and registered.get("version")
         else ""
     )
+    what = (
+        f"{len(rows)} images"
+        if not vehicles
+        else (
+            f"{len(rows)} rows ({vehicles} vehicles in {len({r['frame_id'] for r in rows if r.get('box') is not None})} "
+            f"frames, {len(rows) - vehicles} whole images)"
+        )
+    )
     print(
-        f"build_index: {len(rows)} images ({estats['embedded']} embedded, {estats['cached']} from the embedding cache) "
+        f"build_index: {what} ({estats['embedded']} embedded, {estats['cached']} from the embedding cache) "
         f"into {index_rel}/{version}/{cfg['table']} ({kind}) with the {decision['use']} model {model_ref}{reg_txt}; "
         f"{decision['reason']}"
     )

@@ -11,8 +11,9 @@ from tqdm import tqdm
 from carsearch.core.io import atomic_dir, write_json, write_jsonl
 from carsearch.core.params import get, load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
-from carsearch.features import demo
+from carsearch.features import demo, footage
 from carsearch.features import sources as data
+from carsearch.features.boxes import attach
 from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs
 
 
@@ -86,7 +87,7 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
     """Read the source into `tmp_dir` (images, manifest, rejects); returns (rows, rejects, source)."""
     images_tmp = tmp_dir / resolve(paths["images_dir"], root).relative_to(raw_dir)
 
-    items, total = None, None
+    items, total, ann = None, None, None
     if source == "torcs":
         items, total, source = _torcs_items(cfg, params["seed"], tmp_dir)
     if source == "demo":
@@ -95,7 +96,10 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
         total = d["n_images"]
     elif source == "folder":
         f = cfg["folder"]
-        items = data.iter_folder(resolve(f["path"], root), f["subfolder_key"], f["labels_csv"])
+        folder = resolve(f["path"], root)
+        ann = data.folder_boxes(folder, f["labels_csv"])  # vehicle boxes beside the frames (COCO, YOLO, labels.csv)
+        items = data.iter_folder(folder, f["subfolder_key"], f["labels_csv"], skip=ann.files)
+        items = footage.expand_videos(items, cfg["video"]["fps"], cfg["video"]["max_frames"])  # frames of videos
     elif source == "s3":
         f = cfg["s3"]
         items = data.iter_s3(f["uri"], f["subfolder_key"], f["labels_csv"])
@@ -105,6 +109,12 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
     items = tqdm(items, total=total, desc=f"ingest {source}", unit="img")
     limits = {k: cfg[k] for k in ("max_pixels", "max_edge")}
     rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source, **limits)
+    if ann is not None:  # boxes in each frame's stored pixels; checked and cropped where pairs and rows are made
+        attach(rows, ann, folder)
+        rejects += [data.Rejected(p, r) for p, r in ann.problems]
+    if source in ("folder", "s3"):
+        base = str(folder) if source == "folder" else cfg["s3"]["uri"]
+        footage.stamp_capture(rows, base, cfg["capture"], tmp_dir)
     # manifest paths are repo-relative
     prefix = raw_dir.relative_to(root).as_posix()
     for r in rows:

@@ -1,0 +1,133 @@
+"""Where and when each frame was taken, and video files in a folder corpus.
+
+`stamp_capture`: each row's camera and capture time (carsearch.features.capture). Video: each is sampled at `data.video.fps` into frames that go through
+the same reader, boxes and crops as photos (each frame timed from the video's start + its offset),
+and the vehicles of consecutive frames are linked into tracks (carsearch.features.video): the index
+keeps one row per track (its best crop, first/last seen, the member boxes), so a search returns a
+vehicle once, not once per frame."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from carsearch.features import capture as capture_mod
+from carsearch.features import video as video_mod
+
+FRAME_TAG = re.compile(r"#t=(?P<offset>\d+(?:\.\d+)?)s$")  # `<video path>#t=<offset>s`: a sampled frame
+
+
+def is_video(name: str) -> bool:
+    return Path(str(name)).suffix.lower() in video_mod.VIDEO_SUFFIXES
+
+
+def split_frame_name(name: str) -> tuple[str, float | None]:
+    """(the video's path, the frame's offset in seconds) of a sampled frame's name; (name, None) otherwise."""
+    m = FRAME_TAG.search(str(name))
+    return (str(name)[: m.start()], float(m["offset"])) if m else (str(name), None)
+
+
+def expand_videos(items: Iterable[tuple], fps: float, max_frames: int | None) -> Iterator[tuple]:
+    """Items (name, bytes, labels, error) with each video file replaced by its sampled frames (JPEG,
+    named `<path>#t=<offset>s`); an unreadable video is one reject, as an unreadable photo is."""
+    for name, data, labels, err in items:
+        if err is not None or not is_video(name):
+            yield name, data, labels, err
+            continue
+        try:
+            for _, offset, _, im in video_mod.iter_frames(name, fps, max_frames=max_frames):
+                buf = io.BytesIO()
+                im.save(buf, "JPEG", quality=92)
+                yield f"{name}#t={offset:.3f}s", buf.getvalue(), labels, None
+        except (video_mod.VideoError, ValueError) as e:
+            yield name, None, None, f"unreadable video ({str(e).splitlines()[0]})"
+
+
+def video_start(path: str) -> float | None:
+    """The video's start time from its metadata (None if it has none, or cannot be read)."""
+    try:
+        return video_mod.probe(path)["start_time"]
+    except (video_mod.VideoError, OSError, ValueError):
+        return None
+
+
+def stamp_capture(rows: list[dict], base: str, capture: dict, root: Path) -> None:
+    """Give each row its `camera` and capture `time`: labels.csv columns, then `data.capture.pattern`
+    on the path relative to `base` (a folder or s3:// prefix), then the original file's EXIF; a
+    sampled video frame is timed from its video's start (the same sources, else the video's
+    metadata) plus its offset."""
+    pattern = capture_mod.parse_pattern(capture["pattern"]) if capture.get("pattern") else None
+    tz = capture.get("timezone") or "UTC"
+    starts: dict[str, float | None] = {}
+    for r in rows:
+        origin, offset = split_frame_name(str(r.get("origin") or ""))
+        rel = origin[len(base) :].lstrip("/") if base and origin.startswith(base) else Path(origin).name
+        if offset is not None:
+            got = capture_mod.capture_info(rel, None, r.get("labels"), pattern, tz)
+            if got["time"] is None:
+                got["time"] = starts[origin] if origin in starts else starts.setdefault(origin, video_start(origin))
+            r["camera"], r["time"] = got["camera"], None if got["time"] is None else got["time"] + offset
+            continue
+        src = Path(origin) if origin and not origin.startswith("s3://") and Path(origin).is_file() else None
+        data = src.read_bytes() if src is not None else (Path(root) / r["path"]).read_bytes()
+        got = capture_mod.capture_info(rel, data, r.get("labels"), pattern, tz)
+        r["camera"], r["time"] = got["camera"], got["time"]
+
+
+def collapse_tracks(rows: list[dict]) -> tuple[list[dict], int]:
+    """Vehicle rows of sampled video frames linked into tracks: one row per track (the best box's
+    row, with `track_id`, `first_seen`, `last_seen`, `track_json`: the member boxes); photos and
+    whole-frame rows pass through. Returns (rows, number of tracks)."""
+    by_video: dict[str, list[dict]] = {}
+    out = []
+    for r in rows:
+        video, offset = split_frame_name(r.get("origin") or "")
+        if offset is None or r.get("box") is None:
+            out.append(r)
+        else:
+            by_video.setdefault(video, []).append({**r, "_offset": offset})
+    n_tracks = 0
+    for video, vrows in sorted(by_video.items()):
+        offsets = sorted({r["_offset"] for r in vrows})
+        at = {o: i for i, o in enumerate(offsets)}
+        frames: list[list[dict]] = [[] for _ in offsets]
+        for r in vrows:
+            x1, y1, x2, y2 = r["box"]
+            frames[at[r["_offset"]]].append(
+                {
+                    "x1": x1,
+                    "y1": y1,
+                    "x2": x2,
+                    "y2": y2,
+                    "class": r.get("box_class"),
+                    "score": r.get("box_score") or 1.0,
+                    "row": r,
+                }
+            )
+        for t in video_mod.link_tracks(frames, offsets):
+            best = dict(t["best"]["row"])
+            best.pop("_offset", None)
+            members = [
+                {
+                    "frame_id": b["row"]["frame_id"],
+                    "box": b["row"]["box"],
+                    "time": b["row"].get("time"),
+                    "offset": b["time"],
+                }
+                for b in t["boxes"]
+            ]
+            key = f"{best['frame_id']}-{t['track']}"
+            times = [m["time"] for m in members if m["time"] is not None]
+            best.update(
+                time=min(times) if times else best.get("time"),  # a track is dated by when it was first seen
+                track_id=key,
+                first_seen=min(times) if times else None,
+                last_seen=max(times) if times else None,
+                track_json=json.dumps(members),
+            )
+            out.append(best)
+            n_tracks += 1
+    return out, n_tracks

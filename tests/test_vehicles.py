@@ -1,0 +1,227 @@
+"""Traffic frames: every annotated vehicle is a hit (its crop, frame id and box), with its camera
+and capture time, from the annotation files a user keeps beside the frames (COCO JSON, YOLO txt,
+labels.csv box columns); bad boxes are reported with the reason, never lost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from test_index_corpus import _build, repo  # noqa: F401  (pytest fixture + helper)
+
+COCO = Path(__file__).parent / "fixtures" / "dashcam_coco.json"
+
+
+def _frames(folder: Path) -> None:
+    """Two synthetic 'traffic frames' from camera cam-a / cam-b, each with a red and a blue car."""
+    for cam, stamp, grey in (("cam-a", "20260301_080000", 90), ("cam-b", "20260301_093000", 120)):
+        (folder / cam).mkdir(parents=True)
+        im = Image.new("RGB", (320, 180), (grey, grey, grey))
+        im.paste((220, 20, 20), (20, 60, 120, 120))
+        im.paste((20, 40, 220), (180, 70, 300, 140))
+        im.save(folder / cam / f"{stamp}.jpg", quality=92)
+
+
+def test_yolo_and_labels_csv_boxes_become_vehicle_rows_with_camera_and_time(repo, tmp_path):  # noqa: F811
+    from carsearch.index.search import CarSearch
+
+    frames = tmp_path / "frames"
+    _frames(frames)
+    (frames / "classes.txt").write_text("car\ntruck\n")
+    # cam-a: YOLO (normalised cx cy w h); the third box is a 2-px speck and must be reported
+    (frames / "cam-a/20260301_080000.txt").write_text(
+        "0 0.21875 0.5 0.3125 0.333\n0 0.75 0.5833 0.375 0.3889\n1 0.5 0.5 0.005 0.005\n"
+    )
+    # cam-b: labels.csv box columns, one row per vehicle, with the vehicle's colour
+    (frames / "labels.csv").write_text(
+        "file,x1,y1,x2,y2,class,color\n"
+        "cam-b/20260301_093000.jpg,20,60,120,120,car,red\n"
+        "cam-b/20260301_093000.jpg,180,70,300,140,car,blue\n"
+        "cam-b/20260301_093000.jpg,400,10,420,40,car,red\n"
+    )
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params.setdefault("data", {})["capture"] = {
+        "pattern": "{camera}/{date:%Y%m%d}_{time:%H%M%S}.jpg",
+        "timezone": "UTC",
+    }
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    m = _build(repo, corpus="folder", corpus_path=str(frames), subfolder_key=None)
+    assert m["rows"] == 4 and m["rejected"] == 2  # 2 frames x 2 vehicles; the speck and the box outside the frame
+    rejects = [
+        json.loads(x)
+        for x in (
+            repo
+            / "data/index"
+            / json.loads((repo / "data/index/carsearch_index.json").read_text())["version"]
+            / "rejects.jsonl"
+        )
+        .read_text()
+        .splitlines()
+    ]
+    reasons = " | ".join(r["reason"] for r in rejects)
+    assert "smaller than curate.min_box_side" in reasons and "outside the 320x180 frame" in reasons
+
+    s = CarSearch(repo / "data/index")
+    rows = s.table.to_arrow().to_pylist()
+    assert {r["camera"] for r in rows} == {"cam-a", "cam-b"} and len({r["frame_id"] for r in rows}) == 2
+    for r in rows:
+        crop = Image.open(repo / r["path"])
+        x1, y1, x2, y2 = r["box"]
+        assert abs(crop.width - (x2 - x1) * 1.2) <= 2 and abs(crop.height - (y2 - y1) * 1.2) <= 2  # margin 0.1 a side
+        assert r["box_source"] in ("yolo", "labels.csv") and Path(r["frame_path"]).is_absolute() is False
+    red = [r for r in rows if r["camera"] == "cam-b" and r["color"] == "red"]
+    assert len(red) == 1 and red[0]["box"] == [20.0, 60.0, 120.0, 120.0]
+
+    # filters: camera and time range ([after, before)), in the Python API
+    hits = s.image(repo / red[0]["path"], k=10)
+    assert hits[0].id == red[0]["id"] and hits[0].frame_id == red[0]["frame_id"] and hits[0].box == red[0]["box"]
+    assert {h.camera for h in s.image(repo / red[0]["path"], k=10, camera="cam-a")} == {"cam-a"}
+    late = s.text("a car", k=10, after="2026-03-01T09:00")
+    assert len(late) == 2 and {h.camera for h in late} == {"cam-b"}
+    assert len(s.text("a car", k=10, before="2026-03-01T09:00", after="2026-03-01")) == 2
+    with pytest.raises(ValueError, match="--after: cannot read 'soon'"):
+        s.text("a car", after="soon")
+
+
+def test_dashcam_frames_with_hand_drawn_coco_boxes(repo, tmp_path, dashcam_dir):  # noqa: F811
+    """The six real dashcam frames with the COCO file drawn by hand: every annotated vehicle is a
+    row (9), the car-less frame stays one whole-frame row, and each crop finds itself first."""
+    from carsearch.index.search import CarSearch
+
+    frames = tmp_path / "dashcam"
+    shutil.copytree(dashcam_dir, frames)
+    shutil.copy(COCO, frames / "annotations.json")
+    m = _build(repo, corpus="folder", corpus_path=str(frames), subfolder_key=None)
+    coco = json.loads(COCO.read_text())
+    # + test2 (no car): one whole-frame row; the LICENSE file is the one reject
+    assert m["rows"] == len(coco["annotations"]) + 1 and m["rejected"] == 1 and m["vehicles"] == 9
+    s = CarSearch(repo / "data/index")
+    rows = s.table.to_arrow().to_pylist()
+    vehicles = [r for r in rows if r["box"] is not None]
+    assert len(vehicles) == 9 and sum(r["color"] == "white" for r in vehicles) == 5
+    by_frame = {}
+    for r in vehicles:
+        by_frame.setdefault(Path(r["origin"]).name, []).append(r)
+    assert {k: len(v) for k, v in by_frame.items()} == {
+        "test1.jpg": 2,
+        "test3.jpg": 1,
+        "test4.jpg": 2,
+        "test5.jpg": 2,
+        "test6.jpg": 2,
+    }
+    for r in vehicles:
+        top = s.image(repo / r["path"], k=1)[0]
+        assert top.id == r["id"] and top.box == r["box"]
+    whites = s.text("a white car", k=20, where="color = 'white'")
+    assert len(whites) == 5 and all(h.box is not None for h in whites)
+
+
+def test_api_filters_vehicles_by_camera_and_time_and_serves_their_frames(repo, tmp_path):  # noqa: F811
+    """Over real HTTP (uvicorn): camera / after / before filters, time sort, per-camera and per-hour
+    counts, and each vehicle's crop, its box and its whole frame."""
+    import httpx
+    import yaml
+
+    from _serve_helpers import SETTINGS, Server
+    from carsearch.index.search import CarSearch
+    from carsearch.serve import create_app
+
+    frames = tmp_path / "frames"
+    _frames(frames)
+    (frames / "labels.csv").write_text(
+        "file,x1,y1,x2,y2,color\n"
+        + "".join(
+            f"{cam}/{stamp}.jpg,20,60,120,120,red\n{cam}/{stamp}.jpg,180,70,300,140,blue\n"
+            for cam, stamp in (("cam-a", "20260301_080000"), ("cam-b", "20260301_093000"))
+        )
+    )
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params.setdefault("data", {})["capture"] = {
+        "pattern": "{camera}/{date:%Y%m%d}_{time:%H%M%S}.jpg",
+        "timezone": "UTC",
+    }
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    assert _build(repo, corpus="folder", corpus_path=str(frames), subfolder_key=None)["vehicles"] == 4
+
+    app = create_app(CarSearch(root=repo), SETTINGS, repo)
+    server = Server(app)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            body = c.get("/api/v1/search", params={"q": "a car", "limit": 10}).json()
+            assert len(body["hits"]) == 4
+            assert {f["value"]: f["count"] for f in body["facets"]["camera"]} == {"cam-a": 2, "cam-b": 2}
+            assert body["facets"]["hour"] == [
+                {"value": "2026-03-01T08:00", "count": 2},
+                {"value": "2026-03-01T09:00", "count": 2},
+            ]
+            late = c.get("/api/v1/search", params={"q": "a car", "after": "2026-03-01T09:00"}).json()["hits"]
+            assert {h["camera"] for h in late} == {"cam-b"} and all(
+                h["time"].startswith("2026-03-01T09:30") for h in late
+            )
+            one = c.get("/api/v1/search", params={"q": "a car", "camera": "cam-a", "color": "red"}).json()["hits"]
+            assert len(one) == 1 and one[0]["box"] == [20.0, 60.0, 120.0, 120.0] and one[0]["origin"].endswith(".jpg")
+            timed = c.post("/api/v1/search", json={"q": "a car", "sort": "time"}).json()["hits"]
+            assert [h["time"] for h in timed] == sorted(h["time"] for h in timed)
+            bad = c.get("/api/v1/search", params={"q": "a car", "before": "yesterday-ish"})
+            assert bad.status_code == 400 and "--before: cannot read" in bad.json()["error"]["message"]
+            crop = Image.open(__import__("io").BytesIO(c.get(one[0]["image_url"]).content))
+            frame = Image.open(__import__("io").BytesIO(c.get(one[0]["frame_url"]).content))
+            assert crop.size == (120, 72) and frame.size == (320, 180)
+    finally:
+        server.stop()
+
+
+def test_video_in_a_folder_gives_one_row_per_track_with_first_and_last_seen(repo, tmp_path):  # noqa: F811
+    """A real mp4 (PyAV) of cars crossing a street, its boxes in labels.csv (a `t` column: seconds
+    into the video): sampled at data.video.fps, linked into tracks, one row per car with first/last
+    seen; a search returns each car once, and the camera / time filters apply to video too."""
+    import yaml
+
+    from carsearch.index.search import CarSearch
+    from test_video import CARS, FPS, START, N, truth, write_clip
+
+    folder = tmp_path / "clips"
+    (folder / "cam-7").mkdir(parents=True)
+    write_clip(folder / "cam-7" / "street.mp4")
+    sample_fps = 4.0
+    lines = ["file,t,x1,y1,x2,y2,class"]
+    for i in range(int(N / FPS * sample_fps)):
+        t = i / sample_fps
+        for car in CARS:
+            b = truth(car, round(t * FPS))
+            if b:
+                lines.append(f"cam-7/street.mp4,{t},{b[0]},{b[1]},{b[2]},{b[3]},car")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["video"] = {"fps": sample_fps, "max_frames": None}
+    params["data"]["capture"] = {"pattern": "{camera}/{*}.mp4", "timezone": "UTC"}
+    params["curate"]["boxes"]["min_side"] = 4  # the synthetic cars are small
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    m = _build(repo, corpus="folder", corpus_path=str(folder), subfolder_key=None)
+    assert m["tracks"] == 4 and m["rows"] == 4, m  # red leaves, blue, yellow, a second red enters later
+
+    s = CarSearch(repo / "data/index")
+    rows = sorted(s.table.to_arrow().to_pylist(), key=lambda r: r["first_seen"])
+    assert {r["camera"] for r in rows} == {"cam-7"} and all(r["track_id"] for r in rows)
+    seen = sorted((round(r["first_seen"] - START, 2), round(r["last_seen"] - START, 2)) for r in rows)
+    in_view = [
+        [i / sample_fps for i in range(int(N / FPS * sample_fps)) if truth(car, round(i / sample_fps * FPS))]
+        for car in CARS
+    ]
+    assert seen == sorted((v[0], v[-1]) for v in in_view)  # first/last seen = the car's first/last sampled frame
+    members = [json.loads(r["track_json"]) for r in rows]
+    assert sum(len(x) for x in members) == len(lines) - 1  # every box of every sampled frame is in a track
+    hits = s.text("a car", k=10)
+    assert len(hits) == 4 and len({h.track_id for h in hits}) == 4  # each car once, not once per frame
+    # a track matches a time range it was in view during: after 2.5 s, all but the red car that left
+    late = s.text("a car", k=10, after=START + 2.5)
+    assert len(late) == 3 and all(h.last_seen >= START + 2.5 for h in late)
+    early = s.text("a car", k=10, before=START + 1.0)
+    assert len(early) == 3 and all(h.first_seen < START + 1.0 for h in early)
+    assert [h.time for h in s.text("a car", k=10)] == [h.first_seen for h in s.text("a car", k=10)]
