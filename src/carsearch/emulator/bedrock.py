@@ -11,7 +11,7 @@ to it over HTTP with `endpoint_url=` (or `$AWS_ENDPOINT_URL_BEDROCK`):
 
 A job reads every `*.jsonl` under its input S3 URI, walks Submitted -> Validating -> Scheduled ->
 InProgress (`delay` seconds each), answers each record with `carsearch.features.captioning.offline.offline_output`
-from the labels it was given, and writes `<output S3 URI>/<jobId>/<input file>.out` plus
+from the labels it was given (a vehicles request: every box of the frame it was given, as JSON), and writes `<output S3 URI>/<jobId>/<input file>.out` plus
 `manifest.json.out` as Bedrock does, then ends Completed (or PartiallyCompleted when records
 failed). Knobs for tests: failing jobs, record errors, refusals / free-text answers, records left
 out of the output, truncated lines, expiry, throttling (429 ThrottlingException).
@@ -63,6 +63,7 @@ class BedrockEmulator:
 
     s3_endpoint_url: str
     labels: dict = field(default_factory=dict)  # recordId -> labels for the offline captioner
+    frames: dict = field(default_factory=dict)  # recordId -> manifest row (width, height, boxes): vehicles requests
     delay: float = 0.02  # seconds in each non-terminal status
     fail_jobs: dict = field(default_factory=dict)  # job-name substring -> failure message
     expire_jobs: set = field(default_factory=set)  # job-name substrings that end Expired (half done)
@@ -398,4 +399,6 @@ class BedrockEmulator:
             else:
                 out = formats.claude_response(text, model_id, 100, 20, stop_reason=stop)
             return formats.output_record(rid, body, model_output=out)
-        return offline_output(rec, self.labels.get(rid), model_id, image_tokens=image_tokens)
+        return offline_output(
+            rec, self.labels.get(rid), model_id, image_tokens=image_tokens, frame=self.frames.get(rid)
+        )

@@ -1,7 +1,7 @@
 """An EMULATOR of an OpenAI-compatible chat-completions server with image input (the API vLLM,
 Ollama and LM Studio serve), for tests. Not OpenAI: answers come from the offline captioner,
-looked up by the image's content hash (= the carsearch image id when the image was not resized,
-else by a recordId passed in the `user` field)."""
+looked up by the recordId passed in the `user` field; a request for every vehicle
+(`formats.wants_vehicles`) is answered with the frame's known boxes as vehicles JSON."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from carsearch.features.captioning.offline import offline_caption
+from carsearch.features.captioning import formats
+from carsearch.features.captioning.offline import offline_caption, offline_vehicles
 
 
 @dataclass
 class ChatCompletionsEmulator:
     labels: dict = field(default_factory=dict)  # recordId -> labels
+    frames: dict = field(default_factory=dict)  # recordId -> manifest row (width, height, boxes): vehicles requests
     latency: float = 0.0  # seconds per request
     fail_first: int = 0  # first N requests answer 503
     api_key: str | None = None  # require `Authorization: Bearer <key>`
@@ -95,9 +97,11 @@ class ChatCompletionsEmulator:
             if isinstance(m.get("content"), list)
             for c in m["content"]
         )
-        labels = self.labels.get(rid)
+        labels, frame = self.labels.get(rid), self.frames.get(rid)
         if not has_image:
             text = "Please attach an image."
+        elif formats.wants_vehicles(body) and (labels or (frame or {}).get("boxes")):
+            text = json.dumps(offline_vehicles(labels, frame, rid, formats.stated_image_size(body)))
         elif labels:
             text = json.dumps(offline_caption(labels, rid))
         else:

@@ -1,5 +1,10 @@
 """Curating caption outputs into (image, caption) pairs: join on recordId, validate, de-duplicate,
-split. Every input record ends up in a split or in the rejects list with its reason."""
+split. Every input record ends up in a split or in the rejects list with its reason.
+
+An answer to the vehicles prompt gives one pair per usable vehicle (`id` = `boxes.vehicle_id` of
+the frame and its box, `frame_id`, `box` in the frame's pixels, `margin`, its own caption; the
+crop is made where rows are built, `corpus.vehicle_rows`) and one reject per unusable one; the
+vehicles of a frame share its split and its near-duplicate check (both by frame id)."""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ import json
 from pathlib import Path
 
 from carsearch.core.io import read_jsonl
-from carsearch.core.vocab import known
+from carsearch.core.vocab import UNKNOWN, known
+from carsearch.features.boxes import vehicle_id
 from carsearch.features.captioning import formats
 from carsearch.features.captioning.parse import CaptionError, parse_caption
+from carsearch.features.captioning.vehicles import VehicleAnswer, iou, parse_vehicle_answer
 from carsearch.features.split import perceptual_groups, split_of
 
 TRUNCATED_STOPS = {"max_tokens", "length"}
+SOURCE_BOX_IOU = 0.5  # an LLM box this close to an annotated box of the frame takes that box's labels
 
 
 def read_outputs(out_files: list[Path]) -> tuple[dict[str, dict], list[dict], dict[str, str]]:
@@ -55,6 +63,59 @@ def _answer_problem(model_output: dict) -> str | None:
     return None
 
 
+def _source_labels(row: dict, box: dict, n_boxes: int) -> dict:
+    """The source's labels of a vehicle where it has them: the annotated box it matches (overlaying
+    the frame's labels, as the index's crop rows do), or the frame's own when the frame has no boxes
+    and this is its one vehicle; {} when the source says nothing about it."""
+    frame_labels = row.get("labels") or {}
+    source_boxes = row.get("boxes") or []
+    if not source_boxes:
+        return known(frame_labels) if n_boxes == 1 else {}
+    best = max(source_boxes, key=lambda b: iou(b, box))
+    return known({**frame_labels, **(best.get("labels") or {})}) if iou(best, box) >= SOURCE_BOX_IOU else {}
+
+
+def vehicle_pairs(
+    rid: str, row: dict, ans: VehicleAnswer, margin: float, require_fields: list[str]
+) -> tuple[list[dict], list[dict]]:
+    """(pairs, rejects) of one frame's vehicles answer: a pair per usable vehicle, a reject per entry
+    that is not; a frame with no vehicle at all stays one frame pair (the scene caption)."""
+    rejects = [{"id": rid, "path": row["path"], "reason": f"bad vehicle: {why}"} for why in ans.rejected]
+    if not ans.boxes and not ans.rejected:
+        if not ans.caption or len(ans.caption) < 8:
+            return [], [{"id": rid, "path": row["path"], "reason": "bad caption: no vehicles and no caption"}]
+        if require_fields:
+            return [], [{"id": rid, "path": row["path"], "reason": f"caption lacks {', '.join(require_fields)}"}]
+        labels = known(row.get("labels"))
+        return [{"id": rid, "path": row["path"], "caption": ans.caption, "attributes": {}, "labels": labels}], rejects
+    pairs = []
+    for box in ans.boxes:
+        attrs = {"class": box["class"], **{k: box["labels"].get(k, UNKNOWN) for k in ("body_type", "color", "view")}}
+        xyxy = [box["x1"], box["y1"], box["x2"], box["y2"]]
+        missing = [k for k in require_fields if attrs.get(k, UNKNOWN) in (None, "", UNKNOWN)]
+        if missing:
+            why = f"bad vehicle: vehicle {box['vehicle']} box {xyxy}: caption lacks {', '.join(missing)}"
+            rejects.append({"id": rid, "path": row["path"], "reason": why})
+            continue
+        pair = {
+            "id": vehicle_id(rid, box, margin),
+            "frame_id": rid,
+            "path": row["path"],
+            "box": xyxy,
+            "box_class": box["class"],
+            "box_source": box["source"],
+            "margin": margin,
+            "caption": box["caption"],
+            "frame_caption": ans.caption,
+            "attributes": attrs,
+            "labels": _source_labels(row, box, len(ans.boxes)) or known(box["labels"]),
+        }
+        if box.get("note"):
+            pair["note"] = box["note"]
+        pairs.append(pair)
+    return pairs, rejects
+
+
 def curate(
     input_files: list[Path],
     output_files: list[Path],
@@ -63,14 +124,31 @@ def curate(
     cfg: dict,
     seed: int,
     jobs: dict[str, dict] | None = None,
+    margin: float | None = None,
+    min_side: int | None = None,
 ):
     """Returns (pairs by split, rejects). `manifest` maps image id -> manifest row; `jobs` (input
-    file name -> job summary) explains records missing from a job that did not complete."""
+    file name -> job summary) explains records missing from a job that did not complete. Vehicles
+    answers: `margin` (the crop's context, part of the vehicle id) and `min_side` (px) default to
+    `cfg["boxes"]` (curate.boxes.margin, curate.boxes.min_side)."""
     outputs, rejects, problems = read_outputs(output_files)
     jobs = jobs or {}
-    requested = [(rec["recordId"], f.name) for f in input_files for rec in read_jsonl(f)]
+    box_cfg = cfg.get("boxes") or {}
+    margin = float(box_cfg.get("margin", 0.0) if margin is None else margin)
+    min_side = int(box_cfg.get("min_side", 1) if min_side is None else min_side)
+    # (recordId, input file, vehicles request?, the image size it states): request bodies are not kept
+    requested = [
+        (
+            rec["recordId"],
+            f.name,
+            formats.wants_vehicles(rec["modelInput"]),
+            formats.stated_image_size(rec["modelInput"]),
+        )
+        for f in input_files
+        for rec in read_jsonl(f)
+    ]
     pairs = []
-    for rid, fname in requested:
+    for rid, fname, asks_vehicles, sent_size in requested:
         row = manifest.get(rid)
         if row is None:
             rejects.append({"id": rid, "reason": "recordId not in the ingest manifest"})
@@ -104,10 +182,18 @@ def curate(
             text = formats.response_text(mo)
             if problem and problem.startswith("model refused"):
                 raise CaptionError(f"{problem}: {text.strip()[:80]!r}")
-            cap = parse_caption(text)
+            if asks_vehicles:
+                ans = parse_vehicle_answer(text, row["width"], row["height"], min_side, sent_size, frame_id=rid)
+            else:
+                cap = parse_caption(text)
         except (CaptionError, formats.FormatError, AttributeError, TypeError) as e:
             msg = str(e) if problem is None or str(e).startswith("model refused") else f"{e} ({problem})"
             rejects.append({"id": rid, "path": row["path"], "reason": f"bad caption: {msg}"})
+            continue
+        if asks_vehicles:
+            got, bad = vehicle_pairs(rid, row, ans, margin, cfg["require_fields"])
+            pairs += got
+            rejects += bad
             continue
         attrs = cap.model_dump()
         missing = [k for k in cfg["require_fields"] if attrs.get(k) in (None, "", "unknown")]
@@ -130,12 +216,17 @@ def curate(
     for rid, reason in problems.items():  # malformed lines of records nobody asked for
         rejects.append({"id": rid, "reason": reason})
 
-    groups = perceptual_groups({p["id"]: root / p["path"] for p in pairs}, cfg["near_duplicate_max_distance"])
+    # by frame: the vehicles of one frame are one image (never near-duplicates of each other) and
+    # share its split (crops of a frame never straddle train/test)
+    frames = {p.get("frame_id", p["id"]): root / p["path"] for p in pairs}
+    groups = perceptual_groups(frames, cfg["near_duplicate_max_distance"])
     by_split: dict[str, list[dict]] = {s: [] for s in cfg["splits"]}
     for p in pairs:
-        rep = groups[p["id"]]
-        if rep != p["id"]:
-            rejects.append({"id": p["id"], "path": p["path"], "reason": f"near-duplicate of {rep}"})
+        frame = p.get("frame_id", p["id"])
+        rep = groups[frame]
+        if rep != frame:
+            extra = {"frame_id": frame} if "frame_id" in p else {}
+            rejects.append({"id": p["id"], **extra, "path": p["path"], "reason": f"near-duplicate of {rep}"})
             continue
-        by_split[split_of(p["id"], seed, cfg["splits"])].append(p)
+        by_split[split_of(frame, seed, cfg["splits"])].append(p)
     return by_split, rejects

@@ -11,12 +11,16 @@ from __future__ import annotations
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from PIL import Image
 
 from carsearch.features import capture as capture_mod
 from carsearch.features import video as video_mod
 
+EXIF_BYTES = 256 * 1024
 FRAME_TAG = re.compile(r"#t=(?P<offset>\d+(?:\.\d+)?)s$")  # `<video path>#t=<offset>s`: a sampled frame
 
 
@@ -72,8 +76,11 @@ def stamp_capture(rows: list[dict], base: str, capture: dict, root: Path) -> Non
             r["camera"], r["time"] = got["camera"], None if got["time"] is None else got["time"] + offset
             continue
         src = Path(origin) if origin and not origin.startswith("s3://") and Path(origin).is_file() else None
-        data = src.read_bytes() if src is not None else (Path(root) / r["path"]).read_bytes()
-        got = capture_mod.capture_info(rel, data, r.get("labels"), pattern, tz)
+        with open(src if src is not None else Path(root) / r["path"], "rb") as f:
+            head = f.read(EXIF_BYTES)  # EXIF sits in the file's first segments: never the whole photo again
+        with warnings.catch_warnings():  # a huge photo's header only: ingest's reader guards the pixels
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            got = capture_mod.capture_info(rel, head, r.get("labels"), pattern, tz)
         r["camera"], r["time"] = got["camera"], got["time"]
 
 

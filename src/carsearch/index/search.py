@@ -329,13 +329,21 @@ class CarSearch:
 
     def has_tracks(self) -> bool:
         """This version's table has video tracks (first_seen / last_seen columns)."""
-        return "last_seen" in self.table.schema.names
+        return "last_seen" in self._column_names()
+
+    def _column_names(self) -> set[str]:
+        """The live table's columns; none when it cannot be read (the query that follows then meets
+        the damage in `_run_retrying`, which says so or falls back)."""
+        try:
+            return set(self.table.schema.names)
+        except (RuntimeError, OSError):
+            return set()
 
     def columns(self, base) -> list[str]:
         """`base` plus the vehicle columns this version's table has (older tables lack them)."""
         from carsearch.index.store import VEHICLE_COLUMNS
 
-        names = set(self.table.schema.names)
+        names = self._column_names()
         return [*base, *(c for c in VEHICLE_COLUMNS if c in names and c not in base)]
 
     def text(
@@ -518,8 +526,11 @@ def search(
     nprobes: int | None = None,
     refine_factor: int | None = None,
     model: str | None = None,
+    camera: str | list[str] | None = None,
+    after: float | str | None = None,
+    before: float | str | None = None,
 ) -> list[Hit]:
-    """One-shot search by text or by image (`model`: see CarSearch)."""
+    """One-shot search by text or by image (`model`: see CarSearch; `camera`, `after`, `before`: see `text`)."""
     if query is None and image is None:
         raise QueryError("nothing to search for: give a text query or --image")
     if query is not None and image is not None:
@@ -527,5 +538,5 @@ def search(
     if hybrid and query is None:
         raise QueryError("hybrid search needs a text query (it matches the captions)")
     s = CarSearch(index_dir, model=model)
-    kw = {"nprobes": nprobes, "refine_factor": refine_factor}
+    kw = {"nprobes": nprobes, "refine_factor": refine_factor, "camera": camera, "after": after, "before": before}
     return s.text(query, k, where, hybrid=hybrid, **kw) if query is not None else s.image(image, k, where, **kw)

@@ -52,7 +52,8 @@ def arrow_rows(rows: list[dict], vectors: np.ndarray, model_ref: str) -> pa.Tabl
     return pa.table(
         {
             **{k: pa.array(v, pa.string()) for k, v in cols.items()},
-            "box": pa.array([r.get("box") for r in rows], pa.list_(pa.float32(), 4)),
+            # a variable-size list: a fixed-size float list would be taken for a second vector column
+            "box": pa.array([r.get("box") for r in rows], pa.list_(pa.float32())),
             "box_score": pa.array([r.get("box_score") for r in rows], pa.float32()),
             "time": pa.array([r.get("time") for r in rows], pa.float64()),
             "first_seen": pa.array([r.get("first_seen") for r in rows], pa.float64()),

@@ -9,6 +9,7 @@ from carsearch.render.api import contact_sheet, default_torcs_dir, load_cars, re
 from carsearch.render.raster import Camera, Fragments, rasterize, sample_bilinear
 from carsearch.render.scene import COLORS, VIEWS, view_from_azimuth
 from carsearch.render.torcs import MODEL_TABLE, CarLoadError, CarModel, find_torcs_cars, load_car
+from carsearch.render.traffic import TrafficFrame, render_traffic, render_traffic_frame
 
 __all__ = [
     "AC3DError",
@@ -19,6 +20,7 @@ __all__ = [
     "Fragments",
     "MODEL_TABLE",
     "Mesh",
+    "TrafficFrame",
     "VIEWS",
     "contact_sheet",
     "default_torcs_dir",
@@ -28,6 +30,8 @@ __all__ = [
     "parse_ac3d",
     "rasterize",
     "render_torcs",
+    "render_traffic",
+    "render_traffic_frame",
     "sample_bilinear",
     "view_from_azimuth",
 ]

@@ -7,8 +7,12 @@ Output line: {"recordId": "...", "modelInput": {...}, "modelOutput": {<InvokeMod
          or  {"recordId": "...", "modelInput": {...}, "error": {"errorCode": int, "errorMessage": str}}
 Bedrock does not guarantee output order: join on recordId.
 
+The vehicles prompt (`vehicles_prompt`: every vehicle, its box in pixels of the image as sent, whose
+size the prompt states) lives here too: make_jsonl writes it, the offline captioner, the emulators
+and curate read it back (`wants_vehicles`, `stated_image_size`).
+
 Over 350 lines on purpose: the Claude, Nova and chat-completions record formats are checked side by
-side, so a change to one is made against the others.
+side, so a change to one is made against the others; the vehicles prompt is part of every one of them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from carsearch.core.errors import CarsearchError
+from carsearch.core.vocab import BODY_TYPES, COLORS, VIEWS
 from carsearch.features.captioning import formats
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -391,3 +396,56 @@ def count_output(totals: dict, out: dict) -> None:
         i, o = formats.usage_tokens(out["modelOutput"])
         totals["inputTokenCount"] += i
         totals["outputTokenCount"] += o
+
+
+# ---------------------------------------------------------------- the vehicles prompt
+VEHICLE_CLASSES = ("car", "truck", "bus", "van", "pickup", "suv", "motorcycle")
+VEHICLES_SYSTEM_PROMPT = (
+    "You are a vehicle annotator for a traffic-camera search engine. Find every vehicle in the image. "
+    "Answer with exactly one JSON object and nothing else."
+)
+_STATED_SIZE = re.compile(r"The image is (\d+)x(\d+) pixels")
+_ASKS_VEHICLES = re.compile(r'"vehicles"\s*:\s*\[')
+
+
+def vehicles_prompt(width: int, height: int) -> str:
+    """The user prompt asking for every vehicle with its box, in pixels of the image as sent
+    (`width` x `height`, stated in the prompt so the answer can be scaled back to the frame)."""
+    return (
+        f"The image is {width}x{height} pixels (width x height). List every vehicle in it, as one JSON object: "
+        '{"caption": "one sentence about the whole scene", "vehicles": [{"box": [x1, y1, x2, y2], '
+        f'"class": "{"|".join(VEHICLE_CLASSES)}", "color": "...", "body_type": "...", "view": "...", '
+        '"caption": "one sentence about this vehicle"}]}. '
+        f'"box" is in pixels of this {width}x{height} image, origin at the top-left corner, x1 < x2 and y1 < y2, '
+        "tight around the vehicle. "
+        f'"color" is one of: {", ".join(COLORS)}; "body_type" one of: {", ".join(BODY_TYPES)}; '
+        f'"view" one of: {", ".join(VIEWS)}; "unknown" where you cannot tell. '
+        'One entry per vehicle (never two boxes for one vehicle); "vehicles": [] when there is none.'
+    )
+
+
+def _texts(model_input: dict) -> list[str]:
+    """Every prompt text of a Claude, Nova or chat-completions body."""
+    if not isinstance(model_input, dict):
+        return []
+    out = []
+    for part in [model_input.get("system")] + [m.get("content") for m in model_input.get("messages") or []]:
+        if isinstance(part, str):
+            out.append(part)
+        elif isinstance(part, list):
+            out += [b["text"] for b in part if isinstance(b, dict) and isinstance(b.get("text"), str)]
+    return out
+
+
+def wants_vehicles(model_input: dict) -> bool:
+    """Whether a request (Claude, Nova or chat body) asks for every vehicle (the `vehicles` JSON)."""
+    return any(_ASKS_VEHICLES.search(t) for t in _texts(model_input))
+
+
+def stated_image_size(model_input: dict) -> tuple[int, int] | None:
+    """The image size a vehicles prompt states (the pixels its boxes are in), or None."""
+    for t in _texts(model_input):
+        m = _STATED_SIZE.search(t)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return None

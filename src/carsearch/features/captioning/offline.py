@@ -1,5 +1,8 @@
 """The offline captioner: a caption JSON restated from an image's known labels, answered in exactly
-the `.jsonl.out` format Bedrock batch writes (so the rest of the pipeline cannot tell it apart)."""
+the `.jsonl.out` format Bedrock batch writes (so the rest of the pipeline cannot tell it apart).
+Asked for every vehicle (`formats.wants_vehicles`), it restates the frame's known boxes (a manifest
+row's `boxes`, as ingest writes them for annotated folders) in the vehicles answer format, in
+pixels of the image as sent (the size the prompt states)."""
 
 from __future__ import annotations
 
@@ -73,16 +76,65 @@ def offline_caption(labels: dict, record_id: str) -> dict:
 
 # The offline captioner restates labels; an image with none cannot be captioned offline.
 NO_LABELS = "offline captioner: image has no labels"
+NO_LABELS_OR_BOXES = "offline captioner: image has no labels and no boxes"
 
 
-def offline_output(record: dict, labels: dict | None, model_id: str, image_tokens: int | None = None) -> dict:
+def _short(v: dict) -> str:
+    return " ".join(
+        w for w in (v["color"], v["body_type"] if v["body_type"] != UNKNOWN else v["class"]) if w != UNKNOWN
+    )
+
+
+def offline_vehicles(
+    labels: dict | None, frame: dict | None, record_id: str, sent_size: tuple[int, int] | None = None
+) -> dict:
+    """The vehicles answer for a frame: each known box (`frame["boxes"]`, in the frame's pixels,
+    scaled to `sent_size`, the image as sent) with its labels (the frame's, overlaid by the box's,
+    as the index's crop rows have them) and a caption of its own; a frame without boxes has none."""
+    frame = frame or {}
+    fw, fh = frame.get("width"), frame.get("height")
+    sx, sy = (sent_size[0] / fw, sent_size[1] / fh) if sent_size and fw and fh else (1.0, 1.0)
+    vehicles = []
+    for k, b in enumerate(frame.get("boxes") or [], 1):
+        lab = known({**(labels or {}), **(b.get("labels") or {})})
+        cls = str(b.get("class") or "car").strip().lower()
+        cap = offline_caption(lab, f"{record_id}#{k}")
+        vehicles.append(
+            {
+                "box": [round(b["x1"] * sx, 1), round(b["y1"] * sy, 1), round(b["x2"] * sx, 1), round(b["y2"] * sy, 1)],
+                "class": cls,
+                "color": cap["color"],
+                "body_type": cap["body_type"],
+                "view": cap["view"],
+                "caption": cap["caption"] if has_labels(lab) else f"A {cls} in the traffic scene.",
+            }
+        )
+    if len(vehicles) == 1:
+        caption = vehicles[0]["caption"]
+    elif vehicles:
+        descs = [f"a {_short(v) or 'vehicle'}" for v in vehicles]
+        caption = f"{len(vehicles)} vehicles: {', '.join(descs[:-1])} and {descs[-1]}."
+    else:
+        caption = offline_caption(labels or {}, record_id)["caption"]
+    return {"caption": caption, "vehicles": vehicles}
+
+
+def offline_output(
+    record: dict, labels: dict | None, model_id: str, image_tokens: int | None = None, frame: dict | None = None
+) -> dict:
     """The `.jsonl.out` line for one request: a Claude or Nova response (by the shape of the
     request) from whatever labels the image has (partial labels are labels), or a record error (as
-    Bedrock reports failed records) when it has none."""
+    Bedrock reports failed records) when it has none. A vehicles request is answered from the
+    frame's boxes (`frame`: its manifest row, with `width`, `height`, `boxes`) as well."""
     rid, body = record["recordId"], record["modelInput"]
-    if not has_labels(labels):
+    if formats.wants_vehicles(body):
+        if not has_labels(labels) and not (frame or {}).get("boxes"):
+            return formats.output_record(rid, body, error={"errorCode": 400, "errorMessage": NO_LABELS_OR_BOXES})
+        text = json.dumps(offline_vehicles(labels, frame, rid, formats.stated_image_size(body)))
+    elif not has_labels(labels):
         return formats.output_record(rid, body, error={"errorCode": 400, "errorMessage": NO_LABELS})
-    text = json.dumps(offline_caption(labels, rid))
+    else:
+        text = json.dumps(offline_caption(labels, rid))
     n_in, n_out = estimate_input_tokens(body, image_tokens), max(1, len(text) // 4)
     if "schemaVersion" in body:
         out = formats.nova_response(text, n_in, n_out)
@@ -97,9 +149,12 @@ def offline_captioner_version() -> str:
     return hashlib.sha256(src.encode()).hexdigest()[:16]
 
 
-def offline_key_extra(labels: dict | None) -> dict:
-    """Per-record cache-key material of the offline captioner: it answers from the labels."""
-    return {"labels": labels}
+def offline_key_extra(labels: dict | None, frame: dict | None = None) -> dict:
+    """Per-record cache-key material of the offline captioner: it answers from the labels (and, asked
+    for every vehicle, from the frame's boxes and size: `frame` given only then)."""
+    if frame is None:
+        return {"labels": labels}
+    return {"labels": labels, "boxes": frame.get("boxes") or [], "size": [frame.get("width"), frame.get("height")]}
 
 
 def run_offline(
@@ -109,13 +164,23 @@ def run_offline(
     model_id: str,
     progress: bool = True,
     cache=None,
+    frames_by_id: dict[str, dict] | None = None,
 ) -> dict:
     """Answer every input file into `out_dir/<name>.out` plus `manifest.json.out`. With a
     `caption_cache.CaptionCache`, records answered before are replayed from it and only the rest
-    are captioned (and stored); the returned totals (and manifest.json.out) count what was captioned."""
+    are captioned (and stored); the returned totals (and manifest.json.out) count what was captioned.
+    `frames_by_id` (recordId -> manifest row): the frames' boxes, for vehicles requests."""
+    frames = frames_by_id or {}
 
     def answer_all(records):
-        return (offline_output(rec, labels_by_id.get(rec["recordId"]), model_id) for rec in records)
+        return (
+            offline_output(rec, labels_by_id.get(rec["recordId"]), model_id, frame=frames.get(rec["recordId"]))
+            for rec in records
+        )
+
+    def extra(rec: dict) -> dict:
+        frame = frames.get(rec["recordId"], {}) if formats.wants_vehicles(rec["modelInput"]) else None
+        return offline_key_extra(labels_by_id.get(rec["recordId"]), frame)
 
     return answer_files(
         input_files,
@@ -123,5 +188,5 @@ def run_offline(
         cache,
         answer_all,
         progress,
-        extra=lambda r: offline_key_extra(labels_by_id.get(r["recordId"])),
+        extra=extra,
     )

@@ -32,8 +32,17 @@ class Caption(BaseModel):
         return SYNONYMS.get(v, v)
 
 
-def parse_caption(text: str) -> Caption:
-    """Extract and validate the JSON caption in an LLM answer (bare JSON, fenced, or inside prose)."""
+def _first_object(text: str) -> dict | None:
+    """The JSON object at the start of `text`, whatever follows it."""
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text)
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def answer_json(text: str) -> dict:
+    """The JSON object in an LLM answer (bare JSON, ```json fenced, or inside prose); CaptionError says why not."""
     if not text or not text.strip():
         raise CaptionError("empty answer")
     m = re.search(r"\{.*\}", text, flags=re.S)
@@ -42,9 +51,17 @@ def parse_caption(text: str) -> Caption:
     try:
         obj = json.loads(m.group(0))
     except json.JSONDecodeError as e:
-        raise CaptionError(f"caption is not valid JSON ({e.msg})") from None
+        obj = _first_object(m.group(0))  # prose after the JSON that has a brace of its own
+        if obj is None:
+            raise CaptionError(f"caption is not valid JSON ({e.msg})") from None
     if not isinstance(obj, dict):
         raise CaptionError("caption JSON is not an object")
+    return obj
+
+
+def parse_caption(text: str) -> Caption:
+    """Extract and validate the JSON caption in an LLM answer (bare JSON, fenced, or inside prose)."""
+    obj = answer_json(text)
     try:
         return Caption.model_validate(obj)
     except ValidationError as e:

@@ -73,13 +73,26 @@ def image_limits(family: str, cfg: dict) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------ request records
+def prompts(cfg: dict, image: bytes) -> tuple[str, str, int]:
+    """(system prompt, user prompt, max tokens) of one request: today's single caption, or with
+    `caption.vehicles` every vehicle and its box, in pixels of `image` (the bytes as sent)."""
+    if not cfg.get("vehicles"):
+        return cfg["system_prompt"], cfg["user_prompt"], cfg["max_tokens"]
+    with Image.open(io.BytesIO(image)) as im:
+        width, height = im.size
+    return (
+        cfg.get("vehicles_system_prompt") or formats.VEHICLES_SYSTEM_PROMPT,
+        formats.vehicles_prompt(width, height),
+        cfg.get("vehicles_max_tokens") or cfg["max_tokens"],
+    )
+
+
 def claude_records(manifest: Iterable[dict], root: Path, cfg: dict) -> Iterator[dict]:
     edge, nbytes = image_limits("claude", cfg)
     for row in manifest:
         img = encode_image(root / row["path"], edge, max_bytes=nbytes)
-        body = formats.claude_request(
-            img, cfg["system_prompt"], cfg["user_prompt"], cfg["max_tokens"], cfg.get("temperature")
-        )
+        system, user, max_tokens = prompts(cfg, img)
+        body = formats.claude_request(img, system, user, max_tokens, cfg.get("temperature"))
         yield formats.request_record(row["id"], body)
 
 
@@ -98,14 +111,9 @@ def nova_records(
         ext = "jpg" if fmt == "jpeg" else fmt
         write_bytes(images_dir / f"{row['id']}.{ext}", img)
         uri = f"{uri_prefix}/{SHARD_TOKEN}/{IMAGES_SUBDIR}/{row['id']}.{ext}"
+        system, user, max_tokens = prompts(cfg, img)
         body = formats.nova_request(
-            uri,
-            fmt,
-            cfg["system_prompt"],
-            cfg["user_prompt"],
-            cfg["max_tokens"],
-            cfg.get("temperature"),
-            bucket_owner=bucket_owner,
+            uri, fmt, system, user, max_tokens, cfg.get("temperature"), bucket_owner=bucket_owner
         )
         yield formats.request_record(row["id"], body)
 
@@ -116,6 +124,8 @@ def batch_key(model_id: str, family: str, ids: list[str], cfg: dict, bucket: str
         k: cfg.get(k)
         for k in ("system_prompt", "user_prompt", "max_tokens", "temperature", "max_image_edge", "max_image_bytes")
     }
+    if cfg.get("vehicles"):  # only then: the single-caption key stays what it was
+        keyed.update({k: cfg.get(k) for k in ("vehicles", "vehicles_system_prompt", "vehicles_max_tokens")})
     blob = json.dumps(
         {"model_id": model_id, "family": family, "ids": ids, "cfg": keyed, "bucket": bucket, "prefix": prefix},
         sort_keys=True,

@@ -2,13 +2,17 @@
 // filters, page) so a search can be shared and a reload restores it; an uploaded image stays in the page.
 "use strict";
 
-const FILTERS = ["color", "body_type", "view", "make", "model", "scene", "split"];
-const LABELS = { color: "Colour", body_type: "Body type", view: "View", make: "Make", model: "Model", scene: "Scene", split: "Split" };
+const FILTERS = ["color", "body_type", "view", "make", "model", "scene", "split"];  // facet chips on the left
+const REQUEST_FILTERS = [...FILTERS, "camera"];  // camera: checkboxes in the "where and when" panel
+const LABELS = { color: "Colour", body_type: "Body type", view: "View", make: "Make", model: "Model", scene: "Scene", split: "Split",
+  camera: "Camera" };
 const SWATCH = { red: "#d7261e", blue: "#2458c6", green: "#2f9a47", yellow: "#f2c916", white: "#ffffff", black: "#16181b",
   silver: "#c3c8ce", grey: "#7d848c", orange: "#f07c12", purple: "#7c3fb5", brown: "#7a4d2b" };
 const $ = (id) => document.getElementById(id);
 
-const state = { q: "", neg: "", like: null, filters: {}, page: 1, balance: 0.5, image: null, imageUrl: null };
+// after / before: the text the API reads (2026-03-01T09:00, a date; UTC like the times shown); sort: score | time
+const state = { q: "", neg: "", like: null, filters: {}, after: "", before: "", sort: "score", page: 1, balance: 0.5,
+  image: null, imageUrl: null };
 let pageSize = 24;
 let last = null;
 let inflight = null;
@@ -22,10 +26,14 @@ function readURL() {
   state.page = Math.max(1, parseInt(p.get("page") || "1", 10) || 1);
   state.balance = p.has("balance") ? Math.min(1, Math.max(0, parseFloat(p.get("balance")) || 0.5)) : 0.5;
   state.filters = {};
-  for (const f of FILTERS) { const v = p.getAll(f); if (v.length) state.filters[f] = v; }
+  for (const f of REQUEST_FILTERS) { const v = p.getAll(f); if (v.length) state.filters[f] = v; }
+  state.after = p.get("after") || "";
+  state.before = p.get("before") || "";
+  state.sort = p.get("sort") === "time" ? "time" : "score";
   $("q").value = state.q;
   $("neg").value = state.neg;
   $("balance").value = state.balance;
+  syncScopeInputs();
 }
 
 function urlFor() {
@@ -33,11 +41,19 @@ function urlFor() {
   if (state.q) p.set("q", state.q);
   if (state.neg) p.set("neg", state.neg);
   if (state.like) p.set("like", state.like);
-  for (const f of FILTERS) for (const v of state.filters[f] || []) p.append(f, v);
+  for (const f of REQUEST_FILTERS) for (const v of state.filters[f] || []) p.append(f, v);
+  addScope((k, v) => p.set(k, v));
   if (state.page > 1) p.set("page", String(state.page));
   if ((state.like || state.image) && state.q) p.set("balance", String(state.balance));
   const s = p.toString();
   return location.pathname + (s ? "?" + s : "");
+}
+
+// camera filters go with the other filters; the time range and the order are added here
+function addScope(add) {
+  if (state.after) add("after", state.after);
+  if (state.before) add("before", state.before);
+  if (state.sort === "time") add("sort", "time");
 }
 
 function hasQuery() { return Boolean(state.q || state.like || state.image); }
@@ -66,7 +82,8 @@ async function run(push = true) {
       if (state.neg) fd.append("neg", state.neg);
       fd.append("w_text", w.w_text); fd.append("w_image", w.w_image);
       fd.append("offset", offset); fd.append("limit", pageSize);
-      for (const f of FILTERS) for (const v of state.filters[f] || []) fd.append(f, v);
+      for (const f of REQUEST_FILTERS) for (const v of state.filters[f] || []) fd.append(f, v);
+      addScope((k, v) => fd.append(k, v));
       resp = await api("/api/v1/search/image", { method: "POST", body: fd, signal: inflight.signal });
     } else {
       const p = new URLSearchParams();
@@ -75,7 +92,8 @@ async function run(push = true) {
       if (state.like) p.set("like", state.like);
       if (state.like && state.q) { p.set("w_text", w.w_text); p.set("w_image", w.w_image); }
       p.set("offset", offset); p.set("limit", pageSize);
-      for (const f of FILTERS) for (const v of state.filters[f] || []) p.append(f, v);
+      for (const f of REQUEST_FILTERS) for (const v of state.filters[f] || []) p.append(f, v);
+      addScope((k, v) => p.set(k, v));
       resp = await api("/api/v1/search?" + p.toString(), { signal: inflight.signal });
     }
     const data = await resp.json();
@@ -94,6 +112,7 @@ function setStatus(text, error = false) {
 }
 
 function showError(msg) {
+  hideFrame(true);
   setStatus(msg, true);
   document.body.dataset.renders = String(++renders);
   $("grid").innerHTML = "";
@@ -101,8 +120,10 @@ function showError(msg) {
 }
 
 function clearResults() {
+  hideFrame(true);
   $("grid").innerHTML = "";
   $("facets").innerHTML = "";
+  $("scope").hidden = true;
   $("active").innerHTML = "";
   $("pager").hidden = true;
   setStatus("Type what you are looking for, or drop a photo of a car anywhere on the page.");
@@ -132,6 +153,7 @@ function describe() {
 
 function render(data) {
   const grid = $("grid");
+  hideFrame(true);
   grid.innerHTML = "";
   const pages = Math.max(1, Math.ceil(data.candidates / data.limit));
   const from = data.hits.length ? data.offset + 1 : 0;
@@ -139,6 +161,7 @@ function render(data) {
   if (!data.hits.length) grid.append(el("div", { class: "empty", text: "No car matches these filters. Remove one on the left." }));
   data.hits.forEach((h, i) => grid.append(card(h, i)));
   renderFacets(data.facets);
+  renderScope(data.facets);
   renderActive();
   $("pager").hidden = data.candidates <= data.limit;
   $("prev").disabled = state.page <= 1;
@@ -146,6 +169,25 @@ function render(data) {
   $("page-label").textContent = `page ${state.page} of ${pages}`;
   document.body.dataset.renders = String(++renders);
 }
+
+// ---- capture times: the API sends ISO 8601 in UTC and reads after / before in UTC, so the page shows
+// them as they come (no conversion to the browser's zone: what you see is what you type)
+const ISO = /^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d(?::\d\d)?)(?:\.\d+)?(Z|[+-]\d\d:?\d\d)?$/;
+function zoneOf(z) { return !z ? "" : (z === "Z" || z === "+00:00" || z === "+0000") ? "UTC" : z; }
+function showTime(iso) {
+  const m = ISO.exec(iso || "");
+  if (!m) return iso || "";
+  return `${m[1]} ${m[2]}${m[3] ? " " + zoneOf(m[3]) : ""}`;
+}
+function showRange(a, b) {
+  const x = ISO.exec(a || ""), y = ISO.exec(b || "");
+  if (!x || !y) return `${showTime(a)} – ${showTime(b)}`;
+  const zone = zoneOf(y[3]);
+  if (x[1] === y[1] && zoneOf(x[3]) === zone) return `${x[1]} ${x[2]} – ${y[2]}${zone ? " " + zone : ""}`;
+  return `${showTime(a)} – ${showTime(b)}`;
+}
+function basename(path) { return (path || "").split(/[\\/]/).filter(Boolean).pop() || ""; }
+function hasFrame(h) { return Boolean(h.frame_url && Array.isArray(h.box) && h.box.length === 4); }
 
 function card(h, i) {
   const why = new Set(h.why.filter((m) => m.source !== "negative").map((m) => m.attribute));
@@ -162,22 +204,167 @@ function card(h, i) {
       attrs.append(chip);
     }
   }
+  const file = basename(h.origin);
+  // where and when: camera, capture time, the source file (the frame, for a vehicle)
+  const meta = el("div", { class: "meta" });
+  if (h.camera) meta.append(el("span", { class: "cam", title: "camera", text: h.camera }));
+  if (h.time && !h.track) meta.append(el("time", { class: "when", datetime: h.time, title: "captured", text: showTime(h.time) }));
+  if (file) meta.append(el("span", { class: "origin", title: h.origin, text: file }));
   const pct = Math.max(0, Math.min(1, h.score)) * 100;
+  const thumb = el("a", { class: "thumb", href: h.image_url, target: "_blank", rel: "noopener", tabindex: "-1",
+    title: hasFrame(h) ? "the vehicle (hover: the whole frame; click: open the crop)" : "open the full image" }, [
+    el("img", { src: h.thumb_url, alt: h.caption || file || h.id, loading: "lazy" }),
+    el("span", { class: "rank", text: "#" + h.rank }),
+    el("span", { class: "score", title: "cosine similarity", text: h.score.toFixed(3) }),
+  ]);
+  const actions = el("div", { class: "actions" }, [
+    el("button", { class: "more", type: "button", text: "More like this", title: "search by this vehicle", onclick: () => moreLike(h.id) }),
+  ]);
   const c = el("div", { class: "card", role: "listitem", tabindex: "0", "data-id": h.id, "data-index": String(i),
-    "data-color": h.color, "data-body-type": h.body_type, "data-view": h.view }, [
-    el("a", { class: "thumb", href: h.image_url, target: "_blank", rel: "noopener", tabindex: "-1", title: "open the full image" }, [
-      el("img", { src: h.thumb_url, alt: h.caption || h.id, loading: "lazy" }),
-      el("span", { class: "rank", text: "#" + h.rank }),
-      el("span", { class: "score", title: "cosine similarity", text: h.score.toFixed(3) }),
-    ]),
+    "data-color": h.color, "data-body-type": h.body_type, "data-view": h.view, "data-camera": h.camera || "",
+    "data-time": h.time || "" }, [
+    thumb,
     el("div", { class: "body" }, [
-      el("p", { class: "caption", text: h.caption || "(no caption) " + h.id }),
+      el("p", { class: "caption", text: h.caption || (file ? (h.box_class ? `${h.box_class} in ${file}` : file) : "(no caption) " + h.id) }),
+      meta.childNodes.length ? meta : null,
+      h.track ? trackLine(h) : null,
       el("div", { class: "bar", title: "score" }, [el("span", { style: `width:${pct.toFixed(1)}%` })]),
       attrs,
-      el("button", { class: "more", type: "button", text: "More like this", onclick: () => moreLike(h.id) }),
+      actions,
     ]),
   ]);
+  if (hasFrame(h)) {
+    thumb.addEventListener("mouseenter", () => showFrame(h, c, false));
+    thumb.addEventListener("mouseleave", () => hideFrame(false));
+    actions.append(el("button", { class: "in-frame", type: "button", text: "In frame", title: "the whole frame, with this vehicle boxed",
+      "aria-pressed": "false", onclick: (e) => { e.stopPropagation(); toggleFrame(h, c); } }));
+  }
   return c;
+}
+
+// ---- the whole frame with the vehicle's box: one popover beside the card, on hover (follows the mouse
+// from card to card) or pinned by "In frame" (stays until closed). The box is placed in percent of the
+// frame's natural size, so it stays on the vehicle at whatever size the frame is drawn.
+let framed = null;  // {hit, card, pinned}
+
+function showFrame(h, c, pinned) {
+  if (framed && framed.pinned && !pinned) return;  // a pinned frame stays until it is closed
+  const pop = $("frame-pop"), img = $("frame-img");
+  document.querySelectorAll("#grid .in-frame[aria-pressed=true]").forEach((b) => b.setAttribute("aria-pressed", "false"));
+  framed = { hit: h, card: c, pinned };
+  if (pinned) { const b = c.querySelector(".in-frame"); if (b) b.setAttribute("aria-pressed", "true"); }
+  pop.classList.toggle("pinned", pinned);
+  pop.dataset.id = h.id;
+  $("frame-cap").textContent = [h.camera, h.time ? showTime(h.time) : "", basename(h.origin)].filter(Boolean).join(" · ");
+  $("frame-box").hidden = true;
+  pop.hidden = false;
+  if (img.dataset.src !== h.frame_url) { img.dataset.src = h.frame_url; img.removeAttribute("src"); img.src = h.frame_url; }
+  if (img.complete && img.naturalWidth) placeBox();
+  placeFrame();
+}
+
+function placeBox() {
+  const img = $("frame-img"), box = $("frame-box");
+  if (!framed || !img.naturalWidth || img.dataset.src !== framed.hit.frame_url) return;
+  const [x1, y1, x2, y2] = framed.hit.box, W = img.naturalWidth, H = img.naturalHeight;
+  const pc = (v, n) => `${(100 * Math.max(0, Math.min(n, v)) / n).toFixed(4)}%`;
+  box.style.left = pc(x1, W); box.style.top = pc(y1, H);
+  box.style.width = pc(x2 - x1, W); box.style.height = pc(y2 - y1, H);
+  box.title = `${framed.hit.box_class || "vehicle"}: ${x1.toFixed(0)},${y1.toFixed(0)} – ${x2.toFixed(0)},${y2.toFixed(0)} px of ${W}×${H}`;
+  box.hidden = false;
+  placeFrame();
+}
+
+function placeFrame() {
+  if (!framed) return;
+  const pop = $("frame-pop"), r = framed.card.getBoundingClientRect();
+  const vw = document.documentElement.clientWidth, vh = document.documentElement.clientHeight;
+  const w = pop.offsetWidth, hgt = pop.offsetHeight, gap = 12;
+  const clampX = (x) => Math.max(8, Math.min(x, vw - 8 - w)), clampY = (y) => Math.max(8, Math.min(y, vh - 8 - hgt));
+  let left, top;
+  if (r.right + gap + w <= vw - 8) { left = r.right + gap; top = clampY(r.top); }  // beside the card
+  else if (r.left - gap - w >= 8) { left = r.left - gap - w; top = clampY(r.top); }
+  else if (r.bottom + gap + hgt <= vh - 8) { left = clampX(r.left); top = r.bottom + gap; }  // below it
+  else if (r.top - gap - hgt >= 8) { left = clampX(r.left); top = r.top - gap - hgt; }  // above it
+  else { left = clampX(r.right + gap); top = clampY(r.top); }
+  pop.style.left = `${Math.round(left)}px`;
+  pop.style.top = `${Math.round(top)}px`;
+}
+
+function hideFrame(force) {
+  if (!framed || (framed.pinned && !force)) return;
+  document.querySelectorAll("#grid .in-frame[aria-pressed=true]").forEach((b) => b.setAttribute("aria-pressed", "false"));
+  framed = null;
+  $("frame-pop").hidden = true;
+}
+
+function toggleFrame(h, c) {
+  if (framed && framed.pinned && framed.hit.id === h.id) { hideFrame(true); return; }
+  if (framed) framed.pinned = false;
+  showFrame(h, c, true);
+}
+
+$("frame-img").addEventListener("load", placeBox);
+$("frame-close").addEventListener("click", () => hideFrame(true));
+window.addEventListener("resize", () => placeFrame());
+window.addEventListener("scroll", () => placeFrame(), { passive: true });
+
+// ---- a video vehicle: one hit per track; "seen <first> – <last>, N frames" opens its member boxes as a
+// strip (member frames are not served one by one: each tile draws the box in a frame-shaped outline)
+function trackLine(h) {
+  const t = h.track, boxes = t.boxes || [];
+  const offs = boxes.map((b) => b.offset).filter((o) => typeof o === "number");
+  const span = t.first_seen && t.last_seen ? showRange(t.first_seen, t.last_seen)
+    : offs.length ? `${Math.min(...offs).toFixed(1)} s – ${Math.max(...offs).toFixed(1)} s into the video` : "";
+  const label = `seen ${span}, ${boxes.length} frame${boxes.length === 1 ? "" : "s"}`;
+  const wrap = el("div", { class: "track", "data-track": t.id });
+  const strip = el("div", { class: "strip", role: "list", "aria-label": "the vehicle in each sampled frame" });
+  strip.hidden = true;
+  const btn = el("button", { type: "button", class: "track-toggle", "aria-expanded": "false", title: "its boxes frame by frame",
+    text: label, onclick: (e) => {
+      e.stopPropagation();
+      strip.hidden = !strip.hidden;
+      btn.setAttribute("aria-expanded", String(!strip.hidden));
+      if (!strip.hidden && !strip.childNodes.length) fillStrip(h, strip);
+    } });
+  wrap.append(btn, strip);
+  return wrap;
+}
+
+function fillStrip(h, strip) {
+  const t0 = h.track.boxes.reduce((m, b) => (typeof b.offset === "number" ? Math.min(m, b.offset) : m), Infinity);
+  const tiles = [];
+  for (const b of h.track.boxes) {
+    const best = b.frame_id === h.frame_id;
+    const mbox = el("span", { class: "mbox" });
+    const mini = el("span", { class: "mini" }, [mbox]);
+    const when = b.time ? showTime(b.time) : "";
+    const at = typeof b.offset === "number" ? `${b.offset.toFixed(2)} s` : "";
+    const rel = typeof b.offset === "number" && isFinite(t0) ? `+${(b.offset - t0).toFixed(2)} s` : when;
+    const [x1, y1, x2, y2] = b.box || [0, 0, 0, 0];
+    const tile = el("div", { class: "member" + (best ? " best" : ""), role: "listitem", "data-frame": b.frame_id || "",
+      title: [when, at && `${at} into the video`, `box ${x1.toFixed(0)},${y1.toFixed(0)} – ${x2.toFixed(0)},${y2.toFixed(0)}`,
+        best ? "the frame shown for this vehicle" : ""].filter(Boolean).join(" · ") }, [
+      mini, el("span", { class: "mt", text: rel || "?" }),
+    ]);
+    tiles.push({ mini, mbox, box: b.box });
+    strip.append(tile);
+  }
+  // the frame's size (every member is from the same video) from the hit's frame, where it has one
+  const draw = (W, H) => {
+    for (const { mini, mbox, box } of tiles) {
+      mini.style.aspectRatio = `${W} / ${H}`;
+      if (!box) { mbox.hidden = true; continue; }
+      mbox.style.left = `${(100 * box[0] / W).toFixed(2)}%`; mbox.style.top = `${(100 * box[1] / H).toFixed(2)}%`;
+      mbox.style.width = `${(100 * (box[2] - box[0]) / W).toFixed(2)}%`; mbox.style.height = `${(100 * (box[3] - box[1]) / H).toFixed(2)}%`;
+    }
+    strip.classList.add("drawn");
+  };
+  if (h.frame_url) {
+    const probe = new Image();
+    probe.onload = () => draw(probe.naturalWidth, probe.naturalHeight);
+    probe.src = h.frame_url;
+  }
 }
 
 function renderFacets(facets) {
@@ -199,6 +386,82 @@ function renderFacets(facets) {
   }
 }
 
+// ---- where and when: camera checkboxes (from facets.camera), after / before, the order, and the vehicles
+// per hour (facets.hour: counted over the same candidates as the other facets)
+let cameraMemo = { key: null, values: [] };  // the cameras of this query before a camera was ticked
+
+function scopeKey() { return JSON.stringify([state.q, state.neg, state.like, Boolean(state.image), state.after, state.before,
+  FILTERS.map((f) => state.filters[f] || [])]); }
+
+function syncScopeInputs() {
+  const local = (v) => (/^\d{4}-\d\d-\d\d$/.test(v) ? v + "T00:00" : v);  // a date: its midnight
+  $("after").value = local(state.after);
+  $("before").value = local(state.before);
+  $("sort").value = state.sort;
+}
+
+function renderScope(facets) {
+  const cams = facets.camera || [], hours = facets.hour || [];
+  const active = state.filters.camera || [];
+  const timed = hours.length || state.after || state.before || state.sort === "time";
+  $("scope").hidden = !(cams.length || active.length || timed);
+  syncScopeInputs();
+  // cameras: those of the current hits, and (while some are ticked) the others this query had
+  const key = scopeKey();
+  if (!active.length || cameraMemo.key !== key) cameraMemo = { key, values: cams.map((c) => c.value) };
+  const count = Object.fromEntries(cams.map((c) => [c.value, c.count]));
+  const names = [...new Set([...cams.map((c) => c.value), ...(active.length ? cameraMemo.values : []), ...active])];
+  const box = $("cameras");
+  box.innerHTML = "";
+  for (const name of names) {
+    const on = active.includes(name);
+    const input = el("input", { type: "checkbox", value: name, "data-camera": name,
+      onchange: () => toggleFilter("camera", name) });
+    input.checked = on;
+    box.append(el("label", { class: "check" + (on ? " on" : ""), title: on ? "remove this filter" : "only " + name }, [
+      input, el("span", { class: "v", text: name }), el("span", { class: "n", text: name in count ? String(count[name]) : "" }),
+    ]));
+  }
+  $("camera-facet").hidden = !(names.length > 1 || active.length);
+  $("when-facet").querySelectorAll(".when-input").forEach((l) => { l.hidden = !timed; });
+  renderHours(hours);
+}
+
+function hourAfter(h) {  // "2026-03-01T08:00" -> "2026-03-01T09:00" (UTC wall clock, as the API reads it)
+  const t = Date.parse(h + ":00Z");
+  return isNaN(t) ? null : new Date(t + 3600e3).toISOString().slice(0, 16);
+}
+
+function renderHours(hours) {
+  const box = $("hours");
+  box.innerHTML = "";
+  $("hours-axis").hidden = !hours.length;
+  box.hidden = !hours.length;
+  if (!hours.length) return;
+  // every hour from the first to the last (empty ones too, up to four days), so the bars are a time axis
+  let bins = hours;
+  const have = Object.fromEntries(hours.map((x) => [x.value, x.count]));
+  const filled = [];
+  for (let h = hours[0].value; h && filled.length <= 96; h = hourAfter(h)) {
+    filled.push({ value: h, count: have[h] || 0 });
+    if (h >= hours[hours.length - 1].value) break;
+  }
+  if (filled.length <= 96 && filled[filled.length - 1].value === hours[hours.length - 1].value) bins = filled;
+  const max = Math.max(...bins.map((b) => b.count), 1);
+  for (const { value, count } of bins) {
+    const next = hourAfter(value);
+    const on = next && state.after === value && state.before === next;
+    const label = `${value.replace("T", " ")}–${next ? next.slice(11) : ""} UTC: ${count} vehicle${count === 1 ? "" : "s"}`;
+    box.append(el("button", { type: "button", class: "hbar" + (count ? "" : " zero") + (on ? " on" : ""), "data-hour": value,
+      "data-count": String(count), title: label + (on ? " (click: every hour)" : " (click: only this hour)"), "aria-label": label,
+      onclick: () => { if (on) { state.after = ""; state.before = ""; } else if (next) { state.after = value; state.before = next; }
+        state.page = 1; run(); } },
+    [el("span", { style: `height:${(100 * count / max).toFixed(1)}%` })]));
+  }
+  $("hours-from").textContent = bins[0].value.replace("T", " ");
+  $("hours-to").textContent = bins.length > 1 ? bins[bins.length - 1].value.replace("T", " ") : "";
+}
+
 function facetChip(f, value, count, on) {
   const b = el("button", { type: "button", class: "chip" + (on ? " on" : ""), "data-facet": f, "data-value": value,
     "aria-pressed": on ? "true" : "false", title: on ? "remove this filter" : "only " + value,
@@ -210,9 +473,14 @@ function facetChip(f, value, count, on) {
 function renderActive() {
   const box = $("active");
   box.innerHTML = "";
-  for (const f of FILTERS) for (const v of state.filters[f] || []) {
+  for (const f of REQUEST_FILTERS) for (const v of state.filters[f] || []) {
     box.append(el("button", { type: "button", class: "chip on", title: "remove", onclick: () => toggleFilter(f, v) },
       [el("span", { text: `${LABELS[f]}: ${v}` }), el("span", { class: "n", text: "×" })]));
+  }
+  for (const k of ["after", "before"]) if (state[k]) {
+    box.append(el("button", { type: "button", class: "chip on", title: "remove", "data-scope": k,
+      onclick: () => { state[k] = ""; state.page = 1; run(); } },
+      [el("span", { text: `${k} ${showTime(state[k])}${(ISO.exec(state[k]) || [])[3] ? "" : " UTC"}` }), el("span", { class: "n", text: "×" })]));
   }
 }
 
@@ -229,7 +497,9 @@ function moreLike(id) {
   state.like = id;
   state.q = "";
   state.neg = "";
-  state.filters = {};
+  state.filters = {};  // the same vehicle on any camera, at any time
+  state.after = "";
+  state.before = "";
   state.page = 1;
   $("q").value = "";
   $("neg").value = "";
@@ -283,6 +553,7 @@ function focusCard(i) {
 document.addEventListener("keydown", (e) => {
   const t = e.target;
   const typing = t.tagName === "INPUT" || t.tagName === "TEXTAREA";
+  if (e.key === "Escape" && framed) { hideFrame(true); return; }
   if (e.key === "/" && !typing) { e.preventDefault(); $("q").focus(); $("q").select(); return; }
   if (t.classList && t.classList.contains("card")) {
     const i = Number(t.dataset.index);
@@ -303,6 +574,16 @@ $("search-form").addEventListener("submit", (e) => {
   run();
 });
 $("neg").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $("search-form").requestSubmit(); } });
+for (const k of ["after", "before"]) {
+  $(k).addEventListener("change", () => {
+    const v = $(k).value;  // "2026-03-01T09:00" (datetime-local) or "" when cleared
+    if (v === state[k] || (!v && $(k).validity.badInput)) return;  // unchanged, or half typed
+    state[k] = v;
+    state.page = 1;
+    if (hasQuery()) run();
+  });
+}
+$("sort").addEventListener("change", () => { state.sort = $("sort").value === "time" ? "time" : "score"; state.page = 1; run(); });
 $("balance").addEventListener("change", () => { state.balance = Number($("balance").value); state.page = 1; run(); });
 $("file").addEventListener("change", () => { if ($("file").files[0]) setImage($("file").files[0]); });
 $("image-clear").addEventListener("click", () => clearImage());
