@@ -59,3 +59,26 @@ def test_missing_folder_is_one_line(tmp_path):
         "no such folder (data.source is folder: give a directory of images)"
     )
     assert "Traceback" not in p.stdout
+
+
+def test_torcs_source_renders_traffic_frames_with_a_box_per_car(tmp_path):
+    """The default source renders multi-vehicle street frames beside the single-car images; each
+    frame's manifest row holds the renderer's exact box (and labels) of every visible car."""
+    from carsearch.render import default_torcs_dir, find_torcs_cars
+
+    if not find_torcs_cars(default_torcs_dir()):
+        import pytest
+
+        pytest.skip("no TORCS car models (scripts/fetch_torcs.sh)")
+    ws = _workspace(
+        tmp_path, source="torcs", torcs={"n_images": 6, "size": 64, "traffic": {"n_frames": 4, "size": [160, 120]}}
+    )
+    run(["python", "-m", "carsearch.stages.ingest"], ws)
+    rows = [json.loads(line) for line in (ws / "data/raw/manifest.jsonl").read_text().splitlines()]
+    frames = [r for r in rows if r["origin"].startswith("traffic/")]
+    assert len(rows) == 10 and len(frames) == 4 and all(not r.get("boxes") for r in rows if r not in frames)
+    for f in frames:
+        assert 1 <= len(f["boxes"]) <= 8 and (f["width"], f["height"]) == (160, 120)
+        for b in f["boxes"]:
+            assert b["frame"] == f["id"] and b["source"] == "render" and b["labels"]["color"]
+            assert 0 <= b["x1"] < b["x2"] <= 160 and 0 <= b["y1"] < b["y2"] <= 120

@@ -23,7 +23,7 @@ from carsearch.render.traffic_scene import MIN_SIDE, Placement, camera_of, sampl
 
 SIZE = (192, 144)
 PICK = ("baja-bug", "acura-nsx-sz", "155-DTM")  # few triangles: quick to load and render
-BOX_KEYS = {"frame", "x1", "y1", "x2", "y2", "class", "score", "source", "labels", "visible"}
+BOX_KEYS = ["frame", "x1", "y1", "x2", "y2", "class", "score", "source", "labels", "visible"]
 
 
 def _real_cars() -> list[Path]:
@@ -160,7 +160,7 @@ def test_render_traffic_same_bytes_for_any_worker_count(cars_dir: Path, tmp_path
             assert im.format == "JPEG" and im.size == SIZE
         assert 2 <= la["n_cars"] <= 5 and la["n_boxes"] == len(ba)
         for box in ba:
-            assert set(box) == BOX_KEYS and box["frame"] == pa.stem and box["class"] == "car"
+            assert list(box) == BOX_KEYS and box["frame"] == pa.stem and box["class"] == "car"
             assert box["score"] is None and box["source"] == "render" and box["labels"]["color"] in kw["colors"]
             assert 0 <= box["x1"] < box["x2"] <= SIZE[0] and 0 <= box["y1"] < box["y2"] <= SIZE[1]
     cams = [la["camera"] for _, la, _ in a]

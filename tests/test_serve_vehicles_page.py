@@ -185,7 +185,9 @@ def test_hovering_a_card_shows_its_frame_with_the_box_in_place(site, page):
                 return !p.hidden && p.dataset.id === {hit["id"]!r} && i.complete && i.naturalWidth > 0
                        && !document.getElementById('frame-box').hidden; }}"""
         )
-        natural = page.evaluate("[document.getElementById('frame-img').naturalWidth, document.getElementById('frame-img').naturalHeight]")
+        natural = page.evaluate(
+            "[document.getElementById('frame-img').naturalWidth, document.getElementById('frame-img').naturalHeight]"
+        )
         assert natural == [320, 180]
         img = page.locator("#frame-img").bounding_box()
         box = page.locator("#frame-box").bounding_box()
@@ -248,8 +250,13 @@ def test_a_track_shows_when_it_was_seen_and_opens_as_a_strip(site, page):
     strip = card.locator(".strip")
     assert strip.is_visible() and strip.locator(".member").count() == 3
     assert strip.locator(".member .mt").all_inner_texts() == ["+0.00 s", "+1.00 s", "+2.00 s"]
-    assert strip.locator(".member.best").count() == 1 and "08:00:01" in strip.locator(".member.best").get_attribute("title")
+    assert strip.locator(".member.best").count() == 1 and "08:00:01" in strip.locator(".member.best").get_attribute(
+        "title"
+    )
     page.wait_for_selector("#grid .card .strip.drawn")  # the boxes drawn in frame-shaped outlines
     mini = strip.locator(".member").nth(0).locator(".mini").bounding_box()
     mb = strip.locator(".member").nth(0).locator(".mbox").bounding_box()
-    assert abs((mb["x"] - mini["x"]) - 10 / 320 * mini["width"]) <= 1.5 and abs(mini["width"] / mini["height"] - 320 / 180) < 0.1
+    assert (
+        abs((mb["x"] - mini["x"]) - 10 / 320 * mini["width"]) <= 1.5
+        and abs(mini["width"] / mini["height"] - 320 / 180) < 0.1
+    )

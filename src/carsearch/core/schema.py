@@ -112,6 +112,25 @@ class Paths(_Open):
     plots_dir: Text
 
 
+class Traffic(_Strict):
+    n_frames: NonNegInt
+    size: list[Annotated[int, BeforeValidator(_integer), Field(ge=32)]]
+    cars_per_frame: list[Int]
+    cameras: dict[Literal["pole", "dashcam"], Annotated[float, Field(ge=0)]]
+
+    @field_validator("cars_per_frame")
+    @classmethod
+    def _cars(cls, v):
+        return _pair(v, 1, 8, "cars per frame")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v):
+        if len(v) != 2:
+            raise ValueError(f"expected [width, height], got {v}")
+        return v
+
+
 class Torcs(_Strict):
     dir: Optional[str]
     n_images: PosInt
@@ -120,6 +139,7 @@ class Torcs(_Strict):
     colors: Optional[list[Text]]
     jpeg_quality: list[Int]
     framing: Optional[list[Num]]
+    traffic: Traffic
 
     @field_validator("jpeg_quality")
     @classmethod
@@ -262,6 +282,9 @@ class Caption(_Open):
     quotas: Quotas
     system_prompt: Text
     user_prompt: Text
+    vehicles: Union[bool, Literal["auto"]]
+    vehicles_system_prompt: Optional[Text]
+    vehicles_max_tokens: PosInt
     s3: CaptionS3
     bedrock: Bedrock
     openai: OpenAI

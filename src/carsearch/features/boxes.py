@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 from pycocotools.coco import COCO
 
+from carsearch.core.io import write_bytes
 from carsearch.features.labels import normalise_value
 
 YOLO_NAMES = ("classes.txt", "obj.names")  # class names of YOLO txt files, one per line (id = line number)
@@ -199,6 +200,22 @@ def check_box(box: dict, width: int, height: int, min_side: int) -> tuple[dict |
 def vehicle_id(frame_id: str, box: dict, margin: float) -> str:
     key = f"{frame_id}|{box['x1']:.1f},{box['y1']:.1f},{box['x2']:.1f},{box['y2']:.1f}|{margin:g}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def save_crops(frame_path: Path, boxes: list[dict], margin: float, out_dir: Path, ids: list[str]) -> list[Path]:
+    """Each box's crop of one frame as `out_dir/<id>.jpg` (JPEG q95; an existing file is kept: ids
+    are content-addressed by frame, box and margin). Returns the paths."""
+    out = [Path(out_dir) / f"{i}.jpg" for i in ids]
+    if all(p.exists() for p in out):
+        return out
+    with Image.open(frame_path) as im:
+        frame = im.convert("RGB")
+    for box, dst in zip(boxes, out):
+        if not dst.exists():
+            buf = io.BytesIO()
+            crop(frame, box, margin).save(buf, "JPEG", quality=95)
+            write_bytes(dst, buf.getvalue())
+    return out
 
 
 def crop(im: Image.Image, box: dict, margin: float) -> Image.Image:

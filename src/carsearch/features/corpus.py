@@ -8,13 +8,12 @@ split where curate_pairs made a pair of it, and the source's labels where it has
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Iterable
 
 from PIL import Image
 
-from carsearch.core.io import read_jsonl, write_bytes
+from carsearch.core.io import read_jsonl
 from carsearch.core.paths import resolve
 from carsearch.core.vocab import known
 from carsearch.features import boxes as boxes_mod
@@ -41,9 +40,10 @@ def ingested_rows(
     frame with boxes (ingest's annotations, or the detector's) as one row per vehicle crop (per
     track, for video), in its frame's split. Returns (rows, rejected boxes, `vehicles` notes)."""
     frames, rejects, notes = vehicles(list(read_jsonl(manifest)), root, crops_dir, params)
+    frame_split = {p["frame_id"]: p["split"] for p in pairs.values() if p.get("frame_id")}
     rows = []
     for m in frames:
-        p = pairs.get(m["id"]) or {"split": pairs.get(m.get("frame_id") or "", {}).get("split", "")}
+        p = pairs.get(m["id"]) or {"split": frame_split.get(m.get("frame_id") or "", "")}
         labels = known(m.get("labels")) or known(p.get("labels")) or known(p.get("attributes"))
         rows.append(_row(m, p, labels, m.get("origin") or m["path"]))
     return rows, rejects, notes
@@ -98,23 +98,18 @@ def vehicle_rows(frames: list[dict], root: Path, crops_dir: Path, margin: float,
         if not kept:
             out.append({k: v for k, v in f.items() if k != "boxes"})
             continue
-        with Image.open(resolve(f["path"], root)) as im:
-            frame = im.convert("RGB")
-        for box in kept:
-            vid = boxes_mod.vehicle_id(f["id"], box, margin)
-            dst = Path(crops_dir) / f"{vid}.jpg"
-            piece = boxes_mod.crop(frame, box, margin)
-            if not dst.exists():
-                buf = io.BytesIO()
-                piece.save(buf, "JPEG", quality=95)
-                write_bytes(dst, buf.getvalue())
+        ids = [boxes_mod.vehicle_id(f["id"], box, margin) for box in kept]
+        paths = boxes_mod.save_crops(resolve(f["path"], root), kept, margin, crops_dir, ids)
+        for box, vid, dst in zip(kept, ids, paths):
+            with Image.open(dst) as piece:
+                size = piece.size
             out.append(
                 {
                     **{k: v for k, v in f.items() if k != "boxes"},
                     "id": vid,
                     "path": dst.relative_to(root).as_posix() if dst.is_relative_to(root) else str(dst),
-                    "width": piece.width,
-                    "height": piece.height,
+                    "width": size[0],
+                    "height": size[1],
                     "labels": {**(f.get("labels") or {}), **(box.get("labels") or {})} or None,
                     "frame_id": f["id"],
                     "frame_path": f["path"],

@@ -25,21 +25,8 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+import transformers  # a lazy module: the detector classes load when first used, not on import
 from PIL import Image
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModelForObjectDetection,
-    AutoTokenizer,
-    Owlv2ForObjectDetection,
-    Owlv2Processor,
-    OwlViTForObjectDetection,
-    OwlViTProcessor,
-    RTDetrConfig,
-    RTDetrForObjectDetection,
-    RTDetrImageProcessorPil,
-    RTDetrResNetConfig,
-)
 
 from carsearch.core.errors import CarsearchError
 
@@ -61,7 +48,11 @@ SYNONYMS = {
 TINY_LABELS = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat")
 TINY_NAME = "tiny-rtdetr"
 BOX_KEYS = ("frame", "x1", "y1", "x2", "y2", "class", "score", "source")  # the `boxes` contract
-ZERO_SHOT = {"owlv2": (Owlv2ForObjectDetection, Owlv2Processor), "owlvit": (OwlViTForObjectDetection, OwlViTProcessor)}
+# zero-shot model types -> (model class, processor class) names in transformers
+ZERO_SHOT = {
+    "owlv2": ("Owlv2ForObjectDetection", "Owlv2Processor"),
+    "owlvit": ("OwlViTForObjectDetection", "OwlViTProcessor"),
+}
 _PROMPT_PREFIX = re.compile(r"^(a |an |the )?((photo|picture|image) of (a |an |the )?)?")
 
 
@@ -78,14 +69,14 @@ def canonical_class(label: str) -> str:
 
 def build_tiny_detector(seed: int = 0, image_size: int = 128):
     """A small random-init RT-DETR (about 0.5 M parameters) + PIL image processor, offline."""
-    backbone = RTDetrResNetConfig(
+    backbone = transformers.RTDetrResNetConfig(
         embedding_size=16,
         hidden_sizes=[16, 32, 64, 128],
         depths=[1, 1, 1, 1],
         layer_type="basic",
         out_features=["stage2", "stage3", "stage4"],
     )
-    cfg = RTDetrConfig(
+    cfg = transformers.RTDetrConfig(
         backbone_config=backbone,
         encoder_in_channels=[32, 64, 128],
         encoder_hidden_dim=32,
@@ -103,8 +94,8 @@ def build_tiny_detector(seed: int = 0, image_size: int = 128):
     cfg.detector_name = TINY_NAME
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = RTDetrForObjectDetection(cfg)
-    return model, RTDetrImageProcessorPil(size={"height": image_size, "width": image_size})
+        model = transformers.RTDetrForObjectDetection(cfg)
+    return model, transformers.RTDetrImageProcessorPil(size={"height": image_size, "width": image_size})
 
 
 def load_pretrained_detector(name_or_path: str | os.PathLike):
@@ -115,15 +106,17 @@ def load_pretrained_detector(name_or_path: str | os.PathLike):
         raise DetectorError(f"detect.model: {name} is not a directory; {fix}, or set detect.tiny: true")
     name = str(Path(name).expanduser()) if name.startswith("~") else name
     try:
-        kind = AutoConfig.from_pretrained(name).model_type
+        kind = transformers.AutoConfig.from_pretrained(name).model_type
         if kind in ZERO_SHOT:
-            model_cls, processor_cls = ZERO_SHOT[kind]
+            model_cls, processor_cls = (getattr(transformers, n) for n in ZERO_SHOT[kind])
             model = model_cls.from_pretrained(name)
-            image_processor = AutoImageProcessor.from_pretrained(name, backend="pil")
-            processor = processor_cls(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(name))
+            image_processor = transformers.AutoImageProcessor.from_pretrained(name, backend="pil")
+            processor = processor_cls(
+                image_processor=image_processor, tokenizer=transformers.AutoTokenizer.from_pretrained(name)
+            )
         else:
-            model = AutoModelForObjectDetection.from_pretrained(name)
-            processor = AutoImageProcessor.from_pretrained(name, backend="pil")
+            model = transformers.AutoModelForObjectDetection.from_pretrained(name)
+            processor = transformers.AutoImageProcessor.from_pretrained(name, backend="pil")
     except (OSError, ValueError, KeyError, ImportError) as e:  # offline hub, missing files, not a detector
         first = str(e).strip().splitlines()[0].strip() if str(e).strip() else type(e).__name__
         raise DetectorError(

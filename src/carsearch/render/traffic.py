@@ -39,6 +39,7 @@ from carsearch.render.traffic_scene import (
 )
 
 MIN_VISIBLE = 0.15
+BOX, EXTRA = ("x1", "y1", "x2", "y2"), ("labels", "visible")  # box contract order: frame, x1..y2, class, ...
 _CARS: list[CarModel] = []  # per worker process
 
 
@@ -316,16 +317,10 @@ def render_traffic(
         i, data, labels, boxes = res
         p = out_dir / f"traffic_s{seed}_{i:06d}.jpg"
         p.write_bytes(data)
-        keep = ("x1", "y1", "x2", "y2", "labels", "visible")
+        head = {"frame": p.stem}
+        tail = {"class": "car", "score": None, "source": "render"}
         items.append(
-            (
-                p,
-                labels,
-                [
-                    dict(frame=p.stem, **{k: b[k] for k in keep}, **{"class": "car", "score": None, "source": "render"})
-                    for b in boxes
-                ],
-            )
+            (p, labels, [{**head, **{k: b[k] for k in BOX}, **tail, **{k: b[k] for k in EXTRA}} for b in boxes])
         )
         if bar is not None:
             bar.update(1)

@@ -106,13 +106,14 @@ def main(out_dir: Path | None = None) -> None:
     cache_cfg = cfg["cache"]
     n_records = sum(1 for f in inputs for _ in read_jsonl(f))
     if backend == "offline":
-        labels = {r["id"]: r.get("labels") for r in read_jsonl(resolve(paths["manifest"], root))}
+        frames = {r["id"]: r for r in read_jsonl(resolve(paths["manifest"], root))}
+        labels = {i: r.get("labels") for i, r in frames.items()}
         cache = open_cache(
             cfg,
             root,
             {**cache_context(cfg, backend, cfg["model_id"]), "captioner": offline.offline_captioner_version()},
         )
-        totals = offline.run_offline(inputs, out_dir, labels, cfg["model_id"], cache=cache)
+        totals = offline.run_offline(inputs, out_dir, labels, cfg["model_id"], cache=cache, frames_by_id=frames)
         rec = results.reconcile(inputs, out_dir)
         # what the same tokens would cost on Bedrock batch (the offline run itself is free)
         m = _metrics(

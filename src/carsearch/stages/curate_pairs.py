@@ -8,7 +8,23 @@ from carsearch.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from carsearch.core.params import load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.rejects import summarise
+from carsearch.features.boxes import save_crops
 from carsearch.features.curate import curate, load_jobs
+
+CROPS = "crops"  # a vehicle pair's image: its crop of the frame (`path`; the frame stays in `frame_path`)
+
+
+def _crop_vehicles(rows: list[dict], root, out_dir, rel_dir: str) -> None:
+    """Vehicle pairs (a `box` in a frame) get their crop (curate.boxes.margin of context) as `path`."""
+    by_frame: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("box") is not None:
+            by_frame.setdefault(r["path"], []).append(r)
+    for frame, vs in by_frame.items():
+        boxes = [dict(zip(("x1", "y1", "x2", "y2"), v["box"])) for v in vs]
+        save_crops(root / frame, boxes, float(vs[0]["margin"]), out_dir, [v["id"] for v in vs])
+        for v in vs:
+            v["frame_path"], v["path"] = frame, f"{rel_dir}/{v['id']}.jpg"
 
 
 def main() -> None:
@@ -19,14 +35,15 @@ def main() -> None:
     manifest = {r["id"]: r for r in read_jsonl(resolve(paths["manifest"], root))}
     jobs = load_jobs(resolve(paths["captions_dir"], root))
     by_split, rejects = curate(inputs, outputs, manifest, root, cfg, params["seed"], jobs=jobs)
+    pairs_rel = resolve(paths["pairs_dir"], root).relative_to(root).as_posix()
     with atomic_dir(resolve(paths["pairs_dir"], root)) as out_dir:  # written beside, swapped in complete
         for split, rows in by_split.items():
+            _crop_vehicles(rows, root, out_dir / CROPS, f"{pairs_rel}/{CROPS}")
             write_jsonl(out_dir / f"{split}.jsonl", rows)
         write_jsonl(out_dir / "rejects.jsonl", rejects)
     counts = {s: len(r) for s, r in by_split.items()}
     reasons = Counter(r["reason"].split(":")[0] for r in rejects)
     requested = sum(1 for f in inputs for _ in read_jsonl(f))
-    kept = sum(counts.values())
     write_json(
         resolve(paths["metrics_dir"], root) / "curate.json",
         {
@@ -38,11 +55,10 @@ def main() -> None:
     )
     for line in summarise(rejects, "record", f"{paths['pairs_dir']}/rejects.jsonl"):
         print(f"curate_pairs: {line}")
-    unaccounted = (
-        requested
-        - kept
-        - sum(1 for r in rejects if r.get("id") and r["reason"] != "output record with no matching input record")
-    )
+    # a frame's vehicles are several pairs / rejects: count the requested records (frames) they came from
+    seen = {r.get("frame_id") or r["id"] for rows in by_split.values() for r in rows}
+    seen |= {r["id"] for r in rejects if r.get("id") and r["reason"] != "output record with no matching input record"}
+    unaccounted = requested - len(seen)
     if unaccounted > 0:
         raise ValueError(f"curate_pairs: {unaccounted} requested record(s) neither kept nor rejected (bug)")
     print(f"curate_pairs: {counts} kept, {len(rejects)} rejected {dict(reasons) if reasons else ''}")

@@ -14,7 +14,7 @@ from carsearch.core.paths import repo_root, resolve
 from carsearch.features import demo, footage
 from carsearch.features import sources as data
 from carsearch.features.boxes import attach
-from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs
+from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs, render_traffic
 
 
 def _torcs_items(cfg: dict, seed: int, tmp_dir):
@@ -23,7 +23,7 @@ def _torcs_items(cfg: dict, seed: int, tmp_dir):
     torcs_dir = default_torcs_dir() if not t["dir"] else resolve(t["dir"])
     if not find_torcs_cars(torcs_dir):
         print(f"ingest: no TORCS car models under {torcs_dir} (run scripts/fetch_torcs.sh); using the toy demo set")
-        return None, None, "demo"
+        return None, None, "demo", None
     scratch = tmp_dir.with_name(tmp_dir.name + ".render")
     shutil.rmtree(scratch, ignore_errors=True)
     rendered, skips = render_torcs(
@@ -38,14 +38,31 @@ def _torcs_items(cfg: dict, seed: int, tmp_dir):
         framing=tuple(t["framing"]) if t["framing"] else None,
     )
 
+    tr = t["traffic"]  # multi-vehicle street frames with their exact boxes (every vehicle is a hit)
+    frames, _ = render_traffic(
+        torcs_dir,
+        scratch / "traffic",
+        tr["n_frames"],
+        tuple(tr["size"]),
+        seed + 1,
+        t["workers"],
+        t["colors"],
+        tuple(t["jpeg_quality"]),
+        cars_per_frame=tuple(tr["cars_per_frame"]),
+        cameras=tr["cameras"],
+    )
+    boxes = {f"traffic/{path.name}": bs for path, _, bs in frames}
+
     def items():
         for path, labels in rendered:
             yield f"torcs/{path.name}", path.read_bytes(), labels, None
+        for path, labels, _ in frames:
+            yield f"traffic/{path.name}", path.read_bytes(), labels, None
         for car, reason in skips:
             yield car, None, None, f"car model skipped: {reason}"
         shutil.rmtree(scratch, ignore_errors=True)
 
-    return items(), len(rendered), "torcs"
+    return items(), len(rendered) + len(frames), "torcs", boxes
 
 
 def main() -> None:
@@ -87,9 +104,9 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
     """Read the source into `tmp_dir` (images, manifest, rejects); returns (rows, rejects, source)."""
     images_tmp = tmp_dir / resolve(paths["images_dir"], root).relative_to(raw_dir)
 
-    items, total, ann = None, None, None
+    items, total, ann, rendered_boxes = None, None, None, None
     if source == "torcs":
-        items, total, source = _torcs_items(cfg, params["seed"], tmp_dir)
+        items, total, source, rendered_boxes = _torcs_items(cfg, params["seed"], tmp_dir)
     if source == "demo":
         d = cfg["demo"]
         items = demo.demo_items(d["n_images"], d["size"], params["seed"], d["colors"])
@@ -109,6 +126,9 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
     items = tqdm(items, total=total, desc=f"ingest {source}", unit="img")
     limits = {k: cfg[k] for k in ("max_pixels", "max_edge")}
     rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source, **limits)
+    for r in rows if rendered_boxes else []:  # the renderer's exact boxes (stored as rendered: same pixels)
+        if r["origin"] in rendered_boxes:
+            r["boxes"] = [{**b, "frame": r["id"]} for b in rendered_boxes[r["origin"]]]
     if ann is not None:  # boxes in each frame's stored pixels; checked and cropped where pairs and rows are made
         attach(rows, ann, folder)
         rejects += [data.Rejected(p, r) for p, r in ann.problems]

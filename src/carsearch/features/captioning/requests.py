@@ -73,17 +73,24 @@ def image_limits(family: str, cfg: dict) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------ request records
-def prompts(cfg: dict, image: bytes) -> tuple[str, str, int]:
-    """(system prompt, user prompt, max tokens) of one request: today's single caption, or with
-    `caption.vehicles` every vehicle and its box, in pixels of `image` (the bytes as sent)."""
-    if not cfg.get("vehicles"):
+def wants_vehicles(cfg: dict, row: dict | None) -> bool:
+    """`caption.vehicles`: true for every image; auto for frames known to hold vehicles (a manifest
+    row with boxes: rendered street frames, annotated folders); false never."""
+    mode = cfg["vehicles"]
+    return mode is True or (mode == "auto" and bool((row or {}).get("boxes")))
+
+
+def prompts(cfg: dict, image: bytes, row: dict | None = None) -> tuple[str, str, int]:
+    """(system prompt, user prompt, max tokens) of one request: today's single caption, or (see
+    `wants_vehicles`) every vehicle and its box, in pixels of `image` (the bytes as sent)."""
+    if not wants_vehicles(cfg, row):
         return cfg["system_prompt"], cfg["user_prompt"], cfg["max_tokens"]
     with Image.open(io.BytesIO(image)) as im:
         width, height = im.size
     return (
-        cfg.get("vehicles_system_prompt") or formats.VEHICLES_SYSTEM_PROMPT,
+        cfg["vehicles_system_prompt"] or formats.VEHICLES_SYSTEM_PROMPT,
         formats.vehicles_prompt(width, height),
-        cfg.get("vehicles_max_tokens") or cfg["max_tokens"],
+        cfg["vehicles_max_tokens"],
     )
 
 
@@ -91,7 +98,7 @@ def claude_records(manifest: Iterable[dict], root: Path, cfg: dict) -> Iterator[
     edge, nbytes = image_limits("claude", cfg)
     for row in manifest:
         img = encode_image(root / row["path"], edge, max_bytes=nbytes)
-        system, user, max_tokens = prompts(cfg, img)
+        system, user, max_tokens = prompts(cfg, img, row)
         body = formats.claude_request(img, system, user, max_tokens, cfg.get("temperature"))
         yield formats.request_record(row["id"], body)
 
@@ -111,7 +118,7 @@ def nova_records(
         ext = "jpg" if fmt == "jpeg" else fmt
         write_bytes(images_dir / f"{row['id']}.{ext}", img)
         uri = f"{uri_prefix}/{SHARD_TOKEN}/{IMAGES_SUBDIR}/{row['id']}.{ext}"
-        system, user, max_tokens = prompts(cfg, img)
+        system, user, max_tokens = prompts(cfg, img, row)
         body = formats.nova_request(
             uri, fmt, system, user, max_tokens, cfg.get("temperature"), bucket_owner=bucket_owner
         )
