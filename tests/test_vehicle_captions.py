@@ -310,7 +310,7 @@ def test_openai_emulator_answers_vehicles_json(tmp_path):
         assert rejected == []
         _assert_same_boxes(boxes, row["boxes"])
     # the single-caption request of the same server is answered as today
-    batch.make_requests(rows, root, root / "j2", caption_cfg(model_id="local-vlm", family="claude"))
+    batch.make_requests(rows, root, root / "j2", caption_cfg(vehicles=False, model_id="local-vlm", family="claude"))
     rec = _records(root / "j2")[0]
     with ChatCompletionsEmulator(labels=_labels(rows), frames=_frames(rows)) as emu:
         s = openai_compat.OpenAISettings(base_url=emu.url, model="qwen2.5-vl", backoff_s=0.01)
@@ -398,3 +398,14 @@ def test_curate_vehicles_nothing_lost(tmp_path):
         why[rows[1]["id"]].startswith("bad vehicle: vehicle 1 box [1, 1, 3, 3]: ") and "smaller" in why[rows[1]["id"]]
     )
     assert why[rows[2]["id"]] == "caption lacks color"
+
+
+def test_auto_asks_for_vehicles_only_in_frames_known_to_hold_them(tmp_path):
+    """caption.vehicles: auto (the default): a frame with boxes in the manifest gets the vehicles
+    prompt, a single-car image today's one-caption prompt, in the same request file."""
+    root = tmp_path / "repo"
+    framed = _annotated(root, 2)
+    plain = [{**r, "id": f"p{i}", "boxes": None} for i, r in enumerate(framed)]
+    batch.make_requests(framed + plain, root, root / "jsonl", caption_cfg())
+    asked = {r["recordId"]: formats.wants_vehicles(r["modelInput"]) for r in _records(root / "jsonl")}
+    assert asked == {**{r["id"]: True for r in framed}, **{r["id"]: False for r in plain}}

@@ -65,7 +65,7 @@ def test_yolo_and_labels_csv_boxes_become_vehicle_rows_with_camera_and_time(repo
         .splitlines()
     ]
     reasons = " | ".join(r["reason"] for r in rejects)
-    assert "smaller than curate.min_box_side" in reasons and "outside the 320x180 frame" in reasons
+    assert "smaller than curate.boxes.min_side" in reasons and "outside the 320x180 frame" in reasons
 
     s = CarSearch(repo / "data/index")
     rows = s.table.to_arrow().to_pylist()

@@ -21,11 +21,13 @@ FIXES = (
     ("token limit", "raise caption.max_tokens"),
     ("not an image", "remove or convert these files"),
     ("corrupt or truncated", "re-export or re-download these files"),
+    ("curate.boxes.min_side", "vehicles that small cannot be searched; lower curate.boxes.min_side to keep them"),
+    ("outside the", "fix the box coordinates (pixels of the frame, x1 y1 x2 y2) in the annotation file"),
     ("too small", "images under the minimum side cannot be embedded meaningfully"),
     ("too large", "raise data.max_pixels if these images are genuine"),
 )
 
-_VARIABLE = re.compile(r"\b[0-9a-f]{16}\b|\b\d+\b|'[^']*'|\"[^\"]*\"|\S+/\S+")
+_VARIABLE = re.compile(r"\b[0-9a-f]{16}\b|\b\d+(?:\.\d+)?(?:x\d+)?\b|'[^']*'|\"[^\"]*\"|\S+/\S+")
 
 
 def reason_kind(reason: str) -> str:

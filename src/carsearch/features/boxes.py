@@ -193,7 +193,7 @@ def check_box(box: dict, width: int, height: int, min_side: int) -> tuple[dict |
     if cx2 <= cx1 or cy2 <= cy1:
         return None, f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is outside the {width}x{height} frame"
     if min(cx2 - cx1, cy2 - cy1) < min_side:
-        return None, f"box {cx2 - cx1:.0f}x{cy2 - cy1:.0f} px is smaller than curate.min_box_side {min_side} px"
+        return None, f"box {cx2 - cx1:.0f}x{cy2 - cy1:.0f} px is smaller than curate.boxes.min_side {min_side} px"
     return {**box, "x1": round(cx1, 1), "y1": round(cy1, 1), "x2": round(cx2, 1), "y2": round(cy2, 1)}, None
 
 

@@ -125,13 +125,16 @@ def nova_records(
         yield formats.request_record(row["id"], body)
 
 
-def batch_key(model_id: str, family: str, ids: list[str], cfg: dict, bucket: str | None, prefix: str) -> str:
-    """A short hash of everything that determines the request files (names the S3 folder)."""
+def batch_key(
+    model_id: str, family: str, ids: list[str], cfg: dict, bucket: str | None, prefix: str, vehicles: bool = False
+) -> str:
+    """A short hash of everything that determines the request files (names the S3 folder);
+    `vehicles`: some request asks for every vehicle (`wants_vehicles`)."""
     keyed = {
         k: cfg.get(k)
         for k in ("system_prompt", "user_prompt", "max_tokens", "temperature", "max_image_edge", "max_image_bytes")
     }
-    if cfg.get("vehicles"):  # only then: the single-caption key stays what it was
+    if vehicles:  # only then: the single-caption key stays what it was
         keyed.update({k: cfg.get(k) for k in ("vehicles", "vehicles_system_prompt", "vehicles_max_tokens")})
     blob = json.dumps(
         {"model_id": model_id, "family": family, "ids": ids, "cfg": keyed, "bucket": bucket, "prefix": prefix},
@@ -263,7 +266,7 @@ def make_requests(
     family = formats.model_family(cfg["model_id"], cfg["family"])
     prefix, quotas = str(cfg["s3"]["prefix"]), cfg["quotas"]
     ids = [r["id"] for r in manifest]
-    key = batch_key(cfg["model_id"], family, ids, cfg, bucket, prefix)
+    key = batch_key(cfg["model_id"], family, ids, cfg, bucket, prefix, any(wants_vehicles(cfg, r) for r in manifest))
     rows = progress(manifest) if progress else manifest
     finalize = None
     if family == "claude":
