@@ -88,6 +88,22 @@ def test_yolo_and_labels_csv_boxes_become_vehicle_rows_with_camera_and_time(repo
     with pytest.raises(ValueError, match="--after: cannot read 'soon'"):
         s.text("a car", after="soon")
 
+    # the CLI: filters, the vehicle's frame and box on each line, time order, CSV export
+    from typer.testing import CliRunner
+
+    from carsearch.cli import app
+
+    out = tmp_path / "hits.csv"
+    r = CliRunner().invoke(
+        app, ["search", "a car", "-k", "10", "--camera", "cam-b", "--sort", "time", "--csv", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    lines = [x.split("\t") for x in r.output.splitlines() if x.split("\t")[0].isdigit()]
+    assert len(lines) == 2 and all("camera=cam-b" in x and any(f.startswith("box=") for f in x) for x in lines)
+    assert out.read_text().splitlines()[0].startswith("rank,score,id,file,frame_id,x1,y1,x2,y2,camera,time")
+    bad = CliRunner().invoke(app, ["search", "a car", "--before", "later"])
+    assert bad.exit_code == 1 and "--before: cannot read 'later'" in bad.output
+
 
 def test_dashcam_frames_with_hand_drawn_coco_boxes(repo, tmp_path, dashcam_dir):  # noqa: F811
     """The six real dashcam frames with the COCO file drawn by hand: every annotated vehicle is a
@@ -170,6 +186,14 @@ def test_api_filters_vehicles_by_camera_and_time_and_serves_their_frames(repo, t
             assert [h["time"] for h in timed] == sorted(h["time"] for h in timed)
             bad = c.get("/api/v1/search", params={"q": "a car", "before": "yesterday-ish"})
             assert bad.status_code == 400 and "--before: cannot read" in bad.json()["error"]["message"]
+            r = c.get("/api/v1/search", params={"q": "a car", "camera": "cam-b", "format": "csv"})
+            assert r.headers["content-type"].startswith("text/csv")
+            table = list(__import__("csv").DictReader(__import__("io").StringIO(r.text)))
+            assert len(table) == 2 and {t["camera"] for t in table} == {"cam-b"}
+            assert all(
+                t["file"].endswith("20260301_093000.jpg") and t["time"].startswith("2026-03-01T09:30") for t in table
+            )
+            assert sorted(float(t["x1"]) for t in table) == [20.0, 180.0]
             crop = Image.open(__import__("io").BytesIO(c.get(one[0]["image_url"]).content))
             frame = Image.open(__import__("io").BytesIO(c.get(one[0]["frame_url"]).content))
             assert crop.size == (120, 72) and frame.size == (320, 180)
@@ -225,3 +249,31 @@ def test_video_in_a_folder_gives_one_row_per_track_with_first_and_last_seen(repo
     early = s.text("a car", k=10, before=START + 1.0)
     assert len(early) == 3 and all(h.first_seen < START + 1.0 for h in early)
     assert [h.time for h in s.text("a car", k=10)] == [h.first_seen for h in s.text("a car", k=10)]
+
+
+def test_detector_boxes_frames_without_annotations_and_reports_frames_with_none(repo, tmp_path):  # noqa: F811
+    """detect.tiny: the transformers detector path (a random-init RT-DETR built from a config) runs
+    inside build_index on every frame without an annotation file; a frame where it finds nothing
+    is reported and kept as one whole-frame row, never lost."""
+    import yaml
+
+    frames = tmp_path / "frames"
+    _frames(frames)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["detect"].update(tiny=True, threshold=0.0, batch_size=2)  # every query box of the noise model
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    m = _build(repo, corpus="folder", corpus_path=str(frames), subfolder_key=None)
+    assert m["detected_frames"] == 2 and m["vehicles"] >= 1
+    from carsearch.index.search import CarSearch
+
+    rows = CarSearch(repo / "data/index").table.to_arrow().to_pylist()
+    assert {r["box_source"] for r in rows if r["box"] is not None} == {"detector:tiny-rtdetr"}
+    assert {r["frame_id"] for r in rows} and all(0 <= r["box"][0] < r["box"][2] <= 320 for r in rows if r["box"])
+
+    params["detect"]["threshold"] = 1.0  # nothing passes: both frames are reported, each stays one row
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    m = _build(repo, corpus="folder", corpus_path=str(frames), subfolder_key=None)
+    assert m["frames_without_vehicle"] == 2 and m["rows"] == 2 and m["vehicles"] == 0
+    live = json.loads((repo / "data/index/carsearch_index.json").read_text())["version"]
+    listed = (repo / "data/index" / live / "no_vehicle.jsonl").read_text().splitlines()
+    assert len(listed) == 2 and all("cam-" in x for x in listed)

@@ -135,31 +135,12 @@ def _where_seen(h) -> list[str]:
 
 
 def _write_hits_csv(hits, out: Path) -> None:
-    import csv
-    import io
+    from dataclasses import asdict
 
     from carsearch.core.io import write_text
-    from carsearch.features.capture import iso
+    from carsearch.index.search import hits_csv
 
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["rank", "score", "id", "file", "frame_id", "x1", "y1", "x2", "y2", "camera", "time", "caption"])
-    for h in hits:
-        box = [f"{v:.1f}" for v in h.box] if h.box is not None else ["", "", "", ""]
-        w.writerow(
-            [
-                h.rank,
-                f"{h.score:.4f}",
-                h.id,
-                h.origin or h.path,
-                h.frame_id,
-                *box,
-                h.camera,
-                iso(h.time) or "",
-                h.caption,
-            ]
-        )
-    write_text(out, buf.getvalue())
+    write_text(out, hits_csv([asdict(h) for h in hits]))
 
 
 @app.command()

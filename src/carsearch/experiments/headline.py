@@ -26,6 +26,8 @@ HEADLINE: tuple[tuple[str, str, str], ...] = (
     ("t2i_mAP@10", "eval.json", "finetuned.text_to_image.map@10"),
     ("i2i_R@5", "eval.json", "finetuned.image_to_image.recall@5"),
     ("i2i_R@5_gain", "eval.json", "gain.image_to_image.recall@5"),
+    ("veh_R@5", "eval.json", "finetuned.vehicles.vehicle.recall@5"),  # vehicles of street frames (AI City)
+    ("veh_MRR", "eval.json", "finetuned.vehicles.vehicle.mrr"),
     ("val_best", "train.json", "best_val"),
     ("epochs_run", "train.json", "epochs_run"),
     ("train_pairs", "train.json", "train_pairs"),

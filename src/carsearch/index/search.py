@@ -6,6 +6,8 @@ text/image/hybrid queries, filters, the cold-start towers); its parts share its 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -17,6 +19,7 @@ import numpy as np
 
 from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import repo_root, resolve
+from carsearch.features.capture import iso
 from carsearch.index.query import QueryError, check_image, check_text, check_where, combine, scope_where
 from carsearch.index.store import META_FILE, MODEL_SUBDIR, connect, is_uri, read_meta
 
@@ -75,6 +78,34 @@ class Hit:
     first_seen: float | None = None
     last_seen: float | None = None
     track_json: str = ""  # its member boxes: [{"frame_id", "box", "time", "offset"}, …]
+
+
+CSV_COLUMNS = ("rank", "score", "id", "file", "frame_id", "x1", "y1", "x2", "y2", "camera", "time", "caption")
+
+
+def hits_csv(hits: list[dict]) -> str:
+    """A result list as CSV (one row per hit: file, frame, box, camera, time, score), from `Hit`s
+    as dicts (`dataclasses.asdict`) or the API's hits; times as ISO 8601."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(CSV_COLUMNS)
+    for h in hits:
+        box = [f"{v:.1f}" for v in h["box"]] if h.get("box") is not None else ["", "", "", ""]
+        t = h.get("time")
+        w.writerow(
+            [
+                h["rank"],
+                f"{float(h['score']):.4f}",
+                h["id"],
+                h.get("origin") or h.get("path") or "",
+                h.get("frame_id") or h["id"],
+                *box,
+                h.get("camera") or "",
+                iso(t) if isinstance(t, (int, float)) else (t or ""),
+                h.get("caption") or "",
+            ]
+        )
+    return buf.getvalue()
 
 
 class CarSearch:

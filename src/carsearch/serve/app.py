@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from fastapi import File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
@@ -176,9 +176,11 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         after: Optional[str] = Query(None),
         before: Optional[str] = Query(None),
         sort: str = Query("score"),
+        format: Literal["json", "csv"] = Query("json", description="csv: the page of hits as a CSV file"),
     ):
         """Search by text, by an indexed image (`like`), or both, with an optional negative text;
-        repeat a filter for any of several values (`color=red&color=blue`)."""
+        repeat a filter for any of several values (`color=red&color=blue`); `format=csv` exports
+        the hits (file, frame, box, camera, time, score)."""
         req = _request(
             q,
             neg,
@@ -201,7 +203,16 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
             before=before,
             sort=sort,
         )
-        return svc.search(req)
+        body = svc.search(req)
+        if format == "csv":
+            from carsearch.index.search import hits_csv  # the one CSV layout (the CLI's --csv too)
+
+            return Response(
+                hits_csv(body["hits"]),
+                media_type="text/csv",
+                headers={"Content-Disposition": 'attachment; filename="carsearch-hits.csv"'},
+            )
+        return body
 
     @app.post("/api/v1/search", response_model=SearchResponse, tags=["search"])
     def search_post(req: SearchRequest):

@@ -23,6 +23,7 @@ from carsearch.evaluation.protocol import embed_texts, full_report
 from carsearch.evaluation.stats import add_intervals, query_results, write_query_csv
 from carsearch.evaluation.vehicles import box_recall, vehicle_report
 from carsearch.experiments import tracking
+from carsearch.features.corpus import detect_boxes
 from carsearch.features.labels import model_key
 from carsearch.features.sources import content_id
 from carsearch.model.clip import encode_images, load_clip, load_pretrained
@@ -38,10 +39,11 @@ def _round(x):
     return x
 
 
-def _vehicle_level(rows, labels, vehicles, extra, models, cfg, root, paths) -> dict:
+def _vehicle_level(rows, labels, vehicles, extra, models, params, root) -> dict:
     """Vehicle- and frame-level text->image (the vehicles of the split's multi-vehicle frames) per
-    model, and box recall at IoU >= 0.5 of each box source against the renderer's exact boxes."""
-    out = {}
+    model, and box recall at IoU >= 0.5 of each box source against the renderer's exact boxes
+    (the LLM's, from the pairs; the detector's when `detect` names one)."""
+    cfg, paths, out = params["eval"], params["paths"], {}
     for name, (model, proc) in models.items():
         out[name] = vehicle_report(
             extra[name]["img"][vehicles],
@@ -52,11 +54,12 @@ def _vehicle_level(rows, labels, vehicles, extra, models, cfg, root, paths) -> d
             cfg["ks"],
             int(cfg["map_k"]),
         )
-    truth = {}  # frame id -> the renderer's boxes (test frames only)
+    truth, truth_paths = {}, {}  # frame id -> the renderer's boxes (test frames only), its file
     test_frames = {rows[i]["frame_id"] for i in vehicles}
     for m in read_jsonl(resolve(paths["manifest"], root)):
         if m["id"] in test_frames and any(b.get("source") == "render" for b in m.get("boxes") or []):
             truth[m["id"]] = [[b["x1"], b["y1"], b["x2"], b["y2"]] for b in m["boxes"] if b.get("source") == "render"]
+            truth_paths[m["id"]] = m["path"]
     if truth:
         found: dict[str, dict[str, list]] = {}
         for split in ("train", "val", "test"):
@@ -66,6 +69,11 @@ def _vehicle_level(rows, labels, vehicles, extra, models, cfg, root, paths) -> d
                     found.setdefault(str(r.get("box_source") or "?").split(":")[0], {}).setdefault(
                         r["frame_id"], []
                     ).append(r["box"])
+        spec = params["detect"]
+        if spec["model"] or spec["tiny"]:  # the detector on the same test frames
+            frames = [{"id": i, "path": p, "boxes": None} for i, p in truth_paths.items()]
+            detect_boxes(frames, root, spec, int(params["train"]["seed"]))
+            found["detector"] = {f["id"]: [[b["x1"], b["y1"], b["x2"], b["y2"]] for b in f["boxes"]] for f in frames}
         out["box_recall"] = {src: box_recall(truth, by_frame) for src, by_frame in sorted(found.items())}
     return out
 
@@ -123,7 +131,7 @@ def main() -> None:
     add_intervals(results, per_query, cfg["bootstrap"])
     vehicles = [i for i, r in enumerate(rows) if r.get("box") is not None]  # crops of multi-vehicle frames
     if len(vehicles) >= 2:  # under each model (the gate can decide on e.g. vehicles.vehicle.mrr), box recall apart
-        levels = _vehicle_level(rows, labels, vehicles, extra, models, cfg, root, paths)
+        levels = _vehicle_level(rows, labels, vehicles, extra, models, params, root)
         for name in models:
             results[name]["vehicles"] = levels[name]
         if levels.get("box_recall"):
