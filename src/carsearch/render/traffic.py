@@ -320,7 +320,7 @@ def render_traffic(
         head = {"frame": p.stem}
         tail = {"class": "car", "score": None, "source": "render"}
         items.append(
-            (p, labels, [{**head, **{k: b[k] for k in BOX}, **tail, **{k: b[k] for k in EXTRA}} for b in boxes])
+            (p, labels, [dict(head) | {k: b[k] for k in BOX} | tail | {k: b[k] for k in EXTRA} for b in boxes])
         )
         if bar is not None:
             bar.update(1)
