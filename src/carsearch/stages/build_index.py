@@ -293,7 +293,7 @@ def main() -> None:
     if notes.get("frames_without_vehicle"):
         empty = notes["frames_without_vehicle"]
         print(
-            f"build_index: {len(empty)} frames have no vehicle box (annotated without one, or none detected), e.g. "
+            f"build_index: {len(empty)} frame{'s' if len(empty) != 1 else ''} without a vehicle box (annotated without one, or none detected), e.g. "
             f"{empty[0]}; each stays one whole-frame row; listed in {index_rel}/{version}/no_vehicle.jsonl"
         )
     if left_out:
@@ -312,7 +312,7 @@ def main() -> None:
         if not vehicles
         else (
             f"{len(rows)} rows ({vehicles} vehicles in {len({r['frame_id'] for r in rows if r.get('box') is not None})} "
-            f"frames, {len(rows) - vehicles} whole images)"
+            f"frames, {len(rows) - vehicles} whole image{'s' if len(rows) - vehicles != 1 else ''})"
         )
     )
     print(
