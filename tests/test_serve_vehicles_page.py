@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
-from test_index_corpus import _build
-from test_vehicles import _frames
+from test_serve_browser import page, renders, wait_render  # noqa: F401  (the page fixture and its helpers)
+from test_vehicles import index_two_cameras
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -26,7 +26,6 @@ def site(tmp_path_factory):
     indexed the way tests/test_vehicles.py indexes its traffic frames."""
     pw = pytest.importorskip("playwright.sync_api")
     import httpx
-    import yaml
 
     from _serve_helpers import SETTINGS, Server
     from carsearch.index.search import CarSearch
@@ -45,21 +44,7 @@ def site(tmp_path_factory):
         )
         mp.setenv("CARSEARCH_ROOT", str(root))
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns.db'}")
-        _frames(frames)
-        (frames / "labels.csv").write_text(
-            "file,x1,y1,x2,y2,color\n"
-            + "".join(
-                f"{cam}/{stamp}.jpg,20,60,120,120,red\n{cam}/{stamp}.jpg,180,70,300,140,blue\n"
-                for cam, stamp in (("cam-a", "20260301_080000"), ("cam-b", "20260301_093000"))
-            )
-        )
-        params = yaml.safe_load((root / "params.yaml").read_text())
-        params.setdefault("data", {})["capture"] = {
-            "pattern": "{camera}/{date:%Y%m%d}_{time:%H%M%S}.jpg",
-            "timezone": "UTC",
-        }
-        (root / "params.yaml").write_text(yaml.safe_dump(params))
-        assert _build(root, corpus="folder", corpus_path=str(frames), subfolder_key=None)["vehicles"] == 4
+        assert index_two_cameras(root, frames)["vehicles"] == 4
         server = Server(create_app(CarSearch(root=root), SETTINGS, root))
         try:
             with httpx.Client(base_url=server.url, timeout=30) as c:
@@ -71,26 +56,6 @@ def site(tmp_path_factory):
                 browser.close()
         finally:
             server.stop()
-
-
-@pytest.fixture
-def page(site):
-    ctx = site["browser"].new_context(viewport={"width": 1280, "height": 900})
-    pg = ctx.new_page()
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.set_default_timeout(15_000)
-    yield pg
-    ctx.close()
-    assert not errors, errors
-
-
-def renders(pg) -> int:
-    return int(pg.evaluate("Number(document.body.dataset.renders || 0)"))
-
-
-def wait_render(pg, before: int) -> None:
-    pg.wait_for_function(f"Number(document.body.dataset.renders || 0) > {before}")
 
 
 def open_search(pg, url: str, query: str = "q=a+car") -> None:

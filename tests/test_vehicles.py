@@ -26,6 +26,25 @@ def _frames(folder: Path) -> None:
         im.save(folder / cam / f"{stamp}.jpg", quality=92)
 
 
+def index_two_cameras(repo: Path, frames: Path) -> dict:
+    """`_frames` with labels.csv boxes (a red and a blue car in each), camera and time from the file
+    names, indexed by build_index as a folder corpus; its metrics (the page tests use it too)."""
+    import yaml
+
+    _frames(frames)
+    (frames / "labels.csv").write_text(
+        "file,x1,y1,x2,y2,color\n"
+        + "".join(
+            f"{cam}/{stamp}.jpg,20,60,120,120,red\n{cam}/{stamp}.jpg,180,70,300,140,blue\n"
+            for cam, stamp in (("cam-a", "20260301_080000"), ("cam-b", "20260301_093000"))
+        )
+    )
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["capture"] = {"pattern": "{camera}/{date:%Y%m%d}_{time:%H%M%S}.jpg", "timezone": "UTC"}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    return _build(repo, corpus="folder", corpus_path=str(frames), subfolder_key=None)
+
+
 def test_yolo_and_labels_csv_boxes_become_vehicle_rows_with_camera_and_time(repo, tmp_path):  # noqa: F811
     from carsearch.index.search import CarSearch
 
@@ -142,28 +161,12 @@ def test_api_filters_vehicles_by_camera_and_time_and_serves_their_frames(repo, t
     """Over real HTTP (uvicorn): camera / after / before filters, time sort, per-camera and per-hour
     counts, and each vehicle's crop, its box and its whole frame."""
     import httpx
-    import yaml
 
     from _serve_helpers import SETTINGS, Server
     from carsearch.index.search import CarSearch
     from carsearch.serve import create_app
 
-    frames = tmp_path / "frames"
-    _frames(frames)
-    (frames / "labels.csv").write_text(
-        "file,x1,y1,x2,y2,color\n"
-        + "".join(
-            f"{cam}/{stamp}.jpg,20,60,120,120,red\n{cam}/{stamp}.jpg,180,70,300,140,blue\n"
-            for cam, stamp in (("cam-a", "20260301_080000"), ("cam-b", "20260301_093000"))
-        )
-    )
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params.setdefault("data", {})["capture"] = {
-        "pattern": "{camera}/{date:%Y%m%d}_{time:%H%M%S}.jpg",
-        "timezone": "UTC",
-    }
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    assert _build(repo, corpus="folder", corpus_path=str(frames), subfolder_key=None)["vehicles"] == 4
+    assert index_two_cameras(repo, tmp_path / "frames")["vehicles"] == 4
 
     app = create_app(CarSearch(root=repo), SETTINGS, repo)
     server = Server(app)
