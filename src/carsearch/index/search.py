@@ -21,7 +21,15 @@ from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import repo_root, resolve
 from carsearch.features.capture import iso
 from carsearch.index.query import QueryError, check_image, check_text, check_where, combine, scope_where
-from carsearch.index.store import META_FILE, MODEL_SUBDIR, connect, is_uri, read_meta
+from carsearch.index.store import (
+    META_FILE,
+    MODEL_SUBDIR,
+    RESULT_COLUMNS,
+    VEHICLE_COLUMNS,
+    connect,
+    is_uri,
+    read_meta,
+)
 
 
 # torch and transformers load only when a query needs them (cold start: docs/scale.md); the same names as before
@@ -327,8 +335,6 @@ class CarSearch:
         refine_factor: int | None = None,
         hybrid_text: str | None = None,
     ) -> list[Hit]:
-        from carsearch.index.store import RESULT_COLUMNS, VEHICLE_COLUMNS
-
         nprobes, refine = self._ann_params(nprobes, refine_factor)
         if hybrid_text is not None and not self.has_fts():
             raise QueryError(
@@ -372,8 +378,6 @@ class CarSearch:
 
     def columns(self, base) -> list[str]:
         """`base` plus the vehicle columns this version's table has (older tables lack them)."""
-        from carsearch.index.store import VEHICLE_COLUMNS
-
         names = self._column_names()
         return [*base, *(c for c in VEHICLE_COLUMNS if c in names and c not in base)]
 
