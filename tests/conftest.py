@@ -1,3 +1,4 @@
+import compileall
 import os
 import shutil
 import subprocess
@@ -45,6 +46,9 @@ def copy_repo(dest: Path) -> Path:
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
     ):
         subprocess.run(cmd, cwd=dest, check=True, stdout=subprocess.DEVNULL)
+    # the copy's stages run its own src/: compiled once here, not in every stage process (where
+    # PYTHONDONTWRITEBYTECODE is set, Python never writes the .pyc files itself)
+    compileall.compile_dir(dest / "src", quiet=1, workers=0)
     return dest
 
 
