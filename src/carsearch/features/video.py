@@ -35,13 +35,8 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image
-from scipy.optimize import linear_sum_assignment
 
 from carsearch.core.errors import CarsearchError
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="OpenCV", category=UserWarning)
-    import supervision as sv
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov"}
 
@@ -159,10 +154,22 @@ def _predict(track: dict, i: int) -> np.ndarray:
     return track["box"] + track["vel"] * (i - track["last"])
 
 
+def _supervision():
+    """supervision (and scipy) load when footage is tracked, not when a stage imports the corpus code."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="OpenCV", category=UserWarning)
+        import supervision
+
+    return supervision
+
+
 def _match(tracks: list[dict], boxes: np.ndarray, i: int, min_iou: float) -> list[tuple[int, int]]:
     """Hungarian matching of tracks to boxes by IoU with each track's prediction; pairs under min_iou dropped."""
+    from scipy.optimize import linear_sum_assignment
+
     if not tracks or not len(boxes):
         return []
+    sv = _supervision()
     iou = sv.box_iou_batch(np.stack([_predict(t, i) for t in tracks]), boxes)
     rows, cols = linear_sum_assignment(np.where(iou >= min_iou, 1.0 - iou, 1e6))
     return [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= min_iou]
@@ -170,6 +177,7 @@ def _match(tracks: list[dict], boxes: np.ndarray, i: int, min_iou: float) -> lis
 
 def _bytetrack(frames: list[list[dict]], iou_threshold: float, activation: float, buffer: int) -> list[list[int]]:
     """A track id per input box (ByteTrack's two-pass association; see the module docstring)."""
+    sv = _supervision()
     tracks: list[dict] = []
     ids: list[list[int]] = []
     next_id = 0
