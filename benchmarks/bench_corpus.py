@@ -106,7 +106,7 @@ def _run(cmd, cwd, env, timeout) -> tuple[float, int, str]:
 
 
 def make_repo(root: Path, corpus: Path, engine: str) -> dict:
-    """A git + DVC repo holding only the build_index stage (code deps left out: the code is this
+    """A git + DVC repo holding only the list_corpus and build_index stages (code deps left out: the code is this
     checkout's), a tiny 'fine-tuned' model, no gate, a folder corpus."""
     import yaml
 
@@ -123,12 +123,15 @@ def make_repo(root: Path, corpus: Path, engine: str) -> dict:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     save_clip(*load_clip(params["model"], seed=0), root / params["paths"]["model_dir"])
     (root / params["paths"]["pairs_dir"]).mkdir(parents=True)
+    (root / params["paths"]["manifest"]).parent.mkdir(parents=True)
+    (root / params["paths"]["manifest"]).touch()  # list_corpus's DAG edge to ingest
     (root / params["paths"]["metrics_dir"]).mkdir(parents=True, exist_ok=True)
     (root / params["paths"]["metrics_dir"] / "eval.json").write_text("{}")
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    st = stages["stages"]["build_index"]
-    st["deps"] = [d for d in st["deps"] if not str(d).startswith("src/")]
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"vars": stages["vars"], "stages": {"build_index": st}}))
+    keep = {n: stages["stages"][n] for n in ("list_corpus", "build_index")}
+    for st in keep.values():
+        st["deps"] = [d for d in st["deps"] if not str(d).startswith("src/")]
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"vars": stages["vars"], "stages": keep}))
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO / "src"),

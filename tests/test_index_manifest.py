@@ -18,11 +18,12 @@ DVC = [sys.executable, "-m", "dvc"]
 
 
 def _stage_only(root):
-    """The project's build_index stage (its code deps left out: the code is the installed package)."""
+    """The project's list_corpus and build_index stages (code deps left out: the code is the installed package)."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    st = stages["stages"]["build_index"]
-    st["deps"] = [d for d in st["deps"] if not str(d).startswith("src/")]
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"vars": stages["vars"], "stages": {"build_index": st}}))
+    keep = {n: stages["stages"][n] for n in ("list_corpus", "build_index")}
+    for st in keep.values():
+        st["deps"] = [d for d in st["deps"] if not str(d).startswith("src/")]
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"vars": stages["vars"], "stages": keep}))
 
 
 def test_index_is_not_in_the_dvc_cache_and_an_old_revision_checks_out(repo):  # noqa: F811
@@ -48,9 +49,10 @@ def test_index_is_not_in_the_dvc_cache_and_an_old_revision_checks_out(repo):  # 
     second = json.loads((repo / "data/index_manifest.json").read_text())
     assert (first["rows"], second["rows"]) == (6, 7) and first["digest"] != second["digest"]
 
-    # the cache holds the two manifests, no LanceDB file and no image
+    # the cache holds the two manifests and the two corpus listings: no LanceDB file, no image
     cached = [f for f in (repo / ".dvc/cache").rglob("*") if f.is_file()]
-    assert len(cached) == 2 and all(f.stat().st_size < 20_000 for f in cached), cached
+    assert len(cached) == 4 and all(f.stat().st_size < 20_000 for f in cached), cached
+    assert len((repo / "data/corpus_listing.tsv").read_text().splitlines()) == 7  # path, size, mtime
     assert not list((repo / "data/index/images").glob("*")) if (repo / "data/index/images").is_dir() else True
 
     run(["git", "checkout", "-q", "HEAD~1"], repo)

@@ -28,7 +28,7 @@ from carsearch.core.rejects import summarise
 from carsearch.experiments import tracking
 from carsearch.features import corpus
 from carsearch.index import manifest as index_manifest
-from carsearch.index import remote
+from carsearch.index import ray_engine, remote
 from carsearch.index.embed_cache import damage_note, embed_with_cache, open_embed_cache
 from carsearch.index.store import (
     IMAGES_SUBDIR,
@@ -200,8 +200,6 @@ def main() -> None:
 
         chunk = max(512, 32 * bs)  # decode workers start once per chunk; each chunk is cached as it finishes
         if cfg["engine"] == "ray":  # the same step on Ray Data (carsearch.index.ray_engine)
-            from carsearch.index import ray_engine
-
             encode = ray_engine.encoder(stage / model_dir if model_dir == MODEL_SUBDIR else model_dir, root, cfg)
             chunk = int(cfg["ray"]["chunk"])
         elif cfg["engine"] != "local":
