@@ -47,6 +47,6 @@ def test_ray_engine_builds_the_same_index_as_the_local_one(repo, local_ray):  # 
     np.testing.assert_allclose(vec_ray, vec_local, atol=1e-5)
     again = _build(repo, engine="ray", ray=ray_cfg, embed_cache_dir=".cache/ray")  # the same cache
     assert again["embedded"] == 0 and again["cached"] == 6
-    (photos / "red" / "photo 0.jpg").write_bytes(b"\xff\xd8\xff\xe0 now broken")  # after the listing checks it?
+    (photos / "red" / "photo 0.jpg").write_bytes(b"\xff\xd8\xff\xe0 now broken")  # a corrupt photo
     bad = _build(repo, engine="ray", ray=ray_cfg, embed_cache_dir=".cache/ray2")
     assert bad["rows"] == 5 and bad["rejected"] == 1  # checked when read: rejected with its reason

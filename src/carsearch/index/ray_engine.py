@@ -49,16 +49,22 @@ def encoder(
     from carsearch.model.preprocess import ClipPreprocess
 
     rc = cfg["ray"]
-    resources = start(rc)
-    num_gpus = rc["num_gpus"]
-    if num_gpus is None:
-        num_gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
-    _, processor = load_pretrained(model_dir)
-    prep = ClipPreprocess.from_processor(processor)
     bs, draft, actors = int(cfg["batch_size"]), bool(cfg["decode_draft"]), int(rc["actors"])
-    ray.data.DataContext.get_current().enable_progress_bars = progress
+    state: dict = {}
+
+    def setup() -> tuple:  # on the first chunk: a build whose images are all cached never starts Ray
+        if not state:
+            resources = start(rc)
+            num_gpus = rc["num_gpus"]
+            if num_gpus is None:
+                num_gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+            _, processor = load_pretrained(model_dir)
+            state.update(prep=ClipPreprocess.from_processor(processor), num_gpus=num_gpus)
+            ray.data.DataContext.get_current().enable_progress_bars = progress
+        return state["prep"], state["num_gpus"]
 
     def encode(locs: list[str]) -> np.ndarray:
+        prep, num_gpus = setup()
         where = [loc if originals.is_s3(loc) else str(originals.local_path(loc, root).absolute()) for loc in locs]
         order = {w: k for k, w in enumerate(where)}
         ds = ray.data.from_items(
