@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAZY_IMPORTS = {
     "carsearch.cli": "each command imports only what it runs (cold query start-up)",
     "carsearch.index.search": "a cold query loads torch/transformers only when the NumPy towers cannot serve it",
-    "carsearch.index.scale": "Ray workers import the model code in their own process, on first use",
+    "carsearch.index.scale": "opening a table imports lancedb only when it is called",
+    "carsearch.index.ray_engine": "Ray, and the model code in Ray's workers, load only with index.engine=ray",
     "carsearch.model.visionenc": "the NumPy tower stays importable without PIL preprocessing until an image comes",
     "carsearch.serve.app": "an app given a searcher (tests, embedding) never imports the index code",
     "carsearch.serve.service": "the service starts without torch; the model loads on the first query that needs it",

@@ -82,7 +82,8 @@ def test_cards_show_camera_time_and_file_and_the_hour_histogram(site, page):
         assert cam == hit["camera"] and hit["time"] == CAMS[cam]
         assert card.locator(".meta .when").inner_text() == CAMS[cam][:10] + " " + CAMS[cam][11:19] + " UTC"
         stamp = {"cam-a": "20260301_080000.jpg", "cam-b": "20260301_093000.jpg"}[cam]
-        assert card.locator(".meta .origin").inner_text() == stamp and card.locator(".in-frame").count() == 1
+        origin = card.locator(".meta .origin").inner_text()  # folder/file of the original
+        assert origin == f"{cam}/{stamp}" and card.locator(".in-frame").count() == 1
     # the crops load (thumbnails of image_url)
     page.wait_for_function(
         "[...document.querySelectorAll('#grid .card img')].every(i => i.complete && i.naturalWidth > 0)"

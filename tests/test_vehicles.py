@@ -93,7 +93,8 @@ def test_yolo_and_labels_csv_boxes_become_vehicle_rows_with_camera_and_time(repo
         crop = Image.open(repo / r["path"])
         x1, y1, x2, y2 = r["box"]
         assert abs(crop.width - (x2 - x1) * 1.2) <= 2 and abs(crop.height - (y2 - y1) * 1.2) <= 2  # margin 0.1 a side
-        assert r["box_source"] in ("yolo", "labels.csv") and Path(r["frame_path"]).is_absolute() is False
+        assert r["box_source"] in ("yolo", "labels.csv")
+        assert r["frame_path"] == r["origin"] and Path(r["frame_path"]).is_file()  # the original frame, by reference
     red = [r for r in rows if r["camera"] == "cam-b" and r["color"] == "red"]
     assert len(red) == 1 and red[0]["box"] == [20.0, 60.0, 120.0, 120.0]
 

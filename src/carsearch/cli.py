@@ -22,8 +22,10 @@ def _filters(color, view, body_type, make, model, split) -> dict:
 
 
 def _mark_missing(hits, root: Path) -> list[bool]:
-    """Which hits point to an image that is gone (an index older than its images)."""
-    return [not (root / h.path).is_file() for h in hits]
+    """Which hits point to an image that is gone or changed (an index older than its images)."""
+    from carsearch.index.hits import missing
+
+    return missing(hits, root)
 
 
 @app.command()
@@ -59,6 +61,10 @@ def search(
     csv_out: Optional[Path] = typer.Option(
         None, "--csv", help="Also write the hits as CSV (file, frame, box, camera, time, score)."
     ),
+    paths_only: bool = typer.Option(
+        False, "-f", "--paths", help="Print only the original files' paths, one per line (for xargs & co)."
+    ),
+    copy_to: Optional[Path] = typer.Option(None, "--copy-to", help="Also copy the top k originals into this folder."),
 ) -> None:
     """Print rank, score, id, caption and path of the k most similar cars; for a vehicle of a frame
     also its frame and box, and the camera and capture time where known."""
@@ -96,9 +102,15 @@ def search(
         hits.sort(key=lambda h: (h.time is None, h.time or 0.0, h.rank))
     root = repo_root()
     missing = _mark_missing(hits, root)
+    from carsearch.index import hits as hits_mod
+
     for h, gone in zip(hits, missing):
+        if paths_only:
+            if not gone:
+                typer.echo(hits_mod.local_original(h, root))
+            continue
         typer.echo(
-            f"{h.rank}\t{h.score:.4f}\t{h.id}\t{h.caption}\t{h.path}"
+            f"{h.rank}\t{h.score:.4f}\t{h.id}\t{h.caption}\t{hits_mod.original(h)}"
             + ("\t[missing file]" if gone else "")
             + "".join(f"\t{x}" for x in _where_seen(h))
         )
@@ -113,10 +125,18 @@ def search(
         )
     if not hits:
         typer.echo("no results" + (f" match {where}" if where else ""), err=True)
+    if copy_to is not None:
+        copied = hits_mod.copy_to([h for h, gone in zip(hits, missing) if not gone], copy_to, root)
+        typer.echo(f"copied {len(copied)} original(s) into {copy_to}", err=True)
     if png is not None:
+        from carsearch.core import originals
         from carsearch.evaluation.plots import results_grid_png
 
-        results_grid_png([(query or f"image: {image}", [(root / h.path, h.score, True) for h in hits])], png)
+        tiles = [
+            (originals.source(h.path, root) if not gone else root / h.path, h.score, True)
+            for h, gone in zip(hits, missing)
+        ]
+        results_grid_png([(query or f"image: {image}", tiles)], png)
         typer.echo(f"wrote {png}", err=True)
 
 
@@ -233,74 +253,23 @@ def index_add(
         )
 
 
-@app.command("embed-ray")
-def embed_ray(
-    corpus: str = typer.Option(..., "--corpus", help="Folder or s3:// prefix of images to embed."),
-    out: str = typer.Option(
-        ..., "--out", help="LanceDB location to write: a folder or an object-store URI (s3://bucket/prefix)."
-    ),
-    model_dir: Optional[Path] = typer.Option(
-        None, "--model", help="save_pretrained folder of the model (default: the live index's model)."
-    ),
-    table: str = typer.Option("cars", "--table", help="Table name."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Model actors (one GPU each when the cluster has GPUs)."),
-    batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", min=1, help="Images per batch (default: index.batch_size)."
-    ),
-    gpus: Optional[float] = typer.Option(
-        None, "--gpus", min=0, help="GPUs per actor (default: 1 if the cluster has GPUs, else 0)."
-    ),
-    address: Optional[str] = typer.Option(
-        None, "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."
-    ),
-) -> None:
-    """Embed a corpus on Ray Data (a pool of model actors) into a LanceDB table: the same command
-    on a laptop and on a cluster (docs/scale.md). Needs `pip install -e '.[ray]'`."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        typer.echo("error: Ray is not installed: pip install -e '.[ray]'", err=True)
-        raise typer.Exit(1)
+@index_app.command("checkout")
+def index_checkout() -> None:
+    """Point the live index at the version in paths.index_manifest (after `git checkout REV && dvc
+    checkout`: that revision's index, while it is still on disk; see carsearch.index.manifest)."""
     from carsearch.core.params import load_params
     from carsearch.core.paths import repo_root, resolve
-    from carsearch.core.rejects import summarise
-    from carsearch.index.scale import embed_corpus
-    from carsearch.index.store import read_meta
-    from carsearch.model.clip import ModelConfigError
+    from carsearch.index.manifest import checkout
 
+    root = repo_root()
+    paths = load_params(root / "params.yaml")["paths"]
     try:
-        root = repo_root()
-        params = load_params(root / "params.yaml")
-        cfg = params["index"]
-        if model_dir is None:
-            index_dir = resolve(params["paths"]["index_dir"], root)
-            meta = read_meta(index_dir)
-            if not meta or not meta.get("version"):
-                raise FileNotFoundError(f"no index at {index_dir} to take the model from; pass --model DIR")
-            model_dir = index_dir / meta["version"] / meta["model_dir"]
-        res = embed_corpus(
-            corpus,
-            out,
-            model_dir,
-            table=table,
-            concurrency=workers,
-            batch_size=batch_size or int(cfg["batch_size"]),
-            num_gpus=gpus,
-            address=address,
-            draft=bool(cfg["decode_draft"]),
-            subfolder_key=cfg["subfolder_key"],
-            index_cfg=cfg,
-        )
-    except (FileNotFoundError, ValueError, ModelConfigError) as e:
+        man = checkout(resolve(paths["index_dir"], root), resolve(paths["index_manifest"], root))
+    except (FileNotFoundError, KeyError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
-    for line in summarise(res["rejects"], "file"):
-        typer.echo(f"embed-ray: {line}", err=True)
     typer.echo(
-        f"embed-ray: {res['rows']} images into {res['out']} table {res['table']} ({res['search']}), "
-        f"{res['rejected']} rejected, {res['actors']} actors x {res['num_gpus_per_actor']:g} GPU, "
-        f"{res['images_per_second']} img/s"
+        f"index checkout: live index is now {man['version']} ({man.get('rows')} rows, digest {man['digest'][:12]})"
     )
 
 

@@ -108,6 +108,8 @@ class Paths(_Open):
     pairs_dir: Text
     model_dir: Text
     index_dir: Text
+    index_manifest: Text
+    corpus_listing: Text
     metrics_dir: Text
     plots_dir: Text
 
@@ -481,8 +483,20 @@ class Detect(_Strict):
     batch_size: PosInt
 
 
+class IndexRay(_Strict):
+    """`index.engine: ray` (carsearch.index.ray_engine)."""
+
+    address: Optional[str]
+    num_cpus: Optional[PosInt]
+    actors: PosInt
+    num_gpus: Optional[NonNegNum]
+    chunk: PosInt
+
+
 class Index(_Open):
     corpus: Literal["ingested", "folder", "s3"]
+    engine: Literal["local", "ray"]
+    ray: IndexRay
     corpus_path: Optional[str]
     subfolder_key: Optional[str]
     labels_csv: Optional[str]

@@ -2,8 +2,10 @@
 
 `ingested` (default): every image ingest kept, captioned or not, with its caption, attributes and
 split where curate_pairs made a pair of it, and the source's labels where it has them. `folder` /
-`s3`: the user's own photos, read with the same reader and reject rules as ingest and stored
-(normalised, content-addressed) under the index's `images/` folder. No caption is needed to search.
+`s3`: the user's own photos, read with the same reader and reject rules as ingest and indexed by
+reference: a row points at the original (`carsearch.core.originals`); only an image that needs
+normalising (EXIF rotation, 16-bit, CMYK...) and a video's frames are stored (content-addressed)
+under the index's `images/` folder. No caption is needed to search.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Iterable
 
 from PIL import Image
 
+from carsearch.core import originals
 from carsearch.core.io import read_jsonl
 from carsearch.core.paths import resolve
 from carsearch.core.vocab import known
@@ -99,7 +102,7 @@ def vehicle_rows(frames: list[dict], root: Path, crops_dir: Path, margin: float,
             out.append({k: v for k, v in f.items() if k != "boxes"})
             continue
         ids = [boxes_mod.vehicle_id(f["id"], box, margin) for box in kept]
-        paths = boxes_mod.save_crops(resolve(f["path"], root), kept, margin, crops_dir, ids)
+        paths = boxes_mod.save_crops(originals.opened(f["path"], root), kept, margin, crops_dir, ids)
         for box, vid, dst in zip(kept, ids, paths):
             with Image.open(dst) as piece:
                 size = piece.size
@@ -134,7 +137,7 @@ def detect_boxes(frames: list[dict], root: Path, spec: dict, seed: int = 0) -> i
         chunk = todo[i : i + bs]
         images = []
         for f in chunk:
-            with Image.open(resolve(f["path"], root)) as im:
+            with Image.open(originals.opened(f["path"], root)) as im:
                 images.append(im.convert("RGB"))
         found = detect_mod.detect(
             model, processor, images, float(spec["threshold"]), batch_size=bs, frame_ids=[f["id"] for f in chunk]
@@ -176,10 +179,11 @@ def stored_rows(
     boxes: tuple[boxes_mod.Annotations, Path] | None = None,
     params: dict | None = None,
     capture: tuple[str, dict] | None = None,
+    by_reference: bool = False,
 ):
-    """Store corpus images (same checks as ingest) and return (rows, rejects, `vehicles` notes);
-    with `boxes` (the folder's annotations and the folder) and/or a detector, one row per vehicle."""
-    rows, rejects = data.ingest_items(items, images_dir, root, source)
+    """Check corpus images (same checks as ingest), store those that need it (all of them unless
+    `by_reference`), and return (rows, rejects, `vehicles` notes); with `boxes` (the folder's annotations and the folder) and/or a detector, one row per vehicle."""
+    rows, rejects = data.ingest_items(items, images_dir, root, source, by_reference=by_reference)
     rejects = [{"path": x.path, "reason": x.reason} for x in rejects]
     if capture is not None:
         footage.stamp_capture(rows, *capture, root)
@@ -231,6 +235,7 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[l
             boxes=(ann, folder) if ann is not None else None,
             params=params,
             capture=(str(folder) if folder is not None else str(where), params["data"]["capture"]),
+            by_reference=True,
         )
     rows.sort(key=lambda r: r["id"])
     return rows, rejects, notes

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 
 from PIL import Image
 
+from carsearch.core import originals
 from carsearch.features import capture as capture_mod
 from carsearch.features import video as video_mod
 
@@ -76,8 +77,8 @@ def stamp_capture(rows: list[dict], base: str, capture: dict, root: Path) -> Non
             r["camera"], r["time"] = got["camera"], None if got["time"] is None else got["time"] + offset
             continue
         src = Path(origin) if origin and not origin.startswith("s3://") and Path(origin).is_file() else None
-        with open(src if src is not None else Path(root) / r["path"], "rb") as f:
-            head = f.read(EXIF_BYTES)  # EXIF sits in the file's first segments: never the whole photo again
+        # EXIF sits in the file's first segments: never the whole photo again
+        head = originals.read(src if src is not None else r["path"], Path(root), limit=EXIF_BYTES)
         with warnings.catch_warnings():  # a huge photo's header only: ingest's reader guards the pixels
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             got = capture_mod.capture_info(rel, head, r.get("labels"), pattern, tz)

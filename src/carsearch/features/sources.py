@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from carsearch.core import imaging
+from carsearch.core import imaging, originals
 from carsearch.core.io import write_bytes
 from carsearch.features import boxes as boxes_mod
 from carsearch.features import labels as labels_mod
@@ -47,6 +47,7 @@ def store_image(
     name: str,
     max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS,
     max_edge: int | None = imaging.DEFAULT_MAX_EDGE,
+    ref: str | None = None,
 ) -> dict:
     """Validate, write `images_dir/<id>.<ext>` atomically, and return the manifest row.
 
@@ -63,12 +64,16 @@ def store_image(
             data, ext = imaging.encode(picture, source=im)
             w, h = picture.size
     iid = content_id(data)
-    out = images_dir / f"{iid}{ext}"
-    if not out.exists():
-        write_bytes(out, data)
+    if ref and not why:
+        path = ref
+    else:
+        out = images_dir / f"{iid}{ext}"
+        if not out.exists():
+            write_bytes(out, data)
+        path = out.relative_to(root).as_posix()
     row = {
         "id": iid,
-        "path": out.relative_to(root).as_posix(),
+        "path": path,
         "width": w,
         "height": h,
         "bytes": len(data),
@@ -88,8 +93,11 @@ def ingest_items(
     source: str,
     max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS,
     max_edge: int | None = imaging.DEFAULT_MAX_EDGE,
+    by_reference: bool = False,
 ):
     """items: (name, data or None, labels, error or None). Returns (manifest rows, rejects).
+    `by_reference`: rows of files (local or s3://) point at the originals (`store_image`'s `ref`);
+    a video's sampled frames are stored.
 
     Exact duplicates (same content hash) are kept once; the others are rejected naming the kept one."""
     rows, rejects, seen = [], [], {}
@@ -98,7 +106,8 @@ def ingest_items(
             rejects.append(Rejected(name, err or "unreadable"))
             continue
         try:
-            row = store_image(data, images_dir, root, source, labels, name, max_pixels, max_edge)
+            ref = _reference(name, root) if by_reference else None
+            row = store_image(data, images_dir, root, source, labels, name, max_pixels, max_edge, ref)
         except ValueError as e:
             rejects.append(Rejected(name, str(e)))
             continue
@@ -108,6 +117,13 @@ def ingest_items(
         seen[row["id"]] = name
         rows.append(row)
     return rows, rejects
+
+
+def _reference(name: str, root: Path) -> str | None:
+    """The location a row keeps for an original file (None: a video frame, which has no file)."""
+    if originals.is_s3(name):
+        return None if "#t=" in name else name
+    return originals.location(name, root) if Path(name).is_file() else None
 
 
 # (reason pattern, short kind, what to do): groups the rejects for the ingest summary

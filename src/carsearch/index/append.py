@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from carsearch.core import originals
 from carsearch.core.paths import resolve
 from carsearch.features import corpus
 from carsearch.features.labels import folder_label
@@ -36,7 +37,7 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
     meta = s.meta
     items = _items([Path(p) for p in paths], cfg)
     rows, rejects, _ = corpus.stored_rows(
-        progress(items) if progress else items, index_dir / IMAGES_SUBDIR, root, "added"
+        progress(items) if progress else items, index_dir / IMAGES_SUBDIR, root, "added", by_reference=True
     )
     have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors
     new = [r for r in rows if r["id"] not in have]
@@ -51,7 +52,10 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
         return out
     cache = open_embed_cache(cfg, meta["content_hash"], root)
     vectors, stats = embed_with_cache(
-        [r["id"] for r in new], [resolve(r["path"], root) for r in new], cache, lambda ps: s.embed_images(ps)
+        [r["id"] for r in new],
+        [r["path"] for r in new],
+        cache,
+        lambda ps: s.embed_images([originals.source(p, root) for p in ps]),
     )
     data = arrow_rows(new, vectors, meta.get("model_ref") or "")
     s.table.add(data.select([c for c in data.column_names if c in s.table.schema.names]))  # an older table

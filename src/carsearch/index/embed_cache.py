@@ -104,19 +104,33 @@ def damage_note(cache: EmbedCache, who: str) -> str | None:
 
 def embed_with_cache(
     ids: Sequence[str],
-    paths: Sequence[Path],
+    paths: Sequence,
     cache: EmbedCache,
-    encode: Callable[[list[Path]], np.ndarray],
+    encode: Callable[[list], np.ndarray],
     chunk: int = 512,
+    progress: bool = False,
 ) -> tuple[np.ndarray, dict]:
-    """Vectors for `ids` (images at `paths`): cached ones read back, the others encoded (in chunks
-    that are cached as they finish, so a killed run keeps its progress) and cached."""
+    """Vectors for `ids` (images at `paths`: files or locations `encode` reads): cached ones read
+    back, the others encoded in chunks, each cached as it finishes (a killed run resumes from
+    there). `progress`: a bar with images/s and the ETA of what is left to embed."""
     todo = [k for k, iid in enumerate(ids) if iid not in cache]
     seen: set[str] = set()
     todo = [k for k in todo if not (ids[k] in seen or seen.add(ids[k]))]
     t0 = time.perf_counter()
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="embed", unit="img", initial=0, postfix={"cached": len(ids) - len(todo)})
     for a in range(0, len(todo), chunk):
         ks = todo[a : a + chunk]
         cache.put([ids[k] for k in ks], encode([paths[k] for k in ks]))
-    stats = {"embedded": len(todo), "cached": len(ids) - len(todo), "embed_seconds": round(time.perf_counter() - t0, 3)}
+        if bar is not None:
+            bar.update(len(ks))
+    if bar is not None:
+        bar.close()
+    secs = time.perf_counter() - t0
+    stats = {"embedded": len(todo), "cached": len(ids) - len(todo), "embed_seconds": round(secs, 3)}
+    if todo and secs > 0:
+        stats["images_per_second"] = round(len(todo) / secs, 1)
     return (cache.get(list(ids)) if len(ids) else np.zeros((0, 0), np.float32)), stats

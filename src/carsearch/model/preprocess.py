@@ -1,5 +1,5 @@
 """The CLIP image processor's preprocessing in NumPy/PIL (no torch, no transformers), so decode
-workers (carsearch.model.loader's DataLoader processes, Ray Data tasks in carsearch.index.scale) run it cheaply
+workers (carsearch.model.loader's DataLoader processes, Ray Data tasks in carsearch.index.ray_engine) run it cheaply
 and exactly as `CLIPImageProcessor(Pil)` does (tests/test_loader.py compares them)."""
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.core.params import load_params
 from carsearch.core.paths import repo_root
 from carsearch.index.query import QueryError
+from carsearch.serve.files import IMAGE_TYPES
 from carsearch.serve.guards import (
     ServeConfigError,
     TokenGate,
@@ -45,7 +46,7 @@ from carsearch.serve.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from carsearch.serve.service import IMAGE_TYPES, ApiError, Service
+from carsearch.serve.service import ApiError, Service
 
 log = logging.getLogger("carsearch.serve")
 STATIC = Path(__file__).parent / "static"
@@ -276,22 +277,22 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         picture = await run_in_threadpool(_decode_upload, data, int(svc.cfg["max_image_pixels"]))
         return await run_in_threadpool(svc.search, req, picture)
 
+    def _image_response(p):  # a local file, or (suffix, bytes) of an S3 original (proxied)
+        headers = {"Cache-Control": "public, max-age=3600"}
+        if isinstance(p, tuple):
+            return Response(p[1], media_type=IMAGE_TYPES[p[0]], headers=headers)
+        return FileResponse(p, media_type=IMAGE_TYPES[p.suffix.lower()], headers=headers)
+
     @app.get("/api/v1/images/{image_id}", tags=["images"], response_class=FileResponse)
     def image(image_id: str):
         """The indexed image file (looked up by id in the index table; no client paths)."""
-        p = svc.image_file(image_id)
-        return FileResponse(
-            p, media_type=IMAGE_TYPES[p.suffix.lower()], headers={"Cache-Control": "public, max-age=3600"}
-        )
+        return _image_response(svc.image_file(image_id))
 
     @app.get("/api/v1/frames/{image_id}", tags=["images"], response_class=FileResponse)
     def frame(image_id: str):
         """The whole frame an indexed vehicle was cropped from (the image itself for a whole image);
         the hit's `box` says where the vehicle is in it."""
-        p = svc.image_file(image_id, frame=True)
-        return FileResponse(
-            p, media_type=IMAGE_TYPES[p.suffix.lower()], headers={"Cache-Control": "public, max-age=3600"}
-        )
+        return _image_response(svc.image_file(image_id, frame=True))
 
     @app.get("/api/v1/thumbs/{image_id}", tags=["images"], response_class=FileResponse)
     def thumb(image_id: str):

@@ -102,6 +102,8 @@ class SearchHit(BaseModel):
     camera: str = ""
     time: Optional[str] = Field(None, description="capture time (ISO 8601, UTC), where known")
     origin: str = Field("", description="the source file (the frame, for a vehicle)")
+    file: str = Field("", description="the original's file name (a video frame: the video's)")
+    folder: str = Field("", description="the original's folder (local path or s3:// prefix)")
     frame_id: str = Field("", description="the frame this vehicle is in (the image's own id for a whole image)")
     box: Optional[list[float]] = Field(None, description="the vehicle's box in its frame: x1, y1, x2, y2 (pixels)")
     box_class: str = ""

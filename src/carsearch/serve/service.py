@@ -18,24 +18,15 @@ from PIL import Image
 
 from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.features.capture import hour_bucket, iso
+from carsearch.index.hits import where_row
 from carsearch.index.query import QueryError, build_where, check_text, scope_where
+from carsearch.serve import files
 from carsearch.serve.explain import canon, why
 from carsearch.serve.schemas import (
     FILTER_COLUMNS,
     ID_PATTERN,
     SearchRequest,
 )
-
-IMAGE_TYPES = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-    ".gif": "image/gif",
-    ".bmp": "image/bmp",
-    ".tif": "image/tiff",
-    ".tiff": "image/tiff",
-}
 
 
 class ApiError(Exception):
@@ -200,6 +191,7 @@ class Service:
                     **{c: r.get(c) or "" for c in FILTER_COLUMNS},
                     "time": iso(r.get("time")),
                     "origin": r.get("origin") or "",
+                    **where_row(r),
                     "frame_id": r.get("frame_id") or r["id"],
                     "box": r.get("box"),
                     "box_class": r.get("box_class") or "",
@@ -246,30 +238,25 @@ class Service:
         }
 
     # ---- files
-    def image_file(self, image_id: str, frame: bool = False) -> Path:
-        """The file of an indexed image (a vehicle's crop), or with `frame` the whole frame it is in."""
+    def image_file(self, image_id: str, frame: bool = False) -> Path | tuple[str, bytes]:
+        """The file of an indexed image (a vehicle's crop), or with `frame` the whole frame it is in:
+        a local Path, or (suffix, bytes) of an S3 original (read through `core.originals`, proxied).
+        An original outside the repo and the index is served only while its bytes still hash to the
+        id it was indexed under; one that moved or changed is 404 missing_file."""
         if not re.match(ID_PATTERN, image_id):
             raise ApiError(404, "unknown_id", "no indexed image with that id")
         self.refresh()
         row = self.s.get_row(image_id)
         if row is None:
             raise ApiError(404, "unknown_id", f"no indexed image with id {image_id!r}")
-        p = Path((row.get("frame_path") if frame else None) or row["path"])
-        p = p if p.is_absolute() else self.root / p
-        try:
-            real = p.resolve(strict=True)
-        except (OSError, RuntimeError):
+        got = files.locate(row, frame, self.root, self._allowed, self.s.index_dir)
+        if got == "gone":
             raise ApiError(
-                404, "missing_file", f"image {image_id} is indexed but its file is gone (rebuild the index)"
-            ) from None
-        # the table is the only source of paths; still, never serve a file that resolves outside the repo / index
-        if (
-            not any(real.is_relative_to(a) for a in self._allowed)
-            or not real.is_file()
-            or real.suffix.lower() not in IMAGE_TYPES
-        ):
+                404, "missing_file", f"image {image_id} is indexed but its file is gone or changed (rebuild the index)"
+            )
+        if got == "unservable":
             raise ApiError(404, "missing_file", f"image {image_id}: its file is not servable")
-        return real
+        return got
 
     def thumb_file(self, image_id: str) -> Path:
         src = self.image_file(image_id)
@@ -280,7 +267,7 @@ class Service:
 
         size = int(self.cfg["thumb_size"])
         try:
-            im = open_rgb(src, max_edge=size)
+            im = open_rgb(src[1] if isinstance(src, tuple) else src, max_edge=size)
         except ImageError as e:
             raise ApiError(404, "missing_file", f"image {image_id}: not readable ({e})") from None
         out.parent.mkdir(parents=True, exist_ok=True)

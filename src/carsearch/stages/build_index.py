@@ -20,13 +20,15 @@ import time
 
 from tqdm import tqdm
 
+from carsearch.core import originals
 from carsearch.core.io import dir_hash, write_json, write_jsonl
 from carsearch.core.params import ParamsError, load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.rejects import summarise
 from carsearch.experiments import tracking
 from carsearch.features import corpus
-from carsearch.index import remote
+from carsearch.index import manifest as index_manifest
+from carsearch.index import ray_engine, remote
 from carsearch.index.embed_cache import damage_note, embed_with_cache, open_embed_cache
 from carsearch.index.store import (
     IMAGES_SUBDIR,
@@ -185,21 +187,27 @@ def main() -> None:
             print(note, flush=True)
         bs = int(cfg["batch_size"])
         workers = cfg["num_workers"]  # decode processes feeding the model (model.loader); null: one per spare core
-        vectors, estats = embed_with_cache(
-            [r["id"] for r in rows],
-            [resolve(r["path"], root) for r in rows],
-            cache,
-            lambda ps: encode_images(
+
+        def encode(locs):  # index.engine=local: this process (+ its decode workers)
+            return encode_images(
                 model,
                 processor,
-                ps,
+                [originals.source(p, root) for p in locs],  # a chunk at a time (S3: downloaded here)
                 batch_size=bs,
-                progress=len(ps) > bs,
                 num_workers=workers,
                 draft=bool(cfg["decode_draft"]),
-            ),
-            chunk=max(512, 32 * bs),
-        )  # decode workers start once per chunk
+            )
+
+        chunk = max(512, 32 * bs)  # decode workers start once per chunk; each chunk is cached as it finishes
+        if cfg["engine"] == "ray":  # the same step on Ray Data (carsearch.index.ray_engine)
+            encode = ray_engine.encoder(stage / model_dir if model_dir == MODEL_SUBDIR else model_dir, root, cfg)
+            chunk = int(cfg["ray"]["chunk"])
+        elif cfg["engine"] != "local":
+            raise ParamsError(f"index.engine: {cfg['engine']!r} is not local or ray")
+        # locations, read (local or S3) a chunk at a time
+        vectors, estats = embed_with_cache(
+            [r["id"] for r in rows], [r["path"] for r in rows], cache, encode, chunk=chunk, progress=True
+        )
         version = new_version()
         # index.uri: the table goes straight to object storage (LanceDB on S3); the local version
         # keeps the model and the pointer, and the bucket gets both too (carsearch.index.remote)
@@ -278,12 +286,20 @@ def main() -> None:
         model_local = index_dir / version / model_dir if model_dir == MODEL_SUBDIR else None
         remote.publish(cfg["uri"], version, model_local, read_meta(index_dir) or {}, keep=keep)
         print(f"build_index: published {version} to {cfg['uri']} (table, model, pointer)")
+    # the DVC artifact: the published pointer + a digest of rows and vectors (carsearch.index.manifest)
+    index_manifest.write(
+        resolve(paths["index_manifest"], root), read_meta(index_dir) or {}, index_manifest.digest(rows, vectors)
+    )
     index_rel = paths["index_dir"]
     write_json(
         resolve(paths["metrics_dir"], root) / "index.json",
         # what the embedding cache held is machine state, not a property of the index: not a metric
         {
-            **{k: v for k, v in summary.items() if k not in ("seconds", "embed_seconds", "embedded", "cached")},
+            **{
+                k: v
+                for k, v in summary.items()
+                if k not in ("seconds", "embed_seconds", "embedded", "cached", "images_per_second")
+            },
             # which version held the alias before depends on this machine's registry history: pointer only
             "registered_model": {k: v for k, v in registered.items() if k != "previous_champion"},
         },

@@ -209,7 +209,7 @@ function card(h, i) {
   const meta = el("div", { class: "meta" });
   if (h.camera) meta.append(el("span", { class: "cam", title: "camera", text: h.camera }));
   if (h.time && !h.track) meta.append(el("time", { class: "when", datetime: h.time, title: "captured", text: showTime(h.time) }));
-  if (file) meta.append(el("span", { class: "origin", title: h.origin, text: file }));
+  if (file) meta.append(el("span", { class: "origin", title: h.origin, text: h.folder ? `${basename(h.folder)}/${file}` : file }));
   const pct = Math.max(0, Math.min(1, h.score)) * 100;
   const thumb = el("a", { class: "thumb", href: h.image_url, target: "_blank", rel: "noopener", tabindex: "-1",
     title: hasFrame(h) ? "the vehicle (hover: the whole frame; click: open the crop)" : "open the full image" }, [

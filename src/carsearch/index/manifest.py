@@ -1,0 +1,56 @@
+"""The index's DVC artifact: a small manifest instead of the LanceDB folder in `.dvc/cache`.
+
+`data/index` is a DVC output with `cache: false` (its versions are not copied into the cache on
+every build); the tracked, content-addressed artifact is `paths.index_manifest`: the pointer of
+the version the build published (version, table, rows, model and its content hash, corpus) plus
+`digest`, a sha256 over the rows (id, path) and their vectors in table order. `dvc checkout` of
+an old revision restores that revision's manifest (and dvc.lock); the index folder is left as it
+is. `carsearch index checkout` then points the live index back at the manifest's version while
+it is still on disk (`index.keep_versions`), else says to `dvc repro build_index`, which rebuilds
+it from the embedding cache (nothing embedded again) and gives the same digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from carsearch.core.io import write_json
+from carsearch.index.store import write_meta
+
+
+def digest(rows: list[dict], vectors: np.ndarray) -> str:
+    """sha256 of the rows' ids and paths and their vectors (float32), in order."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(f"{r['id']}\t{r['path']}\n".encode())
+    h.update(np.ascontiguousarray(vectors, np.float32).tobytes())
+    return h.hexdigest()
+
+
+def write(path: Path, meta: dict, rows_digest: str) -> dict:
+    """Write the manifest (atomically) from the published pointer `meta`."""
+    out = {**meta, "digest": rows_digest}
+    write_json(Path(path), out)
+    return out
+
+
+def checkout(index_dir: Path, path: Path) -> dict:
+    """Point the live index at the manifest's version (the pointer it was published with). Returns
+    the manifest; FileNotFoundError naming what to do when the version is no longer on disk."""
+    try:
+        man = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no index manifest (run `dvc repro build_index`, or `dvc checkout`)") from None
+    version = man["version"]
+    vdir = Path(index_dir) / version
+    if not vdir.is_dir():
+        raise FileNotFoundError(
+            f"{path}: index version {version} is no longer in {index_dir} (index.keep_versions); "
+            "`dvc repro build_index` rebuilds it from the embedding cache"
+        )
+    write_meta(index_dir, {k: v for k, v in man.items() if k != "digest"})
+    return man

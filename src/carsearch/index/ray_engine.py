@@ -1,0 +1,149 @@
+"""`index.engine: ray`: build_index's embedding step on Ray Data, the same step as the local engine
+(same embedding cache, same rows, vectors allclose), then the same versioned publish and gate.
+
+    locations ──from_items──▶ map_batches(decode)     CPU tasks: read (local or S3) + preprocess
+              ──▶ map_batches(scale.Embedder, concurrency)  model actors, one GPU each where the cluster has GPUs
+              ──▶ iter_batches ──▶ back in the caller's order ──▶ the embedding cache
+
+`index.ray.address`: a cluster (`ray://head:10001`, `auto`); null: `$RAY_ADDRESS`, else a local
+Ray on this machine. Each call embeds one chunk of `index.ray.chunk` images, which the embedding
+cache keeps as it finishes: a killed build resumes from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from carsearch.core import originals
+
+
+def start(ray_cfg: dict) -> dict:
+    """Connect to (or start) Ray; returns the cluster's resources."""
+    import ray
+
+    if not ray.is_initialized():
+        kw = {} if (ray_cfg.get("address") or os.environ.get("RAY_ADDRESS")) else {"num_cpus": ray_cfg.get("num_cpus")}
+        ray.init(
+            address=ray_cfg.get("address") or os.environ.get("RAY_ADDRESS"),
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            include_dashboard=False,
+            **{k: v for k, v in kw.items() if v},
+        )
+    return dict(ray.cluster_resources())
+
+
+def encoder(
+    model_dir: str | os.PathLike, root: Path, cfg: dict, progress: bool = False
+) -> Callable[[list[str]], np.ndarray]:
+    """`encode(locations) -> vectors` (in the order given) on Ray Data with the model saved in
+    `model_dir` (a folder every Ray node can read, or a hub id in every node's cache)."""
+    import ray
+
+    from carsearch.model.clip import load_pretrained
+    from carsearch.model.preprocess import ClipPreprocess
+
+    rc = cfg["ray"]
+    bs, draft, actors = int(cfg["batch_size"]), bool(cfg["decode_draft"]), int(rc["actors"])
+    state: dict = {}
+
+    def setup() -> tuple:  # on the first chunk: a build whose images are all cached never starts Ray
+        if not state:
+            resources = start(rc)
+            num_gpus = rc["num_gpus"]
+            if num_gpus is None:
+                num_gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+            _, processor = load_pretrained(model_dir)
+            state.update(prep=ClipPreprocess.from_processor(processor), num_gpus=num_gpus)
+            ray.data.DataContext.get_current().enable_progress_bars = progress
+        return state["prep"], state["num_gpus"]
+
+    def encode(locs: list[str]) -> np.ndarray:
+        prep, num_gpus = setup()
+        where = [loc if originals.is_s3(loc) else str(originals.local_path(loc, root).absolute()) for loc in locs]
+        order = {w: k for k, w in enumerate(where)}
+        ds = ray.data.from_items(
+            [{"path": w} for w in where], override_num_blocks=max(1, min(len(where) // bs + 1, 200))
+        )
+        ds = ds.map_batches(
+            decode, fn_kwargs={"prep": prep, "draft": draft}, batch_size=bs, num_cpus=1, batch_format="numpy"
+        )
+        ds = ds.map_batches(
+            Embedder,
+            fn_constructor_args=(str(model_dir),),
+            batch_size=bs,
+            concurrency=actors,
+            num_gpus=num_gpus,
+            num_cpus=0 if num_gpus else 1,
+            batch_format="numpy",
+        )
+        out: np.ndarray | None = None
+        for b in ds.iter_batches(batch_size=1024, batch_format="numpy"):
+            for p, err in zip(b["path"], b["error"]):
+                if err:  # as the local engine: the image ingest accepted cannot be read now
+                    raise ValueError(f"build_index: {p}: {err}")
+            vec = np.asarray(b["vector"], np.float32)
+            if out is None:
+                out = np.zeros((len(where), vec.shape[1]), np.float32)
+            out[[order[str(p)] for p in b["path"]]] = vec
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+    return encode
+
+
+def decode(batch: dict, prep, draft: bool) -> dict:
+    """Batch of {"path"} -> {"id", "path", "pixels", "error"}: a CPU task (no torch, no model):
+    `imaging.open_rgb` + the CLIP processor's own steps, as `model.encode_images` does in one process."""
+    from carsearch.core.imaging import ImageError, open_rgb
+
+    ids, pix, errs = [], [], []
+    size = (3, prep.crop_h, prep.crop_w)
+    for src in batch["path"]:
+        src, iid, err, px = str(src), "", "", np.zeros(size, np.float32)
+        try:
+            data = originals.read(src, Path("/"))  # absolute paths or s3:// URIs
+            iid = hashlib.sha256(data).hexdigest()[:16]
+            px = prep(open_rgb(data, draft=prep.draft_size if draft else None))
+        except ImageError as e:
+            err = str(e) or "unreadable image"
+        except Exception as e:  # noqa: BLE001  (an unreadable file or object is a reject, never a crash)
+            err = f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ids.append(iid)
+        pix.append(px)
+        errs.append(err)
+    return {
+        "id": np.array(ids, dtype=object),
+        "path": np.array([str(p) for p in batch["path"]], dtype=object),
+        "pixels": np.stack(pix) if pix else np.zeros((0, *size), np.float32),
+        "error": np.array(errs, dtype=object),
+    }
+
+
+class Embedder:
+    """A model actor: loads the model once, embeds pixel batches (on its GPU when it has one)."""
+
+    def __init__(self, model_dir: str):
+        import torch
+
+        from carsearch.model.clip import load_pretrained
+
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, _ = load_pretrained(model_dir)
+        self.model.eval().to(self.device)
+
+    def __call__(self, batch: dict) -> dict:
+        torch = self.torch
+        pix = torch.from_numpy(np.ascontiguousarray(batch["pixels"], dtype=np.float32))
+        with torch.no_grad():
+            if self.device.type == "cuda":
+                pix = pix.pin_memory().to(self.device, non_blocking=True)
+            feats = self.model.get_image_features(pixel_values=pix)
+            feats = getattr(feats, "pooler_output", feats)
+            vec = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
+        return {"id": batch["id"], "path": batch["path"], "error": batch["error"], "vector": vec}
