@@ -58,7 +58,7 @@ def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0, s
         source, where = sets[set_name], f"eval set {set_name!r}"
 
     def get(name: str) -> float:
-        cur = source.get(name, {})
+        cur = source.get(name) if name in source else (eval_metrics.get("candidates") or {}).get(name, {})
         for part in metric.split("."):
             if not isinstance(cur, dict) or part not in cur:
                 example = "text_to_image.precision@5" if set_name else "text_to_image.recall@5, image_to_image.map@10"
@@ -75,6 +75,17 @@ def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0, s
     reason = f"on {where}: fine-tuned {metric} {ft:.4f} {cmp} base {base:.4f} + min_gain {min_gain:g}" + (
         "" if use == "finetuned" else ": fine-tuning did not pay, indexing with the base model"
     )
+    # WiSE-FT candidates (evaluate scored them): the best figure of all wins, if it beats the base by min_gain
+    figures = {"base": base, "finetuned": ft}
+    for name in sorted(eval_metrics.get("candidates") or {}):
+        figures[name] = get(name)
+    best = max(figures, key=lambda n: (figures[n], n == "finetuned"))  # a tie: the plain fine-tuned model
+    if best not in ("base", "finetuned") and figures[best] - base > min_gain and figures[best] > ft:
+        use = best
+        reason = (
+            f"on {where}: {best} {metric} {figures[best]:.4f} is the best candidate (fine-tuned {ft:.4f}, "
+            f"base {base:.4f} + min_gain {min_gain:g})"
+        )
     out = {
         "use": use,
         "reason": reason,
@@ -84,7 +95,10 @@ def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0, s
         "base": round(base, 4),
         "gain": round(gain, 4),
         "min_gain": min_gain,
+        "candidates": {n: round(v, 4) for n, v in figures.items()},  # every candidate's deciding figure
     }
+    if use.startswith("wise_ft_"):
+        out["alpha"] = float(eval_metrics["candidates"][use]["alpha"])
     if eval_metrics.get("sets"):  # every set's headline numbers, whichever decided
         out["sets"] = {
             n: {
@@ -105,6 +119,22 @@ def promoted_model(params: dict, root, decision: dict, stage):
     "<where it came from>@<content hash>", registry info)."""
     paths = params["paths"]
     model_copy = stage / MODEL_SUBDIR
+    if decision["use"].startswith("wise_ft_"):  # (1 - alpha) base + alpha fine-tuned, travels in the index
+        from carsearch.model.wiseft import interpolate
+
+        base, processor = load_clip(params["model"], seed=params["train"]["seed"])
+        ft, _ = load_pretrained(resolve(paths["model_dir"], root))
+        save_clip(interpolate(base, ft, decision["alpha"]), processor, model_copy)
+        model, processor = load_pretrained(model_copy)
+        content = dir_hash(model_copy)
+        ref = f"{decision['use']}:{paths['model_dir']}@{dir_hash(resolve(paths['model_dir'], root))}"
+        return (
+            model,
+            processor,
+            MODEL_SUBDIR,
+            f"{ref}@{content}",
+            {"name": None, "version": None, "wise_ft": decision["alpha"], "content_hash": content},
+        )
     if decision["use"] == "finetuned":
         ft_dir = resolve(paths["model_dir"], root)
         if not ft_dir.is_dir():
@@ -148,6 +178,28 @@ def promoted_model(params: dict, root, decision: dict, stage):
         f"base:{spec.get('pretrained') or spec.get('name')}@{content}",
         {"name": None, "version": None, "base_model": spec.get("name"), "content_hash": content},
     )
+
+
+def write_calibration(params: dict, root, use: str, vectors, stage) -> dict | None:
+    """Copy evaluate's calibration of the indexed model (metrics/calibration.json) into the index
+    version, with a fixed random sample of this index's vectors (each query's score distribution,
+    carsearch.core.confidence). None (hits without confidence) when evaluate fitted none."""
+    import numpy as np
+
+    from carsearch.core.confidence import CALIBRATION_FILE, REFERENCE_FILE, reference_sample
+
+    f = resolve(params["paths"]["metrics_dir"], root) / "calibration.json"
+    try:
+        calib = (json.loads(f.read_text()) or {}).get(use)
+    except (OSError, ValueError):
+        calib = None
+    if not calib or not calib.get("coef"):
+        return None
+    ref = reference_sample(vectors, int(params["eval"]["calibration"]["reference_rows"]), int(params["train"]["seed"]))
+    write_json(stage / CALIBRATION_FILE, {**calib, "model": use})
+    with open(stage / REFERENCE_FILE, "wb") as fh:
+        np.save(fh, ref, allow_pickle=False)
+    return {"model": use, "threshold": calib["threshold"], "reference_rows": int(len(ref)), "coef": calib["coef"]}
 
 
 def main() -> None:
@@ -200,6 +252,7 @@ def main() -> None:
             ),
             chunk=max(512, 32 * bs),
         )  # decode workers start once per chunk
+        calibration_note = write_calibration(params, root, decision["use"], vectors, stage)
         version = new_version()
         # index.uri: the table goes straight to object storage (LanceDB on S3); the local version
         # keeps the model and the pointer, and the bucket gets both too (carsearch.index.remote)
@@ -238,6 +291,7 @@ def main() -> None:
             "content_hash": content,
             "registered_model": registered,
             "promotion": decision,
+            "calibration": calibration_note,
             **estats,
             "seconds": round(time.perf_counter() - t0, 2),
         }

@@ -1,0 +1,124 @@
+"""Calibrated relevance: the fit (query-invariant features, logistic regression, judged out of
+fold), the confidence on every hit of a real index built by the pipeline's stages, and the
+`min_confidence` filter."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from carsearch.core.confidence import Calibrator, hit_features, predict
+from carsearch.evaluation.calibration import calibrate, ece, query_rows
+from testkit import write_pairs, write_params
+
+CFG = {"top_k": 24, "folds": 5, "threshold": 0.5, "bins": 10}
+
+
+def _queries(seed: int, q: int = 60, n: int = 300):
+    """Queries whose raw scores live on different scales (offset and spread vary per query, as
+    "a white car" vs "a red suv" do): a relevant image scores ~2.5 spreads above the rest."""
+    rng = np.random.default_rng(seed)
+    scores, rel = [], []
+    for _ in range(q):
+        off, spread = rng.uniform(0.1, 0.5), rng.uniform(0.02, 0.08)
+        r = rng.random(n) < rng.uniform(0.02, 0.1)
+        scores.append(off + spread * rng.standard_normal(n) + r * spread * 2.5)
+        rel.append(r)
+    return np.array(scores), np.array(rel)
+
+
+def _sampling_floor(n: int, bins: int) -> float:
+    """Expected ECE of a perfectly calibrated predictor from n hits in `bins` bins (binomial noise):
+    sum_b (n_b/n) sqrt(2/pi) sqrt(p(1-p)/n_b) <= sqrt(2/pi) * 0.5 * sqrt(bins / n)."""
+    return math.sqrt(2 / math.pi) * 0.5 * math.sqrt(bins / n)
+
+
+def test_held_out_confidence_is_calibrated_and_confident_hits_are_precise():
+    calib, rep = calibrate({"renders": _queries(0), "photos": _queries(1)}, CFG)
+    held = rep["held_out"]["all"]
+    assert held["queries"] == 120 and held["hits"] == 120 * 24
+    # held out (GroupKFold over queries): within 3x the binomial sampling floor (~0.024 for 2880 hits)
+    assert held["ece"] < 3 * _sampling_floor(held["hits"], CFG["bins"]), held["ece"]
+    # calibrated: hits marked confident (p >= 0.5) match at least half the time, on held-out queries
+    for src in ("all", "renders", "photos"):
+        assert rep["held_out"][src]["confident_precision"] >= CFG["threshold"], rep["held_out"][src]
+    assert 0 < held["confident_coverage"] < 1
+    # transfer: fitted on the other source only, still calibrated
+    assert rep["transfer"]["photos"]["fitted_on"] == ["renders"] and rep["transfer"]["photos"]["ece"] < 0.1
+    # one raw-cosine cut-off for every query is much worse: the per-query features are what calibrates
+    x, y, g = query_rows(*_queries(1), 24)
+    s = np.concatenate([np.sort(row)[::-1][:24] for row in _queries(1)[0]])
+    from sklearn.linear_model import LogisticRegression
+
+    raw = LogisticRegression().fit(_queries(0)[0].reshape(-1, 1)[:20000], _queries(0)[1].reshape(-1)[:20000])
+    p_raw = raw.predict_proba(s.reshape(-1, 1))[:, 1]
+    assert ece(predict(calib, x), y) < ece(p_raw, y) / 2
+
+
+def test_confidence_is_monotone_in_the_score_for_one_query():
+    calib, _ = calibrate({"renders": _queries(0)}, CFG)
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0.3, 0.05, 400)
+    scores = np.linspace(0.1, 0.6, 200)
+    p = predict(calib, hit_features(scores, ref))
+    assert np.all(np.diff(p) >= 0) and p[-1] > 0.9 and p[0] < 0.1
+    # the weights that survive have the signs that keep it so, whatever the data
+    assert calib["coef"]["z"] >= 0 and calib["coef"]["gap"] >= 0 and calib["coef"]["log_rank"] <= 0
+
+
+def test_a_torn_calibration_file_means_no_confidence(tmp_path):
+    (tmp_path / "calibration.json").write_text('{"coef": {"z": 1.0')
+    np.save(tmp_path / "calibration_ref.npy", np.zeros((4, 3), np.float32))
+    assert Calibrator.load(tmp_path) is None
+    assert Calibrator.load(tmp_path / "absent") is None
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The demo drawings, the tiny CLIP fine-tuned for a few epochs, evaluate and build_index as
+    the pipeline runs them."""
+    root = tmp_path_factory.mktemp("calib")
+    write_pairs(root, {"train": 48, "val": 12, "test": 60}, size=48)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CARSEARCH_ROOT", str(root))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns.db'}")
+    write_params(root, train={"epochs": 4}, index={"promote": {"metric": None}})
+    from carsearch.stages import build_index, evaluate, finetune_clip
+
+    finetune_clip.main()
+    evaluate.main()
+    build_index.main()
+    yield root
+    mp.undo()
+
+
+def test_evaluate_fits_and_build_index_ships_the_calibration(toy, monkeypatch):
+    root = toy
+    ev = json.loads((root / "metrics/eval.json").read_text())
+    cal = json.loads((root / "metrics/calibration.json").read_text())
+    assert set(cal) == {"base", "finetuned"} and cal["finetuned"]["sources"]["test_split"] > 10
+    rep = ev["calibration"]["finetuned"]["held_out"]["test_split"]
+    assert 0 <= rep["ece"] <= 1 and rep["hits"] > 0 and rep["reliability"]
+    assert (root / "metrics/plots/reliability.png").read_bytes()[:4] == b"\x89PNG"
+    idx = json.loads((root / "metrics/index.json").read_text())
+    assert idx["calibration"]["model"] == "finetuned" and idx["calibration"]["reference_rows"] == 120
+
+    from carsearch.index.search import CarSearch
+
+    s = CarSearch(root=root)
+    hits = s.text("a red car", k=30)
+    conf = [h.confidence for h in hits]
+    assert all(c is not None and 0 <= c <= 1 for c in conf)
+    # one query: a better score never has a lower confidence
+    assert all(a >= b - 1e-9 for a, b in zip(conf, conf[1:])), conf
+    assert all(h.confident == (h.confidence >= cal["finetuned"]["threshold"]) for h in hits)
+    cut = sorted(conf)[len(conf) // 2]
+    kept = s.text("a red car", k=30, min_confidence=cut)
+    assert [h.id for h in kept] == [h.id for h in hits if h.confidence >= cut] and 0 < len(kept) < 30
+    from carsearch.index.query import QueryError
+
+    with pytest.raises(QueryError, match="min_confidence"):
+        s.text("a red car", min_confidence=1.5)
