@@ -114,11 +114,74 @@ def test_evaluate_fits_and_build_index_ships_the_calibration(toy, monkeypatch):
     assert all(c is not None and 0 <= c <= 1 for c in conf)
     # one query: a better score never has a lower confidence
     assert all(a >= b - 1e-9 for a, b in zip(conf, conf[1:])), conf
-    assert all(h.confident == (h.confidence >= cal["finetuned"]["threshold"]) for h in hits)
-    cut = sorted(conf)[len(conf) // 2]
+    assert all(h.confident == (h.confidence >= s.calibrator.threshold) for h in hits)
+    assert conf[0] > conf[-1]  # the fine-tuned toy model tells matches apart: confidence is not flat
+    cut = next(c for c in conf if c < conf[0])  # the second-highest confidence
     kept = s.text("a red car", k=30, min_confidence=cut)
     assert [h.id for h in kept] == [h.id for h in hits if h.confidence >= cut] and 0 < len(kept) < 30
     from carsearch.index.query import QueryError
 
     with pytest.raises(QueryError, match="min_confidence"):
         s.text("a red car", min_confidence=1.5)
+
+
+def test_api_and_page_mark_the_confident_matches(toy, tmp_path):
+    """The API's hits carry confidence, the response counts the confident ones, min_confidence
+    cuts the list; the page (Chromium) says "N confident matches" and draws the divider there."""
+    import shutil
+
+    import httpx
+
+    from _serve_helpers import SETTINGS, Server
+    from carsearch.core.confidence import CALIBRATION_FILE
+    from carsearch.index.search import CarSearch
+    from carsearch.index.store import read_meta
+    from carsearch.serve import create_app
+
+    root = toy
+    # an index whose threshold falls inside the first page: between two distinct confidences of the query
+    conf = [h.confidence for h in CarSearch(root=root).text("a red car", k=12)]
+    cut = next(i for i in range(2, len(conf)) if conf[i] < conf[i - 1])
+    f = root / "data/index" / read_meta(root / "data/index")["version"] / CALIBRATION_FILE
+    cal = json.loads(f.read_text())
+    f.write_text(json.dumps({**cal, "threshold": (conf[cut - 1] + conf[cut]) / 2}))
+    server = Server(create_app(CarSearch(root=root), SETTINGS, root))
+    try:
+        body = httpx.get(server.url + "/api/v1/search", params={"q": "a red car", "limit": 12}).json()
+        hits = body["hits"]
+        assert [h["confident"] for h in hits] == [i < cut for i in range(len(hits))]
+        assert all(0 <= h["confidence"] <= 1 for h in hits) and body["confident"] >= cut
+        cutoff = httpx.get(
+            server.url + "/api/v1/search", params={"q": "a red car", "min_confidence": body["confidence_threshold"]}
+        ).json()
+        assert [h["id"] for h in cutoff["hits"]] == [h["id"] for h in hits[: len(cutoff["hits"])]]
+        assert cutoff["candidates"] == body["confident"] and all(h["confident"] for h in cutoff["hits"])
+        bad = httpx.get(server.url + "/api/v1/search", params={"q": "a red car", "min_confidence": 2})
+        assert bad.status_code in (400, 422)
+
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if chromium is None:
+            pytest.skip("no system Chromium for the page check")
+        pw = pytest.importorskip("playwright.sync_api")
+        with pw.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            pg = browser.new_page(viewport={"width": 1280, "height": 900})
+            pg.goto(server.url + "/?q=a+red+car")
+            pg.wait_for_selector("#grid .card")
+            pg.wait_for_selector(".confidence-divider")
+            # the divider sits right after the last confident card
+            before = pg.eval_on_selector_all(
+                "#grid > *",
+                "els => els.slice(0, els.findIndex(e => e.classList.contains('confidence-divider')))"
+                ".map(e => e.dataset.id)",
+            )
+            assert before == [h["id"] for h in hits[:cut]]
+            assert f"{body['confident']} confident match" in pg.text_content("#status")
+            assert len(pg.query_selector_all(".thumb .confidence.confident")) == cut
+            shot = tmp_path / "confident_divider.png"
+            pg.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 1000
+            print(f"screenshot: {shot}")
+            browser.close()
+    finally:
+        server.stop()

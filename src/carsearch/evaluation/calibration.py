@@ -16,11 +16,14 @@ written for the index is the fit on every query.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from carsearch.core.confidence import FEATURES, SIGNS, hit_features, predict
+from carsearch.core.io import write_bytes
+from carsearch.evaluation.evalsets import PHRASINGS
 
 
 def query_rows(scores: np.ndarray, rel: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,8 +172,6 @@ def reliability_png(reports: dict[str, dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from carsearch.core.io import write_bytes
-
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfectly calibrated")
     for label, r in reports.items():
@@ -185,8 +186,6 @@ def reliability_png(reports: dict[str, dict], out: Path) -> None:
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (held out)", ylabel="share of hits that match")
     ax.set_title("Reliability of hit confidence")
     ax.legend(fontsize=7, loc="upper left")
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
@@ -203,8 +202,6 @@ def split_source(
 
 def set_source(img: np.ndarray, labels: list[dict], encode_text, attrs) -> tuple[np.ndarray, np.ndarray]:
     """An eval set's queries (every phrasing of every value of every attribute with >= 2 values)."""
-    from carsearch.evaluation.evalsets import PHRASINGS
-
     scores, rels = [], []
     for a in attrs:
         vals = [lab.get(a) for lab in labels]

@@ -9,6 +9,8 @@ import copy
 
 import torch
 
+from carsearch.model.clip import load_clip, load_pretrained, save_clip
+
 
 def interpolate(base, finetuned, alpha: float):
     """A new model with the interpolated weights (the inputs are left untouched). Floating-point
@@ -34,3 +36,10 @@ def interpolate(base, finetuned, alpha: float):
 
 def candidate_name(alpha: float) -> str:
     return f"wise_ft_{float(alpha):g}"
+
+
+def save_interpolated(base_spec: dict, seed: int, finetuned_dir, alpha: float, out_dir) -> None:
+    """The WiSE-FT model at `alpha` of the configured base and the fine-tuned folder, saved to `out_dir`."""
+    base, processor = load_clip(base_spec, seed=seed)
+    ft, _ = load_pretrained(finetuned_dir)
+    save_clip(interpolate(base, ft, alpha), processor, out_dir)

@@ -3,9 +3,9 @@ folder / S3 prefix of your own photos: `index.corpus`) into LanceDB with the pro
 Embeddings are cached per (image hash, model hash): a rebuild embeds only new images. The new
 index is published atomically beside the old one (see carsearch.index).
 
-Promotion gate: the fine-tuned model is used only if it beats the base model on
-`index.promote.metric` (from metrics/eval.json, e.g. `text_to_image.recall@5`) by more than
-`index.promote.min_gain`; otherwise the base model. The model is copied into the index version,
+Promotion gate (carsearch.index.promotion): the fine-tuned model (or the best WiSE-FT candidate)
+is used only if it beats the base model on `index.promote.metric` (from metrics/eval.json, e.g.
+`text_to_image.recall@5`) by more than `index.promote.min_gain`; otherwise the base model. The model is copied into the index version,
 so search never depends on `models/finetuned` (which fine-tuning rewrites). metrics/index.json
 says which model, why, and which registered MLflow version and content hash built the index.
 """
@@ -21,13 +21,15 @@ import time
 from tqdm import tqdm
 
 from carsearch.core.io import dir_hash, write_json, write_jsonl
-from carsearch.core.params import ParamsError, load_params, run_stage
+from carsearch.core.params import load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.rejects import summarise
 from carsearch.experiments import tracking
 from carsearch.features import corpus
 from carsearch.index import remote
+from carsearch.index.calibration import ship_calibration
 from carsearch.index.embed_cache import damage_note, embed_with_cache, open_embed_cache
+from carsearch.index.promotion import promotion_decision
 from carsearch.index.store import (
     IMAGES_SUBDIR,
     MODEL_SUBDIR,
@@ -41,76 +43,7 @@ from carsearch.index.store import (
     write_meta,
 )
 from carsearch.model.clip import encode_images, load_clip, load_pretrained, save_clip
-
-
-def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0, set_name: str | None = None) -> dict:
-    """{"use": "finetuned"|"base", "reason", "metric", "set", "finetuned", "base"} from eval.json
-    content. `set_name`: an eval set (eval.json["sets"]) decides instead of the rendered split."""
-    source = eval_metrics
-    where = "the test split"
-    if set_name:
-        sets = eval_metrics.get("sets") or {}
-        if set_name not in sets:
-            raise ParamsError(
-                f"index.promote.set: {set_name!r} is not an evaluated set (eval.json has "
-                f"{sorted(sets) or 'no eval sets'}; configure it under eval.sets)"
-            )
-        source, where = sets[set_name], f"eval set {set_name!r}"
-
-    def get(name: str) -> float:
-        cur = source.get(name) if name in source else (eval_metrics.get("candidates") or {}).get(name, {})
-        for part in metric.split("."):
-            if not isinstance(cur, dict) or part not in cur:
-                example = "text_to_image.precision@5" if set_name else "text_to_image.recall@5, image_to_image.map@10"
-                raise ParamsError(
-                    f"index.promote.metric: {metric!r} not in eval.json[{name!r}] of {where} (e.g. {example})"
-                )
-            cur = cur[part]
-        return float(cur)
-
-    ft, base = get("finetuned"), get("base")
-    gain = ft - base
-    use = "finetuned" if gain > min_gain else "base"
-    cmp = ">" if use == "finetuned" else "<="
-    reason = f"on {where}: fine-tuned {metric} {ft:.4f} {cmp} base {base:.4f} + min_gain {min_gain:g}" + (
-        "" if use == "finetuned" else ": fine-tuning did not pay, indexing with the base model"
-    )
-    # WiSE-FT candidates (evaluate scored them): the best figure of all wins, if it beats the base by min_gain
-    figures = {"base": base, "finetuned": ft}
-    for name in sorted(eval_metrics.get("candidates") or {}):
-        figures[name] = get(name)
-    best = max(figures, key=lambda n: (figures[n], n == "finetuned"))  # a tie: the plain fine-tuned model
-    if best not in ("base", "finetuned") and figures[best] - base > min_gain and figures[best] > ft:
-        use = best
-        reason = (
-            f"on {where}: {best} {metric} {figures[best]:.4f} is the best candidate (fine-tuned {ft:.4f}, "
-            f"base {base:.4f} + min_gain {min_gain:g})"
-        )
-    out = {
-        "use": use,
-        "reason": reason,
-        "metric": metric,
-        "set": set_name or "test split",
-        "finetuned": round(ft, 4),
-        "base": round(base, 4),
-        "gain": round(gain, 4),
-        "min_gain": min_gain,
-        "candidates": {n: round(v, 4) for n, v in figures.items()},  # every candidate's deciding figure
-    }
-    if use.startswith("wise_ft_"):
-        out["alpha"] = float(eval_metrics["candidates"][use]["alpha"])
-    if eval_metrics.get("sets"):  # every set's headline numbers, whichever decided
-        out["sets"] = {
-            n: {
-                m: {
-                    d: {k: v for k, v in r[m][d].items() if k.startswith("precision@")}
-                    for d in ("text_to_image", "image_to_image")
-                }
-                for m in ("base", "finetuned")
-            }
-            for n, r in eval_metrics["sets"].items()
-        }
-    return out
+from carsearch.model.wiseft import save_interpolated
 
 
 def promoted_model(params: dict, root, decision: dict, stage):
@@ -120,11 +53,9 @@ def promoted_model(params: dict, root, decision: dict, stage):
     paths = params["paths"]
     model_copy = stage / MODEL_SUBDIR
     if decision["use"].startswith("wise_ft_"):  # (1 - alpha) base + alpha fine-tuned, travels in the index
-        from carsearch.model.wiseft import interpolate
-
-        base, processor = load_clip(params["model"], seed=params["train"]["seed"])
-        ft, _ = load_pretrained(resolve(paths["model_dir"], root))
-        save_clip(interpolate(base, ft, decision["alpha"]), processor, model_copy)
+        save_interpolated(
+            params["model"], params["train"]["seed"], resolve(paths["model_dir"], root), decision["alpha"], model_copy
+        )
         model, processor = load_pretrained(model_copy)
         content = dir_hash(model_copy)
         ref = f"{decision['use']}:{paths['model_dir']}@{dir_hash(resolve(paths['model_dir'], root))}"
@@ -180,28 +111,6 @@ def promoted_model(params: dict, root, decision: dict, stage):
     )
 
 
-def write_calibration(params: dict, root, use: str, vectors, stage) -> dict | None:
-    """Copy evaluate's calibration of the indexed model (metrics/calibration.json) into the index
-    version, with a fixed random sample of this index's vectors (each query's score distribution,
-    carsearch.core.confidence). None (hits without confidence) when evaluate fitted none."""
-    import numpy as np
-
-    from carsearch.core.confidence import CALIBRATION_FILE, REFERENCE_FILE, reference_sample
-
-    f = resolve(params["paths"]["metrics_dir"], root) / "calibration.json"
-    try:
-        calib = (json.loads(f.read_text()) or {}).get(use)
-    except (OSError, ValueError):
-        calib = None
-    if not calib or not calib.get("coef"):
-        return None
-    ref = reference_sample(vectors, int(params["eval"]["calibration"]["reference_rows"]), int(params["train"]["seed"]))
-    write_json(stage / CALIBRATION_FILE, {**calib, "model": use})
-    with open(stage / REFERENCE_FILE, "wb") as fh:
-        np.save(fh, ref, allow_pickle=False)
-    return {"model": use, "threshold": calib["threshold"], "reference_rows": int(len(ref)), "coef": calib["coef"]}
-
-
 def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     params = load_params()
@@ -252,7 +161,14 @@ def main() -> None:
             ),
             chunk=max(512, 32 * bs),
         )  # decode workers start once per chunk
-        calibration_note = write_calibration(params, root, decision["use"], vectors, stage)
+        calibration_note = ship_calibration(  # evaluate's fit of this model, into the version
+            resolve(paths["metrics_dir"], root) / "calibration.json",
+            decision["use"],
+            vectors,
+            stage,
+            int(params["eval"]["calibration"]["reference_rows"]),
+            int(params["train"]["seed"]),
+        )
         version = new_version()
         # index.uri: the table goes straight to object storage (LanceDB on S3); the local version
         # keeps the model and the pointer, and the bucket gets both too (carsearch.index.remote)
