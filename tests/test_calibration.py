@@ -185,3 +185,47 @@ def test_api_and_page_mark_the_confident_matches(toy, tmp_path):
             browser.close()
     finally:
         server.stop()
+
+
+def test_wise_ft_candidates_are_scored_gated_and_the_winner_is_indexed(toy):
+    """evaluate scores a WiSE-FT interpolation beside the base and fine-tuned models (calibrated
+    too); build_index's gate indexes the best of the three and records every one's figure."""
+    import torch
+
+    from carsearch.index.store import read_meta
+    from carsearch.model.clip import load_clip, load_pretrained
+    from carsearch.model.wiseft import interpolate
+    from carsearch.stages import build_index, evaluate
+    from testkit import TINY
+
+    root = toy
+    write_params(
+        root,
+        train={"epochs": 4},
+        index={
+            "promote": {"metric": "text_to_image.mrr", "min_gain": -1.0, "set": None},
+            "wise_ft": {"alphas": [0.5], "only_pretrained": False},
+        },
+    )
+    evaluate.main()
+    ev = json.loads((root / "metrics/eval.json").read_text())
+    assert set(ev["candidates"]) == {"wise_ft_0.5"} and ev["candidates"]["wise_ft_0.5"]["alpha"] == 0.5
+    assert "wise_ft_0.5" in ev["calibration"] and "wise_ft_0.5" in json.loads(
+        (root / "metrics/calibration.json").read_text()
+    )
+    build_index.main()
+    promo = json.loads((root / "metrics/index.json").read_text())["promotion"]
+    figures = {
+        "base": ev["base"]["text_to_image"]["mrr"],
+        "finetuned": ev["finetuned"]["text_to_image"]["mrr"],
+        "wise_ft_0.5": ev["candidates"]["wise_ft_0.5"]["text_to_image"]["mrr"],
+    }
+    assert promo["candidates"] == pytest.approx(figures, abs=1e-4)
+    best = max(figures, key=lambda n: (figures[n], n == "finetuned"))
+    assert promo["use"] == best
+    # the index's model is that candidate's weights
+    base, _ = load_clip(TINY, seed=0)
+    ft, _ = load_pretrained(root / "models/finetuned")
+    want = {"base": base, "finetuned": ft, "wise_ft_0.5": interpolate(base, ft, 0.5)}[best].state_dict()
+    got, _ = load_pretrained(root / "data/index" / read_meta(root / "data/index")["version"] / "model")
+    assert all(torch.allclose(got.state_dict()[k].float(), v.float(), atol=1e-6) for k, v in want.items())
