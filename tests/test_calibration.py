@@ -229,3 +229,28 @@ def test_wise_ft_candidates_are_scored_gated_and_the_winner_is_indexed(toy):
     want = {"base": base, "finetuned": ft, "wise_ft_0.5": interpolate(base, ft, 0.5)}[best].state_dict()
     got, _ = load_pretrained(root / "data/index" / read_meta(root / "data/index")["version"] / "model")
     assert all(torch.allclose(got.state_dict()[k].float(), v.float(), atol=1e-6) for k, v in want.items())
+
+
+def test_cli_marks_where_the_confident_matches_end(toy, monkeypatch):
+    from typer.testing import CliRunner
+
+    from carsearch.cli import app
+    from carsearch.index.search import CarSearch
+
+    monkeypatch.setenv("CARSEARCH_ROOT", str(toy))
+    s = CarSearch(root=toy)
+    hits = s.text("a red car", k=8)
+    n = sum(h.confident for h in hits)
+    r = CliRunner().invoke(app, ["search", "a red car", "-k", "8"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    rows = [i for i, x in enumerate(lines) if x.split("\t")[0].isdigit()]
+    div = [i for i, x in enumerate(lines) if x.startswith("---- ")]
+    assert len(rows) == 8 and len(div) == 1
+    assert all(lines[i].split("\t")[-1].startswith("confidence=") for i in rows)
+    assert div[0] == (rows[n] if n < 8 else rows[-1] + 1)  # right after the last confident hit
+    assert (f"{n} confident match" if n else "no confident match") in lines[div[0]]
+    cut = hits[3].confidence
+    r = CliRunner().invoke(app, ["search", "a red car", "-k", "8", "--min-confidence", str(cut)])
+    got = [x.split("\t")[2] for x in r.output.splitlines() if x.split("\t")[0].isdigit()]
+    assert got == [h.id for h in hits if h.confidence >= cut]

@@ -135,7 +135,9 @@ def _divider(hits) -> tuple[int, str] | None:
     if not hits or hits[0].confidence is None:
         return None
     n = next((i for i, h in enumerate(hits) if not h.confident), len(hits))
-    what = f"{n} confident match{'es' if n != 1 else ''}" if n else "no confident match"
+    if not n:
+        return 0, "---- no confident match: these are the closest ----"
+    what = f"{n} confident match{'es' if n != 1 else ''}"
     return n, f"---- {what} above; below: less likely matches ----" if n < len(hits) else f"---- {what} ----"
 
 

@@ -3,8 +3,10 @@
 Writes metrics/eval.json (text->image on attribute queries, image->image same model, recall@k
 (hit rate), mAP@k, MRR, a by-combination and a zero-shot per-attribute breakdown, and the gain of
 the fine-tuned model), recall@k curves (CSV for `dvc plots`, PNG) and a PNG grid of example
-queries with their top-5. Logs it all into the fine-tuning MLflow run and tags the registered
-model version with the metrics.
+queries with their top-5. Fits each model's hit confidence on the held-out labelled queries
+(metrics/calibration.json, ECE and confident precision/coverage in eval.json, reliability.png) and
+scores the WiSE-FT candidates (`index.wise_ft`) for the gate. Logs it all into the fine-tuning
+MLflow run and tags the registered model version with the metrics.
 """
 
 from __future__ import annotations
