@@ -248,7 +248,7 @@ def test_cli_marks_where_the_confident_matches_end(toy, monkeypatch):
     div = [i for i, x in enumerate(lines) if x.startswith("---- ")]
     assert len(rows) == 8 and len(div) == 1
     assert all(lines[i].split("\t")[-1].startswith("confidence=") for i in rows)
-    assert div[0] == (rows[n] if n < 8 else rows[-1] + 1)  # right after the last confident hit
+    assert div[0] == (rows[n] - 1 if n < 8 else rows[-1] + 1)  # right after the last confident hit
     assert (f"{n} confident match" if n else "no confident match") in lines[div[0]]
     cut = hits[3].confidence
     r = CliRunner().invoke(app, ["search", "a red car", "-k", "8", "--min-confidence", str(cut)])
