@@ -8,7 +8,7 @@ scores over the gallery, gap to the best, rank fraction) and whether the hit is 
 
 Method: logistic regression (scikit-learn) on the standardised features; a feature whose weight
 comes out with the sign that would make a better score less confident is dropped and the model
-refit (so confidence is monotone in the score for one query). Honest figures: every figure is
+refit, one at a time (so confidence is monotone in the score for one query). Honest figures: every figure is
 out-of-fold, queries split by GroupKFold (a query's hits are never both fitted and judged), per
 source; `transfer` fits on the other sources only (renders -> real photos). The calibration
 written for the index is the fit on every query.
@@ -56,13 +56,14 @@ def fit(x: np.ndarray, y: np.ndarray, threshold: float = 0.5, c: float = 1.0) ->
         while keep:
             lr = LogisticRegression(C=c, max_iter=1000).fit(xz[:, keep], y)
             w = lr.coef_[0]
-            bad = [f for f, wi in zip(keep, w) if wi * SIGNS[FEATURES[f]] < 0]
-            if not bad:
+            signed = [wi * SIGNS[FEATURES[f]] for f, wi in zip(keep, w)]
+            if min(signed) >= 0:
                 coef[:] = 0.0
                 coef[keep] = w
                 intercept = float(lr.intercept_[0])
                 break
-            keep = [f for f in keep if f not in bad]
+            # the features are correlated: drop only the most wrong-signed one, then refit
+            keep.pop(int(np.argmin(signed)))
     return {
         "method": "logistic regression (scikit-learn), sign-constrained",
         "features": list(FEATURES),
