@@ -1,6 +1,6 @@
 """What `evaluate` adds for the promotion gate and the hit confidence:
 - the calibration of each model (carsearch.evaluation.calibration) on the test split's queries
-  and every eval set's;
+  (every combination of the attributes) and every eval set's;
 - WiSE-FT candidates (carsearch.model.wiseft) at `index.wise_ft.alphas`: each scored like the
   base and fine-tuned models (test split, every eval set) and calibrated, so the gate
   (stages/build_index) can index the best one on its deciding set."""
@@ -14,7 +14,7 @@ import numpy as np
 
 from carsearch.evaluation.calibration import calibrate, set_source, split_source
 from carsearch.evaluation.evalsets import evaluate_sets
-from carsearch.evaluation.protocol import embed_texts, full_report, labelled_for
+from carsearch.evaluation.protocol import attribute_queries, combos_for, embed_texts, full_report, labelled_for
 from carsearch.model.wiseft import candidate_name, interpolate
 
 
@@ -23,7 +23,14 @@ def model_calibration(
 ) -> tuple[dict, dict]:
     """(calibration, report) of one model from its test-split queries (`q`: full_report's query
     data) and its eval-set embeddings (`kept`: {(set, model): (img, labels)})."""
-    sources = {"test_split": split_source(img, q["txt"], q["rel"], labelled_for(labels, attrs))}
+    # every combination of the attributes ("a red car", "a red sedan", "a red sedan seen from the
+    # front"): queries as specific as users type, from ~1 in 8 images relevant down to 1 in 200
+    parts = [split_source(img, q["txt"], q["rel"], labelled_for(labels, attrs))]
+    for combo in combos_for(attrs)[:-1]:
+        texts, rel = attribute_queries(labels, combo)
+        if texts:
+            parts.append(split_source(img, encode_text(texts), rel, labelled_for(labels, combo)))
+    sources = {"test_split": (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))}
     for (set_name, mname), (simg, slabels) in sorted(kept.items()):
         if mname == name:
             sources[f"set:{set_name}"] = set_source(simg, slabels, encode_text, set_attrs)
