@@ -65,10 +65,13 @@ def search(
         False, "-f", "--paths", help="Print only the original files' paths, one per line (for xargs & co)."
     ),
     copy_to: Optional[Path] = typer.Option(None, "--copy-to", help="Also copy the top k originals into this folder."),
+    min_confidence: Optional[float] = typer.Option(
+        None, "--min-confidence", help="Only hits at least this likely to match (calibrated confidence, 0-1)."
+    ),
 ) -> None:
     """Print rank, score, id, caption and path of the k most similar cars; for a vehicle of a frame
     also its frame and box, and the camera and capture time where known."""
-    from carsearch.index.query import QueryError, build_where, check_image, check_text, scope_where
+    from carsearch.index.query import QueryError, build_where, check_confidence, check_image, check_text, scope_where
 
     try:  # everything the user typed is checked before the model loads
         if query is None and image is None:
@@ -80,6 +83,7 @@ def search(
         where = build_where(_filters(color, view, body_type, make, model, split), where)
         scope = dict(camera=camera or None, after=after, before=before)
         scope_where(**scope)  # bad times fail here, before the model loads
+        scope["min_confidence"] = check_confidence(min_confidence)
         if sort not in ("score", "time"):
             raise QueryError(f"--sort: {sort!r} is not score or time")
     except QueryError as e:
@@ -104,16 +108,22 @@ def search(
     missing = _mark_missing(hits, root)
     from carsearch.index import hits as hits_mod
 
-    for h, gone in zip(hits, missing):
+    divider = _divider(hits) if sort == "score" and not paths_only else None
+    for i, (h, gone) in enumerate(zip(hits, missing)):
         if paths_only:
             if not gone:
                 typer.echo(hits_mod.local_original(h, root))
             continue
+        if divider and i == divider[0]:
+            typer.echo(divider[1])
         typer.echo(
             f"{h.rank}\t{h.score:.4f}\t{h.id}\t{h.caption}\t{hits_mod.original(h)}"
             + ("\t[missing file]" if gone else "")
             + "".join(f"\t{x}" for x in _where_seen(h))
+            + (f"\tconfidence={h.confidence:.3f}" if h.confidence is not None else "")
         )
+    if divider and divider[0] == len(hits) and hits:
+        typer.echo(divider[1])
     if csv_out is not None:
         _write_hits_csv(hits, csv_out)
         typer.echo(f"wrote {csv_out}", err=True)
@@ -138,6 +148,17 @@ def search(
         ]
         results_grid_png([(query or f"image: {image}", tiles)], png)
         typer.echo(f"wrote {png}", err=True)
+
+
+def _divider(hits) -> tuple[int, str] | None:
+    """Where the confident hits end (the index of the first one that is not) and the line shown there."""
+    if not hits or hits[0].confidence is None:
+        return None
+    n = next((i for i, h in enumerate(hits) if not h.confident), len(hits))
+    if not n:
+        return 0, "---- no confident match: these are the closest ----"
+    what = f"{n} confident match{'es' if n != 1 else ''}"
+    return n, f"---- {what} above; below: less likely matches ----" if n < len(hits) else f"---- {what} ----"
 
 
 def _where_seen(h) -> list[str]:

@@ -407,6 +407,7 @@ class Train(_Strict):
     augment: Augment
     early_stopping: Optional[EarlyStopping]
     val_sets: list[Text]
+    ema: Optional[Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]]  # EMA decay; null: off
     checkpoint_dir: Optional[str]
     resume: bool
     nproc_per_node: PosInt
@@ -438,6 +439,14 @@ class Bootstrap(_Strict):
     confidence: Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]
 
 
+class Calibration(_Strict):
+    top_k: PosInt
+    folds: Annotated[int, Field(ge=2)]
+    threshold: Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]
+    bins: PosInt
+    reference_rows: Annotated[int, Field(ge=16)]
+
+
 class Eval(_Strict):
     ks: Annotated[list[PosInt], Field(min_length=1)]
     map_k: PosInt
@@ -452,6 +461,7 @@ class Eval(_Strict):
     sets: list["EvalSet"]
     set_k: PosInt
     set_attributes: list[Text]
+    calibration: Calibration
 
     @model_validator(mode="before")
     @classmethod
@@ -473,6 +483,11 @@ class Promote(_Strict):
     metric: Optional[str]
     min_gain: Num
     set: Optional[str]  # an eval.sets name decides (its metric, e.g. text_to_image.precision@5)
+
+
+class WiseFT(_Strict):
+    alphas: list[Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]]
+    only_pretrained: bool
 
 
 class Detect(_Strict):
@@ -519,6 +534,7 @@ class Index(_Open):
     num_workers: Optional[NonNegInt]
     decode_draft: bool
     promote: Optional[Promote]
+    wise_ft: WiseFT
     uri: Optional[Annotated[str, Field(pattern=r"^s3://[^/]+")]]  # the table on object storage
 
 

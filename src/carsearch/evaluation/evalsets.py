@@ -146,9 +146,11 @@ def evaluate_sets(
     cfg: dict,
     plot_dir: Path | None = None,
     log=print,
+    keep: dict | None = None,
 ) -> dict:
     """{set name: {"base": report, "finetuned": report, "rejected": n}} for every configured set.
-    `models`: name -> (model, processor); `encoders`: name -> (encode_images(paths), encode_text(texts))."""
+    `models`: name -> (model, processor); `encoders`: name -> (encode_images(paths), encode_text(texts)).
+    `keep`: filled with {(set, model): (image vectors, labels)} (the calibration fits on them)."""
     out = {}
     k, attrs = int(cfg["set_k"]), list(cfg["set_attributes"])
     with tempfile.TemporaryDirectory(prefix="carsearch-evalsets-") as tmp:
@@ -167,6 +169,8 @@ def evaluate_sets(
                 enc_img, enc_txt = encoders[mname]
                 img = enc_img([Path(r["path"]) for r in rows])
                 res[mname] = set_report(img, labels, enc_txt, attrs, k)
+                if keep is not None:
+                    keep[(name, mname)] = (img, labels)
                 if plot_dir is not None and mname == "finetuned":
                     _examples_png(name, rows, img, labels, enc_txt, res[mname], k, plot_dir / f"examples_{name}.png")
             res["gain"] = (

@@ -65,6 +65,19 @@ def check_text(query: str | None) -> str:
     return q
 
 
+def check_confidence(value) -> float | None:
+    """`min_confidence`: None, or a probability in [0, 1] (only hits at least that confident)."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise QueryError(f"min_confidence: expected a probability between 0 and 1, got {value!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise QueryError(f"min_confidence: expected a probability between 0 and 1, got {value!r}")
+    return v
+
+
 def _tokens(where: str) -> list[tuple[str, str, int]]:
     out, pos = [], 0
     while pos < len(where):

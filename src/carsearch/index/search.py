@@ -17,10 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from carsearch.core.confidence import Calibrator
 from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import repo_root, resolve
 from carsearch.features.capture import iso
-from carsearch.index.query import QueryError, check_image, check_text, check_where, combine, scope_where
+from carsearch.index.query import (
+    QueryError,
+    check_confidence,
+    check_image,
+    check_text,
+    check_where,
+    combine,
+    scope_where,
+)
 from carsearch.index.store import (
     META_FILE,
     MODEL_SUBDIR,
@@ -86,6 +95,9 @@ class Hit:
     first_seen: float | None = None
     last_seen: float | None = None
     track_json: str = ""  # its member boxes: [{"frame_id", "box", "time", "offset"}, …]
+    # P(the hit matches the query), calibrated by `evaluate` (None: the index has no calibration)
+    confidence: float | None = None
+    confident: bool = False
 
 
 CSV_COLUMNS = ("rank", "score", "id", "file", "frame_id", "x1", "y1", "x2", "y2", "camera", "time", "caption")
@@ -216,7 +228,15 @@ class CarSearch:
             if self._override:
                 self._check_override(meta)
         self.meta, self.table, self.version_dir, self._stamp = meta, table, vdir, stamp
+        self.calibrator = None if self.index_uri else Calibrator.load(vdir)  # carsearch.core.confidence
         return True
+
+    def confidences(self, vector, scores) -> list[float | None]:
+        """The calibrated confidence of each score of one query vector (None without a calibration)."""
+        cal = getattr(self, "calibrator", None)
+        if cal is None or not len(scores):
+            return [None] * len(scores)
+        return [None if not np.isfinite(c) else round(float(c), 4) for c in cal.confidence(vector, scores)]
 
     def _check_override(self, meta: dict) -> None:
         import warnings
@@ -334,6 +354,7 @@ class CarSearch:
         nprobes: int | None = None,
         refine_factor: int | None = None,
         hybrid_text: str | None = None,
+        min_confidence: float | None = None,
     ) -> list[Hit]:
         nprobes, refine = self._ann_params(nprobes, refine_factor)
         if hybrid_text is not None and not self.has_fts():
@@ -362,6 +383,14 @@ class CarSearch:
             score = float(r["_relevance_score"]) if "_relevance_score" in r else 1.0 - float(r["_distance"])
             extra = {c: r[c] for c in VEHICLE_COLUMNS if c in r and r[c] is not None}
             hits.append(Hit(rank, score, r["id"], r["caption"], r["path"], json.loads(r["labels_json"]), **extra))
+        if hybrid_text is None:  # a fused rank score is not a cosine: no calibrated confidence
+            thr = self.calibrator.threshold if getattr(self, "calibrator", None) else None
+            for h, c in zip(hits, self.confidences(vector, [h.score for h in hits])):
+                h.confidence, h.confident = c, c is not None and c >= thr
+        if min_confidence is not None:
+            if hybrid_text is not None:
+                raise QueryError("min_confidence: hybrid results have no calibrated confidence (a fused rank score)")
+            hits = [h for h in hits if h.confidence is not None and h.confidence >= min_confidence]
         return hits
 
     def has_tracks(self) -> bool:
@@ -393,6 +422,7 @@ class CarSearch:
         camera: str | list[str] | None = None,
         after: float | str | None = None,
         before: float | str | None = None,
+        min_confidence: float | None = None,
     ) -> list[Hit]:
         """The k images (vehicles, where the index has boxes) nearest to a text query. `hybrid=True`
         fuses the vector search with a full-text search of the captions (reciprocal-rank fusion;
@@ -403,7 +433,13 @@ class CarSearch:
         query = check_text(query)  # one-line QueryError (a ValueError)
         where = combine(check_where(where), scope_where(camera, after, before, self.has_tracks()))
         return self._search(
-            self._text_vector(query), k, where, nprobes, refine_factor, hybrid_text=query if hybrid else None
+            self._text_vector(query),
+            k,
+            where,
+            nprobes,
+            refine_factor,
+            hybrid_text=query if hybrid else None,
+            min_confidence=check_confidence(min_confidence),
         )
 
     def hybrid(self, query: str, k: int = 5, where: str | None = None, **kw) -> list[Hit]:
@@ -421,12 +457,15 @@ class CarSearch:
         camera: str | list[str] | None = None,
         after: float | str | None = None,
         before: float | str | None = None,
+        min_confidence: float | None = None,
     ) -> list[Hit]:
         """The k images (or vehicles) nearest to a query image; filters as in `text()`."""
         self.refresh()
         path = check_image(path)
         where = combine(check_where(where), scope_where(camera, after, before, self.has_tracks()))
-        return self._search(self._image_vector(path), k, where, nprobes, refine_factor)
+        return self._search(
+            self._image_vector(path), k, where, nprobes, refine_factor, min_confidence=check_confidence(min_confidence)
+        )
 
     # ------------------------------------------------------------ used by the search service (carsearch.serve)
     ROW_COLUMNS = (
@@ -527,8 +566,9 @@ class CarSearch:
 
         cols = self._run_retrying(run).to_pydict()
         n = len(cols["_distance"])
+        conf = self.confidences(vec, [1.0 - float(d) for d in cols["_distance"]])
         return [
-            {**{c: cols[c][i] for c in row_cols}, "score": 1.0 - float(cols["_distance"][i])}
+            {**{c: cols[c][i] for c in row_cols}, "score": 1.0 - float(cols["_distance"][i]), "confidence": conf[i]}
             for i in range(int(offset), n)
         ]
 
@@ -564,6 +604,7 @@ def search(
     camera: str | list[str] | None = None,
     after: float | str | None = None,
     before: float | str | None = None,
+    min_confidence: float | None = None,
 ) -> list[Hit]:
     """One-shot search by text or by image (`model`: see CarSearch; `camera`, `after`, `before`: see `text`)."""
     if query is None and image is None:
@@ -574,4 +615,5 @@ def search(
         raise QueryError("hybrid search needs a text query (it matches the captions)")
     s = CarSearch(index_dir, model=model)
     kw = {"nprobes": nprobes, "refine_factor": refine_factor, "camera": camera, "after": after, "before": before}
+    kw["min_confidence"] = min_confidence
     return s.text(query, k, where, hybrid=hybrid, **kw) if query is not None else s.image(image, k, where, **kw)

@@ -140,6 +140,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         q, neg, like, w_text, w_image, w_neg, offset, limit, facets, after=None, before=None, sort="score", **filters
     ) -> SearchRequest:
         return SearchRequest(
+            min_confidence=filters.pop("min_confidence", None),
             after=after,
             before=before,
             sort=sort,
@@ -177,6 +178,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         after: Optional[str] = Query(None),
         before: Optional[str] = Query(None),
         sort: str = Query("score"),
+        min_confidence: Optional[float] = Query(None, description="only hits at least this likely to match (0-1)"),
         format: Literal["json", "csv"] = Query("json", description="csv: the page of hits as a CSV file"),
     ):
         """Search by text, by an indexed image (`like`), or both, with an optional negative text;
@@ -203,6 +205,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
             after=after,
             before=before,
             sort=sort,
+            min_confidence=min_confidence,
         )
         body = svc.search(req)
         if format == "csv":
@@ -242,6 +245,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         after: Optional[str] = Form(None),
         before: Optional[str] = Form(None),
         sort: str = Form("score"),
+        min_confidence: Optional[float] = Form(None),
     ):
         """Search by an uploaded image (multipart field `image`), optionally with a text and a negative text."""
         req = _request(
@@ -265,6 +269,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
             after=after,
             before=before,
             sort=sort,
+            min_confidence=min_confidence,
         )
         limit_bytes = int(svc.cfg["max_upload_bytes"])
         data = await image.read(limit_bytes + 1)

@@ -74,6 +74,9 @@ class SearchRequest(BaseModel):
         None, description="only hits captured before this time"
     )
     sort: Literal["score", "time"] = Field("score", description="order of the page: best first, or earliest first")
+    min_confidence: Optional[float] = Field(
+        None, ge=0, le=1, description="only hits at least this likely to match the query (calibrated confidence)"
+    )
 
 
 class Match(BaseModel):
@@ -91,6 +94,10 @@ class SearchHit(BaseModel):
     rank: int
     id: str
     score: float
+    confidence: Optional[float] = Field(
+        None, description="probability that the hit matches the query (calibrated by evaluate; null: no calibration)"
+    )
+    confident: bool = Field(False, description="confidence >= the index's threshold (a confident match)")
     caption: str
     make: str = ""
     model: str = ""
@@ -129,6 +136,10 @@ class SearchResponse(BaseModel):
         description="hits considered for facets and paging (the top serve.facet_candidates, filtered)"
     )
     has_more: bool
+    confident: Optional[int] = Field(
+        None, description="how many of the candidates are confident matches (null: the index has no calibration)"
+    )
+    confidence_threshold: Optional[float] = Field(None, description="the confidence a confident match reaches")
     hits: list[SearchHit]
     facets: dict[str, list[FacetValue]]
     facet_scope: str

@@ -3,9 +3,9 @@ folder / S3 prefix of your own photos: `index.corpus`) into LanceDB with the pro
 Embeddings are cached per (image hash, model hash): a rebuild embeds only new images. The new
 index is published atomically beside the old one (see carsearch.index).
 
-Promotion gate: the fine-tuned model is used only if it beats the base model on
-`index.promote.metric` (from metrics/eval.json, e.g. `text_to_image.recall@5`) by more than
-`index.promote.min_gain`; otherwise the base model. The model is copied into the index version,
+Promotion gate (carsearch.index.promotion): the fine-tuned model (or the best WiSE-FT candidate)
+is used only if it beats the base model on `index.promote.metric` (from metrics/eval.json, e.g.
+`text_to_image.recall@5`) by more than `index.promote.min_gain`; otherwise the base model. The model is copied into the index version,
 so search never depends on `models/finetuned` (which fine-tuning rewrites). metrics/index.json
 says which model, why, and which registered MLflow version and content hash built the index.
 """
@@ -29,7 +29,9 @@ from carsearch.experiments import tracking
 from carsearch.features import corpus
 from carsearch.index import manifest as index_manifest
 from carsearch.index import ray_engine, remote
+from carsearch.index.calibration import ship_calibration
 from carsearch.index.embed_cache import damage_note, embed_with_cache, open_embed_cache
+from carsearch.index.promotion import promotion_decision
 from carsearch.index.store import (
     IMAGES_SUBDIR,
     MODEL_SUBDIR,
@@ -43,62 +45,7 @@ from carsearch.index.store import (
     write_meta,
 )
 from carsearch.model.clip import encode_images, load_clip, load_pretrained, save_clip
-
-
-def promotion_decision(eval_metrics: dict, metric: str, min_gain: float = 0.0, set_name: str | None = None) -> dict:
-    """{"use": "finetuned"|"base", "reason", "metric", "set", "finetuned", "base"} from eval.json
-    content. `set_name`: an eval set (eval.json["sets"]) decides instead of the rendered split."""
-    source = eval_metrics
-    where = "the test split"
-    if set_name:
-        sets = eval_metrics.get("sets") or {}
-        if set_name not in sets:
-            raise ParamsError(
-                f"index.promote.set: {set_name!r} is not an evaluated set (eval.json has "
-                f"{sorted(sets) or 'no eval sets'}; configure it under eval.sets)"
-            )
-        source, where = sets[set_name], f"eval set {set_name!r}"
-
-    def get(name: str) -> float:
-        cur = source.get(name, {})
-        for part in metric.split("."):
-            if not isinstance(cur, dict) or part not in cur:
-                example = "text_to_image.precision@5" if set_name else "text_to_image.recall@5, image_to_image.map@10"
-                raise ParamsError(
-                    f"index.promote.metric: {metric!r} not in eval.json[{name!r}] of {where} (e.g. {example})"
-                )
-            cur = cur[part]
-        return float(cur)
-
-    ft, base = get("finetuned"), get("base")
-    gain = ft - base
-    use = "finetuned" if gain > min_gain else "base"
-    cmp = ">" if use == "finetuned" else "<="
-    reason = f"on {where}: fine-tuned {metric} {ft:.4f} {cmp} base {base:.4f} + min_gain {min_gain:g}" + (
-        "" if use == "finetuned" else ": fine-tuning did not pay, indexing with the base model"
-    )
-    out = {
-        "use": use,
-        "reason": reason,
-        "metric": metric,
-        "set": set_name or "test split",
-        "finetuned": round(ft, 4),
-        "base": round(base, 4),
-        "gain": round(gain, 4),
-        "min_gain": min_gain,
-    }
-    if eval_metrics.get("sets"):  # every set's headline numbers, whichever decided
-        out["sets"] = {
-            n: {
-                m: {
-                    d: {k: v for k, v in r[m][d].items() if k.startswith("precision@")}
-                    for d in ("text_to_image", "image_to_image")
-                }
-                for m in ("base", "finetuned")
-            }
-            for n, r in eval_metrics["sets"].items()
-        }
-    return out
+from carsearch.model.wiseft import save_interpolated
 
 
 def promoted_model(params: dict, root, decision: dict, stage):
@@ -107,6 +54,20 @@ def promoted_model(params: dict, root, decision: dict, stage):
     "<where it came from>@<content hash>", registry info)."""
     paths = params["paths"]
     model_copy = stage / MODEL_SUBDIR
+    if decision["use"].startswith("wise_ft_"):  # (1 - alpha) base + alpha fine-tuned, travels in the index
+        save_interpolated(
+            params["model"], params["train"]["seed"], resolve(paths["model_dir"], root), decision["alpha"], model_copy
+        )
+        model, processor = load_pretrained(model_copy)
+        content = dir_hash(model_copy)
+        ref = f"{decision['use']}:{paths['model_dir']}@{dir_hash(resolve(paths['model_dir'], root))}"
+        return (
+            model,
+            processor,
+            MODEL_SUBDIR,
+            f"{ref}@{content}",
+            {"name": None, "version": None, "wise_ft": decision["alpha"], "content_hash": content},
+        )
     if decision["use"] == "finetuned":
         ft_dir = resolve(paths["model_dir"], root)
         if not ft_dir.is_dir():
@@ -208,6 +169,14 @@ def main() -> None:
         vectors, estats = embed_with_cache(
             [r["id"] for r in rows], [r["path"] for r in rows], cache, encode, chunk=chunk, progress=True
         )
+        calibration_note = ship_calibration(  # evaluate's fit of this model, into the version
+            resolve(paths["metrics_dir"], root) / "calibration.json",
+            decision["use"],
+            vectors,
+            stage,
+            int(params["eval"]["calibration"]["reference_rows"]),
+            int(params["train"]["seed"]),
+        )
         version = new_version()
         # index.uri: the table goes straight to object storage (LanceDB on S3); the local version
         # keeps the model and the pointer, and the bucket gets both too (carsearch.index.remote)
@@ -246,6 +215,7 @@ def main() -> None:
             "content_hash": content,
             "registered_model": registered,
             "promotion": decision,
+            "calibration": calibration_note,
             **estats,
             "seconds": round(time.perf_counter() - t0, 2),
         }

@@ -3,8 +3,10 @@
 Writes metrics/eval.json (text->image on attribute queries, image->image same model, recall@k
 (hit rate), mAP@k, MRR, a by-combination and a zero-shot per-attribute breakdown, and the gain of
 the fine-tuned model), recall@k curves (CSV for `dvc plots`, PNG) and a PNG grid of example
-queries with their top-5. Logs it all into the fine-tuning MLflow run and tags the registered
-model version with the metrics.
+queries with their top-5. Fits each model's hit confidence on the held-out labelled queries
+(metrics/calibration.json, ECE and confident precision/coverage in eval.json, reliability.png) and
+scores the WiSE-FT candidates (`index.wise_ft`) for the gate. Logs it all into the fine-tuning
+MLflow run and tags the registered model version with the metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 from carsearch.core.io import read_jsonl, write_json, write_text
 from carsearch.core.params import load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
+from carsearch.evaluation.calibration import reliability_png
+from carsearch.evaluation.candidates import model_calibration, wise_ft_candidates
 from carsearch.evaluation.evalsets import evaluate_sets
 from carsearch.evaluation.plots import recall_curves_png, results_grid_png
 from carsearch.evaluation.protocol import embed_texts, full_report
@@ -136,9 +140,10 @@ def main() -> None:
             results[name]["vehicles"] = levels[name]
         if levels.get("box_recall"):
             results["box_recall"] = levels["box_recall"]
-    if cfg["sets"]:  # the user's own labelled photos: never trained on (checked), never captioned
-        pairs_dir = resolve(paths["pairs_dir"], root)
-
+    kept: dict = {}  # (set, model) -> the set's image vectors and labels (for the calibration)
+    trained: dict = {}
+    pairs_dir = resolve(paths["pairs_dir"], root)
+    if cfg["sets"] or params["index"]["wise_ft"]["alphas"]:
         # by the content of the files trained on (ingest's ids are content hashes too, but check the bytes)
         trained = {
             content_id((root / r["path"]).read_bytes()): r["path"]
@@ -146,12 +151,20 @@ def main() -> None:
             if (pairs_dir / f"{split}.jsonl").is_file()
             for r in read_jsonl(pairs_dir / f"{split}.jsonl")
         }
+    if cfg["sets"]:  # the user's own labelled photos: never trained on (checked), never captioned
         encoders = {
             name: (lambda ps, m_=m, p_=p: encode_images(m_, p_, ps), lambda t, m_=m, p_=p: embed_texts(m_, p_, t))
             for name, (m, p) in models.items()
         }
         results["sets"] = evaluate_sets(
-            list(cfg["sets"]), root, models, encoders, trained, cfg, plot_dir=resolve(paths["plots_dir"], root) / "sets"
+            list(cfg["sets"]),
+            root,
+            models,
+            encoders,
+            trained,
+            cfg,
+            plot_dir=resolve(paths["plots_dir"], root) / "sets",
+            keep=kept,
         )
         for name, r in results["sets"].items():
             k = int(cfg["set_k"])
@@ -161,11 +174,44 @@ def main() -> None:
                 f" | image->image P@{k} {r['base']['image_to_image'][f'precision@{k}']:.3f} -> "
                 f"{r['finetuned']['image_to_image'][f'precision@{k}']:.3f}"
             )
+    # the hit confidence of each model (and WiSE-FT candidate): fitted on every held-out query,
+    # judged out-of-fold (carsearch.evaluation.calibration); build_index copies the indexed model's
+    calibs, creports = {}, {}
+    for name, (model, proc) in models.items():
+        calibs[name], creports[name] = model_calibration(
+            name,
+            extra[name]["img"],
+            extra[name],
+            labels,
+            attrs,
+            kept,
+            list(cfg["set_attributes"]),
+            cfg["calibration"],
+            lambda t, m_=model, p_=proc: embed_texts(m_, p_, t),
+        )
+    cand, cand_sets, ccal, crep = wise_ft_candidates(
+        models,
+        [root / r["path"] for r in rows],
+        labels,
+        params,
+        root,
+        trained,
+        lambda m_, p_, ps: encode_images(m_, p_, ps),
+    )
+    calibs.update(ccal), creports.update(crep)
+    if cand:
+        results["candidates"] = cand
+        for s_name, by_cand in cand_sets.items():
+            results["sets"][s_name].update(by_cand)
+    results["calibration"] = creports
     results = _round(results)
 
     metrics_dir = resolve(paths["metrics_dir"], root)
     plots_dir = resolve(paths["plots_dir"], root)
     write_json(metrics_dir / "eval.json", results)
+    write_json(metrics_dir / "calibration.json", calibs)
+    held = creports.get("finetuned", {}).get("held_out", {})
+    reliability_png({k: v for k, v in held.items() if k != "all"}, plots_dir / "reliability.png")
     write_query_csv(metrics_dir / "eval_queries.csv", per_query)
     curve_k = len(next(iter(curves["base"].values())))
     cols = [(m, d) for m in curves for d in curves[m]]
@@ -220,9 +266,18 @@ def main() -> None:
                     k: v for k, v in results[name].get("vehicles", {}).items() if isinstance(v, dict)
                 }.items():
                     flat.update({f"{name}.vehicles.{level}.{k.replace('@', '_at_')}": v for k, v in m.items()})
+            for name, rep in creports.items():  # the calibration, held out, per source
+                for src, r in rep.get("held_out", {}).items():
+                    for k in ("ece", "confident_precision", "confident_coverage"):
+                        if isinstance(r.get(k), (int, float)):
+                            flat[f"{name}.calibration.{src.replace(':', '.')}.{k}"] = r[k]
+            for name, c in results.get("candidates", {}).items():  # every WiSE-FT candidate's figures
+                for d in ("text_to_image", "image_to_image"):
+                    flat.update({f"{name}.{d}.{k.replace('@', '_at_')}": v for k, v in c[d].items() if k in HEADLINE})
             mlflow.log_metrics(flat)
             mlflow.log_artifact(str(metrics_dir / "eval.json"))
-            for f in ("recall_at_k.png", "examples.png", "recall_at_k.csv"):
+            mlflow.log_artifact(str(metrics_dir / "calibration.json"))
+            for f in ("recall_at_k.png", "examples.png", "recall_at_k.csv", "reliability.png"):
                 mlflow.log_artifact(str(plots_dir / f), artifact_path="plots")
         tracking.tag_model_version(
             info.get("registered_model") or {},
@@ -243,6 +298,14 @@ def main() -> None:
         )
     for src, r in results.get("box_recall", {}).items():
         print(f"evaluate: box recall of {src} boxes at IoU >= {r['iou']}: {r['recall']:.3f} ({r['truth']} true boxes)")
+    for name, rep in creports.items():
+        for src, r in rep.get("held_out", {}).items():
+            cp = r["confident_precision"]
+            print(
+                f"evaluate[{name}, calibration, {src}]: held-out ECE {r['ece']:.3f}; confident (>= {rep['threshold']:g}) "
+                f"precision {'-' if cp is None else f'{cp:.3f}'} coverage {r['confident_coverage']:.3f} "
+                f"over {r['queries']} queries ({r['hits']} hits, {r['base_rate']:.2f} match)"
+            )
     for name in ("base", "finetuned"):
         t, i = results[name]["text_to_image"], results[name]["image_to_image"]
         print(

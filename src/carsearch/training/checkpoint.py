@@ -29,6 +29,7 @@ def fingerprint(cfg: dict, model, train_pairs: list[dict], world: int) -> str:
         k: v
         for k, v in cfg.items()
         if k not in {"checkpoint_dir", "resume", "log_every", "num_workers", "nproc_per_node"}
+        and not (k == "ema" and v is None)  # off: the same fingerprint as before the key existed
     }
     blob = json.dumps(
         {

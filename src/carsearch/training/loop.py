@@ -11,6 +11,8 @@ What a researcher needs, all from one config dict (`conf/train/*.yaml`):
   (`image_loss_weight`) an image-image term with same-model images as positives;
 - light, label-preserving image augmentation (shift + horizontal flip);
 - validation each epoch (a callback), early stopping on a validation metric, best weights kept;
+- optionally (`ema`) an exponential moving average of the weights (torch.optim.swa_utils), which
+  is what is validated, kept and saved (carsearch.training.ema);
 - a checkpoint every epoch and automatic resume after a kill, bit-identical to an uninterrupted
   run: every random draw is seeded from (seed, epoch), never from a running generator;
 - multi-process data parallel (`torchrun --nproc_per_node N`, gloo on CPU, nccl on GPU): the
@@ -37,6 +39,7 @@ from carsearch.features.labels import same_model_relevance
 from carsearch.model.clip import pixel_tensor
 from carsearch.training.checkpoint import CKPT, architecture, fingerprint, load_checkpoint, save_checkpoint
 from carsearch.training.distributed import Dist, all_gather_grad
+from carsearch.training.ema import WeightEMA
 from carsearch.training.loss import multi_positive_loss, same_model_loss
 from carsearch.training.optim import apply_lock, autocast_dtype, lr_lambda, param_groups
 from carsearch.training.texts import positives, text_variants, unknowns
@@ -169,6 +172,7 @@ def train_clip(
     history: list[dict] = []
     best = {"score": None, "epoch": 0, "state": None}
     start_epoch, step, bad_epochs = 0, 0, 0
+    ema = WeightEMA(model, cfg.get("ema"))  # off (no-op) when train.ema is null
     if ckpt_dir and cfg["resume"] and (ckpt_dir / CKPT).is_file():
         state = load_checkpoint(ckpt_dir / CKPT, model)
         if state.get("fingerprint") != fp:
@@ -180,6 +184,7 @@ def train_clip(
             sched.load_state_dict(state["scheduler"])
             start_epoch, step, losses, history = state["epoch"], state["step"], state["losses"], state["history"]
             best, bad_epochs = state["best"], state["bad_epochs"]
+            ema.load_state_dict(state.get("ema"))
             if d.main:
                 print(f"train: resumed from {ckpt_dir / CKPT} after epoch {start_epoch}", file=sys.stderr)
     resumed_from = start_epoch
@@ -236,6 +241,7 @@ def train_clip(
                 opt.zero_grad(set_to_none=True)
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, math.log(100))
+                ema.update()
             step += 1
             lv = float(loss.detach())
             losses.append(lv)
@@ -250,15 +256,16 @@ def train_clip(
             "logit_scale": float(model.logit_scale.detach().exp()),
         }
         if validate is not None:
-            model.eval()
-            info.update(validate(model))
+            with ema.swapped():  # the averaged weights are the ones validated (and kept)
+                model.eval()
+                info.update(validate(model))
         score = info.get(metric) if metric else None
         improved = score is not None and (best["score"] is None or score > best["score"] + min_delta)
         if improved:
             best = {
                 "score": float(score),
                 "epoch": epoch + 1,
-                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "state": ema.state_of_model(),
             }
             bad_epochs = 0
         elif score is not None:
@@ -282,6 +289,7 @@ def train_clip(
                     "best": best,
                     "bad_epochs": bad_epochs,
                     "fingerprint": fp,
+                    "ema": ema.state_dict(),
                     "arch": architecture(model),
                 },
             )
@@ -289,6 +297,8 @@ def train_clip(
             torch.distributed.barrier()
     if best["state"] is not None:
         model.load_state_dict(best["state"])
+    else:
+        ema.copy_to_model()  # no validation: the averaged weights of the last epoch
     if cfg["grad_checkpointing"]:
         import warnings
 

@@ -30,6 +30,8 @@ function readURL() {
   state.after = p.get("after") || "";
   state.before = p.get("before") || "";
   state.sort = p.get("sort") === "time" ? "time" : "score";
+  state.minConf = p.has("min_confidence") ? Math.min(1, Math.max(0, parseFloat(p.get("min_confidence")) || 0)) : null;
+  $("confident-only").checked = state.minConf !== null;
   $("q").value = state.q;
   $("neg").value = state.neg;
   $("balance").value = state.balance;
@@ -54,6 +56,7 @@ function addScope(add) {
   if (state.after) add("after", state.after);
   if (state.before) add("before", state.before);
   if (state.sort === "time") add("sort", "time");
+  if (state.minConf !== null && state.minConf !== undefined) add("min_confidence", String(state.minConf));
 }
 
 function hasQuery() { return Boolean(state.q || state.like || state.image); }
@@ -159,7 +162,14 @@ function render(data) {
   const from = data.hits.length ? data.offset + 1 : 0;
   setStatus(`${from}–${data.offset + data.hits.length} of the top ${data.candidates} for ${describe()} · ${Math.round(data.took_ms)} ms`);
   if (!data.hits.length) grid.append(el("div", { class: "empty", text: "No car matches these filters. Remove one on the left." }));
-  data.hits.forEach((h, i) => grid.append(card(h, i)));
+  data.hits.forEach((h, i) => {
+    const d = confidenceDivider(data, i);
+    if (d) grid.append(d);
+    grid.append(card(h, i));
+  });
+  if (data.confident !== null && data.confident !== undefined) {
+    setStatus($("status").textContent + ` · ${data.confident} confident match${data.confident === 1 ? "" : "es"}`);
+  }
   renderFacets(data.facets);
   renderScope(data.facets);
   renderActive();
@@ -189,6 +199,17 @@ function showRange(a, b) {
 function basename(path) { return (path || "").split(/[\\/]/).filter(Boolean).pop() || ""; }
 function hasFrame(h) { return Boolean(h.frame_url && Array.isArray(h.box) && h.box.length === 4); }
 
+// calibrated relevance: the confident hits (confidence >= the index's threshold) come first; a
+// divider marks where they end, on the page where that happens (best-first order only)
+function confidenceDivider(data, i) {
+  const h = data.hits[i];
+  if (state.sort !== "score" || h.confidence === null || h.confidence === undefined || h.confident) return null;
+  if (i > 0 ? !data.hits[i - 1].confident : data.offset > 0) return null;
+  const n = data.confident || 0;
+  const text = n ? `${n} confident match${n === 1 ? "" : "es"} above · less likely matches below` : "No confident match · these are the closest";
+  return el("div", { class: "confidence-divider", role: "separator", "data-confident": String(n), text });
+}
+
 function card(h, i) {
   const why = new Set(h.why.filter((m) => m.source !== "negative").map((m) => m.attribute));
   const attrs = el("div", { class: "attrs" });
@@ -216,6 +237,10 @@ function card(h, i) {
     el("img", { src: h.thumb_url, alt: h.caption || file || h.id, loading: "lazy" }),
     el("span", { class: "rank", text: "#" + h.rank }),
     el("span", { class: "score", title: "cosine similarity", text: h.score.toFixed(3) }),
+    h.confidence !== null && h.confidence !== undefined
+      ? el("span", { class: "confidence" + (h.confident ? " confident" : ""), title: "probability that this matches your query (calibrated)",
+        text: Math.round(h.confidence * 100) + "%" })
+      : null,
   ]);
   const actions = el("div", { class: "actions" }, [
     el("button", { class: "more", type: "button", text: "More like this", title: "search by this vehicle", onclick: () => moreLike(h.id) }),
@@ -583,6 +608,10 @@ for (const k of ["after", "before"]) {
     if (hasQuery()) run();
   });
 }
+$("confident-only").addEventListener("change", () => {
+  state.minConf = $("confident-only").checked ? ((last && last.confidence_threshold) || 0.5) : null;
+  state.page = 1; run();
+});
 $("sort").addEventListener("change", () => { state.sort = $("sort").value === "time" ? "time" : "score"; state.page = 1; run(); });
 $("balance").addEventListener("change", () => { state.balance = Number($("balance").value); state.page = 1; run(); });
 $("file").addEventListener("change", () => { if ($("file").files[0]) setImage($("file").files[0]); });

@@ -1,0 +1,92 @@
+"""What `evaluate` adds for the promotion gate and the hit confidence:
+- the calibration of each model (carsearch.evaluation.calibration) on the test split's queries
+  (every combination of the attributes) and every eval set's;
+- WiSE-FT candidates (carsearch.model.wiseft) at `index.wise_ft.alphas`: each scored like the
+  base and fine-tuned models (test split, every eval set) and calibrated, so the gate
+  (stages/build_index) can index the best one on its deciding set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from carsearch.evaluation.calibration import calibrate, set_source, split_source
+from carsearch.evaluation.evalsets import evaluate_sets
+from carsearch.evaluation.protocol import attribute_queries, combos_for, embed_texts, full_report, labelled_for
+from carsearch.model.wiseft import candidate_name, interpolate
+
+
+def model_calibration(
+    name: str, img: np.ndarray, q: dict, labels: list[dict], attrs, kept: dict, set_attrs, ccfg: dict, encode_text
+) -> tuple[dict, dict]:
+    """(calibration, report) of one model from its test-split queries (`q`: full_report's query
+    data) and its eval-set embeddings (`kept`: {(set, model): (img, labels)})."""
+    # every combination of the attributes ("a red car", "a red sedan", "a red sedan seen from the
+    # front"): queries as specific as users type, from ~1 in 8 images relevant down to 1 in 200
+    parts = [split_source(img, q["txt"], q["rel"], labelled_for(labels, attrs))]
+    for combo in combos_for(attrs)[:-1]:
+        texts, rel = attribute_queries(labels, combo)
+        if texts:
+            parts.append(split_source(img, encode_text(texts), rel, labelled_for(labels, combo)))
+    sources = {"test_split": (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))}
+    for (set_name, mname), (simg, slabels) in sorted(kept.items()):
+        if mname == name:
+            sources[f"set:{set_name}"] = set_source(simg, slabels, encode_text, set_attrs)
+    return calibrate(sources, ccfg)
+
+
+def wise_ft_alphas(params: dict) -> list[float]:
+    """The interpolations to score (alpha strictly between 0 and 1: 0 and 1 are base and fine-tuned)."""
+    w = params["index"].get("wise_ft") or {}
+    if w.get("only_pretrained", True) and params["model"].get("kind") != "pretrained":
+        return []
+    return sorted({float(a) for a in w.get("alphas") or [] if 0.0 < float(a) < 1.0})
+
+
+def wise_ft_candidates(
+    models: dict,
+    paths: list[Path],
+    labels: list[dict],
+    params: dict,
+    root: Path,
+    trained: dict,
+    encode_images: Callable,
+    log=print,
+) -> tuple[dict, dict, dict, dict]:
+    """Score every WiSE-FT alpha: (figures {candidate: {text_to_image, image_to_image}}, set
+    reports {set: {candidate: report}}, calibrations {candidate: calib}, calibration reports)."""
+    cfg = params["eval"]
+    (base, proc), (ft, _) = models["base"], models["finetuned"]
+    figures, sets, calibs, creports = {}, {}, {}, {}
+    for a in wise_ft_alphas(params):
+        name = candidate_name(a)
+        model = interpolate(base, ft, a)
+        enc_t = lambda t, m_=model: embed_texts(m_, proc, t)  # noqa: E731
+        img = encode_images(model, proc, paths)
+        m, _, q = full_report(img, labels, enc_t, {**cfg, "by_combo": False, "zero_shot": ()})
+        figures[name] = {"alpha": a, **{d: m[d] for d in ("text_to_image", "image_to_image")}}
+        kept: dict = {}
+        if cfg["sets"]:
+            rep = evaluate_sets(
+                list(cfg["sets"]),
+                root,
+                {name: (model, proc)},
+                {name: (lambda ps, m_=model: encode_images(m_, proc, ps), enc_t)},
+                trained,
+                cfg,
+                log=lambda *_: None,
+                keep=kept,
+            )
+            for s, r in rep.items():
+                sets.setdefault(s, {})[name] = r[name]
+        calibs[name], creports[name] = model_calibration(
+            name, img, q, labels, m["attributes"], kept, list(cfg["set_attributes"]), cfg["calibration"], enc_t
+        )
+        key = f"precision@{cfg['set_k']}"
+        log(
+            f"evaluate[{name}]: text->image R@5 {m['text_to_image'].get('recall@5', 0):.3f}"
+            + "".join(f" | set {s} P@{cfg['set_k']} {sets[s][name]['text_to_image'][key]:.3f}" for s in sets)
+        )
+    return figures, sets, calibs, creports
