@@ -33,6 +33,7 @@ def test_index_is_not_in_the_dvc_cache_and_an_old_revision_checks_out(repo):  # 
     (repo / "params.yaml").write_text(yaml.safe_dump(p))
     (repo / "metrics").mkdir(exist_ok=True)
     (repo / "metrics/eval.json").write_text("{}")
+    (repo / "metrics/calibration.json").write_text("{}")  # evaluate's fits: none (hits get no confidence)
     _stage_only(repo)
     shutil.copy(REPO / "data/.gitignore", repo / "data/.gitignore")  # data/index is not in git either
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
