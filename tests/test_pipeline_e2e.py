@@ -27,7 +27,7 @@ def repo(tmp_path_factory):
     # a tiny config, written into conf/ so that `dvc exp run -S` re-compositions keep it
     config = repo / "conf/config.yaml"
     config.write_text(re.sub(r"- data: \w+", "- data: demo", config.read_text()))
-    _set(config, {"epochs": 30, "lr": 5e-4, "batch_size": 32})
+    _set(config, {"epochs": 14, "lr": 5e-4, "batch_size": 32})
     _set(
         repo / "conf/data/_base.yaml",
         {"demo.n_images": 384, "demo.size": 64, "demo.colors": ["red", "blue", "yellow", "white"]},
