@@ -127,6 +127,7 @@ def make_repo(root: Path, corpus: Path, engine: str) -> dict:
     (root / params["paths"]["manifest"]).touch()  # list_corpus's DAG edge to ingest
     (root / params["paths"]["metrics_dir"]).mkdir(parents=True, exist_ok=True)
     (root / params["paths"]["metrics_dir"] / "eval.json").write_text("{}")
+    (root / params["paths"]["metrics_dir"] / "calibration.json").write_text("{}")  # no fit: no confidence
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())
     keep = {n: stages["stages"][n] for n in ("list_corpus", "build_index")}
     for st in keep.values():
