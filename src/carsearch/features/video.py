@@ -25,7 +25,6 @@ re-joins a car split by an occlusion longer than the lost buffer; tracks overlap
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import warnings
@@ -155,7 +154,6 @@ def _predict(track: dict, i: int) -> np.ndarray:
     return track["box"] + track["vel"] * (i - track["last"])
 
 
-@functools.cache
 def _supervision():
     """supervision (and scipy) load when footage is tracked, not when a stage imports the corpus code."""
     with warnings.catch_warnings():
