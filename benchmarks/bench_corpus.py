@@ -27,22 +27,27 @@ PER_FOLDER = 1000
 
 
 def _make(args) -> int:
-    """Photo-like JPEGs `start..stop` (a sky/road gradient, a car-ish box of a colour, noise)."""
+    """Photo-like JPEGs `start..stop`: a sky/road gradient, a car-ish box of a colour at a random
+    place, sensor noise (slices of one noise field per process, so that making 200k images costs
+    the JPEG encoder, not the random generator); every image's bytes differ."""
     import numpy as np
     from PIL import Image
 
     folder, start, stop, size = args
     colors = {"red": (190, 30, 30), "blue": (30, 50, 180), "white": (235, 235, 235), "black": (25, 25, 25)}
     names = list(colors)
+    h, w = size * 3 // 4, size
+    y = np.linspace(0, 1, h)[:, None, None]
+    sky = (np.array([120, 150, 200]) * (1 - y) + np.array([90, 90, 90]) * y) * np.ones((h, w, 3))
+    noise = np.random.default_rng(start).normal(0, 12, (2 * h, 2 * w, 3))
     for i in range(start, stop):
         rng = np.random.default_rng(i)
-        h, w = size * 3 // 4, size
-        y = np.linspace(0, 1, h)[:, None, None]
-        img = (np.array([120, 150, 200]) * (1 - y) + np.array([90, 90, 90]) * y) * np.ones((h, w, 3))
+        img = sky.copy()
         c = names[i % len(names)]
         x0, y0 = rng.integers(0, w // 2), rng.integers(h // 3, h // 2)
         img[y0 : y0 + h // 3, x0 : x0 + w // 2] = colors[c]
-        img += rng.normal(0, 12, img.shape)
+        ny, nx = rng.integers(0, h), rng.integers(0, w)
+        img += noise[ny : ny + h, nx : nx + w]
         d = Path(folder) / c / f"{i // PER_FOLDER:04d}"
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img.clip(0, 255).astype("uint8")).save(d / f"img_{i:07d}.jpg", quality=85)
@@ -63,7 +68,35 @@ def make_corpus(folder: Path, n: int, size: int) -> float:
 
 
 def _du(*paths: Path) -> int:
-    return sum(f.stat().st_size for p in paths if p.exists() for f in p.rglob("*") if f.is_file())
+    files = [f for p in paths if p.exists() for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    return sum(f.stat().st_size for f in files)
+
+
+def same_index(a: Path, b: Path) -> dict:
+    """Do two repos' live indices hold the same rows (id, path) and vectors? The manifests' digests
+    (bitwise), else the largest vector difference."""
+    import numpy as np
+
+    from carsearch.index.store import connect
+
+    man = [json.loads((r / "data/index_manifest.json").read_text()) for r in (a, b)]
+    out = {"digest_equal": man[0]["digest"] == man[1]["digest"]}
+    tabs = []
+    for r, m in zip((a, b), man):
+        t = connect(r / "data/index" / m["version"]).open_table(m["table"]).to_arrow().select(["id", "path", "vector"])
+        t = t.sort_by("id")
+        tabs.append(
+            (
+                t.column("id").to_pylist(),
+                t.column("path").to_pylist(),
+                np.stack(t.column("vector").to_numpy(zero_copy_only=False)),
+            )
+        )
+    (ia, pa_, va), (ib, pb, vb) = tabs
+    out["same_rows"] = ia == ib and pa_ == pb
+    out["max_abs_diff"] = float(np.abs(va - vb).max()) if out["same_rows"] and len(va) else None
+    out["allclose"] = bool(out["same_rows"] and np.allclose(va, vb, atol=1e-5))
+    return out
 
 
 def _run(cmd, cwd, env, timeout) -> tuple[float, int, str]:
@@ -157,7 +190,7 @@ def measure(n: int, engine: str, corpus: Path, corpus_bytes: int, work: Path, ti
         res["error"] = out[-1500:]
         return res
     meta = json.loads((root / "data/index/carsearch_index.json").read_text())
-    beyond = _du(root / "data/index", root / ".dvc/cache", root / ".carsearch")
+    beyond = _du(root / "data/index", root / ".dvc/cache", root / ".carsearch", root / "data/corpus_listing.tsv")
     res.update(
         images_per_s=round(n / secs, 1),
         embed_images_per_s=meta.get("images_per_second"),
@@ -199,6 +232,14 @@ def main() -> None:
             r["corpus_mb"] = round(cbytes / 2**20, 1)
             results.append(r)
             print(json.dumps(r), flush=True)
+    for n in a.sizes:  # the Ray engine's index against the local one's, per size
+        repos = [a.work / f"repo-{n}-{e}" for e in ("local", "ray")]
+        if all((r / "data/index_manifest.json").is_file() for r in repos) and {"local", "ray"} <= set(a.engines):
+            same = same_index(*repos)
+            print(f"{n} images, ray vs local: {json.dumps(same)}", flush=True)
+            for r in results:
+                if r["images"] == n and r["engine"] == "ray":
+                    r["same_as_local"] = same
     base = {r["engine"]: r for r in results if r["images"] == min(a.sizes) and r["ok"]}
     cols = ("build_s", "images_per_s", "peak_rss_mb", "disk_beyond_corpus_mb", "dvc_status_s", "noop_repro_s")
     print(

@@ -227,3 +227,48 @@ def test_versions_built_in_the_same_second_sort_in_build_order(tmp_path):
     write_meta(tmp_path, {"version": names[2], "table": "cars"})
     prune(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.glob("v-*")) == names[1:3]
+
+
+def test_table_streamed_from_the_cache_equals_the_table_of_one_matrix(tmp_path):
+    """build_index streams the table a batch at a time, the vectors read from the embedding cache
+    (`vectors` = cache.get): the same rows, order and vectors as the table of one matrix, and the
+    manifest digest is the same either way."""
+    from carsearch.index.embed_cache import EmbedCache
+    from carsearch.index.manifest import digest
+    from carsearch.index.store import build_table
+
+    rows, v = _rows(50)
+    cache = EmbedCache(tmp_path / "cache", "m")
+    cache.put([r["id"] for r in rows[::-1]], v[::-1])  # cached in another order than the table's
+    cfg = section("index", ann_min_rows=10**9)
+    whole, _ = build_table(tmp_path / "a", "cars", rows, v, "test", cfg)
+    streamed, _ = build_table(tmp_path / "b", "cars", rows, cache.get, "test", cfg, batch_rows=7)
+    a, b = (t.to_arrow() for t in (whole, streamed))
+    assert b.num_rows == 50 and b.column("id").to_pylist() == [r["id"] for r in rows]
+    assert a.drop(["vector"]).equals(b.drop(["vector"]))
+    np.testing.assert_array_equal(np.stack(b.column("vector").to_numpy(zero_copy_only=False)), v)
+    assert digest(rows, cache.get, batch_rows=7) == digest(rows, v)
+    assert digest(rows, cache.get) != digest(rows[::-1], cache.get)
+
+
+def test_embedding_cache_keeps_the_newest_vector_through_compaction(tmp_path, monkeypatch):
+    """The cache holds one matrix + an id index: a repeated id takes the newer vector, in memory,
+    after parts are compacted, and after reopening; a cache of another dimension is one clear error."""
+    from carsearch.index import embed_cache
+
+    monkeypatch.setattr(embed_cache, "COMPACT_AT", 3)
+    c = embed_cache.EmbedCache(tmp_path, "m")
+    rng = np.random.default_rng(0)
+    first = rng.normal(size=(1500, 8)).astype(np.float32)  # past the first allocation: the matrix grows
+    c.put([f"i{k}" for k in range(1500)], first)
+    newer = rng.normal(size=(2, 8)).astype(np.float32)
+    c.put(["i3", "new"], newer)
+    assert len(c) == 1501 and c.dim == 8
+    np.testing.assert_array_equal(c.get(["new", "i3", "i4"]), np.stack([newer[1], newer[0], first[4]]))
+    c.put(["i5"], newer[:1])  # the third part: compacted into one
+    assert len(list(c.dir.glob("part-*.parquet"))) == 1
+    again = embed_cache.EmbedCache(tmp_path, "m")
+    assert len(again) == 1501
+    np.testing.assert_array_equal(again.get(["i3", "i5", "i7"]), np.stack([newer[0], newer[0], first[7]]))
+    with pytest.raises(ValueError, match="dim 4 and 8"):
+        again.put(["x"], np.zeros((1, 4), np.float32))

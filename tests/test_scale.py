@@ -39,7 +39,7 @@ def test_ray_engine_builds_the_same_index_as_the_local_one(repo, local_ray):  # 
     _photos(photos, 3, colors=("red", "blue"))
     local = _build(repo, corpus="folder", corpus_path=str(photos), embed_cache_dir=".cache/local")
     rows_local, vec_local = _table(repo)
-    ray_cfg = {"address": None, "num_cpus": 2, "actors": 2, "num_gpus": None, "chunk": 4}  # 2 Ray runs
+    ray_cfg = {"address": None, "num_cpus": 2, "actors": 2, "actor_cpus": 1, "num_gpus": None, "chunk": 4}  # 2 Ray runs
     got = _build(repo, engine="ray", ray=ray_cfg, embed_cache_dir=".cache/ray")
     assert got["embedded"] == 6 and got["cached"] == 0 and got["rows"] == local["rows"] == 6
     rows_ray, vec_ray = _table(repo)
@@ -50,3 +50,16 @@ def test_ray_engine_builds_the_same_index_as_the_local_one(repo, local_ray):  # 
     (photos / "red" / "photo 0.jpg").write_bytes(b"\xff\xd8\xff\xe0 now broken")  # a corrupt photo
     bad = _build(repo, engine="ray", ray=ray_cfg, embed_cache_dir=".cache/ray2")
     assert bad["rows"] == 5 and bad["rejected"] == 1  # checked when read: rejected with its reason
+
+
+def test_actor_plan_shares_the_cpus_or_takes_one_gpu_each():
+    """Without GPUs the CPUs are split into actors of `actor_cpus` (decode is fused into them); with
+    GPUs one actor per GPU and no CPU reserved for it; `actors` set by hand wins."""
+    from carsearch.index.ray_engine import actor_plan
+
+    rc = {"actors": None, "actor_cpus": 2}
+    assert actor_plan(rc, {"CPU": 2.0}, 0.0) == {"actors": 1, "actor_cpus": 2}
+    assert actor_plan(rc, {"CPU": 16.0}, 0.0) == {"actors": 8, "actor_cpus": 2}
+    assert actor_plan(rc, {"CPU": 1.0}, 0.0) == {"actors": 1, "actor_cpus": 1}
+    assert actor_plan(rc, {"CPU": 32.0, "GPU": 4.0}, 1.0) == {"actors": 4, "actor_cpus": 0}
+    assert actor_plan({**rc, "actors": 3}, {"CPU": 16.0}, 0.0) == {"actors": 3, "actor_cpus": 2}

@@ -78,10 +78,14 @@ class Calibrator:
         return predict(self.calib, hit_features(scores, self.reference @ q))
 
 
+def reference_rows(total: int, n: int, seed: int) -> np.ndarray:
+    """Which of `total` index rows the reference sample holds: `n` fixed at random (all when fewer), in order."""
+    if total <= n:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+
+
 def reference_sample(vectors: np.ndarray, n: int, seed: int) -> np.ndarray:
     """A fixed random sample of `n` index vectors (all of them when fewer), float32."""
     v = np.asarray(vectors, np.float32)
-    if len(v) <= n:
-        return v.copy()
-    idx = np.sort(np.random.default_rng(seed).choice(len(v), size=n, replace=False))
-    return v[idx]
+    return v[reference_rows(len(v), n, seed)]

@@ -503,7 +503,8 @@ class IndexRay(_Strict):
 
     address: Optional[str]
     num_cpus: Optional[PosInt]
-    actors: PosInt
+    actors: Optional[PosInt]
+    actor_cpus: PosInt
     num_gpus: Optional[NonNegNum]
     chunk: PosInt
 

@@ -22,9 +22,13 @@ COMPACT_AT = 32  # parts per model before they are merged into one
 
 
 class EmbedCache:
+    """The cache of one model: every cached vector in one float32 matrix (rows grown by doubling)
+    and an id -> row dict, ~(4 x dim + 100) bytes per image in memory; no per-vector objects."""
+
     def __init__(self, cache_dir: Path | None, model_hash: str):
         self.dir = None if cache_dir is None else Path(cache_dir) / model_hash.replace("/", "_").replace(":", "_")
-        self._vectors: dict[str, np.ndarray] = {}
+        self._row: dict[str, int] = {}
+        self._mat = np.zeros((0, 0), np.float32)
         self.damaged: list[tuple[str, str]] = []  # (part moved aside, why) this open found
         if self.dir is not None and self.dir.is_dir():
             for part in sorted(self.dir.glob("part-*.parquet")):
@@ -35,28 +39,53 @@ class EmbedCache:
                     part.replace(part.with_name(part.name + ".damaged"))  # out of the way, kept to look at
                     self.damaged.append((part.name, reason))
                     continue
-                self._vectors.update(zip(ids, vecs))
+                self._add(ids, vecs)
 
     def __contains__(self, iid: str) -> bool:
-        return iid in self._vectors
+        return iid in self._row
 
     def __len__(self) -> int:
-        return len(self._vectors)
+        return len(self._row)
+
+    @property
+    def dim(self) -> int:
+        return int(self._mat.shape[1])
+
+    def _add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Into memory; a repeated id takes the newer vector."""
+        if not len(ids):
+            return
+        if self._mat.shape[1] != vectors.shape[1]:
+            if len(self._row):
+                raise ValueError(
+                    f"embedding cache {self.dir}: vectors of dim {vectors.shape[1]} and {self._mat.shape[1]}"
+                )
+            self._mat = np.zeros((0, vectors.shape[1]), np.float32)
+        need = len(self._row) + len(ids)
+        if need > len(self._mat):
+            grown = np.zeros((max(need, 2 * len(self._mat), 1024), vectors.shape[1]), np.float32)
+            grown[: len(self._row)] = self._mat[: len(self._row)]
+            self._mat = grown
+        for iid, v in zip(ids, vectors):
+            k = self._row.setdefault(iid, len(self._row))
+            self._mat[k] = v
 
     def get(self, ids: Sequence[str]) -> np.ndarray:
-        return np.stack([self._vectors[i] for i in ids]) if ids else np.zeros((0, 0), np.float32)
+        if not len(ids):
+            return np.zeros((0, 0), np.float32)
+        return self._mat[[self._row[i] for i in ids]]
 
     def put(self, ids: Sequence[str], vectors: np.ndarray) -> None:
         if not len(ids):
             return
         vectors = np.asarray(vectors, dtype=np.float32)
-        self._vectors.update(zip(ids, vectors))
+        self._add(list(ids), vectors)
         if self.dir is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         parts = sorted(self.dir.glob("part-*.parquet"))
         if len(parts) + 1 >= COMPACT_AT:  # merge everything known into one part, then drop the old parts
-            ids, vectors = list(self._vectors), np.stack(list(self._vectors.values()))
+            ids, vectors = list(self._row), self._mat[: len(self._row)]
         _write_part(self.dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet", list(ids), vectors)
         if len(parts) + 1 >= COMPACT_AT:
             for p in parts:
@@ -102,17 +131,17 @@ def damage_note(cache: EmbedCache, who: str) -> str | None:
     )
 
 
-def embed_with_cache(
+def embed_missing(
     ids: Sequence[str],
     paths: Sequence,
     cache: EmbedCache,
     encode: Callable[[list], np.ndarray],
     chunk: int = 512,
     progress: bool = False,
-) -> tuple[np.ndarray, dict]:
-    """Vectors for `ids` (images at `paths`: files or locations `encode` reads): cached ones read
-    back, the others encoded in chunks, each cached as it finishes (a killed run resumes from
-    there). `progress`: a bar with images/s and the ETA of what is left to embed."""
+) -> dict:
+    """Encode the images of `ids` (at `paths`: files or locations `encode` reads) the cache does not
+    hold, in chunks, each cached as it finishes (a killed run resumes from there). `progress`: a
+    bar with images/s and the ETA of what is left to embed. Returns the stats."""
     todo = [k for k, iid in enumerate(ids) if iid not in cache]
     seen: set[str] = set()
     todo = [k for k in todo if not (ids[k] in seen or seen.add(ids[k]))]
@@ -133,4 +162,18 @@ def embed_with_cache(
     stats = {"embedded": len(todo), "cached": len(ids) - len(todo), "embed_seconds": round(secs, 3)}
     if todo and secs > 0:
         stats["images_per_second"] = round(len(todo) / secs, 1)
+    return stats
+
+
+def embed_with_cache(
+    ids: Sequence[str],
+    paths: Sequence,
+    cache: EmbedCache,
+    encode: Callable[[list], np.ndarray],
+    chunk: int = 512,
+    progress: bool = False,
+) -> tuple[np.ndarray, dict]:
+    """`embed_missing`, then the vectors of `ids` in order (a matrix: for small sets; build_index
+    reads them from the cache a table batch at a time)."""
+    stats = embed_missing(ids, paths, cache, encode, chunk, progress)
     return (cache.get(list(ids)) if len(ids) else np.zeros((0, 0), np.float32)), stats

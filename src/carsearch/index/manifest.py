@@ -22,12 +22,16 @@ from carsearch.core.io import write_json
 from carsearch.index.store import write_meta
 
 
-def digest(rows: list[dict], vectors: np.ndarray) -> str:
-    """sha256 of the rows' ids and paths and their vectors (float32), in order."""
+def digest(rows: list[dict], vectors, batch_rows: int = 8192) -> str:
+    """sha256 of the rows' ids and paths, then their vectors (float32), in order; `vectors`: a
+    matrix in row order, or `ids -> matrix` (the embedding cache's `get`), read `batch_rows` at a time."""
     h = hashlib.sha256()
     for r in rows:
         h.update(f"{r['id']}\t{r['path']}\n".encode())
-    h.update(np.ascontiguousarray(vectors, np.float32).tobytes())
+    for a in range(0, len(rows), batch_rows):
+        part = rows[a : a + batch_rows]
+        vec = vectors([r["id"] for r in part]) if callable(vectors) else vectors[a : a + batch_rows]
+        h.update(np.ascontiguousarray(vec, np.float32).tobytes())
     return h.hexdigest()
 
 

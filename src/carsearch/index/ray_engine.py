@@ -49,37 +49,44 @@ def encoder(
     from carsearch.model.preprocess import ClipPreprocess
 
     rc = cfg["ray"]
-    bs, draft, actors = int(cfg["batch_size"]), bool(cfg["decode_draft"]), int(rc["actors"])
+    bs, draft = int(cfg["batch_size"]), bool(cfg["decode_draft"])
     state: dict = {}
 
-    def setup() -> tuple:  # on the first chunk: a build whose images are all cached never starts Ray
+    def setup() -> dict:  # on the first chunk: a build whose images are all cached never starts Ray
         if not state:
             resources = start(rc)
             num_gpus = rc["num_gpus"]
             if num_gpus is None:
                 num_gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
             _, processor = load_pretrained(model_dir)
-            state.update(prep=ClipPreprocess.from_processor(processor), num_gpus=num_gpus)
+            state.update(
+                prep=ClipPreprocess.from_processor(processor), num_gpus=num_gpus, **actor_plan(rc, resources, num_gpus)
+            )
             ray.data.DataContext.get_current().enable_progress_bars = progress
-        return state["prep"], state["num_gpus"]
+        return state
 
     def encode(locs: list[str]) -> np.ndarray:
-        prep, num_gpus = setup()
+        st = setup()
+        prep, num_gpus, actors, actor_cpus = st["prep"], st["num_gpus"], st["actors"], st["actor_cpus"]
         where = [loc if originals.is_s3(loc) else str(originals.local_path(loc, root).absolute()) for loc in locs]
         order = {w: k for k, w in enumerate(where)}
         ds = ray.data.from_items(
             [{"path": w} for w in where], override_num_blocks=max(1, min(len(where) // bs + 1, 200))
         )
         ds = ds.map_batches(
-            decode, fn_kwargs={"prep": prep, "draft": draft}, batch_size=bs, num_cpus=1, batch_format="numpy"
+            decode,
+            fn_kwargs={"prep": prep, "draft": draft},
+            batch_size=bs,
+            num_cpus=actor_cpus or 1,  # = the actors': Ray Data fuses decode into them (no GPU)
+            batch_format="numpy",
         )
         ds = ds.map_batches(
             Embedder,
-            fn_constructor_args=(str(model_dir),),
+            fn_constructor_args=(str(model_dir), actor_cpus),
             batch_size=bs,
             concurrency=actors,
             num_gpus=num_gpus,
-            num_cpus=0 if num_gpus else 1,
+            num_cpus=actor_cpus,
             batch_format="numpy",
         )
         out: np.ndarray | None = None
@@ -94,6 +101,19 @@ def encoder(
         return out if out is not None else np.zeros((0, 0), np.float32)
 
     return encode
+
+
+def actor_plan(rc: dict, resources: dict, num_gpus: float) -> dict:
+    """How many model actors and CPUs each: `index.ray.actors` (null: one per GPU, else the
+    cluster's CPUs / `actor_cpus`); a CPU actor gets `actor_cpus` CPUs, which Ray gives it as torch
+    threads (OMP_NUM_THREADS). Ray Data fuses the decode step into the actors, so an actor decodes
+    its own batches: on 2 cores one actor with 2 CPUs, not two actors fighting over them."""
+    cpus = max(1, int(resources.get("CPU", 1)))
+    per = 0 if num_gpus else min(int(rc["actor_cpus"]), cpus)
+    actors = rc["actors"]
+    if actors is None:
+        actors = max(1, int(resources.get("GPU", 0) // num_gpus)) if num_gpus else max(1, cpus // per)
+    return {"actors": int(actors), "actor_cpus": per}
 
 
 def decode(batch: dict, prep, draft: bool) -> dict:
@@ -127,8 +147,11 @@ def decode(batch: dict, prep, draft: bool) -> dict:
 class Embedder:
     """A model actor: loads the model once, embeds pixel batches (on its GPU when it has one)."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, threads: int = 0):
         import torch
+
+        if threads:  # a CPU actor: its torch threads = its CPUs (decode runs in between, same process)
+            torch.set_num_threads(threads)
 
         from carsearch.model.clip import load_pretrained
 

@@ -11,6 +11,7 @@ build after next). A killed build leaves only a `.building-*` folder, removed by
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -177,10 +178,28 @@ def create_indices(tbl, cfg: dict, rows: int | None = None) -> dict:
     return out
 
 
-def build_table(db_dir: Path | str, table: str, rows: list[dict], vectors: np.ndarray, model_ref: str, cfg: dict):
-    """Write the table (rows in the given order) into the LanceDB database at `db_dir` (a folder or
-    an object-store URI such as s3://bucket/prefix) and create its indices. Returns (table, kind)."""
-    tbl = connect(db_dir).create_table(table, data=arrow_rows(rows, vectors, model_ref), mode="overwrite")
+def table_batches(rows: list[dict], vectors, model_ref: str, batch_rows: int = 8192):
+    """The table as Arrow record batches of `batch_rows` rows; `vectors`: a matrix in row order, or
+    `ids -> matrix` (the embedding cache's `get`), so the whole table is never in memory at once."""
+    for a in range(0, len(rows), batch_rows):
+        part = rows[a : a + batch_rows]
+        vec = vectors([r["id"] for r in part]) if callable(vectors) else vectors[a : a + batch_rows]
+        yield from arrow_rows(part, vec, model_ref).to_batches()
+
+
+def build_table(
+    db_dir: Path | str, table: str, rows: list[dict], vectors, model_ref: str, cfg: dict, batch_rows: int = 8192
+):
+    """Write the table (rows in the given order, streamed `batch_rows` at a time; `vectors` as in
+    `table_batches`) into the LanceDB database at `db_dir` (a folder or an object-store URI such as
+    s3://bucket/prefix) and create its indices. Returns (table, kind)."""
+    batches = table_batches(rows, vectors, model_ref, batch_rows)
+    first = next(batches, None)
+    if first is None:
+        data = arrow_rows([], np.zeros((0, 0), np.float32), model_ref)
+    else:
+        data = pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], batches))
+    tbl = connect(db_dir).create_table(table, data=data, mode="overwrite")
     return tbl, create_indices(tbl, cfg, len(rows))["search"]
 
 

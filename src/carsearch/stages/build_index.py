@@ -21,6 +21,7 @@ import time
 from tqdm import tqdm
 
 from carsearch.core import originals
+from carsearch.core.confidence import reference_rows
 from carsearch.core.io import dir_hash, write_json, write_jsonl
 from carsearch.core.params import ParamsError, load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
@@ -30,7 +31,7 @@ from carsearch.features import corpus
 from carsearch.index import manifest as index_manifest
 from carsearch.index import ray_engine, remote
 from carsearch.index.calibration import ship_calibration
-from carsearch.index.embed_cache import damage_note, embed_with_cache, open_embed_cache
+from carsearch.index.embed_cache import damage_note, embed_missing, open_embed_cache
 from carsearch.index.promotion import promotion_decision
 from carsearch.index.store import (
     IMAGES_SUBDIR,
@@ -165,24 +166,26 @@ def main() -> None:
             chunk = int(cfg["ray"]["chunk"])
         elif cfg["engine"] != "local":
             raise ParamsError(f"index.engine: {cfg['engine']!r} is not local or ray")
-        # locations, read (local or S3) a chunk at a time
-        vectors, estats = embed_with_cache(
-            [r["id"] for r in rows], [r["path"] for r in rows], cache, encode, chunk=chunk, progress=True
-        )
+        # locations, read (local or S3) a chunk at a time; from here on the vectors are read from
+        # the cache a table batch at a time (no second full-corpus matrix, no full Arrow table)
+        ids = [r["id"] for r in rows]
+        estats = embed_missing(ids, [r["path"] for r in rows], cache, encode, chunk=chunk, progress=True)
+        ref_n, seed = int(params["eval"]["calibration"]["reference_rows"]), int(params["train"]["seed"])
         calibration_note = ship_calibration(  # evaluate's fit of this model, into the version
             resolve(paths["metrics_dir"], root) / "calibration.json",
             decision["use"],
-            vectors,
+            cache.get([ids[k] for k in reference_rows(len(ids), ref_n, seed)]),  # = reference_sample of all
             stage,
-            int(params["eval"]["calibration"]["reference_rows"]),
-            int(params["train"]["seed"]),
+            ref_n,
+            seed,
         )
+        del ids
         version = new_version()
         # index.uri: the table goes straight to object storage (LanceDB on S3); the local version
         # keeps the model and the pointer, and the bucket gets both too (carsearch.index.remote)
         table_loc = remote.join(cfg["uri"], version) if cfg["uri"] else stage
         try:
-            _, kind = build_table(table_loc, cfg["table"], rows, vectors, model_ref, cfg)
+            _, kind = build_table(table_loc, cfg["table"], rows, cache.get, model_ref, cfg)
         except Exception as e:  # noqa: BLE001 - lance's object-store errors: one line naming the bucket
             if not cfg["uri"]:
                 raise
@@ -203,7 +206,7 @@ def main() -> None:
             "tracks": notes.get("tracks", 0),  # video vehicles linked across frames: one row each
             "detected_frames": notes.get("detected_frames", 0),  # frames the detector (detect.model) ran on
             "frames_without_vehicle": len(notes.get("frames_without_vehicle", [])),
-            "dim": int(vectors.shape[1]),
+            "dim": cache.dim,
             "search": kind,
             "model": decision["use"],
             "corpus": cfg["corpus"],
@@ -258,7 +261,7 @@ def main() -> None:
         print(f"build_index: published {version} to {cfg['uri']} (table, model, pointer)")
     # the DVC artifact: the published pointer + a digest of rows and vectors (carsearch.index.manifest)
     index_manifest.write(
-        resolve(paths["index_manifest"], root), read_meta(index_dir) or {}, index_manifest.digest(rows, vectors)
+        resolve(paths["index_manifest"], root), read_meta(index_dir) or {}, index_manifest.digest(rows, cache.get)
     )
     index_rel = paths["index_dir"]
     write_json(
