@@ -101,3 +101,26 @@ def test_rebuild_says_which_added_rows_it_does_not_keep(tmp_path_factory, monkey
     assert sorted(x["origin"] for x in listed) == sorted(str(extra / f"new{i}.png") for i in range(3))
     rebuild(root)
     assert "rows of the previous index" not in capsys.readouterr().out  # said once, for the build that left them out
+
+
+def test_switching_the_corpus_says_the_old_rows_go_with_the_old_corpus(tmp_path_factory, capsys):
+    """A build from another corpus than the live index's says so, rather than blaming `index add`."""
+    import yaml
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("switched") / "repo"
+    shutil.copytree(shared_repo(tmp_path_factory), root, symlinks=True)
+    before = json.loads((root / "data/index/carsearch_index.json").read_text())
+    photos = root.parent / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (60, 40), (20, 200, 10 + 90 * i)).save(photos / f"p{i}.png")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["index"].update(corpus="folder", corpus_path=str(photos))
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    capsys.readouterr()
+    rebuild(root)
+    said = capsys.readouterr().out
+    line = next(x for x in said.splitlines() if "another corpus" in x)
+    assert f"its {before['rows']} rows not in this corpus (folder {photos})" in line and "index add" not in line
+    assert "rows of the previous index" not in said

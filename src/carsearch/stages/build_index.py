@@ -194,6 +194,11 @@ def main() -> None:
             ) from None
         if rejects:
             write_jsonl(stage / "rejects.jsonl", rejects)
+        before = read_meta(index_dir) or {}  # the live version's corpus: was it this one?
+        switched = bool(before.get("version")) and (before.get("corpus"), before.get("corpus_path")) != (
+            cfg["corpus"],
+            cfg["corpus_path"],
+        )
         left_out = rows_left_out(index_dir, {r["id"] for r in rows})  # e.g. `index add` outside the corpus
         if left_out:
             write_jsonl(stage / "left_out.jsonl", left_out)
@@ -285,7 +290,13 @@ def main() -> None:
             f"build_index: {len(empty)} frame{'s' if len(empty) != 1 else ''} without a vehicle box (annotated without one, or none detected), e.g. "
             f"{empty[0]}; each stays one whole-frame row; listed in {index_rel}/{version}/no_vehicle.jsonl"
         )
-    if left_out:
+    if left_out and switched:
+        print(
+            f"build_index: the previous index was built from another corpus ({before.get('corpus')} "
+            f"{before.get('corpus_path') or ''}); its {len(left_out)} rows not in this corpus ({cfg['corpus']} "
+            f"{cfg['corpus_path'] or ''}) are not kept; listed in {index_rel}/{version}/left_out.jsonl"
+        )
+    elif left_out:
         print(
             f"build_index: {len(left_out)} rows of the previous index are not in the corpus and not in this one "
             f"(added by `carsearch index add` outside index.corpus_path, or deleted), e.g. {left_out[0]['origin']}; "
