@@ -99,26 +99,31 @@ def same_index(a: Path, b: Path) -> dict:
     return out
 
 
-def _run(cmd, cwd, env, timeout) -> tuple[float, int, str]:
-    """(seconds, peak RSS of the process tree in bytes, output) of a command."""
+def _run(cmd, cwd, env, timeout) -> tuple[float, dict, str]:
+    """(seconds, peak memory, output) of a command. Memory, sampled every 0.5 s over the process
+    tree: `rss` the sum of the processes' RSS (counts pages a forked decode worker shares with its
+    parent twice), `pss` the sum of their PSS (each shared page split among its sharers: the tree's
+    real footprint), `stage_rss` the RSS of the stage process itself."""
     import psutil
 
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak, stop = [0], threading.Event()
+    peak, stop = {"rss": 0, "pss": 0, "stage_rss": 0}, threading.Event()
 
     def watch():
         me = psutil.Process(proc.pid)
         while not stop.is_set():
             try:
-                procs = [me, *me.children(recursive=True)]
-                rss = 0
-                for p in procs:
+                rss = pss = 0
+                for p in [me, *me.children(recursive=True)]:
                     try:
-                        rss += p.memory_info().rss
+                        full = p.memory_full_info()
+                        rss, pss = rss + full.rss, pss + full.pss
+                        if any("carsearch.stages." in a for a in p.cmdline()):
+                            peak["stage_rss"] = max(peak["stage_rss"], full.rss)
                     except psutil.Error:
                         pass
-                peak[0] = max(peak[0], rss)
+                peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
             except psutil.Error:
                 pass
             stop.wait(0.5)
@@ -135,7 +140,7 @@ def _run(cmd, cwd, env, timeout) -> tuple[float, int, str]:
     th.join()
     if proc.returncode:
         out += f"\n[exit {proc.returncode}]"
-    return time.perf_counter() - t, peak[0], out
+    return time.perf_counter() - t, peak, out
 
 
 def make_repo(root: Path, corpus: Path, engine: str) -> dict:
@@ -183,9 +188,17 @@ def measure(n: int, engine: str, corpus: Path, corpus_bytes: int, work: Path, ti
     root = work / f"repo-{n}-{engine}"
     env = make_repo(root, corpus, engine)
     dvc = [sys.executable, "-m", "dvc"]
-    secs, rss, out = _run([*dvc, "repro", "build_index"], root, env, timeout)
+    secs, mem, out = _run([*dvc, "repro", "build_index"], root, env, timeout)
     ok = (root / "data/index_manifest.json").is_file() and "[exit" not in out and "[killed" not in out
-    res = {"images": n, "engine": engine, "ok": ok, "build_s": round(secs, 1), "peak_rss_mb": round(rss / 2**20)}
+    res = {
+        "images": n,
+        "engine": engine,
+        "ok": ok,
+        "build_s": round(secs, 1),
+        "peak_rss_mb": round(mem["rss"] / 2**20),
+        "peak_pss_mb": round(mem["pss"] / 2**20),
+        "stage_peak_rss_mb": round(mem["stage_rss"] / 2**20),
+    }
     if not ok:
         res["error"] = out[-1500:]
         return res
@@ -241,7 +254,16 @@ def main() -> None:
                 if r["images"] == n and r["engine"] == "ray":
                     r["same_as_local"] = same
     base = {r["engine"]: r for r in results if r["images"] == min(a.sizes) and r["ok"]}
-    cols = ("build_s", "images_per_s", "peak_rss_mb", "disk_beyond_corpus_mb", "dvc_status_s", "noop_repro_s")
+    cols = (
+        "build_s",
+        "images_per_s",
+        "peak_rss_mb",
+        "peak_pss_mb",
+        "stage_peak_rss_mb",
+        "disk_beyond_corpus_mb",
+        "dvc_status_s",
+        "noop_repro_s",
+    )
     print(
         f"\n{os.cpu_count()} cores, {a.size} px JPEGs, model {json.dumps('tiny')} (ratios against {min(a.sizes)} images)"
     )
