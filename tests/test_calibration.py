@@ -4,8 +4,12 @@ fold), the confidence on every hit of a real index built by the pipeline's stage
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +18,9 @@ from carsearch.core.confidence import Calibrator, hit_features, predict
 from carsearch.evaluation.calibration import calibrate, ece, query_rows
 from testkit import write_pairs, write_params
 
-CFG = {"top_k": 24, "folds": 5, "threshold": 0.5, "bins": 10}
+# the toy model's precision target (see the `toy` fixture)
+TOY_EVAL = {"calibration": {"target_precision": 0.6}}
+CFG = {"top_k": 24, "folds": 5, "target_precision": 0.8, "min_confident": 20, "margin_z": 1.0, "bins": 10}
 
 
 def _queries(seed: int, q: int = 60, n: int = 300):
@@ -42,9 +48,12 @@ def test_held_out_confidence_is_calibrated_and_confident_hits_are_precise():
     assert held["queries"] == 120 and held["hits"] == 120 * 24
     # held out (GroupKFold over queries): within 3x the binomial sampling floor (~0.024 for 2880 hits)
     assert held["ece"] < 3 * _sampling_floor(held["hits"], CFG["bins"]), held["ece"]
-    # calibrated: hits marked confident (p >= 0.5) match at least half the time, on held-out queries
+    # "confident" (each fold's threshold chosen inside its training queries) reaches the precision
+    # target on the held-out queries, and marks a useful share of the hits
+    assert rep["target_reached"] and 0 < calib["threshold"] < 1
     for src in ("all", "renders", "photos"):
-        assert rep["held_out"][src]["confident_precision"] >= CFG["threshold"], rep["held_out"][src]
+        assert rep["held_out"][src]["confident_precision"] >= CFG["target_precision"], rep["held_out"][src]
+        assert rep["held_out"][src]["confident_coverage"] > 0.2
     assert 0 < held["confident_coverage"] < 1
     # transfer: fitted on the other source only, still calibrated
     assert rep["transfer"]["photos"]["fitted_on"] == ["renders"] and rep["transfer"]["photos"]["ece"] < 0.1
@@ -65,8 +74,40 @@ def test_confidence_is_monotone_in_the_score_for_one_query():
     scores = np.linspace(0.1, 0.6, 200)
     p = predict(calib, hit_features(scores, ref))
     assert np.all(np.diff(p) >= 0) and p[-1] > 0.9 and p[0] < 0.1
-    # the weights that survive have the signs that keep it so, whatever the data
-    assert calib["coef"]["z"] >= 0 and calib["coef"]["gap"] >= 0 and calib["coef"]["log_rank"] <= 0
+    # the score-dependent weights have the signs that keep it so, whatever the data
+    c = calib["coef"]
+    assert c["score"] >= 0 and c["z"] >= 0 and c["gap"] >= 0 and c["log_rank"] <= 0
+    # the isotonic map is non-decreasing, so the confidence is too, for any query's reference
+    assert np.all(np.diff(calib["isotonic"]["y"]) >= 0) and np.all(np.diff(calib["isotonic"]["x"]) > 0)
+    for seed in range(5):
+        r = np.random.default_rng(seed)
+        ref = r.normal(r.uniform(0, 0.5), r.uniform(0.01, 0.1), 300)
+        assert np.all(np.diff(predict(calib, hit_features(np.sort(r.uniform(-0.2, 0.9, 300)), ref))) >= 0)
+
+
+def test_an_unreachable_precision_target_marks_nothing_confident():
+    """Noise: no confidence level reaches 0.95 precision, so there is no threshold, and no hit is
+    confident (no fake "confident"); the CLI line says why."""
+    from types import SimpleNamespace
+
+    from carsearch.cli import _divider
+    from carsearch.evaluation.calibration import choose_threshold
+
+    rng = np.random.default_rng(0)
+    s, r = rng.normal(0.3, 0.05, (40, 200)), rng.random((40, 200)) < 0.3
+    calib, rep = calibrate({"noise": (s, r)}, {**CFG, "target_precision": 0.95})
+    assert calib["threshold"] is None and not rep["target_reached"]
+    assert (
+        rep["held_out"]["noise"]["confident_coverage"] == 0 and rep["held_out"]["noise"]["confident_precision"] is None
+    )
+    cal = Calibrator(calib, np.eye(3, dtype=np.float32))
+    assert cal.threshold is None and not cal.confident(0.99)
+    hits = [SimpleNamespace(confidence=0.4, confident=False)] * 3
+    assert "no confidence level reached the 95% precision target" in _divider(hits, cal)[1]
+    # the lowest level whose share (Wilson bound at z) reaches the target, over >= min_confident hits
+    p, y = np.array([0.9] * 10 + [0.7] * 10 + [0.5] * 10), np.array([1] * 10 + [1] * 8 + [0, 1] + [0] * 10)
+    assert choose_threshold(p, y, 0.9, 5) == 0.7 and choose_threshold(p, y, 0.9, 5, z=1.0) == 0.9
+    assert choose_threshold(p, y, 0.9, 11, z=1.0) is None
 
 
 def test_a_torn_calibration_file_means_no_confidence(tmp_path):
@@ -81,11 +122,20 @@ def toy(tmp_path_factory):
     """The demo drawings, the tiny CLIP fine-tuned for a few epochs, evaluate and build_index as
     the pipeline runs them."""
     root = tmp_path_factory.mktemp("calib")
-    write_pairs(root, {"train": 48, "val": 12, "test": 60}, size=48)
+    write_pairs(root, {"train": 160, "val": 48, "test": 60}, size=48, views=["front", "side"])
     mp = pytest.MonkeyPatch()
     mp.setenv("CARSEARCH_ROOT", str(root))
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns.db'}")
-    write_params(root, train={"epochs": 4}, index={"promote": {"metric": None}})
+    # two views and 60 epochs: the tiny random-init model then tells matches apart (fine-tuned
+    # text->image R@1 0.27, R@5 0.73 on the 60 test drawings); its precision target is 0.6, not
+    # conf's 0.8: no level of so weak a model reaches 0.8 on held-out queries (0.8 is checked on
+    # the synthetic queries above and measured on the full run, README)
+    write_params(
+        root,
+        train={"epochs": 60},
+        index={"promote": {"metric": None}},
+        eval=TOY_EVAL,
+    )
     from carsearch.stages import build_index, evaluate, finetune_clip
 
     finetune_clip.main()
@@ -101,10 +151,22 @@ def test_evaluate_fits_and_build_index_ships_the_calibration(toy, monkeypatch):
     cal = json.loads((root / "metrics/calibration.json").read_text())
     assert set(cal) == {"base", "finetuned"} and cal["finetuned"]["sources"]["test_split"] > 10
     rep = ev["calibration"]["finetuned"]["held_out"]["test_split"]
-    assert 0 <= rep["ece"] <= 1 and rep["hits"] > 0 and rep["reliability"]
+    assert rep["hits"] > 0 and rep["reliability"]
+    print(
+        "toy calibration (held out):",
+        {k: v for k, v in rep.items() if k != "reliability"},
+        cal["finetuned"]["threshold"],
+    )
+    # ECE within 3x the binomial sampling floor of a perfectly calibrated predictor on this many hits
+    assert rep["ece"] < 3 * _sampling_floor(rep["hits"], 10), rep
+    # "confident" reaches the precision target on held-out queries, and marks some hits
+    target = ev["calibration"]["finetuned"]["target_precision"]
+    assert rep["confident_coverage"] > 0 and rep["confident_precision"] >= target, rep
     assert (root / "metrics/plots/reliability.png").read_bytes()[:4] == b"\x89PNG"
     idx = json.loads((root / "metrics/index.json").read_text())
-    assert idx["calibration"]["model"] == "finetuned" and idx["calibration"]["reference_rows"] == 120
+    assert (
+        idx["calibration"]["model"] == "finetuned" and idx["calibration"]["reference_rows"] == 268
+    )  # every row (fewer than 512)
 
     from carsearch.index.search import CarSearch
 
@@ -114,7 +176,7 @@ def test_evaluate_fits_and_build_index_ships_the_calibration(toy, monkeypatch):
     assert all(c is not None and 0 <= c <= 1 for c in conf)
     # one query: a better score never has a lower confidence
     assert all(a >= b - 1e-9 for a, b in zip(conf, conf[1:])), conf
-    assert all(h.confident == (h.confidence >= s.calibrator.threshold) for h in hits)
+    assert all(h.confident == s.calibrator.confident(h.confidence) for h in hits)
     assert conf[0] > conf[-1]  # the fine-tuned toy model tells matches apart: confidence is not flat
     cut = next(c for c in conf if c < conf[0])  # the second-highest confidence
     kept = s.text("a red car", k=30, min_confidence=cut)
@@ -158,6 +220,23 @@ def test_api_and_page_mark_the_confident_matches(toy, tmp_path):
         assert cutoff["candidates"] == body["confident"] and all(h["confident"] for h in cutoff["hits"])
         bad = httpx.get(server.url + "/api/v1/search", params={"q": "a red car", "min_confidence": 2})
         assert bad.status_code in (400, 422)
+        # the export of the top k: the originals' paths, best first, files that exist
+        exp = httpx.get(server.url + "/api/v1/search", params={"q": "a red car", "limit": 12, "format": "paths"})
+        assert exp.status_code == 200 and exp.headers["content-type"].startswith("text/plain")
+        listed = exp.text.splitlines()
+        assert [Path(p).name for p in listed] == [h["file"] for h in hits] and len(listed) == 12
+        assert all(Path(p).is_absolute() and Path(p).is_file() for p in listed)
+        table = list(
+            csv.DictReader(
+                io.StringIO(
+                    httpx.get(
+                        server.url + "/api/v1/search", params={"q": "a red car", "limit": 12, "format": "csv"}
+                    ).text
+                )
+            )
+        )
+        assert [float(r["confidence"]) for r in table] == pytest.approx([h["confidence"] for h in hits], abs=1e-4)
+        assert [r["confident"] == "true" for r in table] == [h["confident"] for h in hits]
 
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         if chromium is None:
@@ -181,6 +260,8 @@ def test_api_and_page_mark_the_confident_matches(toy, tmp_path):
             shot = tmp_path / "confident_divider.png"
             pg.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 1000
+            if os.environ.get("CARSEARCH_SCREENSHOT"):  # e.g. docs/img/confidence_divider.png
+                shutil.copy(shot, os.environ["CARSEARCH_SCREENSHOT"])
             print(f"screenshot: {shot}")
             browser.close()
     finally:
@@ -201,7 +282,8 @@ def test_wise_ft_candidates_are_scored_gated_and_the_winner_is_indexed(toy):
     root = toy
     write_params(
         root,
-        train={"epochs": 4},
+        train={"epochs": 60},
+        eval=TOY_EVAL,
         index={
             "promote": {"metric": "text_to_image.mrr", "min_gain": -1.0, "set": None},
             "wise_ft": {"alphas": [0.5], "only_pretrained": False},
@@ -249,7 +331,10 @@ def test_cli_marks_where_the_confident_matches_end(toy, monkeypatch):
     assert len(rows) == 8 and len(div) == 1
     assert all(lines[i].split("\t")[-1].startswith("confidence=") for i in rows)
     assert div[0] == (rows[n] - 1 if n < 8 else rows[-1] + 1)  # right after the last confident hit
-    assert (f"{n} confident match" if n else "no confident match") in lines[div[0]]
+    if s.calibrator.threshold is None:  # the target was not reached: nothing is marked, and the line says why
+        assert n == 0 and "no confidence level reached the 60% precision target" in lines[div[0]]
+    else:
+        assert (f"{n} confident match" if n else "no confident match") in lines[div[0]]
     cut = hits[3].confidence
     r = CliRunner().invoke(app, ["search", "a red car", "-k", "8", "--min-confidence", str(cut)])
     got = [x.split("\t")[2] for x in r.output.splitlines() if x.split("\t")[0].isdigit()]

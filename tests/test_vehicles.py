@@ -120,7 +120,11 @@ def test_yolo_and_labels_csv_boxes_become_vehicle_rows_with_camera_and_time(repo
     assert r.exit_code == 0, r.output
     lines = [x.split("\t") for x in r.output.splitlines() if x.split("\t")[0].isdigit()]
     assert len(lines) == 2 and all("camera=cam-b" in x and any(" box=" in f for f in x) for x in lines)
-    assert out.read_text().splitlines()[0].startswith("rank,score,id,file,frame_id,x1,y1,x2,y2,camera,time")
+    assert (
+        out.read_text()
+        .splitlines()[0]
+        .startswith("rank,score,confidence,confident,id,file,frame_id,x1,y1,x2,y2,camera,time")
+    )
     bad = CliRunner().invoke(app, ["search", "a car", "--before", "later"])
     assert bad.exit_code == 1 and "--before: cannot read 'later'" in bad.output
 

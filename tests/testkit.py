@@ -27,8 +27,11 @@ TINY = {
 }
 
 
-def write_pairs(root: Path, n: dict[str, int] | None = None, size: int = 48, seed: int = 0) -> dict[str, list[dict]]:
-    """Demo drawings into root/data/raw/images and root/data/pairs/{split}.jsonl (offline captions)."""
+def write_pairs(
+    root: Path, n: dict[str, int] | None = None, size: int = 48, seed: int = 0, views: list[str] | None = None
+) -> dict[str, list[dict]]:
+    """Demo drawings into root/data/raw/images and root/data/pairs/{split}.jsonl (offline captions;
+    `views`: only these views, default all)."""
     from carsearch.features.captioning.offline import offline_caption
     from carsearch.features.demo import demo_items
 
@@ -37,7 +40,9 @@ def write_pairs(root: Path, n: dict[str, int] | None = None, size: int = 48, see
     img_dir = root / "data" / "raw" / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, (_, data, labels, _) in enumerate(demo_items(total, size, seed, colors=["red", "blue", "green"])):
+    for i, (_, data, labels, _) in enumerate(
+        demo_items(total, size, seed, colors=["red", "blue", "green"], views=views)
+    ):
         rid = f"img{i:04d}"
         (img_dir / f"{rid}.jpg").write_bytes(data)
         cap = offline_caption(labels, rid)

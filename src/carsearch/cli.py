@@ -95,10 +95,12 @@ def search(
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from carsearch.core.errors import CarsearchError
     from carsearch.core.paths import repo_root
+    from carsearch.index.search import CarSearch
     from carsearch.index.search import search as run_search
 
     try:
-        hits = run_search(query=query, image=image, k=k, where=where, index_dir=index_dir, model=use_model, **scope)
+        searcher = CarSearch(index_dir, model=use_model)
+        hits = run_search(query=query, image=image, k=k, where=where, searcher=searcher, **scope)
     except (FileNotFoundError, ValueError, CarsearchError) as e:  # ModelConfigError is a ValueError
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
@@ -108,7 +110,7 @@ def search(
     missing = _mark_missing(hits, root)
     from carsearch.index import hits as hits_mod
 
-    divider = _divider(hits) if sort == "score" and not paths_only else None
+    divider = _divider(hits, getattr(searcher, "calibrator", None)) if sort == "score" and not paths_only else None
     for i, (h, gone) in enumerate(zip(hits, missing)):
         if paths_only:
             if not gone:
@@ -150,11 +152,18 @@ def search(
         typer.echo(f"wrote {png}", err=True)
 
 
-def _divider(hits) -> tuple[int, str] | None:
+def _divider(hits, calibrator=None) -> tuple[int, str] | None:
     """Where the confident hits end (the index of the first one that is not) and the line shown there."""
     if not hits or hits[0].confidence is None:
         return None
     n = next((i for i, h in enumerate(hits) if not h.confident), len(hits))
+    if calibrator is not None and calibrator.threshold is None:
+        target = calibrator.target_precision
+        return 0, (
+            "---- no hit is marked confident: no confidence level reached the "
+            + (f"{target:.0%} " if target is not None else "")
+            + "precision target on held-out queries (see metrics/eval.json calibration) ----"
+        )
     if not n:
         return 0, "---- no confident match: these are the closest ----"
     what = f"{n} confident match{'es' if n != 1 else ''}"

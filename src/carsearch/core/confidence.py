@@ -1,17 +1,20 @@
 """Calibrated relevance at query time: the probability that a hit matches its query (pure NumPy;
 the fit is in carsearch.evaluation.calibration, run by `evaluate`).
 
-A raw cosine score means different things for different queries ("a white car" tops out at 0.52,
-"a red suv" at 0.31), so the calibration reads features that mean the same across queries, all
-from the hit's score and the query's score distribution over a fixed random sample of the index
-(`calibration_ref.npy` in the index version, a few hundred vectors):
-- `z`: the score standardised against that distribution, (s - mean) / std;
-- `gap`: the distance to the best score in the sample, in the same units ((s - max) / std; <= ~0);
-- `log_rank`: log of the hit's estimated rank fraction in the index (share of the sample scoring
-  at least s, floored at half a row).
-Every feature is monotone in the score for one query and the fit keeps only features whose
-weight has the sign that keeps the confidence increasing with the score, so for one query a
-better score never gets a lower confidence.
+Features of a hit, all from its cosine score `s` and the query's scores over a fixed random
+sample of the index (`calibration_ref.npy` in the index version, a few hundred vectors):
+- score-dependent, each monotone in `s`: `score` (the raw cosine: the fine-tuned model's scale
+  is shared by all queries and carries most of the signal), `z` ((s - mean) / std), `gap`
+  ((s - max) / std, <= ~0), `log_rank` (log of the share of the sample scoring at least s);
+- query-level, the same for every hit of one query: `ref_mean`, `ref_std`, `ref_p99`, `ref_p95`
+  (how the query's scores spread over the index: a query most of the index half-matches reads
+  differently from one a few images stand out for).
+The fit is a linear score of the standardised features (weights of the score-dependent ones
+constrained to the sign that makes a better score more confident; query-level ones free),
+mapped to a probability by isotonic regression (non-decreasing). So for one query a better
+score never gets a lower confidence. "Confident" is confidence >= the fit's `threshold`, chosen
+by `evaluate` as the lowest confidence whose held-out precision reaches `target_precision`;
+None when no level does (then no hit is confident, and CLI/API/page say so).
 """
 
 from __future__ import annotations
@@ -21,11 +24,20 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("z", "gap", "log_rank")
+FEATURES = ("score", "z", "gap", "log_rank", "ref_mean", "ref_std", "ref_p99", "ref_p95")
 CALIBRATION_FILE = "calibration.json"
 REFERENCE_FILE = "calibration_ref.npy"
-# the sign each feature's weight must have for the confidence to grow with the score
-SIGNS = {"z": 1.0, "gap": 1.0, "log_rank": -1.0}
+# the sign each weight must have for the confidence to grow with the score (0: query-level, free)
+SIGNS = {
+    "score": 1.0,
+    "z": 1.0,
+    "gap": 1.0,
+    "log_rank": -1.0,
+    "ref_mean": 0.0,
+    "ref_std": 0.0,
+    "ref_p99": 0.0,
+    "ref_p95": 0.0,
+}
 
 
 def hit_features(scores, ref_scores) -> np.ndarray:
@@ -37,24 +49,38 @@ def hit_features(scores, ref_scores) -> np.ndarray:
     mu, sd = float(ref.mean()), max(float(ref.std()), 1e-6)
     above = ref.size - np.searchsorted(ref, s, side="left")  # sample rows scoring >= s
     frac = np.maximum(above, 0.5) / ref.size
-    return np.stack([(s - mu) / sd, (s - ref[-1]) / sd, np.log(frac)], axis=1)
+    const = [mu, sd, float(np.quantile(ref, 0.99)), float(np.quantile(ref, 0.95))]
+    return np.column_stack([s, (s - mu) / sd, (s - ref[-1]) / sd, np.log(frac), *(np.full(s.size, c) for c in const)])
+
+
+def linear(calib: dict, feats: np.ndarray) -> np.ndarray:
+    """The fit's linear score (a logit) of rows of `hit_features`."""
+    w = np.array([float(calib["coef"].get(f, 0.0)) for f in FEATURES])
+    mean = np.asarray(calib["mean"], np.float64)
+    scale = np.asarray(calib["scale"], np.float64)
+    return ((np.asarray(feats, np.float64) - mean) / scale) @ w + float(calib["intercept"])
 
 
 def predict(calib: dict, feats: np.ndarray) -> np.ndarray:
-    """P(relevant) for rows of `hit_features` under a fitted calibration dict."""
-    w = np.array([float(calib["coef"].get(f, 0.0)) for f in FEATURES])
-    mean = np.array([float(calib["mean"][i]) for i in range(len(FEATURES))])
-    scale = np.array([float(calib["scale"][i]) for i in range(len(FEATURES))])
-    logit = ((np.asarray(feats, np.float64) - mean) / scale) @ w + float(calib["intercept"])
-    return 1.0 / (1.0 + np.exp(-np.clip(logit, -40, 40)))
+    """P(relevant) for rows of `hit_features` under a fitted calibration dict: the isotonic map of
+    the linear score (flat beyond its ends), or the logistic of it when the fit has no map."""
+    t = linear(calib, feats)
+    iso = calib.get("isotonic")
+    if iso:
+        return np.interp(t, np.asarray(iso["x"], np.float64), np.asarray(iso["y"], np.float64))
+    return 1.0 / (1.0 + np.exp(-np.clip(t, -40, 40)))
 
 
 class Calibrator:
-    """The calibration of one index version: `confidence(query_vector, scores)`."""
+    """The calibration of one index version: `confidence(query_vector, scores)`, `threshold`
+    (None: the precision target was not reached on held-out queries, so no hit is confident)."""
 
     def __init__(self, calib: dict, reference: np.ndarray):
         self.calib, self.reference = calib, np.asarray(reference, np.float32)
-        self.threshold = float(calib.get("threshold", 0.5))
+        thr = calib.get("threshold")
+        self.threshold = None if thr is None else float(thr)
+        tp = calib.get("target_precision")
+        self.target_precision = None if tp is None else float(tp)
 
     @classmethod
     def load(cls, version_dir) -> Calibrator | None:
@@ -66,9 +92,12 @@ class Calibrator:
             ref = np.load(d / REFERENCE_FILE, allow_pickle=False)
         except (OSError, ValueError):
             return None
-        if ref.ndim != 2 or not ref.size or not calib.get("coef"):
+        if ref.ndim != 2 or not ref.size or not calib.get("coef") or len(calib.get("mean") or ()) != len(FEATURES):
             return None
         return cls(calib, ref)
+
+    def confident(self, confidence) -> bool:
+        return self.threshold is not None and confidence is not None and confidence >= self.threshold
 
     def confidence(self, query_vector, scores) -> np.ndarray:
         q = np.asarray(query_vector, np.float32).reshape(-1)

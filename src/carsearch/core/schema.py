@@ -442,7 +442,9 @@ class Bootstrap(_Strict):
 class Calibration(_Strict):
     top_k: PosInt
     folds: Annotated[int, Field(ge=2)]
-    threshold: Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]
+    target_precision: Annotated[float, BeforeValidator(_number), Field(gt=0, le=1)]
+    min_confident: PosInt
+    margin_z: Annotated[float, BeforeValidator(_number), Field(ge=0)]
     bins: PosInt
     reference_rows: Annotated[int, Field(ge=16)]
 

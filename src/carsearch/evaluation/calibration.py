@@ -3,15 +3,19 @@
 The queries: the attribute queries of the test split ("a red sedan seen from the front", relevant
 = every image with those labels) and the phrasings of every `eval.sets` set ("a white car",
 relevant = that colour). Each query's top `eval.calibration.top_k` hits give one row each: the
-query-invariant features of carsearch.core.confidence (score standardised against the query's
-scores over the gallery, gap to the best, rank fraction) and whether the hit is relevant.
+features of carsearch.core.confidence (raw score, score standardised against the query's scores
+over the gallery, gap to the best, rank fraction; the query's score spread) and whether the hit
+is relevant.
 
-Method: logistic regression (scikit-learn) on the standardised features; a feature whose weight
-comes out with the sign that would make a better score less confident is dropped and the model
-refit, one at a time (so confidence is monotone in the score for one query). Honest figures: every figure is
-out-of-fold, queries split by GroupKFold (a query's hits are never both fitted and judged), per
-source; `transfer` fits on the other sources only (renders -> real photos). The calibration
-written for the index is the fit on every query.
+Method: a logistic regression on the standardised features with the weights of the
+score-dependent features bounded to the sign that keeps a better score more confident (L-BFGS-B,
+scipy, L2), then isotonic regression (scikit-learn) of the match rate on that linear score: the
+confidence. "Confident": confidence >= the threshold, the lowest confidence whose out-of-fold
+precision reaches `target_precision` over at least `min_confident` hits (None when no level
+does: no hit is then confident). Honest figures: every figure is out-of-fold, queries split by
+GroupKFold (a query's hits are never both fitted and judged), and each fold's threshold is chosen
+inside its training queries (nested), per source; `transfer` fits on the other sources only
+(renders -> real photos). The calibration written for the index is the fit on every query.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import numpy as np
 from carsearch.core.confidence import FEATURES, SIGNS, hit_features, predict
 from carsearch.core.io import write_bytes
 from carsearch.evaluation.evalsets import PHRASINGS
+
+METHOD = "sign-bounded logistic regression (scipy L-BFGS-B) + isotonic regression (scikit-learn)"
 
 
 def query_rows(scores: np.ndarray, rel: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,37 +49,100 @@ def query_rows(scores: np.ndarray, rel: np.ndarray, top_k: int) -> tuple[np.ndar
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
 
 
-def fit(x: np.ndarray, y: np.ndarray, threshold: float = 0.5, c: float = 1.0) -> dict:
-    """Sign-constrained logistic regression -> the calibration dict `core.confidence.predict` reads."""
-    from sklearn.linear_model import LogisticRegression
+def _linear_fit(xz: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    """Logistic regression with the weight of each score-dependent feature bounded to its SIGNS sign."""
+    from scipy.optimize import minimize
+
+    n = len(y)
+
+    def loss(w):
+        t = xz @ w[1:] + w[0]
+        p = 1.0 / (1.0 + np.exp(-np.clip(t, -40, 40)))
+        grad = np.r_[np.mean(p - y), xz.T @ (p - y) / n + 2 * l2 * w[1:]]
+        return float(np.mean(np.logaddexp(0.0, t) - y * t) + l2 * w[1:] @ w[1:]), grad
+
+    bounds = [(None, None)] + [{1.0: (0.0, None), -1.0: (None, 0.0)}.get(SIGNS[f], (None, None)) for f in FEATURES]
+    w = minimize(loss, np.zeros(xz.shape[1] + 1), jac=True, method="L-BFGS-B", bounds=bounds).x
+    return w[1:], float(w[0])
+
+
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> dict:
+    """The calibration dict `core.confidence.predict` reads (no threshold: `fit_with_threshold`)."""
+    from sklearn.isotonic import IsotonicRegression
 
     mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
-    xz = (x - mean) / scale
-    keep = list(range(len(FEATURES)))
     coef = np.zeros(len(FEATURES))
-    intercept = float(np.log(max(y.mean(), 1e-6) / max(1 - y.mean(), 1e-6)))
+    rate = float(y.mean()) if len(y) else 0.0
+    intercept = float(np.log(max(rate, 1e-6) / max(1 - rate, 1e-6)))
+    iso = None
     if 0 < y.sum() < len(y):
-        while keep:
-            lr = LogisticRegression(C=c, max_iter=1000).fit(xz[:, keep], y)
-            w = lr.coef_[0]
-            signed = [wi * SIGNS[FEATURES[f]] for f, wi in zip(keep, w)]
-            if min(signed) >= 0:
-                coef[:] = 0.0
-                coef[keep] = w
-                intercept = float(lr.intercept_[0])
-                break
-            # the features are correlated: drop only the most wrong-signed one, then refit
-            keep.pop(int(np.argmin(signed)))
+        coef, intercept = _linear_fit((x - mean) / scale, y.astype(np.float64), l2)
+        t = ((x - mean) / scale) @ coef + intercept
+        ir = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(t, y)
+        iso = {"x": [round(float(v), 6) for v in ir.X_thresholds_], "y": [round(float(v), 6) for v in ir.y_thresholds_]}
     return {
-        "method": "logistic regression (scikit-learn), sign-constrained",
+        "method": METHOD,
         "features": list(FEATURES),
         "coef": {f: round(float(coef[i]), 6) for i, f in enumerate(FEATURES)},
         "intercept": round(intercept, 6),
         "mean": [round(float(v), 6) for v in mean],
         "scale": [round(float(v), 6) for v in scale],
-        "threshold": float(threshold),
+        "isotonic": iso,
         "rows": int(len(y)),
-        "base_rate": round(float(y.mean()), 4) if len(y) else 0.0,
+        "base_rate": round(rate, 4),
+    }
+
+
+def wilson_lower(k: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
+    """Wilson score lower bound of a binomial proportion k/n (one-sided, `z` standard errors)."""
+    n = np.maximum(np.asarray(n, np.float64), 1.0)
+    ph = np.asarray(k, np.float64) / n
+    centre = ph + z * z / (2 * n)
+    spread = z * np.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def choose_threshold(p: np.ndarray, y: np.ndarray, target: float, min_confident: int, z: float = 0.0) -> float | None:
+    """The lowest confidence t such that the hits with confidence >= t (at least `min_confident` of
+    them) match at least `target` of the time, by the Wilson lower bound at `z` (0: the plain
+    share; > 0 leaves a margin for new queries); None when no t does."""
+    ok = np.isfinite(p)
+    p, y = p[ok], y[ok]
+    levels = np.unique(p)[::-1]  # distinct confidences, highest first (ties go together)
+    n = np.array([(p >= t).sum() for t in levels])
+    hits = np.array([y[p >= t].sum() for t in levels])
+    good = (n >= max(int(min_confident), 1)) & (wilson_lower(hits, n, z) >= target - 1e-12)
+    return float(levels[good][-1]) if good.any() else None
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, cfg: dict | None = None):
+    """Each row's confidence from a fit that never saw its query (GroupKFold over queries); with
+    `cfg`, also whether it is confident under that fold's threshold, itself chosen out-of-fold
+    inside the fold's training queries (so the threshold never saw the judged query either)."""
+    from sklearn.model_selection import GroupKFold
+
+    n_groups = len(np.unique(groups))
+    p, conf = np.full(len(y), np.nan), np.zeros(len(y), bool)
+    if n_groups < 2:
+        return p, conf
+    for tr, te in GroupKFold(n_splits=min(folds, n_groups)).split(x, y, groups):
+        calib = fit_with_threshold(x[tr], y[tr], groups[tr], cfg) if cfg else fit(x[tr], y[tr])
+        p[te] = predict(calib, x[te])
+        if cfg and calib["threshold"] is not None:
+            conf[te] = p[te] >= calib["threshold"]
+    return p, conf
+
+
+def fit_with_threshold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, cfg: dict) -> dict:
+    """`fit` on every row, and its threshold for `cfg["target_precision"]` from out-of-fold confidences."""
+    calib = fit(x, y)
+    p, _ = out_of_fold(x, y, groups, int(cfg["folds"]))
+    thr = choose_threshold(p, y, float(cfg["target_precision"]), int(cfg["min_confident"]), float(cfg["margin_z"]))
+    return {
+        **calib,
+        "target_precision": float(cfg["target_precision"]),
+        "threshold": thr,
+        "target_reached": thr is not None,
     }
 
 
@@ -99,11 +168,10 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict]:
     ]
 
 
-def judge(p: np.ndarray, y: np.ndarray, threshold: float, bins: int) -> dict:
-    """ECE, and what "confident" (p >= threshold) means: precision (share of confident hits that
+def judge(p: np.ndarray, y: np.ndarray, conf: np.ndarray, bins: int) -> dict:
+    """ECE, and what "confident" (`conf`, a mask) means: precision (share of confident hits that
     match), coverage (share of the judged top-k hits marked confident), recall (share of the
     matching top-k hits marked confident)."""
-    conf = p >= threshold
     return {
         "hits": int(len(y)),
         "base_rate": round(float(y.mean()), 4) if len(y) else 0.0,
@@ -115,24 +183,11 @@ def judge(p: np.ndarray, y: np.ndarray, threshold: float, bins: int) -> dict:
     }
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, threshold: float) -> np.ndarray:
-    """Each row's confidence from a fit that never saw its query (GroupKFold over queries)."""
-    from sklearn.model_selection import GroupKFold
-
-    n_groups = len(np.unique(groups))
-    p = np.full(len(y), np.nan)
-    if n_groups < 2:
-        return p
-    for tr, te in GroupKFold(n_splits=min(folds, n_groups)).split(x, y, groups):
-        p[te] = predict(fit(x[tr], y[tr], threshold), x[te])
-    return p
-
-
 def calibrate(sources: dict[str, tuple[np.ndarray, np.ndarray]], cfg: dict) -> tuple[dict, dict]:
     """(calibration fitted on every query, report). `sources`: name -> (scores [Q, N], rel [Q, N]).
     Report: per source (and "all") the out-of-fold figures (`judge`), `transfer` (fit on the other
-    sources), and how many queries each source gave."""
-    top_k, folds, thr, bins = int(cfg["top_k"]), int(cfg["folds"]), float(cfg["threshold"]), int(cfg["bins"])
+    sources), how many queries each source gave, and the threshold of the shipped fit."""
+    top_k, folds, bins = int(cfg["top_k"]), int(cfg["folds"]), int(cfg["bins"])
     rows = {}
     for name, (scores, rel) in sources.items():
         x, y, g = query_rows(scores, rel, top_k)
@@ -148,21 +203,29 @@ def calibrate(sources: dict[str, tuple[np.ndarray, np.ndarray]], cfg: dict) -> t
     y_all = np.concatenate([p[2] for p in parts])
     g_all = np.concatenate([p[3] for p in parts])
     src = np.concatenate([[name] * len(y) for name, _, y, _ in parts])
-    oof = out_of_fold(x_all, y_all, g_all, folds, thr)
+    oof, conf = out_of_fold(x_all, y_all, g_all, folds, cfg)
     ok = np.isfinite(oof)
-    report: dict = {"top_k": top_k, "threshold": thr, "folds": folds, "held_out": {}, "transfer": {}}
-    report["held_out"]["all"] = {"queries": int(len(np.unique(g_all[ok]))), **judge(oof[ok], y_all[ok], thr, bins)}
+    calib = fit_with_threshold(x_all, y_all, g_all, cfg)
+    calib["sources"] = {name: int(len(np.unique(g))) for name, _, _, g in parts}
+    report: dict = {
+        "top_k": top_k,
+        "target_precision": calib["target_precision"],
+        "threshold": calib["threshold"],
+        "target_reached": calib["target_reached"],
+        "folds": folds,
+        "held_out": {},
+        "transfer": {},
+    }
+    report["held_out"]["all"] = {"queries": int(len(np.unique(g_all[ok]))), **judge(oof[ok], y_all[ok], conf[ok], bins)}
     for name, x, y, g in parts:
         m = (src == name) & ok
-        report["held_out"][name] = {"queries": int(len(np.unique(g_all[m]))), **judge(oof[m], y_all[m], thr, bins)}
+        report["held_out"][name] = {"queries": int(len(np.unique(g_all[m]))), **judge(oof[m], y_all[m], conf[m], bins)}
         other = src != name
         if len(rows) > 1 and 0 < y_all[other].sum() < other.sum():
-            report["transfer"][name] = {
-                "fitted_on": sorted(set(rows) - {name}),
-                **judge(predict(fit(x_all[other], y_all[other], thr), x), y, thr, bins),
-            }
-    calib = fit(x_all, y_all, thr)
-    calib["sources"] = {name: int(len(np.unique(g))) for name, _, _, g in parts}
+            c = fit_with_threshold(x_all[other], y_all[other], g_all[other], cfg)
+            p = predict(c, x)
+            mask = p >= c["threshold"] if c["threshold"] is not None else np.zeros(len(y), bool)
+            report["transfer"][name] = {"fitted_on": sorted(set(rows) - {name}), **judge(p, y, mask, bins)}
     return calib, report
 
 

@@ -27,4 +27,11 @@ def ship_calibration(calibration_json: Path, use: str, vectors, stage: Path, n: 
     write_json(stage / CALIBRATION_FILE, {**calib, "model": use})
     with open(stage / REFERENCE_FILE, "wb") as fh:  # the version folder is published whole (atomic)
         np.save(fh, ref, allow_pickle=False)
-    return {"model": use, "threshold": calib["threshold"], "reference_rows": int(len(ref)), "coef": calib["coef"]}
+    return {
+        "model": use,
+        "target_precision": calib.get("target_precision"),
+        "threshold": calib.get("threshold"),
+        "target_reached": calib.get("threshold") is not None,
+        "reference_rows": int(len(ref)),
+        "coef": calib["coef"],
+    }

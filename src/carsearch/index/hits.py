@@ -49,6 +49,17 @@ def local_original(h, root: Path) -> str:
     return loc if originals.is_s3(loc) else str(originals.local_path(loc, root).absolute())
 
 
+def export_paths(api_hits: list[dict], root: Path) -> list[str]:
+    """`local_original` of each of the API's hits (their `folder` and `file`), in order."""
+    from types import SimpleNamespace
+
+    out = []
+    for h in api_hits:
+        loc = f"{h['folder']}/{h['file']}" if h.get("folder") else h["file"]
+        out.append(local_original(SimpleNamespace(origin="", path=loc), root))
+    return out
+
+
 def copy_to(hits, out_dir: Path, root: Path) -> list[Path]:
     """Copy each hit's original (local or S3) into `out_dir` as `<rank>_<file name>` (atomic
     writes); a hit whose file is gone is skipped. Returns the files written."""

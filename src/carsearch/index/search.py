@@ -100,12 +100,28 @@ class Hit:
     confident: bool = False
 
 
-CSV_COLUMNS = ("rank", "score", "id", "file", "frame_id", "x1", "y1", "x2", "y2", "camera", "time", "caption")
+CSV_COLUMNS = (
+    "rank",
+    "score",
+    "confidence",
+    "confident",
+    "id",
+    "file",
+    "frame_id",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "camera",
+    "time",
+    "caption",
+)
 
 
 def hits_csv(hits: list[dict]) -> str:
-    """A result list as CSV (one row per hit: file, frame, box, camera, time, score), from `Hit`s
-    as dicts (`dataclasses.asdict`) or the API's hits; times as ISO 8601."""
+    """A result list as CSV (one row per hit: score, calibrated confidence and whether it is a
+    confident match (empty without a calibration), file, frame, box, camera, time), from `Hit`s as
+    dicts (`dataclasses.asdict`) or the API's hits; times as ISO 8601."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
@@ -116,6 +132,8 @@ def hits_csv(hits: list[dict]) -> str:
             [
                 h["rank"],
                 f"{float(h['score']):.4f}",
+                "" if h.get("confidence") is None else f"{float(h['confidence']):.4f}",
+                "" if h.get("confidence") is None else str(bool(h.get("confident"))).lower(),
                 h["id"],
                 h.get("origin") or h.get("path") or "",
                 h.get("frame_id") or h["id"],
@@ -384,9 +402,9 @@ class CarSearch:
             extra = {c: r[c] for c in VEHICLE_COLUMNS if c in r and r[c] is not None}
             hits.append(Hit(rank, score, r["id"], r["caption"], r["path"], json.loads(r["labels_json"]), **extra))
         if hybrid_text is None:  # a fused rank score is not a cosine: no calibrated confidence
-            thr = self.calibrator.threshold if getattr(self, "calibrator", None) else None
+            cal = getattr(self, "calibrator", None)
             for h, c in zip(hits, self.confidences(vector, [h.score for h in hits])):
-                h.confidence, h.confident = c, c is not None and c >= thr
+                h.confidence, h.confident = c, cal is not None and cal.confident(c)
         if min_confidence is not None:
             if hybrid_text is not None:
                 raise QueryError("min_confidence: hybrid results have no calibrated confidence (a fused rank score)")
@@ -605,15 +623,17 @@ def search(
     after: float | str | None = None,
     before: float | str | None = None,
     min_confidence: float | None = None,
+    searcher: CarSearch | None = None,
 ) -> list[Hit]:
-    """One-shot search by text or by image (`model`: see CarSearch; `camera`, `after`, `before`: see `text`)."""
+    """One-shot search by text or by image (`model`: see CarSearch; `camera`, `after`, `before`: see
+    `text`; `searcher`: an open CarSearch to use, e.g. to read its calibrator afterwards)."""
     if query is None and image is None:
         raise QueryError("nothing to search for: give a text query or --image")
     if query is not None and image is not None:
         raise QueryError("give a text query or --image, not both")
     if hybrid and query is None:
         raise QueryError("hybrid search needs a text query (it matches the captions)")
-    s = CarSearch(index_dir, model=model)
+    s = searcher if searcher is not None else CarSearch(index_dir, model=model)
     kw = {"nprobes": nprobes, "refine_factor": refine_factor, "camera": camera, "after": after, "before": before}
     kw["min_confidence"] = min_confidence
     return s.text(query, k, where, hybrid=hybrid, **kw) if query is not None else s.image(image, k, where, **kw)

@@ -179,11 +179,14 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         before: Optional[str] = Query(None),
         sort: str = Query("score"),
         min_confidence: Optional[float] = Query(None, description="only hits at least this likely to match (0-1)"),
-        format: Literal["json", "csv"] = Query("json", description="csv: the page of hits as a CSV file"),
+        format: Literal["json", "csv", "paths"] = Query(
+            "json", description="csv: a CSV file; paths: originals, 1 a line"
+        ),
     ):
         """Search by text, by an indexed image (`like`), or both, with an optional negative text;
         repeat a filter for any of several values (`color=red&color=blue`); `format=csv` exports
-        the hits (file, frame, box, camera, time, score)."""
+        the hits (file, frame, box, camera, time, score, confidence), `format=paths` lists the top
+        `limit` originals' paths (one per line)."""
         req = _request(
             q,
             neg,
@@ -208,14 +211,16 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
             min_confidence=min_confidence,
         )
         body = svc.search(req)
+        if format == "paths":  # the top k's originals, one per line (`search -f` of the CLI)
+            from carsearch.index.hits import export_paths
+
+            paths = export_paths(body["hits"], Path(root or repo_root()))
+            return Response("".join(f"{p}\n" for p in paths), media_type="text/plain")
         if format == "csv":
             from carsearch.index.search import hits_csv  # the one CSV layout (the CLI's --csv too)
 
-            return Response(
-                hits_csv(body["hits"]),
-                media_type="text/csv",
-                headers={"Content-Disposition": 'attachment; filename="carsearch-hits.csv"'},
-            )
+            disposition = {"Content-Disposition": 'attachment; filename="carsearch-hits.csv"'}
+            return Response(hits_csv(body["hits"]), media_type="text/csv", headers=disposition)
         return body
 
     @app.post("/api/v1/search", response_model=SearchResponse, tags=["search"])

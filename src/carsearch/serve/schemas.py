@@ -139,7 +139,15 @@ class SearchResponse(BaseModel):
     confident: Optional[int] = Field(
         None, description="how many of the candidates are confident matches (null: the index has no calibration)"
     )
-    confidence_threshold: Optional[float] = Field(None, description="the confidence a confident match reaches")
+    confidence_threshold: Optional[float] = Field(
+        None,
+        description="the confidence a confident match reaches (null: no calibration, or no confidence level "
+        "reached confidence_target on held-out queries, so no hit is confident)",
+    )
+    confidence_target: Optional[float] = Field(
+        None,
+        description="the precision confident matches reach on held-out queries (eval.calibration.target_precision)",
+    )
     hits: list[SearchHit]
     facets: dict[str, list[FacetValue]]
     facet_scope: str

@@ -177,10 +177,11 @@ class Service:
                 break
         if req.like:  # more like this: not the image itself
             rows = [r for r in rows if r["id"] != req.like][: n - 1]
-        thr = self.s.calibrator.threshold if getattr(self.s, "calibrator", None) else None
+        cal = getattr(self.s, "calibrator", None)
+        thr = cal.threshold if cal is not None else None
         if req.min_confidence is not None:  # a relevance cut-off instead of a page that ends in junk
             rows = [r for r in rows if r.get("confidence") is not None and r["confidence"] >= req.min_confidence]
-        n_confident = None if thr is None else sum(1 for r in rows if (r.get("confidence") or 0.0) >= thr)
+        n_confident = None if cal is None else sum(1 for r in rows if cal.confident(r.get("confidence")))
         if req.sort == "time":  # the candidates in capture order (undated last), then paged
             rows = sorted(rows, key=lambda r: (r.get("time") is None, r.get("time") or 0.0))
         page = rows[req.offset : req.offset + limit]
@@ -192,7 +193,7 @@ class Service:
                     "id": r["id"],
                     "score": round(float(r["score"]), 6),
                     "confidence": r.get("confidence"),
-                    "confident": thr is not None and (r.get("confidence") or 0.0) >= thr,
+                    "confident": cal is not None and cal.confident(r.get("confidence")),
                     "caption": r.get("caption") or "",
                     **{c: r.get(c) or "" for c in FILTER_COLUMNS},
                     "time": iso(r.get("time")),
@@ -239,6 +240,7 @@ class Service:
             "has_more": req.offset + limit < len(rows),
             "confident": n_confident,
             "confidence_threshold": thr,
+            "confidence_target": cal.target_precision if cal is not None else None,
             "hits": hits,
             "facets": facets,
             "facet_scope": f"top {len(rows)} hits of the filtered search (serve.facet_candidates = {self.cfg['facet_candidates']})",

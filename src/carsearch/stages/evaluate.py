@@ -268,7 +268,7 @@ def main() -> None:
                     flat.update({f"{name}.vehicles.{level}.{k.replace('@', '_at_')}": v for k, v in m.items()})
             for name, rep in creports.items():  # the calibration, held out, per source
                 for src, r in rep.get("held_out", {}).items():
-                    for k in ("ece", "confident_precision", "confident_coverage"):
+                    for k in ("ece", "confident_precision", "confident_coverage", "confident_recall"):
                         if isinstance(r.get(k), (int, float)):
                             flat[f"{name}.calibration.{src.replace(':', '.')}.{k}"] = r[k]
             for name, c in results.get("candidates", {}).items():  # every WiSE-FT candidate's figures
@@ -299,11 +299,17 @@ def main() -> None:
     for src, r in results.get("box_recall", {}).items():
         print(f"evaluate: box recall of {src} boxes at IoU >= {r['iou']}: {r['recall']:.3f} ({r['truth']} true boxes)")
     for name, rep in creports.items():
-        for src, r in rep.get("held_out", {}).items():
-            cp = r["confident_precision"]
+        if rep.get("held_out") and not rep["target_reached"]:
             print(
-                f"evaluate[{name}, calibration, {src}]: held-out ECE {r['ece']:.3f}; confident (>= {rep['threshold']:g}) "
-                f"precision {'-' if cp is None else f'{cp:.3f}'} coverage {r['confident_coverage']:.3f} "
+                f"evaluate[{name}, calibration]: NO hit will be marked confident: no confidence level reached the "
+                f"precision target {rep['target_precision']:g} over >= the minimum of held-out hits"
+            )
+        for src, r in rep.get("held_out", {}).items():
+            cp, rc = r["confident_precision"], r["confident_recall"]
+            print(
+                f"evaluate[{name}, calibration, {src}]: held-out ECE {r['ece']:.3f}; confident (target precision "
+                f"{rep['target_precision']:g}, threshold chosen per fold) precision {'-' if cp is None else f'{cp:.3f}'}"
+                f" coverage {r['confident_coverage']:.3f} recall {'-' if rc is None else f'{rc:.3f}'} "
                 f"over {r['queries']} queries ({r['hits']} hits, {r['base_rate']:.2f} match)"
             )
     for name in ("base", "finetuned"):

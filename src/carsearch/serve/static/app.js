@@ -206,7 +206,10 @@ function confidenceDivider(data, i) {
   if (state.sort !== "score" || h.confidence === null || h.confidence === undefined || h.confident) return null;
   if (i > 0 ? !data.hits[i - 1].confident : data.offset > 0) return null;
   const n = data.confident || 0;
-  const text = n ? `${n} confident match${n === 1 ? "" : "es"} above · less likely matches below` : "No confident match · these are the closest";
+  const unreached = data.confidence_threshold === null && data.confidence_target !== null && data.confidence_target !== undefined;
+  const text = unreached
+    ? `No hit is marked confident: no confidence level reached ${Math.round(data.confidence_target * 100)} % precision on held-out queries · these are the closest`
+    : n ? `${n} confident match${n === 1 ? "" : "es"} above · less likely matches below` : "No confident match · these are the closest";
   return el("div", { class: "confidence-divider", role: "separator", "data-confident": String(n), text });
 }
 
@@ -609,7 +612,7 @@ for (const k of ["after", "before"]) {
   });
 }
 $("confident-only").addEventListener("change", () => {
-  state.minConf = $("confident-only").checked ? ((last && last.confidence_threshold) || 0.5) : null;
+  state.minConf = $("confident-only").checked ? ((last && last.confidence_threshold) ?? 1) : null;
   state.page = 1; run();
 });
 $("sort").addEventListener("change", () => { state.sort = $("sort").value === "time" ? "time" : "score"; state.page = 1; run(); });
