@@ -13,7 +13,7 @@ from _serve_helpers import SETTINGS, rebuild, shared_repo
 
 
 def test_torn_part_is_moved_aside_and_re_embedded(tmp_path):
-    from carsearch.index.embed_cache import EmbedCache, damage_note, embed_with_cache
+    from carsearch.index.embed_cache import EmbedCache, damage_note, embed_missing
 
     cache = EmbedCache(tmp_path, "m1")
     cache.put(["a", "b"], np.ones((2, 4), np.float32))
@@ -27,10 +27,11 @@ def test_torn_part_is_moved_aside_and_re_embedded(tmp_path):
     note = damage_note(again, "build_index")
     assert note.startswith("build_index: embedding cache ") and "1 damaged part(s)" in note and "embedded again" in note
     calls = []
-    vecs, stats = embed_with_cache(
+    stats = embed_missing(
         ["a", "b", "c"], ["pa", "pb", "pc"], again, lambda ps: (calls.append(ps), np.zeros((len(ps), 4), np.float32))[1]
     )
-    assert calls == [["pa", "pb"]] and stats["embedded"] == 2 and stats["cached"] == 1 and vecs.shape == (3, 4)
+    assert calls == [["pa", "pb"]] and stats["embedded"] == 2 and stats["cached"] == 1
+    assert again.get(["a", "b", "c"]).shape == (3, 4)
     assert EmbedCache(tmp_path, "m1").damaged == []  # healed: the next open finds nothing wrong
     assert damage_note(EmbedCache(tmp_path, "m1"), "x") is None
 

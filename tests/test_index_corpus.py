@@ -114,6 +114,36 @@ def test_folder_corpus_indexes_exactly_the_folder_and_caches_embeddings(repo):
     assert idx2["rows"] == 13 and idx2["embedded"] == 1 and idx2["cached"] == 12
 
 
+def test_a_corpus_read_in_runs_gives_the_rows_and_rejects_of_one_read(repo, monkeypatch):
+    """A folder corpus is read `corpus.RUN` files at a time into Arrow columns: read in runs of 2,
+    it gives the same rows (sorted by id) and the same rejects as in one run, and a duplicate of a
+    photo read in an earlier run is still rejected naming the kept one."""
+    import shutil
+
+    from carsearch.core.params import load_params
+    from carsearch.features import corpus
+
+    folder = repo / "photos"
+    kept = _photos(folder, 3)[0]  # red/photo 0.jpg
+    shutil.copy(kept, folder / "white" / "copy.jpg")  # read several runs later
+    (folder / "blue" / "broken.jpg").write_bytes(b"not a jpeg")
+    params = load_params()
+    params["index"].update(corpus="folder", corpus_path=str(folder))
+
+    def read(n):
+        monkeypatch.setattr(corpus, "RUN", n)
+        return corpus.gather(params, repo, repo / "data/index/images")
+
+    whole, whole_rejects, whole_notes = read(10**6)
+    runs, run_rejects, run_notes = read(2)
+    assert whole.num_rows == 9 and runs.equals(whole) and run_notes == whole_notes
+    assert whole.column("id").to_pylist() == sorted(whole.column("id").to_pylist())
+    assert run_rejects == whole_rejects and len(run_rejects) == 2
+    dup = next(r for r in run_rejects if r["path"].endswith("copy.jpg"))
+    assert "exact duplicate" in dup["reason"] and "photo 0.jpg" in dup["reason"]
+    assert any(r["path"].endswith("broken.jpg") for r in run_rejects)
+
+
 def test_open_searcher_survives_rebuilds_and_picks_up_the_new_index(repo):
     from carsearch.index.search import CarSearch
 

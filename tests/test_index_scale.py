@@ -4,6 +4,7 @@ and a table written to / searched on S3 (a moto server on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 
 import numpy as np
@@ -248,6 +249,9 @@ def test_table_streamed_from_the_cache_equals_the_table_of_one_matrix(tmp_path):
     assert a.drop(["vector"]).equals(b.drop(["vector"]))
     np.testing.assert_array_equal(np.stack(b.column("vector").to_numpy(zero_copy_only=False)), v)
     assert digest(rows, cache.get, batch_rows=7) == digest(rows, v)
+    # the manifest's definition, so committed manifests keep their digest: ids and paths, then vectors
+    lines = "".join(f"{r['id']}\t{r['path']}\n" for r in rows).encode()
+    assert digest(rows, v) == hashlib.sha256(lines + v.astype(np.float32).tobytes()).hexdigest()
     assert digest(rows, cache.get) != digest(rows[::-1], cache.get)
 
 
@@ -257,6 +261,7 @@ def test_embedding_cache_keeps_the_newest_vector_through_compaction(tmp_path, mo
     from carsearch.index import embed_cache
 
     monkeypatch.setattr(embed_cache, "COMPACT_AT", 3)
+    monkeypatch.setattr(embed_cache._write_part, "__defaults__", (64,))  # a compaction writes 64 rows at a time
     c = embed_cache.EmbedCache(tmp_path, "m")
     rng = np.random.default_rng(0)
     first = rng.normal(size=(1500, 8)).astype(np.float32)  # past the first allocation: the matrix grows
@@ -268,7 +273,7 @@ def test_embedding_cache_keeps_the_newest_vector_through_compaction(tmp_path, mo
     c.put(["i5"], newer[:1])  # the third part: compacted into one
     assert len(list(c.dir.glob("part-*.parquet"))) == 1
     again = embed_cache.EmbedCache(tmp_path, "m")
-    assert len(again) == 1501
+    assert len(again) == 1501 and again._mat.shape == (1501, 8)  # sized from the parts' footers: no doubling
     np.testing.assert_array_equal(again.get(["i3", "i5", "i7"]), np.stack([newer[0], newer[0], first[7]]))
     with pytest.raises(ValueError, match="dim 4 and 8"):
         again.put(["x"], np.zeros((1, 4), np.float32))

@@ -209,11 +209,16 @@ def test_api_filters_vehicles_by_camera_and_time_and_serves_their_frames(repo, t
         server.stop()
 
 
-def test_video_in_a_folder_gives_one_row_per_track_with_first_and_last_seen(repo, tmp_path):  # noqa: F811
+def test_video_in_a_folder_gives_one_row_per_track_with_first_and_last_seen(repo, tmp_path, monkeypatch):  # noqa: F811
     """A real mp4 (PyAV) of cars crossing a street, its boxes in labels.csv (a `t` column: seconds
     into the video): sampled at data.video.fps, linked into tracks, one row per car with first/last
-    seen; a search returns each car once, and the camera / time filters apply to video too."""
+    seen; a search returns each car once, and the camera / time filters apply to video too. The
+    corpus is read in runs of 2 files: a video's frames stay in one run, so its tracks still link."""
     import yaml
+
+    from carsearch.features import corpus
+
+    monkeypatch.setattr(corpus, "RUN", 2)
 
     from carsearch.index.search import CarSearch
     from test_video import CARS, FPS, START, N, truth, write_clip

@@ -112,9 +112,3 @@ def reference_rows(total: int, n: int, seed: int) -> np.ndarray:
     if total <= n:
         return np.arange(total)
     return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
-
-
-def reference_sample(vectors: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """A fixed random sample of `n` index vectors (all of them when fewer), float32."""
-    v = np.asarray(vectors, np.float32)
-    return v[reference_rows(len(v), n, seed)]

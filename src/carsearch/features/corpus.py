@@ -11,8 +11,9 @@ under the index's `images/` folder. No caption is needed to search.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+import pyarrow as pa
 from PIL import Image
 
 from carsearch.core import originals
@@ -23,8 +24,10 @@ from carsearch.features import boxes as boxes_mod
 from carsearch.features import detect as detect_mod
 from carsearch.features import footage
 from carsearch.features import sources as data
+from carsearch.features.rows import row_table
 
 CORPORA = ("ingested", "folder", "s3")
+RUN = 8192  # corpus files read per run: rows become Arrow columns a run at a time
 
 
 def pairs_by_id(pairs_dir: Path, splits: Iterable[str]) -> dict[str, dict]:
@@ -81,6 +84,28 @@ def _row(image: dict, pair: dict, labels: dict, origin: str) -> dict:
         "frame_id": image.get("frame_id") or image["id"],
         **{k: image.get(k) for k in VEHICLE_FIELDS},
     }
+
+
+def file_runs(items: Iterable[tuple], n: int) -> Iterator[Iterator[tuple]]:
+    """The items in runs of about `n`, each run lazy (one image's bytes in memory at a time) and
+    to be read to its end before the next; a video's frames (`<video>#t=…`) stay in one run, so
+    its tracks link."""
+    it = iter(items)
+    head = next(it, None)
+
+    def run():
+        nonlocal head
+        k, last = 0, None
+        while head is not None:
+            base = head[0].split("#t=")[0]
+            if k >= n and base != last:
+                return
+            item, head = head, next(it, None)
+            k, last = k + 1, base
+            yield item
+
+    while head is not None:
+        yield run()
 
 
 def vehicle_rows(frames: list[dict], root: Path, crops_dir: Path, margin: float, min_side: int):
@@ -180,17 +205,18 @@ def stored_rows(
     params: dict | None = None,
     capture: tuple[str, dict] | None = None,
     by_reference: bool = False,
+    seen: dict[str, str] | None = None,
 ):
     """Check corpus images (same checks as ingest), store those that need it (all of them unless
-    `by_reference`), and return (rows, rejects, `vehicles` notes); with `boxes` (the folder's annotations and the folder) and/or a detector, one row per vehicle."""
-    rows, rejects = data.ingest_items(items, images_dir, root, source, by_reference=by_reference)
+    `by_reference`), and return (rows, rejects, `vehicles` notes); with `boxes` (the folder's
+    annotations and the folder) and/or a detector, one row per vehicle. `seen`: the ids of earlier
+    runs (a duplicate of one is rejected)."""
+    rows, rejects = data.ingest_items(items, images_dir, root, source, by_reference=by_reference, seen=seen)
     rejects = [{"path": x.path, "reason": x.reason} for x in rejects]
     if capture is not None:
         footage.stamp_capture(rows, *capture, root)
     if boxes is not None:
-        ann, folder = boxes
-        rejects += [{"path": p, "reason": r} for p, r in ann.problems]
-        boxes_mod.attach(rows, ann, folder)
+        boxes_mod.attach(rows, *boxes)
     notes: dict = {}
     if params is not None:  # `index add` (no params): photos as they are
         rows, bad, notes = vehicles(rows, root, images_dir, params)
@@ -202,8 +228,9 @@ def stored_rows(
     return out, rejects, notes
 
 
-def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[list[dict], list[dict], dict]:
-    """(rows sorted by id, rejects, `vehicles` notes) of the configured corpus."""
+def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[pa.Table, list[dict], dict]:
+    """(rows sorted by id, as `row_table` columns; rejects; `vehicles` notes) of the configured
+    corpus. A folder or S3 corpus is read `RUN` files at a time: no list of every row's dict."""
     cfg, paths = params["index"], params["paths"]
     kind = cfg["corpus"]
     pairs = pairs_by_id(resolve(paths["pairs_dir"], root), params["curate"]["splits"])
@@ -212,22 +239,26 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[l
         if not manifest.is_file():
             raise FileNotFoundError(f"index.corpus=ingested: {manifest} not found; run the ingest stage first")
         rows, rejects, notes = ingested_rows(manifest, pairs, root, images_dir, params)
+        return row_table(rows).sort_by("id"), rejects, notes
+    where = cfg["corpus_path"]
+    if not where:
+        raise ValueError(
+            f"index.corpus_path: not set; index.corpus={kind} needs the {'folder' if kind == 'folder' else 's3:// prefix'} to index"
+        )
+    folder = None if kind == "s3" else resolve(where, root)
+    ann = data.folder_boxes(folder, cfg["labels_csv"]) if folder is not None else None
+    if kind == "folder":
+        items = data.iter_folder(folder, cfg["subfolder_key"], cfg["labels_csv"], skip=ann.files)
+        video = params["data"]["video"]
+        items = footage.expand_videos(items, video["fps"], video["max_frames"])
     else:
-        where = cfg["corpus_path"]
-        if not where:
-            raise ValueError(
-                f"index.corpus_path: not set; index.corpus={kind} needs the {'folder' if kind == 'folder' else 's3:// prefix'} to index"
-            )
-        folder = None if kind == "s3" else resolve(where, root)
-        ann = data.folder_boxes(folder, cfg["labels_csv"]) if folder is not None else None
-        if kind == "folder":
-            items = data.iter_folder(folder, cfg["subfolder_key"], cfg["labels_csv"], skip=ann.files)
-            video = params["data"]["video"]
-            items = footage.expand_videos(items, video["fps"], video["max_frames"])
-        else:
-            items = source_items(kind, str(where), cfg)
-        rows, rejects, notes = stored_rows(
-            progress(items) if progress else items,
+        items = source_items(kind, str(where), cfg)
+    rejects = [{"path": p, "reason": r} for p, r in ann.problems] if ann is not None else []
+    parts, seen = [], {}
+    notes: dict = {"detected_frames": 0, "frames_without_vehicle": [], "tracks": 0}
+    for run in file_runs(progress(items) if progress else items, RUN):
+        rows, bad, got = stored_rows(
+            run,
             images_dir,
             root,
             kind,
@@ -236,6 +267,10 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[l
             params=params,
             capture=(str(folder) if folder is not None else str(where), params["data"]["capture"]),
             by_reference=True,
+            seen=seen,
         )
-    rows.sort(key=lambda r: r["id"])
-    return rows, rejects, notes
+        parts.append(row_table(rows))
+        rejects += bad
+        for k in notes:
+            notes[k] += got.get(k) or type(notes[k])()
+    return pa.concat_tables(parts).sort_by("id"), rejects, notes

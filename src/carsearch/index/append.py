@@ -12,7 +12,7 @@ from carsearch.core.paths import resolve
 from carsearch.features import corpus
 from carsearch.features.labels import folder_label
 from carsearch.index import remote
-from carsearch.index.embed_cache import damage_note, embed_with_cache, open_embed_cache
+from carsearch.index.embed_cache import damage_note, embed_missing, open_embed_cache
 from carsearch.index.search import CarSearch
 from carsearch.index.store import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
 
@@ -51,13 +51,11 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
     if not new:
         return out
     cache = open_embed_cache(cfg, meta["content_hash"], root)
-    vectors, stats = embed_with_cache(
-        [r["id"] for r in new],
-        [r["path"] for r in new],
-        cache,
-        lambda ps: s.embed_images([originals.source(p, root) for p in ps]),
+    ids = [r["id"] for r in new]
+    stats = embed_missing(
+        ids, [r["path"] for r in new], cache, lambda ps: s.embed_images([originals.source(p, root) for p in ps])
     )
-    data = arrow_rows(new, vectors, meta.get("model_ref") or "")
+    data = arrow_rows(new, cache.get(ids), meta.get("model_ref") or "")
     s.table.add(data.select([c for c in data.column_names if c in s.table.schema.names]))  # an older table
     fresh = read_meta(index_dir) or meta
     if fresh.get("version") == meta.get("version"):  # a rebuild published meanwhile wins; else count the rows

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from carsearch.core.confidence import CALIBRATION_FILE, REFERENCE_FILE, reference_sample
+from carsearch.core.confidence import CALIBRATION_FILE, REFERENCE_FILE
 from carsearch.core.io import write_json
 
 
-def ship_calibration(calibration_json: Path, use: str, vectors, stage: Path, n: int, seed: int) -> dict | None:
-    """Write the calibration of model `use` (metrics/calibration.json) and the reference sample
-    into the version being built; a summary for index.json. None (hits then carry no confidence)
+def ship_calibration(calibration_json: Path, use: str, reference: np.ndarray, stage: Path) -> dict | None:
+    """Write the calibration of model `use` (metrics/calibration.json) and `reference`, the index's
+    sample of its own vectors (`core.confidence.reference_rows`), into the version being built; a
+    summary for index.json. None (hits then carry no confidence)
     when evaluate fitted none for that model, or its file is missing or torn."""
     try:
         calib = (json.loads(Path(calibration_json).read_text()) or {}).get(use)
@@ -23,7 +24,7 @@ def ship_calibration(calibration_json: Path, use: str, vectors, stage: Path, n: 
         calib = None
     if not calib or not calib.get("coef"):
         return None
-    ref = reference_sample(vectors, n, seed)
+    ref = np.asarray(reference, np.float32)
     write_json(stage / CALIBRATION_FILE, {**calib, "model": use})
     with open(stage / REFERENCE_FILE, "wb") as fh:  # the version folder is published whole (atomic)
         np.save(fh, ref, allow_pickle=False)

@@ -29,9 +29,12 @@ class EmbedCache:
         self.dir = None if cache_dir is None else Path(cache_dir) / model_hash.replace("/", "_").replace(":", "_")
         self._row: dict[str, int] = {}
         self._mat = np.zeros((0, 0), np.float32)
+        self._want = 0  # rows reserved before the dimension is known (the first vectors set it)
         self.damaged: list[tuple[str, str]] = []  # (part moved aside, why) this open found
         if self.dir is not None and self.dir.is_dir():
-            for part in sorted(self.dir.glob("part-*.parquet")):
+            parts = sorted(self.dir.glob("part-*.parquet"))
+            self.reserve(sum(_rows_in(p) for p in parts))  # one allocation, not a doubling per part
+            for part in parts:
                 try:
                     ids, vecs = _read_part(part)
                 except (pa.ArrowException, OSError, KeyError, ValueError) as e:
@@ -63,12 +66,21 @@ class EmbedCache:
             self._mat = np.zeros((0, vectors.shape[1]), np.float32)
         need = len(self._row) + len(ids)
         if need > len(self._mat):
-            grown = np.zeros((max(need, 2 * len(self._mat), 1024), vectors.shape[1]), np.float32)
-            grown[: len(self._row)] = self._mat[: len(self._row)]
-            self._mat = grown
+            self.reserve(max(need, self._want, 2 * len(self._mat), 1024), vectors.shape[1])
         for iid, v in zip(ids, vectors):
             k = self._row.setdefault(iid, len(self._row))
             self._mat[k] = v
+
+    def reserve(self, n: int, dim: int | None = None) -> None:
+        """Room for `n` vectors in all (a build reserves what it will embed: no doubling, no copy
+        of the old matrix beside the new one at the end of a 1M-image build)."""
+        dim = self.dim if dim is None else dim
+        self._want = max(self._want, n)
+        if n <= len(self._mat) or not dim:
+            return
+        grown = np.zeros((n, dim), np.float32)
+        grown[: len(self._row)] = self._mat[: len(self._row)]
+        self._mat = grown
 
     def get(self, ids: Sequence[str]) -> np.ndarray:
         if not len(ids):
@@ -98,16 +110,30 @@ def open_embed_cache(cfg: dict, model_hash: str, root: Path | None = None) -> Em
     return EmbedCache(resolve(cfg["embed_cache_dir"], shared_root(root)), model_hash)
 
 
-def _write_part(path: Path, ids: list[str], vectors: np.ndarray) -> None:
+def _write_part(path: Path, ids: list[str], vectors: np.ndarray, group: int = 65536) -> None:
+    """One part, `group` rows at a time (a compaction of the whole cache holds one slice in Arrow)."""
     dim = vectors.shape[1]
-    table = pa.table(
-        {
-            "id": pa.array(ids, pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim),
-        }
-    )
-    with atomic_path(path, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
+    schema = pa.schema([("id", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
+    with atomic_path(path, suffix=".parquet") as tmp, pq.ParquetWriter(tmp, schema) as w:
+        for a in range(0, len(ids), group):
+            flat = pa.array(np.ascontiguousarray(vectors[a : a + group], np.float32).ravel(), pa.float32())
+            w.write_table(
+                pa.table(
+                    {
+                        "id": pa.array(ids[a : a + group], pa.string()),
+                        "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
+                    },
+                    schema=schema,
+                )
+            )
+
+
+def _rows_in(part: Path) -> int:
+    """A part's row count from its footer (0 when it cannot be read: the open then moves it aside)."""
+    try:
+        return pq.read_metadata(part).num_rows
+    except (pa.ArrowException, OSError):
+        return 0
 
 
 def _read_part(part: Path) -> tuple[list[str], np.ndarray]:
@@ -145,6 +171,7 @@ def embed_missing(
     todo = [k for k, iid in enumerate(ids) if iid not in cache]
     seen: set[str] = set()
     todo = [k for k in todo if not (ids[k] in seen or seen.add(ids[k]))]
+    cache.reserve(len(cache) + len(todo))
     t0 = time.perf_counter()
     bar = None
     if progress and todo:
@@ -163,17 +190,3 @@ def embed_missing(
     if todo and secs > 0:
         stats["images_per_second"] = round(len(todo) / secs, 1)
     return stats
-
-
-def embed_with_cache(
-    ids: Sequence[str],
-    paths: Sequence,
-    cache: EmbedCache,
-    encode: Callable[[list], np.ndarray],
-    chunk: int = 512,
-    progress: bool = False,
-) -> tuple[np.ndarray, dict]:
-    """`embed_missing`, then the vectors of `ids` in order (a matrix: for small sets; build_index
-    reads them from the cache a table batch at a time)."""
-    stats = embed_missing(ids, paths, cache, encode, chunk, progress)
-    return (cache.get(list(ids)) if len(ids) else np.zeros((0, 0), np.float32)), stats

@@ -19,18 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from carsearch.core.io import write_json
-from carsearch.index.store import write_meta
+from carsearch.index.store import as_table, row_batches, write_meta
 
 
-def digest(rows: list[dict], vectors, batch_rows: int = 8192) -> str:
-    """sha256 of the rows' ids and paths, then their vectors (float32), in order; `vectors`: a
-    matrix in row order, or `ids -> matrix` (the embedding cache's `get`), read `batch_rows` at a time."""
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(f"{r['id']}\t{r['path']}\n".encode())
-    for a in range(0, len(rows), batch_rows):
-        part = rows[a : a + batch_rows]
-        vec = vectors([r["id"] for r in part]) if callable(vectors) else vectors[a : a + batch_rows]
+def digest(rows, vectors, batch_rows: int = 8192) -> str:
+    """sha256 of the rows' ids and paths, then their vectors (float32), in order; `rows` and
+    `vectors` as `store.build_table` takes them, read `batch_rows` at a time."""
+    rows, h = as_table(rows), hashlib.sha256()
+    for batch in rows.select(["id", "path"]).to_batches(batch_rows):
+        h.update("".join(f"{i}\t{p}\n" for i, p in zip(*(c.to_pylist() for c in batch.columns))).encode())
+    for _, vec in row_batches(rows, vectors, batch_rows):
         h.update(np.ascontiguousarray(vec, np.float32).tobytes())
     return h.hexdigest()
 

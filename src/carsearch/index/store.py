@@ -21,49 +21,36 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from carsearch.core.io import write_json
+from carsearch.features.rows import ATTRS, row_table
 
 META_FILE = "carsearch_index.json"
-ATTRS = ("make", "model", "model_id", "body_type", "color", "view", "scene")
 MODEL_SUBDIR = "model"
 IMAGES_SUBDIR = "images"  # corpus images read from a folder or S3 (content-addressed, shared by versions)
 
 
+def with_vectors(meta: pa.Table, vectors: np.ndarray, model_ref: str) -> pa.Table:
+    """Rows as `rows.row_table` columns + their vectors -> the table's Arrow schema."""
+    if meta.num_rows != len(vectors):
+        raise ValueError(f"{meta.num_rows} rows but {len(vectors)} vectors")
+    dim = vectors.shape[1] if len(vectors) else 0
+    meta = meta.add_column(
+        meta.schema.get_field_index("frame_id"), "model_ref", pa.array([model_ref] * meta.num_rows, pa.string())
+    )
+    flat = pa.array(np.asarray(vectors, np.float32).ravel(), pa.float32())
+    return meta.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, dim))
+
+
+def as_table(rows) -> pa.Table:
+    """Rows as given (`rows.row_table` columns), or row dicts made into those columns."""
+    return rows if isinstance(rows, pa.Table) else row_table(rows)
+
+
 def arrow_rows(rows: list[dict], vectors: np.ndarray, model_ref: str) -> pa.Table:
     """Rows (id, path, caption, split, labels/attributes) + vectors -> the table's Arrow schema."""
-    if len(rows) != len(vectors):
-        raise ValueError(f"{len(rows)} rows but {len(vectors)} vectors")
-    dim = vectors.shape[1] if len(vectors) else 0
-    cols = {
-        "id": [r["id"] for r in rows],
-        "path": [r["path"] for r in rows],
-        "caption": [r.get("caption") or "" for r in rows],
-        "split": [r.get("split") or "" for r in rows],
-    }
-    for a in ATTRS:
-        cols[a] = [str((r.get("labels") or {}).get(a) or (r.get("attributes") or {}).get(a) or "") for r in rows]
-    cols["labels_json"] = [json.dumps(r.get("labels") or {}, sort_keys=True) for r in rows]
-    cols["origin"] = [r.get("origin") or "" for r in rows]
-    cols["model_ref"] = [model_ref] * len(rows)
-    # the vehicle: its frame (the image's own id when the row is a whole image), box and where/when
-    cols["frame_id"] = [r.get("frame_id") or r["id"] for r in rows]
-    for k in ("frame_path", "box_class", "box_source", "camera", "track_id", "track_json"):
-        cols[k] = [r.get(k) or "" for r in rows]
-    return pa.table(
-        {
-            **{k: pa.array(v, pa.string()) for k, v in cols.items()},
-            # a variable-size list: a fixed-size float list would be taken for a second vector column
-            "box": pa.array([r.get("box") for r in rows], pa.list_(pa.float32())),
-            "box_score": pa.array([r.get("box_score") for r in rows], pa.float32()),
-            "time": pa.array([r.get("time") for r in rows], pa.float64()),
-            "first_seen": pa.array([r.get("first_seen") for r in rows], pa.float64()),
-            "last_seen": pa.array([r.get("last_seen") for r in rows], pa.float64()),
-            "vector": pa.FixedSizeListArray.from_arrays(
-                pa.array(np.asarray(vectors, np.float32).ravel(), pa.float32()), dim
-            ),
-        }
-    )
+    return with_vectors(row_table(rows), vectors, model_ref)
 
 
 ANN_INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ")
@@ -178,29 +165,35 @@ def create_indices(tbl, cfg: dict, rows: int | None = None) -> dict:
     return out
 
 
-def table_batches(rows: list[dict], vectors, model_ref: str, batch_rows: int = 8192):
-    """The table as Arrow record batches of `batch_rows` rows; `vectors`: a matrix in row order, or
-    `ids -> matrix` (the embedding cache's `get`), so the whole table is never in memory at once."""
-    for a in range(0, len(rows), batch_rows):
-        part = rows[a : a + batch_rows]
-        vec = vectors([r["id"] for r in part]) if callable(vectors) else vectors[a : a + batch_rows]
-        yield from arrow_rows(part, vec, model_ref).to_batches()
+def row_batches(rows: pa.Table, vectors, batch_rows: int = 8192):
+    """(rows, their vectors) `batch_rows` at a time; `vectors`: a matrix in row order, or
+    `ids -> matrix` (the embedding cache's `get`), so all vectors are never in memory at once."""
+    for a in range(0, rows.num_rows, batch_rows):
+        part = rows.slice(a, batch_rows)
+        yield part, vectors(part.column("id").to_pylist()) if callable(vectors) else vectors[a : a + batch_rows]
 
 
-def build_table(
-    db_dir: Path | str, table: str, rows: list[dict], vectors, model_ref: str, cfg: dict, batch_rows: int = 8192
-):
-    """Write the table (rows in the given order, streamed `batch_rows` at a time; `vectors` as in
-    `table_batches`) into the LanceDB database at `db_dir` (a folder or an object-store URI such as
-    s3://bucket/prefix) and create its indices. Returns (table, kind)."""
+def table_batches(rows: pa.Table, vectors, model_ref: str, batch_rows: int = 8192):
+    """The table as Arrow record batches of `batch_rows` rows (`row_batches`): the whole table is
+    never in memory at once."""
+    for part, vec in row_batches(rows, vectors, batch_rows):
+        yield from with_vectors(part, vec, model_ref).to_batches()
+
+
+def build_table(db_dir: Path | str, table: str, rows, vectors, model_ref: str, cfg: dict, batch_rows: int = 8192):
+    """Write the table (`rows`: `rows.row_table` columns or row dicts, in the given order,
+    streamed `batch_rows` at a time; `vectors` as in `row_batches`) into the LanceDB database at
+    `db_dir` (a folder or an object-store URI such as s3://bucket/prefix) and create its indices.
+    Returns (table, kind)."""
+    rows = as_table(rows)
     batches = table_batches(rows, vectors, model_ref, batch_rows)
     first = next(batches, None)
     if first is None:
-        data = arrow_rows([], np.zeros((0, 0), np.float32), model_ref)
+        data = with_vectors(rows, np.zeros((0, 0), np.float32), model_ref)
     else:
         data = pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], batches))
     tbl = connect(db_dir).create_table(table, data=data, mode="overwrite")
-    return tbl, create_indices(tbl, cfg, len(rows))["search"]
+    return tbl, create_indices(tbl, cfg, rows.num_rows)["search"]
 
 
 def is_uri(location) -> bool:
@@ -269,18 +262,21 @@ def write_meta(index_dir: Path, meta: dict) -> None:
     write_json(Path(index_dir) / META_FILE, meta)
 
 
-def rows_left_out(index_dir: Path, keep_ids: set[str]) -> list[dict]:
-    """Rows of the live version whose ids a rebuild does not have ({id, origin}): images added by
-    `carsearch index add` outside the corpus, or gone from it. [] when there is no live version."""
+def rows_left_out(index_dir: Path, keep_ids) -> list[dict]:
+    """Rows of the live version whose ids are not in `keep_ids` (an Arrow array or a list: the
+    rebuild's) as {id, origin}: images added by `carsearch index add` outside the corpus, or gone
+    from it. [] when there is no live version."""
     meta = read_meta(index_dir)
     if not meta or not meta.get("version"):
         return []
     try:
         live = connect(meta.get("table_uri") or index_dir / meta["version"]).open_table(meta["table"])
-        cols = live.search().select(["id", "origin"]).limit(None).to_arrow().to_pydict()  # not the vectors
+        cols = live.search().select(["id", "origin"]).limit(None).to_arrow()  # not the vectors
     except Exception:  # noqa: BLE001 - an unreadable live version has nothing to compare: the rebuild replaces it
         return []
-    return [{"id": i, "origin": o} for i, o in zip(cols["id"], cols["origin"]) if i not in keep_ids]
+    keep = keep_ids.combine_chunks() if isinstance(keep_ids, pa.ChunkedArray) else pa.array(list(keep_ids), pa.string())
+    gone = cols.filter(pc.invert(pc.is_in(cols["id"], value_set=keep)))
+    return gone.select(["id", "origin"]).to_pylist()
 
 
 def new_version() -> str:

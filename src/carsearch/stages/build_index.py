@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from carsearch.core import originals
@@ -137,7 +138,7 @@ def main() -> None:
     rows, rejects, notes = corpus.gather(
         params, root, index_dir / IMAGES_SUBDIR, progress=lambda it: tqdm(it, desc="read corpus", unit="img")
     )
-    if not rows:
+    if not rows.num_rows:
         raise ValueError(f"build_index: the corpus ({cfg['corpus']}) has no usable image; nothing to index")
     keep = int(cfg["keep_versions"])
     stage, version = begin(index_dir), None
@@ -168,16 +169,14 @@ def main() -> None:
             raise ParamsError(f"index.engine: {cfg['engine']!r} is not local or ray")
         # locations, read (local or S3) a chunk at a time; from here on the vectors are read from
         # the cache a table batch at a time (no second full-corpus matrix, no full Arrow table)
-        ids = [r["id"] for r in rows]
-        estats = embed_missing(ids, [r["path"] for r in rows], cache, encode, chunk=chunk, progress=True)
+        ids = rows.column("id").to_pylist()
+        estats = embed_missing(ids, rows.column("path").to_pylist(), cache, encode, chunk=chunk, progress=True)
         ref_n, seed = int(params["eval"]["calibration"]["reference_rows"]), int(params["train"]["seed"])
         calibration_note = ship_calibration(  # evaluate's fit of this model, into the version
             resolve(paths["metrics_dir"], root) / "calibration.json",
             decision["use"],
-            cache.get([ids[k] for k in reference_rows(len(ids), ref_n, seed)]),  # = reference_sample of all
+            cache.get([ids[k] for k in reference_rows(len(ids), ref_n, seed)]),
             stage,
-            ref_n,
-            seed,
         )
         del ids
         version = new_version()
@@ -199,15 +198,16 @@ def main() -> None:
             cfg["corpus"],
             cfg["corpus_path"],
         )
-        left_out = rows_left_out(index_dir, {r["id"] for r in rows})  # e.g. `index add` outside the corpus
+        left_out = rows_left_out(index_dir, rows.column("id"))  # e.g. `index add` outside the corpus
         if left_out:
             write_jsonl(stage / "left_out.jsonl", left_out)
         if notes.get("frames_without_vehicle"):  # kept as whole-frame rows, and listed
             write_jsonl(stage / "no_vehicle.jsonl", [{"path": p} for p in notes["frames_without_vehicle"]])
-        vehicles = sum(1 for r in rows if r.get("box") is not None)
+        boxed = rows.filter(pc.is_valid(rows["box"]))  # rows that are a box of a frame (the rest: whole images)
+        vehicles = boxed.num_rows
         summary = {
-            "rows": len(rows),
-            "vehicles": vehicles,  # rows that are a box of a frame (the rest are whole images)
+            "rows": rows.num_rows,
+            "vehicles": vehicles,
             "tracks": notes.get("tracks", 0),  # video vehicles linked across frames: one row each
             "detected_frames": notes.get("detected_frames", 0),  # frames the detector (detect.model) ran on
             "frames_without_vehicle": len(notes.get("frames_without_vehicle", [])),
@@ -308,11 +308,11 @@ def main() -> None:
         else ""
     )
     what = (
-        f"{len(rows)} images"
+        f"{rows.num_rows} images"
         if not vehicles
         else (
-            f"{len(rows)} rows ({vehicles} vehicles in {len({r['frame_id'] for r in rows if r.get('box') is not None})} "
-            f"frames, {len(rows) - vehicles} whole image{'s' if len(rows) - vehicles != 1 else ''})"
+            f"{rows.num_rows} rows ({vehicles} vehicles in {pc.count_distinct(boxed['frame_id']).as_py()} "
+            f"frames, {rows.num_rows - vehicles} whole image{'s' if rows.num_rows - vehicles != 1 else ''})"
         )
     )
     print(
