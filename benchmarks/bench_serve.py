@@ -189,6 +189,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of each phase")
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--start-timeout", type=float, default=300.0, help="seconds the server may take to start")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--root", type=Path, help="build the bench repo here and keep it (reused when it has an index)")
     a = ap.parse_args()
@@ -225,7 +226,7 @@ def main() -> None:
         try:
             import httpx
 
-            deadline = time.time() + 120
+            deadline = time.time() + a.start_timeout
             while True:
                 try:
                     info = httpx.get(url + "/api/v1/info", timeout=2).json()
@@ -233,7 +234,12 @@ def main() -> None:
                 except httpx.TransportError:
                     if server.poll() is not None or time.time() > deadline:
                         raise SystemExit(
-                            f"carsearch serve did not start:\n{server.stderr.read() if server.poll() is not None else ''}"
+                            "carsearch serve did not start"
+                            + (
+                                f":\n{server.stderr.read()}"
+                                if server.poll() is not None
+                                else f" in {a.start_timeout:g} s"
+                            )
                         )
                     time.sleep(0.3)
             built = sum(1 for _ in (root / "data/raw/images").glob("*.jpg"))
