@@ -273,4 +273,5 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[p
         rejects += bad
         for k in notes:
             notes[k] += got.get(k) or type(notes[k])()
-    return pa.concat_tables(parts).sort_by("id"), rejects, notes
+    table = pa.concat_tables(parts) if parts else row_table([])  # no file at all: no run
+    return table.sort_by("id"), rejects, notes
