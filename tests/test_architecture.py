@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAZY_IMPORTS = {
     "carsearch.cli": "each command imports only what it runs (cold query start-up)",
     "carsearch.index.search": "a cold query loads torch/transformers only when the NumPy towers cannot serve it",
+    "carsearch.index.query": "a text query does not import the image reader (PIL, pillow-heif); an image query does",
     "carsearch.index.scale": "opening a table imports lancedb only when it is called",
     "carsearch.index.ray_engine": "Ray, and the model code in Ray's workers, load only with index.engine=ray",
     "carsearch.model.visionenc": "the NumPy tower stays importable without PIL preprocessing until an image comes",

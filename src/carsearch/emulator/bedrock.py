@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from carsearch.core import imaging
 from carsearch.features.captioning import formats
 from carsearch.features.captioning.formats import count_output
 from carsearch.features.captioning.offline import offline_output
@@ -385,11 +386,7 @@ class BedrockEmulator:
                                 body,
                                 error={"errorCode": 400, "errorMessage": f"Unable to access the image at {loc['uri']}"},
                             )
-                        import io
-
-                        from PIL import Image
-
-                        with Image.open(io.BytesIO(data)) as im:
+                        with imaging.open_image(data) as im:
                             image_tokens = (im.size[0] * im.size[1]) // 750
         if rid in self.answers or rid in self.refuse:
             text = self.answers.get(rid, "I'm sorry, I can't help with identifying this image.")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from carsearch.core import imaging
 from carsearch.core.io import write_bytes
 from carsearch.features import coco
 from carsearch.features.labels import normalise_value
@@ -196,7 +197,7 @@ def save_crops(frame_path: Path, boxes: list[dict], margin: float, out_dir: Path
     out = [Path(out_dir) / f"{i}.jpg" for i in ids]
     if all(p.exists() for p in out):
         return out
-    with Image.open(frame_path) as im:
+    with imaging.open_image(frame_path) as im:
         frame = im.convert("RGB")
     for box, dst in zip(boxes, out):
         if not dst.exists():
