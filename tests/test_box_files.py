@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from carsearch.features import sources
+from carsearch.sources import files as sources
 from test_index_corpus import _build, repo  # noqa: F401  (pytest fixture + helper)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from carsearch.features.demo import COLOR_RGB
+from carsearch.sources.demo import COLOR_RGB
 from testkit import TINY, write_pairs, write_params
 
 
@@ -121,7 +121,7 @@ def test_a_corpus_read_in_runs_gives_the_rows_and_rejects_of_one_read(repo, monk
     import shutil
 
     from carsearch.core.params import load_params
-    from carsearch.features import corpus
+    from carsearch.curation import corpus
 
     folder = repo / "photos"
     kept = _photos(folder, 3)[0]  # red/photo 0.jpg

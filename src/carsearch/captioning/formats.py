@@ -25,10 +25,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from carsearch.captioning import formats
 from carsearch.core import imaging
 from carsearch.core.errors import CarsearchError
 from carsearch.core.vocab import BODY_TYPES, COLORS, VIEWS
-from carsearch.features.captioning import formats
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 

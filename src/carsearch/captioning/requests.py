@@ -15,9 +15,9 @@ from typing import Callable, Iterable, Iterator
 
 from PIL import Image
 
+from carsearch.captioning import formats
 from carsearch.core import imaging
 from carsearch.core.io import atomic_path, read_jsonl, write_bytes, write_json
-from carsearch.features.captioning import formats
 
 INDEX_NAME = "batch.json"  # written by make_jsonl next to the shards
 IMAGES_SUBDIR = "images"  # Nova: resized images, uploaded next to each shard on S3

@@ -19,11 +19,11 @@ from carsearch.core import imaging, originals
 from carsearch.core.io import read_jsonl
 from carsearch.core.paths import resolve
 from carsearch.core.vocab import known
-from carsearch.features import boxes as boxes_mod
-from carsearch.features import detect as detect_mod
-from carsearch.features import footage
-from carsearch.features import sources as data
-from carsearch.features.rows import row_table
+from carsearch.curation.rows import row_table
+from carsearch.detection import detect as detect_mod
+from carsearch.detection import footage
+from carsearch.sources import boxes as boxes_mod
+from carsearch.sources import files as data
 
 CORPORA = ("ingested", "folder", "s3")
 RUN = 8192  # corpus files read per run: rows become Arrow columns a run at a time

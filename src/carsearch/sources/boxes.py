@@ -18,8 +18,8 @@ from PIL import Image
 
 from carsearch.core import imaging
 from carsearch.core.io import write_bytes
-from carsearch.features import coco
-from carsearch.features.labels import normalise_value
+from carsearch.sources import coco
+from carsearch.sources.labels import normalise_value
 
 YOLO_NAMES = ("classes.txt", "obj.names")  # class names of YOLO txt files, one per line (id = line number)
 COORDS = ("x1", "y1", "x2", "y2")
@@ -49,7 +49,7 @@ def read_coco(path: Path, rel: str) -> tuple[dict[str, list[dict]], list[tuple[s
     """A COCO JSON file (images, annotations, categories; CVAT/Label Studio exports): boxes by
     `file_name`; an annotation's `attributes` (e.g. color, view) become the box's labels. Boxes
     are scaled when the file's image size differs from the stored frame's (see `scaled`). Read
-    entry by entry (`carsearch.features.coco`): a malformed entry is a problem, the rest are kept;
+    entry by entry (`carsearch.sources.coco`): a malformed entry is a problem, the rest are kept;
     raises coco.NotCoco when the file as a whole is not COCO."""
     index, problems = coco.read(path, rel)
     cats = {c["id"]: c["name"] for c in index.loadCats(index.getCatIds())}
