@@ -108,3 +108,27 @@ def test_build_index_keeps_the_good_boxes_and_lists_the_bad_entries(repo, tmp_pa
     assert not any("not an image" in r for r in by_reason)
     out = capsys.readouterr().out
     assert "the file's other boxes are used" in out and "fix the JSON at the line and column given" in out
+
+
+def test_repeated_or_missing_annotation_ids_and_odd_entries_lose_no_box(tmp_path):
+    """pycocotools keys annotations by id: two boxes sharing an id (or none) both stay; an entry that
+    is no object, or an id that is a list, is one problem line, not a crash."""
+    folder = tmp_path / "frames"
+    _frame(folder, "a.jpg")
+    doc = {
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": [2], "file_name": "b.jpg"}, "c.jpg"],
+        "annotations": [
+            {"id": 5, "image_id": 1, "bbox": [20, 60, 100, 60]},
+            {"id": 5, "image_id": 1, "bbox": [180, 70, 120, 70]},
+            {"image_id": 1, "bbox": [1, 1, 40, 40]},
+            7,
+        ],
+    }
+    (folder / "boxes.json").write_text(json.dumps(doc))
+    ann = sources.folder_boxes(folder)
+    assert [(b["x1"], b["y1"]) for b in ann.boxes["a.jpg"]] == [(20, 60), (180, 70), (1, 1)]
+    reasons = [r for _, r in ann.problems]
+    assert len(reasons) == 3
+    assert reasons[0].startswith("boxes.json images[1] (id [2]): id.int: Input should be a valid integer")
+    assert reasons[1].startswith("boxes.json images[2]: entry: Input should be a valid dictionary")
+    assert reasons[2].startswith("boxes.json annotations[3]: entry: Input should be a valid dictionary")

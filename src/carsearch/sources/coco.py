@@ -103,7 +103,8 @@ def read(path: Path, rel: str) -> tuple[COCO, list[tuple[str, str]]]:
     problems: list[tuple[str, str]] = []
     images = _checked(doc["images"], Image, rel, "images", problems)
     cats = _checked(doc.get("categories") or [], Category, rel, "categories", problems)
-    bad_images = {raw.get("id") for raw in doc["images"] if isinstance(raw, dict)} - set(images)
+    bad_images = {r.get("id") for r in doc["images"] if isinstance(r, dict) and isinstance(r.get("id"), Id)}
+    bad_images -= set(images)
     anns = []
     for i, raw in enumerate(doc["annotations"]):
         label = (
@@ -120,7 +121,7 @@ def read(path: Path, rel: str) -> tuple[COCO, list[tuple[str, str]]]:
             what = "an unusable image entry" if a.image_id in bad_images else "not in the file's images"
             problems.append((rel, f"{label}: image_id {a.image_id!r} is {what}; box not used"))
             continue
-        anns.append({**a.model_dump(), "id": a.id if a.id is not None else f"#{i}"})  # pycocotools keys by id
+        anns.append({**a.model_dump(), "id": i})  # pycocotools keys by id: the file's may repeat or be missing
     coco = COCO()
     coco.dataset = {
         "images": [e.model_dump() for _, e in images.values()],
