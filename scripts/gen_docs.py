@@ -375,7 +375,7 @@ def results_page() -> str:
     for name in ("base", "finetuned"):
         e = ev.get(name, {})
         t2i, i2i, veh = e.get("text_to_image", {}), e.get("image_to_image", {}), e.get("vehicles", {})
-        veh = veh.get("text_to_vehicle", veh) if isinstance(veh, dict) else {}
+        veh = veh.get("vehicle", {}) if isinstance(veh, dict) else {}
         lines.append(
             f"| {name} | {_ci(t2i, 'recall@5')} | {_fmt(t2i.get('map@10'))} | {_ci(i2i, 'recall@5')} | "
             f"{_fmt(veh.get('recall@5'))} | {_fmt(veh.get('mrr'))} |"
@@ -385,6 +385,20 @@ def results_page() -> str:
         lines += ["", "Zero-shot attribute accuracy:", "", "| attribute | base | fine-tuned |", "|---|---|---|"]
         for a, v in zs["base"].items():
             lines.append(f"| {a} | {_fmt(v)} | {_fmt(zs['finetuned'].get(a))} |")
+    lines += [
+        "",
+        "Hit confidence, held out (out-of-fold over queries; [Hit confidence](search/confidence.md)):",
+        "",
+        "| model | source | queries | hits | match rate | ECE | threshold | confident precision | coverage | recall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in ev.get("calibration", {}).items():
+        for src, h in c.get("held_out", {}).items():
+            lines.append(
+                f"| {name} | {src} | {h.get('queries')} | {h.get('hits')} | {_fmt(h.get('base_rate'))} | "
+                f"{_fmt(h.get('ece'))} | {_fmt(c.get('threshold'))} | {_fmt(h.get('confident_precision'))} | "
+                f"{_fmt(h.get('confident_coverage'))} | {_fmt(h.get('confident_recall'))} |"
+            )
     cal = ix.get("calibration", {})
     lines += ["", "## Index and hit confidence (`metrics/index.json`)", "", provenance("metrics/index.json"), ""]
     lines += [
