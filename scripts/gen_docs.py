@@ -210,9 +210,7 @@ def config_reference() -> str:
     top = {k: v for k, v in params.items() if k not in GROUPS}
     sections = [("top level", "conf/config.yaml", top, conf_comments(ROOT / "conf/config.yaml"), "")]
     for g in GROUPS:
-        sections.append(
-            (f"`{g}`", f"conf/{g}/{chosen[g]}.yaml", params[g], _group_comments(g, chosen[g]), f"{g}.")
-        )
+        sections.append((f"`{g}`", f"conf/{g}/{chosen[g]}.yaml", params[g], _group_comments(g, chosen[g]), f"{g}."))
     missing = 0
     for title, src, values, comments, prefix in sections:
         group = prefix.rstrip(".")
@@ -281,10 +279,10 @@ def cli_reference() -> str:
 # ------------------------------------------------------------------ API
 def openapi_spec() -> dict:
     """The service's OpenAPI, from the FastAPI app itself (no index needed: the schema is the routes')."""
-    from carsearch.core.params import load_params
+    from carsearch.core.schema import validate_params
     from carsearch.serve.app import create_app
 
-    settings = load_params(ROOT / "params.yaml")["serve"]
+    settings = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()), root=ROOT)["serve"]
     app = create_app(searcher=SimpleNamespace(root=ROOT, index_dir=None), settings=settings, root=ROOT)
     return app.openapi()
 
@@ -354,8 +352,9 @@ def results_page() -> str:
         "",
         "Built from `metrics/*.json` when the site is built (`scripts/gen_docs.py`), so these figures are",
         "the ones `dvc repro` wrote and cannot drift from them. Each table names the file it comes from",
-        "and the commit that wrote that file; the commit message says on which machine, and whether it",
-        "was busy. Your own run: `make repro`, then `dvc metrics show` (or rebuild this site).",
+        "and the commit that wrote that file. The pipeline does not record the machine: that commit's",
+        "message says where the run was made and whether the machine was busy. Your own run:",
+        "`make repro`, then `dvc metrics show` (or rebuild this site).",
         "",
         "## Headline (`metrics/summary.json`)",
         "",
