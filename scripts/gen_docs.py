@@ -34,11 +34,12 @@ def conf_comments(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     stack: list[tuple[int, str]] = []
     above: list[str] = []
+    shared: tuple[int, str] | None = None  # a block comment over a run of plain keys (`seed`, `lr`, ...)
     last_key, last_col = None, -1
     for raw in path.read_text().splitlines():
         stripped = raw.strip()
         if not stripped:
-            above, last_col = [], -1
+            above, last_col, shared = [], -1, None
             continue
         if stripped.startswith("#"):
             col = len(raw) - len(raw.lstrip())
@@ -57,7 +58,16 @@ def conf_comments(path: Path) -> dict[str, str]:
         stack.append((indent, key))
         dotted = ".".join(k for _, k in stack)
         value, hash_, trailing = _split_comment(rest)
+        interp = re.fullmatch(r"\s*\$\{(\w+)\}\s*", value)
+        if interp and not trailing.strip():
+            trailing = f"the top-level `{interp.group(1)}`"
+        if above and not trailing.strip():
+            shared = (indent, " ".join(above))
+        elif above or trailing.strip() or (shared and shared[0] != indent):
+            shared = None
         text = " ".join(above + ([trailing.strip()] if trailing.strip() else []))
+        if not text and shared and shared[0] == indent and value.strip():
+            text = shared[1]
         if text and key != "defaults":
             out[dotted] = text
         last_key = dotted if key != "defaults" and dotted in out else None
@@ -379,6 +389,11 @@ def results_page() -> str:
             f"| {name} | {_ci(t2i, 'recall@5')} | {_fmt(t2i.get('map@10'))} | {_ci(i2i, 'recall@5')} | "
             f"{_fmt(veh.get('recall@5'))} | {_fmt(veh.get('mrr'))} |"
         )
+    box = ev.get("box_recall")
+    if isinstance(box, dict) and box:
+        flat = {k: v for k, v in _flatten(box).items() if not isinstance(v, (list, dict))}
+        lines += ["", "Box recall at IoU >= 0.5 against the renderer's boxes (`box_recall`): "]
+        lines += [", ".join(f"{k} {_fmt(v)}" for k, v in flat.items())]
     zs = {n: ev.get(n, {}).get("zero_shot", {}) for n in ("base", "finetuned")}
     if zs["base"]:
         lines += ["", "Zero-shot attribute accuracy:", "", "| attribute | base | fine-tuned |", "|---|---|---|"]

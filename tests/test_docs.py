@@ -24,7 +24,7 @@ QUICKSTART = REPO / "docs" / "quickstart.md"
 
 
 def _mkdocs(config: Path, site: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "NO_MKDOCS_2_WARNING": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "NO_MKDOCS_2_WARNING": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run(
         [str(BIN / "mkdocs"), "build", "--strict", "-f", str(config), "-d", str(site)],
         cwd=config.parent,
@@ -71,6 +71,11 @@ def test_generated_reference_pages(site):
     assert "linear warmup over this fraction" in config  # the meaning: conf/train/default.yaml's comment
     assert f"<code>{params['serve']['port']}</code>" in config and "serve.upload_rate_per_minute" in config
     assert "-S caption=bedrock_claude" in config  # the other options of a group
+    # every key has a meaning: a key added to conf/ needs its comment there
+    undocumented = re.findall(r"<tr>\s*<td><code>([\w.]+)</code></td>(?:(?!</tr>).)*<td>—</td>\s*</tr>", config, re.S)
+    assert not undocumented, f"conf/ keys without a comment: {undocumented}"
+    rows = re.findall(r"<tr>\s*<td><code>([\w.]+)</code></td>", config)
+    assert "train.lr" in rows and "index.ray.actor_cpus" in rows and "caption.bedrock.role_arn" in rows
     cli = (site / "reference/cli/index.html").read_text()
     assert "--min-confidence" in cli and "carsearch index add" in cli
     spec = json.loads((site / "reference/openapi.json").read_text())
