@@ -61,6 +61,20 @@ def test_site_builds_strict_with_every_nav_page(site):
         assert built.is_file(), page
     text = _text(site / "quickstart/index.html")
     assert "make repro" in text and "carsearch index add ~/Pictures/cars" in text
+    # offline: no page loads a script, style or font from the network
+    remote = re.compile(r'<(?:script|link)[^>]+(?:src|href)="https?://', re.I)
+    assert not [p for p in site.rglob("*.html") if remote.search(p.read_text())]
+
+
+def test_readme_is_short_and_its_links_resolve():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode()) < 10_000
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [l for l in links if "://" not in l]
+    assert "docs/quickstart.md" in local and "docs/serve.png" in local
+    assert not [l for l in local if not (REPO / l).exists()], local
+    for cmd in ("make repro", "make test", "carsearch index add", "carsearch search --image", 'carsearch search "'):
+        assert cmd in readme, cmd
 
 
 def test_generated_reference_pages(site):
