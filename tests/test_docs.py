@@ -139,7 +139,7 @@ def user(tmp_path_factory):
     (root / ".venv").symlink_to(BIN.parent)
     mp = pytest.MonkeyPatch()
     mp.setenv("CARSEARCH_ROOT", str(root))
-    from carsearch.features.demo import demo_items
+    from carsearch.sources.demo import demo_items
     from carsearch.stages import build_index
 
     build_index.main()
