@@ -20,7 +20,7 @@ import numpy as np
 
 from carsearch.core.confidence import calibration_doc
 from carsearch.evaluation.calibration import NULL_PREFIX, calibrate
-from carsearch.features.labels import model_key
+from carsearch.sources.labels import model_key
 
 FITTED = ("text", "image")  # the kinds evaluate fits; every other kind shows no confidence
 
