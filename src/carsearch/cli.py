@@ -111,7 +111,7 @@ def search(
     from carsearch.index import hits as hits_mod
 
     kind = "image" if image is not None else "text"  # each query kind has its own calibration
-    note = searcher.confidence_note(kind) if searcher.calibration is not None else None
+    note = searcher.confidence_note(kind) if getattr(searcher, "calibration", None) is not None else None
     divider = _divider(hits, searcher.calibrator(kind), note) if sort == "score" and not paths_only else None
     for i, (h, gone) in enumerate(zip(hits, missing)):
         if paths_only:
