@@ -316,11 +316,19 @@ def test_a_car_less_frame_gets_no_confident_hit(toy, tmp_path, monkeypatch):
     assert car[0].confidence >= max(h.confidence for h in hits), ([h.confidence for h in car], hits[0].confidence)
     monkeypatch.setenv("CARSEARCH_ROOT", str(toy))
     r = CliRunner().invoke(app, ["search", "--image", str(frame), "-k", "5"])
-    assert r.exit_code == 0 and "---- no confident match: these are the closest ----" in r.output, r.output
+    div = [x for x in r.output.splitlines() if x.startswith("---- ")]
+    assert r.exit_code == 0 and len(div) == 1, r.output  # no confident match, or the image fit has no threshold
+    assert div[0] in (
+        "---- no confident match: these are the closest ----",
+        "---- no hit is marked confident: no confidence level reached the 60% precision target on held-out "
+        "queries (see metrics/eval.json calibration) ----",
+    ), div
     server = Server(create_app(CarSearch(root=toy), SETTINGS, toy))
     try:
         up = httpx.post(
-            server.url + "/api/v1/search/image", files={"image": ("f.jpg", frame.read_bytes(), "image/jpeg")}
+            server.url + "/api/v1/search/image",
+            files={"image": ("f.jpg", frame.read_bytes(), "image/jpeg")},
+            timeout=120,
         ).json()
         assert up["confidence_kind"] == "image" and up["confidence_note"] is None
         assert up["confident"] == 0 and not any(h["confident"] for h in up["hits"]), up["confident"]
@@ -328,11 +336,12 @@ def test_a_car_less_frame_gets_no_confident_hit(toy, tmp_path, monkeypatch):
             server.url + "/api/v1/search/image",
             files={"image": ("f.jpg", frame.read_bytes(), "image/jpeg")},
             data={"q": "a red car"},
+            timeout=120,
         ).json()
         assert both["confidence_kind"] == "text+image" and both["confident"] is None
         assert all(h["confidence"] is None and not h["confident"] for h in both["hits"])
         assert both["confidence_note"].startswith("no confidence for text+image queries: this index's calibration")
-        neg = httpx.get(server.url + "/api/v1/search", params={"q": "a car", "neg": "a red car"}).json()
+        neg = httpx.get(server.url + "/api/v1/search", params={"q": "a car", "neg": "a red car"}, timeout=120).json()
         assert neg["confidence_kind"] == "negative" and neg["confident"] is None and neg["confidence_note"]
     finally:
         server.stop()
