@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from carsearch.core import xmath
-from carsearch.render import default_torcs_dir, find_torcs_cars
+from carsearch_world import default_torcs_dir, find_torcs_cars
 
 REPO = Path(__file__).resolve().parents[1]
 RENDER_DIR = REPO / "src" / "carsearch" / "render"
@@ -79,7 +79,7 @@ import hashlib, json, os, sys, tempfile
 from pathlib import Path
 import numpy as np
 from carsearch.core import xmath
-from carsearch.render import render_torcs
+from carsearch_world import render_torcs
 from carsearch.features.demo import demo_items
 from carsearch.features.split import perceptual_groups
 
@@ -98,10 +98,10 @@ with tempfile.TemporaryDirectory() as tmp:
         paths[p.stem] = p
     out["groups"] = perceptual_groups(paths, 10)
 # float intermediates (far more sensitive than 8-bit JPEGs): camera-space mesh, fragments, background
-from carsearch.render.api import load_cars
-from carsearch.render.torcs import find_torcs_cars
-from carsearch.render.scene import _background, _lighting, make_camera, sample_scene
-from carsearch.render.raster import rasterize
+from carsearch_world.api import load_cars
+from carsearch_world.torcs import find_torcs_cars
+from carsearch_world.scene import _background, _lighting, make_camera, sample_scene
+from carsearch_world.raster import rasterize
 h = hashlib.sha256()
 car = load_cars(find_torcs_cars(Path(torcs))[:1])[0][0]
 for i, (col, view, cam_kind) in enumerate([("red", "front", "pole"), ("blue", "three-quarter", "dashcam"),

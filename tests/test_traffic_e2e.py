@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    from carsearch.render import default_torcs_dir, find_torcs_cars
+    from carsearch_world import default_torcs_dir, find_torcs_cars
 
     if not find_torcs_cars(default_torcs_dir()):
         pytest.skip("no TORCS car models (scripts/fetch_torcs.sh)")

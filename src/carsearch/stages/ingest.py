@@ -14,7 +14,7 @@ from carsearch.core.paths import repo_root, resolve
 from carsearch.features import demo, footage
 from carsearch.features import sources as data
 from carsearch.features.boxes import attach
-from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs, render_traffic
+from carsearch_world import default_torcs_dir, find_torcs_cars, render_torcs, render_traffic
 
 
 def _torcs_items(cfg: dict, seed: int, tmp_dir):

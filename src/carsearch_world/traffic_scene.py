@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from carsearch.core import xmath
-from carsearch.render.api import CAMERAS
-from carsearch.render.raster import Camera
-from carsearch.render.scene import COLORS, PALETTE, value_noise
-from carsearch.render.torcs import CarModel
+from carsearch_world.api import CAMERAS
+from carsearch_world.raster import Camera
+from carsearch_world.scene import COLORS, PALETTE, value_noise
+from carsearch_world.torcs import CarModel
 
 LANE_W = 3.5
 MIN_SIDE = 12  # px: cars that look smaller than this are not placed (traffic.py drops smaller boxes)

@@ -4,12 +4,12 @@ Public API: `find_torcs_cars`, `render_torcs`, `contact_sheet` (see `api.py`); b
 `parse_ac3d` (AC3D/.acc parser), `rasterize` (numpy z-buffer rasterizer), `load_car`.
 """
 
-from carsearch.render.ac3d import AC3DError, Mesh, parse_ac3d
-from carsearch.render.api import contact_sheet, default_torcs_dir, load_cars, render_torcs
-from carsearch.render.raster import Camera, Fragments, rasterize, sample_bilinear
-from carsearch.render.scene import COLORS, VIEWS, view_from_azimuth
-from carsearch.render.torcs import MODEL_TABLE, CarLoadError, CarModel, find_torcs_cars, load_car
-from carsearch.render.traffic import TrafficFrame, render_traffic, render_traffic_frame
+from carsearch_world.ac3d import AC3DError, Mesh, parse_ac3d
+from carsearch_world.api import contact_sheet, default_torcs_dir, load_cars, render_torcs
+from carsearch_world.raster import Camera, Fragments, rasterize, sample_bilinear
+from carsearch_world.scene import COLORS, VIEWS, view_from_azimuth
+from carsearch_world.torcs import MODEL_TABLE, CarLoadError, CarModel, find_torcs_cars, load_car
+from carsearch_world.traffic import TrafficFrame, render_traffic, render_traffic_frame
 
 __all__ = [
     "AC3DError",

@@ -17,8 +17,8 @@ from PIL import Image
 
 from carsearch.core import xmath
 from carsearch.core.errors import CarsearchError
-from carsearch.render.ac3d import AC3DError, parse_ac3d
-from carsearch.render.raster import Camera, rasterize, sample_bilinear
+from carsearch_world.ac3d import AC3DError, parse_ac3d
+from carsearch_world.raster import Camera, rasterize, sample_bilinear
 
 CARS_SUBDIR = Path("usr/share/games/torcs/cars")
 MAX_TEX = 512  # textures are downsampled to this size (plenty for 224-448 px renders)
