@@ -28,7 +28,7 @@ from carsearch.core import xmath
 from carsearch_world import default_torcs_dir, find_torcs_cars
 
 REPO = Path(__file__).resolve().parents[1]
-RENDER_DIR = REPO / "src" / "carsearch" / "render"
+RENDER_DIR = REPO / "src" / "carsearch_world"
 
 # ----------------------------------------------------------------------------- environments
 

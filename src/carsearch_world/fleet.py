@@ -9,11 +9,10 @@ draw like a TORCS car; its labels carry type, variant, make/model, livery and pl
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from PIL import Image, ImageDraw
 
+from carsearch.core import xmath
 from carsearch_world.designs import Design
 from carsearch_world.plates import plate_size, plate_texture
 from carsearch_world.torcs import CarModel, Wheel, wheel_mesh
@@ -253,9 +252,9 @@ def _rim_texture() -> np.ndarray:
     dr = ImageDraw.Draw(im)
     dr.ellipse((1, 1, 31, 31), fill=(170, 172, 176))
     for k in range(5):
-        a = 2 * np.pi * k / 5
+        cx, cy = 16 + 9 * xmath.cos(2 * xmath.PI * k / 5), 16 + 9 * xmath.sin(2 * xmath.PI * k / 5)
         dr.ellipse(
-            (16 + 9 * np.cos(a) - 3.5, 16 + 9 * np.sin(a) - 3.5, 16 + 9 * np.cos(a) + 3.5, 16 + 9 * np.sin(a) + 3.5),
+            (cx - 3.5, cy - 3.5, cx + 3.5, cy + 3.5),
             fill=(40, 40, 44),
         )
     dr.ellipse((13, 13, 19, 19), fill=(120, 120, 125))
@@ -333,7 +332,3 @@ def make_vehicle(d: Design, plate: str, region: str = "us", livery: str | None =
         | ({"identity": identity} if identity else {}),
     )
     return car
-
-
-def with_design(d: Design, **kw) -> Design:
-    return replace(d, **kw)

@@ -4,7 +4,6 @@ like a real plate."""
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +41,15 @@ def plate_size(region: str) -> tuple[float, float]:
     return FORMATS[region][1]
 
 
-@cache
-def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+_FONTS: dict[int, ImageFont.FreeTypeFont] = {}
+
+
+def _font(px: int) -> ImageFont.FreeTypeFont:
+    if px in _FONTS:
+        return _FONTS[px]
     for d in FONT_DIRS:
         if (d / FONT_NAME).is_file():
-            return ImageFont.truetype(str(d / FONT_NAME), px)
+            return _FONTS.setdefault(px, ImageFont.truetype(str(d / FONT_NAME), px))
     raise FileNotFoundError(
         f"{FONT_NAME} not found in {[str(d) for d in FONT_DIRS]}: apt-get install fonts-dejavu-core"
     )
