@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from carsearch_world.buildings import street_buildings
 from carsearch_world.scene import encode_jpeg
 from carsearch_world.street import BOX_CLASS, Identity, paint_of, pool_map, vehicle_of
 from carsearch_world.traffic import render_traffic_spec
@@ -127,6 +128,7 @@ def _spec(rng, s: Session, cam: int, t: float, jq: tuple[int, int], seed: int) -
         jpeg_quality=int(rng.integers(jq[0], jq[1] + 1)),
         seed=int(rng.integers(2**31)),
         lights=s.time != "day" or bool(s.weather),
+        urban=True,
     )
 
 
@@ -153,11 +155,18 @@ def _frame_job(job: tuple):
             spec.cars.append(
                 Placement(tr.k, xl, tr.lane_y, heading, _FLEET[tr.k].color, paint_of(rng, _FLEET[tr.k].color))
             )
-    fr = render_traffic_spec(_CARS, spec, size)
+    n_shown = len(spec.cars)
+    models, places = street_buildings(
+        np.random.default_rng([seed, s.index, cam, 99]), N_LANES, spec.cross_x, len(_CARS)
+    )
+    spec.cars.extend(places)
+    fr = render_traffic_spec(_CARS + models, spec, size)
     when = START + timedelta(days=s.index, hours=HOURS[s.time], seconds=t)
     camera = f"cam-{cam + 1}"
     boxes = []
     for b in fr.boxes:
+        if b["car"] >= n_shown:  # a building
+            continue
         tr = shown[b["car"]]
         ident = _FLEET[tr.k]
         lab = dict(b["labels"], source="street", color=ident.color, camera=camera, camera_kind="pole")
@@ -169,7 +178,16 @@ def _frame_job(job: tuple):
             time=when.isoformat(),
         )
         boxes.append(dict(x1=b["x1"], y1=b["y1"], x2=b["x2"], y2=b["y2"], visible=b["visible"], labels=lab))
-    labels = dict(fr.labels, source="street", camera=camera, camera_kind="pole", time=when.isoformat(), session=s.index)
+    labels = dict(
+        fr.labels,
+        n_cars=n_shown,
+        n_boxes=len(boxes),
+        source="street",
+        camera=camera,
+        camera_kind="pole",
+        time=when.isoformat(),
+        session=s.index,
+    )
     return (s.index, cam, ti), encode_jpeg(fr.image, spec.jpeg_quality), labels, boxes, when.timestamp()
 
 
