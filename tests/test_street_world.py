@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from carsearch_world.corridor import render_corridor, write_mot
+from carsearch_world.corridor import render_corridor, write_mot, write_videos
 from carsearch_world.designs import TYPES, design
 from carsearch_world.fleet import T_ATLAS, T_PLATE_F, T_PLATE_R, make_vehicle
 from carsearch_world.plates import FORMATS, plate_text, plate_texture
@@ -167,6 +167,16 @@ def test_corridor_sees_identities_at_several_cameras_with_motion_labels(tmp_path
     assert len(mot) == 4
     line = mot[0].read_text().splitlines()[0].split(",")
     assert len(line) == 9 and int(line[0]) >= 1 and line[6] == "1"
+    # each camera as a video the folder corpus' video path reads back: 8 frames, camera time from its stamp
+    from carsearch.features.video import iter_frames, probe
+
+    videos = write_videos(items, tmp_path / "videos", 1.5)
+    assert [v.name for v in videos] == [f"session0_cam-{k}.mp4" for k in range(1, 5)]
+    meta = probe(videos[1])
+    first = [e for _, lab, _, e in items if lab["camera"] == "cam-2" and lab["frame_index"] == 0][0]
+    assert (meta["width"], meta["height"]) == (160, 120) and abs(meta["start_time"] - first) < 1
+    got = list(iter_frames(videos[1], fps=1 / 1.5))
+    assert len(got) == 8 and abs(got[-1][1] - 7 * 1.5) < 0.01
 
 
 def test_street_source_through_the_ingest_stage(tmp_path):
