@@ -135,6 +135,26 @@ def test_single_renders_are_labelled_and_identical_for_any_worker_count(tmp_path
     assert len({lab["body_type"] for _, lab in a}) == 10  # body types spread evenly
 
 
+def test_plate_legibility_follows_view_and_distance(tmp_path):
+    """Close-ups from the front or rear see a legible plate; side views none; far corridor vehicles
+    have plates too small to read."""
+    items = render_fleet(_fleet(), tmp_path / "a", 24, 224, seed=1, workers=2)
+    by_view = defaultdict(list)
+    for _, lab in items:
+        by_view[lab["view"]].append(lab)
+        assert (lab["plate_side"] == "none") == (lab["plate_px"] == 0)
+    assert all(not lab["plate_legible"] for lab in by_view["side"])
+    fr = [lab for v in ("front", "rear") for lab in by_view[v] if lab["body_type"] != "motorcycle"]
+    assert fr and sum(lab["plate_legible"] for lab in fr) / len(fr) > 0.6
+    assert all(lab["plate_side"] == "front" for lab in by_view["front"] if lab["plate_side"] != "none")
+    frames = render_corridor(
+        _fleet(80), tmp_path / "f", seed=2, sessions=1, cameras=2, frames_per_camera=4, size=(160, 120), workers=2
+    )
+    boxes = [b["labels"] for _, _, bs, _ in frames for b in bs]
+    assert boxes and all(not L["plate_legible"] for L in boxes if L["plate_px"] < 10)
+    assert sum(L["plate_legible"] for L in boxes) < len(boxes)
+
+
 def test_corridor_sees_identities_at_several_cameras_with_motion_labels(tmp_path):
     fleet = _fleet(80)
     items = render_corridor(

@@ -22,10 +22,12 @@ import numpy as np
 from PIL import Image
 
 from carsearch_world.buildings import street_buildings
+from carsearch_world.fleet import plate_corners
+from carsearch_world.plates import LEGIBLE_PX, plate_seen
 from carsearch_world.scene import encode_jpeg
 from carsearch_world.street import BOX_CLASS, Identity, paint_of, pool_map, vehicle_of
 from carsearch_world.traffic import render_traffic_spec
-from carsearch_world.traffic_scene import LANE_W, Placement, TrafficSpec
+from carsearch_world.traffic_scene import LANE_W, Placement, TrafficSpec, camera_of
 
 N_LANES = 6  # parking, two lanes each way, parking (right-hand traffic: y < 0 drives towards +x)
 LANES = {1: (-1.5 * LANE_W, -0.5 * LANE_W), -1: (0.5 * LANE_W, 1.5 * LANE_W)}
@@ -165,6 +167,7 @@ def _frame_job(job: tuple):
     spec.cars.extend(places)
     fr = render_traffic_spec(_CARS + models, spec, size)
     when = START + timedelta(days=s.index, hours=HOURS[s.time], seconds=t)
+    cam_out = camera_of(spec, *size)
     camera = f"cam-{cam + 1}"
     boxes = []
     for b in fr.boxes:
@@ -172,6 +175,14 @@ def _frame_job(job: tuple):
             continue
         tr = shown[b["car"]]
         ident = _FLEET[tr.k]
+        p = spec.cars[b["car"]]
+        side, px = plate_seen(*plate_corners(_CARS[tr.k], p.heading, p.x, p.y), cam_out)
+        if side is not None:  # the plate's centre must be this vehicle's pixel (not hidden behind another)
+            centre = plate_corners(_CARS[tr.k], p.heading, p.x, p.y)[0][side].mean(0)
+            u, v = cam_out.project(cam_out.to_cam(centre[None]))[0]
+            ss = fr.ids.shape[0] // size[1]
+            if fr.ids[min(int(v * ss), fr.ids.shape[0] - 1), min(int(u * ss), fr.ids.shape[1] - 1)] != b["car"]:
+                side, px = None, 0.0
         lab = dict(b["labels"], source="street", color=ident.color, camera=camera, camera_kind="pole")
         lab.update(
             identity=ident.identity,
@@ -179,6 +190,9 @@ def _frame_job(job: tuple):
             direction={1: "eastbound", -1: "westbound", 0: "parked"}[tr.direction],
             speed_kmh=round(tr.speed * 3.6, 1),
             time=when.isoformat(),
+            plate_side=side or "none",
+            plate_px=px,
+            plate_legible=bool(side and px >= LEGIBLE_PX),
         )
         boxes.append(dict(x1=b["x1"], y1=b["y1"], x2=b["x2"], y2=b["y2"], visible=b["visible"], labels=lab))
     labels = dict(

@@ -261,6 +261,18 @@ def _rim_texture() -> np.ndarray:
     return np.asarray(im, np.uint8).copy()
 
 
+def plate_corners(car: CarModel, heading: float = 0.0, x: float = 0.0, y: float = 0.0):
+    """World-space corners and outward normals of the front/rear plates of `car` placed at (x, y) with
+    `heading` degrees (0: along +x)."""
+    c, s = xmath.cos(xmath.radians(heading)), xmath.sin(xmath.radians(heading))
+    verts, normals = {}, {}
+    for side, t, nx in (("front", T_PLATE_F, 1.0), ("rear", T_PLATE_R, -1.0)):
+        P = car.pos[car.tex == t].reshape(-1, 3).astype(np.float64)
+        verts[side] = np.stack([c * P[:, 0] - s * P[:, 1] + x, s * P[:, 0] + c * P[:, 1] + y, P[:, 2]], -1)
+        normals[side] = np.array([c * nx, s * nx, 0.0])
+    return verts, normals
+
+
 def make_vehicle(d: Design, plate: str, region: str = "us", livery: str | None = None, identity: str = "") -> CarModel:
     """One vehicle instance: the design's mesh, its atlas, its plates (front and rear; a motorcycle
     only at the rear); labels: type, variant, make/model, livery, plate, identity."""

@@ -86,3 +86,30 @@ def plate_texture(text: str, region: str, rear: bool = False) -> np.ndarray:
         small = _font(max(8, int(H * 0.16)))
         dr.text((W // 2, 3), "STATE", fill=(150, 30, 30), font=small, anchor="mt")
     return np.asarray(img, np.uint8).copy()
+
+
+LEGIBLE_PX = 10.0  # a plate this many pixels tall (its characters ~6 px) can be read; smaller cannot
+
+
+def plate_seen(verts: dict[str, np.ndarray], normals: dict[str, np.ndarray], cam) -> tuple[str | None, float]:
+    """Which plate ("front"/"rear") a camera sees best and how tall it looks (px, x the cosine of the
+    viewing angle): `verts` world-space corners of each plate, `normals` their outward directions."""
+    best, best_px = None, 0.0
+    for side, v in verts.items():
+        if not len(v):
+            continue
+        centre = v.mean(0)
+        to_cam = cam.pos - centre
+        dist = float(np.sqrt((to_cam * to_cam).sum()))
+        facing = float((normals[side] * to_cam).sum()) / max(dist, 1e-9)
+        pc = cam.to_cam(v)
+        if facing <= 0.1 or (pc[:, 2] <= cam.near).any():
+            continue
+        uv = cam.project(pc)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+        if not inside.all():
+            continue
+        px = float(uv[:, 1].max() - uv[:, 1].min()) * min(1.0, facing * 1.5)
+        if px > best_px:
+            best, best_px = side, px
+    return best, round(best_px, 1)

@@ -18,9 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from carsearch_world.designs import LIVERY_BODIES, LIVERY_COLOR, TYPES, design
-from carsearch_world.fleet import make_vehicle
-from carsearch_world.plates import FORMATS, plate_text
-from carsearch_world.scene import COLORS, PALETTE, VIEWS, encode_jpeg, render_scene, sample_scene, view_from_azimuth
+from carsearch_world.fleet import make_vehicle, plate_corners
+from carsearch_world.plates import FORMATS, LEGIBLE_PX, plate_seen, plate_text
+from carsearch_world.scene import (
+    COLORS,
+    PALETTE,
+    VIEWS,
+    encode_jpeg,
+    make_camera,
+    render_scene,
+    sample_scene,
+    view_from_azimuth,
+)
 from carsearch_world.torcs import CarModel
 
 CAMERAS = ("pole", "dashcam")
@@ -117,6 +126,7 @@ def _single_job(job: tuple) -> tuple[int, bytes, dict]:
     spec = sample_scene(rng, ident.color, view, camera, jq, framing)
     img = render_scene(car, spec, size)
     labels = car.labels()
+    side, px = plate_seen(*plate_corners(car), make_camera(car, spec, size))
     assert view_from_azimuth(spec.azimuth) == view
     labels.update(
         color=ident.color,
@@ -128,6 +138,9 @@ def _single_job(job: tuple) -> tuple[int, bytes, dict]:
         camera_height_m=round(spec.cam_height, 2),
         time_of_day=spec.time,
         weather=spec.weather or "clear",
+        plate_side=side or "none",
+        plate_px=px,
+        plate_legible=bool(side and px >= LEGIBLE_PX),
     )
     return i, encode_jpeg(img, spec.jpeg_quality), labels
 
