@@ -188,7 +188,7 @@ def test_corridor_sees_identities_at_several_cameras_with_motion_labels(tmp_path
     line = mot[0].read_text().splitlines()[0].split(",")
     assert len(line) == 9 and int(line[0]) >= 1 and line[6] == "1"
     # each camera as a video the folder corpus' video path reads back: 8 frames, camera time from its stamp
-    from carsearch.features.video import iter_frames, probe
+    from carsearch.detection.video import iter_frames, probe
 
     videos = write_videos(items, tmp_path / "videos", 1.5)
     assert [v.name for v in videos] == [f"session0_cam-{k}.mp4" for k in range(1, 5)]
