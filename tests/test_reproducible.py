@@ -181,6 +181,45 @@ def test_real_torcs_render_bit_exact_across_blas_simd_and_workers() -> None:
     _assert_same_everywhere(default_torcs_dir(), n=10, size=128)
 
 
+STREET_SCRIPT = r"""
+import hashlib, json, os, tempfile
+from pathlib import Path
+import numpy as np
+from carsearch_world import build_fleet, render_corridor, render_fleet
+from carsearch_world.street import vehicle_of
+
+workers = int(os.environ.get("REPRO_WORKERS", "1"))
+types = dict.fromkeys(("sedan", "suv", "pickup", "bus", "motorcycle", "van"), 1.0)
+fleet = build_fleet(5, 40, types, {"white": 0.4, "black": 0.3, "red": 0.3}, {"taxi": 0.3, "police": 0.3}, 2, "eu")
+out = {}
+with tempfile.TemporaryDirectory() as tmp:
+    singles = render_fleet(fleet, Path(tmp) / "s", 8, 64, seed=3, workers=workers)
+    frames = render_corridor(fleet, Path(tmp) / "f", seed=3, sessions=1, cameras=2, frames_per_camera=2,
+                             size=(160, 120), workers=workers, moving=10, parked=2)
+    out["render"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p, _ in singles}
+    out["render"] |= {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p, *_ in frames}
+    out["boxes"] = hashlib.sha256(json.dumps([b for _, _, b, _ in frames], sort_keys=True).encode()).hexdigest()
+h = hashlib.sha256()
+for ident in fleet[:6]:
+    car = vehicle_of(ident)
+    for a in (car.pos, car.nrm, car.uv, *car.textures):
+        h.update(np.ascontiguousarray(a).tobytes())
+out["floats"] = h.hexdigest()
+print("REPRO " + json.dumps(out, sort_keys=True))
+"""
+
+
+def test_street_world_bit_exact_across_blas_simd_and_workers() -> None:
+    """The street world (fleet meshes, atlases and plates, single renders, corridor frames and boxes)
+    renders to the same bytes under every BLAS kernel / SIMD setting and worker count."""
+    results = {name: _run(STREET_SCRIPT, [], env) for name, env in environments().items()}
+    ref_name = next(iter(results))
+    ref = results[ref_name]
+    assert len(ref["render"]) == 8 + 4
+    for name, res in results.items():
+        assert res == ref, f"{name} ({environments()[name]}) differs from {ref_name}"
+
+
 def _code_tokens(path: Path) -> str:
     """The file's code with strings and comments removed, tokens joined by spaces."""
     toks = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
