@@ -125,6 +125,8 @@ def _extras(m: _Mesh, d: Design, livery: str | None) -> None:
     if d.cargo:
         x0, x1, top = (d.cargo[0] - 0.5) * L, (d.cargo[1] - 0.5) * L, d.cargo[2]
         m.box(x0, x1, -hw * 1.03, hw * 1.03, d.deck, top)
+        m.box(x0 - 0.02, x0, -hw * 1.03, hw * 1.03, d.deck, d.deck + 0.55, region=REAR)  # tail lamps, bumper
+        m.box(x0 - 0.015, x0, -0.02, 0.02, d.deck + 0.55, top - 0.1, region=TRIM, shiny=0.3)  # door seam
     r1, f1 = ((g - 0.5) * L for g in d.glass[1:3])
     xm, tw = 0.5 * (r1 + f1), hw * d.tumble * 0.97
     if livery == "taxi":
