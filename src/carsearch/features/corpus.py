@@ -17,6 +17,7 @@ import pyarrow as pa
 from PIL import Image
 
 from carsearch.core import originals
+from carsearch.core.columns import ROW
 from carsearch.core.io import read_jsonl
 from carsearch.core.paths import resolve
 from carsearch.core.vocab import known
@@ -55,19 +56,7 @@ def ingested_rows(
     return rows, rejects, notes
 
 
-VEHICLE_FIELDS = (
-    "frame_path",
-    "box",
-    "box_class",
-    "box_score",
-    "box_source",
-    "camera",
-    "time",
-    "track_id",
-    "first_seen",
-    "last_seen",
-    "track_json",
-)
+VEHICLE_FIELDS = ROW.vehicle  # what a row copies from its vehicle / image dict (carsearch.core.columns)
 
 
 def _row(image: dict, pair: dict, labels: dict, origin: str) -> dict:

@@ -56,7 +56,9 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
         ids, [r["path"] for r in new], cache, lambda ps: s.embed_images([originals.source(p, root) for p in ps])
     )
     data = arrow_rows(new, cache.get(ids), meta.get("model_ref") or "")
-    s.table.add(data.select([c for c in data.column_names if c in s.table.schema.names]))  # an older table
+    s.table.add(
+        data.select([c for c in s.table.schema.names if c in data.column_names])
+    )  # the table's order; an older table has fewer
     fresh = read_meta(index_dir) or meta
     if fresh.get("version") == meta.get("version"):  # a rebuild published meanwhile wins; else count the rows
         fresh = {
