@@ -394,7 +394,7 @@ def test_carsearch_serve_binds_loopback_and_loads_once(env, monkeypatch):
     monkeypatch.setenv("CARSEARCH_ROOT", str(env["root"]))
     # what the app holds when uvicorn would open the port: the model is loaded already
     monkeypatch.setattr(
-        uvicorn, "run", lambda app, **kw: calls.append((app, {**kw, "loaded": app.state.service.s._model is not None}))
+        uvicorn, "run", lambda app, **kw: calls.append((app, {**kw, "loaded": app.state.service.s.encoder.loaded}))
     )
     real_init = search_mod.CarSearch.__init__
     monkeypatch.setattr(

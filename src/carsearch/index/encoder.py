@@ -37,6 +37,11 @@ class QueryEncoder:
             self._towers = {}
             return True
 
+    @property
+    def loaded(self) -> bool:
+        """A text and an image query answer without loading anything (the model or both NumPy towers)."""
+        return self._model is not None or (self._towers.get("text") is not None and "vision" in self._towers)
+
     # ------------------------------------------------ the transformers model, loaded on first need
     def _load(self) -> None:
         from carsearch.model.clip import load_pretrained  # torch and transformers: only now
