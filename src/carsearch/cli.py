@@ -109,7 +109,15 @@ def search(
         hits.sort(key=lambda h: (h.time is None, h.time or 0.0, h.rank))
     root = repo_root()
     missing = _mark_missing(hits, root)
-    _print_hits(hits, missing, searcher, paths_only, sort)
+    _print_hits(hits, missing, root, searcher.calibrator, paths_only, sort)
+    _extras(hits, missing, root, csv_out=csv_out, copy_to=copy_to, png=png, title=query or f"image: {image}")
+    if not hits:
+        clause = searcher.where_clause(filters, where)
+        typer.echo("no results" + (f" match {clause}" if clause else ""), err=True)
+
+
+def _extras(hits, missing: list[bool], root: Path, csv_out, copy_to, png, title: str) -> None:
+    """The CSV, the missing-files warning, the copies and the PNG strip a search was asked for."""
     if csv_out is not None:
         _write_hits_csv(hits, csv_out)
         typer.echo(f"wrote {csv_out}", err=True)
@@ -119,9 +127,6 @@ def search(
             "the images it lists: run `dvc repro build_index`",
             err=True,
         )
-    if not hits:
-        clause = searcher.where_clause(filters, where)
-        typer.echo("no results" + (f" match {clause}" if clause else ""), err=True)
     if copy_to is not None:
         from carsearch.index.hits import copy_to as copy_hits
 
@@ -135,18 +140,16 @@ def search(
             (originals.source(h.path, root) if not gone else root / h.path, h.score, True)
             for h, gone in zip(hits, missing)
         ]
-        results_grid_png([(query or f"image: {image}", tiles)], png)
+        results_grid_png([(title, tiles)], png)
         typer.echo(f"wrote {png}", err=True)
 
 
-def _print_hits(hits, missing: list[bool], searcher, paths_only: bool, sort: str) -> None:
+def _print_hits(hits, missing: list[bool], root: Path, calibrator, paths_only: bool, sort: str) -> None:
     """One line per hit (rank, score, id, caption, original, [missing file], frame/box, camera,
     time, confidence) with the confident-match divider; `-f`: only the originals' paths."""
-    from carsearch.core.paths import repo_root
     from carsearch.index import hits as hits_mod
 
-    root = repo_root()
-    divider = _divider(hits, searcher.calibrator) if sort == "score" and not paths_only else None
+    divider = _divider(hits, calibrator) if sort == "score" and not paths_only else None
     for i, (h, gone) in enumerate(zip(hits, missing)):
         if paths_only:
             if not gone:

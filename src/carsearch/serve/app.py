@@ -84,6 +84,21 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
     )
     app.state.service = svc
 
+    _error_handlers(app)
+    app.add_middleware(UploadLimit, max_bytes=int(svc.cfg["max_upload_bytes"]))
+    app.add_middleware(UploadRate, per_minute=int(svc.cfg["upload_rate_per_minute"]))
+    token = access_token(svc.cfg)
+    if token:
+        app.add_middleware(TokenGate, token=token)  # added last: runs first, before any limit or route
+
+    _search_routes(app, svc, root)
+    _file_routes(app, svc)
+    return app
+
+
+def _error_handlers(app) -> None:
+    """Every error as `{"error": {"code", "message"}}`: ours, bad queries, validation, HTTP, the rest (500)."""
+
     @app.exception_handler(ApiError)
     async def _apierror_response(request: Request, e: ApiError):
         return error_response(e.status, e.code, e.message)
@@ -117,11 +132,9 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(500, "internal", "internal error (details in the server log)")
 
-    app.add_middleware(UploadLimit, max_bytes=int(svc.cfg["max_upload_bytes"]))
-    app.add_middleware(UploadRate, per_minute=int(svc.cfg["upload_rate_per_minute"]))
-    token = access_token(svc.cfg)
-    if token:
-        app.add_middleware(TokenGate, token=token)  # added last: runs first, before any limit or route
+
+def _search_routes(app, svc: Service, root: Path | None) -> None:
+    """Health, info and the three ways to search (GET, POST JSON, image upload), one filter model."""
 
     # ---- API
     @app.get("/api/v1/health", response_model=Health, tags=["index"], responses={503: {"model": Health}})
@@ -183,6 +196,10 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         picture = await run_in_threadpool(_decode_upload, data, int(svc.cfg["max_image_pixels"]))
         return await run_in_threadpool(svc.search, req, picture)
 
+
+def _file_routes(app, svc: Service) -> None:
+    """Indexed images, frames and thumbnails (by id: no client paths), and the page."""
+
     def _image_response(p):  # a local file, or (suffix, bytes) of an S3 original (proxied)
         headers = {"Cache-Control": "public, max-age=3600"}
         if isinstance(p, tuple):
@@ -217,7 +234,6 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         return RedirectResponse("/")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 def serve(
