@@ -99,8 +99,8 @@ def test_the_query_path_imports_neither_pyav_nor_exif_code(root):
         "from carsearch.cli import app\n"
         "try:\n    app(['search', 'a red car', '-k', '2', '--after', '2020-01-01T00:00'])\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
-        "print('LOADED', sorted(m for m in ('av', 'PIL.ExifTags', 'carsearch.features.capture',"
-        " 'carsearch.features.footage') if m in sys.modules))"
+        "print('LOADED', sorted(m for m in ('av', 'PIL.ExifTags', 'carsearch.sources.capture',"
+        " 'carsearch.detection.footage') if m in sys.modules))"
     )
     env = {**os.environ, "CARSEARCH_ROOT": str(root), "PYTHONPATH": SRC}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

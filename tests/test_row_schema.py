@@ -33,7 +33,7 @@ def _row_with_plate():
 
 
 def test_a_column_in_a_fixture_reaches_rows_hits_csv_and_the_api_models():
-    from carsearch.features.rows import row_table
+    from carsearch.curation.rows import row_table
     from carsearch.index.results import hit_type, hits_csv, make_hit
     from carsearch.serve.schemas import api_fields, models
 

@@ -1,7 +1,7 @@
 """The index row, declared once: every column of the search table with its Arrow type and its facts
 (who fills it, whether users filter, facet and see it, whether it goes into the CSV export and how
 the API types it). Everything else is derived from `COLUMNS`: the rows' Arrow columns
-(`features.rows.row_table`), what `features.corpus` copies from a vehicle, the store's index and
+(`curation.rows.row_table`), what `curation.corpus` copies from a vehicle, the store's index and
 result column sets (`index.store`), the `--where` grammar's columns (`index.query`), the `Hit`
 type and the CSV layout (`index.results`), the API's filter and hit models (`serve.schemas`),
 the CLI's filter options (`cli`) and the page's filter list (served by `/api/v1/info`).
@@ -22,7 +22,7 @@ import pyarrow as pa
 KINDS = ("keyword", "text", "id", "path", "json", "float", "time", "box", "vector")
 # who fills it: `vehicle` copied as-is from the vehicle / image dict the corpus reads (so a new
 # producer only sets the key), `label` the row's labels (or curated attributes), `row` set by
-# `features.corpus` itself, `derived` computed by `features.rows`, `store` added by `index.store`
+# `curation.corpus` itself, `derived` computed by `curation.rows`, `store` added by `index.store`
 SOURCES = ("vehicle", "label", "row", "derived", "store")
 
 
@@ -119,11 +119,11 @@ class Row:
         self.columns = columns
         self.by_name = {c.name: c for c in columns}
         names = lambda pred: tuple(c.name for c in columns if pred(c))  # noqa: E731
-        self.metadata = names(lambda c: c.source != "store")  # what features.rows.row_table holds
+        self.metadata = names(lambda c: c.source != "store")  # what curation.rows.row_table holds
         self.selected = names(lambda c: c.source != "store" or c.name == "model_ref")
         self.required = names(lambda c: not c.optional and c.source != "store")  # every table has them
         self.optional = names(lambda c: c.optional)  # read where the table has them
-        self.vehicle = names(lambda c: c.source == "vehicle")  # features.corpus copies them from a vehicle
+        self.vehicle = names(lambda c: c.source == "vehicle")  # curation.corpus copies them from a vehicle
         self.labels = names(lambda c: c.source == "label")
         self.where = names(lambda c: c.where)
         self.filters = names(lambda c: c.filter)
@@ -139,7 +139,7 @@ class Row:
         return [{"name": c.name, "label": c.label, "page": c.page} for c in self.columns if c.filter]
 
     def arrow_schema(self) -> pa.Schema:
-        """The rows' Arrow schema (`features.rows.row_table`): the table's less `model_ref` and `vector`."""
+        """The rows' Arrow schema (`curation.rows.row_table`): the table's less `model_ref` and `vector`."""
         return pa.schema([pa.field(c.name, c.type) for c in self.columns if c.source != "store"])
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from carsearch.core import originals
 from carsearch.core.paths import resolve
-from carsearch.features import corpus, footage
-from carsearch.features import sources as data
-from carsearch.features.labels import folder_label
+from carsearch.curation import corpus
+from carsearch.detection import footage
 from carsearch.index import remote
 from carsearch.index.embed_cache import damage_note, embed_missing, open_embed_cache
 from carsearch.index.search import CarSearch
 from carsearch.index.store import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
+from carsearch.sources import files as data
+from carsearch.sources.labels import folder_label
 
 
 def _file_rows(p: Path, params: dict, root: Path, images_dir: Path, pairs: dict, seen: dict):

@@ -232,17 +232,15 @@ def combine(*clauses: str | None) -> str | None:
 
 
 def check_image(path) -> Path:
-    """The query image's path if it exists and decodes; QueryError `PATH: not an image (...)` otherwise."""
-
-    from PIL import Image
+    """The query image's path if it exists and decodes (any format the index reads: HEIC too);
+    QueryError `PATH: not an image (...)` / `PATH: corrupt or truncated image (...)` otherwise."""
+    from carsearch.core import imaging  # the image reader (PIL, pillow-heif) only for an image query
 
     p = Path(path)
     if not p.is_file():
         raise QueryError(f"{path}: no such image file")
     try:
-        with Image.open(p) as im:
-            im.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise QueryError(f"{path}: not an image ({first})") from None
+        imaging.check(p)
+    except imaging.ImageError as e:
+        raise QueryError(f"{path}: {e}") from None
     return p

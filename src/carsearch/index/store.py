@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from carsearch.core.columns import ROW
 from carsearch.core.io import write_json
-from carsearch.features.rows import row_table
+from carsearch.curation.rows import row_table
 
 META_FILE = "carsearch_index.json"
 MODEL_SUBDIR = "model"

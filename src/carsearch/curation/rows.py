@@ -1,4 +1,4 @@
-"""Index rows as Arrow columns: what `features.corpus` reads becomes the table's metadata columns
+"""Index rows as Arrow columns: what `curation.corpus` reads becomes the table's metadata columns
 (`index.store` adds `model_ref` and the vectors). The columns and who fills each are declared once
 in `carsearch.core.columns`. Light on purpose (pyarrow only): the search path imports it."""
 
@@ -20,7 +20,7 @@ def _values(rows: list[dict], c) -> list:
     if c.name == "frame_id":  # the vehicle's frame: the image's own id when the row is a whole image
         return [r.get("frame_id") or r["id"] for r in rows]
     if c.source == "derived":
-        raise ValueError(f"column {c.name}: derived, but features.rows does not say how")
+        raise ValueError(f"column {c.name}: derived, but curation.rows does not say how")
     if pa.types.is_string(c.type):
         return (
             [r[c.name] for r in rows]
