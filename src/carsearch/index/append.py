@@ -37,7 +37,12 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
     meta = s.meta
     items = _items([Path(p) for p in paths], cfg)
     rows, rejects, _ = corpus.stored_rows(
-        progress(items) if progress else items, index_dir / IMAGES_SUBDIR, root, "added", by_reference=True
+        progress(items) if progress else items,
+        index_dir / IMAGES_SUBDIR,
+        root,
+        "added",
+        (params["data"]["max_pixels"], params["data"]["max_edge"]),
+        by_reference=True,
     )
     have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors
     new = [r for r in rows if r["id"] not in have]

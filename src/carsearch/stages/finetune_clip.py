@@ -9,14 +9,14 @@ only rank 0 logs and writes outputs.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import time
 
 from carsearch.core.io import atomic_dir, clean_stale, dir_hash, read_jsonl, write_json, write_text
-from carsearch.core.params import check_params, flatten, load_params, run_stage
+from carsearch.core.params import check_params, flatten, load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
+from carsearch.core.schema import EarlyStopping, Params
 from carsearch.evaluation.evalsets import EvalSetError, set_validation_fn
 from carsearch.evaluation.protocol import validation_fn
 from carsearch.experiments import tracking
@@ -32,21 +32,23 @@ def _mlflow_name(k: str) -> str:
 
 def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    params = load_params()
-    root, paths = repo_root(), params["paths"]
-    cfg = copy.deepcopy(params["train"])  # complete (the schema has no defaults): this run's copy
+    params = load_config()
+    root, paths = repo_root(), params.paths
+    cfg = params.train  # complete (the schema has no defaults); read-only: this run's changes go into a copy
     dist = init_distributed()
-    pairs_dir = resolve(paths["pairs_dir"], root)
+    pairs_dir = resolve(paths.pairs_dir, root)
     train = list(read_jsonl(pairs_dir / "train.jsonl"))
     if len(train) < 2:
         raise ValueError(
-            f"finetune_clip: the train split ({paths['pairs_dir']}/train.jsonl) has {len(train)} pair(s); "
+            f"finetune_clip: the train split ({paths.pairs_dir}/train.jsonl) has {len(train)} pair(s); "
             "contrastive training needs at least 2"
         )
     val_file = pairs_dir / "val.jsonl"
     val = list(read_jsonl(val_file)) if val_file.is_file() else []
-    model, processor = load_clip(params["model"], seed=cfg["seed"])
-    validate = with_eval_sets(validation_fn(processor, val, root, params["eval"]), params, root, processor, train + val)
+    model, processor = load_clip(params.model, seed=cfg.seed)
+    validate = with_eval_sets(
+        validation_fn(processor, val, root, params.eval.as_dict()), params, root, processor, train + val
+    )
     if validate is None:
         if dist.main:
             print(
@@ -54,33 +56,40 @@ def main() -> None:
                 "no early stopping, the last epoch is kept",
                 flush=True,
             )
-        cfg["early_stopping"] = {**(cfg["early_stopping"] or {}), "metric": None, "patience": 0, "min_delta": 0.0}
-    if cfg["checkpoint_dir"]:
-        cfg["checkpoint_dir"] = str(resolve(cfg["checkpoint_dir"], root))
-    out_dir = resolve(paths["model_dir"], root)
+        cfg = cfg.model_copy(update={"early_stopping": EarlyStopping(metric=None, patience=0, min_delta=0.0)})
+    if cfg.checkpoint_dir:
+        cfg = cfg.model_copy(update={"checkpoint_dir": str(resolve(cfg.checkpoint_dir, root))})
+    out_dir = resolve(paths.model_dir, root)
     if dist.main:
         clean_stale(out_dir)  # leftovers of a killed run (a half-written temp folder)
-    metrics_dir = resolve(paths["metrics_dir"], root)
-    mcfg = params["mlflow"]
+    metrics_dir = resolve(paths.metrics_dir, root)
+    mcfg = params.mlflow
     steps: list[tuple[int, float, float]] = []
     epochs: list[dict] = []
     t0 = time.time()
 
     mlflow = tracking.setup(mcfg) if dist.main else None
-    run_name, run_tags = tracking.run_identity(params, root, "finetune_clip") if mlflow else ("", {})
-    pairs_md5 = dvc_out_hash(root, "curate_pairs", paths["pairs_dir"])
+    run_name, run_tags = tracking.run_identity(params.as_dict(), root, "finetune_clip") if mlflow else ("", {})
+    pairs_md5 = dvc_out_hash(root, "curate_pairs", paths.pairs_dir)
     run_ctx = mlflow.start_run(run_name=run_name) if mlflow else _Null()
     with run_ctx as run:
         if mlflow:
             mlflow.log_params(
-                flatten({"model": params["model"], "train": cfg, "data": params["data"], "world_size": dist.world})
+                flatten(
+                    {
+                        "model": params.model.as_dict(),
+                        "train": cfg.as_dict(),
+                        "data": params.data.as_dict(),
+                        "world_size": dist.world,
+                    }
+                )
             )
             mlflow.set_tags({"stage": "finetune_clip", **run_tags, "data.pairs_md5": pairs_md5 or ""})
             tracking.log_pair_datasets(mlflow, pairs_dir, pairs_md5)
 
         def on_step(step: int, loss: float, lr: float) -> None:
             steps.append((step, loss, lr))
-            if mlflow and step % int(cfg["log_every"]) == 0:
+            if mlflow and step % cfg.log_every == 0:
                 mlflow.log_metrics({"train_loss": loss, "lr": lr}, step=step)
 
         def on_epoch(epoch: int, info: dict) -> None:
@@ -94,7 +103,9 @@ def main() -> None:
             vals = " ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith(("t2i_recall@5", "i2i_recall@5")))
             print(f"epoch {epoch}: loss {info['loss']:.4f} {vals} ({info['seconds']:.0f}s)", flush=True)
 
-        res = train_clip(model, processor, train, root, cfg, on_step if dist.main else None, on_epoch, validate, dist)
+        res = train_clip(
+            model, processor, train, root, cfg.as_dict(), on_step if dist.main else None, on_epoch, validate, dist
+        )
         seconds = time.time() - t0
         if dist.main:
             # written into a temp folder beside models/finetuned and swapped in complete (a kill never
@@ -109,7 +120,7 @@ def main() -> None:
                     "best_epoch": res.best_epoch,
                     "stopped_early": res.stopped_early,
                     "best_val": None if res.best_score is None else round(res.best_score, 4),
-                    "early_stopping_metric": (cfg["early_stopping"] or {"metric": None})["metric"],
+                    "early_stopping_metric": cfg.early_stopping.metric if cfg.early_stopping else None,
                     "resumed_from_epoch": res.resumed_from_epoch,
                     "train_pairs": len(train),
                     "val_pairs": len(val),
@@ -135,7 +146,7 @@ def main() -> None:
                     tmp_dir / "carsearch_run.json",
                     {
                         "mlflow_run_id": run.info.run_id,
-                        "base_model": params["model"],
+                        "base_model": params.model.as_dict(),
                         "content_hash": content,
                         "registered_model": reg,
                     },
@@ -155,12 +166,12 @@ def main() -> None:
                 ),
             )
             write_json(metrics_dir / "train.json", summary)
-            if cfg["checkpoint_dir"]:
-                shutil.rmtree(cfg["checkpoint_dir"], ignore_errors=True)  # done: nothing to resume
+            if cfg.checkpoint_dir:
+                shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)  # done: nothing to resume
             print(
                 f"finetune_clip: {len(train)} pairs, {len(res.losses)} steps, best epoch {res.best_epoch} "
                 f"({summary['early_stopping_metric']} {summary['best_val']}), {seconds:.0f}s; saved to "
-                f"{paths['model_dir']} (MLflow run {run.info.run_id}, registered {reg.get('name')} v{reg.get('version')})"
+                f"{paths.model_dir} (MLflow run {run.info.run_id}, registered {reg.get('name')} v{reg.get('version')})"
             )
     if dist.world > 1:
         import torch.distributed as td
@@ -169,21 +180,22 @@ def main() -> None:
         td.destroy_process_group()
 
 
-def with_eval_sets(validate, params: dict, root, processor, trained_pairs: list[dict]):
+def with_eval_sets(validate, params: Params, root, processor, trained_pairs: list[dict]):
     """Add `train.val_sets` (names of eval.sets: the user's labelled photos) to the per-epoch
     validation, so best epoch / early stopping can follow the photos users search
     (`train.early_stopping.metric: <set>_precision@5`)."""
-    names = list(params["train"]["val_sets"])
+    names = list(params.train.val_sets)
     if not names:
         return validate
 
-    ecfg = params["eval"]
-    specs = {s["name"]: s for s in ecfg["sets"]}
+    ecfg = params.eval
+    specs = {s.name: s for s in ecfg.sets}
     missing = [n for n in names if n not in specs]
     if missing:
         raise EvalSetError(f"train.val_sets: {missing} not in eval.sets ({sorted(specs) or 'none configured'})")
     trained = {content_id((root / p["path"]).read_bytes()): p["path"] for p in trained_pairs}
-    fns = [set_validation_fn(specs[n], root, processor, ecfg, trained) for n in names]
+    limits = (params.data.max_pixels, params.data.max_edge)
+    fns = [set_validation_fn(specs[n], root, processor, ecfg, trained, limits) for n in names]
 
     def validate_all(model) -> dict:
         out = dict(validate(model)) if validate else {}
@@ -221,7 +233,7 @@ def launch() -> None:
     itself, and a failed worker ends in one line, not in torchrun's ChildFailedError traceback."""
     import sys
 
-    nproc = int(check_params()["train"]["nproc_per_node"])
+    nproc = check_params().train.nproc_per_node
     if nproc == 1 or "WORLD_SIZE" in os.environ:  # one process, or already a torchrun worker
         run_stage(main)
         return

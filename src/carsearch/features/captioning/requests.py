@@ -40,7 +40,7 @@ def encode_image(
     format, else a resized JPEG (quality lowered, then size, until it fits `max_bytes`)."""
     data = Path(path).read_bytes()
     allowed = allowed or {"JPEG", "PNG", "WEBP", "GIF"}
-    im, info = imaging.load(data)
+    im, info = imaging.load(data, None)  # an ingested image: checked against data.max_pixels there
     with im:
         if (
             info.orientation == 1
