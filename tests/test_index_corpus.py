@@ -120,19 +120,20 @@ def test_a_corpus_read_in_runs_gives_the_rows_and_rejects_of_one_read(repo, monk
     photo read in an earlier run is still rejected naming the kept one."""
     import shutil
 
-    from carsearch.core.params import load_params
+    from carsearch.core.params import load_config
     from carsearch.features import corpus
 
     folder = repo / "photos"
     kept = _photos(folder, 3)[0]  # red/photo 0.jpg
     shutil.copy(kept, folder / "white" / "copy.jpg")  # read several runs later
     (folder / "blue" / "broken.jpg").write_bytes(b"not a jpeg")
-    params = load_params()
-    params["index"].update(corpus="folder", corpus_path=str(folder))
+    cfg = load_config()
+    index = cfg.index.model_copy(update={"corpus": "folder", "corpus_path": str(folder)})
+    settings = corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed)
 
     def read(n):
         monkeypatch.setattr(corpus, "RUN", n)
-        return corpus.gather(params, repo, repo / "data/index/images")
+        return corpus.gather(index, cfg.paths, cfg.curate.splits, settings, repo, repo / "data/index/images")
 
     whole, whole_rejects, whole_notes = read(10**6)
     runs, run_rejects, run_notes = read(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import yaml
 
 from carsearch.core.errors import CarsearchError
-from carsearch.core.io import clean_stale
+from carsearch.core.io import clean_stale, refused_write
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.schema import ConfigError, Params, validate_params
 
@@ -74,6 +75,12 @@ def run_stage(main) -> None:
         main()
     except (CarsearchError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except (OSError, shutil.Error) as e:  # a refused write outside the atomic writers: still one line
+        found = refused_write(e)
+        if found is None:
+            raise
+        print(f"error: cannot write {found[0]}: {found[1]}", file=sys.stderr)
         sys.exit(1)
 
 

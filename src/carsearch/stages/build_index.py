@@ -21,7 +21,8 @@ from carsearch.core.io import write_json
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.experiments import tracking
-from carsearch.index.build import index_metrics, run, summary_lines
+from carsearch.index.build import run
+from carsearch.index.build_report import index_metrics, summary_lines
 
 
 def main() -> None:
