@@ -55,22 +55,22 @@ def repo(tmp_path, monkeypatch):
 
 
 def _build(root: Path, **index) -> dict:
+    """build_index's `run` in process with the composed config (`index` overrides on top), as the
+    stage calls it; its metrics/index.json figures plus the embedding-cache counts."""
     import yaml
 
-    from carsearch.stages import build_index
+    from carsearch.core.params import load_config
+    from carsearch.experiments import tracking
+    from carsearch.index.build import run
+    from carsearch.index.build_report import index_metrics
+    from carsearch.index.store import read_meta
 
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["index"].update(index)
     (root / "params.yaml").write_text(yaml.safe_dump(p))
-    build_index.main()
-    from carsearch.index.store import read_meta
-
+    built = run(load_config(root / "params.yaml"), root, registry=tracking)
     meta = read_meta(root / "data/index")  # the embedding-cache counts live in the index meta, not the metrics
-    return {
-        **json.loads((root / "metrics/index.json").read_text()),
-        "embedded": meta["embedded"],
-        "cached": meta["cached"],
-    }
+    return {**index_metrics(built), "embedded": meta["embedded"], "cached": meta["cached"]}
 
 
 def test_default_corpus_is_every_ingested_image(repo):
