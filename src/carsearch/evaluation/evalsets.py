@@ -228,3 +228,27 @@ def set_validation_fn(spec: EvalSet, root: Path, processor, cfg: Eval, trained: 
         return {f"{n}_t2i_precision@{k}": t, f"{n}_i2i_precision@{k}": i, f"{n}_precision@{k}": (t + i) / 2}
 
     return validate
+
+
+def with_val_sets(
+    validate, names: list[str], cfg: Eval, limits: Limits, root: Path, processor, trained_pairs: list[dict]
+):
+    """Add the eval sets `names` (`train.val_sets`: the user's labelled photos) to the per-epoch
+    validation `validate`, so best epoch / early stopping can follow the photos users search
+    (`train.early_stopping.metric: <set>_precision@5`)."""
+    if not names:
+        return validate
+    specs = {s.name: s for s in cfg.sets}
+    missing = [n for n in names if n not in specs]
+    if missing:
+        raise EvalSetError(f"train.val_sets: {missing} not in eval.sets ({sorted(specs) or 'none configured'})")
+    trained = {data.content_id((root / p["path"]).read_bytes()): p["path"] for p in trained_pairs}
+    fns = [set_validation_fn(specs[n], root, processor, cfg, trained, limits) for n in names]
+
+    def validate_all(model) -> dict:
+        out = dict(validate(model)) if validate else {}
+        for f in fns:
+            out.update(f(model))
+        return out
+
+    return validate_all

@@ -12,16 +12,47 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 from carsearch.core.io import atomic_dir, clean_stale, dir_hash, write_json, write_text
 from carsearch.core.params import check_params, flatten, load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.schema import Params, Train
+from carsearch.evaluation.evalsets import with_val_sets
+from carsearch.evaluation.protocol import validation_fn
 from carsearch.experiments import tracking
-from carsearch.model.clip import save_clip
+from carsearch.model.clip import load_clip, save_clip
 from carsearch.training.distributed import init_distributed
 from carsearch.training.loop import train_clip
-from carsearch.training.run import Prepared, loss_csv, prepare, summary, val_csv
+from carsearch.training.run import load_pairs, loss_csv, run_settings, summary, val_csv
+
+
+@dataclass
+class Prepared:
+    train: list[dict]
+    val: list[dict]
+    model: object
+    processor: object
+    validate: Callable | None
+    cfg: Train  # this run's train section (training.run.run_settings)
+
+
+def prepare(cfg: Params, root, main_process: bool) -> Prepared:
+    """The pairs, the base model, the per-epoch validation (val split + `train.val_sets`), this run's settings."""
+    train, val = load_pairs(cfg.paths, root)
+    model, processor = load_clip(cfg.model, seed=cfg.train.seed)
+    validate = with_val_sets(
+        validation_fn(processor, val, root, cfg.eval.as_dict()),
+        list(cfg.train.val_sets),
+        cfg.eval,
+        (cfg.data.max_pixels, cfg.data.max_edge),
+        root,
+        processor,
+        train + val,
+    )
+    t = run_settings(cfg.train, root, len(val), validate is not None, main_process)
+    return Prepared(train, val, model, processor, validate, t)
 
 
 def _mlflow_name(k: str) -> str:
@@ -101,7 +132,7 @@ def main() -> None:
         res = train_clip(p.model, p.processor, p.train, root, p.cfg.as_dict(), on_step, on_epoch, p.validate, dist)
         seconds = time.time() - t0
         if dist.main:
-            s = summary(p, res, dist.world, seconds)
+            s = summary(p.cfg, p.train, p.val, res, dist.world, seconds)
             reg = _save(cfg, root, p, res, s, mlflow, run, {"data.pairs_md5": pairs_md5 or "", **run_tags})
             write_text(metrics_dir / "train_loss.csv", loss_csv(steps))
             write_text(metrics_dir / "train_val.csv", val_csv(epochs))
