@@ -216,7 +216,7 @@ def test_video_in_a_folder_gives_one_row_per_track_with_first_and_last_seen(repo
     corpus is read in runs of 2 files: a video's frames stay in one run, so its tracks still link."""
     import yaml
 
-    from carsearch.features import corpus
+    from carsearch.curation import corpus
 
     monkeypatch.setattr(corpus, "RUN", 2)
 

@@ -17,15 +17,15 @@ import numpy as np
 from carsearch.core.io import read_jsonl
 from carsearch.core.paths import resolve
 from carsearch.core.schema import Params
+from carsearch.curation.corpus import detect_boxes
 from carsearch.evaluation.candidates import model_calibration, wise_ft_alphas, wise_ft_candidates
 from carsearch.evaluation.evalsets import evaluate_sets
 from carsearch.evaluation.protocol import embed_texts, full_report
 from carsearch.evaluation.stats import add_intervals, query_results
 from carsearch.evaluation.vehicles import box_recall, vehicle_report
-from carsearch.features.corpus import detect_boxes
-from carsearch.features.labels import model_key
-from carsearch.features.sources import content_id
 from carsearch.model.clip import encode_images, load_clip, load_pretrained
+from carsearch.sources.files import content_id
+from carsearch.sources.labels import model_key
 
 HEADLINE = ("recall@1", "recall@5", "recall@10", "map@10", "mrr")
 

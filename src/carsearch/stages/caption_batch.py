@@ -4,14 +4,14 @@ backend (offline | bedrock | openai), plus metrics/caption.json (records, tokens
 Records answered before (same image, model, prompts and settings) are replayed from the caption
 cache (`caption.cache.dir`, `.carsearch/caption_cache` in the original repo) and only the rest go
 to the backend; the outputs still hold every record. Tokens and `estimated_usd` count what was
-sent. The work is `carsearch.features.captioning.run.run(cfg, root, out_dir)`."""
+sent. The work is `carsearch.captioning.run.run(cfg, root, out_dir)`."""
 
 from __future__ import annotations
 
+from carsearch.captioning.run import run, summary_line
 from carsearch.core.io import atomic_dir, write_json
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
-from carsearch.features.captioning.run import run, summary_line
 
 
 def main() -> None:

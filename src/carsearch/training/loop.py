@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carsearch.features.labels import same_model_relevance
 from carsearch.model.clip import pixel_tensor
+from carsearch.sources.labels import same_model_relevance
 from carsearch.training.checkpoint import CKPT, architecture, fingerprint, load_checkpoint, save_checkpoint
 from carsearch.training.distributed import Dist, all_gather_grad
 from carsearch.training.ema import WeightEMA

@@ -8,13 +8,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from carsearch.captioning import bedrock, offline, openai_compat, results
+from carsearch.captioning import requests as batch
+from carsearch.captioning.cache import open_cache
+from carsearch.captioning.parse import CaptionError
 from carsearch.core.io import read_jsonl, write_json
 from carsearch.core.paths import resolve, shared_root
 from carsearch.core.schema import Caption, Params
-from carsearch.features.captioning import bedrock, offline, openai_compat, results
-from carsearch.features.captioning import requests as batch
-from carsearch.features.captioning.cache import open_cache
-from carsearch.features.captioning.parse import CaptionError
 
 BACKENDS = ("offline", "bedrock", "openai")
 
