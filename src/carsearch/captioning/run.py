@@ -169,7 +169,7 @@ def _bedrock(
         )
     shards = bedrock.shard_jobs(jsonl_dir, index, s.bucket, s.prefix)
     state = (
-        resolve(c.bedrock.state_dir, shared_root())
+        resolve(c.bedrock.state_dir, shared_root(root))
         / f"{bedrock.run_hash(s.model_id, index['shards'], s.bucket, s.prefix)}.json"
     )
     cache = open_cache(c, root, cache_context(c, "bedrock", s.model_id))

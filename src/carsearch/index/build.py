@@ -231,7 +231,7 @@ def _build_version(cfg: Params, root: Path, index_dir: Path, stage: Path, data, 
     rows, rejects, notes, decision = data
     c = cfg.index
     model, processor, model_dir, model_ref, registered = promoted_model(cfg, root, decision, stage, registry)
-    cache = open_embed_cache(c, registered["content_hash"])
+    cache = open_embed_cache(c, registered["content_hash"], root)
     if note := damage_note(cache, "build_index"):
         print(note, flush=True)
     encode, chunk = _encoder(cfg, root, model, processor, stage, model_dir)
