@@ -83,7 +83,7 @@ Text = Annotated[str, Field(min_length=1)]
 class _Section(BaseModel):
     """A validated config section: read it by attribute (`cfg.index.batch_size`), already typed.
 
-    `section["key"]` / `section.get("key")` answer too, for library code not yet migrated from the
+    `section["key"]` / `.get("key")` / `.keys()` / `.items()` answer too, for library code not yet migrated from the
     dicts `validate_params` used to return (docs/ARCHITECTURE.md, "Configuration"); new code reads
     attributes. Sections are read-only: a stage that needs a changed copy uses `model_copy(update=...)`."""
 
@@ -98,6 +98,12 @@ class _Section(BaseModel):
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and (key in type(self).model_fields or key in (self.model_extra or {}))
+
+    def keys(self) -> list[str]:
+        return [*type(self).model_fields, *(self.model_extra or {})]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
 
     def as_dict(self) -> dict:
         """The section as the plain mapping params.yaml holds (for logging and hashing)."""
