@@ -8,6 +8,8 @@ from pathlib import Path
 
 from carsearch.core.io import write_json, write_text
 from carsearch.evaluation.calibration import reliability_png
+from carsearch.evaluation.kinds import flat_metrics as calibration_flat
+from carsearch.evaluation.kinds import reliability_inputs, report_lines
 from carsearch.evaluation.plots import recall_curves_png, results_grid_png
 from carsearch.evaluation.run import HEADLINE, EvalResult
 from carsearch.evaluation.stats import write_query_csv
@@ -28,8 +30,7 @@ def write(res: EvalResult, metrics_dir: Path, plots_dir: Path) -> None:
     """eval.json, calibration.json, eval_queries.csv; recall_at_k.csv/.png, reliability.png, examples.png."""
     write_json(metrics_dir / "eval.json", res.results)
     write_json(metrics_dir / "calibration.json", res.calibs)
-    held = res.creports.get("finetuned", {}).get("held_out", {})
-    reliability_png({k: v for k, v in held.items() if k != "all"}, plots_dir / "reliability.png")
+    reliability_png(reliability_inputs(res.creports.get("finetuned", {})), plots_dir / "reliability.png")
     write_query_csv(metrics_dir / "eval_queries.csv", res.per_query)
     write_text(plots_dir / "recall_at_k.csv", recall_csv(res.curves))
     recall_curves_png(res.curves, plots_dir / "recall_at_k.png")
@@ -53,11 +54,8 @@ def mlflow_metrics(results: dict, creports: dict) -> dict[str, float]:
         levels = {k: v for k, v in results[name].get("vehicles", {}).items() if isinstance(v, dict)}
         for level, m in levels.items():
             flat.update({f"{name}.vehicles.{level}.{_key(k)}": v for k, v in m.items()})
-    for name, rep in creports.items():  # the calibration, held out, per source
-        for src, r in rep.get("held_out", {}).items():
-            for k in ("ece", "confident_precision", "confident_coverage", "confident_recall"):
-                if isinstance(r.get(k), (int, float)):
-                    flat[f"{name}.calibration.{src.replace(':', '.')}.{k}"] = r[k]
+    for name, rep in creports.items():  # the calibration, held out, per query kind and source
+        flat.update(calibration_flat(name, rep))
     for name, c in results.get("candidates", {}).items():  # every WiSE-FT candidate's figures
         for d in ("text_to_image", "image_to_image"):
             flat.update({f"{name}.{d}.{_key(k)}": v for k, v in c[d].items() if k in HEADLINE})
@@ -75,25 +73,6 @@ def model_tags(results: dict) -> dict:
     }
 
 
-def _calibration_lines(creports: dict) -> list[str]:
-    out = []
-    for name, rep in creports.items():
-        if rep.get("held_out") and not rep["target_reached"]:
-            out.append(
-                f"evaluate[{name}, calibration]: NO hit will be marked confident: no confidence level reached the "
-                f"precision target {rep['target_precision']:g} over >= the minimum of held-out hits"
-            )
-        for src, r in rep.get("held_out", {}).items():
-            cp, rc = r["confident_precision"], r["confident_recall"]
-            out.append(
-                f"evaluate[{name}, calibration, {src}]: held-out ECE {r['ece']:.3f}; confident (target precision "
-                f"{rep['target_precision']:g}, threshold chosen per fold) precision {'-' if cp is None else f'{cp:.3f}'}"
-                f" coverage {r['confident_coverage']:.3f} recall {'-' if rc is None else f'{rc:.3f}'} "
-                f"over {r['queries']} queries ({r['hits']} hits, {r['base_rate']:.2f} match)"
-            )
-    return out
-
-
 def summary_lines(res: EvalResult) -> list[str]:
     """What the stage prints at the end: vehicles, box recall, calibration, then the headline."""
     results, out = res.results, []
@@ -108,7 +87,7 @@ def summary_lines(res: EvalResult) -> list[str]:
         out.append(
             f"evaluate: box recall of {src} boxes at IoU >= {r['iou']}: {r['recall']:.3f} ({r['truth']} true boxes)"
         )
-    out += _calibration_lines(res.creports)
+    out += [x for name, rep in res.creports.items() for x in report_lines(name, rep)]
     for name in ("base", "finetuned"):
         t, i = results[name]["text_to_image"], results[name]["image_to_image"]
         out.append(

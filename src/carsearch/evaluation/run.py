@@ -228,6 +228,7 @@ def _calibrate(models, extra, labels, attrs, kept, cfg: Params) -> tuple[dict, d
             list(cfg.eval.set_attributes),
             cfg.eval.calibration,
             lambda t, m_=model, p_=proc: embed_texts(m_, p_, t),
+            lambda ims, m_=model, p_=proc: encode_images(m_, p_, ims),
         )
     return calibs, creports
 
