@@ -96,8 +96,8 @@ def test_folder_corpus_is_not_copied_and_moved_or_changed_files_are_missing(repo
 
 
 def test_index_add_follows_the_same_rule(repo):  # noqa: F811
-    import yaml
 
+    from carsearch.core.params import load_config
     from carsearch.index.append import add_images
     from carsearch.index.search import CarSearch
     from testkit import composed_params  # noqa: F401
@@ -109,7 +109,7 @@ def test_index_add_follows_the_same_rule(repo):  # noqa: F811
     _photos(extra, 2, colors=("blue",), start=50)
     _rotated(extra / "blue" / "turned.jpg")
     before = len(_files(repo / "data/index/images"))
-    res = add_images([extra], yaml.safe_load((repo / "params.yaml").read_text()), repo)
+    res = add_images([extra], load_config(repo / "params.yaml"), repo)
     assert res["added"] == 3 and res["outside_corpus"] == 3
     assert len(_files(repo / "data/index/images")) == before + 1  # only the rotated one is copied
     t = CarSearch(root=repo).table.to_arrow()

@@ -25,13 +25,19 @@ def _set(params, dotted, value):
 
 
 def test_committed_params_are_valid_and_unchanged():
-    assert validate_params(PARAMS, root=REPO) == PARAMS
+    cfg = validate_params(PARAMS, root=REPO)
+    assert cfg.as_dict() == PARAMS
+    # typed: numbers are numbers, sections are read by attribute, and read-only
+    assert isinstance(cfg.index.batch_size, int) and isinstance(cfg.train.lr, float)
+    assert cfg.index.batch_size == PARAMS["index"]["batch_size"] and cfg.data.max_pixels == PARAMS["data"]["max_pixels"]
+    with pytest.raises(Exception, match="frozen"):
+        cfg.index.batch_size = 1
 
 
 def test_extra_keys_allowed_where_people_add_them():
     p = _set(_set(_set(PARAMS, "data.max_pixels", 10), "index.corpus_path", "x"), "caption.cache_dir", "c")
     out = validate_params(p, root=REPO)
-    assert out["index"]["corpus_path"] == "x" and out["data"]["max_pixels"] == 10
+    assert out.index.corpus_path == "x" and out.data.max_pixels == 10 and out.caption.cache_dir == "c"
 
 
 @pytest.mark.parametrize(
@@ -224,9 +230,9 @@ def test_every_composition_of_conf_is_complete_and_fully_typed():
         if params["data"]["source"] == "folder":  # the example folder need not exist here
             params["data"]["folder"]["path"] = str(REPO)
         if params["model"]["kind"] == "pretrained":  # a hub id is checked for its form only
-            assert validate_params(params) == params, overrides
+            assert validate_params(params).as_dict() == params, overrides
         else:
-            assert validate_params(params, root=REPO) == params, overrides
+            assert validate_params(params, root=REPO).as_dict() == params, overrides
         assert _undeclared(params, Params) == [], overrides
 
 
@@ -241,6 +247,6 @@ def test_eval_set_items_are_filled_from_conf():
     p = _set(
         PARAMS, "eval.sets", [{"name": "mine", "path": "data/x"}, {"name": "b", "path": "s3://b/p/", "source": "s3"}]
     )
-    sets = validate_params(p, root=REPO)["eval"]["sets"]
-    assert sets[0] == {"name": "mine", "path": "data/x", **PARAMS["eval"]["set_defaults"]}
-    assert sets[1]["source"] == "s3" and sets[1]["labels_csv"] == PARAMS["eval"]["set_defaults"]["labels_csv"]
+    sets = validate_params(p, root=REPO).eval.sets
+    assert sets[0].as_dict() == {"name": "mine", "path": "data/x", **PARAMS["eval"]["set_defaults"]}
+    assert sets[1].source == "s3" and sets[1].labels_csv == PARAMS["eval"]["set_defaults"]["labels_csv"]

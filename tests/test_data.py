@@ -53,7 +53,9 @@ def test_folder_source_rejects_bad_files_and_reads_labels(tmp_path):
         w.writerow(["file", "body_type", "view"])
         w.writerow(["b.png", "suv", "front"])
         w.writerow(["red/a.jpg", "sedan", ""])
-    rows, rejects = data.ingest_items(data.iter_folder(src), tmp_path / "out" / "images", tmp_path / "out", "folder")
+    rows, rejects = data.ingest_items(
+        data.iter_folder(src), tmp_path / "out" / "images", tmp_path / "out", "folder", 150_000_000, 2048
+    )
     by_origin = {r["origin"].split("/in/")[-1]: r for r in rows}
     assert set(by_origin) == {"red/a.jpg", "b.png"}
     assert by_origin["red/a.jpg"]["labels"] == {"color": "red", "body_type": "sedan"}
@@ -75,7 +77,9 @@ def test_missing_folder_is_one_clear_error(tmp_path):
 
 
 def test_dashcam_frames_ingest(dashcam_dir, tmp_path):
-    rows, rejects = data.ingest_items(data.iter_folder(dashcam_dir), tmp_path / "img", tmp_path, "folder")
+    rows, rejects = data.ingest_items(
+        data.iter_folder(dashcam_dir), tmp_path / "img", tmp_path, "folder", 150_000_000, 2048
+    )
     assert len(rows) == 6
     assert [(r.path.rsplit("/", 1)[-1], r.reason.split(" (")[0]) for r in rejects] == [("LICENSE", "not an image")]
     assert all(r["width"] == 1280 and r["height"] == 720 and r["labels"] is None for r in rows)

@@ -23,7 +23,7 @@ def test_s3_prefix_ingests_with_labels_and_rejects(s3, bucket, tmp_path):  # noq
     put("cams/labels.csv", "file,body_type,view\nb.jpg,van,rear\n")
     put("other/c.jpg", _jpeg((0, 200, 0)))  # outside the prefix
     items = list(data.iter_s3(f"s3://{bucket}/cams"))
-    rows, rejects = data.ingest_items(items, tmp_path / "img", tmp_path, "s3")
+    rows, rejects = data.ingest_items(items, tmp_path / "img", tmp_path, "s3", 150_000_000, 2048)
     labels = {r["origin"]: r["labels"] for r in rows}
     assert labels == {
         f"s3://{bucket}/cams/b.jpg": {"body_type": "van", "view": "rear"},

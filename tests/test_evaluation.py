@@ -78,18 +78,16 @@ def test_zero_shot_per_attribute():
 
 
 @pytest.mark.parametrize("n", [0, 1])
-def test_evaluate_stage_empty_or_one_pair_split(tmp_path, monkeypatch, capsys, n):
-    from carsearch.stages import evaluate
+def test_evaluate_stage_empty_or_one_pair_split(tmp_path, n):
+    """The evaluate stage's `run`, in process with the composed config (no environment variable)."""
+    from carsearch.core.params import load_config
+    from carsearch.evaluation.run import run
     from testkit import write_pairs, write_params
 
     write_pairs(tmp_path, {"train": 4, "val": 2, "test": n})
     write_params(tmp_path)
-    monkeypatch.setenv("CARSEARCH_ROOT", str(tmp_path))
-    from carsearch.core.params import run_stage
-
-    with pytest.raises(SystemExit):
-        run_stage(evaluate.main)
-    assert f"the test split (data/pairs/test.jsonl) has {n} pair(s)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=rf"^evaluate: the test split \(data/pairs/test.jsonl\) has {n} pair\(s\); "):
+        run(load_config(tmp_path / "params.yaml"), tmp_path)
 
 
 def test_partial_labels_run_only_supported_queries():

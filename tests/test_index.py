@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from carsearch.stages.build_index import promotion_decision
+from carsearch.index.promotion import promotion_decision
 from testkit import write_pairs, write_params
 
 

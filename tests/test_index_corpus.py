@@ -55,22 +55,22 @@ def repo(tmp_path, monkeypatch):
 
 
 def _build(root: Path, **index) -> dict:
+    """build_index's `run` in process with the composed config (`index` overrides on top), as the
+    stage calls it; its metrics/index.json figures plus the embedding-cache counts."""
     import yaml
 
-    from carsearch.stages import build_index
+    from carsearch.core.params import load_config
+    from carsearch.experiments import tracking
+    from carsearch.index.build import run
+    from carsearch.index.build_report import index_metrics
+    from carsearch.index.store import read_meta
 
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["index"].update(index)
     (root / "params.yaml").write_text(yaml.safe_dump(p))
-    build_index.main()
-    from carsearch.index.store import read_meta
-
+    built = run(load_config(root / "params.yaml"), root, registry=tracking)
     meta = read_meta(root / "data/index")  # the embedding-cache counts live in the index meta, not the metrics
-    return {
-        **json.loads((root / "metrics/index.json").read_text()),
-        "embedded": meta["embedded"],
-        "cached": meta["cached"],
-    }
+    return {**index_metrics(built), "embedded": meta["embedded"], "cached": meta["cached"]}
 
 
 def test_default_corpus_is_every_ingested_image(repo):
@@ -120,19 +120,20 @@ def test_a_corpus_read_in_runs_gives_the_rows_and_rejects_of_one_read(repo, monk
     photo read in an earlier run is still rejected naming the kept one."""
     import shutil
 
-    from carsearch.core.params import load_params
+    from carsearch.core.params import load_config
     from carsearch.curation import corpus
 
     folder = repo / "photos"
     kept = _photos(folder, 3)[0]  # red/photo 0.jpg
     shutil.copy(kept, folder / "white" / "copy.jpg")  # read several runs later
     (folder / "blue" / "broken.jpg").write_bytes(b"not a jpeg")
-    params = load_params()
-    params["index"].update(corpus="folder", corpus_path=str(folder))
+    cfg = load_config()
+    index = cfg.index.model_copy(update={"corpus": "folder", "corpus_path": str(folder)})
+    settings = corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed)
 
     def read(n):
         monkeypatch.setattr(corpus, "RUN", n)
-        return corpus.gather(params, repo, repo / "data/index/images")
+        return corpus.gather(index, cfg.paths, cfg.curate.splits, settings, repo, repo / "data/index/images")
 
     whole, whole_rejects, whole_notes = read(10**6)
     runs, run_rejects, run_notes = read(2)

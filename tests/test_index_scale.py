@@ -175,12 +175,12 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
         assert [h["id"] for h in r.json()["hits"]] == [h.id for h in local.text("a red car", k=3)]
 
     # `carsearch index add` appends to the table in the bucket and moves the bucket's pointer too
-    from carsearch.core.params import load_params
+    from carsearch.core.params import load_config
     from carsearch.index.append import add_images
     from test_index_corpus import _photos
 
     _photos(tmp_path / "new", 2)  # 2 per colour, 3 colours
-    res = add_images([tmp_path / "new"], load_params(repo / "params.yaml"), repo)
+    res = add_images([tmp_path / "new"], load_config(repo / "params.yaml"), repo)
     assert res["added"] == 6 and remote.get_json(f"{uri}/carsearch_index.json")[0]["rows"] == out["rows"] + 6
     monkeypatch.setattr(handle, "REMOTE_POLL_S", 0.0)
     assert far.text("a red car", k=3) and far.table.count_rows() == out["rows"] + 6

@@ -299,7 +299,7 @@ def test_index_add_of_traffic_frames_makes_the_rows_a_build_makes(repo, tmp_path
     that folder makes them (index add used to append whole frames without boxes, camera or time,
     so a `--camera` filter missed everything added between repros)."""
     from carsearch.core.columns import ROW
-    from carsearch.core.params import load_params
+    from carsearch.core.params import load_config
     from carsearch.index.append import add_images
     from carsearch.index.search import CarSearch
 
@@ -310,7 +310,7 @@ def test_index_add_of_traffic_frames_makes_the_rows_a_build_makes(repo, tmp_path
 
     _build(repo, corpus="ingested")  # the demo corpus; then the frames come in by `index add`
     s = CarSearch(repo / "data/index")
-    res = add_images([frames], load_params(repo / "params.yaml"), repo)
+    res = add_images([frames], load_config(repo / "params.yaml"), repo)
     assert res["added"] == 4 and res["rejected"] == 0, res
     s.refresh()
     rows = s.table.search().select(cols).limit(None).to_list()

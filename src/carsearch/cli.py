@@ -277,7 +277,7 @@ def index_add(
     (same content) are skipped. Put them in your corpus folder too, and the next `dvc repro` ends
     in the same table without embedding them again (embeddings are cached)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from carsearch.core.params import load_params
+    from carsearch.core.params import load_config
     from carsearch.core.paths import repo_root
     from carsearch.core.rejects import summarise
     from carsearch.index.append import add_images
@@ -285,7 +285,7 @@ def index_add(
 
     try:
         root = repo_root()
-        res = add_images(paths, load_params(root / "params.yaml"), root)
+        res = add_images(paths, load_config(root / "params.yaml"), root)
     except (FileNotFoundError, ValueError, ModelConfigError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)

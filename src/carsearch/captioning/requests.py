@@ -40,7 +40,7 @@ def encode_image(
     format, else a resized JPEG (quality lowered, then size, until it fits `max_bytes`)."""
     data = Path(path).read_bytes()
     allowed = allowed or {"JPEG", "PNG", "WEBP", "GIF"}
-    im, info = imaging.load(data)
+    im, info = imaging.load(data, None)  # an ingested image: checked against data.max_pixels there
     with im:
         if (
             info.orientation == 1
@@ -264,7 +264,7 @@ def make_requests(
     """Build the request shards for the configured model family, plus `batch.json` (the index
     caption_batch reads: family, S3 layout, per-shard record counts and content hashes)."""
     family = formats.model_family(cfg["model_id"], cfg["family"])
-    prefix, quotas = str(cfg["s3"]["prefix"]), cfg["quotas"]
+    prefix, quotas = str(cfg["s3"]["prefix"]), dict(cfg["quotas"])  # recorded in batch.json
     ids = [r["id"] for r in manifest]
     key = batch_key(cfg["model_id"], family, ids, cfg, bucket, prefix, any(wants_vehicles(cfg, r) for r in manifest))
     rows = progress(manifest) if progress else manifest

@@ -29,8 +29,6 @@ from carsearch.core.errors import CarsearchError
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF (phone photos) through the same reader; Pillow reads AVIF itself
 
-DEFAULT_MAX_PIXELS = 150_000_000  # data.max_pixels: bigger images are refused (decompression-bomb guard)
-DEFAULT_MAX_EDGE = 2048  # data.max_edge: ingest downscales bigger images to this longest edge
 STORED_FORMATS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}  # read correctly by every consumer
 STORED_MODES = {"RGB", "L"}
 
@@ -104,7 +102,7 @@ def _orientation(im: Image.Image) -> int:
 
 def load(
     src: str | os.PathLike | bytes,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None,
     min_side: int = 1,
     draft: tuple[int, int] | None = None,
 ) -> tuple[Image.Image, ImageInfo]:
@@ -217,18 +215,20 @@ def open_image(src: str | os.PathLike | bytes | io.IOBase) -> Image.Image:
 
 def open_rgb(
     src: str | os.PathLike | bytes,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
     max_edge: int | None = None,
     draft: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Read any image as an upright 8-bit RGB picture (see the module doc); ImageError if unusable.
+    `max_pixels`: refuse bigger images (`data.max_pixels` for an image not yet checked; None for one
+    that was, e.g. a stored or indexed image).
     `draft=(w, h)`: decode a JPEG at a reduced size no smaller than that (see `load`)."""
     im, _ = load(src, max_pixels, draft=draft)
     with im:
         return normalise(im, max_edge)
 
 
-def check(src: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_side: int = 1) -> ImageInfo:
+def check(src: str | os.PathLike | bytes, max_pixels: int | None, min_side: int = 1) -> ImageInfo:
     """Decode fully and return the info, or raise ImageError (a ValueError) with a one-line reason."""
     im, info = load(src, max_pixels, min_side)
     im.close()
@@ -261,8 +261,6 @@ def encode(picture: Image.Image, source: Image.Image | None = None) -> tuple[byt
 
 
 __all__ = [
-    "DEFAULT_MAX_EDGE",
-    "DEFAULT_MAX_PIXELS",
     "ImageError",
     "ImageInfo",
     "check",

@@ -1,8 +1,10 @@
-"""Small file helpers: atomic writes (temp file + rename, temp folder + swap) and JSON Lines."""
+"""Small file helpers: atomic writes (temp file + rename, temp folder + swap), the one-line report
+of a write the disk refused (`WriteError`), and JSON Lines."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,6 +13,70 @@ import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from carsearch.core.errors import CarsearchError
+
+# what the disk says when it refuses a write, in the words of the one-line error
+DISK_FULL = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "file too large (over the file size limit, `ulimit -f`, or the file system's)",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+class WriteError(CarsearchError, OSError):
+    """A write the disk refused (full, quota, file size limit): one line naming the file, the
+    reason and what was left as it was."""
+
+    def __init__(self, file: str, why: str, kept: str):
+        super().__init__(f"cannot write {file}: {why}; {kept}")
+        self.file, self.why, self.kept = file, why, kept
+
+    def __str__(self) -> str:
+        return f"cannot write {self.file}: {self.why}; {self.kept}"
+
+
+def _reason(text: str) -> str | None:
+    """The DISK_FULL reason an error message states (Python's `[Errno 28]`, Rust's `(os error 28)`)."""
+    return next(
+        (why for code, why in DISK_FULL.items() if f"[Errno {code}]" in text or f"os error {code})" in text), None
+    )
+
+
+def refused_write(e: BaseException) -> tuple[str, str] | None:
+    """(the file, the reason) when `e` is the disk refusing a write: an OSError with ENOSPC /
+    EFBIG / EDQUOT, a `shutil.Error` (copytree) holding one, or a native library's error (LanceDB)
+    saying so; else None."""
+    if isinstance(e, WriteError):
+        return e.file, e.why
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list):
+        for item in e.args[0]:
+            if len(item) == 3 and (why := _reason(str(item[2]))):
+                return str(item[1]), why
+        return None
+    if isinstance(e, OSError) and e.errno in DISK_FULL:
+        return str(e.filename or ""), DISK_FULL[e.errno]
+    if isinstance(e, (OSError, RuntimeError, ValueError)) and (why := _reason(str(e))):
+        return "", why
+    return None
+
+
+@contextlib.contextmanager
+def reporting_refused_writes(kept: str, tmp: Path | None = None, target: str | None = None):
+    """Turn a refused write inside the block into one `WriteError` line: what could not be
+    written, why, and `kept` (what stays as it was, e.g. "the live index is unchanged"). A file
+    under the temp path `tmp` is named as its place under `target` (what it was written for); the
+    outermost block's `kept` is the one said (a file written inside a folder being replaced)."""
+    try:
+        yield
+    except (OSError, shutil.Error, RuntimeError, ValueError) as e:
+        found = refused_write(e)
+        if found is None:
+            raise
+        name = found[0] or (target or "a file")
+        if tmp is not None and target is not None and name.startswith(str(tmp)):
+            name = target + name[len(str(tmp)) :]
+        raise WriteError(name, found[1], kept) from None
 
 
 @contextlib.contextmanager
@@ -21,7 +87,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
+        with reporting_refused_writes(f"{path} is unchanged", Path(tmp), str(path)):
+            yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -56,7 +123,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     into. On success it replaces `path`: the old folder is renamed aside, the new one renamed into
     place, the old one deleted, so `path` always holds a complete output (old or new) but for the
     instant between the two renames; on an error the temp folder is deleted and `path` is untouched.
-    A killed run leaves only hidden leftovers, removed (or restored, see `clean_stale`) by the next."""
+    A killed run leaves only hidden leftovers, removed (or restored, see `clean_stale`) by the next.
+    A write the disk refuses (full, file size limit) is one `WriteError` line naming the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path)
@@ -65,7 +133,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     old = path.with_name(f".{path.name}.old-{tag}")
     tmp.mkdir()
     try:
-        yield tmp
+        with reporting_refused_writes(f"{path} is unchanged", tmp, str(path)):
+            yield tmp
         if os.path.lexists(path):
             path.rename(old)
         tmp.rename(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,18 +10,36 @@ from typing import Any
 import yaml
 
 from carsearch.core.errors import CarsearchError
-from carsearch.core.io import clean_stale
+from carsearch.core.io import clean_stale, refused_write
 from carsearch.core.paths import repo_root, resolve
-from carsearch.core.schema import ConfigError, validate_params
+from carsearch.core.schema import ConfigError, Params, validate_params
 
 
 class ParamsError(CarsearchError, ValueError):
     pass
 
 
+def load_config(path: str | Path | None = None) -> Params:
+    """params.yaml as the typed `Params` (carsearch.core.schema), checked: a bad value is one
+    ParamsError line naming the key, the value and what is allowed. Stages pass its sections on
+    (`cfg.index`, `cfg.data`), never the whole of it, to library functions."""
+    raw, p = _read(path)
+    label = p.name if p.resolve() == (repo_root() / "params.yaml").resolve() else str(p)
+    try:
+        return validate_params(raw, label, root=p.parent)
+    except ConfigError as e:
+        raise ParamsError(str(e)) from None
+
+
 def load_params(path: str | Path | None = None, validate: bool = True) -> dict[str, Any]:
-    """params.yaml as a dict, checked against the schema in `carsearch.core.schema` (one-line ParamsError
-    naming the key, the value and what is allowed)."""
+    """params.yaml as the plain mapping it holds (checked unless `validate=False`), for what compares
+    or logs the file as written; code that reads settings uses `load_config`."""
+    if validate:
+        return load_config(path).as_dict()
+    return _read(path)[0]
+
+
+def _read(path: str | Path | None) -> tuple[dict, Path]:
     p = Path(path) if path else repo_root() / "params.yaml"
     if not p.is_file():
         raise ParamsError(f"{p}: not found; run `dvc exp run` once (it composes conf/ into params.yaml)")
@@ -28,23 +47,7 @@ def load_params(path: str | Path | None = None, validate: bool = True) -> dict[s
         params = yaml.safe_load(f) or {}
     if not isinstance(params, dict):
         raise ParamsError(f"{p}: top level is not a mapping")
-    if validate:
-        label = p.name if p.resolve() == (repo_root() / "params.yaml").resolve() else str(p)
-        try:
-            params = validate_params(params, label, root=p.parent)
-        except ConfigError as e:
-            raise ParamsError(str(e)) from None
-    return params
-
-
-def get(params: dict, dotted: str) -> Any:
-    """`get(params, "train.lr")` with a one-line error naming the missing key."""
-    cur: Any = params
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            raise ParamsError(f"params.yaml: missing key {dotted!r}")
-        cur = cur[part]
-    return cur
+    return params, p
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -73,6 +76,12 @@ def run_stage(main) -> None:
     except (CarsearchError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except (OSError, shutil.Error) as e:  # a refused write outside the atomic writers: still one line
+        found = refused_write(e)
+        if found is None:
+            raise
+        print(f"error: cannot write {found[0]}: {found[1]}", file=sys.stderr)
+        sys.exit(1)
 
 
 def clean_leftovers() -> None:
@@ -88,10 +97,10 @@ def clean_leftovers() -> None:
             clean_stale(resolve(paths[key], root))
 
 
-def check_params() -> dict[str, Any]:
-    """`load_params()` for a stage's entry point outside `run_stage` (one line and exit 1 on a bad value)."""
+def check_params() -> Params:
+    """`load_config()` for a stage's entry point outside `run_stage` (one line and exit 1 on a bad value)."""
     try:
-        return load_params()
+        return load_config()
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -4,7 +4,7 @@ what is allowed, e.g. `params.yaml: train.epochs = -1: must be >= 1`.
 
 conf/ is the only home of default values: no field here has one, so every key must be in what
 conf/ composes (a key missing from params.yaml is one line, `params.yaml: train.lr: missing`) and
-the stages read complete, typed sections (`params["train"]["lr"]`, never `.get(key, fallback)`).
+the stages read complete, typed sections (`cfg.train.lr`, never `.get(key, fallback)`).
 The items of `eval.sets` are filled from `eval.set_defaults` (in conf/eval) before they are checked.
 Sections where people add settings (`paths`, `data`, `caption`, `index`, `mlflow`, the top level)
 accept unknown keys; the others refuse them (a typo there would otherwise be silently ignored).
@@ -81,12 +81,42 @@ Fraction = Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
 Text = Annotated[str, Field(min_length=1)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+class _Section(BaseModel):
+    """A validated config section: read it by attribute (`cfg.index.batch_size`), already typed.
+
+    `section["key"]` / `.get("key")` / `.keys()` / `.items()` answer too, for library code not yet migrated from the
+    dicts `validate_params` used to return (docs/ARCHITECTURE.md, "Configuration"); new code reads
+    attributes. Sections are read-only: a stage that needs a changed copy uses `model_copy(update=...)`."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (key in type(self).model_fields or key in (self.model_extra or {}))
+
+    def keys(self) -> list[str]:
+        return [*type(self).model_fields, *(self.model_extra or {})]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def as_dict(self) -> dict:
+        """The section as the plain mapping params.yaml holds (for logging and hashing)."""
+        return self.model_dump(exclude_unset=True)
 
 
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+class _Strict(_Section):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+
+
+class _Open(_Section):
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), frozen=True)
 
 
 def _pair(v: list, lo: float, hi: float, what: str) -> list:
@@ -753,9 +783,10 @@ def _line(label: str, loc: tuple, value: Any, msg: str) -> str:
     return f"{label}: {key} = {shown!r}: {msg}"
 
 
-def validate_params(params: Any, label: str = "params.yaml", root: str | Path | None = None) -> dict:
-    """Validate a loaded params.yaml; the same dict back (numbers coerced, unknown keys kept where
-    allowed, defaults not added). Raises ConfigError with one line naming key, value and what is allowed."""
+def validate_params(params: Any, label: str = "params.yaml", root: str | Path | None = None) -> Params:
+    """Validate a loaded params.yaml; the typed `Params` back (numbers coerced, unknown keys kept where
+    allowed, defaults not added: `.as_dict()` is the same mapping). Raises ConfigError with one line
+    naming key, value and what is allowed."""
     if not isinstance(params, dict):
         raise ConfigError(f"{label}: top level is not a mapping")
     try:
@@ -772,4 +803,4 @@ def validate_params(params: Any, label: str = "params.yaml", root: str | Path | 
         raise ConfigError(
             first + (f" (also: {', '.join(more[:5])}{', ...' if len(more) > 5 else ''})" if more else "")
         ) from None
-    return m.model_dump(exclude_unset=True)
+    return m

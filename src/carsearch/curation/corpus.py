@@ -10,6 +10,7 @@ under the index's `images/` folder. No caption is needed to search.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -19,6 +20,7 @@ from carsearch.core import imaging, originals
 from carsearch.core.columns import ROW
 from carsearch.core.io import read_jsonl
 from carsearch.core.paths import resolve
+from carsearch.core.schema import Boxes, Data, Detect, Index, Paths
 from carsearch.core.vocab import known
 from carsearch.curation.rows import row_table
 from carsearch.detection import detect as detect_mod
@@ -28,6 +30,17 @@ from carsearch.sources import files as data
 
 CORPORA = ("ingested", "folder", "s3")
 RUN = 8192  # corpus files read per run: rows become Arrow columns a run at a time
+
+
+@dataclass(frozen=True)
+class RowSettings:
+    """The config sections that turn frames into index rows: image limits (`data`), vehicle crops
+    (`curate.boxes`), the detector (`detect`) and its seed (`train.seed`)."""
+
+    data: Data
+    boxes: Boxes
+    detect: Detect
+    seed: int
 
 
 def pairs_by_id(pairs_dir: Path, splits: Iterable[str]) -> dict[str, dict]:
@@ -40,12 +53,12 @@ def pairs_by_id(pairs_dir: Path, splits: Iterable[str]) -> dict[str, dict]:
 
 
 def ingested_rows(
-    manifest: Path, pairs: dict[str, dict], root: Path, crops_dir: Path, params: dict
+    manifest: Path, pairs: dict[str, dict], root: Path, crops_dir: Path, settings: RowSettings
 ) -> tuple[list[dict], list[dict], dict]:
     """Every manifest row, enriched with its curated pair (caption, attributes, split) if any; a
     frame with boxes (ingest's annotations, or the detector's) as one row per vehicle crop (per
     track, for video), in its frame's split. Returns (rows, rejected boxes, `vehicles` notes)."""
-    frames, rejects, notes = vehicles(list(read_jsonl(manifest)), root, crops_dir, params)
+    frames, rejects, notes = vehicles(list(read_jsonl(manifest)), root, crops_dir, settings)
     frame_split = {p["frame_id"]: p["split"] for p in pairs.values() if p.get("frame_id")}
     rows = []
     for m in frames:
@@ -138,14 +151,14 @@ def vehicle_rows(frames: list[dict], root: Path, crops_dir: Path, margin: float,
     return out, rejects
 
 
-def detect_boxes(frames: list[dict], root: Path, spec: dict, seed: int = 0) -> int:
+def detect_boxes(frames: list[dict], root: Path, spec: Detect, seed: int) -> int:
     """Boxes from the `detect` detector for every frame that has none from an annotation file
     (`boxes` absent; a listed frame with no vehicle keeps its []). Returns how many frames it ran on."""
     todo = [f for f in frames if f.get("boxes") is None]
-    if not todo or not (spec.get("model") or spec.get("tiny")):
+    if not todo or not (spec.model or spec.tiny):
         return 0
     model, processor = detect_mod.load_detector(spec, seed=seed)
-    bs = int(spec["batch_size"])
+    bs = spec.batch_size
     for i in range(0, len(todo), bs):
         chunk = todo[i : i + bs]
         images = []
@@ -153,29 +166,31 @@ def detect_boxes(frames: list[dict], root: Path, spec: dict, seed: int = 0) -> i
             with imaging.open_image(originals.opened(f["path"], root)) as im:
                 images.append(im.convert("RGB"))
         found = detect_mod.detect(
-            model, processor, images, float(spec["threshold"]), batch_size=bs, frame_ids=[f["id"] for f in chunk]
+            model, processor, images, spec.threshold, batch_size=bs, frame_ids=[f["id"] for f in chunk]
         )
         for f, bs_found in zip(chunk, found):
             f["boxes"] = bs_found
     return len(todo)
 
 
-def vehicles(frames: list[dict], root: Path, crops_dir: Path, params: dict) -> tuple[list[dict], list[dict], dict]:
+def vehicles(
+    frames: list[dict], root: Path, crops_dir: Path, settings: RowSettings
+) -> tuple[list[dict], list[dict], dict]:
     """Frames -> index rows: boxes from annotations or the detector, a crop per usable box, video
     vehicles linked into one row per track. Returns (rows, rejects, {"detected_frames",
     "frames_without_vehicle": [origins], "tracks"})."""
-    box_cfg = params["curate"]["boxes"]
-    detected = detect_boxes(frames, root, params["detect"], int(params["train"]["seed"]))
+    detected = detect_boxes(frames, root, settings.detect, settings.seed)
     empty = [f.get("origin") or f["path"] for f in frames if f.get("boxes") == []]
     rows, rejects = frames, []
     if any(f.get("boxes") for f in frames):
-        rows, rejects = vehicle_rows(frames, root, crops_dir, float(box_cfg["margin"]), int(box_cfg["min_side"]))
+        rows, rejects = vehicle_rows(frames, root, crops_dir, settings.boxes.margin, settings.boxes.min_side)
     rows, tracks = footage.collapse_tracks(rows)
     return rows, rejects, {"detected_frames": detected, "frames_without_vehicle": empty, "tracks": tracks}
 
 
-def source_items(kind: str, path: str, cfg: dict):
-    """(name, bytes, labels, error) items of a folder or S3 corpus, as ingest reads them."""
+def source_items(kind: str, path: str, cfg):
+    """(name, bytes, labels, error) items of a folder or S3 corpus, as ingest reads them (`cfg`: a
+    section with `subfolder_key` and `labels_csv`: `index`, an `eval.sets` item)."""
     if kind == "folder":
         return data.iter_folder(Path(path), cfg["subfolder_key"], cfg["labels_csv"])
     if kind == "s3":
@@ -188,26 +203,28 @@ def stored_rows(
     images_dir: Path,
     root: Path,
     source: str,
+    limits: tuple[int | None, int | None],
     pairs: dict[str, dict] | None = None,
     boxes: tuple[boxes_mod.Annotations, Path] | None = None,
-    params: dict | None = None,
+    settings: RowSettings | None = None,
     capture: tuple[str, dict] | None = None,
     by_reference: bool = False,
     seen: dict[str, str] | None = None,
 ):
     """Check corpus images (same checks as ingest), store those that need it (all of them unless
-    `by_reference`), and return (rows, rejects, `vehicles` notes); with `boxes` (the folder's
+    `by_reference`), and return (rows, rejects, `vehicles` notes). `limits`: (`data.max_pixels`,
+    `data.max_edge`). With `boxes` (the folder's
     annotations and the folder) and/or a detector, one row per vehicle. `seen`: the ids of earlier
     runs (a duplicate of one is rejected)."""
-    rows, rejects = data.ingest_items(items, images_dir, root, source, by_reference=by_reference, seen=seen)
+    rows, rejects = data.ingest_items(items, images_dir, root, source, *limits, by_reference=by_reference, seen=seen)
     rejects = [{"path": x.path, "reason": x.reason} for x in rejects]
     if capture is not None:
         footage.stamp_capture(rows, *capture, root)
     if boxes is not None:
         boxes_mod.attach(rows, *boxes)
     notes: dict = {}
-    if params is not None:  # `index add` (no params): photos as they are
-        rows, bad, notes = vehicles(rows, root, images_dir, params)
+    if settings is not None:  # `index add` (no settings): photos as they are
+        rows, bad, notes = vehicles(rows, root, images_dir, settings)
         rejects += bad
     out = []
     for r in rows:
@@ -216,26 +233,28 @@ def stored_rows(
     return out, rejects, notes
 
 
-def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[pa.Table, list[dict], dict]:
-    """(rows sorted by id, as `row_table` columns; rejects; `vehicles` notes) of the configured
-    corpus. A folder or S3 corpus is read `RUN` files at a time: no list of every row's dict."""
-    cfg, paths = params["index"], params["paths"]
-    kind = cfg["corpus"]
-    pairs = pairs_by_id(resolve(paths["pairs_dir"], root), params["curate"]["splits"])
+def gather(
+    cfg: Index, paths: Paths, splits: Iterable[str], settings: RowSettings, root: Path, images_dir: Path, progress=None
+) -> tuple[pa.Table, list[dict], dict]:
+    """(rows sorted by id, as `row_table` columns; rejects; `vehicles` notes) of the corpus `cfg`
+    names (`splits`: curate.splits, whose pairs give captions). A folder or S3 corpus is read `RUN`
+    files at a time: no list of every row's dict."""
+    kind = cfg.corpus
+    pairs = pairs_by_id(resolve(paths.pairs_dir, root), splits)
     if kind == "ingested":
-        manifest = resolve(paths["manifest"], root)
+        manifest = resolve(paths.manifest, root)
         if not manifest.is_file():
             raise FileNotFoundError(f"index.corpus=ingested: {manifest} not found; run the ingest stage first")
-        rows, rejects, notes = ingested_rows(manifest, pairs, root, images_dir, params)
+        rows, rejects, notes = ingested_rows(manifest, pairs, root, images_dir, settings)
         return row_table(rows).sort_by("id"), rejects, notes
-    where = cfg["corpus_path"]
+    where = cfg.corpus_path
     if not where:
         raise ValueError(
             f"index.corpus_path: not set; index.corpus={kind} needs the {'folder' if kind == 'folder' else 's3:// prefix'} to index"
         )
     parts, rejects = [], []
     notes: dict = {"detected_frames": 0, "frames_without_vehicle": [], "tracks": 0}
-    for rows, bad, got in corpus_runs(kind, where, params, root, images_dir, pairs, progress):
+    for rows, bad, got in corpus_runs(kind, where, cfg, settings, root, images_dir, pairs, progress):
         parts.append(row_table(rows))
         rejects += bad
         for k in notes:
@@ -244,34 +263,44 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[p
     return table.sort_by("id"), rejects, notes
 
 
-def corpus_runs(kind: str, where, params: dict, root: Path, images_dir: Path, pairs=None, progress=None, seen=None):
+def corpus_runs(
+    kind: str,
+    where,
+    cfg: Index,
+    settings: RowSettings,
+    root: Path,
+    images_dir: Path,
+    pairs=None,
+    progress=None,
+    seen=None,
+):
     """The index rows of a folder or S3 corpus as a build makes them, `RUN` files at a time:
     (rows, rejects, `vehicles` notes) per run. One row builder for build_index and `index add`:
     the folder's box annotations (else the detector), video frames and tracks, camera and capture
     time (`data.capture`, relative to the folder), crops under `images_dir`, captions from `pairs`.
     A folder's unreadable annotation files come first, as a run with no rows."""
-    cfg = params["index"]
     folder = None if kind == "s3" else resolve(where, root)
-    ann = data.folder_boxes(folder, cfg["labels_csv"]) if folder is not None else None
+    ann = data.folder_boxes(folder, cfg.labels_csv) if folder is not None else None
     if kind == "folder":
-        items = data.iter_folder(folder, cfg["subfolder_key"], cfg["labels_csv"], skip=ann.files)
-        video = params["data"]["video"]
-        items = footage.expand_videos(items, video["fps"], video["max_frames"])
+        items = data.iter_folder(folder, cfg.subfolder_key, cfg.labels_csv, skip=ann.files)
+        video = settings.data.video
+        items = footage.expand_videos(items, video.fps, video.max_frames)
     else:
         items = source_items(kind, str(where), cfg)
     if ann is not None and ann.problems:
         yield [], [{"path": p, "reason": r} for p, r in ann.problems], {}
     seen = {} if seen is None else seen
-    capture = (str(folder) if folder is not None else str(where), params["data"]["capture"])
+    capture = (str(folder) if folder is not None else str(where), settings.data.capture)
     for run in file_runs(progress(items) if progress else items, RUN):
         yield stored_rows(
             run,
             images_dir,
             root,
             kind,
+            (settings.data.max_pixels, settings.data.max_edge),
             pairs,
             boxes=(ann, folder) if ann is not None else None,
-            params=params,
+            settings=settings,
             capture=capture,
             by_reference=True,
             seen=seen,

@@ -13,8 +13,9 @@ from typing import Callable
 
 import numpy as np
 
+from carsearch.core.schema import Eval, WiseFT
 from carsearch.evaluation.calibration import set_source, split_source
-from carsearch.evaluation.evalsets import evaluate_sets
+from carsearch.evaluation.evalsets import Limits, evaluate_sets
 from carsearch.evaluation.kinds import fit_kinds
 from carsearch.evaluation.protocol import attribute_queries, combos_for, embed_texts, full_report, labelled_for
 from carsearch.model.wiseft import candidate_name, interpolate
@@ -49,45 +50,48 @@ def model_calibration(
     return fit_kinds(sources, img, labels, kept, name, ccfg, encode_image)
 
 
-def wise_ft_alphas(params: dict) -> list[float]:
-    """The interpolations to score (alpha strictly between 0 and 1: 0 and 1 are base and fine-tuned)."""
-    w = params["index"].get("wise_ft") or {}
-    if w.get("only_pretrained", True) and params["model"].get("kind") != "pretrained":
+def wise_ft_alphas(w: WiseFT, model_kind: str) -> list[float]:
+    """The interpolations of `index.wise_ft` to score for a `model.kind` (alpha strictly between 0
+    and 1: 0 and 1 are base and fine-tuned)."""
+    if w.only_pretrained and model_kind != "pretrained":
         return []
-    return sorted({float(a) for a in w.get("alphas") or [] if 0.0 < float(a) < 1.0})
+    return sorted({a for a in w.alphas if 0.0 < a < 1.0})
 
 
 def wise_ft_candidates(
     models: dict,
     paths: list[Path],
     labels: list[dict],
-    params: dict,
+    cfg: Eval,
+    alphas: list[float],
+    limits: Limits,
     root: Path,
     trained: dict,
     encode_images: Callable,
     log=print,
 ) -> tuple[dict, dict, dict, dict]:
-    """Score every WiSE-FT alpha: (figures {candidate: {text_to_image, image_to_image}}, set
-    reports {set: {candidate: report}}, calibrations {candidate: calib}, calibration reports)."""
-    cfg = params["eval"]
+    """Score every WiSE-FT alpha (`wise_ft_alphas`): (figures {candidate: {text_to_image,
+    image_to_image}}, set reports {set: {candidate: report}}, calibrations {candidate: calib},
+    calibration reports). `limits`: the eval sets' (data.max_pixels, data.max_edge)."""
     (base, proc), (ft, _) = models["base"], models["finetuned"]
     figures, sets, calibs, creports = {}, {}, {}, {}
-    for a in wise_ft_alphas(params):
+    for a in alphas:
         name = candidate_name(a)
         model = interpolate(base, ft, a)
         enc_t = lambda t, m_=model: embed_texts(m_, proc, t)  # noqa: E731
         img = encode_images(model, proc, paths)
-        m, _, q = full_report(img, labels, enc_t, {**cfg, "by_combo": False, "zero_shot": ()})
+        m, _, q = full_report(img, labels, enc_t, cfg.model_copy(update={"by_combo": False, "zero_shot": []}))
         figures[name] = {"alpha": a, **{d: m[d] for d in ("text_to_image", "image_to_image")}}
         kept: dict = {}
-        if cfg["sets"]:
+        if cfg.sets:
             rep = evaluate_sets(
-                list(cfg["sets"]),
+                list(cfg.sets),
                 root,
                 {name: (model, proc)},
                 {name: (lambda ps, m_=model: encode_images(m_, proc, ps), enc_t)},
                 trained,
                 cfg,
+                limits,
                 log=lambda *_: None,
                 keep=kept,
             )
@@ -100,14 +104,14 @@ def wise_ft_candidates(
             labels,
             m["attributes"],
             kept,
-            list(cfg["set_attributes"]),
-            cfg["calibration"],
+            list(cfg.set_attributes),
+            cfg.calibration,
             enc_t,
             lambda ims, m_=model: encode_images(m_, proc, ims),
         )
-        key = f"precision@{cfg['set_k']}"
+        key = f"precision@{cfg.set_k}"
         log(
             f"evaluate[{name}]: text->image R@5 {m['text_to_image'].get('recall@5', 0):.3f}"
-            + "".join(f" | set {s} P@{cfg['set_k']} {sets[s][name]['text_to_image'][key]:.3f}" for s in sets)
+            + "".join(f" | set {s} P@{cfg.set_k} {sets[s][name]['text_to_image'][key]:.3f}" for s in sets)
         )
     return figures, sets, calibs, creports

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import resolve
+from carsearch.core.schema import Eval, EvalSet
 from carsearch.core.vocab import known
 from carsearch.curation import corpus
 from carsearch.evaluation.plots import results_grid_png
@@ -42,15 +43,19 @@ class EvalSetError(CarsearchError, ValueError):
     pass
 
 
-def load_set(spec: dict, root: Path, work: Path) -> tuple[list[dict], list[dict]]:
-    """(rows {id, path, labels, origin}, rejects) of one set, images normalised into `work`."""
-    name, kind, path = spec["name"], spec["source"], spec["path"]  # validated, filled from eval.set_defaults
+Limits = tuple[Optional[int], Optional[int]]  # (data.max_pixels, data.max_edge): what ingest applies
+
+
+def load_set(spec: EvalSet, root: Path, work: Path, limits: Limits) -> tuple[list[dict], list[dict]]:
+    """(rows {id, path, labels, origin}, rejects) of one set, images normalised into `work` with
+    ingest's checks and `limits`."""
+    name, kind, path = spec.name, spec.source, spec.path  # validated, filled from eval.set_defaults
 
     where = str(path) if kind == "s3" else str(resolve(path, root))
     if kind == "folder" and not Path(where).is_dir():
         raise EvalSetError(f"eval.sets[{name}].path: folder not found: {where}")
     items = corpus.source_items(kind, where, spec)
-    rows, rejects = data.ingest_items(items, work / name, work, f"evalset:{name}")
+    rows, rejects = data.ingest_items(items, work / name, work, f"evalset:{name}", *limits)
     out = [
         {"id": r["id"], "path": str(work / r["path"]), "labels": known(r.get("labels")), "origin": r.get("origin")}
         for r in rows
@@ -138,12 +143,13 @@ def set_report(
 
 
 def evaluate_sets(
-    specs: list[dict],
+    specs: list[EvalSet],
     root: Path,
     models: dict,
     encoders: dict,
     trained: dict[str, str],
-    cfg: dict,
+    cfg: Eval,
+    limits: Limits,
     plot_dir: Path | None = None,
     log=print,
     keep: dict | None = None,
@@ -152,11 +158,11 @@ def evaluate_sets(
     `models`: name -> (model, processor); `encoders`: name -> (encode_images(paths), encode_text(texts)).
     `keep`: filled with {(set, model): (image vectors, labels)} (the calibration fits on them)."""
     out = {}
-    k, attrs = int(cfg["set_k"]), list(cfg["set_attributes"])
+    k, attrs = cfg.set_k, list(cfg.set_attributes)
     with tempfile.TemporaryDirectory(prefix="carsearch-evalsets-") as tmp:
         for spec in specs:
-            rows, rejects = load_set(spec, root, Path(tmp))
-            name = spec["name"]
+            rows, rejects = load_set(spec, root, Path(tmp), limits)
+            name = spec.name
             check_overlap(name, rows, trained)
             labels = [r["labels"] for r in rows]
             if len(rows) < 2 or not any(labels):
@@ -202,14 +208,14 @@ def _examples_png(name, rows, img, labels, enc_txt, rep, k, out_png: Path) -> No
         results_grid_png(examples, out_png)
 
 
-def set_validation_fn(spec: dict, root: Path, processor, cfg: dict, trained: dict[str, str]):
+def set_validation_fn(spec: EvalSet, root: Path, processor, cfg: Eval, trained: dict[str, str], limits: Limits):
     """`validate(model) -> {"<set>_t2i_precision@k", "<set>_i2i_precision@k", "<set>_precision@k"}` on a
     labelled eval set (images preprocessed once), for best-epoch selection / early stopping by the
     photos users search (`train.early_stopping.set`)."""
-    k, attrs = int(cfg["set_k"]), list(cfg["set_attributes"])
+    k, attrs = cfg.set_k, list(cfg.set_attributes)
     with tempfile.TemporaryDirectory(prefix="carsearch-valset-") as tmp:
-        rows, _ = load_set(spec, root, Path(tmp))
-        check_overlap(spec["name"], rows, trained)
+        rows, _ = load_set(spec, root, Path(tmp), limits)
+        check_overlap(spec.name, rows, trained)
         pix = processor.image_processor(images=load_images([r["path"] for r in rows]), return_tensors="pt")[
             "pixel_values"
         ]
@@ -218,7 +224,31 @@ def set_validation_fn(spec: dict, root: Path, processor, cfg: dict, trained: dic
     def validate(model) -> dict:
         rep = set_report(embed_pixels(model, pix), labels, lambda t: embed_texts(model, processor, t), attrs, k)
         t, i = rep["text_to_image"][f"precision@{k}"], rep["image_to_image"][f"precision@{k}"]
-        n = spec["name"]
+        n = spec.name
         return {f"{n}_t2i_precision@{k}": t, f"{n}_i2i_precision@{k}": i, f"{n}_precision@{k}": (t + i) / 2}
 
     return validate
+
+
+def with_val_sets(
+    validate, names: list[str], cfg: Eval, limits: Limits, root: Path, processor, trained_pairs: list[dict]
+):
+    """Add the eval sets `names` (`train.val_sets`: the user's labelled photos) to the per-epoch
+    validation `validate`, so best epoch / early stopping can follow the photos users search
+    (`train.early_stopping.metric: <set>_precision@5`)."""
+    if not names:
+        return validate
+    specs = {s.name: s for s in cfg.sets}
+    missing = [n for n in names if n not in specs]
+    if missing:
+        raise EvalSetError(f"train.val_sets: {missing} not in eval.sets ({sorted(specs) or 'none configured'})")
+    trained = {data.content_id((root / p["path"]).read_bytes()): p["path"] for p in trained_pairs}
+    fns = [set_validation_fn(specs[n], root, processor, cfg, trained, limits) for n in names]
+
+    def validate_all(model) -> dict:
+        out = dict(validate(model)) if validate else {}
+        for f in fns:
+            out.update(f(model))
+        return out
+
+    return validate_all

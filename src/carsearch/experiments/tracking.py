@@ -4,8 +4,10 @@ queued experiments (which execute in .dvc/tmp/exps/...) are not lost."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+from pathlib import Path
 
 from carsearch.core.params import changed_keys, flatten
 from carsearch.core.paths import mlflow_uri, shared_root
@@ -176,3 +178,21 @@ def set_champion(reg: dict, content_hash: str | None = None) -> str | None:
         before = c.get_model_version_by_alias(reg["name"], CHAMPION).version
     c.set_registered_model_alias(reg["name"], CHAMPION, str(reg["version"]))
     return before
+
+
+def log_evaluation(run_file: Path, cfg, metrics: dict, files: list[Path], plots: list[Path], tags: dict) -> bool:
+    """Log an evaluation into the fine-tuning run `run_file` (carsearch_run.json) names: the flat
+    metrics, the metric files, the plots (under `plots/`); tag the registered version with `tags`.
+    False (nothing logged) when the model came with no run file."""
+    if not run_file.is_file():
+        return False
+    info = json.loads(run_file.read_text())
+    mlflow = setup(cfg)
+    with mlflow.start_run(run_id=info["mlflow_run_id"]):
+        mlflow.log_metrics(metrics)
+        for f in files:
+            mlflow.log_artifact(str(f))
+        for f in plots:
+            mlflow.log_artifact(str(f), artifact_path="plots")
+    tag_model_version(info.get("registered_model") or {}, tags)
+    return True

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from carsearch.core import originals
 from carsearch.core.paths import resolve
+from carsearch.core.schema import Index, Params
 from carsearch.curation import corpus
 from carsearch.detection import footage
 from carsearch.index import remote
@@ -19,40 +20,45 @@ from carsearch.sources import files as data
 from carsearch.sources.labels import folder_label
 
 
-def _file_rows(p: Path, params: dict, root: Path, images_dir: Path, pairs: dict, seen: dict):
+def _settings(cfg: Params) -> corpus.RowSettings:
+    return corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed)
+
+
+def _file_rows(p: Path, cfg: Params, root: Path, images_dir: Path, pairs: dict, seen: dict):
     """One file as the build of its folder would make it: that folder's annotations, capture time
     relative to it, a video's frames and tracks, the detector for frames without boxes."""
-    cfg, video = params["index"], params["data"]["video"]
-    key = cfg["subfolder_key"]
+    key, video = cfg.index.subfolder_key, cfg.data.video
     value = folder_label(f"{p.parent.name}/{p.name}", key) if key else None
     items = footage.expand_videos(
-        [(str(p), p.read_bytes(), {key: value} if value else None, None)], video["fps"], video["max_frames"]
+        [(str(p), p.read_bytes(), {key: value} if value else None, None)], video.fps, video.max_frames
     )
-    ann = data.folder_boxes(p.parent, cfg["labels_csv"])
-    capture = (str(p.parent), params["data"]["capture"])
+    ann = data.folder_boxes(p.parent, cfg.index.labels_csv)
     return corpus.stored_rows(
         items,
         images_dir,
         root,
         "folder",
+        (cfg.data.max_pixels, cfg.data.max_edge),
         pairs,
         boxes=(ann, p.parent),
-        params=params,
-        capture=capture,
+        settings=_settings(cfg),
+        capture=(str(p.parent), cfg.data.capture),
         by_reference=True,
         seen=seen,
     )
 
 
-def _rows(paths: list[Path], params: dict, root: Path, images_dir: Path, progress=None):
+def _rows(paths: list[Path], cfg: Params, root: Path, images_dir: Path, progress=None):
     """(rows, rejects) of files and folders, by the build's row builder (`corpus.corpus_runs`)."""
-    pairs = corpus.pairs_by_id(resolve(params["paths"]["pairs_dir"], root), params["curate"]["splits"])
+    pairs = corpus.pairs_by_id(resolve(cfg.paths.pairs_dir, root), cfg.curate.splits)
     rows, rejects, seen = [], [], {}
     for p in paths:
         if p.is_dir():
-            runs = corpus.corpus_runs("folder", p.resolve(), params, root, images_dir, pairs, progress, seen)
+            runs = corpus.corpus_runs(
+                "folder", p.resolve(), cfg.index, _settings(cfg), root, images_dir, pairs, progress, seen
+            )
         elif p.is_file():
-            runs = [_file_rows(p.resolve(), params, root, images_dir, pairs, seen)]
+            runs = [_file_rows(p.resolve(), cfg, root, images_dir, pairs, seen)]
         else:
             runs = [([], [{"path": str(p), "reason": "not found"}], {})]
         for got, bad, _ in runs:
@@ -61,13 +67,14 @@ def _rows(paths: list[Path], params: dict, root: Path, images_dir: Path, progres
     return rows, rejects
 
 
-def add_images(paths: list[str | Path], params: dict, root: Path, progress=None) -> dict:
-    """Append the images under `paths` (files or folders) to the current index. Returns counts and
-    the rejects (every input is added, skipped as already indexed, or rejected with a reason)."""
-    cfg, index_dir = params["index"], resolve(params["paths"]["index_dir"], root)
+def add_images(paths: list[str | Path], cfg: Params, root: Path, progress=None) -> dict:
+    """Append the images under `paths` (files or folders) to the current index, rows made as a build
+    makes them (`cfg`: the typed params.yaml). Returns counts and the rejects (every input is added,
+    skipped as already indexed, or rejected with a reason)."""
+    index_dir = resolve(cfg.paths.index_dir, root)
     s = CarSearch(index_dir, root=root)  # the live version and the model that built it
     meta = s.meta
-    rows, rejects = _rows([Path(p) for p in paths], params, root, index_dir / IMAGES_SUBDIR, progress)
+    rows, rejects = _rows([Path(p) for p in paths], cfg, root, index_dir / IMAGES_SUBDIR, progress)
     have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors
     new = [r for r in rows if r["id"] not in have]
     out = {
@@ -79,7 +86,7 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
     }
     if not new:
         return out
-    cache = open_embed_cache(cfg, meta["content_hash"], root)
+    cache = open_embed_cache(cfg.index, meta["content_hash"], root)
     ids = [r["id"] for r in new]
     stats = embed_missing(
         ids, [r["path"] for r in new], cache, lambda ps: s.embed_images([originals.source(p, root) for p in ps])
@@ -98,16 +105,16 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
         write_meta(index_dir, fresh)
         if fresh.get("uri"):  # the table is in a bucket (index.uri): its pointer says so too
             remote.put_json(remote.join(fresh["uri"], META_FILE), fresh)
-    outside = [r for r in new if not _inside(r.get("origin") or "", cfg, root)]
+    outside = [r for r in new if not _inside(r.get("origin") or "", cfg.index, root)]
     return {**out, **stats, "outside_corpus": len(outside), "cache_note": damage_note(cache, "index add")}
 
 
-def _inside(origin: str, cfg: dict, root: Path) -> bool:
+def _inside(origin: str, cfg: Index, root: Path) -> bool:
     """Whether a later `dvc repro` will index this file too (it lies under the configured corpus)."""
-    if cfg["corpus"] != "folder" or not cfg["corpus_path"]:
+    if cfg.corpus != "folder" or not cfg.corpus_path:
         return False
     try:
-        Path(origin).resolve().relative_to(resolve(cfg["corpus_path"], root).resolve())
+        Path(origin).resolve().relative_to(resolve(cfg.corpus_path, root).resolve())
         return True
     except ValueError:
         return False

@@ -231,8 +231,9 @@ def combine(*clauses: str | None) -> str | None:
     return parts[0] if len(parts) == 1 else " AND ".join(f"({c})" for c in parts) or None
 
 
-def check_image(path) -> Path:
-    """The query image's path if it exists and decodes (any format the index reads: HEIC too);
+def check_image(path, max_pixels: int | None = None) -> Path:
+    """The query image's path if it exists and decodes (any format the index reads: HEIC too) and
+    is within `max_pixels` (`data.max_pixels` where the caller has the config; None: no limit);
     QueryError `PATH: not an image (...)` / `PATH: corrupt or truncated image (...)` otherwise."""
     from carsearch.core import imaging  # the image reader (PIL, pillow-heif) only for an image query
 
@@ -240,7 +241,7 @@ def check_image(path) -> Path:
     if not p.is_file():
         raise QueryError(f"{path}: no such image file")
     try:
-        imaging.check(p)
+        imaging.check(p, max_pixels)
     except imaging.ImageError as e:
         raise QueryError(f"{path}: {e}") from None
     return p

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
-from carsearch.core.imaging import DEFAULT_MAX_PIXELS, ImageError, open_rgb
+from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.model.preprocess import ClipPreprocess
 
 __all__ = ["ClipPreprocess", "ImageFiles", "batches", "default_workers"]
@@ -29,9 +29,7 @@ __all__ = ["ClipPreprocess", "ImageFiles", "batches", "default_workers"]
 class ImageFiles(torch.utils.data.Dataset):
     """Images (paths or bytes) -> (pixel tensor, "" | reject reason)."""
 
-    def __init__(
-        self, sources: Sequence, prep: ClipPreprocess, draft: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS
-    ):
+    def __init__(self, sources: Sequence, prep: ClipPreprocess, draft: bool = True, max_pixels: int | None = None):
         self.sources, self.prep, self.draft, self.max_pixels = list(sources), prep, draft, max_pixels
 
     def __len__(self) -> int:

@@ -31,7 +31,7 @@ class Rejected:
     reason: str
 
 
-def check_image(data: bytes, name: str, max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS) -> tuple[int, int, str]:
+def check_image(data: bytes, name: str, max_pixels: int | None) -> tuple[int, int, str]:
     """Decode fully; return (width, height, format) of the upright image or raise ValueError with a
     one-line reason (empty, not an image, corrupt/truncated, too small, over `max_pixels`)."""
     info = imaging.check(data, max_pixels, MIN_SIDE)
@@ -45,8 +45,8 @@ def store_image(
     source: str,
     labels: dict | None,
     name: str,
-    max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS,
-    max_edge: int | None = imaging.DEFAULT_MAX_EDGE,
+    max_pixels: int | None,
+    max_edge: int | None,
     ref: str | None = None,
 ) -> dict:
     """Validate, write `images_dir/<id>.<ext>` atomically, and return the manifest row.
@@ -91,12 +91,13 @@ def ingest_items(
     images_dir: Path,
     root: Path,
     source: str,
-    max_pixels: int | None = imaging.DEFAULT_MAX_PIXELS,
-    max_edge: int | None = imaging.DEFAULT_MAX_EDGE,
+    max_pixels: int | None,
+    max_edge: int | None,
     by_reference: bool = False,
     seen: dict[str, str] | None = None,
 ):
     """items: (name, data or None, labels, error or None). Returns (manifest rows, rejects).
+    `max_pixels` / `max_edge`: `data.max_pixels` / `data.max_edge` (conf/data), for every reader.
     `by_reference`: rows of files (local or s3://) point at the originals (`store_image`'s `ref`);
     a video's sampled frames are stored.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from carsearch.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
-from carsearch.core.params import load_params, run_stage
+from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.rejects import summarise
 from carsearch.curation.curate import curate, load_jobs
@@ -28,15 +28,15 @@ def _crop_vehicles(rows: list[dict], root, out_dir, rel_dir: str) -> None:
 
 
 def main() -> None:
-    params = load_params()
-    root, paths, cfg = repo_root(), params["paths"], params["curate"]
-    inputs = sorted(resolve(paths["jsonl_dir"], root).glob("*.jsonl"))
-    outputs = sorted(resolve(paths["captions_dir"], root).glob("*.jsonl.out"))
-    manifest = {r["id"]: r for r in read_jsonl(resolve(paths["manifest"], root))}
-    jobs = load_jobs(resolve(paths["captions_dir"], root))
-    by_split, rejects = curate(inputs, outputs, manifest, root, cfg, params["seed"], jobs=jobs)
-    pairs_rel = resolve(paths["pairs_dir"], root).relative_to(root).as_posix()
-    with atomic_dir(resolve(paths["pairs_dir"], root)) as out_dir:  # written beside, swapped in complete
+    params = load_config()
+    root, paths, cfg = repo_root(), params.paths, params.curate
+    inputs = sorted(resolve(paths.jsonl_dir, root).glob("*.jsonl"))
+    outputs = sorted(resolve(paths.captions_dir, root).glob("*.jsonl.out"))
+    manifest = {r["id"]: r for r in read_jsonl(resolve(paths.manifest, root))}
+    jobs = load_jobs(resolve(paths.captions_dir, root))
+    by_split, rejects = curate(inputs, outputs, manifest, root, cfg, params.seed, jobs=jobs)
+    pairs_rel = resolve(paths.pairs_dir, root).relative_to(root).as_posix()
+    with atomic_dir(resolve(paths.pairs_dir, root)) as out_dir:  # written beside, swapped in complete
         for split, rows in by_split.items():
             _crop_vehicles(rows, root, out_dir / CROPS, f"{pairs_rel}/{CROPS}")
             write_jsonl(out_dir / f"{split}.jsonl", rows)
@@ -45,7 +45,7 @@ def main() -> None:
     reasons = Counter(r["reason"].split(":")[0] for r in rejects)
     requested = sum(1 for f in inputs for _ in read_jsonl(f))
     write_json(
-        resolve(paths["metrics_dir"], root) / "curate.json",
+        resolve(paths.metrics_dir, root) / "curate.json",
         {
             "pairs": counts,
             "rejected": len(rejects),
@@ -53,7 +53,7 @@ def main() -> None:
             "rejected_by_reason": dict(sorted(Counter(r["reason"].split(":")[0] for r in rejects).items())),
         },
     )
-    for line in summarise(rejects, "record", f"{paths['pairs_dir']}/rejects.jsonl"):
+    for line in summarise(rejects, "record", f"{paths.pairs_dir}/rejects.jsonl"):
         print(f"curate_pairs: {line}")
     # a frame's vehicles are several pairs / rejects: count the requested records (frames) they came from
     seen = {r.get("frame_id") or r["id"] for rows in by_split.values() for r in rows}

@@ -9,189 +9,146 @@ only rank 0 logs and writes outputs.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import time
+from dataclasses import dataclass
+from typing import Callable
 
-from carsearch.core.io import atomic_dir, clean_stale, dir_hash, read_jsonl, write_json, write_text
-from carsearch.core.params import check_params, flatten, load_params, run_stage
+from carsearch.core.io import atomic_dir, clean_stale, dir_hash, write_json, write_text
+from carsearch.core.params import check_params, flatten, load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
-from carsearch.evaluation.evalsets import EvalSetError, set_validation_fn
+from carsearch.core.schema import Params, Train
+from carsearch.evaluation.evalsets import with_val_sets
 from carsearch.evaluation.protocol import validation_fn
 from carsearch.experiments import tracking
 from carsearch.model.clip import load_clip, save_clip
-from carsearch.sources.files import content_id
 from carsearch.training.distributed import init_distributed
 from carsearch.training.loop import train_clip
+from carsearch.training.run import load_pairs, loss_csv, run_settings, summary, val_csv
+
+
+@dataclass
+class Prepared:
+    train: list[dict]
+    val: list[dict]
+    model: object
+    processor: object
+    validate: Callable | None
+    cfg: Train  # this run's train section (training.run.run_settings)
+
+
+def prepare(cfg: Params, root, main_process: bool) -> Prepared:
+    """The pairs, the base model, the per-epoch validation (val split + `train.val_sets`), this run's settings."""
+    train, val = load_pairs(cfg.paths, root)
+    model, processor = load_clip(cfg.model, seed=cfg.train.seed)
+    validate = with_val_sets(
+        validation_fn(processor, val, root, cfg.eval.as_dict()),
+        list(cfg.train.val_sets),
+        cfg.eval,
+        (cfg.data.max_pixels, cfg.data.max_edge),
+        root,
+        processor,
+        train + val,
+    )
+    t = run_settings(cfg.train, root, len(val), validate is not None, main_process)
+    return Prepared(train, val, model, processor, validate, t)
 
 
 def _mlflow_name(k: str) -> str:
     return k.replace("@", "_at_")
 
 
+def _hooks(mlflow, cfg: Train, main_process: bool, steps: list, epochs: list):
+    """(on_step, on_epoch) for `train_clip`: collect the curves, log them to MLflow, print each epoch."""
+
+    def on_step(step: int, loss: float, lr: float) -> None:
+        steps.append((step, loss, lr))
+        if mlflow and step % cfg.log_every == 0:
+            mlflow.log_metrics({"train_loss": loss, "lr": lr}, step=step)
+
+    def on_epoch(epoch: int, info: dict) -> None:
+        epochs.append(info)
+        if not main_process:
+            return
+        mlflow.log_metrics(
+            {_mlflow_name(k): float(v) for k, v in info.items() if isinstance(v, (int, float)) and k != "epoch"},
+            step=epoch,
+        )
+        vals = " ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith(("t2i_recall@5", "i2i_recall@5")))
+        print(f"epoch {epoch}: loss {info['loss']:.4f} {vals} ({info['seconds']:.0f}s)", flush=True)
+
+    return (on_step if main_process else None), on_epoch
+
+
+def _save(cfg: Params, root, p: Prepared, res, summary: dict, mlflow, run, tags: dict) -> dict:
+    """The model into models/finetuned (a temp folder swapped in complete: a kill never leaves half
+    a model; the previous one stays until then), logged and registered in MLflow."""
+    with atomic_dir(resolve(cfg.paths.model_dir, root)) as tmp_dir:
+        save_clip(p.model, p.processor, tmp_dir)
+        content = dir_hash(tmp_dir)
+        mlflow.log_metrics({"train_seconds": summary["train_seconds"], "best_epoch": res.best_epoch})
+        mlflow.log_artifacts(str(tmp_dir), artifact_path="model")
+        reg = tracking.register_model(
+            mlflow,
+            run.info.run_id,
+            cfg.mlflow,
+            content,
+            {"best_val": summary["best_val"], "best_epoch": res.best_epoch, **tags},
+        )
+        write_json(
+            tmp_dir / "carsearch_run.json",
+            {
+                "mlflow_run_id": run.info.run_id,
+                "base_model": cfg.model.as_dict(),
+                "content_hash": content,
+                "registered_model": reg,
+            },
+        )
+    return reg
+
+
 def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    params = load_params()
-    root, paths = repo_root(), params["paths"]
-    cfg = copy.deepcopy(params["train"])  # complete (the schema has no defaults): this run's copy
+    cfg, root = load_config(), repo_root()
     dist = init_distributed()
-    pairs_dir = resolve(paths["pairs_dir"], root)
-    train = list(read_jsonl(pairs_dir / "train.jsonl"))
-    if len(train) < 2:
-        raise ValueError(
-            f"finetune_clip: the train split ({paths['pairs_dir']}/train.jsonl) has {len(train)} pair(s); "
-            "contrastive training needs at least 2"
-        )
-    val_file = pairs_dir / "val.jsonl"
-    val = list(read_jsonl(val_file)) if val_file.is_file() else []
-    model, processor = load_clip(params["model"], seed=cfg["seed"])
-    validate = with_eval_sets(validation_fn(processor, val, root, params["eval"]), params, root, processor, train + val)
-    if validate is None:
-        if dist.main:
-            print(
-                f"finetune_clip: warning: the val split has {len(val)} pair(s) (< 2); no validation, "
-                "no early stopping, the last epoch is kept",
-                flush=True,
-            )
-        cfg["early_stopping"] = {**(cfg["early_stopping"] or {}), "metric": None, "patience": 0, "min_delta": 0.0}
-    if cfg["checkpoint_dir"]:
-        cfg["checkpoint_dir"] = str(resolve(cfg["checkpoint_dir"], root))
-    out_dir = resolve(paths["model_dir"], root)
+    p = prepare(cfg, root, dist.main)
     if dist.main:
-        clean_stale(out_dir)  # leftovers of a killed run (a half-written temp folder)
-    metrics_dir = resolve(paths["metrics_dir"], root)
-    mcfg = params["mlflow"]
+        clean_stale(resolve(cfg.paths.model_dir, root))  # leftovers of a killed run (a half-written temp folder)
+    metrics_dir = resolve(cfg.paths.metrics_dir, root)
     steps: list[tuple[int, float, float]] = []
     epochs: list[dict] = []
     t0 = time.time()
-
-    mlflow = tracking.setup(mcfg) if dist.main else None
-    run_name, run_tags = tracking.run_identity(params, root, "finetune_clip") if mlflow else ("", {})
-    pairs_md5 = dvc_out_hash(root, "curate_pairs", paths["pairs_dir"])
-    run_ctx = mlflow.start_run(run_name=run_name) if mlflow else _Null()
-    with run_ctx as run:
+    mlflow = tracking.setup(cfg.mlflow) if dist.main else None
+    run_name, run_tags = tracking.run_identity(cfg.as_dict(), root, "finetune_clip") if mlflow else ("", {})
+    pairs_md5 = dvc_out_hash(root, "curate_pairs", cfg.paths.pairs_dir)
+    with mlflow.start_run(run_name=run_name) if mlflow else _Null() as run:
         if mlflow:
-            mlflow.log_params(
-                flatten({"model": params["model"], "train": cfg, "data": params["data"], "world_size": dist.world})
-            )
+            logged = {"model": cfg.model.as_dict(), "train": p.cfg.as_dict(), "data": cfg.data.as_dict()}
+            mlflow.log_params(flatten({**logged, "world_size": dist.world}))
             mlflow.set_tags({"stage": "finetune_clip", **run_tags, "data.pairs_md5": pairs_md5 or ""})
-            tracking.log_pair_datasets(mlflow, pairs_dir, pairs_md5)
-
-        def on_step(step: int, loss: float, lr: float) -> None:
-            steps.append((step, loss, lr))
-            if mlflow and step % int(cfg["log_every"]) == 0:
-                mlflow.log_metrics({"train_loss": loss, "lr": lr}, step=step)
-
-        def on_epoch(epoch: int, info: dict) -> None:
-            epochs.append(info)
-            if not dist.main:
-                return
-            mlflow.log_metrics(
-                {_mlflow_name(k): float(v) for k, v in info.items() if isinstance(v, (int, float)) and k != "epoch"},
-                step=epoch,
-            )
-            vals = " ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith(("t2i_recall@5", "i2i_recall@5")))
-            print(f"epoch {epoch}: loss {info['loss']:.4f} {vals} ({info['seconds']:.0f}s)", flush=True)
-
-        res = train_clip(model, processor, train, root, cfg, on_step if dist.main else None, on_epoch, validate, dist)
+            tracking.log_pair_datasets(mlflow, resolve(cfg.paths.pairs_dir, root), pairs_md5)
+        on_step, on_epoch = _hooks(mlflow, p.cfg, dist.main, steps, epochs)
+        res = train_clip(p.model, p.processor, p.train, root, p.cfg.as_dict(), on_step, on_epoch, p.validate, dist)
         seconds = time.time() - t0
         if dist.main:
-            # written into a temp folder beside models/finetuned and swapped in complete (a kill never
-            # leaves half a model; the previous one stays until then)
-            with atomic_dir(out_dir) as tmp_dir:
-                save_clip(model, processor, tmp_dir)
-                content = dir_hash(tmp_dir)
-                summary = {
-                    "final_loss": round(res.losses[-1], 6),
-                    "steps": len(res.losses),
-                    "epochs_run": len(res.history),
-                    "best_epoch": res.best_epoch,
-                    "stopped_early": res.stopped_early,
-                    "best_val": None if res.best_score is None else round(res.best_score, 4),
-                    "early_stopping_metric": (cfg["early_stopping"] or {"metric": None})["metric"],
-                    "resumed_from_epoch": res.resumed_from_epoch,
-                    "train_pairs": len(train),
-                    "val_pairs": len(val),
-                    "world_size": dist.world,
-                    "train_seconds": round(seconds, 1),
-                    **res.counts,
-                }
-                mlflow.log_metrics({"train_seconds": seconds, "best_epoch": res.best_epoch})
-                mlflow.log_artifacts(str(tmp_dir), artifact_path="model")
-                reg = tracking.register_model(
-                    mlflow,
-                    run.info.run_id,
-                    mcfg,
-                    content,
-                    {
-                        "best_val": summary["best_val"],
-                        "best_epoch": res.best_epoch,
-                        "data.pairs_md5": pairs_md5 or "",
-                        **run_tags,
-                    },
-                )
-                write_json(
-                    tmp_dir / "carsearch_run.json",
-                    {
-                        "mlflow_run_id": run.info.run_id,
-                        "base_model": params["model"],
-                        "content_hash": content,
-                        "registered_model": reg,
-                    },
-                )
-            write_text(
-                metrics_dir / "train_loss.csv",
-                "step,loss,lr\n" + "".join(f"{s},{l:.6f},{lr:.3e}\n" for s, l, lr in steps),
-            )
-            keys = sorted({k for e in epochs for k in e if k not in ("epoch", "stopped")})
-            write_text(
-                metrics_dir / "train_val.csv",
-                "epoch,"
-                + ",".join(keys)
-                + "\n"
-                + "".join(
-                    f"{e['epoch']}," + ",".join(f"{float(e.get(k, 0)):.5g}" for k in keys) + "\n" for e in epochs
-                ),
-            )
-            write_json(metrics_dir / "train.json", summary)
-            if cfg["checkpoint_dir"]:
-                shutil.rmtree(cfg["checkpoint_dir"], ignore_errors=True)  # done: nothing to resume
+            s = summary(p.cfg, p.train, p.val, res, dist.world, seconds)
+            reg = _save(cfg, root, p, res, s, mlflow, run, {"data.pairs_md5": pairs_md5 or "", **run_tags})
+            write_text(metrics_dir / "train_loss.csv", loss_csv(steps))
+            write_text(metrics_dir / "train_val.csv", val_csv(epochs))
+            write_json(metrics_dir / "train.json", s)
+            if p.cfg.checkpoint_dir:
+                shutil.rmtree(p.cfg.checkpoint_dir, ignore_errors=True)  # done: nothing to resume
             print(
-                f"finetune_clip: {len(train)} pairs, {len(res.losses)} steps, best epoch {res.best_epoch} "
-                f"({summary['early_stopping_metric']} {summary['best_val']}), {seconds:.0f}s; saved to "
-                f"{paths['model_dir']} (MLflow run {run.info.run_id}, registered {reg.get('name')} v{reg.get('version')})"
+                f"finetune_clip: {len(p.train)} pairs, {len(res.losses)} steps, best epoch {res.best_epoch} "
+                f"({s['early_stopping_metric']} {s['best_val']}), {seconds:.0f}s; saved to "
+                f"{cfg.paths.model_dir} (MLflow run {run.info.run_id}, registered {reg.get('name')} v{reg.get('version')})"
             )
     if dist.world > 1:
         import torch.distributed as td
 
         td.barrier()
         td.destroy_process_group()
-
-
-def with_eval_sets(validate, params: dict, root, processor, trained_pairs: list[dict]):
-    """Add `train.val_sets` (names of eval.sets: the user's labelled photos) to the per-epoch
-    validation, so best epoch / early stopping can follow the photos users search
-    (`train.early_stopping.metric: <set>_precision@5`)."""
-    names = list(params["train"]["val_sets"])
-    if not names:
-        return validate
-
-    ecfg = params["eval"]
-    specs = {s["name"]: s for s in ecfg["sets"]}
-    missing = [n for n in names if n not in specs]
-    if missing:
-        raise EvalSetError(f"train.val_sets: {missing} not in eval.sets ({sorted(specs) or 'none configured'})")
-    trained = {content_id((root / p["path"]).read_bytes()): p["path"] for p in trained_pairs}
-    fns = [set_validation_fn(specs[n], root, processor, ecfg, trained) for n in names]
-
-    def validate_all(model) -> dict:
-        out = dict(validate(model)) if validate else {}
-        for f in fns:
-            out.update(f(model))
-        return out
-
-    return validate_all
 
 
 def dvc_out_hash(root, stage: str, path: str) -> str | None:
@@ -221,7 +178,7 @@ def launch() -> None:
     itself, and a failed worker ends in one line, not in torchrun's ChildFailedError traceback."""
     import sys
 
-    nproc = int(check_params()["train"]["nproc_per_node"])
+    nproc = check_params().train.nproc_per_node
     if nproc == 1 or "WORLD_SIZE" in os.environ:  # one process, or already a torchrun worker
         run_stage(main)
         return

@@ -9,8 +9,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from carsearch.core.io import atomic_dir, write_json, write_jsonl
-from carsearch.core.params import get, load_params, run_stage
+from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
+from carsearch.core.schema import Data
 from carsearch.detection import footage
 from carsearch.sources import demo
 from carsearch.sources import files as data
@@ -68,10 +69,10 @@ def _street_items(cfg: dict, seed: int, tmp_dir):
     return items(), len(singles) + len(frames), boxes, capture
 
 
-def _torcs_items(cfg: dict, seed: int, tmp_dir):
+def _torcs_items(cfg: Data, seed: int, tmp_dir):
     """Render the TORCS set into a scratch folder; fall back to the toy set (one line) without the data."""
-    t = cfg["torcs"]
-    torcs_dir = default_torcs_dir() if not t["dir"] else resolve(t["dir"])
+    t = cfg.torcs
+    torcs_dir = default_torcs_dir() if not t.dir else resolve(t.dir)
     if not find_torcs_cars(torcs_dir):
         print(f"ingest: no TORCS car models under {torcs_dir} (run scripts/fetch_torcs.sh); using the toy demo set")
         return None, None, "demo", None
@@ -80,27 +81,27 @@ def _torcs_items(cfg: dict, seed: int, tmp_dir):
     rendered, skips = render_torcs(
         torcs_dir,
         scratch,
-        t["n_images"],
-        t["size"],
+        t.n_images,
+        t.size,
         seed,
-        t["workers"],
-        t["colors"],
-        tuple(t["jpeg_quality"]),
-        framing=tuple(t["framing"]) if t["framing"] else None,
+        t.workers,
+        t.colors,
+        tuple(t.jpeg_quality),
+        framing=tuple(t.framing) if t.framing else None,
     )
 
-    tr = t["traffic"]  # multi-vehicle street frames with their exact boxes (every vehicle is a hit)
+    tr = t.traffic  # multi-vehicle street frames with their exact boxes (every vehicle is a hit)
     frames, _ = render_traffic(
         torcs_dir,
         scratch / "traffic",
-        tr["n_frames"],
-        tuple(tr["size"]),
+        tr.n_frames,
+        tuple(tr.size),
         seed + 1,
-        t["workers"],
-        t["colors"],
-        tuple(t["jpeg_quality"]),
-        cars_per_frame=tuple(tr["cars_per_frame"]),
-        cameras=tr["cameras"],
+        t.workers,
+        t.colors,
+        tuple(t.jpeg_quality),
+        cars_per_frame=tuple(tr.cars_per_frame),
+        cameras=tr.cameras,
     )
     boxes = {f"traffic/{path.name}": bs for path, _, bs in frames}
 
@@ -117,21 +118,19 @@ def _torcs_items(cfg: dict, seed: int, tmp_dir):
 
 
 def main() -> None:
-    params = load_params()
-    root = repo_root()
-    paths, cfg = params["paths"], params["data"]
-    source = get(params, "data.source")
-    raw_dir = resolve(paths["raw_dir"], root)
+    cfg = load_config()
+    root, paths = repo_root(), cfg.paths
+    raw_dir = resolve(paths.raw_dir, root)
     # everything is written into a temp folder beside data/raw and swapped in complete (carsearch.core.io.atomic_dir)
     with atomic_dir(raw_dir) as tmp_dir:
-        rows, rejects, source = _ingest(params, root, paths, cfg, source, raw_dir, tmp_dir)
+        rows, rejects, source = _ingest(cfg.data, cfg.seed, root, paths, raw_dir, tmp_dir)
 
     sheet = [(root / r["path"], r["labels"]) for r in rows]
-    demo.contact_sheet(sheet, resolve(paths["contact_sheet"], root))
+    demo.contact_sheet(sheet, resolve(paths.contact_sheet, root))
     labelled = sum(1 for r in rows if r["labels"])
     groups = _group_rejects(rejects)
     write_json(
-        resolve(paths["metrics_dir"], root) / "ingest.json",
+        resolve(paths.metrics_dir, root) / "ingest.json",
         {
             "images": len(rows),
             "labelled": labelled,
@@ -145,40 +144,40 @@ def main() -> None:
         print(f"rejected {len(group)} x {kind}: e.g. {ex.path}: {ex.reason} -- fix: {fix}")
     print(
         f"ingest: {len(rows)} images ({labelled} labelled) from {source}; {len(rejects)} rejected"
-        + (f", every one with its reason in {paths['rejects']}" if rejects else "")
+        + (f", every one with its reason in {paths.rejects}" if rejects else "")
     )
     if not rows:
-        raise ValueError(f"ingest: no usable images from source {source!r} (see {paths['rejects']})")
+        raise ValueError(f"ingest: no usable images from source {source!r} (see {paths.rejects})")
 
 
-def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_dir: Path, tmp_dir: Path):
-    """Read the source into `tmp_dir` (images, manifest, rejects); returns (rows, rejects, source)."""
-    images_tmp = tmp_dir / resolve(paths["images_dir"], root).relative_to(raw_dir)
+def _ingest(cfg: Data, seed: int, root: Path, paths, raw_dir: Path, tmp_dir: Path):
+    """Read the source `cfg.source` into `tmp_dir` (images, manifest, rejects); returns (rows, rejects, source)."""
+    source = cfg.source
+    images_tmp = tmp_dir / resolve(paths.images_dir, root).relative_to(raw_dir)
 
     items, total, ann, rendered_boxes, capture = None, None, None, None, {}
     if source == "street":
-        items, total, rendered_boxes, capture = _street_items(cfg, params["seed"], tmp_dir)
+        items, total, rendered_boxes, capture = _street_items(cfg, seed, tmp_dir)
     if source == "torcs":
-        items, total, source, rendered_boxes = _torcs_items(cfg, params["seed"], tmp_dir)
+        items, total, source, rendered_boxes = _torcs_items(cfg, seed, tmp_dir)
     if source == "demo":
-        d = cfg["demo"]
-        items = demo.demo_items(d["n_images"], d["size"], params["seed"], d["colors"])
-        total = d["n_images"]
+        d = cfg.demo
+        items = demo.demo_items(d.n_images, d.size, seed, d.colors)
+        total = d.n_images
     elif source == "folder":
-        f = cfg["folder"]
-        folder = resolve(f["path"], root)
-        ann = data.folder_boxes(folder, f["labels_csv"])  # vehicle boxes beside the frames (COCO, YOLO, labels.csv)
-        items = data.iter_folder(folder, f["subfolder_key"], f["labels_csv"], skip=ann.files)
-        items = footage.expand_videos(items, cfg["video"]["fps"], cfg["video"]["max_frames"])  # frames of videos
+        f = cfg.folder
+        folder = resolve(f.path, root)
+        ann = data.folder_boxes(folder, f.labels_csv)  # vehicle boxes beside the frames (COCO, YOLO, labels.csv)
+        items = data.iter_folder(folder, f.subfolder_key, f.labels_csv, skip=ann.files)
+        items = footage.expand_videos(items, cfg.video.fps, cfg.video.max_frames)  # frames of videos
     elif source == "s3":
-        f = cfg["s3"]
-        items = data.iter_s3(f["uri"], f["subfolder_key"], f["labels_csv"])
+        f = cfg.s3
+        items = data.iter_s3(f.uri, f.subfolder_key, f.labels_csv)
     elif items is None:
         raise ValueError(f"data.source: unknown source {source!r} (expected street, torcs, demo, folder or s3)")
 
     items = tqdm(items, total=total, desc=f"ingest {source}", unit="img")
-    limits = {k: cfg[k] for k in ("max_pixels", "max_edge")}
-    rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source, **limits)
+    rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source, cfg.max_pixels, cfg.max_edge)
     for r in rows if rendered_boxes else []:  # the renderer's exact boxes (stored as rendered: same pixels)
         if r["origin"] in rendered_boxes:
             r["boxes"] = [{**b, "frame": r["id"]} for b in rendered_boxes[r["origin"]]]
@@ -188,14 +187,14 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
         attach(rows, ann, folder)
         rejects += [data.Rejected(p, r) for p, r in ann.problems]
     if source in ("folder", "s3"):
-        base = str(folder) if source == "folder" else cfg["s3"]["uri"]
-        footage.stamp_capture(rows, base, cfg["capture"], tmp_dir)
+        base = str(folder) if source == "folder" else cfg.s3.uri
+        footage.stamp_capture(rows, base, cfg.capture, tmp_dir)
     # manifest paths are repo-relative
     prefix = raw_dir.relative_to(root).as_posix()
     for r in rows:
         r["path"] = f"{prefix}/{r['path']}"
-    write_jsonl(tmp_dir / resolve(paths["manifest"], root).relative_to(raw_dir), rows)
-    write_jsonl(tmp_dir / resolve(paths["rejects"], root).relative_to(raw_dir), [vars(r) for r in rejects])
+    write_jsonl(tmp_dir / resolve(paths.manifest, root).relative_to(raw_dir), rows)
+    write_jsonl(tmp_dir / resolve(paths.rejects, root).relative_to(raw_dir), [vars(r) for r in rejects])
     return rows, rejects, source
 
 

@@ -10,16 +10,16 @@ from tqdm import tqdm
 
 from carsearch.captioning import requests as batch
 from carsearch.core.io import atomic_dir, read_jsonl
-from carsearch.core.params import load_params, run_stage
+from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
 
 
 def main() -> None:
-    params = load_params()
-    root, paths, cfg = repo_root(), params["paths"], params["caption"]
-    manifest = list(read_jsonl(resolve(paths["manifest"], root)))
-    bucket = cfg["s3"]["bucket"] or os.environ.get("CARSEARCH_BUCKET")
-    with atomic_dir(resolve(paths["jsonl_dir"], root)) as out_dir:  # written beside, swapped in complete
+    params = load_config()
+    root, paths, cfg = repo_root(), params.paths, params.caption
+    manifest = list(read_jsonl(resolve(paths.manifest, root)))
+    bucket = cfg.s3.bucket or os.environ.get("CARSEARCH_BUCKET")
+    with atomic_dir(resolve(paths.jsonl_dir, root)) as out_dir:  # written beside, swapped in complete
         index = batch.make_requests(
             manifest, root, out_dir, cfg, bucket=bucket, progress=lambda rows: tqdm(rows, desc="make_jsonl", unit="img")
         )
@@ -31,8 +31,8 @@ def main() -> None:
                 f"{q['min_records_per_job']} a job (fine for the offline/openai backends; bedrock will refuse it)"
             )
     print(
-        f"make_jsonl: {index['records']} {index['family']} records for {cfg['model_id']} in {len(index['shards'])} "
-        f"file(s) under {paths['jsonl_dir']} (batch key {index['batch_key']})"
+        f"make_jsonl: {index['records']} {index['family']} records for {cfg.model_id} in {len(index['shards'])} "
+        f"file(s) under {paths.jsonl_dir} (batch key {index['batch_key']})"
     )
 
 
