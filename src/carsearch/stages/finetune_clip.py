@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import time
 
 from carsearch.core.io import atomic_dir, clean_stale, dir_hash, read_jsonl, write_json, write_text
@@ -155,8 +154,6 @@ def main() -> None:
                 ),
             )
             write_json(metrics_dir / "train.json", summary)
-            if cfg["checkpoint_dir"]:
-                shutil.rmtree(cfg["checkpoint_dir"], ignore_errors=True)  # done: nothing to resume
             print(
                 f"finetune_clip: {len(train)} pairs, {len(res.losses)} steps, best epoch {res.best_epoch} "
                 f"({summary['early_stopping_metric']} {summary['best_val']}), {seconds:.0f}s; saved to "

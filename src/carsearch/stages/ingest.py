@@ -17,10 +17,10 @@ from carsearch.features.boxes import attach
 from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs, render_traffic
 
 
-def _torcs_items(cfg: dict, seed: int, tmp_dir):
+def _torcs_items(cfg: dict, seed: int, tmp_dir, root: Path):
     """Render the TORCS set into a scratch folder; fall back to the toy set (one line) without the data."""
     t = cfg["torcs"]
-    torcs_dir = default_torcs_dir() if not t["dir"] else resolve(t["dir"])
+    torcs_dir = default_torcs_dir() if not t["dir"] else resolve(t["dir"], root)
     if not find_torcs_cars(torcs_dir):
         print(f"ingest: no TORCS car models under {torcs_dir} (run scripts/fetch_torcs.sh); using the toy demo set")
         return None, None, "demo", None
@@ -106,7 +106,7 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
 
     items, total, ann, rendered_boxes = None, None, None, None
     if source == "torcs":
-        items, total, source, rendered_boxes = _torcs_items(cfg, params["seed"], tmp_dir)
+        items, total, source, rendered_boxes = _torcs_items(cfg, params["seed"], tmp_dir, root)
     if source == "demo":
         d = cfg["demo"]
         items = demo.demo_items(d["n_images"], d["size"], params["seed"], d["colors"])
