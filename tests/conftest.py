@@ -74,6 +74,10 @@ def dashcam_dir():
 
 
 def pytest_configure(config):
+    import require_all
+
+    if require_all.enabled():  # CARSEARCH_REQUIRE_ALL=1 (.ci/run): a skip is a failure
+        config.pluginmanager.register(require_all, "carsearch-require-all")
     # in the controlling process only (an xdist worker has `workerinput`): it looks at the repo
     # before the first worker starts and after the last one ends
     if not hasattr(config, "workerinput"):
