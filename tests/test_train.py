@@ -122,7 +122,7 @@ def test_cosine_schedule_with_warmup():
     )
     assert autocast_dtype("fp32", torch.device("cpu")) is None and autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^train.precision: 'fp8' \(expected auto, bf16 or fp32\)$"):
         autocast_dtype("fp8", torch.device("cpu"))
 
 
