@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_images(root: Path, n: int, size: int, seed: int, start: int = 0) -> list[dict]:
-    from carsearch.features.demo import demo_items
+    from carsearch.sources.demo import demo_items
 
     img_dir = root / "data/raw/images"
     img_dir.mkdir(parents=True, exist_ok=True)

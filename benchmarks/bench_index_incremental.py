@@ -26,8 +26,8 @@ def main() -> None:
     import yaml
 
     from carsearch.core.params import load_params
-    from carsearch.features.demo import demo_items
     from carsearch.model.clip import load_clip, save_clip
+    from carsearch.sources.demo import demo_items
 
     repo_params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     with tempfile.TemporaryDirectory() as d:

@@ -38,8 +38,8 @@ def build(root: Path, n: int, size: int) -> None:
     import yaml
 
     from carsearch.core.params import load_params
-    from carsearch.features.demo import demo_items
     from carsearch.model.clip import load_clip, save_clip
+    from carsearch.sources.demo import demo_items
 
     params = load_params(REPO / "params.yaml")
     (root / "dvc.yaml").touch()

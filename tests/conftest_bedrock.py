@@ -1,5 +1,5 @@
 """Shared fixtures for the captioning tests: a moto S3 server and the Bedrock / chat-completions
-EMULATORS (carsearch.emulator) on 127.0.0.1, dummy AWS credentials, and a small labelled image
+EMULATORS (carsearch_emulators) on 127.0.0.1, dummy AWS credentials, and a small labelled image
 set. Use with `pytest_plugins = ["tests.conftest_bedrock"]` or `from conftest_bedrock import *`.
 No test talks to AWS."""
 
@@ -116,7 +116,7 @@ def image_set(tmp_path):
 def emulator(aws_env, monkeypatch):
     """A factory: `emu = emulator(labels=..., fail_jobs=...)`; started, pointed to by
     $AWS_ENDPOINT_URL_BEDROCK, stopped after the test."""
-    from carsearch.emulator import BedrockEmulator
+    from carsearch_emulators import BedrockEmulator
 
     started = []
 

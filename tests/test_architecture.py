@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAZY_IMPORTS = {
     "carsearch.cli": "each command imports only what it runs (cold query start-up)",
     "carsearch.index.search": "a cold query loads torch/transformers only when the NumPy towers cannot serve it",
+    "carsearch.index.query": "a text query does not import the image reader (PIL, pillow-heif); an image query does",
     "carsearch.index.scale": "opening a table imports lancedb only when it is called",
     "carsearch.index.ray_engine": "Ray, and the model code in Ray's workers, load only with index.engine=ray",
     "carsearch.model.visionenc": "the NumPy tower stays importable without PIL preprocessing until an image comes",
@@ -145,7 +146,7 @@ def test_dvc_status_sees_a_change_in_any_module_a_stage_runs(tmp_path):
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=env)
     edited = {name: _deepest_function_module(mod) for name, mod in stage_modules().items()}
-    edited["curate_pairs"] = g.module_file("carsearch.features.split")
+    edited["curate_pairs"] = g.module_file("carsearch.curation.split")
     for f in set(edited.values()):
         copy = tmp_path / f.relative_to(ROOT)
         copy.write_text(copy.read_text() + "\n\ndef _reviewer_edit():\n    return 1\n")
@@ -183,3 +184,22 @@ def test_no_module_over_350_lines_without_a_reason():
         if text.count("\n") > 360 and "350 lines" not in doc:
             long.append(f"{f.relative_to(ROOT)} ({text.count(chr(10))} lines)")
     assert long == [], "split these, or say in the module docstring why they stay one piece"
+
+
+def test_pyproject_ships_every_package_and_the_emulators_beside_the_product():
+    """`src/carsearch/` is what users import; the emulators are a sibling package (declared in
+    pyproject, so an install has them for the tests) that the product never imports (import-linter)."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    found = set(find_packages(str(ROOT / find["where"][0]), include=find["include"]))
+    code_dirs = {
+        ".".join(p.parent.relative_to(ROOT / "src").parts)
+        for p in (ROOT / "src").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert code_dirs <= found, f"not shipped (no __init__.py or not included): {sorted(code_dirs - found)}"
+    assert {"carsearch_emulators", "carsearch.sources", "carsearch.captioning"} <= found
+    assert not (ROOT / "src/carsearch/emulator").exists() and not (ROOT / "src/carsearch/features").exists()

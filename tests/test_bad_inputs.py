@@ -19,8 +19,8 @@ import yaml
 from PIL import Image
 
 from carsearch.core import imaging
-from carsearch.features import labels
-from carsearch.features import sources as data
+from carsearch.sources import files as data
+from carsearch.sources import labels
 from conftest import REPO, run
 
 spec = importlib.util.spec_from_file_location("make_bad_inputs", REPO / "scripts" / "make_bad_inputs.py")
@@ -207,7 +207,7 @@ def test_open_rgb_fixes_what_convert_gets_wrong(tmp_path):
 
 
 def test_encode_image_sends_upright_pixels(tmp_path):
-    from carsearch.features.captioning.requests import encode_image
+    from carsearch.captioning.requests import encode_image
 
     mbi.make_bad_inputs(tmp_path)
     sent = Image.open(io.BytesIO(encode_image(tmp_path / "images" / "exif6.jpg", 512)))

@@ -8,8 +8,8 @@ import json
 import pytest
 from PIL import Image
 
-from carsearch.features.captioning import formats, offline
-from carsearch.features.captioning import requests as batch
+from carsearch.captioning import formats, offline
+from carsearch.captioning import requests as batch
 from conftest_bedrock import caption_cfg, make_image_set
 
 QUOTAS = caption_cfg()["quotas"]  # conf/caption: the batch-inference quotas

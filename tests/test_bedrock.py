@@ -1,5 +1,5 @@
 """caption.backend=bedrock with the real boto3 client over HTTP: S3 on a moto server, the Bedrock
-control plane on carsearch.emulator.BedrockEmulator (an emulator of the documented API, not AWS)."""
+control plane on carsearch_emulators.BedrockEmulator (an emulator of the documented API, not AWS)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from carsearch.features.captioning import bedrock, results
-from carsearch.features.captioning import requests as batch
-from carsearch.features.captioning.parse import CaptionError
-from carsearch.features.curate import curate, load_jobs
+from carsearch.captioning import bedrock, results
+from carsearch.captioning import requests as batch
+from carsearch.captioning.parse import CaptionError
+from carsearch.curation.curate import curate, load_jobs
 from conftest_bedrock import ROLE, aws_env, bucket, caption_cfg, clients, emulator, image_set, moto_url, s3  # noqa: F401
 
 CURATE = {

@@ -60,7 +60,7 @@ def test_bedrock_stages_resume_after_interruption(tmp_path, monkeypatch, emulato
         **{"backend": "bedrock", "s3.bucket": bucket, "quotas.max_records_per_job": 10, "bedrock.wait_timeout_s": 0.0},
     )
     emu = emulator(labels={r["id"]: r["labels"] for r in rows}, delay=0.4)
-    from carsearch.features.captioning.parse import CaptionError
+    from carsearch.captioning.parse import CaptionError
     from carsearch.stages import caption_batch, curate_pairs, make_jsonl
 
     make_jsonl.main()

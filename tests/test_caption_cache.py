@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from carsearch.emulator import ChatCompletionsEmulator
-from carsearch.features.captioning import cache as caption_cache
-from carsearch.features.captioning.cache import CaptionCache
+from carsearch.captioning import cache as caption_cache
+from carsearch.captioning.cache import CaptionCache
+from carsearch_emulators import ChatCompletionsEmulator
 from conftest_bedrock import aws_env, bucket, caption_cfg, emulator, make_image_set, moto_url, s3  # noqa: F401
 from testkit import composed_params
 
@@ -122,7 +122,7 @@ def test_bedrock_errors_and_refusals_are_retried_bad_captions_are_not(tmp_path, 
 def test_bedrock_small_remainder_is_refused_or_padded(tmp_path, monkeypatch, emulator, bucket):
     import pytest
 
-    from carsearch.features.captioning.parse import CaptionError
+    from carsearch.captioning.parse import CaptionError
 
     root, rows = _scratch(tmp_path, monkeypatch, 10, **{"backend": "bedrock", "s3.bucket": bucket})
     rows12 = make_image_set(tmp_path / "all", 12)

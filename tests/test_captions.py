@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from carsearch.features.captioning.offline import offline_caption
-from carsearch.features.captioning.parse import CaptionError, parse_caption
+from carsearch.captioning.offline import offline_caption
+from carsearch.captioning.parse import CaptionError, parse_caption
 
 LABELS = {"body_type": "pickup truck", "color": "gray", "view": "back", "make": "Acme", "model": "X"}
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 from PIL import ExifTags, Image
 
-from carsearch.features.capture import (
+from carsearch.sources.capture import (
     capture_info,
     from_exif,
     from_labels,

@@ -1,4 +1,4 @@
-"""The corpus listing DVC tracks instead of every photo (carsearch.features.listing, stage
+"""The corpus listing DVC tracks instead of every photo (carsearch.sources.listing, stage
 list_corpus): files added, removed and changed (size or mtime) change it; an unchanged corpus
 leaves the file untouched (DVC's hash and build_index stay up to date); S3: key, size, ETag."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from carsearch.features import listing
+from carsearch.sources import listing
 from conftest_bedrock import aws_env, bucket, moto_url, s3  # noqa: F401  (pytest fixtures)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from carsearch.features.captioning import formats
-from carsearch.features.curate import curate
+from carsearch.captioning import formats
+from carsearch.curation.curate import curate
 from conftest_bedrock import make_image_set
 
 CFG = {

@@ -4,8 +4,9 @@ import io as _io
 import pytest
 from PIL import Image
 
-from carsearch.features import demo, split
-from carsearch.features import sources as data
+from carsearch.curation import split
+from carsearch.sources import demo
+from carsearch.sources import files as data
 
 
 def _jpeg(color=(200, 0, 0), size=(64, 48)) -> bytes:

@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from carsearch.features import sources as data
+from carsearch.sources import files as data
 from conftest_bedrock import aws_env, bucket, moto_url, s3  # noqa: F401  (pytest fixtures)
 
 

@@ -1,4 +1,4 @@
-"""carsearch.features.detect: vehicle boxes from a transformers detector, offline (tiny random-init
+"""carsearch.detection.detect: vehicle boxes from a transformers detector, offline (tiny random-init
 RT-DETR, a tiny OWLv2 saved to a folder), in the project's `boxes` contract."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from carsearch.core.errors import CarsearchError
-from carsearch.features import detect as d
+from carsearch.detection import detect as d
 
 KEYS = {"frame", "x1", "y1", "x2", "y2", "class", "score", "source"}
 SIZES = [(200, 100), (150, 300), (64, 64), (640, 480)]  # (width, height)

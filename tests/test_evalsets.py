@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _colour_folder(folder: Path, n: int = 12, seed: int = 5) -> None:
-    from carsearch.features.demo import demo_items
+    from carsearch.sources.demo import demo_items
 
     for i, (_, data, labels, _) in enumerate(demo_items(n, 64, seed, colors=["red", "blue", "green"])):
         (folder / labels["color"]).mkdir(parents=True, exist_ok=True)

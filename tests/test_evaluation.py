@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from carsearch.evaluation.protocol import attribute_queries, evaluate_embeddings, full_report, zero_shot
-from carsearch.features.labels import same_model_relevance
+from carsearch.sources.labels import same_model_relevance
 from testkit import section
 
 LABELS = [

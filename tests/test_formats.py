@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from carsearch.features.captioning import formats
+from carsearch.captioning import formats
 
 
 def _png(w=32, h=24) -> bytes:

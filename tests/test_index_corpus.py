@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from carsearch.features.demo import COLOR_RGB
+from carsearch.sources.demo import COLOR_RGB
 from testkit import TINY, write_pairs, write_params
 
 
@@ -121,7 +121,7 @@ def test_a_corpus_read_in_runs_gives_the_rows_and_rejects_of_one_read(repo, monk
     import shutil
 
     from carsearch.core.params import load_params
-    from carsearch.features import corpus
+    from carsearch.curation import corpus
 
     folder = repo / "photos"
     kept = _photos(folder, 3)[0]  # red/photo 0.jpg
@@ -246,3 +246,12 @@ def test_ann_branch_is_reached_and_searchable(repo):
 
     s = CarSearch(root=repo)
     assert s.table.list_indices() and len(s.text("a red car", k=5)) == 5
+
+
+def test_an_empty_folder_corpus_says_it_has_no_usable_image(repo):
+    """A folder corpus with no file at all gives the corpus's clear line, not pyarrow's
+    "Must pass at least one table" (issue 30 item 2)."""
+    empty = repo.parent / "nothing here"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"the corpus \(folder\) has no usable image; nothing to index"):
+        _build(repo, corpus="folder", corpus_path=str(empty))

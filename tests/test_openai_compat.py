@@ -1,4 +1,4 @@
-"""caption.backend=openai against a local chat-completions EMULATOR (carsearch.emulator, not OpenAI)."""
+"""caption.backend=openai against a local chat-completions EMULATOR (carsearch_emulators, not OpenAI)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from carsearch.emulator import ChatCompletionsEmulator
-from carsearch.features.captioning import openai_compat
-from carsearch.features.captioning import requests as batch
-from carsearch.features.captioning.parse import CaptionError
-from carsearch.features.curate import curate
+from carsearch.captioning import openai_compat
+from carsearch.captioning import requests as batch
+from carsearch.captioning.parse import CaptionError
+from carsearch.curation.curate import curate
+from carsearch_emulators import ChatCompletionsEmulator
 from conftest_bedrock import caption_cfg, make_image_set
 
 CURATE = {

@@ -19,7 +19,7 @@ COLORS = ("red", "blue", "white", "yellow")
 
 @pytest.fixture(scope="module")
 def photos_repo(tmp_path_factory):
-    from carsearch.features.demo import demo_items
+    from carsearch.sources.demo import demo_items
 
     base = tmp_path_factory.mktemp("own")
     photos = base / "My Photos"

@@ -92,7 +92,7 @@ def test_noop_repro_is_fast(repo):
 def test_train_on_one_set_index_a_folder_of_photos_without_llm(repo, tmp_path):
     """`-S index.corpus=folder -S index.corpus_path=...`: the model trained on the demo set indexes
     the user's photos; only build_index runs (no captioning), the index holds exactly the folder."""
-    from carsearch.features.demo import demo_items
+    from carsearch.sources.demo import demo_items
 
     photos = tmp_path / "photos"
     n = 0

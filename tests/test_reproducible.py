@@ -80,8 +80,8 @@ from pathlib import Path
 import numpy as np
 from carsearch.core import xmath
 from carsearch.render import render_torcs
-from carsearch.features.demo import demo_items
-from carsearch.features.split import perceptual_groups
+from carsearch.sources.demo import demo_items
+from carsearch.curation.split import perceptual_groups
 
 torcs, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 workers = int(os.environ.get("REPRO_WORKERS", "1"))
@@ -248,8 +248,8 @@ def test_perceptual_groups_agree_with_imagehash(tmp_path: Path) -> None:
     import imagehash
     from PIL import Image
 
-    from carsearch.features.demo import demo_items
-    from carsearch.features.split import perceptual_groups
+    from carsearch.curation.split import perceptual_groups
+    from carsearch.sources.demo import demo_items
 
     paths = {}
     for name, data, _, _ in demo_items(40, 64, 1):

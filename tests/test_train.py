@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from carsearch.features.labels import same_model_relevance
 from carsearch.model.clip import ModelConfigError, load_clip
+from carsearch.sources.labels import same_model_relevance
 from carsearch.training.checkpoint import load_checkpoint, save_checkpoint
 from carsearch.training.loop import train_clip
 from carsearch.training.loss import multi_positive_loss, same_model_loss

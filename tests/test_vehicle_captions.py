@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from carsearch.emulator import ChatCompletionsEmulator
-from carsearch.features.boxes import vehicle_id
-from carsearch.features.captioning import bedrock, formats, offline, openai_compat
-from carsearch.features.captioning import requests as batch
-from carsearch.features.captioning.parse import CaptionError
-from carsearch.features.captioning.vehicles import parse_vehicle_answer, parse_vehicles
-from carsearch.features.curate import curate
+from carsearch.captioning import bedrock, formats, offline, openai_compat
+from carsearch.captioning import requests as batch
+from carsearch.captioning.parse import CaptionError
+from carsearch.captioning.vehicles import parse_vehicle_answer, parse_vehicles
+from carsearch.curation.curate import curate
+from carsearch.sources.boxes import vehicle_id
+from carsearch_emulators import ChatCompletionsEmulator
 from conftest_bedrock import ROLE, aws_env, bucket, caption_cfg, clients, emulator, make_image_set, moto_url, s3  # noqa: F401
 
 MID = "anthropic.claude-3-haiku-20240307-v1:0"

@@ -239,8 +239,7 @@ def test_video_in_a_folder_gives_one_row_per_track_with_first_and_last_seen(repo
     into the video): sampled at data.video.fps, linked into tracks, one row per car with first/last
     seen; a search returns each car once, and the camera / time filters apply to video too. The
     corpus is read in runs of 2 files: a video's frames stay in one run, so its tracks still link."""
-
-    from carsearch.features import corpus
+    from carsearch.curation import corpus
 
     monkeypatch.setattr(corpus, "RUN", 2)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from carsearch.core.errors import CarsearchError
-from carsearch.features.video import VIDEO_SUFFIXES, VideoError, frame_id, iter_frames, link_tracks, probe
+from carsearch.detection.video import VIDEO_SUFFIXES, VideoError, frame_id, iter_frames, link_tracks, probe
 
 W, H, N, FPS = 160, 96, 64, 16
 START = datetime(2026, 3, 1, 8, 0, 0, tzinfo=timezone.utc).timestamp()

@@ -32,8 +32,8 @@ def write_pairs(
 ) -> dict[str, list[dict]]:
     """Demo drawings into root/data/raw/images and root/data/pairs/{split}.jsonl (offline captions;
     `views`: only these views, default all)."""
-    from carsearch.features.captioning.offline import offline_caption
-    from carsearch.features.demo import demo_items
+    from carsearch.captioning.offline import offline_caption
+    from carsearch.sources.demo import demo_items
 
     n = n or {"train": 24, "val": 8, "test": 12}
     total = sum(n.values())

@@ -172,7 +172,7 @@ def _divider(hits, calibrator=None) -> tuple[int, str] | None:
 
 def _where_seen(h) -> list[str]:
     """`frame=<id> box=x1,y1,x2,y2`, `camera=…`, `time=…` of a hit, where it has them."""
-    from carsearch.features.capture import iso
+    from carsearch.sources.capture import iso
 
     out = []
     if h.box is not None:

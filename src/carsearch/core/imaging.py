@@ -8,6 +8,9 @@ a transparent logo on black or a decompression bomb.
   not clipped), transparency composited on white, CMYK and other modes to RGB, optionally
   downscaled to a longest edge.
 - `open_rgb(src)`: both, returning an RGB `PIL.Image.Image`.
+- `open_image(src)`: PIL's lazy open (header only: size, format, EXIF), for readers that need no
+  pixels. Every `Image.open` of an image a user gave goes through here or the above, so every
+  reader reads the same formats (HEIC/HEIF through pillow-heif, registered below; AVIF).
 """
 
 from __future__ import annotations
@@ -203,6 +206,15 @@ def normalise(im: Image.Image, max_edge: int | None = None) -> Image.Image:
     return up if up.mode == "RGB" else up.convert("RGB")
 
 
+def open_image(src: str | os.PathLike | bytes | io.IOBase) -> Image.Image:
+    """PIL's lazy open of a path, the bytes or a binary file object, with every decoder carsearch
+    reads registered (HEIC/HEIF too): the header is read, the pixels when used. PIL's errors
+    (UnidentifiedImageError...) propagate; use `load`/`check` for a one-line ImageError."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        src = io.BytesIO(bytes(src))
+    return Image.open(src)
+
+
 def open_rgb(
     src: str | os.PathLike | bytes,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -257,6 +269,7 @@ __all__ = [
     "encode",
     "load",
     "normalise",
+    "open_image",
     "open_rgb",
     "to_8bit",
 ]

@@ -79,7 +79,7 @@ def source(loc, root: Path) -> Path | bytes:
 
 
 def opened(loc, root: Path):
-    """A path or a binary file object for PIL's `Image.open`."""
+    """A path or a binary file object for `imaging.open_image`."""
     return io.BytesIO(read(loc, root)) if is_s3(loc) else local_path(loc, root)
 
 

@@ -22,6 +22,16 @@ FIXES = (
     ("not an image", "remove or convert these files"),
     ("corrupt or truncated", "re-export or re-download these files"),
     ("curate.boxes.min_side", "vehicles that small cannot be searched; lower curate.boxes.min_side to keep them"),
+    (
+        "does not parse",
+        "fix the JSON at the line and column given (or re-export the file); its boxes are not used until then",
+    ),
+    (
+        "but not coco",
+        "export the boxes as COCO JSON (CVAT, Label Studio: Export > COCO), or move the file out of the folder",
+    ),
+    ("entry not used", "fix or remove that entry in the annotation file; the file's other entries are used"),
+    ("box not used", "fix or remove that annotation in the file; the file's other boxes are used"),
     ("outside the", "fix the box coordinates (pixels of the frame, x1 y1 x2 y2) in the annotation file"),
     ("too small", "images under the minimum side cannot be embedded meaningfully"),
     ("too large", "raise data.max_pixels if these images are genuine"),

@@ -24,11 +24,11 @@ import numpy as np
 from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import resolve
 from carsearch.core.vocab import known
+from carsearch.curation import corpus
 from carsearch.evaluation.plots import results_grid_png
 from carsearch.evaluation.protocol import embed_pixels, embed_texts
-from carsearch.features import corpus
-from carsearch.features import sources as data
 from carsearch.model.clip import load_images
+from carsearch.sources import files as data
 
 PHRASINGS = {
     "color": ("a {v} car", "a photo of a {v} car", "{v}"),

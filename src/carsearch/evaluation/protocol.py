@@ -20,8 +20,8 @@ import torch
 
 from carsearch.core.vocab import query_text
 from carsearch.evaluation.metrics import recall_curve, retrieval_metrics
-from carsearch.features.labels import same_model_relevance
 from carsearch.model.clip import pixel_tensor
+from carsearch.sources.labels import same_model_relevance
 
 
 def _qtext(kw: dict) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 from carsearch.core.io import write_text
 from carsearch.evaluation.metrics import per_query_metrics
 from carsearch.evaluation.protocol import judged_scores, labelled_for
-from carsearch.features.labels import same_model_relevance
+from carsearch.sources.labels import same_model_relevance
 
 DIRECTIONS = ("text_to_image", "image_to_image")
 MODELS = ("base", "finetuned")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from carsearch.core import originals
 from carsearch.core.paths import resolve
-from carsearch.features import corpus
-from carsearch.features.labels import folder_label
+from carsearch.curation import corpus
 from carsearch.index import remote
 from carsearch.index.embed_cache import damage_note, embed_missing, open_embed_cache
 from carsearch.index.search import CarSearch
 from carsearch.index.store import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
+from carsearch.sources.labels import folder_label
 
 
 def _items(paths: list[Path], cfg: dict):

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from carsearch.core.errors import CarsearchError
-from carsearch.features.capture import parse_when
+from carsearch.sources.capture import parse_when
 
 # the metadata columns of the index table (carsearch.index.arrow_rows)
 COLUMNS = (
@@ -221,7 +221,7 @@ def build_where(filters: dict[str, str | list[str] | None], where: str | None = 
 
 def scope_where(camera: str | list[str] | None = None, after=None, before=None, tracks: bool = False) -> str | None:
     """The camera / time-range filter (`--camera`, `--after`, `--before`; times as unix seconds or
-    text such as 2026-01-02T10:00, read by carsearch.features.capture.parse_when) as a where clause.
+    text such as 2026-01-02T10:00, read by carsearch.sources.capture.parse_when) as a where clause.
     Rows without a capture time never match a time range; with `tracks` (a table with video tracks),
     a track matches when it was in view at any time in the range."""
     parts = []
@@ -249,17 +249,15 @@ def combine(*clauses: str | None) -> str | None:
 
 
 def check_image(path) -> Path:
-    """The query image's path if it exists and decodes; QueryError `PATH: not an image (...)` otherwise."""
-
-    from PIL import Image
+    """The query image's path if it exists and decodes (any format the index reads: HEIC too);
+    QueryError `PATH: not an image (...)` / `PATH: corrupt or truncated image (...)` otherwise."""
+    from carsearch.core import imaging  # the image reader (PIL, pillow-heif) only for an image query
 
     p = Path(path)
     if not p.is_file():
         raise QueryError(f"{path}: no such image file")
     try:
-        with Image.open(p) as im:
-            im.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise QueryError(f"{path}: not an image ({first})") from None
+        imaging.check(p)
+    except imaging.ImageError as e:
+        raise QueryError(f"{path}: {e}") from None
     return p

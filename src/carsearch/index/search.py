@@ -20,7 +20,6 @@ import numpy as np
 from carsearch.core.confidence import Calibrator
 from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import repo_root, resolve
-from carsearch.features.capture import iso
 from carsearch.index.query import (
     QueryError,
     check_confidence,
@@ -39,6 +38,7 @@ from carsearch.index.store import (
     is_uri,
     read_meta,
 )
+from carsearch.sources.capture import iso
 
 
 # torch and transformers load only when a query needs them (cold start: docs/scale.md); the same names as before

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from carsearch.core.io import write_json
-from carsearch.features.rows import ATTRS, row_table
+from carsearch.curation.rows import ATTRS, row_table
 
 META_FILE = "carsearch_index.json"
 MODEL_SUBDIR = "model"

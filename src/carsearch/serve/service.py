@@ -17,7 +17,6 @@ import numpy as np
 from PIL import Image
 
 from carsearch.core.imaging import ImageError, open_rgb
-from carsearch.features.capture import hour_bucket, iso
 from carsearch.index.hits import where_row
 from carsearch.index.query import QueryError, build_where, check_text, scope_where
 from carsearch.serve import files
@@ -27,6 +26,7 @@ from carsearch.serve.schemas import (
     ID_PATTERN,
     SearchRequest,
 )
+from carsearch.sources.capture import hour_bucket, iso
 
 
 class ApiError(Exception):

@@ -30,8 +30,8 @@ from carsearch.core.io import dir_hash, write_json, write_jsonl
 from carsearch.core.params import ParamsError, load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.rejects import summarise
+from carsearch.curation import corpus
 from carsearch.experiments import tracking
-from carsearch.features import corpus
 from carsearch.index import manifest as index_manifest
 from carsearch.index import ray_engine, remote
 from carsearch.index.calibration import ship_calibration

@@ -11,13 +11,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from carsearch.captioning import bedrock, offline, openai_compat, results
+from carsearch.captioning import requests as batch
+from carsearch.captioning.cache import open_cache
+from carsearch.captioning.parse import CaptionError
 from carsearch.core.io import atomic_dir, read_jsonl, write_json
 from carsearch.core.params import load_params, run_stage
 from carsearch.core.paths import repo_root, resolve, shared_root
-from carsearch.features.captioning import bedrock, offline, openai_compat, results
-from carsearch.features.captioning import requests as batch
-from carsearch.features.captioning.cache import open_cache
-from carsearch.features.captioning.parse import CaptionError
 
 BACKENDS = ("offline", "bedrock", "openai")
 

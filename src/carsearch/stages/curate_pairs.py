@@ -8,8 +8,8 @@ from carsearch.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from carsearch.core.params import load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.rejects import summarise
-from carsearch.features.boxes import save_crops
-from carsearch.features.curate import curate, load_jobs
+from carsearch.curation.curate import curate, load_jobs
+from carsearch.sources.boxes import save_crops
 
 CROPS = "crops"  # a vehicle pair's image: its crop of the frame (`path`; the frame stays in `frame_path`)
 

@@ -19,6 +19,7 @@ import numpy as np
 from carsearch.core.io import read_jsonl, write_json, write_text
 from carsearch.core.params import load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
+from carsearch.curation.corpus import detect_boxes
 from carsearch.evaluation.calibration import reliability_png
 from carsearch.evaluation.candidates import model_calibration, wise_ft_candidates
 from carsearch.evaluation.evalsets import evaluate_sets
@@ -27,10 +28,9 @@ from carsearch.evaluation.protocol import embed_texts, full_report
 from carsearch.evaluation.stats import add_intervals, query_results, write_query_csv
 from carsearch.evaluation.vehicles import box_recall, vehicle_report
 from carsearch.experiments import tracking
-from carsearch.features.corpus import detect_boxes
-from carsearch.features.labels import model_key
-from carsearch.features.sources import content_id
 from carsearch.model.clip import encode_images, load_clip, load_pretrained
+from carsearch.sources.files import content_id
+from carsearch.sources.labels import model_key
 
 HEADLINE = ("recall@1", "recall@5", "recall@10", "map@10", "mrr")
 

@@ -19,8 +19,8 @@ from carsearch.core.paths import repo_root, resolve
 from carsearch.evaluation.evalsets import EvalSetError, set_validation_fn
 from carsearch.evaluation.protocol import validation_fn
 from carsearch.experiments import tracking
-from carsearch.features.sources import content_id
 from carsearch.model.clip import load_clip, save_clip
+from carsearch.sources.files import content_id
 from carsearch.training.distributed import init_distributed
 from carsearch.training.loop import train_clip
 

@@ -11,10 +11,11 @@ from tqdm import tqdm
 from carsearch.core.io import atomic_dir, write_json, write_jsonl
 from carsearch.core.params import get, load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
-from carsearch.features import demo, footage
-from carsearch.features import sources as data
-from carsearch.features.boxes import attach
+from carsearch.detection import footage
 from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs, render_traffic
+from carsearch.sources import demo
+from carsearch.sources import files as data
+from carsearch.sources.boxes import attach
 
 
 def _torcs_items(cfg: dict, seed: int, tmp_dir, root: Path):

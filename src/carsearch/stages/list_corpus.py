@@ -1,6 +1,6 @@
 """Stage list_corpus: the corpus build_index indexes, as a listing (path, size, mtime; S3: key,
 size, ETag) in `paths.corpus_listing`, so DVC tracks one file instead of hashing every photo on
-each `dvc status` (carsearch.features.listing). Runs on every `dvc repro` (always_changed: a
+each `dvc status` (carsearch.sources.listing). Runs on every `dvc repro` (always_changed: a
 listing costs one stat per file) and rewrites the listing only when the corpus changed, so an
 unchanged corpus leaves build_index up to date."""
 
@@ -10,7 +10,7 @@ import time
 
 from carsearch.core.params import load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
-from carsearch.features import listing
+from carsearch.sources import listing
 
 
 def main() -> None:

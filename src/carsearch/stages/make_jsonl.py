@@ -8,10 +8,10 @@ import os
 
 from tqdm import tqdm
 
+from carsearch.captioning import requests as batch
 from carsearch.core.io import atomic_dir, read_jsonl
 from carsearch.core.params import load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
-from carsearch.features.captioning import requests as batch
 
 
 def main() -> None:

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from carsearch.core.paths import resolve
-from carsearch.features.labels import same_model_relevance
 from carsearch.model.clip import pixel_tensor
+from carsearch.sources.labels import same_model_relevance
 from carsearch.training.checkpoint import architecture, fingerprint, remove_checkpoint, resume_state, save_checkpoint
 from carsearch.training.distributed import Dist, all_gather_grad
 from carsearch.training.ema import WeightEMA

@@ -13,11 +13,11 @@ from typing import Iterable, Iterator
 
 from carsearch.core import imaging, originals
 from carsearch.core.io import write_bytes
-from carsearch.features import boxes as boxes_mod
-from carsearch.features import labels as labels_mod
+from carsearch.sources import boxes as boxes_mod
+from carsearch.sources import labels as labels_mod
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov"}  # carsearch.features.video
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov"}  # carsearch.detection.video
 MIN_SIDE = 16  # smaller images cannot be captioned or embedded meaningfully
 
 
@@ -231,7 +231,7 @@ def walk_folder(folder: Path) -> list[tuple[str, str | None]]:
 
 def folder_boxes(folder: Path, labels_csv: str = "labels.csv") -> boxes_mod.Annotations:
     """The vehicle boxes of a folder's frames (COCO JSON, YOLO txt, labels.csv box columns:
-    carsearch.features.boxes); `.files` are the annotation files, which `iter_folder` then skips."""
+    carsearch.sources.boxes); `.files` are the annotation files, which `iter_folder` then skips."""
     folder = Path(folder)
     if not folder.is_dir():
         return boxes_mod.Annotations()
@@ -272,7 +272,7 @@ def iter_folder(
             yield name, None, None, err
             continue
         rel = p.relative_to(folder).as_posix()
-        if p.suffix.lower() in VIDEO_SUFFIXES:  # decoded frame by frame (carsearch.features.footage), never read whole
+        if p.suffix.lower() in VIDEO_SUFFIXES:  # decoded frame by frame (carsearch.detection.footage), never read whole
             yield str(p), None, labels_mod.labels_for(rel, subfolder_key, table), None
             continue
         if rel in skip or (

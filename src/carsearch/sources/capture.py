@@ -11,7 +11,6 @@ a bad pattern, zone or `--after` value (`parse_when`) raises `CaptureError` (a V
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from PIL import ExifTags, Image
 
+from carsearch.core import imaging
 from carsearch.core.errors import CarsearchError
 
 PATTERN_KEY = "data.capture.pattern"
@@ -167,7 +167,7 @@ def from_exif(data: bytes | Image.Image | None, tz: str = "UTC") -> dict:
     if not isinstance(data, (Image.Image, bytes, bytearray, memoryview)):
         return {"camera": None, "time": None}
     try:
-        exif = (data if isinstance(data, Image.Image) else Image.open(io.BytesIO(bytes(data)))).getexif()
+        exif = (data if isinstance(data, Image.Image) else imaging.open_image(data)).getexif()
         sub = exif.get_ifd(ExifTags.IFD.Exif)
         for when, offsets in ((sub.get(EXIF_DTO), (EXIF_OTO, EXIF_OT)), (exif.get(EXIF_DT), (EXIF_OT, EXIF_OTO))):
             offset = next((_text(sub.get(k)) for k in offsets if _text(sub.get(k))), "")

@@ -37,10 +37,10 @@ import secrets
 import time
 from pathlib import Path
 
+from carsearch.captioning import formats
+from carsearch.captioning.formats import count_output, empty_totals
 from carsearch.core.io import atomic_path, read_jsonl, write_json, write_jsonl
 from carsearch.core.paths import resolve, shared_root
-from carsearch.features.captioning import formats
-from carsearch.features.captioning.formats import count_output, empty_totals
 
 VERSION = 1
 SEGMENTS = "segments"

@@ -10,7 +10,7 @@ to it over HTTP with `endpoint_url=` (or `$AWS_ENDPOINT_URL_BEDROCK`):
     POST /model-invocation-job/{jobIdentifier}/stop   StopModelInvocationJob
 
 A job reads every `*.jsonl` under its input S3 URI, walks Submitted -> Validating -> Scheduled ->
-InProgress (`delay` seconds each), answers each record with `carsearch.features.captioning.offline.offline_output`
+InProgress (`delay` seconds each), answers each record with `carsearch.captioning.offline.offline_output`
 from the labels it was given (a vehicles request: every box of the frame it was given, as JSON), and writes `<output S3 URI>/<jobId>/<input file>.out` plus
 `manifest.json.out` as Bedrock does, then ends Completed (or PartiallyCompleted when records
 failed). Knobs for tests: failing jobs, record errors, refusals / free-text answers, records left
@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from carsearch.features.captioning import formats
-from carsearch.features.captioning.formats import count_output
-from carsearch.features.captioning.offline import offline_output
+from carsearch.captioning import formats
+from carsearch.captioning.formats import count_output
+from carsearch.captioning.offline import offline_output
+from carsearch.core import imaging
 
 _NAME = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
 _ROLE = re.compile(r"^arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+$")
@@ -385,11 +386,7 @@ class BedrockEmulator:
                                 body,
                                 error={"errorCode": 400, "errorMessage": f"Unable to access the image at {loc['uri']}"},
                             )
-                        import io
-
-                        from PIL import Image
-
-                        with Image.open(io.BytesIO(data)) as im:
+                        with imaging.open_image(data) as im:
                             image_tokens = (im.size[0] * im.size[1]) // 750
         if rid in self.answers or rid in self.refuse:
             text = self.answers.get(rid, "I'm sorry, I can't help with identifying this image.")

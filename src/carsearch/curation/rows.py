@@ -1,4 +1,4 @@
-"""Index rows as Arrow columns: what `features.corpus` reads becomes the table's metadata columns
+"""Index rows as Arrow columns: what `curation.corpus` reads becomes the table's metadata columns
 (`index.store` adds `model_ref` and the vectors). Light on purpose (pyarrow only): the search
 path imports it."""
 

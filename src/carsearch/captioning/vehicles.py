@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from carsearch.captioning.formats import VEHICLE_CLASSES
+from carsearch.captioning.parse import CaptionError, answer_json
 from carsearch.core.vocab import BODY_TYPES, COLORS, SYNONYMS, UNKNOWN, VIEWS
-from carsearch.features.boxes import COORDS, check_box
-from carsearch.features.captioning.formats import VEHICLE_CLASSES
-from carsearch.features.captioning.parse import CaptionError, answer_json
+from carsearch.sources.boxes import COORDS, check_box
 
 DUPLICATE_IOU = 0.9  # a box overlapping an earlier one this much is the same vehicle
 OUTSIDE_TOLERANCE = 0.02  # of the image's width/height: a box may overshoot the edge this much (clipped)

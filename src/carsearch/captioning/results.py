@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from carsearch.captioning import formats
 from carsearch.core.io import read_jsonl, write_jsonl
-from carsearch.features.captioning import formats
 
 OK_STATES = ("Completed", "PartiallyCompleted")  # Bedrock job states whose outputs are complete
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from carsearch.captioning import formats
+from carsearch.captioning.parse import CaptionError, parse_caption
+from carsearch.captioning.vehicles import VehicleAnswer, iou, parse_vehicle_answer
 from carsearch.core.io import read_jsonl
 from carsearch.core.vocab import UNKNOWN, known
-from carsearch.features.boxes import vehicle_id
-from carsearch.features.captioning import formats
-from carsearch.features.captioning.parse import CaptionError, parse_caption
-from carsearch.features.captioning.vehicles import VehicleAnswer, iou, parse_vehicle_answer
-from carsearch.features.split import perceptual_groups, split_of
+from carsearch.curation.split import perceptual_groups, split_of
+from carsearch.sources.boxes import vehicle_id
 
 TRUNCATED_STOPS = {"max_tokens", "length"}
 SOURCE_BOX_IOU = 0.5  # an LLM box this close to an annotated box of the frame takes that box's labels

@@ -13,11 +13,11 @@ import random
 import sys
 from pathlib import Path
 
+from carsearch.captioning import formats
+from carsearch.captioning.cache import answer_files
+from carsearch.captioning.requests import estimate_input_tokens
 from carsearch.core import vocab
 from carsearch.core.vocab import UNKNOWN, has_labels, known, view_phrase
-from carsearch.features.captioning import formats
-from carsearch.features.captioning.cache import answer_files
-from carsearch.features.captioning.requests import estimate_input_tokens
 
 _TEMPLATES = (
     "A {color} {makemodel} {body} seen from the {view}{scene}.",

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from carsearch.captioning import formats
+from carsearch.captioning.cache import split_records
+from carsearch.captioning.parse import CaptionError
+from carsearch.captioning.requests import IMAGES_SUBDIR, image_uris, s3_layout
+from carsearch.captioning.results import OK_STATES, reconcile
 from carsearch.core.io import write_bytes, write_json
-from carsearch.features.captioning import formats
-from carsearch.features.captioning.cache import split_records
-from carsearch.features.captioning.parse import CaptionError
-from carsearch.features.captioning.requests import IMAGES_SUBDIR, image_uris, s3_layout
-from carsearch.features.captioning.results import OK_STATES, reconcile
 
 # Documented job states (ModelInvocationJobStatus).
 RUNNING = ("Submitted", "Validating", "Scheduled", "InProgress", "Stopping")

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from carsearch.features.captioning import formats
-from carsearch.features.captioning.offline import offline_caption, offline_vehicles
+from carsearch.captioning import formats
+from carsearch.captioning.offline import offline_caption, offline_vehicles
 
 
 @dataclass

@@ -18,7 +18,6 @@ side, so a change to one is made against the others; the vehicles prompt is part
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import uuid
@@ -26,9 +25,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from carsearch.captioning import formats
+from carsearch.core import imaging
 from carsearch.core.errors import CarsearchError
 from carsearch.core.vocab import BODY_TYPES, COLORS, VIEWS
-from carsearch.features.captioning import formats
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 
@@ -76,9 +76,7 @@ class RequestRecord(BaseModel):
 
 
 def image_media_type(data: bytes) -> str:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
+    with imaging.open_image(data) as im:
         fmt = (im.format or "").lower()
     return {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp"}.get(fmt, "")
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from carsearch.features.captioning import formats
-from carsearch.features.captioning.cache import answer_files
-from carsearch.features.captioning.parse import CaptionError
+from carsearch.captioning import formats
+from carsearch.captioning.cache import answer_files
+from carsearch.captioning.parse import CaptionError
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Callable, Iterable, Iterator
 
 from PIL import Image
 
+from carsearch.captioning import formats
 from carsearch.core import imaging
 from carsearch.core.io import atomic_path, read_jsonl, write_bytes, write_json
-from carsearch.features.captioning import formats
 
 INDEX_NAME = "batch.json"  # written by make_jsonl next to the shards
 IMAGES_SUBDIR = "images"  # Nova: resized images, uploaded next to each shard on S3
@@ -85,7 +85,7 @@ def prompts(cfg: dict, image: bytes, row: dict | None = None) -> tuple[str, str,
     `wants_vehicles`) every vehicle and its box, in pixels of `image` (the bytes as sent)."""
     if not wants_vehicles(cfg, row):
         return cfg["system_prompt"], cfg["user_prompt"], cfg["max_tokens"]
-    with Image.open(io.BytesIO(image)) as im:
+    with imaging.open_image(image) as im:
         width, height = im.size
     return (
         cfg["vehicles_system_prompt"] or formats.VEHICLES_SYSTEM_PROMPT,
@@ -341,7 +341,7 @@ def estimate_input_tokens(model_input: dict, image_tokens: int | None = None) ->
             if block.get("type") == "text" or ("text" in block and "type" not in block):
                 tokens += len(block.get("text", "")) // 4
             elif block.get("type") == "image":
-                with Image.open(io.BytesIO(base64.b64decode(block["source"]["data"]))) as im:
+                with imaging.open_image(base64.b64decode(block["source"]["data"])) as im:
                     tokens += (im.size[0] * im.size[1]) // 750
             elif "image" in block:
                 tokens += image_tokens if image_tokens is not None else NOVA_IMAGE_TOKENS

@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import pyarrow as pa
-from PIL import Image
 
-from carsearch.core import originals
+from carsearch.core import imaging, originals
 from carsearch.core.io import read_jsonl
 from carsearch.core.paths import resolve
 from carsearch.core.vocab import known
-from carsearch.features import boxes as boxes_mod
-from carsearch.features import detect as detect_mod
-from carsearch.features import footage
-from carsearch.features import sources as data
-from carsearch.features.rows import row_table
+from carsearch.curation.rows import row_table
+from carsearch.detection import detect as detect_mod
+from carsearch.detection import footage
+from carsearch.sources import boxes as boxes_mod
+from carsearch.sources import files as data
 
 CORPORA = ("ingested", "folder", "s3")
 RUN = 8192  # corpus files read per run: rows become Arrow columns a run at a time
@@ -129,7 +128,7 @@ def vehicle_rows(frames: list[dict], root: Path, crops_dir: Path, margin: float,
         ids = [boxes_mod.vehicle_id(f["id"], box, margin) for box in kept]
         paths = boxes_mod.save_crops(originals.opened(f["path"], root), kept, margin, crops_dir, ids)
         for box, vid, dst in zip(kept, ids, paths):
-            with Image.open(dst) as piece:
+            with imaging.open_image(dst) as piece:
                 size = piece.size
             out.append(
                 {
@@ -162,7 +161,7 @@ def detect_boxes(frames: list[dict], root: Path, spec: dict, seed: int = 0) -> i
         chunk = todo[i : i + bs]
         images = []
         for f in chunk:
-            with Image.open(originals.opened(f["path"], root)) as im:
+            with imaging.open_image(originals.opened(f["path"], root)) as im:
                 images.append(im.convert("RGB"))
         found = detect_mod.detect(
             model, processor, images, float(spec["threshold"]), batch_size=bs, frame_ids=[f["id"] for f in chunk]
@@ -273,4 +272,5 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[p
         rejects += bad
         for k in notes:
             notes[k] += got.get(k) or type(notes[k])()
-    return pa.concat_tables(parts).sort_by("id"), rejects, notes
+    table = pa.concat_tables(parts) if parts else row_table([])  # no file at all: no run
+    return table.sort_by("id"), rejects, notes

@@ -1,8 +1,8 @@
 """Where and when each frame was taken, and video files in a folder corpus.
 
-`stamp_capture`: each row's camera and capture time (carsearch.features.capture). Video: each is sampled at `data.video.fps` into frames that go through
+`stamp_capture`: each row's camera and capture time (carsearch.sources.capture). Video: each is sampled at `data.video.fps` into frames that go through
 the same reader, boxes and crops as photos (each frame timed from the video's start + its offset),
-and the vehicles of consecutive frames are linked into tracks (carsearch.features.video): the index
+and the vehicles of consecutive frames are linked into tracks (carsearch.detection.video): the index
 keeps one row per track (its best crop, first/last seen, the member boxes), so a search returns a
 vehicle once, not once per frame."""
 
@@ -18,8 +18,8 @@ from typing import Iterable, Iterator
 from PIL import Image
 
 from carsearch.core import originals
-from carsearch.features import capture as capture_mod
-from carsearch.features import video as video_mod
+from carsearch.detection import video as video_mod
+from carsearch.sources import capture as capture_mod
 
 EXIF_BYTES = 256 * 1024
 FRAME_TAG = re.compile(r"#t=(?P<offset>\d+(?:\.\d+)?)s$")  # `<video path>#t=<offset>s`: a sampled frame

@@ -7,7 +7,7 @@ they implement the documented request/response shapes closely enough for the rea
 - `ChatCompletionsEmulator`: an OpenAI-compatible `/v1/chat/completions` with image input.
 """
 
-from carsearch.emulator.bedrock import BedrockEmulator
-from carsearch.emulator.openai import ChatCompletionsEmulator
+from carsearch_emulators.bedrock import BedrockEmulator
+from carsearch_emulators.openai import ChatCompletionsEmulator
 
 __all__ = ["BedrockEmulator", "ChatCompletionsEmulator"]

@@ -9,18 +9,17 @@ A frame with boxes becomes one index row per box (its crop); a frame without sta
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from pycocotools.coco import COCO
 
+from carsearch.core import imaging
 from carsearch.core.io import write_bytes
-from carsearch.features.labels import normalise_value
+from carsearch.sources import coco
+from carsearch.sources.labels import normalise_value
 
 YOLO_NAMES = ("classes.txt", "obj.names")  # class names of YOLO txt files, one per line (id = line number)
 COORDS = ("x1", "y1", "x2", "y2")
@@ -49,23 +48,17 @@ def _labels(attrs: dict | None) -> dict:
 def read_coco(path: Path, rel: str) -> tuple[dict[str, list[dict]], list[tuple[str, str]]]:
     """A COCO JSON file (images, annotations, categories; CVAT/Label Studio exports): boxes by
     `file_name`; an annotation's `attributes` (e.g. color, view) become the box's labels. Boxes
-    are scaled when the file's image size differs from the stored frame's (see `scaled`)."""
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
-        coco = COCO(str(path))
-    cats = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    are scaled when the file's image size differs from the stored frame's (see `scaled`). Read
+    entry by entry (`carsearch.sources.coco`): a malformed entry is a problem, the rest are kept;
+    raises coco.NotCoco when the file as a whole is not COCO."""
+    index, problems = coco.read(path, rel)
+    cats = {c["id"]: c["name"] for c in index.loadCats(index.getCatIds())}
     out: dict[str, list[dict]] = {}
-    problems = []
-    for img in coco.loadImgs(coco.getImgIds()):
-        name = str(img.get("file_name", "")).replace("\\", "/").lstrip("./")
+    for img in index.loadImgs(index.getImgIds()):
+        name = str(img["file_name"]).replace("\\", "/").lstrip("./")
         out.setdefault(name, [])
-        for a in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]], iscrowd=None)):
-            bbox = a.get("bbox") or []
-            if len(bbox) != 4:
-                problems.append(
-                    (f"{rel}", f"{rel} annotation {a.get('id')} of {name}: bbox {bbox!r} is not [x, y, w, h]")
-                )
-                continue
-            x, y, w, h = (float(v) for v in bbox)
+        for a in index.loadAnns(index.getAnnIds(imgIds=[img["id"]], iscrowd=None)):
+            x, y, w, h = a["bbox"]
             out[name].append(
                 {
                     "x1": x,
@@ -73,7 +66,7 @@ def read_coco(path: Path, rel: str) -> tuple[dict[str, list[dict]], list[tuple[s
                     "x2": x + w,
                     "y2": y + h,
                     "class": cats.get(a.get("category_id"), str(a.get("category_id"))),
-                    "score": float(a["score"]) if "score" in a else None,
+                    "score": a["score"],
                     "source": f"coco:{rel}",
                     "labels": _labels(a.get("attributes")),
                     "_size": (img.get("width"), img.get("height")),
@@ -114,27 +107,23 @@ def read_yolo(text: str, rel: str, names: list[str]) -> tuple[list[dict], list[t
     return boxes, problems
 
 
-def _is_coco(path: Path) -> bool:
-    try:
-        head = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(head, dict) and "images" in head and "annotations" in head
-
-
 def folder_annotations(folder: Path, rels: list[str], csv_boxes: dict[str, list[dict]] | None = None) -> Annotations:
-    """Every box source of a folder: COCO JSON files (any `*.json` with images and annotations),
+    """Every box source of a folder: COCO JSON files (every `*.json`: one that does not parse or is
+    not COCO is one problem line, a malformed entry of one that is drops that entry only),
     YOLO txt beside each image (`a/b.txt`, or `labels/` in place of an `images/` folder) with names
     from classes.txt / obj.names, and labels.csv box columns (`csv_boxes`, from labels.read_labels_csv)."""
     folder, ann = Path(folder), Annotations()
     relset = set(rels)
     for rel in rels:
-        if rel.lower().endswith(".json") and _is_coco(folder / rel):
+        if rel.lower().endswith(".json"):
             ann.files.add(rel)
             try:
                 got, problems = read_coco(folder / rel, rel)
-            except Exception as e:  # noqa: BLE001 - a broken annotation file is one reject line, not a crash
-                ann.problems.append((rel, f"{rel}: not a readable COCO file ({str(e).splitlines()[0][:200]})"))
+            except coco.NotCoco as e:
+                ann.problems.append((rel, str(e)))
+                continue
+            except OSError as e:
+                ann.problems.append((rel, f"{rel}: unreadable ({e.strerror})"))
                 continue
             ann.problems += problems
             for name, bs in got.items():
@@ -208,7 +197,7 @@ def save_crops(frame_path: Path, boxes: list[dict], margin: float, out_dir: Path
     out = [Path(out_dir) / f"{i}.jpg" for i in ids]
     if all(p.exists() for p in out):
         return out
-    with Image.open(frame_path) as im:
+    with imaging.open_image(frame_path) as im:
         frame = im.convert("RGB")
     for box, dst in zip(boxes, out):
         if not dst.exists():
