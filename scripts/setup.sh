@@ -32,18 +32,27 @@ $UV pip install --quiet --python .venv/bin/python --no-deps -e .
 .venv/bin/python -m compileall -q -j 0 src >/dev/null
 [ -f "$STAMP" ] || { rm -f .venv/.bytecode-*; touch "$STAMP"; }
 
+# CARSEARCH_REQUIRE_ALL=1 (.ci/run): what the tests need must be there; without it they skip.
+REQUIRE_ALL="${CARSEARCH_REQUIRE_ALL:-0}"
+required() {  # one line naming what is missing; fails setup when everything is required
+  echo "setup: $1"
+  if [ "$REQUIRE_ALL" != "0" ]; then echo "setup: CARSEARCH_REQUIRE_ALL=$REQUIRE_ALL: failing"; exit 1; fi
+}
+
 # The browser tests drive the system Chromium (Playwright cannot download its own browser offline).
 if ! command -v chromium >/dev/null 2>&1 && [ "${CARSEARCH_SKIP_BROWSER:-0}" != "1" ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing chromium (Debian package) for the browser tests"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "setup: could not install chromium; the browser tests will be skipped"
+      || required "could not install chromium; the browser tests will be skipped"
   else
-    echo "setup: chromium not found (apt-get install chromium); the browser tests will be skipped"
+    required "chromium not found (apt-get install chromium); the browser tests will be skipped"
   fi
 fi
 
 if [ -x scripts/fetch_torcs.sh ] && [ "${CARSEARCH_SKIP_TORCS:-0}" != "1" ]; then
   bash scripts/fetch_torcs.sh || echo "setup: TORCS car models unavailable; the toy demo set will be used"
+  TORCS="${CARSEARCH_TORCS_DIR:-$HOME/.cache/carsearch/torcs}"
+  [ -f "$TORCS/.complete" ] || required "no TORCS car models in $TORCS (scripts/fetch_torcs.sh); their tests will be skipped"
 fi
 echo "setup: ready (.venv: $(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

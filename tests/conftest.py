@@ -73,6 +73,19 @@ def dashcam_dir():
     return DASHCAM
 
 
+def pytest_configure(config):
+    import require_all
+
+    if require_all.enabled():  # CARSEARCH_REQUIRE_ALL=1 (.ci/run): a skip is a failure
+        config.pluginmanager.register(require_all, "carsearch-require-all")
+    # in the controlling process only (an xdist worker has `workerinput`): it looks at the repo
+    # before the first worker starts and after the last one ends
+    if not hasattr(config, "workerinput"):
+        from repo_guard import RepoGuard
+
+        config.pluginmanager.register(RepoGuard(REPO), "carsearch-repo-guard")
+
+
 # The longest files first: `make test` runs them on two xdist workers, one worker per file, and the
 # suite can end no sooner than its longest file; started first, it runs beside all the others.
 SLOWEST_FIRST = ("test_pipeline_e2e.py", "test_kill.py", "test_own_photos_e2e.py", "test_ddp.py")

@@ -253,7 +253,7 @@ def test_stop_and_list_jobs(image_set, bucket, emulator):
             break
         time.sleep(0.05)
     assert br.get_model_invocation_job(jobIdentifier=arn)["status"] == "Stopped"
-    with pytest.raises(br.exceptions.ResourceNotFoundException):
+    with pytest.raises(br.exceptions.ResourceNotFoundException, match="Job abcdefabcdef not found"):
         br.get_model_invocation_job(jobIdentifier="abcdefabcdef")
 
 

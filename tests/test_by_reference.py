@@ -7,7 +7,6 @@ original is reported as missing, `index add` follows the same rule; hits carry f
 from __future__ import annotations
 
 import io
-import json
 import shutil
 from pathlib import Path
 
@@ -176,4 +175,5 @@ def test_card_shows_the_original_file_name_not_a_hash(repo):  # noqa: F811
     finally:
         server.stop()
     assert "photo 0.jpg" in card and "red/photo 0.jpg" in card and "(no caption)" not in card, card
-    assert json.dumps(card)  # printable
+    # printable text: no replacement character, no control character but line breaks
+    assert "\ufffd" not in card and all(c.isprintable() or c in "\n\t" for c in card), repr(card)

@@ -4,6 +4,7 @@ the precedence between them, and the `--after`/`--before` and display helpers.""
 from __future__ import annotations
 
 import io
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -109,7 +110,7 @@ def test_bad_pattern_is_one_line_naming_the_key(pattern, problem):
         parse_pattern(pattern)
     msg = str(e.value)
     assert msg.startswith("data.capture.pattern = ") and problem in msg and "\n" not in msg
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(problem)):
         capture_info("x.jpg", pattern=pattern) if pattern else parse_pattern(pattern)  # "" in capture_info: no pattern
 
 

@@ -54,3 +54,5 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert len(l1) == len(l2) == 4
     assert max(abs(a - b) for a, b in zip(l1, l2)) < 1e-3, (l1, l2)
     assert r2["log"].count("finetune_clip:") == 1  # only rank 0 logs and writes
+    assert not (one / "models/checkpoints/finetune_clip").exists()  # finished: rank 0 removed the checkpoint
+    assert not (two / "models/checkpoints/finetune_clip").exists()

@@ -98,15 +98,16 @@ def test_sets_are_evaluated_and_the_gate_uses_the_configured_set(trained, monkey
     assert 0 <= col["finetuned"]["text_to_image"]["precision@5"] <= 1
     assert "evaluate: set 'colours': skipped view queries" in out and "evaluate[set colours]" in out
     assert (root / "metrics/plots/sets/examples_colours.png").read_bytes()[:4] == b"\x89PNG"
-    if DASHCAM.is_dir():
-        d = ev["sets"]["dashcam"]["finetuned"]
-        # all nine crops are sedans seen from behind: only colour tells them apart
-        assert d["images"] == 9 and d["attributes"] == ["color"] and "same view (rear)" in d["skipped"]["view"]
     build_index.main()
     idx = json.loads((root / "metrics/index.json").read_text())
     assert idx["promotion"]["set"] == "colours" and idx["model"] == "finetuned"  # min_gain -1: always promoted
     assert set(idx["promotion"]["sets"]) == {s["name"] for s in sets}
     assert "on eval set 'colours'" in idx["promotion"]["reason"]
+    if not DASHCAM.is_dir():  # the real-photo part: recorded as a skip (a failure under CARSEARCH_REQUIRE_ALL=1)
+        pytest.skip("the real-photo set: ../shared/fixtures/dashcam not present (the colour-folder set passed)")
+    d = ev["sets"]["dashcam"]["finetuned"]
+    # all nine crops are sedans seen from behind: only colour tells them apart
+    assert d["images"] == 9 and d["attributes"] == ["color"] and "same view (rear)" in d["skipped"]["view"]
 
 
 def test_overlap_with_training_is_refused(trained, monkeypatch):

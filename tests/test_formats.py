@@ -105,7 +105,7 @@ def test_schema_violations_name_record_and_field(family, mutate, msg):
 
 def test_claude_request_cannot_pass_as_nova():
     body = formats.claude_request(_png(), "s", "u")
-    with pytest.raises(formats.FormatError):
+    with pytest.raises(formats.FormatError, match=r"^record 'r': schemaVersion: Field required"):
         formats.validate_record({"recordId": "r", "modelInput": body}, "nova")
 
 

@@ -177,17 +177,16 @@ def test_open_searcher_survives_rebuilds_and_picks_up_the_new_index(repo):
 
 
 def test_kill_during_build_keeps_the_old_index(repo):
-    """SIGKILL build_index at a random point: the old index still answers; a rerun completes and
-    leaves no temp folder."""
-    import random
+    """SIGKILL build_index while it builds (its staging folder is there, the process alive): the old
+    index still answers; a rerun completes and leaves no temp folder."""
+    import shutil
 
     from carsearch.index.search import CarSearch
 
     _build(repo)
     s = CarSearch(root=repo)
+    live = json.loads((repo / "data/index/carsearch_index.json").read_text())["version"]
     env = {**os.environ, "CARSEARCH_ROOT": str(repo), "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    import shutil
-
     shutil.rmtree(repo / ".carsearch", ignore_errors=True)  # make the build embed (longer, killable mid-way)
     p = subprocess.Popen(
         [sys.executable, "-m", "carsearch.stages.build_index"],
@@ -195,9 +194,17 @@ def test_kill_during_build_keeps_the_old_index(repo):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(random.uniform(2.0, 6.0))
+    deadline = time.time() + 120
+    while not list((repo / "data/index").glob(".building-*")):  # the build has begun its new version
+        assert p.poll() is None, f"build_index ended ({p.returncode}) before it began building"
+        assert time.time() < deadline, "build_index did not begin building in 120 s"
+        time.sleep(0.01)
+    assert p.poll() is None  # alive when killed
     p.send_signal(signal.SIGKILL)
-    p.wait()
+    assert p.wait() == -signal.SIGKILL
+    # killed mid-build: its staging folder is left, nothing was published
+    assert list((repo / "data/index").glob(".building-*"))
+    assert json.loads((repo / "data/index/carsearch_index.json").read_text())["version"] == live
     assert len(CarSearch(root=repo).text("a blue car", k=2)) == 2
     assert len(s.text("a blue car", k=2)) == 2
     idx = _build(repo)

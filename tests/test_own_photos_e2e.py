@@ -48,9 +48,6 @@ def test_whole_dag_on_colour_folders(photos_repo):
     n_photos = sum(1 for _ in photos.rglob("*.jpg"))
     manifest = (repo / "data/raw/manifest.jsonl").read_text().splitlines()
     assert len(manifest) == n_photos
-    if n_dashcam:  # one summary line for the unlabelled images, with the count and the fix
-        lines = [l for l in out.splitlines() if "has no labels" in l or "have no labels" in l or "no labels" in l]
-        assert len(lines) == 1 and f"{n_dashcam} " in lines[0] and "bedrock" in lines[0], lines
     pairs = [
         json.loads(l)
         for s in ("train", "val", "test")
@@ -64,6 +61,17 @@ def test_whole_dag_on_colour_folders(photos_repo):
     assert "evaluate: skipped text_to_image.view queries" in out
     idx = json.loads((repo / "metrics/index.json").read_text())
     assert idx["rows"] == n_photos  # unlabelled images are searchable too
+
+
+def test_unlabelled_real_frames_are_summarised_once_and_indexed(photos_repo, dashcam_dir):
+    """The real dashcam frames (no label at all): one summary line with the count and the fix, and
+    every one of them indexed. Skipped, with the reason, without ../shared/fixtures/dashcam."""
+    repo, photos, n_dashcam, out = photos_repo
+    assert n_dashcam == len(list(dashcam_dir.glob("*.jpg"))) > 0
+    lines = [l for l in out.splitlines() if "no labels" in l]
+    assert len(lines) == 1 and f"{n_dashcam} " in lines[0] and "bedrock" in lines[0], lines
+    origins = [json.loads(l).get("origin") or "" for l in (repo / "data/raw/manifest.jsonl").read_text().splitlines()]
+    assert sum("unsorted/" in o for o in origins) == n_dashcam, origins[:5]
 
 
 def test_search_a_red_car_finds_a_red_one_first(photos_repo):

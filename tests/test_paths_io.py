@@ -29,7 +29,7 @@ def test_repo_root_missing(tmp_path, monkeypatch):
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "a.json"
     io.write_json(target, {"v": 1})
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^killed$"):  # the error goes through unchanged
         with io.atomic_path(target) as tmp:
             tmp.write_text("partial")
             raise RuntimeError("killed")
@@ -43,7 +43,7 @@ def test_atomic_dir_swaps_in_complete_output_and_keeps_old_on_failure(tmp_path):
         assert tmp.parent == tmp_path and tmp.name.startswith(".pairs.tmp-") and not out.exists()
         (tmp / "train.jsonl").write_text("1\n")
     assert (out / "train.jsonl").read_text() == "1\n"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^killed$"):
         with io.atomic_dir(out) as tmp:
             (tmp / "train.jsonl").write_text("half")
             raise RuntimeError("killed")

@@ -183,12 +183,12 @@ kids 0
 
 def test_parse_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.ac").write_text("not an ac file\n")
-    with pytest.raises(AC3DError):
+    with pytest.raises(AC3DError, match=r"^bad\.ac: missing AC3D header$"):
         parse_ac3d(tmp_path / "bad.ac")
     write_box_ac(tmp_path / "b.ac", "t.rgb")
     lines = (tmp_path / "b.ac").read_text().splitlines()
     (tmp_path / "b.ac").write_text("\n".join(lines[:-8]) + "\n")  # truncated
-    with pytest.raises(AC3DError):
+    with pytest.raises(AC3DError, match=r"^line \d+: expected SURF$"):
         parse_ac3d(tmp_path / "b.ac")
 
 

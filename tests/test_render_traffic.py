@@ -130,7 +130,7 @@ def test_cars_per_frame_and_drop_rules(cars) -> None:
             spec = sample_traffic(np.random.default_rng(seed), cars, camera, SIZE, (2, 8))
             assert 2 <= len(spec.cars) <= 8
             assert len(sample_traffic(np.random.default_rng(seed), cars, camera, SIZE, (2, 3)).cars) <= 3
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^camera 'drone': choose from "):
         render_traffic_frame(cars, 0, SIZE, "drone")
 
 
@@ -170,10 +170,10 @@ def test_render_traffic_same_bytes_for_any_worker_count(cars_dir: Path, tmp_path
 
 
 def test_render_traffic_rejects_bad_arguments(cars_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^unknown colours \['teal'\]; choose from "):
         render_traffic(cars_dir, tmp_path, 2, colors=["teal"], progress=False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^bad cameras \{'drone': 1.0\}: weights of "):
         render_traffic(cars_dir, tmp_path, 2, cameras={"drone": 1.0}, progress=False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^bad cars_per_frame \(3, 9\): expected 1 <= lo <= hi <= 8$"):
         render_traffic(cars_dir, tmp_path, 2, cars_per_frame=(3, 9), progress=False)
     assert render_traffic(tmp_path / "nothing", tmp_path / "o", 2, progress=False) == ([], [])

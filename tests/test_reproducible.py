@@ -128,7 +128,7 @@ print("REPRO " + json.dumps(out, sort_keys=True))
 """
 
 
-def _run(script: str, args: list[str], env: dict[str, str], timeout: int = 600) -> dict:
+def _run(script: str, args: list[str], env: dict[str, str], timeout: int = 600, cwd: Path | None = None) -> dict:
     e = {
         k: v
         for k, v in os.environ.items()
@@ -136,7 +136,9 @@ def _run(script: str, args: list[str], env: dict[str, str], timeout: int = 600) 
     }
     e.update(env)
     e["PYTHONPATH"] = os.pathsep.join((str(REPO / "src"), str(REPO / "tests")))  # tests/: testkit
-    p = subprocess.run([sys.executable, "-c", script, *args], env=e, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-c", script, *args], env=e, capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
     assert p.returncode == 0, f"{env}: exit {p.returncode}\n{p.stderr[-3000:]}"
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("REPRO "))
     return json.loads(line[len("REPRO ") :])
@@ -369,22 +371,34 @@ from carsearch.training.loop import train_clip
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 if len(sys.argv) > 3:
     torch.set_num_threads(int(sys.argv[3]))
-pairs = write_pairs(root, {"train": 16, "val": 6, "test": 12}, size=40)
+pairs = write_pairs(root, {"train": 16, "val": 12, "test": 12}, size=40)
 model, proc = load_clip(TINY, seed=0)
 cfg = section("train", lr=2e-3, epochs=3, batch_size=8, seed=3, augment={"shift": 2, "flip": True})
 val = validation_fn(proc, pairs["val"], root, section("eval", ks=[1, 5]))
+before = val(model)["val_recall@5"]
 res = train_clip(model, proc, pairs["train"], root, cfg, validate=val)
 save_clip(model, proc, out)
 test = validation_fn(proc, pairs["test"], root, section("eval", ks=[1, 5]))(model)
-print("REPRO " + json.dumps({"hash": dir_hash(out), "final_loss": res.losses[-1],
+print("REPRO " + json.dumps({"hash": dir_hash(out), "final_loss": res.losses[-1], "resumed": res.resumed_from_epoch,
+                             "epoch_loss": [h["loss"] for h in res.history], "val_before": before,
+                             "val": [h["val_recall@5"] for h in res.history],
+                             "checkpoint_left": (root / cfg["checkpoint_dir"]).exists(),
                              "test": {k: float(v) for k, v in test.items()}}, sort_keys=True))
 """
 
 
 def test_training_same_seed_same_model_hash(tmp_path: Path) -> None:
-    runs = [
-        _run(TRAIN_SCRIPT, [str(tmp_path / f"data{k}"), str(tmp_path / f"model{k}")], {"PYTHONHASHSEED": str(k)})
-        for k in (1, 2)
-    ]
+    """Two processes train from scratch, each in its own folder and working directory (the
+    configured checkpoint folder is relative: it is the data root's, never the working
+    directory's, so neither run can resume the other's): the same model, bit for bit, and it learns."""
+    runs = []
+    for k in (1, 2):
+        (tmp_path / f"cwd{k}").mkdir()
+        args = [str(tmp_path / f"data{k}"), str(tmp_path / f"model{k}")]
+        runs.append(_run(TRAIN_SCRIPT, args, {"PYTHONHASHSEED": str(k)}, cwd=tmp_path / f"cwd{k}"))
+        assert not list((tmp_path / f"cwd{k}").iterdir())  # nothing written where it ran
+    assert all(r["resumed"] == 0 and not r["checkpoint_left"] for r in runs), runs
     assert runs[0]["hash"] == runs[1]["hash"], runs
     assert runs[0]["final_loss"] == runs[1]["final_loss"] and runs[0]["test"] == runs[1]["test"]
+    loss, val = runs[0]["epoch_loss"], runs[0]["val"]
+    assert loss[-1] < loss[0] and max(val) > runs[0]["val_before"], runs[0]  # it learns

@@ -19,7 +19,7 @@ from testkit import TINY, section, write_pairs
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    return root, write_pairs(root, {"train": 16, "val": 6, "test": 6}, size=40)
+    return root, write_pairs(root, {"train": 16, "val": 12, "test": 6}, size=40)
 
 
 def _cfg(**kw):
@@ -122,7 +122,7 @@ def test_cosine_schedule_with_warmup():
     )
     assert autocast_dtype("fp32", torch.device("cpu")) is None and autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^train.precision: 'fp8' \(expected auto, bf16 or fp32\)$"):
         autocast_dtype("fp8", torch.device("cpu"))
 
 
@@ -135,15 +135,26 @@ def _train(root, pairs, **kw):
     return model, res
 
 
-def test_deterministic_and_learns(data):
+def test_deterministic_and_learns(data, tmp_path):
+    """Two trainings from scratch, each with its own checkpoint folder (neither can resume the
+    other's): the same losses, history and weights, and the model learns."""
     root, pairs = data
-    m1, r1 = _train(root, pairs, epochs=3)
-    m2, r2 = _train(root, pairs, epochs=3)
+    m1, r1 = _train(root, pairs, epochs=3, checkpoint_dir=str(tmp_path / "a"))
+    m2, r2 = _train(root, pairs, epochs=3, checkpoint_dir=str(tmp_path / "b"))
+    assert r1.resumed_from_epoch == r2.resumed_from_epoch == 0 and len(r1.losses) == len(r2.losses) == 6
     strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     assert r1.losses == r2.losses and strip(r1.history) == strip(r2.history)
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     assert "t2i_recall@5" in r1.history[0] and "val_recall@5" in r1.history[0]
     assert r1.best_epoch == 1 + int(np.argmax([h["val_recall@5"] for h in r1.history]))
+    # it learns: the epoch loss falls and validation recall rises above the untrained model's
+    from carsearch.evaluation.protocol import validation_fn
+
+    untrained, proc = load_clip(TINY, seed=0)
+    before = validation_fn(proc, pairs["val"], root, section("eval", ks=[1, 5]))(untrained)["val_recall@5"]
+    loss = [h["loss"] for h in r1.history]
+    assert loss[-1] < loss[0], loss
+    assert r1.best_score > before, (before, [h["val_recall@5"] for h in r1.history])
 
 
 def test_accumulation_checkpointing_bf16_and_early_stop(data):
@@ -214,13 +225,76 @@ def test_checkpoint_from_another_architecture(tmp_path):
         load_checkpoint(tmp_path / "junk.pt", other)
 
 
-def test_resume_with_other_architecture_is_one_clear_error(data, tmp_path):
+class _Killed(Exception):
+    pass
+
+
+def _killed_at_epoch_2(root, pairs, cfg, spec=TINY) -> None:
+    """Train until epoch 2 ends (its checkpoint holds epoch 1), then die."""
+
+    def kill(epoch, info):
+        if epoch == 2:
+            raise _Killed
+
+    model, proc = load_clip(spec, seed=0)
+    with pytest.raises(_Killed):
+        train_clip(model, proc, pairs["train"], root, cfg, on_epoch=kill)
+
+
+def test_relative_checkpoint_dir_is_the_roots_and_a_finished_training_removes_it(data, tmp_path, monkeypatch):
+    """train.checkpoint_dir (relative, as configured) lives under the root trained from, whatever the
+    current directory; a resumed, finished training removes it."""
+    root, pairs = data
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    cfg = _cfg(epochs=2)
+    assert cfg["checkpoint_dir"] == "models/checkpoints/finetune_clip"  # the configured default
+    ck = root / cfg["checkpoint_dir"]
+    _killed_at_epoch_2(root, pairs, cfg)
+    assert (ck / "last.pt").is_file() and not list(cwd.iterdir())
+    model, proc = load_clip(TINY, seed=0)
+    res = train_clip(model, proc, pairs["train"], root, cfg)
+    assert res.resumed_from_epoch == 1 and len(res.history) == 2
+    assert not ck.exists() and not list(cwd.iterdir())  # finished: nothing to resume, nothing left
+
+
+def test_finished_training_removes_its_checkpoint(data, tmp_path):
     root, pairs = data
     model, proc = load_clip(TINY, seed=0)
-    train_clip(model, proc, pairs["train"], root, _cfg(epochs=1, checkpoint_dir=str(tmp_path)))
+    res = train_clip(model, proc, pairs["train"], root, _cfg(epochs=1, checkpoint_dir=str(tmp_path / "ck")))
+    assert res.resumed_from_epoch == 0 and len(res.history) == 1
+    assert not (tmp_path / "ck").exists()
+
+
+def test_checkpoint_of_another_architecture_or_run_is_moved_aside(data, tmp_path, capfd):
+    """Not a hard stop: a checkpoint that is not this run's is renamed aside with one line naming
+    the reason, and training starts from scratch; only a matching checkpoint is resumed."""
+    root, pairs = data
+    ck = tmp_path / "ck"
+    _killed_at_epoch_2(root, pairs, _cfg(epochs=2, checkpoint_dir=str(ck)))
+    capfd.readouterr()
     other, proc2 = load_clip({**TINY, "text_width": 48}, seed=0)
-    with pytest.raises(ModelConfigError, match="another architecture"):
-        train_clip(other, proc2, pairs["train"], root, _cfg(epochs=1, checkpoint_dir=str(tmp_path)))
+    res = train_clip(other, proc2, pairs["train"], root, _cfg(epochs=1, checkpoint_dir=str(ck)))
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("train:")]
+    assert res.resumed_from_epoch == 0 and len(err) == 1, err
+    assert "another architecture (vision 2x32 @32px, text 2x32, dim 16)" in err[0] and "text 2x48" in err[0]
+    aside = sorted(p.name for p in ck.iterdir())
+    assert len(aside) == 1 and aside[0].startswith("last.pt.mismatch-") and aside[0] in err[0], (aside, err)
+    # another run of the same model (other params): moved aside too, never resumed
+    _killed_at_epoch_2(root, pairs, _cfg(epochs=2, checkpoint_dir=str(ck)))
+    capfd.readouterr()
+    model, proc = load_clip(TINY, seed=0)
+    res = train_clip(model, proc, pairs["train"], root, _cfg(epochs=2, lr=1e-3, checkpoint_dir=str(ck)))
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("train:")]
+    assert res.resumed_from_epoch == 0 and len(err) == 1 and "other params/data" in err[0], err
+    assert len(list(ck.glob("last.pt.mismatch-*"))) == 2 and not (ck / "last.pt").exists()
+    # a file that is no checkpoint at all: the same
+    (ck / "last.pt").write_text("not a checkpoint")
+    res = train_clip(model, proc, pairs["train"], root, _cfg(epochs=1, checkpoint_dir=str(ck)))
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("train:")]
+    assert res.resumed_from_epoch == 0 and "not a carsearch training checkpoint" in err[0], err
+    assert len(list(ck.glob("last.pt.mismatch-*"))) == 3
 
 
 @pytest.mark.parametrize("n", [0, 1])

@@ -209,24 +209,15 @@ def test_api_filters_vehicles_by_camera_and_time_and_serves_their_frames(repo, t
         server.stop()
 
 
-def test_video_in_a_folder_gives_one_row_per_track_with_first_and_last_seen(repo, tmp_path, monkeypatch):  # noqa: F811
-    """A real mp4 (PyAV) of cars crossing a street, its boxes in labels.csv (a `t` column: seconds
-    into the video): sampled at data.video.fps, linked into tracks, one row per car with first/last
-    seen; a search returns each car once, and the camera / time filters apply to video too. The
-    corpus is read in runs of 2 files: a video's frames stay in one run, so its tracks still link."""
+def index_street_video(repo: Path, folder: Path, sample_fps: float = 4.0) -> tuple[dict, list[str]]:
+    """tests/test_video.py's street clip (camera cam-7) with its boxes in labels.csv (a `t` column:
+    seconds into the video), indexed by build_index as a folder corpus; (metrics, labels.csv lines)."""
     import yaml
 
-    from carsearch.curation import corpus
+    from test_video import CARS, FPS, N, truth, write_clip
 
-    monkeypatch.setattr(corpus, "RUN", 2)
-
-    from carsearch.index.search import CarSearch
-    from test_video import CARS, FPS, START, N, truth, write_clip
-
-    folder = tmp_path / "clips"
     (folder / "cam-7").mkdir(parents=True)
     write_clip(folder / "cam-7" / "street.mp4")
-    sample_fps = 4.0
     lines = ["file,t,x1,y1,x2,y2,class"]
     for i in range(int(N / FPS * sample_fps)):
         t = i / sample_fps
@@ -240,7 +231,23 @@ def test_video_in_a_folder_gives_one_row_per_track_with_first_and_last_seen(repo
     params["data"]["capture"] = {"pattern": "{camera}/{*}.mp4", "timezone": "UTC"}
     params["curate"]["boxes"]["min_side"] = 4  # the synthetic cars are small
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    m = _build(repo, corpus="folder", corpus_path=str(folder), subfolder_key=None)
+    return _build(repo, corpus="folder", corpus_path=str(folder), subfolder_key=None), lines
+
+
+def test_video_in_a_folder_gives_one_row_per_track_with_first_and_last_seen(repo, tmp_path, monkeypatch):  # noqa: F811
+    """A real mp4 (PyAV) of cars crossing a street, its boxes in labels.csv (a `t` column: seconds
+    into the video): sampled at data.video.fps, linked into tracks, one row per car with first/last
+    seen; a search returns each car once, and the camera / time filters apply to video too. The
+    corpus is read in runs of 2 files: a video's frames stay in one run, so its tracks still link."""
+    from carsearch.curation import corpus
+
+    monkeypatch.setattr(corpus, "RUN", 2)
+
+    from carsearch.index.search import CarSearch
+    from test_video import CARS, FPS, START, N, truth
+
+    sample_fps = 4.0
+    m, lines = index_street_video(repo, tmp_path / "clips", sample_fps)
     assert m["tracks"] == 4 and m["rows"] == 4, m  # red leaves, blue, yellow, a second red enters later
 
     s = CarSearch(repo / "data/index")

@@ -116,7 +116,7 @@ def test_iter_frames_first_frame_at_or_after_each_instant(clip):
     few = list(iter_frames(clip, fps=4, start=1000.0, max_frames=3))
     assert [(i, off, t) for i, off, t, _ in few] == [(0, 0.0, 1000.0), (1, 0.25, 1000.25), (2, 0.5, 1000.5)]
     assert list(iter_frames(clip, fps=4, max_frames=0)) == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^fps must be > 0, got 0$"):
         next(iter_frames(clip, fps=0))
 
 
@@ -256,5 +256,5 @@ def test_appearance_rejoins_a_car_broken_by_a_long_occlusion(clip):
         for i, row in enumerate(blue)
     ]
     assert len(link_tracks(blue, appearance=other)) == len(CARS) + 1  # looks different after: not rejoined
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^appearance needs one embedding per box, frame by frame$"):
         link_tracks(blue, appearance=emb[:-1])

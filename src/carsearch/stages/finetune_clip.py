@@ -10,7 +10,6 @@ only rank 0 logs and writes outputs.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -137,8 +136,6 @@ def main() -> None:
             write_text(metrics_dir / "train_loss.csv", loss_csv(steps))
             write_text(metrics_dir / "train_val.csv", val_csv(epochs))
             write_json(metrics_dir / "train.json", s)
-            if p.cfg.checkpoint_dir:
-                shutil.rmtree(p.cfg.checkpoint_dir, ignore_errors=True)  # done: nothing to resume
             print(
                 f"finetune_clip: {len(p.train)} pairs, {len(res.losses)} steps, best epoch {res.best_epoch} "
                 f"({s['early_stopping_metric']} {s['best_val']}), {seconds:.0f}s; saved to "

@@ -69,10 +69,10 @@ def _street_items(cfg: dict, seed: int, tmp_dir):
     return items(), len(singles) + len(frames), boxes, capture
 
 
-def _torcs_items(cfg: Data, seed: int, tmp_dir):
+def _torcs_items(cfg: Data, seed: int, tmp_dir, root: Path):
     """Render the TORCS set into a scratch folder; fall back to the toy set (one line) without the data."""
     t = cfg.torcs
-    torcs_dir = default_torcs_dir() if not t.dir else resolve(t.dir)
+    torcs_dir = default_torcs_dir() if not t.dir else resolve(t.dir, root)
     if not find_torcs_cars(torcs_dir):
         print(f"ingest: no TORCS car models under {torcs_dir} (run scripts/fetch_torcs.sh); using the toy demo set")
         return None, None, "demo", None
@@ -159,7 +159,7 @@ def _ingest(cfg: Data, seed: int, root: Path, paths, raw_dir: Path, tmp_dir: Pat
     if source == "street":
         items, total, rendered_boxes, capture = _street_items(cfg, seed, tmp_dir)
     if source == "torcs":
-        items, total, source, rendered_boxes = _torcs_items(cfg, seed, tmp_dir)
+        items, total, source, rendered_boxes = _torcs_items(cfg, seed, tmp_dir, root)
     if source == "demo":
         d = cfg.demo
         items = demo.demo_items(d.n_images, d.size, seed, d.colors)

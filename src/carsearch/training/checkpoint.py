@@ -1,11 +1,15 @@
 """Resumable training: the checkpoint file, the architecture it was written for (a mismatch is one
-line naming both), and the fingerprint that says whether a checkpoint belongs to this run."""
+line naming both), and the fingerprint that says whether a checkpoint belongs to this run. Training
+resumes only a checkpoint of this very run; any other is moved aside (one line), never a hard stop,
+and a finished training removes its checkpoint."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -66,8 +70,7 @@ def load_checkpoint(path: Path, model) -> dict:
     want, got = architecture(model), state.get("arch")
     if got is not None and got != want:
         raise ModelConfigError(
-            f"checkpoint {path} is for another architecture ({arch_str(got)}), "
-            f"the configured model is {arch_str(want)}; delete it or fix model="
+            f"checkpoint {path} is for another architecture ({arch_str(got)}), the configured model is {arch_str(want)}"
         )
     own = model.state_dict()
     bad = [k for k, v in state["model"].items() if k not in own or own[k].shape != v.shape]
@@ -78,6 +81,41 @@ def load_checkpoint(path: Path, model) -> dict:
             f"({len(bad)} mismatched, {len(missing)} missing tensors, e.g. {(bad + missing)[0]})"
         )
     return state
+
+
+def resume_state(ckpt_dir: Path, model, fp: str, main: bool = True) -> dict | None:
+    """The checkpoint in `ckpt_dir` if it is this run's (same architecture, params and data: `fp`),
+    else None. One that is not (another architecture or run, or no checkpoint at all) is moved aside
+    to `last.pt.mismatch-<time>` with one line, and training starts fresh (on the main rank; the
+    other ranks come to the same answer and leave the file alone)."""
+    path = ckpt_dir / CKPT
+    if not path.is_file():
+        return None
+    try:
+        state = load_checkpoint(path, model)
+        why = None if state.get("fingerprint") == fp else f"checkpoint {path} is for other params/data"
+    except ModelConfigError as e:
+        state, why = None, str(e)
+    if why is None:
+        return state
+    if main:
+        aside = path.with_name(f"{CKPT}.mismatch-{time.strftime('%Y%m%d-%H%M%S')}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = aside.with_name(f"{CKPT}.mismatch-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+        os.replace(path, aside)
+        print(f"train: {why}; moved aside to {aside.name}, training from scratch", file=sys.stderr)
+    return None
+
+
+def remove_checkpoint(ckpt_dir: Path) -> None:
+    """A finished training: nothing to resume (the folder goes too once empty; moved-aside files stay)."""
+    (ckpt_dir / CKPT).unlink(missing_ok=True)
+    try:
+        ckpt_dir.rmdir()
+    except OSError:
+        pass
 
 
 def arch_str(a: dict) -> str:

@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from carsearch.core.paths import resolve
 from carsearch.model.clip import pixel_tensor
 from carsearch.sources.labels import same_model_relevance
-from carsearch.training.checkpoint import CKPT, architecture, fingerprint, load_checkpoint, save_checkpoint
+from carsearch.training.checkpoint import architecture, fingerprint, remove_checkpoint, resume_state, save_checkpoint
 from carsearch.training.distributed import Dist, all_gather_grad
 from carsearch.training.ema import WeightEMA
 from carsearch.training.loss import multi_positive_loss, same_model_loss
@@ -167,18 +168,16 @@ def train_clip(
     es = cfg["early_stopping"]  # null: no early stopping
     metric, patience, min_delta = (es["metric"], int(es["patience"]), float(es["min_delta"])) if es else (None, 0, 0.0)
     fp = fingerprint(cfg, model, train_pairs, d.world)
-    ckpt_dir = Path(cfg["checkpoint_dir"]) if cfg["checkpoint_dir"] else None
+    # a configured (relative) path is the repo's (`root`), never the current directory's
+    ckpt_dir = resolve(cfg["checkpoint_dir"], root) if cfg["checkpoint_dir"] else None
     losses: list[float] = []
     history: list[dict] = []
     best = {"score": None, "epoch": 0, "state": None}
     start_epoch, step, bad_epochs = 0, 0, 0
     ema = WeightEMA(model, cfg.get("ema"))  # off (no-op) when train.ema is null
-    if ckpt_dir and cfg["resume"] and (ckpt_dir / CKPT).is_file():
-        state = load_checkpoint(ckpt_dir / CKPT, model)
-        if state.get("fingerprint") != fp:
-            if d.main:
-                print(f"train: checkpoint in {ckpt_dir} is for other params/data; starting fresh", file=sys.stderr)
-        else:
+    if ckpt_dir and cfg["resume"]:
+        state = resume_state(ckpt_dir, model, fp, d.main)  # another run's is moved aside (one line)
+        if state is not None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
@@ -186,7 +185,7 @@ def train_clip(
             best, bad_epochs = state["best"], state["bad_epochs"]
             ema.load_state_dict(state.get("ema"))
             if d.main:
-                print(f"train: resumed from {ckpt_dir / CKPT} after epoch {start_epoch}", file=sys.stderr)
+                print(f"train: resumed from {ckpt_dir} after epoch {start_epoch}", file=sys.stderr)
     resumed_from = start_epoch
     stopped = bool(history and history[-1].get("stopped"))
     t0 = time.time()
@@ -295,6 +294,8 @@ def train_clip(
             )
         if d.world > 1:
             torch.distributed.barrier()
+    if ckpt_dir and d.main:
+        remove_checkpoint(ckpt_dir)  # finished: nothing to resume
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     else:
