@@ -1,8 +1,9 @@
 """Stage evaluate: what users experience when they search, untrained base model vs fine-tuned.
 
 Writes metrics/eval.json (text->image on attribute queries, image->image same model, recall@k
-(hit rate), mAP@k, MRR, a by-combination and a zero-shot per-attribute breakdown, and the gain of
-the fine-tuned model), recall@k curves (CSV for `dvc plots`, PNG) and a PNG grid of example
+(hit rate), mAP@k, MRR, a by-combination and a zero-shot per-attribute breakdown, per class of body
+type, colour and view its zero-shot top-1 and query AP with intervals, and the gain of the
+fine-tuned model), recall@k curves (CSV for `dvc plots`, PNG) and a PNG grid of example
 queries with their top-5. Fits each model's hit confidence on the held-out labelled queries
 (metrics/calibration.json, ECE and confident precision/coverage in eval.json, reliability.png) and
 scores the WiSE-FT candidates (`index.wise_ft`) for the gate. Logs it all into the fine-tuning
@@ -23,6 +24,7 @@ from carsearch.curation.corpus import detect_boxes
 from carsearch.evaluation.calibration import reliability_png
 from carsearch.evaluation.candidates import model_calibration, wise_ft_candidates
 from carsearch.evaluation.evalsets import evaluate_sets
+from carsearch.evaluation.per_class import per_class_report
 from carsearch.evaluation.plots import recall_curves_png, results_grid_png
 from carsearch.evaluation.protocol import embed_texts, full_report
 from carsearch.evaluation.stats import add_intervals, query_results, write_query_csv
@@ -103,6 +105,10 @@ def main() -> None:
     for name, (model, proc) in models.items():
         img = encode_images(model, proc, [root / r["path"] for r in rows], progress=True)
         m, c, q = full_report(img, labels, lambda t, m_=model, p_=proc: embed_texts(m_, p_, t), cfg)
+        # zero-shot top-1 and retrieval AP per body type, colour and view, with bootstrap intervals
+        m["per_class"] = per_class_report(
+            img, labels, lambda t, m_=model, p_=proc: embed_texts(m_, p_, t), cfg["zero_shot"], cfg["bootstrap"]
+        )
         results[name], curves[name], extra[name] = m, c, {**q, "img": img}
     texts = extra["base"]["texts"]
     if not texts:
@@ -313,6 +319,11 @@ def main() -> None:
                 f"over {r['queries']} queries ({r['hits']} hits, {r['base_rate']:.2f} match)"
             )
     for name in ("base", "finetuned"):
+        for a, pc in results[name]["per_class"].items():
+            print(
+                f"evaluate[{name}, per class]: {a} zero-shot top-1 {pc['top1']:.3f} {pc['top1_ci']} over "
+                f"{pc['classes']} classes (macro {pc['macro_top1']:.3f}, chance {pc['chance']:.3f})"
+            )
         t, i = results[name]["text_to_image"], results[name]["image_to_image"]
         print(
             f"evaluate[{name}]: text->image R@1 {t.get('recall@1', 0):.3f} R@5 {t.get('recall@5', 0):.3f} "
