@@ -188,6 +188,11 @@ def test_evaluate_stage_writes_intervals_and_per_query_file(tmp_path, monkeypatc
     t2i = ev["finetuned"]["text_to_image"]
     assert t2i["recall@5_ci"][0] <= t2i["recall@5"] <= t2i["recall@5_ci"][1]
     assert "recall@5_ci" in ev["gain"]["text_to_image"]
+    for name in ("base", "finetuned"):  # per class of body type and colour, with intervals
+        pc = ev[name]["per_class"]
+        assert "color" in pc and set(pc) <= {"body_type", "color", "view"}
+        for cls in pc["color"]["by_class"].values():
+            assert cls["top1_ci"][0] <= cls["top1"] <= cls["top1_ci"][1]
     table = read_query_csv((tmp_path / "metrics/eval_queries.csv").read_text())
     assert len(table["text_to_image"]) == ev["queries"]["text_to_image"]
     mean = np.mean([r["finetuned_recall@5"] for r in table["text_to_image"].values()])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from carsearch_world.corridor import render_corridor, write_mot, write_videos
+from carsearch_world.corridor import render_corridor, write_coco, write_mot, write_videos
 from carsearch_world.designs import TYPES, design
 from carsearch_world.fleet import T_ATLAS, T_PLATE_F, T_PLATE_R, make_vehicle
 from carsearch_world.plates import FORMATS, plate_text, plate_texture
@@ -187,6 +187,24 @@ def test_corridor_sees_identities_at_several_cameras_with_motion_labels(tmp_path
     assert len(mot) == 4
     line = mot[0].read_text().splitlines()[0].split(",")
     assert len(line) == 9 and int(line[0]) >= 1 and line[6] == "1"
+    # COCO with attributes beside each MOT file: the same boxes, track ids and labels, read by the product
+    from carsearch.sources.boxes import read_coco
+
+    coco = write_coco(items, tmp_path / "coco")
+    assert [c.stem for c in coco] == [m.stem for m in mot]
+    doc = json.loads(coco[0].read_text())
+    mot_rows = sorted(tuple(int(float(v)) for v in x.split(",")[:2]) for x in mot[0].read_text().splitlines())
+    image_frame = {im["id"]: im["frame_index"] + 1 for im in doc["images"]}
+    assert sorted((image_frame[a["image_id"]], a["track_id"]) for a in doc["annotations"]) == mot_rows
+    got, problems = read_coco(coco[0], coco[0].name)
+    assert problems == [] and len(got) == 8
+    ann = [b for bs in got.values() for b in bs]
+    assert len(ann) == len(doc["annotations"]) and all(b["labels"]["plate"] and b["labels"]["identity"] for b in ann)
+    cam1 = {p.name: (boxes, lab) for p, lab, boxes, _ in items if lab["camera"] == "cam-1"}
+    for name, bs in got.items():
+        truth, lab = cam1[name]
+        assert [b["class"] for b in bs] == [b["class"] for b in truth]
+        assert [b["labels"]["direction"] for b in bs] == [b["labels"]["direction"] for b in truth]
     # each camera as a video the folder corpus' video path reads back: 8 frames, camera time from its stamp
     from carsearch.detection.video import iter_frames, probe
 
@@ -221,3 +239,12 @@ def test_street_source_through_the_ingest_stage(tmp_path):
             assert b["frame"] == f["id"] and b["labels"]["identity"] and b["labels"]["plate"]
     assert sum(len(f.get("boxes", [])) for f in frames) > 0
     assert sorted(p.name for p in (tmp_path / "data/raw/mot").iterdir()) == ["session0_cam-1.txt", "session0_cam-2.txt"]
+    assert sorted(p.name for p in (tmp_path / "data/raw/coco").iterdir()) == [
+        "session0_cam-1.json",
+        "session0_cam-2.json",
+    ]
+    videos = sorted((tmp_path / "data/raw/video").iterdir())
+    assert [p.name for p in videos] == ["session0_cam-1.mp4", "session0_cam-2.mp4"]
+    from carsearch.detection.video import iter_frames
+
+    assert len(list(iter_frames(videos[0], fps=1 / st["corridor"]["interval_s"]))) == 2

@@ -4,12 +4,14 @@ kerb, so one identity is seen by several cameras at plausible times.
 
 `render_corridor` writes each camera's frames (stills; `write_videos` makes mp4s of them) with every
 box labelled with the vehicle's identity, plate, direction, speed, camera and timestamp, plus
-MOTChallenge-style track files per camera, and an mp4 per camera (`write_videos`). Frames are byte-identical for a seed whatever the worker
+MOTChallenge-style track files (`write_mot`) and COCO files with every box's labels as attributes
+(`write_coco`) per camera, and an mp4 per camera (`write_videos`). Frames are byte-identical for a seed whatever the worker
 count (the street renderer's elementwise maths, `traffic.py`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -280,6 +282,46 @@ def write_mot(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path) 
         p = out_dir / f"{key}.txt"
         p.write_text("\n".join(sorted(lines, key=lambda s: tuple(int(v) for v in s.split(",")[:2]))) + "\n")
         paths.append(p)
+    return paths
+
+
+COCO_CATEGORIES = ("car", "pickup", "van", "truck", "bus", "motorcycle")  # the boxes' classes (`BOX_CLASS`)
+
+
+def write_coco(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path) -> list[Path]:
+    """COCO with attributes, one file per session and camera (beside `write_mot`'s): `images` (the
+    frame's file name, size, camera, time, frame index), `categories` (`COCO_CATEGORIES`) and
+    `annotations` (`bbox` [x, y, w, h] in pixels, `track_id` = the identity's number as in the MOT
+    file, `attributes`: every label of the box, identity, plate, direction, speed, colour, body type,
+    plus its `visibility`)."""
+    cats = {name: k for k, name in enumerate(COCO_CATEGORIES, 1)}
+    docs: dict[str, dict] = {}
+    for p, lab, boxes, _ in sorted(items, key=lambda it: (it[1]["session"], it[1]["camera"], it[1]["frame_index"])):
+        key = f"session{lab['session']}_{lab['camera']}"
+        doc = docs.setdefault(key, {"images": [], "annotations": [], "categories": []})
+        image_id = lab["frame_index"] + 1
+        with Image.open(p) as im:
+            w, h = im.size
+        doc["images"].append(
+            {"id": image_id, "file_name": p.name, "width": w, "height": h, "frame_index": lab["frame_index"],
+             "camera": lab["camera"], "time": lab["time"]}
+        )  # fmt: skip
+        for b in boxes:
+            x, y, bw, bh = b["x1"], b["y1"], b["x2"] - b["x1"], b["y2"] - b["y1"]
+            doc["annotations"].append(
+                {"id": len(doc["annotations"]) + 1, "image_id": image_id, "category_id": cats[b["class"]],
+                 "bbox": [x, y, bw, bh], "area": round(bw * bh, 2), "iscrowd": 0,
+                 "track_id": int(b["labels"]["identity"].lstrip("v")),
+                 "attributes": {**b["labels"], "visibility": round(float(b["visible"]), 3)}}
+            )  # fmt: skip
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key, doc in sorted(docs.items()):
+        doc["categories"] = [{"id": k, "name": name, "supercategory": "vehicle"} for name, k in cats.items()]
+        path = out_dir / f"{key}.json"
+        path.write_text(json.dumps(doc) + "\n")
+        paths.append(path)
     return paths
 
 

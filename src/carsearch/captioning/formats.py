@@ -402,6 +402,12 @@ VEHICLES_SYSTEM_PROMPT = (
     "You are a vehicle annotator for a traffic-camera search engine. Find every vehicle in the image. "
     "Answer with exactly one JSON object and nothing else."
 )
+# what every prompt that asks for plates says about them (the vehicles prompt; conf's caption prompt too)
+PLATE_INSTRUCTION = (
+    '"plate" is the number plate\'s text exactly as written (letters A-Z, digits, and its spaces or hyphens), '
+    "front or rear, whichever you can read; null where no plate is visible or it cannot be read with certainty "
+    "(never guess a character)."
+)
 _STATED_SIZE = re.compile(r"The image is (\d+)x(\d+) pixels")
 _ASKS_VEHICLES = re.compile(r'"vehicles"\s*:\s*\[')
 
@@ -413,11 +419,12 @@ def vehicles_prompt(width: int, height: int) -> str:
         f"The image is {width}x{height} pixels (width x height). List every vehicle in it, as one JSON object: "
         '{"caption": "one sentence about the whole scene", "vehicles": [{"box": [x1, y1, x2, y2], '
         f'"class": "{"|".join(VEHICLE_CLASSES)}", "color": "...", "body_type": "...", "view": "...", '
-        '"caption": "one sentence about this vehicle"}]}. '
+        '"plate": "..." or null, "caption": "one sentence about this vehicle"}]}. '
         f'"box" is in pixels of this {width}x{height} image, origin at the top-left corner, x1 < x2 and y1 < y2, '
         "tight around the vehicle. "
         f'"color" is one of: {", ".join(COLORS)}; "body_type" one of: {", ".join(BODY_TYPES)}; '
         f'"view" one of: {", ".join(VIEWS)}; "unknown" where you cannot tell. '
+        f"{PLATE_INSTRUCTION} "
         'One entry per vehicle (never two boxes for one vehicle); "vehicles": [] when there is none.'
     )
 

@@ -2,7 +2,9 @@
 the `.jsonl.out` format Bedrock batch writes (so the rest of the pipeline cannot tell it apart).
 Asked for every vehicle (`formats.wants_vehicles`), it restates the frame's known boxes (a manifest
 row's `boxes`, as ingest writes them for annotated folders) in the vehicles answer format, in
-pixels of the image as sent (the size the prompt states)."""
+pixels of the image as sent (the size the prompt states). A vehicle's plate is restated where the
+render says it is legible (labels `plate` and `plate_legible`: the plate is tall enough in the image
+to be read), null elsewhere, as the prompts ask."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from carsearch.captioning import formats
 from carsearch.captioning.cache import answer_files
 from carsearch.captioning.requests import estimate_input_tokens
 from carsearch.core import vocab
-from carsearch.core.vocab import UNKNOWN, has_labels, known, view_phrase
+from carsearch.core.vocab import UNKNOWN, has_labels, known, plate_value, view_phrase
 
 _TEMPLATES = (
     "A {color} {makemodel} {body} seen from the {view}{scene}.",
@@ -34,6 +36,16 @@ _PARTIAL_TEMPLATES = (
     "Traffic camera shot of a {desc}{view}{scene}.",
     "Photo of a {desc}{view}{scene}.",
 )
+
+
+def legible_plate(labels: dict | None) -> str | None:
+    """The plate an annotator could read in the image: the `plate` label where `plate_legible` is
+    true (a plate label without legibility, e.g. a labels.csv column, is taken as legible)."""
+    lab = labels or {}
+    legible = lab.get("plate_legible", True)
+    if isinstance(legible, str):
+        legible = legible.strip().lower() in ("1", "true", "yes")
+    return plate_value(lab.get("plate"))[0] if legible else None
 
 
 def offline_caption(labels: dict, record_id: str) -> dict:
@@ -70,6 +82,7 @@ def offline_caption(labels: dict, record_id: str) -> dict:
         "body_type": body or UNKNOWN,
         "color": color or UNKNOWN,
         "view": view or UNKNOWN,
+        "plate": legible_plate(labels),
         "caption": text,
     }
 
@@ -106,6 +119,7 @@ def offline_vehicles(
                 "color": cap["color"],
                 "body_type": cap["body_type"],
                 "view": cap["view"],
+                "plate": cap["plate"],
                 "caption": cap["caption"] if has_labels(lab) else f"A {cls} in the traffic scene.",
             }
         )

@@ -1,15 +1,17 @@
 """Parsing and validating what a captioner returns: one `Caption` per image, with the vocabulary's
-synonyms folded in and one line naming the field when it cannot be used."""
+synonyms folded in and one line naming the field when it cannot be used. The plate text is
+optional (null where unreadable); one that is not a plate (`vocab.plate_value`) is dropped with its
+reason in `plate_dropped`, the rest of the caption kept."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from carsearch.core.errors import CarsearchError
-from carsearch.core.vocab import SYNONYMS
+from carsearch.core.vocab import SYNONYMS, plate_value
 
 
 class CaptionError(CarsearchError, ValueError):
@@ -24,6 +26,25 @@ class Caption(BaseModel):
     color: str = Field(min_length=1)
     view: str = Field(min_length=1)
     caption: str = Field(min_length=8)
+    plate: str | None = None  # the number plate's text as read; None where unreadable or not said
+    _plate_dropped: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plate(cls, data, handler):
+        """A bad plate never costs the caption: it is dropped and the reason kept (`plate_dropped`)."""
+        why = None
+        if isinstance(data, dict) and "plate" in data:
+            plate, why = plate_value(data["plate"])
+            data = {**data, "plate": plate}
+        out = handler(data)
+        out._plate_dropped = why
+        return out
+
+    @property
+    def plate_dropped(self) -> str | None:
+        """Why the answer's plate was dropped (not a plate), or None."""
+        return self._plate_dropped
 
     @field_validator("body_type", "color", "view")
     @classmethod

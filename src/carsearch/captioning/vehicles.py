@@ -1,6 +1,6 @@
 """Every vehicle of a frame from an LLM answer to the vehicles prompt (`formats.vehicles_prompt`):
 `{"caption": ..., "vehicles": [{"box": [x1, y1, x2, y2], "class", "color", "body_type", "view",
-"caption"}]}` -> boxes of the `boxes` contract (`source="llm"`, `labels` from the attributes, each
+"plate", "caption"}]}` -> boxes of the `boxes` contract (`source="llm"`, `labels` from the attributes, each
 with its own `caption`), in the frame's pixels, plus one reason per entry that cannot be used.
 
 A box is read in pixels of the image as sent (the size the prompt stated), scaled to the stored
@@ -8,7 +8,9 @@ frame, then checked with `boxes.check_box`; all values <= 1.0 are normalised coo
 to pixels (the box's `note` says so). Rejected with a reason naming the entry and its box: not 4
 numbers, reaching outside the image, no area, smaller than `min_side`, a duplicate of an earlier
 box (IoU > 0.9: one caption per box), an unknown class or attribute value (after the vocabulary's
-synonyms), no caption."""
+synonyms), no caption. A plate that is not one (`vocab.plate_value`) is dropped with its reason
+(`VehicleAnswer.plates_dropped`), the rest of the vehicle kept; a readable one is the box's
+`plate` label."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 
 from carsearch.captioning.formats import VEHICLE_CLASSES
 from carsearch.captioning.parse import CaptionError, answer_json
-from carsearch.core.vocab import BODY_TYPES, COLORS, SYNONYMS, UNKNOWN, VIEWS
+from carsearch.core.vocab import BODY_TYPES, COLORS, SYNONYMS, UNKNOWN, VIEWS, plate_value
 from carsearch.sources.boxes import COORDS, check_box
 
 DUPLICATE_IOU = 0.9  # a box overlapping an earlier one this much is the same vehicle
@@ -43,6 +45,7 @@ class VehicleAnswer:
     caption: str | None
     boxes: list[dict] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    plates_dropped: list[str] = field(default_factory=list)  # "vehicle k box [...]: plate ...": vehicle kept
 
 
 def iou(a: dict, b: dict) -> float:
@@ -116,7 +119,12 @@ def _entry(
     caption = entry.get("caption")
     if not isinstance(caption, str) or len(caption.strip()) < MIN_CAPTION:
         return None, None, f"no caption (one sentence about this vehicle, at least {MIN_CAPTION} characters)"
+    plate, plate_why = plate_value(entry.get("plate"))
+    if plate is not None:
+        labels["plate"] = plate
     box = {**clipped, "class": cls, "score": None, "source": "llm", "labels": labels, "caption": caption.strip()}
+    if plate_why:
+        box["_plate_dropped"] = plate_why
     return box, note, None
 
 
@@ -153,6 +161,9 @@ def parse_vehicle_answer(
             out.rejected.append(f"{name}: {why}")
             continue
         box.update({"frame": frame_id, "vehicle": k})
+        dropped = box.pop("_plate_dropped", None)
+        if dropped:
+            out.plates_dropped.append(f"{name}: {dropped}; plate dropped, vehicle kept")
         if note:
             box["note"] = note
         out.boxes.append(box)

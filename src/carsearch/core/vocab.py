@@ -1,7 +1,10 @@
 """The label vocabulary every stage speaks: body types, colours, views, the synonyms an LLM answer is
-normalised with, the labels that say something (`known`), and the query text of an attribute set."""
+normalised with, number plates (`plate_value`), the labels that say something (`known`), and the
+query text of an attribute set."""
 
 from __future__ import annotations
+
+import re
 
 BODY_TYPES = (
     "sedan",
@@ -54,6 +57,38 @@ SYNONYMS = {
     "3/4": "three-quarter",
     "three quarter": "three-quarter",
 }
+
+
+# A number plate as written: letters A-Z and digits, single spaces, hyphens or dots between them
+# (US "7ABC-123", EU "AB-123-CD", UK "AB12 CDE", German "B-AB 1234"), 2-10 letters and digits.
+PLATE_SEPARATORS = " -."
+PLATE_MIN, PLATE_MAX = 2, 10  # letters and digits
+_PLATE = re.compile(r"[A-Z0-9]+(?:[ .-][A-Z0-9]+)*")
+NO_PLATE = ("", "unknown", "unreadable", "illegible", "none", "null", "n/a", "na", "not visible", "-")
+
+
+def plate_value(value) -> tuple[str | None, str | None]:
+    """(the plate as stored, None), (None, None) where the value says no plate was read (null,
+    "unreadable", "unknown", ...), or (None, why it is not a plate). Stored upper-case with runs of
+    whitespace as one space; the characters and their separators are kept as written."""
+    if value is None:
+        return None, None
+    if isinstance(value, int) and not isinstance(value, bool):  # an all-digit plate answered as a number
+        value = str(value)
+    if not isinstance(value, str):
+        return None, f"plate {value!r} is not a string"
+    v = " ".join(value.split()).upper()
+    if v.lower() in NO_PLATE:
+        return None, None
+    bad = sorted({c for c in v if not (c.isascii() and c.isalnum()) and c not in PLATE_SEPARATORS})
+    if bad:
+        return None, f"plate {value!r} has characters other than A-Z, 0-9, space, hyphen or dot ({''.join(bad)!r})"
+    if not _PLATE.fullmatch(v):
+        return None, f"plate {value!r}: a separator must stand between two letters or digits"
+    n = sum(c.isalnum() for c in v)
+    if not PLATE_MIN <= n <= PLATE_MAX:
+        return None, f"plate {value!r}: {n} letters and digits (a plate has {PLATE_MIN} to {PLATE_MAX})"
+    return v, None
 
 
 def view_phrase(view: str) -> str:

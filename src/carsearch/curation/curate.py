@@ -4,7 +4,10 @@ split. Every input record ends up in a split or in the rejects list with its rea
 An answer to the vehicles prompt gives one pair per usable vehicle (`id` = `boxes.vehicle_id` of
 the frame and its box, `frame_id`, `box` in the frame's pixels, `margin`, its own caption; the
 crop is made where rows are built, `corpus.vehicle_rows`) and one reject per unusable one; the
-vehicles of a frame share its split and its near-duplicate check (both by frame id)."""
+vehicles of a frame share its split and its near-duplicate check (both by frame id).
+
+A plate the answer reads is an attribute (and a label where the source has none); one that is not a
+plate is dropped: a `bad plate` reject line names the record (and vehicle) while its pair is kept."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import json
 from pathlib import Path
 
 from carsearch.captioning import formats
-from carsearch.captioning.parse import CaptionError, parse_caption
+from carsearch.captioning.parse import Caption, CaptionError, parse_caption
 from carsearch.captioning.vehicles import VehicleAnswer, iou, parse_vehicle_answer
 from carsearch.core.io import read_jsonl
 from carsearch.core.vocab import UNKNOWN, known
@@ -81,6 +84,7 @@ def vehicle_pairs(
     """(pairs, rejects) of one frame's vehicles answer: a pair per usable vehicle, a reject per entry
     that is not; a frame with no vehicle at all stays one frame pair (the scene caption)."""
     rejects = [{"id": rid, "path": row["path"], "reason": f"bad vehicle: {why}"} for why in ans.rejected]
+    rejects += [{"id": rid, "path": row["path"], "reason": f"bad plate: {why}"} for why in ans.plates_dropped]
     if not ans.boxes and not ans.rejected:
         if not ans.caption or len(ans.caption) < 8:
             return [], [{"id": rid, "path": row["path"], "reason": "bad caption: no vehicles and no caption"}]
@@ -91,6 +95,8 @@ def vehicle_pairs(
     pairs = []
     for box in ans.boxes:
         attrs = {"class": box["class"], **{k: box["labels"].get(k, UNKNOWN) for k in ("body_type", "color", "view")}}
+        if box["labels"].get("plate"):
+            attrs["plate"] = box["labels"]["plate"]
         xyxy = [box["x1"], box["y1"], box["x2"], box["y2"]]
         missing = [k for k in require_fields if attrs.get(k, UNKNOWN) in (None, "", UNKNOWN)]
         if missing:
@@ -114,6 +120,22 @@ def vehicle_pairs(
             pair["note"] = box["note"]
         pairs.append(pair)
     return pairs, rejects
+
+
+def caption_pair(rid: str, row: dict, cap: Caption, require_fields: list[str]) -> tuple[list[dict], list[dict]]:
+    """([the pair], rejects) of one single-caption answer, or ([], [why]) when it lacks a required field."""
+    attrs = cap.model_dump(exclude_none=True)  # no plate read: no plate attribute
+    missing = [k for k in require_fields if attrs.get(k) in (None, "", UNKNOWN)]
+    if missing:
+        return [], [{"id": rid, "path": row["path"], "reason": f"caption lacks {', '.join(missing)}"}]
+    rejects = []
+    if cap.plate_dropped:
+        why = f"bad plate: {cap.plate_dropped}; plate dropped, caption kept"
+        rejects.append({"id": rid, "path": row["path"], "reason": why})
+    caption = attrs.pop("caption")
+    # the source's labels where it has them, else what the caption says; "unknown" is no label
+    labels = known(row.get("labels")) or known(attrs)
+    return [{"id": rid, "path": row["path"], "caption": caption, "attributes": attrs, "labels": labels}], rejects
 
 
 def curate(
@@ -195,22 +217,9 @@ def curate(
             pairs += got
             rejects += bad
             continue
-        attrs = cap.model_dump()
-        missing = [k for k in cfg["require_fields"] if attrs.get(k) in (None, "", "unknown")]
-        if missing:
-            rejects.append({"id": rid, "path": row["path"], "reason": f"caption lacks {', '.join(missing)}"})
-            continue
-        caption = attrs.pop("caption")
-        # the source's labels where it has them, else what the caption says; "unknown" is no label
-        pairs.append(
-            {
-                "id": rid,
-                "path": row["path"],
-                "caption": caption,
-                "attributes": attrs,
-                "labels": known(row.get("labels")) or known(attrs),
-            }
-        )
+        got, bad = caption_pair(rid, row, cap, cfg["require_fields"])
+        pairs += got
+        rejects += bad
     for rid in outputs:  # outputs nobody asked for
         rejects.append({"id": rid, "reason": "output record with no matching input record"})
     for rid, reason in problems.items():  # malformed lines of records nobody asked for

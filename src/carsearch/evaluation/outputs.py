@@ -89,6 +89,11 @@ def summary_lines(res: EvalResult) -> list[str]:
         )
     out += [x for name, rep in res.creports.items() for x in report_lines(name, rep)]
     for name in ("base", "finetuned"):
+        for a, pc in results[name].get("per_class", {}).items():
+            out.append(
+                f"evaluate[{name}, per class]: {a} zero-shot top-1 {pc['top1']:.3f} {pc['top1_ci']} over "
+                f"{pc['classes']} classes (macro {pc['macro_top1']:.3f}, chance {pc['chance']:.3f})"
+            )
         t, i = results[name]["text_to_image"], results[name]["image_to_image"]
         out.append(
             f"evaluate[{name}]: text->image R@1 {t.get('recall@1', 0):.3f} R@5 {t.get('recall@5', 0):.3f} "

@@ -20,6 +20,7 @@ from carsearch.core.schema import Params
 from carsearch.curation.corpus import detect_boxes
 from carsearch.evaluation.candidates import model_calibration, wise_ft_alphas, wise_ft_candidates
 from carsearch.evaluation.evalsets import evaluate_sets
+from carsearch.evaluation.per_class import per_class_report
 from carsearch.evaluation.protocol import embed_texts, full_report
 from carsearch.evaluation.stats import add_intervals, query_results
 from carsearch.evaluation.vehicles import box_recall, vehicle_report
@@ -115,7 +116,10 @@ def _score_models(models, rows, labels, cfg: Params, root: Path, log) -> tuple[d
     results, curves, extra = {}, {}, {}
     for name, (model, proc) in models.items():
         img = encode_images(model, proc, [root / r["path"] for r in rows], progress=True)
-        m, c, q = full_report(img, labels, lambda t, m_=model, p_=proc: embed_texts(m_, p_, t), cfg.eval)
+        enc = lambda t, m_=model, p_=proc: embed_texts(m_, p_, t)  # noqa: E731
+        m, c, q = full_report(img, labels, enc, cfg.eval)
+        # zero-shot top-1 and retrieval AP per body type, colour and view, with bootstrap intervals
+        m["per_class"] = per_class_report(img, labels, enc, cfg.eval.zero_shot, cfg.eval.bootstrap)
         results[name], curves[name], extra[name] = m, c, {**q, "img": img}
     texts = extra["base"]["texts"]
     if not texts:

@@ -20,7 +20,7 @@ from carsearch.core import imaging
 from carsearch.core.io import write_bytes
 from carsearch.core.vocab import UNKNOWN
 from carsearch.sources import coco
-from carsearch.sources.labels import normalise_value
+from carsearch.sources.labels import check_value
 
 YOLO_NAMES = ("classes.txt", "obj.names")  # class names of YOLO txt files, one per line (id = line number)
 COORDS = ("x1", "y1", "x2", "y2")
@@ -36,22 +36,30 @@ class Annotations:
     files: set[str] = field(default_factory=set)
 
 
-def _labels(attrs: dict | None) -> dict:
-    out = {}
+def _labels(attrs: dict | None) -> tuple[dict, list[str]]:
+    """(the box's labels, why each other attribute is not used) of a COCO annotation's `attributes`:
+    vocabulary values normalised, `plate` checked as a number plate (an all-digit plate may be a
+    number), other strings kept; a value that is not one of its key's is not used."""
+    out, bad = {}, []
     for k, v in (attrs or {}).items():
+        if k == "plate" and isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
         if isinstance(v, str) and v.strip():
-            norm = normalise_value(k, v)
-            if norm is not None:
+            norm, why = check_value(k, v)
+            if why:
+                bad.append(why)
+            elif norm is not None:
                 out[k] = norm
-    return out
+    return out, bad
 
 
 def read_coco(path: Path, rel: str) -> tuple[dict[str, list[dict]], list[tuple[str, str]]]:
     """A COCO JSON file (images, annotations, categories; CVAT/Label Studio exports): boxes by
-    `file_name`; an annotation's `attributes` (e.g. color, view) become the box's labels. Boxes
-    are scaled when the file's image size differs from the stored frame's (see `scaled`). Read
-    entry by entry (`carsearch.sources.coco`): a malformed entry is a problem, the rest are kept;
-    raises coco.NotCoco when the file as a whole is not COCO."""
+    `file_name`; an annotation's `attributes` (e.g. color, view, plate) become the box's labels (a
+    value that is not one of its key's is a problem line, the box kept). Boxes are scaled when the
+    file's image size differs from the stored frame's (see `scaled`). Read entry by entry
+    (`carsearch.sources.coco`): a malformed entry is a problem, the rest are kept; raises
+    coco.NotCoco when the file as a whole is not COCO."""
     index, problems = coco.read(path, rel)
     cats = {c["id"]: c["name"] for c in index.loadCats(index.getCatIds())}
     out: dict[str, list[dict]] = {}
@@ -60,6 +68,8 @@ def read_coco(path: Path, rel: str) -> tuple[dict[str, list[dict]], list[tuple[s
         out.setdefault(name, [])
         for a in index.loadAnns(index.getAnnIds(imgIds=[img["id"]], iscrowd=None)):
             x, y, w, h = a["bbox"]
+            labels, bad = _labels(a.get("attributes"))
+            problems += [(rel, f"{rel} annotations[{a['id']}] ({name}): {w_}; label not used, box kept") for w_ in bad]
             out[name].append(
                 {
                     "x1": x,
@@ -69,7 +79,7 @@ def read_coco(path: Path, rel: str) -> tuple[dict[str, list[dict]], list[tuple[s
                     "class": _class_name(cats, a.get("category_id")),
                     "score": a["score"],
                     "source": f"coco:{rel}",
-                    "labels": _labels(a.get("attributes")),
+                    "labels": labels,
                     "_size": (img.get("width"), img.get("height")),
                 }
             )

@@ -3,7 +3,9 @@
 labels.csv: UTF-8 with or without a BOM (Excel's "CSV UTF-8"), else read as cp1252 with a reported
 warning; comma, semicolon, tab or `|` delimited (csv.Sniffer); header names matched case- and
 whitespace-insensitively; a `file` (or `path`/`filename`/`image`) column relative to the folder;
-`color`, `body_type` and `view` values normalised with the caption vocabulary's synonyms. Row
+`color`, `body_type` and `view` values normalised with the caption vocabulary's synonyms, `plate`
+checked as a number plate (`vocab.plate_value`: upper-cased; a value that is not a plate is reported
+and not used, the row's other labels kept). Row
 numbers are the file's line numbers (the header is row 1, as a spreadsheet shows it).
 Every problem is reported as a (path, reason) pair for the rejects file; nothing is dropped silently.
 """
@@ -16,25 +18,35 @@ from pathlib import Path
 
 import numpy as np
 
-from carsearch.core.vocab import BODY_TYPES, COLORS, SYNONYMS, VIEWS
+from carsearch.core.vocab import BODY_TYPES, COLORS, SYNONYMS, VIEWS, plate_value
 
 VOCAB = {"color": COLORS, "body_type": BODY_TYPES, "view": VIEWS}
 FILE_COLUMNS = ("file", "path", "filename", "image")
 BOX_COLUMNS = (("x1", "y1", "x2", "y2"), ("xmin", "ymin", "xmax", "ymax"))  # a row per vehicle box, in pixels
 
 
-def normalise_value(key: str, value: str) -> str | None:
-    """A label value as stored: vocabulary keys lower-cased and mapped through the synonyms
-    (None when not a known value); other keys stripped."""
+def check_value(key: str, value: str) -> tuple[str | None, str | None]:
+    """(a label value as stored, None), (None, None) for a value that says nothing, or (None, why it
+    is not a value of `key`): vocabulary keys lower-cased and mapped through the synonyms, `plate`
+    as a number plate, other keys stripped."""
     value = " ".join(value.split())
+    if key == "plate":
+        return plate_value(value)
     if key not in VOCAB:
-        return value or None
+        return value or None, None
     v = value.lower().replace("_", " ")
     v = SYNONYMS.get(v, v)
     if v not in VOCAB[key]:
         v2 = v.replace(" ", "-")  # "three quarter" written as a folder name
-        return v2 if v2 in VOCAB[key] else None
-    return v
+        if v2 in VOCAB[key]:
+            return v2, None
+        return None, f"{key} {value!r} is not one of {', '.join(VOCAB[key])}"
+    return v, None
+
+
+def normalise_value(key: str, value: str) -> str | None:
+    """A label value as stored (`check_value`), None when it is not a known value of `key`."""
+    return check_value(key, value)[0]
 
 
 def folder_label(rel: str, key: str | None) -> str | None:
@@ -122,17 +134,7 @@ def read_labels_csv(raw: bytes, name: str) -> LabelTable:
         if any(coords):
             _box_row(table, name, csv_name, n, rel, coords, cls, row, at)
             continue
-        labels = {}
-        for k, v in row.items():
-            if not k or not v or not v.strip():
-                continue
-            norm = normalise_value(k, v)
-            if norm is None:
-                table.problems.append(
-                    (name, f"{csv_name} row {n}: {k} {v.strip()!r} is not one of {', '.join(VOCAB[k])}; label not used")
-                )
-                continue
-            labels[k] = norm
+        labels = _row_labels(row, table, name, f"{csv_name} row {n}")
         if rel in first:
             conflicts.setdefault(rel, [first[rel][0]]).append(n)
             if labels != first[rel][1]:
@@ -150,6 +152,20 @@ def read_labels_csv(raw: bytes, name: str) -> LabelTable:
     return table
 
 
+def _row_labels(row: dict, table: LabelTable, name: str, where: str) -> dict:
+    """The labels of one labels.csv row; a value that is not one of its key's is reported, not used."""
+    labels = {}
+    for k, v in row.items():
+        if not k or not v or not v.strip():
+            continue
+        norm, why = check_value(k, v)
+        if why:
+            table.problems.append((name, f"{where}: {why}; label not used"))
+        elif norm is not None:
+            labels[k] = norm
+    return labels
+
+
 def _box_row(
     table: LabelTable, name: str, csv_name: str, n: int, rel: str, coords: list[str], cls: str, row: dict, at: str = ""
 ):
@@ -165,7 +181,7 @@ def _box_row(
             (name, f"{csv_name} row {n}: box {coords} t {at!r} is not numbers (x1 y1 x2 y2 in px, t in s)")
         )
         return
-    labels = {k: norm for k, v in row.items() if k and v and v.strip() and (norm := normalise_value(k, v)) is not None}
+    labels = _row_labels(row, table, name, f"{csv_name} row {n}")
     box = {"x1": x1, "y1": y1, "x2": x2, "y2": y2, "class": cls or "car", "score": None, "labels": labels}
     table.boxes.setdefault(rel, []).append(box)
 

@@ -24,13 +24,17 @@ from carsearch_world import (
     render_fleet,
     render_torcs,
     render_traffic,
+    write_coco,
     write_mot,
+    write_videos,
 )
 
 
 def _street_items(cfg: dict, seed: int, tmp_dir):
-    """Render the street world (single vehicles and the camera corridor) into a scratch folder; the
-    corridor's MOTChallenge track files go to <raw_dir>/mot/. Returns (items, total, boxes, capture)."""
+    """Render the street world (single vehicles and the camera corridor) into a scratch folder; per
+    session camera, the corridor's MOTChallenge track files go to <raw_dir>/mot/, its COCO files (box
+    labels as attributes) to <raw_dir>/coco/ and its mp4 to <raw_dir>/video/. Returns (items, total,
+    boxes, capture)."""
     s, f, c = cfg["street"], cfg["street"]["fleet"], cfg["street"]["corridor"]
     scratch = tmp_dir.with_name(tmp_dir.name + ".render")
     shutil.rmtree(scratch, ignore_errors=True)
@@ -56,6 +60,8 @@ def _street_items(cfg: dict, seed: int, tmp_dir):
         jq,
     )
     write_mot(frames, tmp_dir / "mot")
+    write_coco(frames, tmp_dir / "coco")  # COCO with every box's labels as attributes, per camera
+    write_videos(frames, tmp_dir / "video", c["interval_s"])  # each camera's frames as an mp4
     boxes = {f"street/{p.name}": bs for p, _, bs, _ in frames}
     capture = {f"street/{p.name}": (lab["camera"], epoch) for p, lab, _, epoch in frames}
 
