@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from carsearch.feedback.commands import judge as judge_command
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Car search over your traffic images.")
 
 
@@ -137,6 +139,13 @@ def search(
         )
     if not hits:
         typer.echo("no results" + (f" match {where}" if where else ""), err=True)
+    else:  # issue 34: the list is saved under its query id, for `carsearch judge QUERY-ID RANK ✓|✗`
+        from carsearch.feedback.results import save_cli
+
+        qid = save_cli(
+            root, searcher, hits, query, image, where, _filters(color, view, body_type, make, model, split), scope
+        )
+        typer.echo(f"query id {qid}: judge a hit with `carsearch judge {qid} RANK ✓|✗`", err=True)
     if copy_to is not None:
         copied = hits_mod.copy_to([h for h, gone in zip(hits, missing) if not gone], copy_to, root)
         typer.echo(f"copied {len(copied)} original(s) into {copy_to}", err=True)
@@ -242,6 +251,8 @@ def serve(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
 
+
+app.command("judge")(judge_command)
 
 index_app = typer.Typer(no_args_is_help=True, help="Manage the car index between repros.")
 app.add_typer(index_app, name="index")

@@ -112,6 +112,7 @@ class Paths(_Open):
     corpus_listing: Text
     metrics_dir: Text
     plots_dir: Text
+    judgments: Text
 
 
 class Traffic(_Strict):

@@ -1,0 +1,176 @@
+"""Judgments (issue 34): a ✓/✗ on a hit is stored append-only in data/feedback/judgments.jsonl.
+Real writers at once: two uvicorn servers (request threads) and the CLI (`carsearch judge`, its own
+processes) append to one file; nothing is lost, no line is torn. The API route sits behind the
+token beyond loopback like every /api/ route; a torn tail left by a killed writer is reported by the
+reader and never glued to the next record."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from _serve_helpers import SETTINGS, Server, shared_repo
+from testkit import merge
+
+TOKEN = "judge-Token-7"
+
+
+def _env(root: Path) -> dict:
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    return {**os.environ, "CARSEARCH_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": src}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return shared_repo(tmp_path_factory)
+
+
+def _ids(root: Path) -> list[str]:
+    from carsearch.index.search import CarSearch
+
+    return [r["id"] for r in CarSearch(root=root).table.search().select(["id"]).limit(8).to_list()]
+
+
+def _lines(path: Path) -> list[dict]:
+    from carsearch.feedback import store
+
+    loaded = store.read(path)
+    assert loaded.problems == []
+    return [j.model_dump() for j in loaded.judgments]
+
+
+def test_two_servers_and_the_cli_append_at_once_nothing_lost_nothing_torn(repo, tmp_path):
+    from carsearch.feedback import results, store
+    from carsearch.feedback.record import Query
+
+    path = store.judgments_file(repo)
+    path.unlink(missing_ok=True)
+    ids = _ids(repo)
+    # a saved result list for the CLI: what `carsearch search` leaves behind
+    qid = results.save(
+        repo, Query(kind="text", text="a red car"), [{"id": h, "rank": i + 1} for i, h in enumerate(ids)]
+    )
+    from carsearch.index.search import CarSearch
+    from carsearch.serve import create_app
+
+    env = _env(repo)
+    # two servers (uvicorn, each its own app, searcher and worker threads) in this process: a
+    # writer per request thread; the CLI writers below are processes of their own
+    servers = [Server(create_app(CarSearch(root=repo), SETTINGS, repo)) for _ in range(2)]
+    try:
+        n = 40  # per server
+
+        def post(k: int) -> int:
+            url = servers[k % 2].url
+            body = {"q": f"writer {k % 2} query {k // 2}", "hit_id": ids[k % len(ids)], "rank": 1 + k % len(ids)}
+            return httpx.post(f"{url}/api/v1/judgments", json={**body, "verdict": "y"}, timeout=30).status_code
+
+        cli = [sys.executable, "-m", "carsearch.cli", "judge", qid]
+        walkers = [  # the interactive pass: one ✓/✗ per hit of the list, each process one append
+            subprocess.Popen(
+                cli, env=env, cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for _ in range(2)
+        ]
+
+        def single(rv):
+            return subprocess.run(cli + [str(rv[0]), rv[1]], env=env, cwd=repo, capture_output=True, text=True)
+
+        with ThreadPoolExecutor(12) as pool:  # all at once: CLI processes while the servers take requests
+            walks = [pool.submit(w.communicate, "y\nn\n\n-\nq\n".encode(), 60) for w in walkers]
+            singles = list(pool.map(single, ((1, "✓"), (4, "n"))))
+            codes = list(pool.map(post, range(2 * n)))
+            walked = [w.result() for w in walks]
+    finally:
+        for server in servers:
+            server.stop()
+    assert codes == [201] * (2 * n)
+    assert [s.returncode for s in singles] == [0] * 2, [s.stderr for s in singles]
+    assert all(w.returncode == 0 for w in walkers), walked
+    rows = _lines(path)  # every line parses: none torn, none glued to another
+    api = [r for r in rows if r["source"] == "api"]
+    assert sorted(r["query"]["text"] for r in api) == sorted(f"writer {k % 2} query {k // 2}" for k in range(2 * n))
+    assert all(r["index_version"] and r["hit"]["path"] for r in api)  # the server filled them in
+    cli_rows = [r for r in rows if r["source"] == "cli"]
+    singles_seen = sorted((r["hit"]["rank"], r["verdict"]) for r in cli_rows)
+    # 2 singles + 2 walks of (1 ✓, 2 ✗, 3 skipped, 4 ✗, then q)
+    assert singles_seen == sorted([(1, True), (4, False)] + [(1, True), (2, False), (4, False)] * 2)
+    assert {r["query_id"] for r in cli_rows} == {qid}
+    assert len(rows) == 2 * n + 2 + 6
+
+
+def test_judgment_route_needs_the_token_beyond_loopback_and_says_what_is_wrong(repo):
+    from carsearch.feedback import store
+    from carsearch.index.search import CarSearch
+    from carsearch.serve import create_app
+
+    path = store.judgments_file(repo)
+    before = len(_lines(path))
+    hit = _ids(repo)[0]
+    app = create_app(CarSearch(root=repo), merge(SETTINGS, {"token": TOKEN}), repo)
+    server = Server(app)
+    try:
+        body = {"q": "a blue van", "filters": {"color": ["blue"]}, "hit_id": hit, "rank": 3, "verdict": "✗"}
+        with httpx.Client(base_url=server.url, timeout=30) as anon:
+            r = anon.post("/api/v1/judgments", json=body)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        with httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            ok = c.post("/api/v1/judgments", json=body)
+            assert ok.status_code == 201, ok.text
+            j = ok.json()
+            assert j["verdict"] is False and j["query"]["kind"] == "text" and j["hit"]["rank"] == 3
+            assert j["model_hash"] == CarSearch(root=repo).meta.get("content_hash")
+            r = c.post("/api/v1/judgments", json={**body, "hit_id": "nope"})
+            assert r.status_code == 404 and "no indexed image with id 'nope'" in r.json()["error"]["message"]
+            r = c.post("/api/v1/judgments", json={**body, "verdict": "maybe"})
+            assert r.status_code == 400 and "'maybe' is not ✓ or ✗" in r.json()["error"]["message"]
+            r = c.post("/api/v1/judgments", json={**body, "q": " "})
+            assert r.status_code == 400 and "needs the query it judges" in r.json()["error"]["message"]
+            like = c.post("/api/v1/judgments", json={"like": hit, "hit_id": hit, "rank": 1, "verdict": True})
+            assert like.status_code == 201 and like.json()["query"] == {
+                "kind": "image",
+                "text": None,
+                "image_id": hit,
+                "image_sha": None,
+                "neg": None,
+                "filters": {},
+            }
+    finally:
+        server.stop()
+    rows = _lines(path)
+    assert len(rows) == before + 2 and rows[-2]["query_id"] == j["query_id"]
+
+
+def test_a_torn_tail_is_reported_and_never_glued_to_the_next_record(tmp_path):
+    from carsearch.feedback import store
+    from carsearch.feedback.record import Hit, Judgment, Query
+
+    path = tmp_path / "judgments.jsonl"
+    j = Judgment.make(Query(kind="text", text="a taxi"), Hit(id="abc", rank=1), "y")
+    store.append(path, j)
+    with open(path, "ab") as f:  # a writer killed mid-line
+        f.write(j.line()[:40])
+    loaded = store.read(path)
+    assert len(loaded.judgments) == 1
+    assert loaded.problems == [f"{path}:2: skipped: torn last line (a writer was stopped mid-write)"]
+    store.append(path, j)
+    loaded = store.read(path)
+    assert len(loaded.judgments) == 2 and len(loaded.problems) == 1
+    assert loaded.problems[0].startswith(f"{path}:2: skipped: ") and "torn last line" not in loaded.problems[0]
+
+
+def test_cli_judge_errors_name_what_is_known(repo):
+    env = _env(repo)
+    cli = [sys.executable, "-m", "carsearch.cli", "judge"]
+    r = subprocess.run(cli + ["0123456789ab", "1", "y"], env=env, cwd=repo, capture_output=True, text=True)
+    assert r.returncode == 1 and "no saved result list '0123456789ab'" in r.stderr
+    r = subprocess.run(cli + ["last", "99", "y"], env=env, cwd=repo, capture_output=True, text=True)
+    assert r.returncode == 1 and "has no hit at rank 99" in r.stderr
+    r = subprocess.run(cli + ["last", "1", "perhaps"], env=env, cwd=repo, capture_output=True, text=True)
+    assert r.returncode == 1 and "'perhaps' is not ✓ or ✗" in r.stderr
