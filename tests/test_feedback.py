@@ -174,3 +174,47 @@ def test_cli_judge_errors_name_what_is_known(repo):
     assert r.returncode == 1 and "has no hit at rank 99" in r.stderr
     r = subprocess.run(cli + ["last", "1", "perhaps"], env=env, cwd=repo, capture_output=True, text=True)
     assert r.returncode == 1 and "'perhaps' is not ✓ or ✗" in r.stderr
+
+
+def test_judge_hits_on_the_page_by_click_and_keyboard(repo):
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no system Chromium (apt-get install chromium) for the browser tests")
+    pw = pytest.importorskip("playwright.sync_api")
+    from carsearch.feedback import store
+    from carsearch.index.search import CarSearch
+    from carsearch.serve import create_app
+
+    path = store.judgments_file(repo)
+    before = len(_lines(path))
+    server = Server(create_app(CarSearch(root=repo), SETTINGS, repo))
+    try:
+        with pw.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            pg = browser.new_page()
+            errors: list[str] = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.set_default_timeout(15_000)
+            pg.goto(server.url + "/?q=a+white+van")
+            pg.wait_for_function("Number(document.body.dataset.renders || 0) > 0")
+            ids = pg.eval_on_selector_all("#grid .card", "cs => cs.map(c => c.dataset.id)")
+            pg.click("#grid .card[data-index='0'] .judge.yes")  # ✓ by click
+            pg.wait_for_function("Number(document.body.dataset.judged || 0) === 1")
+            pg.focus("#grid .card[data-index='0']")
+            pg.keyboard.press("j")  # next card
+            pg.keyboard.press("n")  # ✗ by keyboard (then the focus moves on)
+            pg.wait_for_function("Number(document.body.dataset.judged || 0) === 2")
+            verdicts = pg.eval_on_selector_all("#grid .card", "cs => cs.slice(0, 2).map(c => c.dataset.verdict)")
+            focused = pg.evaluate("document.activeElement.dataset.index")
+            browser.close()
+    finally:
+        server.stop()
+    assert not errors, errors
+    assert verdicts == ["yes", "no"] and focused == "2"
+    rows = _lines(path)[before:]
+    assert [(r["query"]["text"], r["hit"]["id"], r["hit"]["rank"], r["verdict"], r["source"]) for r in rows] == [
+        ("a white van", ids[0], 1, True, "page"),
+        ("a white van", ids[1], 2, False, "page"),
+    ]
