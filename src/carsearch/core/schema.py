@@ -408,6 +408,7 @@ class Train(_Strict):
     augment: Augment
     early_stopping: Optional[EarlyStopping]
     val_sets: list[Text]
+    feedback_weight: NonNegNum
     ema: Optional[Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]]  # EMA decay; null: off
     checkpoint_dir: Optional[str]
     resume: bool
@@ -422,6 +423,8 @@ class EvalSet(_Strict):
     source: Literal["folder", "s3"]
     subfolder_key: Optional[str]
     labels_csv: str
+    kind: Literal["labels", "judgments"]  # judgments: path is a judgments.jsonl (carsearch.feedback)
+    eval_fraction: Fraction  # judgments: the share of judged queries held out for evaluation
 
 
 class EvalSetDefaults(_Strict):
@@ -430,6 +433,8 @@ class EvalSetDefaults(_Strict):
     source: Literal["folder", "s3"]
     subfolder_key: Optional[str]
     labels_csv: str
+    kind: Literal["labels", "judgments"]
+    eval_fraction: Fraction
 
 
 class Bootstrap(_Strict):

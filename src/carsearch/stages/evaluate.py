@@ -167,6 +167,8 @@ def main() -> None:
             keep=kept,
         )
         for name, r in results["sets"].items():
+            if r.get("kind") == "judgments":  # judged queries: reported by evaluation.judged
+                continue
             k = int(cfg["set_k"])
             print(
                 f"evaluate[set {name}]: {r['finetuned']['images']} images; text->image P@{k} base "
