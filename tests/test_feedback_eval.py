@@ -98,3 +98,40 @@ def test_split_is_by_query_stable_and_recorded(tmp_path):
     again = split.split(more, 0.5)  # a new query never moves an old one across
     assert set(parts["eval"]) <= set(again["eval"]) and set(parts["train"]) <= set(again["train"])
     assert split.split(js, 0.0)["eval"] == [] and split.split(js, 1.0)["train"] == []
+
+
+def test_training_takes_the_judged_queries_not_held_out_and_learns_their_order(tmp_path):
+    import torch
+
+    from carsearch.feedback.split import held_out
+    from carsearch.model.clip import load_clip
+    from carsearch.training.feedback import feedback_term
+
+    rows = write_pairs(tmp_path, {"train": 14}, size=32)["train"]
+    _judge(tmp_path, rows)
+    spec = {**SPEC, "eval_fraction": 0.5}
+    model, proc = load_clip(TINY, seed=0)
+    term, record = feedback_term(tmp_path / SPEC["path"], tmp_path, [spec], proc, 1.0)
+    # the leakage rule: no held-out query is trained on; the split is recorded
+    assert record["eval_set"] == "judged" and record["used"] is True
+    assert not set(record["train_queries"]) & set(record["held_out_queries"])
+    assert all(held_out(q, 0.5) for q in record["held_out_queries"])
+    assert record["train_queries"] and record["skipped"]["missing_files"] == 0
+    assert record["positives"] == sum(len(p) for p, _ in term.groups) > 0
+    none, rec0 = feedback_term(tmp_path / SPEC["path"], tmp_path, [spec], proc, 0.0)
+    assert none is None and rec0["used"] is False
+
+    def order() -> float:  # share of the trained queries' (✓, ✗) pairs scored ✓ first
+        with torch.no_grad():
+            img, txt = term.embed(model, list(range(len(term.groups))), list(range(len(term.pix))), "cpu")
+        s = txt @ img.t()
+        wins = [float(s[q, p] > s[q, n]) for q, (ps, ns) in enumerate(term.groups) for p in ps for n in ns]
+        return sum(wins) / len(wins)
+
+    before = order()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(15):
+        opt.zero_grad()
+        term(model, step, torch.device("cpu")).backward()
+        opt.step()
+    assert order() == 1.0 > before or before == 1.0

@@ -23,6 +23,7 @@ from carsearch.experiments import tracking
 from carsearch.model.clip import load_clip, save_clip
 from carsearch.sources.files import content_id
 from carsearch.training.distributed import init_distributed
+from carsearch.training.feedback import feedback_term
 from carsearch.training.loop import train_clip
 
 
@@ -94,7 +95,14 @@ def main() -> None:
             vals = " ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith(("t2i_recall@5", "i2i_recall@5")))
             print(f"epoch {epoch}: loss {info['loss']:.4f} {vals} ({info['seconds']:.0f}s)", flush=True)
 
-        res = train_clip(model, processor, train, root, cfg, on_step if dist.main else None, on_epoch, validate, dist)
+        # ✓/✗ judgments of the queries not held out for evaluation (issue 34; split recorded in train.json)
+        extra, feedback = feedback_term(
+            resolve(paths["judgments"], root), root, list(params["eval"]["sets"]), processor,
+            cfg["feedback_weight"], dist.world, print if dist.main else (lambda *_: None),
+        )  # fmt: skip
+        res = train_clip(
+            model, processor, train, root, cfg, on_step if dist.main else None, on_epoch, validate, dist, extra
+        )
         seconds = time.time() - t0
         if dist.main:
             # written into a temp folder beside models/finetuned and swapped in complete (a kill never
@@ -114,6 +122,7 @@ def main() -> None:
                     "train_pairs": len(train),
                     "val_pairs": len(val),
                     "world_size": dist.world,
+                    "feedback": feedback,
                     "train_seconds": round(seconds, 1),
                     **res.counts,
                 }
