@@ -129,9 +129,21 @@ def test_training_takes_the_judged_queries_not_held_out_and_learns_their_order(t
         return sum(wins) / len(wins)
 
     before = order()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(15):
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for step in range(6):
         opt.zero_grad()
         term(model, step, torch.device("cpu")).backward()
         opt.step()
-    assert order() == 1.0 > before or before == 1.0
+    after = order()
+    assert after > before or after == 1.0, (before, after)
+
+
+def test_dvc_exp_show_headline_has_the_judged_set(tmp_path):
+    import json
+
+    from carsearch.experiments.headline import summary
+
+    judged = {"finetuned": {"text_to_image": {"precision@5": 0.8, "pairwise": 0.75, "pairwise_ci": [0.6, 0.9]}}}
+    (tmp_path / "eval.json").write_text(json.dumps({"sets": {"judged": judged}}))
+    out = summary(tmp_path, {}, None)
+    assert out["set_judged_t2i_precision@5"] == 0.8 and out["set_judged_pairwise"] == 0.75

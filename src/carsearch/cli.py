@@ -9,8 +9,6 @@ from typing import Optional
 
 import typer
 
-from carsearch.feedback.commands import judge as judge_command
-
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Car search over your traffic images.")
 
 
@@ -252,7 +250,19 @@ def serve(
         raise typer.Exit(1)
 
 
-app.command("judge")(judge_command)
+@app.command()
+def judge(
+    query_id: str = typer.Argument(..., help="The id `carsearch search` printed for its result list (or 'last')."),
+    rank: Optional[int] = typer.Argument(None, min=1, help="The rank of the hit to judge (none: walk the list)."),
+    verdict: Optional[str] = typer.Argument(None, help="✓ or ✗ (also y/n, +/-)."),
+) -> None:
+    """Judge a hit ✓ (it matches the query) or ✗, by the query id and rank of a saved result list;
+    without RANK, walk the list: y / n per hit, Enter skips, q stops. Judgments are appended to
+    paths.judgments (data/feedback/judgments.jsonl): an eval set and a training signal."""
+    from carsearch.feedback.commands import judge as run_judge
+
+    run_judge(query_id, rank, verdict)
+
 
 index_app = typer.Typer(no_args_is_help=True, help="Manage the car index between repros.")
 app.add_typer(index_app, name="index")

@@ -8,19 +8,13 @@ from typing import Optional
 
 import typer
 
+from carsearch.core.paths import repo_root
 from carsearch.feedback import results, store
+from carsearch.feedback.record import parse_verdict
 
 
-def judge(
-    query_id: str = typer.Argument(..., help="The id `carsearch search` printed for its result list (or 'last')."),
-    rank: Optional[int] = typer.Argument(None, min=1, help="The rank of the hit to judge (none: walk the list)."),
-    verdict: Optional[str] = typer.Argument(None, help="✓ or ✗ (also y/n, +/-)."),
-) -> None:
-    """Judge a hit ✓ (it matches the query) or ✗, by the query id and rank of a saved result list;
-    without RANK, walk the list: y / n per hit, Enter skips, q stops. Judgments are appended to
-    paths.judgments (data/feedback/judgments.jsonl): an eval set and a training signal."""
-    from carsearch.core.paths import repo_root
-
+def judge(query_id: str, rank: Optional[int], verdict: Optional[str]) -> None:
+    """`carsearch judge` (its help is in carsearch.cli)."""
     root = repo_root()
     try:
         saved = results.load(root, query_id)
@@ -54,8 +48,6 @@ def _walk(saved: dict):
             if not word.strip():
                 break
             try:
-                from carsearch.feedback.record import parse_verdict
-
                 yield h["rank"], parse_verdict(word)
                 break
             except ValueError as e:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -72,8 +73,6 @@ def judgment(saved: dict, rank: int, verdict, source: str = "cli") -> Judgment:
 
 def save_cli(root: Path, searcher, hits, text, image, where, filters: dict, scope: dict) -> str:
     """Save the result list of `carsearch search` (hits: index.search.Hit) under its query id."""
-    import hashlib
-
     canon = {k: list(v) for k, v in filters.items() if v}
     if where:
         canon["where"] = [where]

@@ -27,8 +27,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.core.params import load_params
 from carsearch.core.paths import repo_root
-from carsearch.feedback.api import JudgmentRequest, record
-from carsearch.feedback.store import judgments_file
 from carsearch.index.query import QueryError
 from carsearch.serve.files import IMAGE_TYPES
 from carsearch.serve.guards import (
@@ -40,6 +38,7 @@ from carsearch.serve.guards import (
     error_response,
     is_loopback,
 )
+from carsearch.serve.judgments import add_judgment_route
 from carsearch.serve.schemas import (
     ErrorResponse,
     Filters,
@@ -313,21 +312,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
             svc.thumb_file(image_id), media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"}
         )
 
-    # ---- judgments (issue 34): a ✓/✗ on a hit, appended to paths.judgments
-    judged_to = judgments_file(svc.root)
-
-    @app.post("/api/v1/judgments", tags=["feedback"], status_code=201)
-    def judge(req: JudgmentRequest):
-        """Judge a hit ✓ (matches the query) or ✗: stored with the query, the hit, the index version
-        and the model hash in the judgments file (an eval set and training signal of the next run)."""
-        svc.refresh()
-        row = svc.s.get_row(req.hit_id)
-        if row is None:
-            raise ApiError(404, "unknown_id", f"no indexed image with id {req.hit_id!r}")
-        try:
-            return record(req, row, svc.s.meta, judged_to)
-        except ValueError as e:
-            raise ApiError(400, "bad_judgment", str(e).splitlines()[0]) from None
+    add_judgment_route(app, svc)  # POST /api/v1/judgments (issue 34)
 
     # ---- the page
     @app.get("/", include_in_schema=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from carsearch.feedback.pairs import training_groups
 from carsearch.model.clip import pixel_tensor
 
 
@@ -49,8 +50,6 @@ def feedback_term(path, root, sets: list[dict], processor, weight: float, world:
     """(the term to add to train_clip's loss or None, the record for metrics/train.json): the
     judged queries kept for training (carsearch.feedback.pairs). None when the weight is 0, no
     query is left, or training runs on several processes (the term is single-process)."""
-    from carsearch.feedback.pairs import training_groups
-
     groups, record = training_groups(path, root, sets, log)
     record["weight"] = float(weight)
     use = bool(groups) and float(weight) > 0 and world == 1
