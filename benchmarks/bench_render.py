@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from carsearch.render import default_torcs_dir, render_torcs
+from carsearch_world import default_torcs_dir, render_torcs
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "carsearch"
+PACKAGES = (PACKAGE, "carsearch_world")  # the product and the offline world beside it
 
 
 def module_file(name: str) -> Path | None:
@@ -22,7 +23,7 @@ def module_file(name: str) -> Path | None:
 
 def all_modules() -> list[str]:
     out = []
-    for p in sorted((SRC / PACKAGE).rglob("*.py")):
+    for p in sorted(q for pkg in PACKAGES for q in (SRC / pkg).rglob("*.py")):
         parts = list(p.relative_to(SRC).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
@@ -49,13 +50,13 @@ def imports_of(name: str) -> tuple[tuple[str, str, int, bool], ...]:
             f = in_func or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, ast.Import):
                 for a in child.names:
-                    if a.name.split(".")[0] == PACKAGE:
+                    if a.name.split(".")[0] in PACKAGES:
                         out.append((a.name, "", child.lineno, f))
             elif isinstance(child, ast.ImportFrom):
                 mod = child.module or ""
                 if child.level:
                     mod = ".".join(here[: len(here) - child.level + 1] + ([mod] if mod else []))
-                if mod.split(".")[0] == PACKAGE:
+                if mod.split(".")[0] in PACKAGES:
                     for a in child.names:
                         out.append((mod, a.name, child.lineno, f))
             visit(child, f)

@@ -132,3 +132,13 @@ def test_repeated_or_missing_annotation_ids_and_odd_entries_lose_no_box(tmp_path
     assert reasons[0].startswith("boxes.json images[1] (id [2]): id.int: Input should be a valid integer")
     assert reasons[1].startswith("boxes.json images[2]: entry: Input should be a valid dictionary")
     assert reasons[2].startswith("boxes.json annotations[3]: entry: Input should be a valid dictionary")
+
+
+def test_a_box_without_category_is_unknown_not_the_string_none(tmp_path):
+    folder = tmp_path / "frames"
+    _frame(folder, "a.jpg")
+    doc = _coco()
+    doc["annotations"] = [{"id": 1, "image_id": 1, "bbox": [20, 60, 100, 60]}]
+    (folder / "annotations.json").write_text(json.dumps(doc))
+    [box] = sources.folder_boxes(folder).boxes["a.jpg"]
+    assert box["class"] == "unknown"

@@ -44,7 +44,11 @@ def test_extra_keys_allowed_where_people_add_them():
         ("train.precision", "fp16", "params.yaml: train.precision = 'fp16': must be one of 'auto', 'bf16' or 'fp32'"),
         ("train.epoch", 3, "params.yaml: train.epoch = 3: unknown key (did you mean 'epochs'?"),
         ("train.lock.image", "some", "params.yaml: train.lock.image = 'some': must be 'none', 'all' or a number"),
-        ("data.source", "ftp", "params.yaml: data.source = 'ftp': must be one of 'torcs', 'demo', 'folder' or 's3'"),
+        (
+            "data.source",
+            "ftp",
+            "params.yaml: data.source = 'ftp': must be one of 'street', 'torcs', 'demo', 'folder' or 's3'",
+        ),
         ("data.folder.path", None, "params.yaml: data.folder.path = None: must be a folder path"),
         (
             "caption.backend",

@@ -64,7 +64,7 @@ def test_missing_folder_is_one_line(tmp_path):
 def test_torcs_source_renders_traffic_frames_with_a_box_per_car(tmp_path):
     """The default source renders multi-vehicle street frames beside the single-car images; each
     frame's manifest row holds the renderer's exact box (and labels) of every visible car."""
-    from carsearch.render import default_torcs_dir, find_torcs_cars
+    from carsearch_world import default_torcs_dir, find_torcs_cars
 
     if not find_torcs_cars(default_torcs_dir()):
         import pytest

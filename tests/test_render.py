@@ -1,4 +1,4 @@
-"""Tests of the TORCS software renderer (src/carsearch/render)."""
+"""Tests of the TORCS software renderer (src/carsearch_world)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carsearch.render import (
+from carsearch_world import (
     COLORS,
     VIEWS,
     AC3DError,
@@ -23,8 +23,8 @@ from carsearch.render import (
     sample_bilinear,
     view_from_azimuth,
 )
-from carsearch.render.raster import interpolate
-from carsearch.render.scene import recolour_texture
+from carsearch_world.raster import interpolate
+from carsearch_world.scene import recolour_texture
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -287,7 +287,7 @@ def test_render_torcs_skips_broken_and_is_deterministic(torcs_tree: Path, tmp_pa
 
 
 def test_broken_texture_is_skipped(torcs_tree: Path, tmp_path: Path) -> None:
-    from carsearch.render import load_cars
+    from carsearch_world import load_cars
 
     d = make_car(torcs_tree / "usr/share/games/torcs/cars", "badtex")
     (d / "badtex.rgb").write_bytes(b"not an sgi image")

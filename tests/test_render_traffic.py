@@ -1,4 +1,4 @@
-"""Tests of multi-vehicle traffic frames (src/carsearch/render/traffic.py, traffic_scene.py): exact
+"""Tests of multi-vehicle traffic frames (src/carsearch_world/traffic.py, traffic_scene.py): exact
 boxes from the id buffer, occlusion, determinism for any worker count, labels in the vocabulary."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import pytest
 from PIL import Image
 
 from carsearch.core import vocab
-from carsearch.render import default_torcs_dir, find_torcs_cars, load_car
-from carsearch.render.traffic import (
+from carsearch_world import default_torcs_dir, find_torcs_cars, load_car
+from carsearch_world.traffic import (
     MIN_VISIBLE,
     TrafficFrame,
     render_traffic,
     render_traffic_frame,
     render_traffic_spec,
 )
-from carsearch.render.traffic_scene import MIN_SIDE, Placement, camera_of, sample_traffic
+from carsearch_world.traffic_scene import MIN_SIDE, Placement, camera_of, sample_traffic
 
 SIZE = (192, 144)
 PICK = ("baja-bug", "acura-nsx-sz", "155-DTM")  # few triangles: quick to load and render

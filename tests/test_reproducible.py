@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 
 from carsearch.core import xmath
-from carsearch.render import default_torcs_dir, find_torcs_cars
+from carsearch_world import default_torcs_dir, find_torcs_cars
 
 REPO = Path(__file__).resolve().parents[1]
-RENDER_DIR = REPO / "src" / "carsearch" / "render"
+RENDER_DIR = REPO / "src" / "carsearch_world"
 
 # ----------------------------------------------------------------------------- environments
 
@@ -79,7 +79,7 @@ import hashlib, json, os, sys, tempfile
 from pathlib import Path
 import numpy as np
 from carsearch.core import xmath
-from carsearch.render import render_torcs
+from carsearch_world import render_torcs
 from carsearch.sources.demo import demo_items
 from carsearch.curation.split import perceptual_groups
 
@@ -98,10 +98,10 @@ with tempfile.TemporaryDirectory() as tmp:
         paths[p.stem] = p
     out["groups"] = perceptual_groups(paths, 10)
 # float intermediates (far more sensitive than 8-bit JPEGs): camera-space mesh, fragments, background
-from carsearch.render.api import load_cars
-from carsearch.render.torcs import find_torcs_cars
-from carsearch.render.scene import _background, _lighting, make_camera, sample_scene
-from carsearch.render.raster import rasterize
+from carsearch_world.api import load_cars
+from carsearch_world.torcs import find_torcs_cars
+from carsearch_world.scene import _background, _lighting, make_camera, sample_scene
+from carsearch_world.raster import rasterize
 h = hashlib.sha256()
 car = load_cars(find_torcs_cars(Path(torcs))[:1])[0][0]
 for i, (col, view, cam_kind) in enumerate([("red", "front", "pole"), ("blue", "three-quarter", "dashcam"),
@@ -179,6 +179,45 @@ def test_render_bit_exact_across_blas_simd_and_workers(tmp_path: Path) -> None:
 )
 def test_real_torcs_render_bit_exact_across_blas_simd_and_workers() -> None:
     _assert_same_everywhere(default_torcs_dir(), n=10, size=128)
+
+
+STREET_SCRIPT = r"""
+import hashlib, json, os, tempfile
+from pathlib import Path
+import numpy as np
+from carsearch_world import build_fleet, render_corridor, render_fleet
+from carsearch_world.street import vehicle_of
+
+workers = int(os.environ.get("REPRO_WORKERS", "1"))
+types = dict.fromkeys(("sedan", "suv", "pickup", "bus", "motorcycle", "van"), 1.0)
+fleet = build_fleet(5, 40, types, {"white": 0.4, "black": 0.3, "red": 0.3}, {"taxi": 0.3, "police": 0.3}, 2, "eu")
+out = {}
+with tempfile.TemporaryDirectory() as tmp:
+    singles = render_fleet(fleet, Path(tmp) / "s", 8, 64, seed=3, workers=workers)
+    frames = render_corridor(fleet, Path(tmp) / "f", seed=3, sessions=1, cameras=2, frames_per_camera=2,
+                             size=(160, 120), workers=workers, moving=10, parked=2)
+    out["render"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p, _ in singles}
+    out["render"] |= {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p, *_ in frames}
+    out["boxes"] = hashlib.sha256(json.dumps([b for _, _, b, _ in frames], sort_keys=True).encode()).hexdigest()
+h = hashlib.sha256()
+for ident in fleet[:6]:
+    car = vehicle_of(ident)
+    for a in (car.pos, car.nrm, car.uv, *car.textures):
+        h.update(np.ascontiguousarray(a).tobytes())
+out["floats"] = h.hexdigest()
+print("REPRO " + json.dumps(out, sort_keys=True))
+"""
+
+
+def test_street_world_bit_exact_across_blas_simd_and_workers() -> None:
+    """The street world (fleet meshes, atlases and plates, single renders, corridor frames and boxes)
+    renders to the same bytes under every BLAS kernel / SIMD setting and worker count."""
+    results = {name: _run(STREET_SCRIPT, [], env) for name, env in environments().items()}
+    ref_name = next(iter(results))
+    ref = results[ref_name]
+    assert len(ref["render"]) == 8 + 4
+    for name, res in results.items():
+        assert res == ref, f"{name} ({environments()[name]}) differs from {ref_name}"
 
 
 def _code_tokens(path: Path) -> str:

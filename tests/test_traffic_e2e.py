@@ -1,4 +1,4 @@
-"""End to end on the default source (TORCS renders) with multi-vehicle street frames: `dvc repro`
+"""End to end on the TORCS source (`data=torcs`, renders of TORCS cars) with multi-vehicle street frames: `dvc repro`
 on a small config through the whole DAG -> one index row per vehicle (its crop and frame id), a
 pair and a crop per vehicle for training and evaluation, vehicle- and frame-level metrics and
 box recall in metrics/eval.json, and a search that returns a vehicle with its frame."""
@@ -6,6 +6,7 @@ box recall in metrics/eval.json, and a search that returns a vehicle with its fr
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -17,11 +18,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    from carsearch.render import default_torcs_dir, find_torcs_cars
+    from carsearch_world import default_torcs_dir, find_torcs_cars
 
     if not find_torcs_cars(default_torcs_dir()):
         pytest.skip("no TORCS car models (scripts/fetch_torcs.sh)")
     repo = copy_repo(tmp_path_factory.mktemp("traffic") / "repo")
+    config = repo / "conf/config.yaml"
+    config.write_text(re.sub(r"- data: \w+", "- data: torcs", config.read_text()))
     _set(repo / "conf/config.yaml", {"epochs": 2})
     _set(
         repo / "conf/data/_base.yaml",

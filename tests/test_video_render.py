@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from carsearch.render import default_torcs_dir, find_torcs_cars
+from carsearch_world import default_torcs_dir, find_torcs_cars
 from test_index_corpus import _build, repo  # noqa: F401  (pytest fixture + helper)
 
 PICK = ("baja-bug", "acura-nsx-sz", "155-DTM")  # few triangles: quick to load and render
@@ -43,9 +43,9 @@ def test_rendered_cars_in_a_video_are_linked_into_one_track_each(repo, tmp_path)
     from PIL import Image
 
     from carsearch.index.search import CarSearch
-    from carsearch.render import load_car
-    from carsearch.render.traffic import render_traffic_frame, render_traffic_spec
-    from carsearch.render.traffic_scene import rot
+    from carsearch_world import load_car
+    from carsearch_world.traffic import render_traffic_frame, render_traffic_spec
+    from carsearch_world.traffic_scene import rot
 
     cars = [load_car(d) for d in _real_cars()]
     first = render_traffic_frame(

@@ -12,7 +12,7 @@ FIXES = (
     (
         "has no labels",
         "use caption.backend=bedrock|openai, add a labels.csv or label sub-folders, or index them "
-        "without captions (index.corpus: README 'Using your own images')",
+        "without captions (index.corpus: docs/own-images.md)",
     ),
     ("near-duplicate", "expected for bursts of near-identical frames; raise/lower curate.near_duplicate_max_distance"),
     ("exact duplicate", "nothing to do: the first copy is kept"),

@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from carsearch.core.errors import CarsearchError
+from carsearch.core.vocab import BODY_TYPES, COLORS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -155,6 +156,72 @@ class Torcs(_Strict):
         return v if v is None else _pair(v, 0.05, 1.0, "fraction of the frame the car spans; null: whole scene")
 
 
+class Fleet(_Strict):
+    n_identities: PosInt
+    variants: PosInt
+    types: dict[str, NonNegNum]
+    colors: dict[str, NonNegNum]
+    liveries: dict[Literal["taxi", "police"], Annotated[float, Field(ge=0, le=1)]]
+    plate_region: Literal["us", "eu", "uk"]
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, v):
+        return _shares(v, BODY_TYPES, "body type")
+
+    @field_validator("colors")
+    @classmethod
+    def _colors(cls, v):
+        return _shares(v, COLORS, "colour")
+
+
+def _shares(v: dict, names, what: str) -> dict:
+    bad = [k for k in v if k not in names]
+    if bad:
+        raise ValueError(f"unknown {what} {bad}; choose from {list(names)}")
+    if not sum(v.values()) > 0:
+        raise ValueError(f"the {what} shares sum to 0")
+    return v
+
+
+class Corridor(_Strict):
+    sessions: PosInt
+    cameras: Annotated[int, BeforeValidator(_integer), Field(ge=2)]
+    spacing_m: PosNum
+    frames_per_camera: NonNegInt
+    interval_s: PosNum
+    moving: NonNegInt
+    parked: NonNegInt
+    size: list[Annotated[int, BeforeValidator(_integer), Field(ge=32)]]
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v):
+        if len(v) != 2:
+            raise ValueError(f"expected [width, height], got {v}")
+        return v
+
+
+class Street(_Strict):
+    fleet: Fleet
+    n_images: NonNegInt
+    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    framing: Optional[list[Num]]
+    workers: NonNegInt
+    jpeg_quality: list[Int]
+    corridor: Corridor
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _jq(cls, v):
+        return _pair(v, 1, 100, "JPEG quality")
+
+    @field_validator("framing")
+    @classmethod
+    def _framing(cls, v):
+        return v if v is None else _pair(v, 0.05, 1.0, "fraction of the frame the vehicle spans; null: whole scene")
+
+
 class Demo(_Strict):
     n_images: PosInt
     size: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
@@ -194,12 +261,13 @@ class Video(_Strict):
 
 
 class Data(_Open):
-    source: Literal["torcs", "demo", "folder", "s3"]
+    source: Literal["street", "torcs", "demo", "folder", "s3"]
     capture: Capture
     video: Video
     max_pixels: Optional[PosInt]
     max_edge: Optional[NonNegInt]
     torcs: Torcs
+    street: Street
     demo: Demo
     # never null: dvc.yaml tracks it as a dependency of ingest whatever the source
     folder: Folder

@@ -3,7 +3,22 @@ normalised with, the labels that say something (`known`), and the query text of 
 
 from __future__ import annotations
 
-BODY_TYPES = ("sedan", "coupe", "hatchback", "suv", "pickup", "van", "sports car", "buggy", "race car", "formula car")
+BODY_TYPES = (
+    "sedan",
+    "coupe",
+    "hatchback",
+    "wagon",
+    "suv",
+    "pickup",
+    "van",
+    "box truck",
+    "bus",
+    "motorcycle",
+    "sports car",
+    "buggy",
+    "race car",
+    "formula car",
+)
 COLORS = ("red", "blue", "green", "yellow", "white", "black", "silver", "grey", "orange", "purple", "brown")
 VIEWS = ("front", "rear", "side", "three-quarter")
 FIELDS = ("make", "model", "body_type", "color", "view", "caption")
@@ -17,9 +32,17 @@ SYNONYMS = {
     "pick-up": "pickup",
     "pickup truck": "pickup",
     "truck": "pickup",
+    "lorry": "box truck",
+    "delivery truck": "box truck",
+    "box van": "box truck",
+    "coach": "bus",
+    "motorbike": "motorcycle",
+    "motor bike": "motorcycle",
+    "scooter": "motorcycle",
+    "crossover": "suv",
+    "station wagon": "wagon",
     "saloon": "sedan",
-    "estate": "hatchback",
-    "wagon": "hatchback",
+    "estate": "wagon",
     "minivan": "van",
     "sportscar": "sports car",
     "sport car": "sports car",

@@ -18,6 +18,7 @@ from PIL import Image
 
 from carsearch.core import imaging
 from carsearch.core.io import write_bytes
+from carsearch.core.vocab import UNKNOWN
 from carsearch.sources import coco
 from carsearch.sources.labels import normalise_value
 
@@ -65,7 +66,7 @@ def read_coco(path: Path, rel: str) -> tuple[dict[str, list[dict]], list[tuple[s
                     "y1": y,
                     "x2": x + w,
                     "y2": y + h,
-                    "class": cats.get(a.get("category_id"), str(a.get("category_id"))),
+                    "class": _class_name(cats, a.get("category_id")),
                     "score": a["score"],
                     "source": f"coco:{rel}",
                     "labels": _labels(a.get("attributes")),
@@ -73,6 +74,13 @@ def read_coco(path: Path, rel: str) -> tuple[dict[str, list[dict]], list[tuple[s
                 }
             )
     return out, problems
+
+
+def _class_name(cats: dict, category_id) -> str:
+    """A COCO box's class: its category's name; `unknown` with no category_id (not the string "None")."""
+    if category_id is None:
+        return UNKNOWN
+    return cats.get(category_id, str(category_id))
 
 
 def read_yolo(text: str, rel: str, names: list[str]) -> tuple[list[dict], list[tuple[str, str]]]:

@@ -12,10 +12,60 @@ from carsearch.core.io import atomic_dir, write_json, write_jsonl
 from carsearch.core.params import get, load_params, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.detection import footage
-from carsearch.render import default_torcs_dir, find_torcs_cars, render_torcs, render_traffic
 from carsearch.sources import demo
 from carsearch.sources import files as data
 from carsearch.sources.boxes import attach
+from carsearch_world import (
+    build_fleet,
+    default_torcs_dir,
+    find_torcs_cars,
+    render_corridor,
+    render_fleet,
+    render_torcs,
+    render_traffic,
+    write_mot,
+)
+
+
+def _street_items(cfg: dict, seed: int, tmp_dir):
+    """Render the street world (single vehicles and the camera corridor) into a scratch folder; the
+    corridor's MOTChallenge track files go to <raw_dir>/mot/. Returns (items, total, boxes, capture)."""
+    s, f, c = cfg["street"], cfg["street"]["fleet"], cfg["street"]["corridor"]
+    scratch = tmp_dir.with_name(tmp_dir.name + ".render")
+    shutil.rmtree(scratch, ignore_errors=True)
+    fleet = build_fleet(
+        seed, f["n_identities"], f["types"], f["colors"], f["liveries"], f["variants"], f["plate_region"]
+    )
+    jq = tuple(s["jpeg_quality"])
+    framing = tuple(s["framing"]) if s["framing"] else None
+    singles = render_fleet(fleet, scratch / "cars", s["n_images"], s["size"], seed, s["workers"], jq, framing)
+    frames = render_corridor(
+        fleet,
+        scratch / "frames",
+        seed + 1,
+        c["sessions"],
+        c["cameras"],
+        c["spacing_m"],
+        c["frames_per_camera"],
+        c["interval_s"],
+        c["moving"],
+        c["parked"],
+        tuple(c["size"]),
+        s["workers"],
+        jq,
+    )
+    write_mot(frames, tmp_dir / "mot")
+    boxes = {f"street/{p.name}": bs for p, _, bs, _ in frames}
+    capture = {f"street/{p.name}": (lab["camera"], epoch) for p, lab, _, epoch in frames}
+
+    def items():
+        for path, labels in singles:
+            yield f"cars/{path.name}", path.read_bytes(), labels, None
+        for path, labels, _, _ in frames:
+            yield f"street/{path.name}", path.read_bytes(), labels, None
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    return items(), len(singles) + len(frames), boxes, capture
 
 
 def _torcs_items(cfg: dict, seed: int, tmp_dir):
@@ -105,7 +155,9 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
     """Read the source into `tmp_dir` (images, manifest, rejects); returns (rows, rejects, source)."""
     images_tmp = tmp_dir / resolve(paths["images_dir"], root).relative_to(raw_dir)
 
-    items, total, ann, rendered_boxes = None, None, None, None
+    items, total, ann, rendered_boxes, capture = None, None, None, None, {}
+    if source == "street":
+        items, total, rendered_boxes, capture = _street_items(cfg, params["seed"], tmp_dir)
     if source == "torcs":
         items, total, source, rendered_boxes = _torcs_items(cfg, params["seed"], tmp_dir)
     if source == "demo":
@@ -122,7 +174,7 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
         f = cfg["s3"]
         items = data.iter_s3(f["uri"], f["subfolder_key"], f["labels_csv"])
     elif items is None:
-        raise ValueError(f"data.source: unknown source {source!r} (expected torcs, demo, folder or s3)")
+        raise ValueError(f"data.source: unknown source {source!r} (expected street, torcs, demo, folder or s3)")
 
     items = tqdm(items, total=total, desc=f"ingest {source}", unit="img")
     limits = {k: cfg[k] for k in ("max_pixels", "max_edge")}
@@ -130,6 +182,8 @@ def _ingest(params: dict, root: Path, paths: dict, cfg: dict, source: str, raw_d
     for r in rows if rendered_boxes else []:  # the renderer's exact boxes (stored as rendered: same pixels)
         if r["origin"] in rendered_boxes:
             r["boxes"] = [{**b, "frame": r["id"]} for b in rendered_boxes[r["origin"]]]
+        if r["origin"] in capture:  # the street camera network: which camera, when
+            r["camera"], r["time"] = capture[r["origin"]]
     if ann is not None:  # boxes in each frame's stored pixels; checked and cropped where pairs and rows are made
         attach(rows, ann, folder)
         rejects += [data.Rejected(p, r) for p, r in ann.problems]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from carsearch.render.scene import (
+from carsearch_world.scene import (
     COLORS,
     VIEWS,
     encode_jpeg,
@@ -20,7 +20,7 @@ from carsearch.render.scene import (
     value_noise,
     view_from_azimuth,
 )
-from carsearch.render.torcs import CarModel, find_torcs_cars, load_car
+from carsearch_world.torcs import CarModel, find_torcs_cars, load_car
 
 CAMERAS = ("pole", "dashcam")
 _CARS: list[CarModel] = []  # per worker process

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from carsearch.core import xmath
-from carsearch.render.api import CAMERAS
-from carsearch.render.raster import Camera
-from carsearch.render.scene import COLORS, PALETTE, value_noise
-from carsearch.render.torcs import CarModel
+from carsearch_world.api import CAMERAS
+from carsearch_world.raster import Camera
+from carsearch_world.scene import COLORS, PALETTE, value_noise
+from carsearch_world.torcs import CarModel
 
 LANE_W = 3.5
 MIN_SIDE = 12  # px: cars that look smaller than this are not placed (traffic.py drops smaller boxes)
@@ -59,6 +59,7 @@ class TrafficSpec:
     seed: int
     lights: bool
     cars: list[Placement] = field(default_factory=list)
+    urban: bool = False  # sidewalks and zebra crossings instead of grass verges (the street world)
 
     @property
     def scene(self) -> str:
@@ -237,6 +238,12 @@ def _ground(gx, gy, spec: TrafficSpec, lit: dict, cars: list[CarModel]):
     off = (np.abs(gy) > half) & ~cross
     g = 0.5 + 0.5 * _noise(gx * 1.7, gy * 1.7, 3.0)
     side = np.stack([0.16 + 0.08 * g, 0.30 + 0.12 * g, 0.09 + 0.05 * g], -1)
+    if spec.urban:  # concrete sidewalk with slab joints, zebra crossings beside the crossing street
+        slab = ((gx % 2.0) < 0.05) | ((np.abs(gy) % 2.0) < 0.05)
+        side = np.repeat((np.where(slab, 0.4, 0.52) + 0.05 * g)[..., None], 3, -1)
+        if spec.cross_x is not None:
+            near = np.abs(np.abs(gx - spec.cross_x) - LANE_W - 2.0) < 1.5
+            col = np.where((near & (np.abs(gy) < half) & ((gy % 1.2) < 0.6))[..., None], 0.8 * wear[..., None], col)
     side = np.where((np.abs(gy) - half < 0.25)[..., None], 0.62, side)  # kerb
     col = np.where(off[..., None], side, col)
     clear = spec.time != "night" and not spec.weather

@@ -23,11 +23,11 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from carsearch.core import xmath
-from carsearch.render.api import CAMERAS, load_cars
-from carsearch.render.raster import Camera, Fragments, rasterize, sample_bilinear
-from carsearch.render.scene import COLORS, encode_jpeg, recolour, view_from_azimuth
-from carsearch.render.torcs import CarModel, find_torcs_cars
-from carsearch.render.traffic_scene import (
+from carsearch_world.api import CAMERAS, load_cars
+from carsearch_world.raster import Camera, Fragments, rasterize, sample_bilinear
+from carsearch_world.scene import COLORS, encode_jpeg, recolour, view_from_azimuth
+from carsearch_world.torcs import CarModel, find_torcs_cars
+from carsearch_world.traffic_scene import (
     MIN_SIDE,
     Placement,
     TrafficSpec,

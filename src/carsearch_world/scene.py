@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from carsearch.core import xmath
-from carsearch.render.raster import Camera, rasterize, sample_bilinear
-from carsearch.render.torcs import CarModel
+from carsearch_world.raster import Camera, rasterize, sample_bilinear
+from carsearch_world.torcs import CarModel
 
 VIEWS = ("front", "rear", "side", "three-quarter")
 COLORS = ("red", "blue", "green", "yellow", "white", "black", "silver", "grey", "orange", "purple", "brown")

@@ -17,8 +17,8 @@ from PIL import Image
 
 from carsearch.core import xmath
 from carsearch.core.errors import CarsearchError
-from carsearch.render.ac3d import AC3DError, parse_ac3d
-from carsearch.render.raster import Camera, rasterize, sample_bilinear
+from carsearch_world.ac3d import AC3DError, parse_ac3d
+from carsearch_world.raster import Camera, rasterize, sample_bilinear
 
 CARS_SUBDIR = Path("usr/share/games/torcs/cars")
 MAX_TEX = 512  # textures are downsampled to this size (plenty for 224-448 px renders)
@@ -78,9 +78,11 @@ class CarModel:
     height: float
     n_body_tris: int
     lights: list = field(default_factory=list)  # [(kind "head"|"rear", x, y, z, size)] TORCS frame
+    extra: dict = field(default_factory=dict)  # more labels (the procedural fleet: variant, livery, plate, identity)
 
     def labels(self) -> dict:
-        return {"model_id": self.model_id, "make": self.make, "model": self.model, "body_type": self.body_type}
+        out = {"model_id": self.model_id, "make": self.make, "model": self.model, "body_type": self.body_type}
+        return out | self.extra
 
 
 def find_torcs_cars(torcs_dir: Path) -> list[Path]:
@@ -163,7 +165,7 @@ def _find_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _wheel_mesh(w: Wheel, right: bool, tex_rim: int, tex_rubber: int, seg: int = 20):
+def wheel_mesh(w: Wheel, right: bool, tex_rim: int, tex_rubber: int, seg: int = 20):
     """Cylinder tyre + textured rim disc on the outer face, dark disc on the inner face."""
     ang = np.linspace(0, 2 * xmath.PI, seg + 1)
     ca, sa = xmath.cos(ang), xmath.sin(ang)
@@ -424,7 +426,7 @@ def load_car(folder: Path) -> CarModel:
             tw = _num(sec, "tire width", 200.0) / 1000.0
             ratio = _num(sec, "tire height-width ratio", 0.5)
             w = Wheel(x=xw, y=_num(sec, "ypos", 0.8), radius=rim_d / 2 + tw * ratio, rim_radius=rim_d / 2, width=tw)
-            parts.append(_wheel_mesh(w, right=w.y < 0, tex_rim=t_rim, tex_rubber=t_rub))
+            parts.append(wheel_mesh(w, right=w.y < 0, tex_rim=t_rim, tex_rubber=t_rub))
     P = np.concatenate([p[0] for p in parts]).astype(np.float32)
     N = np.concatenate([p[1] for p in parts]).astype(np.float32)
     UV = np.concatenate([p[2] for p in parts]).astype(np.float32)
