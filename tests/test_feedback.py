@@ -218,3 +218,22 @@ def test_judge_hits_on_the_page_by_click_and_keyboard(repo):
         ("a white van", ids[0], 1, True, "page"),
         ("a white van", ids[1], 2, False, "page"),
     ]
+
+
+def test_cli_search_saves_its_list_under_the_query_id_it_prints(repo, monkeypatch):
+    from typer.testing import CliRunner
+
+    from carsearch.cli import app
+    from carsearch.feedback import results
+    from carsearch.feedback.record import Query
+
+    monkeypatch.setenv("CARSEARCH_ROOT", str(repo))
+    res = CliRunner().invoke(app, ["search", "a  red car", "-k", "3", "--color", "red"])
+    assert res.exit_code == 0, res.output
+    qid = Query(kind="text", text="a red car", filters={"color": ["red"]}).id  # the same query, the same id
+    assert f"query id {qid}: judge a hit with `carsearch judge {qid} RANK ✓|✗`" in res.output
+    saved = results.load(repo, "last")
+    assert saved["query_id"] == qid and [h["rank"] for h in saved["hits"]] == [1, 2, 3]
+    assert all(h["path"] for h in saved["hits"]) and saved["index_version"]
+    j = results.judgment(saved, 2, "-")
+    assert j.verdict is False and j.hit.id == saved["hits"][1]["id"] and j.source == "cli"

@@ -80,7 +80,7 @@ def search(
             raise QueryError("give a text query or --image, not both")
         query = check_text(query) if image is None else None
         image = check_image(image) if image is not None else None
-        where = build_where(_filters(color, view, body_type, make, model, split), where)
+        raw_where, where = where, build_where(_filters(color, view, body_type, make, model, split), where)
         scope = dict(camera=camera or None, after=after, before=before)
         scope_where(**scope)  # bad times fail here, before the model loads
         scope["min_confidence"] = check_confidence(min_confidence)
@@ -141,7 +141,7 @@ def search(
         from carsearch.feedback.results import save_cli
 
         qid = save_cli(
-            root, searcher, hits, query, image, where, _filters(color, view, body_type, make, model, split), scope
+            root, searcher, hits, query, image, raw_where, _filters(color, view, body_type, make, model, split), scope
         )
         typer.echo(f"query id {qid}: judge a hit with `carsearch judge {qid} RANK ✓|✗`", err=True)
     if copy_to is not None:
