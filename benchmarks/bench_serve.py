@@ -1,6 +1,7 @@
 """Load on `carsearch serve`: 8 concurrent clients (asyncio + httpx, 127.0.0.1 only) for a fixed time
 per phase, against a real index (demo images, the default model config, random init: quality does
-not matter here, cost does). Reports requests/s and p50/p95/p99 latency, and errors (expected: 0):
+not matter here, cost does). Reports requests/s and p50/p95/p99 latency, and errors (expected: 0;
+the run fails, exit status 1, when any phase has no request or more than 1 % errors):
 
 - text, new queries: every request a query string not seen before (the text encoder runs each time)
 - text, repeated: a realistic mix of 120 queries people repeat (text embeddings come from the cache)
@@ -9,6 +10,9 @@ not matter here, cost does). Reports requests/s and p50/p95/p99 latency, and err
     python benchmarks/bench_serve.py [--n 2000] [--seconds 10] [--clients 8]
 
 The server is `python -m carsearch.cli serve` in a subprocess, so client and server share the cores.
+It runs with the bench's own serve settings (`SERVER`): every client comes from 127.0.0.1, so the
+per-address upload rate limit (serve.upload_rate_per_minute) is off, or the image phase would
+measure 429s.
 """
 
 from __future__ import annotations
@@ -32,6 +36,34 @@ COLORS = ["red", "blue", "green", "white", "black", "silver", "yellow", "orange"
 BODIES = ["sedan", "suv", "pickup", "van", "hatchback"]
 VIEWS = ["front", "rear", "side", "three-quarter"]
 MAX_REQUESTS = 50_000  # per phase, whatever the duration: the benchmark always ends
+MAX_ERROR_RATE = 0.01  # a phase with more failed requests than this measured errors, not search
+SERVER = {"upload_rate_per_minute": 0}  # the bench's serve settings: all its clients share one address
+
+
+def configure(root: Path) -> None:
+    """The bench repo's params.yaml with the bench's serve settings (`SERVER`), also when --root is reused."""
+    import yaml
+
+    from carsearch.core.params import load_params
+
+    params = load_params(root / "params.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump({**params, "serve": {**params["serve"], **SERVER}}))
+
+
+def check(results: list[dict], max_error_rate: float = MAX_ERROR_RATE) -> list[str]:
+    """Why the run does not measure what it says (empty: it does): a phase with no request, or with
+    more than `max_error_rate` of its requests failed."""
+    bad = []
+    for r in results:
+        if not r["requests"]:
+            bad.append(f"{r['phase']}: no request completed")
+        elif r["errors"] / r["requests"] > max_error_rate:
+            bad.append(
+                f"{r['phase']}: {r['errors']} of {r['requests']} requests failed "
+                f"({r['errors'] / r['requests']:.1%} > {max_error_rate:.0%})"
+                + (f", first: {r['first_error']}" if r.get("first_error") else "")
+            )
+    return bad
 
 
 def build(root: Path, n: int, size: int) -> None:
@@ -101,7 +133,7 @@ async def phase(name: str, url: str, clients: int, seconds: float, make_request)
     t0 = time.perf_counter()
     await asyncio.gather(*(client(c) for c in range(clients)))
     wall = time.perf_counter() - t0
-    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0] * 1000] * 99
+    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else (lat or [float("nan")]) * 99
     res = {
         "phase": name,
         "requests": len(lat),
@@ -110,6 +142,7 @@ async def phase(name: str, url: str, clients: int, seconds: float, make_request)
         "p95_ms": q[94] * 1000,
         "p99_ms": q[98] * 1000,
         "errors": len(errors),
+        "first_error": errors[0] if errors else None,
     }
     print(
         f"{name:<24} {res['requests']:>6} req  {res['rps']:7.1f} req/s  p50 {res['p50_ms']:6.1f} ms  "
@@ -156,6 +189,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of each phase")
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--start-timeout", type=float, default=300.0, help="seconds the server may take to start")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--root", type=Path, help="build the bench repo here and keep it (reused when it has an index)")
     a = ap.parse_args()
@@ -166,6 +200,7 @@ def main() -> None:
             root.mkdir(parents=True, exist_ok=True)
             build(root, a.n, a.size)
             print(f"index of {a.n} images built in {time.perf_counter() - t:.0f} s", flush=True)
+        configure(root)
         port = free_port()
         env = {**os.environ, "CARSEARCH_ROOT": str(root), "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
         server = subprocess.Popen(
@@ -191,7 +226,7 @@ def main() -> None:
         try:
             import httpx
 
-            deadline = time.time() + 120
+            deadline = time.time() + a.start_timeout
             while True:
                 try:
                     info = httpx.get(url + "/api/v1/info", timeout=2).json()
@@ -199,7 +234,12 @@ def main() -> None:
                 except httpx.TransportError:
                     if server.poll() is not None or time.time() > deadline:
                         raise SystemExit(
-                            f"carsearch serve did not start:\n{server.stderr.read() if server.poll() is not None else ''}"
+                            "carsearch serve did not start"
+                            + (
+                                f":\n{server.stderr.read()}"
+                                if server.poll() is not None
+                                else f" in {a.start_timeout:g} s"
+                            )
                         )
                     time.sleep(0.3)
             built = sum(1 for _ in (root / "data/raw/images").glob("*.jpg"))
@@ -217,9 +257,9 @@ def main() -> None:
             server.wait(20)
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
-    bad = sum(r["errors"] for r in results)
+    bad = check(results)
     if bad:
-        raise SystemExit(f"{bad} errors")
+        raise SystemExit("bench_serve: FAILED, these figures do not measure search:\n  " + "\n  ".join(bad))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from carsearch.core.confidence import Calibrator, hit_features, predict
+from carsearch.core.confidence import Calibration, Calibrator, hit_features, predict
 from carsearch.evaluation.calibration import calibrate, ece, query_rows
 from testkit import write_pairs, write_params
 
@@ -113,8 +113,8 @@ def test_an_unreachable_precision_target_marks_nothing_confident():
 def test_a_torn_calibration_file_means_no_confidence(tmp_path):
     (tmp_path / "calibration.json").write_text('{"coef": {"z": 1.0')
     np.save(tmp_path / "calibration_ref.npy", np.zeros((4, 3), np.float32))
-    assert Calibrator.load(tmp_path) is None
-    assert Calibrator.load(tmp_path / "absent") is None
+    assert Calibration.load(tmp_path) is None
+    assert Calibration.load(tmp_path / "absent") is None
 
 
 @pytest.fixture(scope="module")
@@ -149,18 +149,18 @@ def test_evaluate_fits_and_build_index_ships_the_calibration(toy, monkeypatch):
     root = toy
     ev = json.loads((root / "metrics/eval.json").read_text())
     cal = json.loads((root / "metrics/calibration.json").read_text())
-    assert set(cal) == {"base", "finetuned"} and cal["finetuned"]["sources"]["test_split"] > 10
-    rep = ev["calibration"]["finetuned"]["held_out"]["test_split"]
+    assert set(cal) == {"base", "finetuned"} and cal["finetuned"]["kinds"]["text"]["sources"]["test_split"] > 10
+    rep = ev["calibration"]["finetuned"]["kinds"]["text"]["held_out"]["test_split"]
     assert rep["hits"] > 0 and rep["reliability"]
     print(
         "toy calibration (held out):",
         {k: v for k, v in rep.items() if k != "reliability"},
-        cal["finetuned"]["threshold"],
+        cal["finetuned"]["kinds"]["text"]["threshold"],
     )
     # ECE within 3x the binomial sampling floor of a perfectly calibrated predictor on this many hits
     assert rep["ece"] < 3 * _sampling_floor(rep["hits"], 10), rep
     # "confident" reaches the precision target on held-out queries, and marks some hits
-    target = ev["calibration"]["finetuned"]["target_precision"]
+    target = ev["calibration"]["finetuned"]["kinds"]["text"]["target_precision"]
     assert rep["confident_coverage"] > 0 and rep["confident_precision"] >= target, rep
     assert (root / "metrics/plots/reliability.png").read_bytes()[:4] == b"\x89PNG"
     idx = json.loads((root / "metrics/index.json").read_text())
@@ -176,7 +176,7 @@ def test_evaluate_fits_and_build_index_ships_the_calibration(toy, monkeypatch):
     assert all(c is not None and 0 <= c <= 1 for c in conf)
     # one query: a better score never has a lower confidence
     assert all(a >= b - 1e-9 for a, b in zip(conf, conf[1:])), conf
-    assert all(h.confident == s.calibrator.confident(h.confidence) for h in hits)
+    assert all(h.confident == s.calibrator("text").confident(h.confidence) for h in hits)
     assert conf[0] > conf[-1]  # the fine-tuned toy model tells matches apart: confidence is not flat
     cut = next(c for c in conf if c < conf[0])  # the second-highest confidence
     kept = s.text("a red car", k=30, min_confidence=cut)
@@ -185,6 +185,166 @@ def test_evaluate_fits_and_build_index_ships_the_calibration(toy, monkeypatch):
 
     with pytest.raises(QueryError, match="min_confidence"):
         s.text("a red car", min_confidence=1.5)
+
+
+def _dashcam_frame(path: Path, size: int = 160) -> Path:
+    """A dashcam frame that holds no car: sky, a road with its markings, verges and a few trees."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), (170, 195, 225))
+    d = ImageDraw.Draw(img)
+    horizon = int(size * 0.52)
+    d.rectangle([0, horizon, size, size], fill=(85, 130, 70))
+    d.polygon([(size * 0.45, horizon), (size * 0.55, horizon), (size, size), (0, size)], fill=(80, 80, 86))
+    for t in (0.2, 0.45, 0.7, 0.95):  # dashed centre line towards the horizon
+        y0, y1 = horizon + (size - horizon) * t, horizon + (size - horizon) * min(1.0, t + 0.12)
+        d.line([(size / 2, y0), (size / 2, y1)], fill=(240, 240, 230), width=2)
+    for x in (8, 30, 125, 146):
+        d.ellipse([x - 9, horizon - 26, x + 9, horizon + 2], fill=(35, 90, 40))
+    img.save(path, quality=92)
+    return path
+
+
+def test_an_old_text_only_calibration_file_still_loads(tmp_path):
+    """A calibration file of one bare fit (before per-kind fits) is the text fit: text queries keep
+    their confidence; image queries get none, and the note says so."""
+    calib, _ = calibrate({"renders": _queries(0)}, CFG)
+    (tmp_path / "calibration.json").write_text(json.dumps({**calib, "model": "finetuned"}))
+    np.save(tmp_path / "calibration_ref.npy", np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32))
+    cal = Calibration.load(tmp_path)
+    assert set(cal.fits) == {"text"} and cal.get("text").threshold == calib["threshold"]
+    assert cal.get("image") is None and cal.note("text") is None
+    assert cal.note("image") == (
+        "no confidence for image queries: this index's calibration has no fit for them (fitted: text queries)"
+    )
+
+
+def _image_split(seed: int, n: int = 240, dim: int = 64):
+    """A synthetic test split as a model embeds it: every image shares a street background; its
+    vehicle (30 models x 6 colours) adds a direction; car-less frames are background and clutter."""
+    rng = np.random.default_rng(seed)
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    bg, models, colors = rng.normal(size=dim), rng.normal(size=(30, dim)), rng.normal(size=(6, dim))
+    labels, vecs = [], []
+    for i in range(n):
+        m, c = rng.integers(30), rng.integers(6)
+        labels.append(
+            {
+                "model_id": f"m{m}",
+                "color": ["red", "blue", "green", "white", "black", "silver"][c],
+                "body_type": ["sedan", "suv"][m % 2],
+            }
+        )
+        vecs.append(bg * 1.2 + models[m] * 0.8 + colors[c] * 0.6 + rng.normal(size=dim) * 0.6)
+
+    def encode_null(frames):
+        return unit(bg * 1.2 + rng.normal(size=(len(frames), dim)) * 0.9).astype(np.float32)
+
+    return unit(np.array(vecs)).astype(np.float32), labels, encode_null
+
+
+def test_image_queries_have_their_own_held_out_fit():
+    """evaluate's per-kind fit (evaluation.kinds.fit_kinds) on a synthetic split: image queries
+    (relevant: same vehicle or same colour and body type) get a fit of their own, with car-less
+    frames as queries with nothing to find. Held out, the image queries' confident hits reach the
+    precision target on the test split, and at most 1 % of the car-less frames' hits are confident."""
+    from carsearch.core.confidence import fits_by_kind
+    from carsearch.evaluation.kinds import fit_kinds
+
+    img, labels, encode_null = _image_split(0)
+    ccfg = {**CFG, "image_match": ["color", "body_type"], "null_frames": 48}
+    doc, rep = fit_kinds({"photos": _queries(1)}, img, labels, {}, "finetuned", ccfg, encode_null)
+    assert set(fits_by_kind(doc)) == {"text", "image"} and set(rep["kinds"]) == {"text", "image"}
+    image = rep["kinds"]["image"]
+    held, null = image["held_out"]["test_split"], image["held_out"]["null:street"]
+    print(
+        "synthetic image calibration:",
+        {k: v for k, v in held.items() if k != "reliability"},
+        null["confident_coverage"],
+    )
+    assert held["queries"] == 240 and image["target_reached"] and 0 < doc["kinds"]["image"]["threshold"] < 1
+    assert held["confident_precision"] >= ccfg["target_precision"] and held["confident_coverage"] > 0.1, held
+    assert null["queries"] == 48 and null["base_rate"] == 0 and null["confident_coverage"] <= 0.01, null
+    frame = encode_null([None])[0]  # one more car-less frame: its best hit is not confident
+    s = img @ frame
+    image_cal = Calibrator(doc["kinds"]["image"], img)
+    assert not image_cal.confident(float(image_cal.confidence(frame, np.sort(s)[::-1][:1])[0]))
+
+
+def test_the_toy_index_ships_an_image_fit(toy):
+    """The pipeline's stages: evaluate fits image queries apart (its figures per kind in eval.json,
+    car-less frames judged as `null:street`), build_index ships both kinds."""
+    root = toy
+    ev = json.loads((root / "metrics/eval.json").read_text())
+    cal = json.loads((root / "metrics/calibration.json").read_text())
+    assert set(cal["finetuned"]["kinds"]) == {"text", "image"}
+    image = ev["calibration"]["finetuned"]["kinds"]["image"]
+    print(
+        "toy image calibration (held out):",
+        {k: {x: v for x, v in r.items() if x != "reliability"} for k, r in image["held_out"].items()},
+    )
+    assert image["held_out"]["test_split"]["queries"] == 60 and image["held_out"]["null:street"]["queries"] == 48
+    assert image["held_out"]["null:street"]["base_rate"] == 0
+    if image["target_reached"]:
+        held = image["held_out"]["test_split"]
+        assert held["confident_precision"] >= image["target_precision"], held
+    # the image fit is not the text fit: image->image cosines live on another scale
+    assert cal["finetuned"]["kinds"]["image"]["mean"] != cal["finetuned"]["kinds"]["text"]["mean"]
+    idx = json.loads((root / "metrics/index.json").read_text())["calibration"]
+    assert set(idx["kinds"]) == {"text", "image"}
+
+
+def test_a_car_less_frame_gets_no_confident_hit(toy, tmp_path, monkeypatch):
+    """A dashcam frame without a car against the index of cars: no confident hit from the Python
+    API, the CLI or the HTTP API; a text + image query (no fit of its own) shows no confidence and
+    says why; a car of the index, as a query, is at least as confident as any of the frame's hits."""
+    import httpx
+    from typer.testing import CliRunner
+
+    from _serve_helpers import SETTINGS, Server
+    from carsearch.cli import app
+    from carsearch.index.search import CarSearch
+    from carsearch.serve import create_app
+
+    frame = _dashcam_frame(tmp_path / "dashcam.jpg")
+    s = CarSearch(root=toy)
+    hits = s.image(frame, k=20)
+    assert all(h.confidence is not None for h in hits) and not any(h.confident for h in hits), [
+        h.confidence for h in hits
+    ]
+    car = s.image(toy / "data/raw/images/img0210.jpg", k=5)  # a test image: itself and its kin
+    assert car[0].confidence >= max(h.confidence for h in hits), ([h.confidence for h in car], hits[0].confidence)
+    monkeypatch.setenv("CARSEARCH_ROOT", str(toy))
+    r = CliRunner().invoke(app, ["search", "--image", str(frame), "-k", "5"])
+    div = [x for x in r.output.splitlines() if x.startswith("---- ")]
+    assert r.exit_code == 0 and len(div) == 1, r.output  # no confident match, or the image fit has no threshold
+    assert div[0] in (
+        "---- no confident match: these are the closest ----",
+        "---- no hit is marked confident: no confidence level reached the 60% precision target on held-out "
+        "queries (see metrics/eval.json calibration) ----",
+    ), div
+    server = Server(create_app(CarSearch(root=toy), SETTINGS, toy))
+    try:
+        up = httpx.post(
+            server.url + "/api/v1/search/image",
+            files={"image": ("f.jpg", frame.read_bytes(), "image/jpeg")},
+            timeout=120,
+        ).json()
+        assert up["confidence_kind"] == "image" and up["confidence_note"] is None
+        assert up["confident"] == 0 and not any(h["confident"] for h in up["hits"]), up["confident"]
+        both = httpx.post(
+            server.url + "/api/v1/search/image",
+            files={"image": ("f.jpg", frame.read_bytes(), "image/jpeg")},
+            data={"q": "a red car"},
+            timeout=120,
+        ).json()
+        assert both["confidence_kind"] == "text+image" and both["confident"] is None
+        assert all(h["confidence"] is None and not h["confident"] for h in both["hits"])
+        assert both["confidence_note"].startswith("no confidence for text+image queries: this index's calibration")
+        neg = httpx.get(server.url + "/api/v1/search", params={"q": "a car", "neg": "a red car"}, timeout=120).json()
+        assert neg["confidence_kind"] == "negative" and neg["confident"] is None and neg["confidence_note"]
+    finally:
+        server.stop()
 
 
 def test_api_and_page_mark_the_confident_matches(toy, tmp_path):
@@ -206,7 +366,8 @@ def test_api_and_page_mark_the_confident_matches(toy, tmp_path):
     cut = next(i for i in range(2, len(conf)) if conf[i] < conf[i - 1])
     f = root / "data/index" / read_meta(root / "data/index")["version"] / CALIBRATION_FILE
     cal = json.loads(f.read_text())
-    f.write_text(json.dumps({**cal, "threshold": (conf[cut - 1] + conf[cut]) / 2}))
+    text_fit = {**cal["kinds"]["text"], "threshold": (conf[cut - 1] + conf[cut]) / 2}
+    f.write_text(json.dumps({**cal, "kinds": {**cal["kinds"], "text": text_fit}}))
     server = Server(create_app(CarSearch(root=root), SETTINGS, root))
     try:
         body = httpx.get(server.url + "/api/v1/search", params={"q": "a red car", "limit": 12}).json()
@@ -331,7 +492,7 @@ def test_cli_marks_where_the_confident_matches_end(toy, monkeypatch):
     assert len(rows) == 8 and len(div) == 1
     assert all(lines[i].split("\t")[-1].startswith("confidence=") for i in rows)
     assert div[0] == (rows[n] - 1 if n < 8 else rows[-1] + 1)  # right after the last confident hit
-    if s.calibrator.threshold is None:  # the target was not reached: nothing is marked, and the line says why
+    if s.calibrator("text").threshold is None:  # the target was not reached: nothing is marked, and the line says why
         assert n == 0 and "no confidence level reached the 60% precision target" in lines[div[0]]
     else:
         assert (f"{n} confident match" if n else "no confident match") in lines[div[0]]

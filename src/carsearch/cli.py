@@ -110,7 +110,9 @@ def search(
     missing = _mark_missing(hits, root)
     from carsearch.index import hits as hits_mod
 
-    divider = _divider(hits, getattr(searcher, "calibrator", None)) if sort == "score" and not paths_only else None
+    kind = "image" if image is not None else "text"  # each query kind has its own calibration
+    note = searcher.confidence_note(kind) if getattr(searcher, "calibration", None) is not None else None
+    divider = _divider(hits, searcher.calibrator(kind), note) if sort == "score" and not paths_only else None
     for i, (h, gone) in enumerate(zip(hits, missing)):
         if paths_only:
             if not gone:
@@ -159,8 +161,11 @@ def search(
         typer.echo(f"wrote {png}", err=True)
 
 
-def _divider(hits, calibrator=None) -> tuple[int, str] | None:
-    """Where the confident hits end (the index of the first one that is not) and the line shown there."""
+def _divider(hits, calibrator=None, note: str | None = None) -> tuple[int, str] | None:
+    """Where the confident hits end (the index of the first one that is not) and the line shown
+    there; `note`: why this query kind shows no confidence (said above the hits)."""
+    if hits and note:
+        return 0, f"---- {note} ----"
     if not hits or hits[0].confidence is None:
         return None
     n = next((i for i, h in enumerate(hits) if not h.confident), len(hits))

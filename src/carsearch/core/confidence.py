@@ -15,6 +15,14 @@ mapped to a probability by isotonic regression (non-decreasing). So for one quer
 score never gets a lower confidence. "Confident" is confidence >= the fit's `threshold`, chosen
 by `evaluate` as the lowest confidence whose held-out precision reaches `target_precision`;
 None when no level does (then no hit is confident, and CLI/API/page say so).
+
+One fit per query kind (`QUERY_KINDS`: what the query vector is made of). A text query's cosines
+and an image query's live on different scales (image->image cosines of one model sit far above
+its text->image ones), so a fit of one kind says nothing about another. The calibration document
+(metrics/calibration.json per model, calibration.json in an index version) is
+`{"kinds": {kind: fit}}`; a kind without a fit gets no confidence and nothing confident, and
+CLI/API/page say so (`Calibration.note`). A document of one bare fit (written before per-kind
+fits) is the text fit.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+# what a query is made of; each kind that shows a confidence has its own fit (plate and sightings:
+# query kinds to come, no fit yet)
+QUERY_KINDS = ("text", "image", "text+image", "negative", "plate", "sightings")
 FEATURES = ("score", "z", "gap", "log_rank", "ref_mean", "ref_std", "ref_p99", "ref_p95")
 CALIBRATION_FILE = "calibration.json"
 REFERENCE_FILE = "calibration_ref.npy"
@@ -71,9 +82,36 @@ def predict(calib: dict, feats: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(t, -40, 40)))
 
 
+def query_kind(text: bool, image: bool, negative: bool = False) -> str:
+    """The kind of a query from what its vector is made of (an image: an upload or an indexed image)."""
+    if negative:
+        return "negative"
+    if text and image:
+        return "text+image"
+    return "image" if image else "text"
+
+
+def calibration_doc(fits: dict[str, dict], **extra) -> dict:
+    """The calibration document: the fit of each query kind (a kind of `QUERY_KINDS`), plus `extra`."""
+    unknown = set(fits) - set(QUERY_KINDS)
+    if unknown:
+        raise ValueError(f"calibration: unknown query kind(s) {sorted(unknown)} (known: {', '.join(QUERY_KINDS)})")
+    return {"kinds": {k: fits[k] for k in QUERY_KINDS if fits.get(k)}, **extra}
+
+
+def fits_by_kind(doc: dict | None) -> dict[str, dict]:
+    """The usable fits of a calibration document by query kind; an old document (one bare fit, text
+    queries only) reads as text-only; a fit without coefficients or of an unknown kind is left out."""
+    if not isinstance(doc, dict):
+        return {}
+    kinds = {"text": doc} if "coef" in doc and "kinds" not in doc else doc.get("kinds") or {}
+    ok = lambda f: isinstance(f, dict) and f.get("coef") and len(f.get("mean") or ()) == len(FEATURES)  # noqa: E731
+    return {k: f for k, f in kinds.items() if k in QUERY_KINDS and ok(f)}
+
+
 class Calibrator:
-    """The calibration of one index version: `confidence(query_vector, scores)`, `threshold`
-    (None: the precision target was not reached on held-out queries, so no hit is confident)."""
+    """The calibration of one query kind in one index version: `confidence(query_vector, scores)`,
+    `threshold` (None: the precision target was not reached on held-out queries, so no hit is confident)."""
 
     def __init__(self, calib: dict, reference: np.ndarray):
         self.calib, self.reference = calib, np.asarray(reference, np.float32)
@@ -81,20 +119,6 @@ class Calibrator:
         self.threshold = None if thr is None else float(thr)
         tp = calib.get("target_precision")
         self.target_precision = None if tp is None else float(tp)
-
-    @classmethod
-    def load(cls, version_dir) -> Calibrator | None:
-        """The version's calibration, or None when it has none (built before calibration, or by a
-        pipeline without `evaluate`); a torn file reads as none (hits then carry no confidence)."""
-        d = Path(str(version_dir))
-        try:
-            calib = json.loads((d / CALIBRATION_FILE).read_text())
-            ref = np.load(d / REFERENCE_FILE, allow_pickle=False)
-        except (OSError, ValueError):
-            return None
-        if ref.ndim != 2 or not ref.size or not calib.get("coef") or len(calib.get("mean") or ()) != len(FEATURES):
-            return None
-        return cls(calib, ref)
 
     def confident(self, confidence) -> bool:
         return self.threshold is not None and confidence is not None and confidence >= self.threshold
@@ -105,6 +129,45 @@ class Calibrator:
             return np.full(len(scores), np.nan)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         return predict(self.calib, hit_features(scores, self.reference @ q))
+
+
+class Calibration:
+    """An index version's calibration: one `Calibrator` per fitted query kind (`get(kind)`; None:
+    that kind shows no confidence), and `note(kind)`, the line saying why a kind has none."""
+
+    def __init__(self, fits: dict[str, Calibrator]):
+        self.fits = fits
+
+    @classmethod
+    def load(cls, version_dir) -> Calibration | None:
+        """The version's calibration, or None when it has none (built before calibration, or by a
+        pipeline without `evaluate`); a torn file reads as none (hits then carry no confidence)."""
+        d = Path(str(version_dir))
+        try:
+            doc = json.loads((d / CALIBRATION_FILE).read_text())
+            ref = np.load(d / REFERENCE_FILE, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        fits = fits_by_kind(doc)
+        if ref.ndim != 2 or not ref.size or not fits:
+            return None
+        return cls({k: Calibrator(f, ref) for k, f in fits.items()})
+
+    def get(self, kind: str) -> Calibrator | None:
+        return self.fits.get(kind)
+
+    def note(self, kind: str) -> str | None:
+        """None when `kind` has a fit; else why its hits show no confidence."""
+        if kind in self.fits:
+            return None
+        return (
+            f"no confidence for {kind} queries: this index's calibration has no fit for them "
+            f"(fitted: {', '.join(self.fits)} queries)"
+        )
+
+
+def no_calibration_note(kind: str) -> str:
+    return f"no confidence for {kind} queries: this index has no calibration (built without evaluate's fit)"
 
 
 def reference_rows(total: int, n: int, seed: int) -> np.ndarray:

@@ -521,6 +521,8 @@ class Calibration(_Strict):
     margin_z: Annotated[float, BeforeValidator(_number), Field(ge=0)]
     bins: PosInt
     reference_rows: Annotated[int, Field(ge=16)]
+    image_match: list[Text]
+    null_frames: NonNegInt
 
 
 class Eval(_Strict):

@@ -29,16 +29,21 @@ from carsearch.core.confidence import FEATURES, SIGNS, hit_features, predict
 from carsearch.core.io import write_bytes
 from carsearch.evaluation.evalsets import PHRASINGS
 
+# a source of queries with nothing to find (car-less frames): kept although no hit of theirs matches
+NULL_PREFIX = "null:"
 METHOD = "sign-bounded logistic regression (scipy L-BFGS-B) + isotonic regression (scikit-learn)"
 
 
-def query_rows(scores: np.ndarray, rel: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def query_rows(
+    scores: np.ndarray, rel: np.ndarray, top_k: int, keep_empty: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, labels, query index) of each query's top `top_k` hits. `scores` [Q, N] with
-    -inf for images outside the query's gallery (unlabelled for its attributes); `rel` [Q, N]."""
+    -inf for images outside the query's gallery (unlabelled for its attributes); `rel` [Q, N].
+    A query with nothing relevant in its gallery is left out unless `keep_empty` (null queries)."""
     xs, ys, gs = [], [], []
     for q, (s, r) in enumerate(zip(scores, rel)):
         gallery = np.isfinite(s)
-        if gallery.sum() < 2 or not r[gallery].any():
+        if gallery.sum() < 2 or not (keep_empty or r[gallery].any()):
             continue  # a query with nothing relevant in its gallery says nothing about relevance
         top = np.argsort(-np.where(gallery, s, -np.inf), kind="stable")[: min(top_k, int(gallery.sum()))]
         xs.append(hit_features(s[top], s[gallery]))
@@ -185,12 +190,13 @@ def judge(p: np.ndarray, y: np.ndarray, conf: np.ndarray, bins: int) -> dict:
 
 def calibrate(sources: dict[str, tuple[np.ndarray, np.ndarray]], cfg: dict) -> tuple[dict, dict]:
     """(calibration fitted on every query, report). `sources`: name -> (scores [Q, N], rel [Q, N]).
+    A source named `NULL_PREFIX...` holds queries with nothing to find (every hit a non-match).
     Report: per source (and "all") the out-of-fold figures (`judge`), `transfer` (fit on the other
     sources), how many queries each source gave, and the threshold of the shipped fit."""
     top_k, folds, bins = int(cfg["top_k"]), int(cfg["folds"]), int(cfg["bins"])
     rows = {}
     for name, (scores, rel) in sources.items():
-        x, y, g = query_rows(scores, rel, top_k)
+        x, y, g = query_rows(scores, rel, top_k, keep_empty=name.startswith(NULL_PREFIX))
         if len(y):
             rows[name] = (x, y, g)
     if not rows:

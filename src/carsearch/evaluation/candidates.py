@@ -1,6 +1,7 @@
 """What `evaluate` adds for the promotion gate and the hit confidence:
-- the calibration of each model (carsearch.evaluation.calibration) on the test split's queries
-  (every combination of the attributes) and every eval set's;
+- the calibration of each model per query kind (carsearch.evaluation.kinds): text queries of the
+  test split (every combination of the attributes) and every eval set's, image queries of both and
+  car-less frames;
 - WiSE-FT candidates (carsearch.model.wiseft) at `index.wise_ft.alphas`: each scored like the
   base and fine-tuned models (test split, every eval set) and calibrated, so the gate
   (stages/build_index) can index the best one on its deciding set."""
@@ -12,17 +13,28 @@ from typing import Callable
 
 import numpy as np
 
-from carsearch.evaluation.calibration import calibrate, set_source, split_source
+from carsearch.evaluation.calibration import set_source, split_source
 from carsearch.evaluation.evalsets import evaluate_sets
+from carsearch.evaluation.kinds import fit_kinds
 from carsearch.evaluation.protocol import attribute_queries, combos_for, embed_texts, full_report, labelled_for
 from carsearch.model.wiseft import candidate_name, interpolate
 
 
 def model_calibration(
-    name: str, img: np.ndarray, q: dict, labels: list[dict], attrs, kept: dict, set_attrs, ccfg: dict, encode_text
+    name: str,
+    img: np.ndarray,
+    q: dict,
+    labels: list[dict],
+    attrs,
+    kept: dict,
+    set_attrs,
+    ccfg: dict,
+    encode_text,
+    encode_image: Callable,
 ) -> tuple[dict, dict]:
-    """(calibration, report) of one model from its test-split queries (`q`: full_report's query
-    data) and its eval-set embeddings (`kept`: {(set, model): (img, labels)})."""
+    """(calibration document, report), per query kind, of one model from its test-split queries
+    (`q`: full_report's query data), its eval-set embeddings (`kept`: {(set, model): (img,
+    labels)}) and car-less frames (`encode_image`: PIL images -> vectors)."""
     # every combination of the attributes ("a red car", "a red sedan", "a red sedan seen from the
     # front"): queries as specific as users type, from ~1 in 8 images relevant down to 1 in 200
     parts = [split_source(img, q["txt"], q["rel"], labelled_for(labels, attrs))]
@@ -34,7 +46,7 @@ def model_calibration(
     for (set_name, mname), (simg, slabels) in sorted(kept.items()):
         if mname == name:
             sources[f"set:{set_name}"] = set_source(simg, slabels, encode_text, set_attrs)
-    return calibrate(sources, ccfg)
+    return fit_kinds(sources, img, labels, kept, name, ccfg, encode_image)
 
 
 def wise_ft_alphas(params: dict) -> list[float]:
@@ -82,7 +94,16 @@ def wise_ft_candidates(
             for s, r in rep.items():
                 sets.setdefault(s, {})[name] = r[name]
         calibs[name], creports[name] = model_calibration(
-            name, img, q, labels, m["attributes"], kept, list(cfg["set_attributes"]), cfg["calibration"], enc_t
+            name,
+            img,
+            q,
+            labels,
+            m["attributes"],
+            kept,
+            list(cfg["set_attributes"]),
+            cfg["calibration"],
+            enc_t,
+            lambda ims, m_=model: encode_images(m_, proc, ims),
         )
         key = f"precision@{cfg['set_k']}"
         log(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from carsearch.core.confidence import Calibrator
+from carsearch.core.confidence import Calibration, no_calibration_note
 from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import repo_root, resolve
 from carsearch.index.query import (
@@ -246,12 +246,22 @@ class CarSearch:
             if self._override:
                 self._check_override(meta)
         self.meta, self.table, self.version_dir, self._stamp = meta, table, vdir, stamp
-        self.calibrator = None if self.index_uri else Calibrator.load(vdir)  # carsearch.core.confidence
+        self.calibration = None if self.index_uri else Calibration.load(vdir)  # carsearch.core.confidence
         return True
 
-    def confidences(self, vector, scores) -> list[float | None]:
-        """The calibrated confidence of each score of one query vector (None without a calibration)."""
-        cal = getattr(self, "calibrator", None)
+    def calibrator(self, kind: str = "text"):
+        """The calibration of one query kind (core.confidence.QUERY_KINDS; None: it shows no confidence)."""
+        cal = getattr(self, "calibration", None)
+        return cal.get(kind) if cal is not None else None
+
+    def confidence_note(self, kind: str = "text") -> str | None:
+        """Why `kind` queries show no confidence (None: they do)."""
+        cal = getattr(self, "calibration", None)
+        return cal.note(kind) if cal is not None else no_calibration_note(kind)
+
+    def confidences(self, vector, scores, kind: str = "text") -> list[float | None]:
+        """The calibrated confidence of each score of one query vector of `kind` (None: no fit for it)."""
+        cal = self.calibrator(kind)
         if cal is None or not len(scores):
             return [None] * len(scores)
         return [None if not np.isfinite(c) else round(float(c), 4) for c in cal.confidence(vector, scores)]
@@ -373,6 +383,7 @@ class CarSearch:
         refine_factor: int | None = None,
         hybrid_text: str | None = None,
         min_confidence: float | None = None,
+        kind: str = "text",
     ) -> list[Hit]:
         nprobes, refine = self._ann_params(nprobes, refine_factor)
         if hybrid_text is not None and not self.has_fts():
@@ -402,8 +413,8 @@ class CarSearch:
             extra = {c: r[c] for c in VEHICLE_COLUMNS if c in r and r[c] is not None}
             hits.append(Hit(rank, score, r["id"], r["caption"], r["path"], json.loads(r["labels_json"]), **extra))
         if hybrid_text is None:  # a fused rank score is not a cosine: no calibrated confidence
-            cal = getattr(self, "calibrator", None)
-            for h, c in zip(hits, self.confidences(vector, [h.score for h in hits])):
+            cal = self.calibrator(kind)
+            for h, c in zip(hits, self.confidences(vector, [h.score for h in hits], kind)):
                 h.confidence, h.confident = c, cal is not None and cal.confident(c)
         if min_confidence is not None:
             if hybrid_text is not None:
@@ -482,7 +493,13 @@ class CarSearch:
         path = check_image(path)
         where = combine(check_where(where), scope_where(camera, after, before, self.has_tracks()))
         return self._search(
-            self._image_vector(path), k, where, nprobes, refine_factor, min_confidence=check_confidence(min_confidence)
+            self._image_vector(path),
+            k,
+            where,
+            nprobes,
+            refine_factor,
+            min_confidence=check_confidence(min_confidence),
+            kind="image",
         )
 
     # ------------------------------------------------------------ used by the search service (carsearch.serve)
@@ -564,10 +581,12 @@ class CarSearch:
         nprobes: int | None = None,
         refine_factor: int | None = None,
         scope: str | None = None,
+        kind: str = "text",
     ) -> list[dict]:
         """Rows `offset .. offset+k` (metadata columns, no vector) nearest to a query vector, best first,
         each with `score` (1 - distance); `where` is checked by the filter grammar first; `scope` is a
-        clause made by `query.scope_where` (camera, time range); the ANN knobs default to the index's."""
+        clause made by `query.scope_where` (camera, time range); the ANN knobs default to the index's;
+        `confidence` is from the calibration of the query's `kind` (core.confidence.query_kind)."""
         where = combine(check_where(where), scope)
         row_cols = self.columns(self.ROW_COLUMNS)
         vec = np.asarray(vector, np.float32)
@@ -584,7 +603,7 @@ class CarSearch:
 
         cols = self._run_retrying(run).to_pydict()
         n = len(cols["_distance"])
-        conf = self.confidences(vec, [1.0 - float(d) for d in cols["_distance"]])
+        conf = self.confidences(vec, [1.0 - float(d) for d in cols["_distance"]], kind)
         return [
             {**{c: cols[c][i] for c in row_cols}, "score": 1.0 - float(cols["_distance"][i]), "confidence": conf[i]}
             for i in range(int(offset), n)

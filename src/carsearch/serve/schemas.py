@@ -137,7 +137,7 @@ class SearchResponse(BaseModel):
     )
     has_more: bool
     confident: Optional[int] = Field(
-        None, description="how many of the candidates are confident matches (null: the index has no calibration)"
+        None, description="how many of the candidates are confident matches (null: no calibration for this query kind)"
     )
     confidence_threshold: Optional[float] = Field(
         None,
@@ -147,6 +147,13 @@ class SearchResponse(BaseModel):
     confidence_target: Optional[float] = Field(
         None,
         description="the precision confident matches reach on held-out queries (eval.calibration.target_precision)",
+    )
+    confidence_kind: Optional[str] = Field(
+        None,
+        description="the query's kind (text, image, text+image, negative): each kind has its own calibration",
+    )
+    confidence_note: Optional[str] = Field(
+        None, description="why this kind of query shows no confidence (null: it does)"
     )
     hits: list[SearchHit]
     facets: dict[str, list[FacetValue]]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from carsearch.core.confidence import query_kind
 from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.index.hits import where_row
 from carsearch.index.query import QueryError, build_where, check_text, scope_where
@@ -141,6 +142,11 @@ class Service:
             scope = scope_where(None, req.after, req.before, self.s.has_tracks())
         except QueryError as e:
             raise ApiError(400, "bad_filter", str(e)) from None
+        kind = query_kind(  # each query kind has its own calibration (none: no confidence, and the reply says so)
+            text=bool(q) and req.w_text > 0,
+            image=(picture is not None or bool(req.like)) and req.w_image > 0,
+            negative=bool(neg) and req.w_neg > 0,
+        )
         for attempt in range(2):  # once more if the index (and its model) changed between embedding and search
             key = self.refresh()
             try:
@@ -166,7 +172,7 @@ class Service:
                 n = min(max(int(self.cfg["facet_candidates"]), req.offset + limit), max_results) + (
                     1 if req.like else 0
                 )
-                rows = self.s.search_vector(vec, n, 0, where, scope=scope)
+                rows = self.s.search_vector(vec, n, 0, where, scope=scope, kind=kind)
             except ApiError:
                 raise
             except Exception:
@@ -177,7 +183,7 @@ class Service:
                 break
         if req.like:  # more like this: not the image itself
             rows = [r for r in rows if r["id"] != req.like][: n - 1]
-        cal = getattr(self.s, "calibrator", None)
+        cal = self.s.calibrator(kind)
         thr = cal.threshold if cal is not None else None
         if req.min_confidence is not None:  # a relevance cut-off instead of a page that ends in junk
             rows = [r for r in rows if r.get("confidence") is not None and r["confidence"] >= req.min_confidence]
@@ -241,6 +247,8 @@ class Service:
             "confident": n_confident,
             "confidence_threshold": thr,
             "confidence_target": cal.target_precision if cal is not None else None,
+            "confidence_kind": kind,
+            "confidence_note": self.s.confidence_note(kind),
             "hits": hits,
             "facets": facets,
             "facet_scope": f"top {len(rows)} hits of the filtered search (serve.facet_candidates = {self.cfg['facet_candidates']})",

@@ -23,6 +23,7 @@ from carsearch.curation.corpus import detect_boxes
 from carsearch.evaluation.calibration import reliability_png
 from carsearch.evaluation.candidates import model_calibration, wise_ft_candidates
 from carsearch.evaluation.evalsets import evaluate_sets
+from carsearch.evaluation.kinds import flat_metrics, reliability_inputs, report_lines
 from carsearch.evaluation.plots import recall_curves_png, results_grid_png
 from carsearch.evaluation.protocol import embed_texts, full_report
 from carsearch.evaluation.stats import add_intervals, query_results, write_query_csv
@@ -190,6 +191,7 @@ def main() -> None:
             list(cfg["set_attributes"]),
             cfg["calibration"],
             lambda t, m_=model, p_=proc: embed_texts(m_, p_, t),
+            lambda ims, m_=model, p_=proc: encode_images(m_, p_, ims),
         )
     cand, cand_sets, ccal, crep = wise_ft_candidates(
         models,
@@ -212,8 +214,7 @@ def main() -> None:
     plots_dir = resolve(paths["plots_dir"], root)
     write_json(metrics_dir / "eval.json", results)
     write_json(metrics_dir / "calibration.json", calibs)
-    held = creports.get("finetuned", {}).get("held_out", {})
-    reliability_png({k: v for k, v in held.items() if k != "all"}, plots_dir / "reliability.png")
+    reliability_png(reliability_inputs(creports.get("finetuned", {})), plots_dir / "reliability.png")
     write_query_csv(metrics_dir / "eval_queries.csv", per_query)
     curve_k = len(next(iter(curves["base"].values())))
     cols = [(m, d) for m in curves for d in curves[m]]
@@ -268,11 +269,8 @@ def main() -> None:
                     k: v for k, v in results[name].get("vehicles", {}).items() if isinstance(v, dict)
                 }.items():
                     flat.update({f"{name}.vehicles.{level}.{k.replace('@', '_at_')}": v for k, v in m.items()})
-            for name, rep in creports.items():  # the calibration, held out, per source
-                for src, r in rep.get("held_out", {}).items():
-                    for k in ("ece", "confident_precision", "confident_coverage", "confident_recall"):
-                        if isinstance(r.get(k), (int, float)):
-                            flat[f"{name}.calibration.{src.replace(':', '.')}.{k}"] = r[k]
+            for name, rep in creports.items():  # the calibration, held out, per query kind and source
+                flat.update(flat_metrics(name, rep))
             for name, c in results.get("candidates", {}).items():  # every WiSE-FT candidate's figures
                 for d in ("text_to_image", "image_to_image"):
                     flat.update({f"{name}.{d}.{k.replace('@', '_at_')}": v for k, v in c[d].items() if k in HEADLINE})
@@ -300,20 +298,8 @@ def main() -> None:
         )
     for src, r in results.get("box_recall", {}).items():
         print(f"evaluate: box recall of {src} boxes at IoU >= {r['iou']}: {r['recall']:.3f} ({r['truth']} true boxes)")
-    for name, rep in creports.items():
-        if rep.get("held_out") and not rep["target_reached"]:
-            print(
-                f"evaluate[{name}, calibration]: NO hit will be marked confident: no confidence level reached the "
-                f"precision target {rep['target_precision']:g} over >= the minimum of held-out hits"
-            )
-        for src, r in rep.get("held_out", {}).items():
-            cp, rc = r["confident_precision"], r["confident_recall"]
-            print(
-                f"evaluate[{name}, calibration, {src}]: held-out ECE {r['ece']:.3f}; confident (target precision "
-                f"{rep['target_precision']:g}, threshold chosen per fold) precision {'-' if cp is None else f'{cp:.3f}'}"
-                f" coverage {r['confident_coverage']:.3f} recall {'-' if rc is None else f'{rc:.3f}'} "
-                f"over {r['queries']} queries ({r['hits']} hits, {r['base_rate']:.2f} match)"
-            )
+    for line in (x for name, rep in creports.items() for x in report_lines(name, rep)):
+        print(line)
     for name in ("base", "finetuned"):
         t, i = results[name]["text_to_image"], results[name]["image_to_image"]
         print(

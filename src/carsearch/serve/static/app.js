@@ -170,6 +170,8 @@ function render(data) {
   if (data.confident !== null && data.confident !== undefined) {
     setStatus($("status").textContent + ` · ${data.confident} confident match${data.confident === 1 ? "" : "es"}`);
   }
+  // a query kind without its own calibration (e.g. text + image) shows no confidence, and says so
+  if (data.confidence_note && data.hits.length) setStatus($("status").textContent + ` · ${data.confidence_note}`);
   renderFacets(data.facets);
   renderScope(data.facets);
   renderActive();
