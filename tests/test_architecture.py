@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # every import (torch, transformers, lancedb are seconds each here), so these import on use.
 LAZY_IMPORTS = {
     "carsearch.cli": "each command imports only what it runs (cold query start-up)",
-    "carsearch.index.search": "a cold query loads torch/transformers only when the NumPy towers cannot serve it",
+    "carsearch.index.search": "params.yaml and the model's hash are read only when a query needs them",
+    "carsearch.index.encoder": "a cold query loads torch/transformers only when the NumPy towers cannot serve it",
     "carsearch.index.query": "a text query does not import the image reader (PIL, pillow-heif); an image query does",
     "carsearch.index.scale": "opening a table imports lancedb only when it is called",
     "carsearch.index.ray_engine": "Ray, and the model code in Ray's workers, load only with index.engine=ray",

@@ -140,7 +140,7 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
     data/index), the model and the pointer beside it. CarSearch on the repo and CarSearch("s3://…")
     (what a service on another machine opens) answer alike; a rebuild moves the bucket's pointer,
     prunes the old version, and an open searcher follows it."""
-    from carsearch.index import remote, search
+    from carsearch.index import handle, remote
     from carsearch.index.search import CarSearch
     from carsearch.index.store import read_meta
 
@@ -182,14 +182,14 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
     _photos(tmp_path / "new", 2)  # 2 per colour, 3 colours
     res = add_images([tmp_path / "new"], load_params(repo / "params.yaml"), repo)
     assert res["added"] == 6 and remote.get_json(f"{uri}/carsearch_index.json")[0]["rows"] == out["rows"] + 6
-    monkeypatch.setattr(search, "REMOTE_POLL_S", 0.0)
+    monkeypatch.setattr(handle, "REMOTE_POLL_S", 0.0)
     assert far.text("a red car", k=3) and far.table.count_rows() == out["rows"] + 6
-    monkeypatch.setattr(search, "REMOTE_POLL_S", 5.0)
+    monkeypatch.setattr(handle, "REMOTE_POLL_S", 5.0)
 
     _build(repo, uri=uri, keep_versions=1)  # embeddings from the cache; the bucket keeps one version
     v2 = read_meta(repo / "data/index")["version"]
     assert v2 != v1 and remote.versions(uri) == [v2]
-    monkeypatch.setattr(search, "REMOTE_POLL_S", 0.0)
+    monkeypatch.setattr(handle, "REMOTE_POLL_S", 0.0)
     assert far.text("a red car", k=3) and far.meta["version"] == v2
 
     p = subprocess.run(

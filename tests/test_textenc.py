@@ -74,14 +74,14 @@ def test_carsearch_text_query_needs_no_torch_model_and_gives_the_same_hits(repo)
     _build(repo)
     light = CarSearch(root=repo)
     hits = light.text("a red car", k=5)
-    assert light._model is None  # answered without loading the transformers model
+    assert light.encoder._model is None  # answered without loading the transformers model
     full = CarSearch(root=repo)
     full.model  # noqa: B018  (loads it: text queries then use it)
     ref = full.text("a red car", k=5)
     assert [h.id for h in hits] == [h.id for h in ref]
     np.testing.assert_allclose([h.score for h in hits], [h.score for h in ref], atol=1e-5)
     img = light.image(repo / hits[0].path, k=3)
-    assert light._model is None  # image queries too: the NumPy vision tower
+    assert light.encoder._model is None  # image queries too: the NumPy vision tower
     ref = full.image(repo / hits[0].path, k=3)
     assert [h.id for h in img] == [h.id for h in ref] and img[0].id == hits[0].id
     np.testing.assert_allclose([h.score for h in img], [h.score for h in ref], atol=1e-4)

@@ -291,3 +291,30 @@ def test_detector_boxes_frames_without_annotations_and_reports_frames_with_none(
     live = json.loads((repo / "data/index/carsearch_index.json").read_text())["version"]
     listed = (repo / "data/index" / live / "no_vehicle.jsonl").read_text().splitlines()
     assert len(listed) == 2 and all("cam-" in x for x in listed)
+
+
+def test_index_add_of_traffic_frames_makes_the_rows_a_build_makes(repo, tmp_path):  # noqa: F811
+    """`carsearch index add FOLDER` of traffic frames runs the build's row builder: each annotated
+    vehicle is a row with its crop, frame, box, camera and capture time, exactly as build_index of
+    that folder makes them (index add used to append whole frames without boxes, camera or time,
+    so a `--camera` filter missed everything added between repros)."""
+    from carsearch.core.columns import ROW
+    from carsearch.core.params import load_params
+    from carsearch.index.append import add_images
+    from carsearch.index.search import CarSearch
+
+    frames = tmp_path / "frames"
+    assert index_two_cameras(repo, frames)["rows"] == 4
+    cols = [c for c in ROW.metadata if c != "split"]
+    built = sorted(CarSearch(repo / "data/index").table.search().select(cols).limit(None).to_list(), key=str)
+
+    _build(repo, corpus="ingested")  # the demo corpus; then the frames come in by `index add`
+    s = CarSearch(repo / "data/index")
+    res = add_images([frames], load_params(repo / "params.yaml"), repo)
+    assert res["added"] == 4 and res["rejected"] == 0, res
+    s.refresh()
+    rows = s.table.search().select(cols).limit(None).to_list()
+    added = sorted((r for r in rows if r["origin"].startswith(str(frames))), key=str)
+    assert added == built and {r["camera"] for r in added} == {"cam-a", "cam-b"}
+    assert all(r["box"] is not None and r["time"] is not None for r in added)
+    assert {h.camera for h in s.text("a car", k=50, camera="cam-b")} == {"cam-b"}

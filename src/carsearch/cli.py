@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -17,8 +18,28 @@ def _main() -> None:
     """carsearch: search the car index built by `dvc repro`."""
 
 
-def _filters(color, view, body_type, make, model, split) -> dict:
-    return {"color": color, "view": view, "body_type": body_type, "make": make, "model": model, "split": split}
+def _with_filter_options(func):
+    """Give `func` (which takes `**filters`) one `--<name>` option per filter column of the index
+    row (carsearch.core.columns), after `--where`: `--color red --color blue`, `--camera cam-a`, …
+    The API and the page offer the same filters."""
+    from carsearch.core.columns import ROW
+
+    sig = inspect.signature(func)
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    at = [p.name for p in params].index("where") + 1
+    opts = [
+        inspect.Parameter(
+            c.name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=typer.Option(None, f"--{c.name.replace('_', '-')}", help=c.help),
+            annotation=Optional[list[str]],
+        )
+        for c in ROW.columns
+        if c.filter
+    ]
+    func.__signature__ = sig.replace(parameters=[*params[:at], *opts, *params[at:]])
+    func.__annotations__ = {**func.__annotations__, **{p.name: p.annotation for p in opts}}
+    return func
 
 
 def _mark_missing(hits, root: Path) -> list[bool]:
@@ -29,6 +50,7 @@ def _mark_missing(hits, root: Path) -> list[bool]:
 
 
 @app.command()
+@_with_filter_options
 def search(
     query: Optional[str] = typer.Argument(None, help='Text query, e.g. "red pickup seen from behind".'),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="Search by this image instead of text."),
@@ -36,12 +58,6 @@ def search(
     where: Optional[str] = typer.Option(
         None, "--where", help="Filter on metadata, e.g. \"color = 'red' AND view IN ('rear', 'side')\"."
     ),
-    color: Optional[list[str]] = typer.Option(None, "--color", help="Only this colour (repeat for any of several)."),
-    view: Optional[list[str]] = typer.Option(None, "--view", help="Only this view: front, rear, side, three-quarter."),
-    body_type: Optional[list[str]] = typer.Option(None, "--body-type", help="Only this body type (sedan, suv, ...)."),
-    make: Optional[list[str]] = typer.Option(None, "--make", help="Only this make."),
-    model: Optional[list[str]] = typer.Option(None, "--model", help="Only this car model."),
-    split: Optional[list[str]] = typer.Option(None, "--split", help="Only this split (train, val, test)."),
     index_dir: Optional[str] = typer.Option(
         None, "--index", help="Index folder or s3://bucket/prefix (default: paths.index_dir)."
     ),
@@ -52,9 +68,6 @@ def search(
         "the index's own: a folder, hub id or models:/carsearch-clip@champion.",
     ),
     png: Optional[Path] = typer.Option(None, "--png", help="Also write the results as a PNG strip."),
-    camera: Optional[list[str]] = typer.Option(
-        None, "--camera", help="Only hits from this camera (repeat for several)."
-    ),
     after: Optional[str] = typer.Option(None, "--after", help="Only hits captured at or after, e.g. 2026-01-02T10:00."),
     before: Optional[str] = typer.Option(None, "--before", help="Only hits captured before this time."),
     sort: str = typer.Option("score", "--sort", help="Order of the k hits: score (best first) or time (earliest)."),
@@ -68,28 +81,14 @@ def search(
     min_confidence: Optional[float] = typer.Option(
         None, "--min-confidence", help="Only hits at least this likely to match (calibrated confidence, 0-1)."
     ),
+    **filters: Optional[list[str]],
 ) -> None:
     """Print rank, score, id, caption and path of the k most similar cars; for a vehicle of a frame
-    also its frame and box, and the camera and capture time where known."""
-    from carsearch.index.query import QueryError, build_where, check_confidence, check_image, check_text, scope_where
-
-    try:  # everything the user typed is checked before the model loads
-        if query is None and image is None:
-            raise QueryError("nothing to search for: give a text query or --image")
-        if query is not None and image is not None:
-            raise QueryError("give a text query or --image, not both")
-        query = check_text(query) if image is None else None
-        image = check_image(image) if image is not None else None
-        raw_where, where = where, build_where(_filters(color, view, body_type, make, model, split), where)
-        scope = dict(camera=camera or None, after=after, before=before)
-        scope_where(**scope)  # bad times fail here, before the model loads
-        scope["min_confidence"] = check_confidence(min_confidence)
-        if sort not in ("score", "time"):
-            raise QueryError(f"--sort: {sort!r} is not score or time")
-    except QueryError as e:
-        typer.echo(f"error: {e}", err=True)
+    also its frame and box, and the camera and capture time where known. Everything typed is
+    checked by the library (carsearch.index.search), once, before the model loads."""
+    if sort not in ("score", "time"):
+        typer.echo(f"error: --sort: {sort!r} is not score or time", err=True)
         raise typer.Exit(1)
-
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # transformers' disable_progress_bar(), without importing transformers (a text query may not need it)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -98,9 +97,11 @@ def search(
     from carsearch.index.search import CarSearch
     from carsearch.index.search import search as run_search
 
+    filters = {name: values for name, values in filters.items() if values}
+    asked = dict(where=where, filters=filters, after=after, before=before, min_confidence=min_confidence)
     try:
         searcher = CarSearch(index_dir, model=use_model)
-        hits = run_search(query=query, image=image, k=k, where=where, searcher=searcher, **scope)
+        hits = run_search(query=query, image=image, k=k, searcher=searcher, **asked)
     except (FileNotFoundError, ValueError, CarsearchError) as e:  # ModelConfigError is a ValueError
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
@@ -108,11 +109,57 @@ def search(
         hits.sort(key=lambda h: (h.time is None, h.time or 0.0, h.rank))
     root = repo_root()
     missing = _mark_missing(hits, root)
+    kind = "image" if image is not None else "text"  # each query kind has its own calibration
+    calibrator = searcher.calibrator(kind)
+    note = searcher.confidence_note(kind) if searcher.calibration is not None else None
+    _print_hits(hits, missing, root, (calibrator, note), paths_only, sort)
+    _extras(hits, missing, root, csv_out=csv_out, copy_to=copy_to, png=png, title=query or f"image: {image}")
+    if not hits:
+        clause = searcher.where_clause(filters, where)
+        typer.echo("no results" + (f" match {clause}" if clause else ""), err=True)
+    else:  # issue 34: the list is saved under its query id, for `carsearch judge QUERY-ID RANK ✓|✗`
+        from carsearch.feedback.results import save_cli
+
+        scope = {"after": after, "before": before, "min_confidence": min_confidence}
+        qid = save_cli(root, searcher, hits, query, image, where, filters, scope)
+        typer.echo(f"query id {qid}: judge a hit with `carsearch judge {qid} RANK ✓|✗`", err=True)
+
+
+def _extras(hits, missing: list[bool], root: Path, csv_out, copy_to, png, title: str) -> None:
+    """The CSV, the missing-files warning, the copies and the PNG strip a search was asked for."""
+    if csv_out is not None:
+        _write_hits_csv(hits, csv_out)
+        typer.echo(f"wrote {csv_out}", err=True)
+    if any(missing):
+        typer.echo(
+            f"warning: {sum(missing)} of {len(hits)} results point to missing files; the index is older than "
+            "the images it lists: run `dvc repro build_index`",
+            err=True,
+        )
+    if copy_to is not None:
+        from carsearch.index.hits import copy_to as copy_hits
+
+        copied = copy_hits([h for h, gone in zip(hits, missing) if not gone], copy_to, root)
+        typer.echo(f"copied {len(copied)} original(s) into {copy_to}", err=True)
+    if png is not None:
+        from carsearch.core import originals
+        from carsearch.evaluation.plots import results_grid_png
+
+        tiles = [
+            (originals.source(h.path, root) if not gone else root / h.path, h.score, True)
+            for h, gone in zip(hits, missing)
+        ]
+        results_grid_png([(title, tiles)], png)
+        typer.echo(f"wrote {png}", err=True)
+
+
+def _print_hits(hits, missing: list[bool], root: Path, calibration, paths_only: bool, sort: str) -> None:
+    """One line per hit (rank, score, id, caption, original, [missing file], frame/box, camera,
+    time, confidence) with the confident-match divider (`calibration`: the query kind's calibrator and
+    the note saying why it has none); `-f`: only the originals' paths."""
     from carsearch.index import hits as hits_mod
 
-    kind = "image" if image is not None else "text"  # each query kind has its own calibration
-    note = searcher.confidence_note(kind) if getattr(searcher, "calibration", None) is not None else None
-    divider = _divider(hits, searcher.calibrator(kind), note) if sort == "score" and not paths_only else None
+    divider = _divider(hits, *calibration) if sort == "score" and not paths_only else None
     for i, (h, gone) in enumerate(zip(hits, missing)):
         if paths_only:
             if not gone:
@@ -128,37 +175,6 @@ def search(
         )
     if divider and divider[0] == len(hits) and hits:
         typer.echo(divider[1])
-    if csv_out is not None:
-        _write_hits_csv(hits, csv_out)
-        typer.echo(f"wrote {csv_out}", err=True)
-    if any(missing):
-        typer.echo(
-            f"warning: {sum(missing)} of {len(hits)} results point to missing files; the index is older than "
-            "the images it lists: run `dvc repro build_index`",
-            err=True,
-        )
-    if not hits:
-        typer.echo("no results" + (f" match {where}" if where else ""), err=True)
-    else:  # issue 34: the list is saved under its query id, for `carsearch judge QUERY-ID RANK ✓|✗`
-        from carsearch.feedback.results import save_cli
-
-        qid = save_cli(
-            root, searcher, hits, query, image, raw_where, _filters(color, view, body_type, make, model, split), scope
-        )
-        typer.echo(f"query id {qid}: judge a hit with `carsearch judge {qid} RANK ✓|✗`", err=True)
-    if copy_to is not None:
-        copied = hits_mod.copy_to([h for h, gone in zip(hits, missing) if not gone], copy_to, root)
-        typer.echo(f"copied {len(copied)} original(s) into {copy_to}", err=True)
-    if png is not None:
-        from carsearch.core import originals
-        from carsearch.evaluation.plots import results_grid_png
-
-        tiles = [
-            (originals.source(h.path, root) if not gone else root / h.path, h.score, True)
-            for h, gone in zip(hits, missing)
-        ]
-        results_grid_png([(query or f"image: {image}", tiles)], png)
-        typer.echo(f"wrote {png}", err=True)
 
 
 def _divider(hits, calibrator=None, note: str | None = None) -> tuple[int, str] | None:
@@ -184,7 +200,7 @@ def _divider(hits, calibrator=None, note: str | None = None) -> tuple[int, str] 
 
 def _where_seen(h) -> list[str]:
     """`frame=<id> box=x1,y1,x2,y2`, `camera=…`, `time=…` of a hit, where it has them."""
-    from carsearch.sources.capture import iso
+    from carsearch.core.when import iso
 
     out = []
     if h.box is not None:
@@ -200,7 +216,7 @@ def _write_hits_csv(hits, out: Path) -> None:
     from dataclasses import asdict
 
     from carsearch.core.io import write_text
-    from carsearch.index.search import hits_csv
+    from carsearch.index.results import hits_csv
 
     write_text(out, hits_csv([asdict(h) for h in hits]))
 

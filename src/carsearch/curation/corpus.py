@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 
 from carsearch.core import imaging, originals
+from carsearch.core.columns import ROW
 from carsearch.core.io import read_jsonl
 from carsearch.core.paths import resolve
 from carsearch.core.vocab import known
@@ -54,19 +55,7 @@ def ingested_rows(
     return rows, rejects, notes
 
 
-VEHICLE_FIELDS = (
-    "frame_path",
-    "box",
-    "box_class",
-    "box_score",
-    "box_source",
-    "camera",
-    "time",
-    "track_id",
-    "first_seen",
-    "last_seen",
-    "track_json",
-)
+VEHICLE_FIELDS = ROW.vehicle  # what a row copies from its vehicle / image dict (carsearch.core.columns)
 
 
 def _row(image: dict, pair: dict, labels: dict, origin: str) -> dict:
@@ -244,6 +233,24 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[p
         raise ValueError(
             f"index.corpus_path: not set; index.corpus={kind} needs the {'folder' if kind == 'folder' else 's3:// prefix'} to index"
         )
+    parts, rejects = [], []
+    notes: dict = {"detected_frames": 0, "frames_without_vehicle": [], "tracks": 0}
+    for rows, bad, got in corpus_runs(kind, where, params, root, images_dir, pairs, progress):
+        parts.append(row_table(rows))
+        rejects += bad
+        for k in notes:
+            notes[k] += got.get(k) or type(notes[k])()
+    table = pa.concat_tables(parts) if parts else row_table([])  # no file at all: no run
+    return table.sort_by("id"), rejects, notes
+
+
+def corpus_runs(kind: str, where, params: dict, root: Path, images_dir: Path, pairs=None, progress=None, seen=None):
+    """The index rows of a folder or S3 corpus as a build makes them, `RUN` files at a time:
+    (rows, rejects, `vehicles` notes) per run. One row builder for build_index and `index add`:
+    the folder's box annotations (else the detector), video frames and tracks, camera and capture
+    time (`data.capture`, relative to the folder), crops under `images_dir`, captions from `pairs`.
+    A folder's unreadable annotation files come first, as a run with no rows."""
+    cfg = params["index"]
     folder = None if kind == "s3" else resolve(where, root)
     ann = data.folder_boxes(folder, cfg["labels_csv"]) if folder is not None else None
     if kind == "folder":
@@ -252,11 +259,12 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[p
         items = footage.expand_videos(items, video["fps"], video["max_frames"])
     else:
         items = source_items(kind, str(where), cfg)
-    rejects = [{"path": p, "reason": r} for p, r in ann.problems] if ann is not None else []
-    parts, seen = [], {}
-    notes: dict = {"detected_frames": 0, "frames_without_vehicle": [], "tracks": 0}
+    if ann is not None and ann.problems:
+        yield [], [{"path": p, "reason": r} for p, r in ann.problems], {}
+    seen = {} if seen is None else seen
+    capture = (str(folder) if folder is not None else str(where), params["data"]["capture"])
     for run in file_runs(progress(items) if progress else items, RUN):
-        rows, bad, got = stored_rows(
+        yield stored_rows(
             run,
             images_dir,
             root,
@@ -264,13 +272,7 @@ def gather(params: dict, root: Path, images_dir: Path, progress=None) -> tuple[p
             pairs,
             boxes=(ann, folder) if ann is not None else None,
             params=params,
-            capture=(str(folder) if folder is not None else str(where), params["data"]["capture"]),
+            capture=capture,
             by_reference=True,
             seen=seen,
         )
-        parts.append(row_table(rows))
-        rejects += bad
-        for k in notes:
-            notes[k] += got.get(k) or type(notes[k])()
-    table = pa.concat_tables(parts) if parts else row_table([])  # no file at all: no run
-    return table.sort_by("id"), rejects, notes

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -18,21 +17,15 @@ from typing import Iterable, Iterator
 from PIL import Image
 
 from carsearch.core import originals
+from carsearch.core.when import FRAME_TAG, split_frame_name  # noqa: F401  (re-exported; lives in core)
 from carsearch.detection import video as video_mod
 from carsearch.sources import capture as capture_mod
 
 EXIF_BYTES = 256 * 1024
-FRAME_TAG = re.compile(r"#t=(?P<offset>\d+(?:\.\d+)?)s$")  # `<video path>#t=<offset>s`: a sampled frame
 
 
 def is_video(name: str) -> bool:
     return Path(str(name)).suffix.lower() in video_mod.VIDEO_SUFFIXES
-
-
-def split_frame_name(name: str) -> tuple[str, float | None]:
-    """(the video's path, the frame's offset in seconds) of a sampled frame's name; (name, None) otherwise."""
-    m = FRAME_TAG.search(str(name))
-    return (str(name)[: m.start()], float(m["offset"])) if m else (str(name), None)
 
 
 def expand_videos(items: Iterable[tuple], fps: float, max_frames: int | None) -> Iterator[tuple]:

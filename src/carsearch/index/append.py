@@ -10,23 +10,55 @@ from pathlib import Path
 from carsearch.core import originals
 from carsearch.core.paths import resolve
 from carsearch.curation import corpus
+from carsearch.detection import footage
 from carsearch.index import remote
 from carsearch.index.embed_cache import damage_note, embed_missing, open_embed_cache
 from carsearch.index.search import CarSearch
 from carsearch.index.store import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
+from carsearch.sources import files as data
 from carsearch.sources.labels import folder_label
 
 
-def _items(paths: list[Path], cfg: dict):
+def _file_rows(p: Path, params: dict, root: Path, images_dir: Path, pairs: dict, seen: dict):
+    """One file as the build of its folder would make it: that folder's annotations, capture time
+    relative to it, a video's frames and tracks, the detector for frames without boxes."""
+    cfg, video = params["index"], params["data"]["video"]
+    key = cfg["subfolder_key"]
+    value = folder_label(f"{p.parent.name}/{p.name}", key) if key else None
+    items = footage.expand_videos(
+        [(str(p), p.read_bytes(), {key: value} if value else None, None)], video["fps"], video["max_frames"]
+    )
+    ann = data.folder_boxes(p.parent, cfg["labels_csv"])
+    capture = (str(p.parent), params["data"]["capture"])
+    return corpus.stored_rows(
+        items,
+        images_dir,
+        root,
+        "folder",
+        pairs,
+        boxes=(ann, p.parent),
+        params=params,
+        capture=capture,
+        by_reference=True,
+        seen=seen,
+    )
+
+
+def _rows(paths: list[Path], params: dict, root: Path, images_dir: Path, progress=None):
+    """(rows, rejects) of files and folders, by the build's row builder (`corpus.corpus_runs`)."""
+    pairs = corpus.pairs_by_id(resolve(params["paths"]["pairs_dir"], root), params["curate"]["splits"])
+    rows, rejects, seen = [], [], {}
     for p in paths:
         if p.is_dir():
-            yield from corpus.source_items("folder", str(p), cfg)
+            runs = corpus.corpus_runs("folder", p.resolve(), params, root, images_dir, pairs, progress, seen)
         elif p.is_file():
-            key = cfg["subfolder_key"]
-            value = folder_label(f"{p.parent.name}/{p.name}", key)
-            yield str(p), p.read_bytes(), ({key: value} if value else None), None
+            runs = [_file_rows(p.resolve(), params, root, images_dir, pairs, seen)]
         else:
-            yield str(p), None, None, "not found"
+            runs = [([], [{"path": str(p), "reason": "not found"}], {})]
+        for got, bad, _ in runs:
+            rows += got
+            rejects += bad
+    return rows, rejects
 
 
 def add_images(paths: list[str | Path], params: dict, root: Path, progress=None) -> dict:
@@ -35,10 +67,7 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
     cfg, index_dir = params["index"], resolve(params["paths"]["index_dir"], root)
     s = CarSearch(index_dir, root=root)  # the live version and the model that built it
     meta = s.meta
-    items = _items([Path(p) for p in paths], cfg)
-    rows, rejects, _ = corpus.stored_rows(
-        progress(items) if progress else items, index_dir / IMAGES_SUBDIR, root, "added", by_reference=True
-    )
+    rows, rejects = _rows([Path(p) for p in paths], params, root, index_dir / IMAGES_SUBDIR, progress)
     have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors
     new = [r for r in rows if r["id"] not in have]
     out = {
@@ -56,7 +85,9 @@ def add_images(paths: list[str | Path], params: dict, root: Path, progress=None)
         ids, [r["path"] for r in new], cache, lambda ps: s.embed_images([originals.source(p, root) for p in ps])
     )
     data = arrow_rows(new, cache.get(ids), meta.get("model_ref") or "")
-    s.table.add(data.select([c for c in data.column_names if c in s.table.schema.names]))  # an older table
+    s.table.add(
+        data.select([c for c in s.table.schema.names if c in data.column_names])
+    )  # the table's order; an older table has fewer
     fresh = read_meta(index_dir) or meta
     if fresh.get("version") == meta.get("version"):  # a rebuild published meanwhile wins; else count the rows
         fresh = {

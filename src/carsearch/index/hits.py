@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 
 from carsearch.core import originals
 from carsearch.core.io import write_bytes
-from carsearch.detection.footage import split_frame_name
+from carsearch.core.when import split_frame_name
 
 
 def original(h) -> str:

@@ -19,28 +19,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from carsearch.core.columns import ROW
 from carsearch.core.errors import CarsearchError
-from carsearch.sources.capture import parse_when
+from carsearch.core.when import parse_when
 
-# the metadata columns of the index table (carsearch.index.arrow_rows)
-COLUMNS = (
-    "id",
-    "path",
-    "caption",
-    "split",
-    "make",
-    "model",
-    "model_id",
-    "body_type",
-    "color",
-    "view",
-    "scene",
-    "origin",
-    "frame_id",
-    "box_class",
-    "box_source",
-    "camera",
-)
+COLUMNS = ROW.where  # the columns a `--where` may name (carsearch.core.columns)
 KEYWORDS = {"AND", "OR", "NOT", "IN", "LIKE", "IS", "NULL"}
 MAX_QUERY_CHARS = 1000
 
@@ -221,7 +204,7 @@ def build_where(filters: dict[str, str | list[str] | None], where: str | None = 
 
 def scope_where(camera: str | list[str] | None = None, after=None, before=None, tracks: bool = False) -> str | None:
     """The camera / time-range filter (`--camera`, `--after`, `--before`; times as unix seconds or
-    text such as 2026-01-02T10:00, read by carsearch.sources.capture.parse_when) as a where clause.
+    text such as 2026-01-02T10:00, read by carsearch.core.when.parse_when) as a where clause.
     Rows without a capture time never match a time range; with `tracks` (a table with video tracks),
     a track matches when it was in view at any time in the range."""
     parts = []

@@ -23,8 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from carsearch.core.columns import ROW
 from carsearch.core.io import write_json
-from carsearch.curation.rows import ATTRS, row_table
+from carsearch.curation.rows import row_table
 
 META_FILE = "carsearch_index.json"
 MODEL_SUBDIR = "model"
@@ -53,31 +54,17 @@ def arrow_rows(rows: list[dict], vectors: np.ndarray, model_ref: str) -> pa.Tabl
     return with_vectors(row_table(rows), vectors, model_ref)
 
 
-ANN_INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ")
-BITMAP_COLUMNS = (
-    "split",
-    *ATTRS,
-    "camera",
-    "box_class",
-)  # low-cardinality attributes: a bitmap per value, fast `where` prefilters
-BTREE_COLUMNS = ("id", "frame_id", "time")
-FTS_COLUMN = "caption"
+# from the row's declaration (carsearch.core.columns): low-cardinality attributes get a bitmap per
+# value (fast `where` prefilters), ids and times a BTREE, the captions the full-text index
+BITMAP_COLUMNS = tuple(c for c, kind in ROW.indexed.items() if kind == "BITMAP")
+BTREE_COLUMNS = tuple(c for c, kind in ROW.indexed.items() if kind == "BTREE")
+FTS_COLUMN = next(c for c, kind in ROW.indexed.items() if kind == "FTS")
 # what a search returns (never the vector); VEHICLE_COLUMNS where the table has them (built since boxes)
-RESULT_COLUMNS = ("id", "path", "caption", "labels_json", "_distance")
-VEHICLE_COLUMNS = (
-    "origin",
-    "frame_id",
-    "frame_path",
-    "box",
-    "box_class",
-    "box_score",
-    "camera",
-    "time",
-    "track_id",
-    "first_seen",
-    "last_seen",
-    "track_json",
-)
+RESULT_COLUMNS = (*(c for c in ROW.hit if c not in ROW.optional), "_distance")
+VEHICLE_COLUMNS = tuple(c for c in ROW.hit if c in ROW.optional)
+
+
+ANN_INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ")
 
 
 def ann_partitions(rows: int, cfg: dict) -> int:

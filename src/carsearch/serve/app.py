@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal
 
 from fastapi import File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -41,9 +41,9 @@ from carsearch.serve.guards import (
 from carsearch.serve.judgments import add_judgment_route
 from carsearch.serve.schemas import (
     ErrorResponse,
-    Filters,
     Health,
     Info,
+    SearchForm,
     SearchRequest,
     SearchResponse,
 )
@@ -85,6 +85,21 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
     )
     app.state.service = svc
 
+    _error_handlers(app)
+    app.add_middleware(UploadLimit, max_bytes=int(svc.cfg["max_upload_bytes"]))
+    app.add_middleware(UploadRate, per_minute=int(svc.cfg["upload_rate_per_minute"]))
+    token = access_token(svc.cfg)
+    if token:
+        app.add_middleware(TokenGate, token=token)  # added last: runs first, before any limit or route
+
+    _search_routes(app, svc, root)
+    _file_routes(app, svc)
+    return app
+
+
+def _error_handlers(app) -> None:
+    """Every error as `{"error": {"code", "message"}}`: ours, bad queries, validation, HTTP, the rest (500)."""
+
     @app.exception_handler(ApiError)
     async def _apierror_response(request: Request, e: ApiError):
         return error_response(e.status, e.code, e.message)
@@ -118,11 +133,9 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(500, "internal", "internal error (details in the server log)")
 
-    app.add_middleware(UploadLimit, max_bytes=int(svc.cfg["max_upload_bytes"]))
-    app.add_middleware(UploadRate, per_minute=int(svc.cfg["upload_rate_per_minute"]))
-    token = access_token(svc.cfg)
-    if token:
-        app.add_middleware(TokenGate, token=token)  # added last: runs first, before any limit or route
+
+def _search_routes(app, svc: Service, root: Path | None) -> None:
+    """Health, info and the three ways to search (GET, POST JSON, image upload), one filter model."""
 
     # ---- API
     @app.get("/api/v1/health", response_model=Health, tags=["index"], responses={503: {"model": Health}})
@@ -137,49 +150,9 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         version, the index version and when it was built."""
         return svc.info()
 
-    def _request(
-        q, neg, like, w_text, w_image, w_neg, offset, limit, facets, after=None, before=None, sort="score", **filters
-    ) -> SearchRequest:
-        return SearchRequest(
-            min_confidence=filters.pop("min_confidence", None),
-            after=after,
-            before=before,
-            sort=sort,
-            q=q,
-            neg=neg,
-            like=like,
-            w_text=w_text,
-            w_image=w_image,
-            w_neg=w_neg,
-            offset=offset,
-            limit=limit,
-            facets=facets,
-            filters=Filters(**{k: v or [] for k, v in filters.items()}),
-        )
-
     @app.get("/api/v1/search", response_model=SearchResponse, tags=["search"])
     def search_get(
-        q: Optional[str] = Query(None, description="text query"),
-        neg: Optional[str] = Query(None, description="negative text"),
-        like: Optional[str] = Query(None, description="id of an indexed image (more like this)"),
-        w_text: float = 1.0,
-        w_image: float = 1.0,
-        w_neg: float = 0.5,
-        offset: int = 0,
-        limit: Optional[int] = None,
-        facets: bool = True,
-        make: list[str] = Query([]),
-        model: list[str] = Query([]),
-        body_type: list[str] = Query([]),
-        color: list[str] = Query([]),
-        view: list[str] = Query([]),
-        scene: list[str] = Query([]),
-        split: list[str] = Query([]),
-        camera: list[str] = Query([]),
-        after: Optional[str] = Query(None),
-        before: Optional[str] = Query(None),
-        sort: str = Query("score"),
-        min_confidence: Optional[float] = Query(None, description="only hits at least this likely to match (0-1)"),
+        params: Annotated[SearchForm, Query()],
         format: Literal["json", "csv", "paths"] = Query(
             "json", description="csv: a CSV file; paths: originals, 1 a line"
         ),
@@ -188,37 +161,14 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         repeat a filter for any of several values (`color=red&color=blue`); `format=csv` exports
         the hits (file, frame, box, camera, time, score, confidence), `format=paths` lists the top
         `limit` originals' paths (one per line)."""
-        req = _request(
-            q,
-            neg,
-            like,
-            w_text,
-            w_image,
-            w_neg,
-            offset,
-            limit,
-            facets,
-            make=make,
-            model=model,
-            body_type=body_type,
-            color=color,
-            view=view,
-            scene=scene,
-            split=split,
-            camera=camera,
-            after=after,
-            before=before,
-            sort=sort,
-            min_confidence=min_confidence,
-        )
-        body = svc.search(req)
+        body = svc.search(params.request())
         if format == "paths":  # the top k's originals, one per line (`search -f` of the CLI)
             from carsearch.index.hits import export_paths
 
             paths = export_paths(body["hits"], Path(root or repo_root()))
             return Response("".join(f"{p}\n" for p in paths), media_type="text/plain")
         if format == "csv":
-            from carsearch.index.search import hits_csv  # the one CSV layout (the CLI's --csv too)
+            from carsearch.index.results import hits_csv  # the one CSV layout (the CLI's --csv too)
 
             disposition = {"Content-Disposition": 'attachment; filename="carsearch-hits.csv"'}
             return Response(hits_csv(body["hits"]), media_type="text/csv", headers=disposition)
@@ -231,52 +181,11 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
 
     @app.post("/api/v1/search/image", response_model=SearchResponse, tags=["search"])
     async def search_image(
+        form: Annotated[SearchForm, Form()],
         image: UploadFile = File(..., description="the query image (jpg, png, webp, ...)"),
-        q: Optional[str] = Form(None),
-        neg: Optional[str] = Form(None),
-        w_text: float = Form(1.0),
-        w_image: float = Form(1.0),
-        w_neg: float = Form(0.5),
-        offset: int = Form(0),
-        limit: Optional[int] = Form(None),
-        facets: bool = Form(True),
-        make: list[str] = Form([]),
-        model: list[str] = Form([]),
-        body_type: list[str] = Form([]),
-        color: list[str] = Form([]),
-        view: list[str] = Form([]),
-        scene: list[str] = Form([]),
-        split: list[str] = Form([]),
-        camera: list[str] = Form([]),
-        after: Optional[str] = Form(None),
-        before: Optional[str] = Form(None),
-        sort: str = Form("score"),
-        min_confidence: Optional[float] = Form(None),
     ):
         """Search by an uploaded image (multipart field `image`), optionally with a text and a negative text."""
-        req = _request(
-            q,
-            neg,
-            None,
-            w_text,
-            w_image,
-            w_neg,
-            offset,
-            limit,
-            facets,
-            make=make,
-            model=model,
-            body_type=body_type,
-            color=color,
-            view=view,
-            scene=scene,
-            split=split,
-            camera=camera,
-            after=after,
-            before=before,
-            sort=sort,
-            min_confidence=min_confidence,
-        )
+        req = form.request(like=None)  # the uploaded image is the image of this query
         limit_bytes = int(svc.cfg["max_upload_bytes"])
         data = await image.read(limit_bytes + 1)
         if len(data) > limit_bytes:
@@ -287,6 +196,10 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
             raise ApiError(400, "bad_image", "the uploaded image is empty")
         picture = await run_in_threadpool(_decode_upload, data, int(svc.cfg["max_image_pixels"]))
         return await run_in_threadpool(svc.search, req, picture)
+
+
+def _file_routes(app, svc: Service) -> None:
+    """Indexed images, frames and thumbnails (by id: no client paths), and the page."""
 
     def _image_response(p):  # a local file, or (suffix, bytes) of an S3 original (proxied)
         headers = {"Cache-Control": "public, max-age=3600"}
@@ -324,7 +237,6 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         return RedirectResponse("/")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 def serve(

@@ -9,25 +9,22 @@ import os
 import re
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from carsearch.core.columns import ROW
 from carsearch.core.confidence import query_kind
 from carsearch.core.imaging import ImageError, open_rgb
+from carsearch.core.when import hour_bucket, iso
 from carsearch.index.hits import where_row
-from carsearch.index.query import QueryError, build_where, check_text, scope_where
+from carsearch.index.query import QueryError
 from carsearch.serve import files
 from carsearch.serve.explain import canon, why
-from carsearch.serve.schemas import (
-    FILTER_COLUMNS,
-    ID_PATTERN,
-    SearchRequest,
-)
-from carsearch.sources.capture import hour_bucket, iso
+from carsearch.serve.schemas import ID_PATTERN, SearchRequest
 
 
 class ApiError(Exception):
@@ -63,6 +60,45 @@ def _track(row: dict) -> dict | None:
     }
 
 
+def api_hit(r: dict, rank: int, row=ROW) -> dict:
+    """A result row (CarSearch.search) as the API's hit: its `api` columns (carsearch.core.columns;
+    a time as ISO 8601, strings "" where unknown, a vehicle's frame id its own for a whole image),
+    then where its original is and the URLs the page loads."""
+    out = {
+        "rank": rank,
+        "score": round(float(r["score"]), 6),
+        "confidence": r["confidence"],
+        "confident": r["confident"],
+    }
+    for c in (row.by_name[n] for n in row.api):
+        v = r.get(c.name)
+        if c.kind == "time":
+            out[c.name] = iso(v)
+        elif c.kind in ("box", "float"):
+            out[c.name] = v
+        else:
+            out[c.name] = v or (r["id"] if c.name == "frame_id" else "")
+    return {
+        **out,
+        **where_row(r),
+        "frame_url": f"/api/v1/frames/{r['id']}" if r.get("box") is not None else None,
+        "track": _track(r),
+        "image_url": f"/api/v1/images/{r['id']}",
+        "thumb_url": f"/api/v1/thumbs/{r['id']}",
+    }
+
+
+def facets(rows: list[dict], top: int, row=ROW) -> dict:
+    """Value counts of each facet column over the candidates (the `top` most frequent), and the hours."""
+    out = {}
+    for c in row.facets:
+        counts = Counter(r.get(c) for r in rows if r.get(c))
+        out[c] = [{"value": v, "count": k} for v, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+    hours = Counter(hour_bucket(r["time"]) for r in rows if r.get("time") is not None)
+    out["hour"] = [{"value": h, "count": k} for h, k in sorted(hours.items())]  # in time order
+    return out
+
+
 class Service:
     def __init__(self, searcher, settings: dict, root: Path | None = None):
         self.s = searcher
@@ -70,8 +106,7 @@ class Service:
         self.cfg = settings  # the validated `serve` section of params.yaml (conf/serve/default.yaml)
         self.root = Path(root or searcher.root)
         self._lock = threading.Lock()
-        self._text_cache: OrderedDict = OrderedDict()
-        self._text_lock = threading.Lock()
+        searcher.encoder.text_cache_size = int(self.cfg["text_cache_size"])  # the library's encoder and LRU
         cache = self.cfg["cache_dir"]
         self.thumb_dir = (Path(cache) if Path(cache).is_absolute() else self.root / cache) / str(
             int(self.cfg["thumb_size"])
@@ -84,41 +119,21 @@ class Service:
         """Follow the pointer (one stat); the model key the request will use."""
         with self._lock:
             self.s.refresh()
-            return self.s._model_key
+            return self.s.encoder.key
 
-    # ---- embeddings
+    # ---- embeddings: the library's encoder (NumPy towers, text LRU), as the CLI and Python API use
     def text_vector(self, text: str) -> np.ndarray:
-        from carsearch.model.clip import encode_texts  # lazy: torch loads with the first text query
-
-        text = check_text(text)
-        key = (self.s._model_key, text)
-        with self._text_lock:
-            v = self._text_cache.get(key)
-            if v is not None:
-                self._text_cache.move_to_end(key)
-                return v
-        v = encode_texts(self.s.model, self.s.processor, [text])[0]
-        n = int(self.cfg["text_cache_size"])
-        if n:
-            with self._text_lock:
-                self._text_cache[key] = v
-                while len(self._text_cache) > n:
-                    self._text_cache.popitem(last=False)
-        return v
+        return self.s.encoder.text(text)
 
     def image_vector(self, picture) -> np.ndarray:
-        from carsearch.model.clip import encode_images  # lazy: torch loads with the first image query
-
-        return encode_images(self.s.model, self.s.processor, [picture])[0]
+        return self.s.encoder.image(picture)
 
     # ---- search
     def page_size(self, limit: int | None) -> int:
         return min(int(limit or self.cfg["default_page_size"]), int(self.cfg["max_page_size"]))
 
-    def search(self, req: SearchRequest, picture=None) -> dict:
-        t0 = time.perf_counter()
-        q = " ".join(req.q.split()) if req.q and req.q.strip() else None
-        neg = " ".join(req.neg.split()) if req.neg and req.neg.strip() else None
+    def _check(self, req: SearchRequest, q, neg, picture) -> int:
+        """The page size, once the request is a query at all and its page is within reach."""
         if picture is not None and req.like:
             raise ApiError(400, "bad_query", "give an uploaded image or like=<id>, not both")
         if not (q or picture is not None or req.like):
@@ -137,94 +152,77 @@ class Service:
                 f"offset + limit = {req.offset + limit}: results are available up to "
                 f"{max_results} (serve.max_results); narrow the query with filters",
             )
+        return limit
+
+    def _vector(self, req: SearchRequest, q, neg, picture) -> tuple[np.ndarray, dict | None]:
+        """The query vector (text, image, like=<id>, negative text, weighted) and the `like` row."""
+        ref, parts = None, []
+        if req.like:
+            ref = self.s.get_row(req.like, vector=True)
+            if ref is None:
+                raise ApiError(404, "unknown_id", f"no indexed image with id {req.like!r}")
+            parts.append((req.w_image, np.asarray(ref["vector"], np.float32)))
+        if picture is not None:
+            parts.append((req.w_image, self.image_vector(picture)))
+        if q:
+            parts.append((req.w_text, self.text_vector(q)))
+        if neg:
+            parts.append((-req.w_neg, self.text_vector(neg)))
+        if not any(w > 0 for w, _ in parts):
+            raise ApiError(400, "bad_weights", "every positive weight is 0: raise w_text or w_image")
+        vec = sum(w * (v / max(np.linalg.norm(v), 1e-12)) for w, v in parts)
+        norm = float(np.linalg.norm(vec))
+        if norm < 1e-6:
+            raise ApiError(400, "bad_weights", "the weighted query vectors cancel out; change the weights")
+        return (vec / norm).astype(np.float32), ref
+
+    def _candidates(self, req: SearchRequest, q, neg, picture, n: int, kind: str) -> tuple[list[dict], dict | None]:
+        """The top `n` rows of the library's one query (CarSearch.search), filters checked there."""
         try:
-            where = build_where(req.filters.active())
-            scope = scope_where(None, req.after, req.before, self.s.has_tracks())
+            plan = self.s.plan(
+                req.filters.active(),
+                after=req.after,
+                before=req.before,
+                min_confidence=req.min_confidence,
+                kind=kind,
+            )
         except QueryError as e:
             raise ApiError(400, "bad_filter", str(e)) from None
+        for attempt in range(2):  # once more if the index (and its model) changed between embedding and search
+            key = self.refresh()
+            try:
+                vec, ref = self._vector(req, q, neg, picture)
+                rows = self.s.search(vec, n, plan=plan, exclude=req.like)
+            except ApiError:
+                raise
+            except Exception:
+                if attempt == 0 and self.s.encoder.key != key:
+                    continue
+                raise
+            if self.s.encoder.key == key:
+                break
+        return rows, ref
+
+    def search(self, req: SearchRequest, picture=None) -> dict:
+        t0 = time.perf_counter()
+        q = " ".join(req.q.split()) if req.q and req.q.strip() else None
+        neg = " ".join(req.neg.split()) if req.neg and req.neg.strip() else None
+        limit = self._check(req, q, neg, picture)
+        n = min(max(int(self.cfg["facet_candidates"]), req.offset + limit), int(self.cfg["max_results"]))
         kind = query_kind(  # each query kind has its own calibration (none: no confidence, and the reply says so)
             text=bool(q) and req.w_text > 0,
             image=(picture is not None or bool(req.like)) and req.w_image > 0,
             negative=bool(neg) and req.w_neg > 0,
         )
-        for attempt in range(2):  # once more if the index (and its model) changed between embedding and search
-            key = self.refresh()
-            try:
-                ref, parts = None, []
-                if req.like:
-                    ref = self.s.get_row(req.like, vector=True)
-                    if ref is None:
-                        raise ApiError(404, "unknown_id", f"no indexed image with id {req.like!r}")
-                    parts.append((req.w_image, np.asarray(ref["vector"], np.float32)))
-                if picture is not None:
-                    parts.append((req.w_image, self.image_vector(picture)))
-                if q:
-                    parts.append((req.w_text, self.text_vector(q)))
-                if neg:
-                    parts.append((-req.w_neg, self.text_vector(neg)))
-                if not any(w > 0 for w, _ in parts):
-                    raise ApiError(400, "bad_weights", "every positive weight is 0: raise w_text or w_image")
-                vec = sum(w * (v / max(np.linalg.norm(v), 1e-12)) for w, v in parts)
-                norm = float(np.linalg.norm(vec))
-                if norm < 1e-6:
-                    raise ApiError(400, "bad_weights", "the weighted query vectors cancel out; change the weights")
-                vec = (vec / norm).astype(np.float32)
-                n = min(max(int(self.cfg["facet_candidates"]), req.offset + limit), max_results) + (
-                    1 if req.like else 0
-                )
-                rows = self.s.search_vector(vec, n, 0, where, scope=scope, kind=kind)
-            except ApiError:
-                raise
-            except Exception:
-                if attempt == 0 and self.s._model_key != key:
-                    continue
-                raise
-            if self.s._model_key == key:
-                break
-        if req.like:  # more like this: not the image itself
-            rows = [r for r in rows if r["id"] != req.like][: n - 1]
+        rows, ref = self._candidates(req, q, neg, picture, n, kind)
         cal = self.s.calibrator(kind)
-        thr = cal.threshold if cal is not None else None
-        if req.min_confidence is not None:  # a relevance cut-off instead of a page that ends in junk
-            rows = [r for r in rows if r.get("confidence") is not None and r["confidence"] >= req.min_confidence]
-        n_confident = None if cal is None else sum(1 for r in rows if cal.confident(r.get("confidence")))
         if req.sort == "time":  # the candidates in capture order (undated last), then paged
             rows = sorted(rows, key=lambda r: (r.get("time") is None, r.get("time") or 0.0))
         page = rows[req.offset : req.offset + limit]
-        hits, qc, nc = [], (canon(q) if q else None), (canon(neg) if neg else None)
-        for i, r in enumerate(page):
-            hits.append(
-                {
-                    "rank": req.offset + i + 1,
-                    "id": r["id"],
-                    "score": round(float(r["score"]), 6),
-                    "confidence": r.get("confidence"),
-                    "confident": cal is not None and cal.confident(r.get("confidence")),
-                    "caption": r.get("caption") or "",
-                    **{c: r.get(c) or "" for c in FILTER_COLUMNS},
-                    "time": iso(r.get("time")),
-                    "origin": r.get("origin") or "",
-                    **where_row(r),
-                    "frame_id": r.get("frame_id") or r["id"],
-                    "box": r.get("box"),
-                    "box_class": r.get("box_class") or "",
-                    "frame_url": f"/api/v1/frames/{r['id']}" if r.get("box") is not None else None,
-                    "track": _track(r),
-                    "image_url": f"/api/v1/images/{r['id']}",
-                    "thumb_url": f"/api/v1/thumbs/{r['id']}",
-                    "why": why(r, qc, nc, ref, canonical=True),
-                }
-            )
-        facets = {}
-        if req.facets:
-            top = int(self.cfg["facet_top"])
-            for c in FILTER_COLUMNS:
-                counts = Counter(r.get(c) for r in rows if r.get(c))
-                facets[c] = [
-                    {"value": v, "count": k} for v, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-                ]
-            hours = Counter(hour_bucket(r["time"]) for r in rows if r.get("time") is not None)
-            facets["hour"] = [{"value": h, "count": k} for h, k in sorted(hours.items())]  # in time order
+        qc, nc = (canon(q) if q else None), (canon(neg) if neg else None)
+        hits = [
+            {**api_hit(r, req.offset + i + 1), "why": why(r, qc, nc, ref, canonical=True)} for i, r in enumerate(page)
+        ]
         query = {
             "q": q,
             "neg": neg,
@@ -244,13 +242,13 @@ class Service:
             "limit": limit,
             "candidates": len(rows),
             "has_more": req.offset + limit < len(rows),
-            "confident": n_confident,
-            "confidence_threshold": thr,
+            "confident": None if cal is None else sum(1 for r in rows if r["confident"]),
+            "confidence_threshold": cal.threshold if cal is not None else None,
             "confidence_target": cal.target_precision if cal is not None else None,
             "confidence_kind": kind,
             "confidence_note": self.s.confidence_note(kind),
             "hits": hits,
-            "facets": facets,
+            "facets": facets(rows, int(self.cfg["facet_top"])) if req.facets else {},
             "facet_scope": f"top {len(rows)} hits of the filtered search (serve.facet_candidates = {self.cfg['facet_candidates']})",
             "index_version": self.s.meta.get("version"),
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
@@ -338,7 +336,8 @@ class Service:
             "corpus": m.get("corpus"),
             "metric": m.get("metric"),
             "search": m.get("search"),
-            "filter_columns": list(FILTER_COLUMNS),
+            "filter_columns": list(ROW.filters),
+            "filters": ROW.page_filters(),
             "limits": {
                 k: int(self.cfg[k])
                 for k in (

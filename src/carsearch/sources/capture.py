@@ -11,17 +11,25 @@ a bad pattern, zone or `--after` value (`parse_when`) raises `CaptureError` (a V
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, time, timezone, tzinfo
+from datetime import datetime, time, tzinfo
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from PIL import ExifTags, Image
 
 from carsearch.core import imaging
-from carsearch.core.errors import CarsearchError
+from carsearch.core.when import (  # noqa: F401  (re-exported: the time helpers live in core, for the query path)
+    SECONDS,
+    CaptureError,
+    hour_bucket,
+    iso,
+    label_time,
+    parse_when,
+    stamp,
+    text_of,
+    zone,
+)
 
 PATTERN_KEY = "data.capture.pattern"
 # strptime directives a pattern may use, and what each matches in a file name
@@ -32,13 +40,8 @@ DIRECTIVES = {
 FIELDS = {"camera": r"[^/]+?", "ext": r"[A-Za-z0-9]+", "epoch": r"\d+", "epoch_ms": r"\d+", "*": r"[^/]*?"}
 FORMAT_FIELDS = ("date", "time", "datetime")
 TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-SECONDS = re.compile(r"-?\d{9,}(\.\d*)?|-?\d+\.\d*")  # 9+ digits: "20260102" is a date, not 1970
 EXIF_DTO, EXIF_OTO, EXIF_OT, EXIF_DT = 0x9003, 0x9011, 0x9010, 0x0132
 EXIF_MAKE, EXIF_MODEL, EXIF_SERIAL = 0x010F, 0x0110, 0xA431
-
-
-class CaptureError(CarsearchError, ValueError):
-    """A bad capture pattern, time zone or `--after`/`--before` value, as one line."""
 
 
 @dataclass(frozen=True)
@@ -106,23 +109,9 @@ def parse_pattern(pattern: str) -> CapturePattern:
     return CapturePattern(pattern, re.compile("".join(parts), re.DOTALL), formats)
 
 
-def _zone(tz: str) -> tzinfo:
-    if tz.upper() in ("UTC", "Z"):
-        return timezone.utc
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise CaptureError(f"unknown time zone {tz!r} (an IANA name, e.g. UTC or Europe/Berlin)") from None
-
-
-def _stamp(dt: datetime, tz: str) -> float:
-    """Unix seconds of `dt`; a naive `dt` is a wall-clock time in `tz`."""
-    return (dt if dt.tzinfo else dt.replace(tzinfo=_zone(tz))).timestamp()
-
-
 def from_path(rel_path: str, pattern: str | CapturePattern | None, tz: str = "UTC") -> dict:
     """{"camera", "time"} from a path relative to the corpus root; Nones when there is no pattern or no match."""
-    _zone(tz)  # a bad zone is a config error, whatever the path
+    zone(tz)  # a bad zone is a config error, whatever the path
     cp = parse_pattern(pattern) if isinstance(pattern, str) and pattern else pattern
     m = cp.regex.fullmatch(rel_path.replace("\\", "/").removeprefix("./")) if cp else None
     g, f, t = (m.groupdict() if m else {}), (cp.formats if cp else {}), None
@@ -130,20 +119,14 @@ def from_path(rel_path: str, pattern: str | CapturePattern | None, tz: str = "UT
         if "epoch" in g or "epoch_ms" in g:
             t = float(g["epoch"]) if "epoch" in g else int(g["epoch_ms"]) / 1000
         elif "datetime" in g:
-            t = _stamp(datetime.strptime(g["datetime"], f["datetime"]), tz)
+            t = stamp(datetime.strptime(g["datetime"], f["datetime"]), tz)
         elif "date" in g:
             day = datetime.strptime(g["date"], f["date"]).date()
             clock = datetime.strptime(g["time"], f["time"]).timetz() if "time" in g else time()
-            t = _stamp(datetime.combine(day, clock), tz)
+            t = stamp(datetime.combine(day, clock), tz)
     except (ValueError, OverflowError):  # e.g. month 13: the name looked like a time but is not one
         t = None
     return {"camera": g.get("camera") or None, "time": t}
-
-
-def _text(v) -> str:
-    if isinstance(v, bytes):
-        v = v.decode("utf-8", "replace")
-    return str(v).replace("\x00", " ").strip() if v is not None and v == v else ""  # v != v: NaN (pandas)
 
 
 def _exif_offset(text: str) -> tzinfo | None:
@@ -158,22 +141,22 @@ def _exif_time(text: str, offset: str, tz: str) -> float | None:
         dt = datetime.strptime(text[:19].replace("-", ":"), "%Y:%m:%d %H:%M:%S")
     except ValueError:
         return None
-    return _stamp(dt.replace(tzinfo=_exif_offset(offset)), tz)
+    return stamp(dt.replace(tzinfo=_exif_offset(offset)), tz)
 
 
 def from_exif(data: bytes | Image.Image | None, tz: str = "UTC") -> dict:
     """{"camera", "time"} from an image's EXIF; Nones when it has none or it cannot be read (never raises on data)."""
-    _zone(tz)  # a bad zone is a config error: raise it before the data is judged
+    zone(tz)  # a bad zone is a config error: raise it before the data is judged
     if not isinstance(data, (Image.Image, bytes, bytearray, memoryview)):
         return {"camera": None, "time": None}
     try:
         exif = (data if isinstance(data, Image.Image) else imaging.open_image(data)).getexif()
         sub = exif.get_ifd(ExifTags.IFD.Exif)
         for when, offsets in ((sub.get(EXIF_DTO), (EXIF_OTO, EXIF_OT)), (exif.get(EXIF_DT), (EXIF_OT, EXIF_OTO))):
-            offset = next((_text(sub.get(k)) for k in offsets if _text(sub.get(k))), "")
-            if (t := _exif_time(_text(when), offset, tz)) is not None:
+            offset = next((text_of(sub.get(k)) for k in offsets if text_of(sub.get(k))), "")
+            if (t := _exif_time(text_of(when), offset, tz)) is not None:
                 break
-        make, model, serial = _text(exif.get(EXIF_MAKE)), _text(exif.get(EXIF_MODEL)), _text(sub.get(EXIF_SERIAL))
+        make, model, serial = text_of(exif.get(EXIF_MAKE)), text_of(exif.get(EXIF_MODEL)), text_of(sub.get(EXIF_SERIAL))
         if make and model.lower().startswith(make.lower()):
             make = ""  # "Canon" + "Canon EOS 5D" -> "Canon EOS 5D"
         name = " ".join(p for p in (make, model, f"#{serial}" if serial else "") if p)
@@ -182,26 +165,12 @@ def from_exif(data: bytes | Image.Image | None, tz: str = "UTC") -> dict:
         return {"camera": None, "time": None}
 
 
-def _label_time(value, tz: str) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
-    text = _text(value)
-    if SECONDS.fullmatch(text):
-        return float(text)
-    try:
-        return _stamp(datetime.fromisoformat(text), tz)
-    except (ValueError, OverflowError):
-        return None
-
-
 def from_labels(labels: dict | None, tz: str = "UTC") -> dict:
     """{"camera", "time"} from a labels.csv row (keys matched case-insensitively); an unreadable value is None."""
-    _zone(tz)  # a bad zone is a config error, whatever the row
+    zone(tz)  # a bad zone is a config error, whatever the row
     row = {str(k).strip().lower(): v for k, v in (labels or {}).items()}
-    times = (_label_time(row.get(k), tz) for k in ("time", "timestamp", "datetime"))
-    return {"camera": _text(row.get("camera")) or None, "time": next((t for t in times if t is not None), None)}
+    times = (label_time(row.get(k), tz) for k in ("time", "timestamp", "datetime"))
+    return {"camera": text_of(row.get("camera")) or None, "time": next((t for t in times if t is not None), None)}
 
 
 def capture_info(
@@ -221,25 +190,3 @@ def capture_info(
             if out[field] is None and got[field] is not None:
                 out[field], out[f"{field}_source"] = got[field], source
     return out
-
-
-def parse_when(text: str, tz: str = "UTC", option: str = "time") -> float:
-    """Unix seconds of an `--after`/`--before` value: 2026-01-02 (midnight in `tz`), 2026-01-02T10:00[:ss][Z|+01:00],
-    2026-01-02 10:00, or unix seconds. Raises CaptureError (ValueError) naming `option` otherwise."""
-    _zone(tz)
-    t = _label_time(text.strip() if isinstance(text, str) else text, tz)
-    if t is None:
-        raise CaptureError(f"{option}: cannot read {text!r} as a time (e.g. 2026-01-02T10:00 or 2026-01-02)")
-    return t
-
-
-def iso(t: float | None, tz: str = "UTC") -> str | None:
-    """ISO 8601 text of unix seconds in `tz`, e.g. 2026-01-02T10:00:00+00:00; None for None."""
-    if t is None or not math.isfinite(t):
-        return None
-    return datetime.fromtimestamp(t, _zone(tz)).isoformat(timespec="seconds")
-
-
-def hour_bucket(t: float, tz: str = "UTC") -> str:
-    """The hour `t` falls in, in `tz`, for per-hour histograms: "2026-01-02T10:00"."""
-    return datetime.fromtimestamp(t, _zone(tz)).strftime("%Y-%m-%dT%H:00")

@@ -2,10 +2,11 @@
 // filters, page) so a search can be shared and a reload restores it; an uploaded image stays in the page.
 "use strict";
 
-const FILTERS = ["color", "body_type", "view", "make", "model", "scene", "split"];  // facet chips on the left
-const REQUEST_FILTERS = [...FILTERS, "camera"];  // camera: checkboxes in the "where and when" panel
-const LABELS = { color: "Colour", body_type: "Body type", view: "View", make: "Make", model: "Model", scene: "Scene", split: "Split",
-  camera: "Camera" };
+// the filters come from the index row's declaration (carsearch.core.columns), served by /api/v1/info:
+// `chips` ones are facet chips on the left, `scope` ones (camera) checkboxes in the "where and when" panel
+let FILTERS = [];  // facet chips on the left
+let REQUEST_FILTERS = [];  // every filter a search sends
+let LABELS = {};
 const SWATCH = { red: "#d7261e", blue: "#2458c6", green: "#2f9a47", yellow: "#f2c916", white: "#ffffff", black: "#16181b",
   silver: "#c3c8ce", grey: "#7d848c", orange: "#f07c12", purple: "#7c3fb5", brown: "#7a4d2b" };
 const $ = (id) => document.getElementById(id);
@@ -673,6 +674,10 @@ async function loadInfo() {
   try {
     const r = await api("/api/v1/info");
     const info = await r.json();
+    const filters = info.filters || [];
+    FILTERS = filters.filter((f) => f.page === "chips").map((f) => f.name);
+    REQUEST_FILTERS = filters.map((f) => f.name);
+    LABELS = Object.fromEntries(filters.map((f) => [f.name, f.label]));
     pageSize = Math.min(info.limits.default_page_size, info.limits.max_page_size);
     const m = $("model");
     m.innerHTML = "";
@@ -685,5 +690,4 @@ async function loadInfo() {
   } catch (e) { $("model").textContent = "index info unavailable"; }
 }
 
-readURL();
-loadInfo().then(() => { if (hasQuery()) run(false); else updateQueryChrome(); $("q").focus(); });
+loadInfo().then(() => { readURL(); if (hasQuery()) run(false); else updateQueryChrome(); $("q").focus(); });
