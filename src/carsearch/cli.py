@@ -117,6 +117,12 @@ def search(
     if not hits:
         clause = searcher.where_clause(filters, where)
         typer.echo("no results" + (f" match {clause}" if clause else ""), err=True)
+    else:  # issue 34: the list is saved under its query id, for `carsearch judge QUERY-ID RANK ✓|✗`
+        from carsearch.feedback.results import save_cli
+
+        scope = {"after": after, "before": before, "min_confidence": min_confidence}
+        qid = save_cli(root, searcher, hits, query, image, where, filters, scope)
+        typer.echo(f"query id {qid}: judge a hit with `carsearch judge {qid} RANK ✓|✗`", err=True)
 
 
 def _extras(hits, missing: list[bool], root: Path, csv_out, copy_to, png, title: str) -> None:
@@ -263,6 +269,20 @@ def serve(
     except (FileNotFoundError, ParamsError, ModelConfigError, ServeConfigError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def judge(
+    query_id: str = typer.Argument(..., help="The id `carsearch search` printed for its result list (or 'last')."),
+    rank: Optional[int] = typer.Argument(None, min=1, help="The rank of the hit to judge (none: walk the list)."),
+    verdict: Optional[str] = typer.Argument(None, help="✓ or ✗ (also y/n, +/-)."),
+) -> None:
+    """Judge a hit ✓ (it matches the query) or ✗, by the query id and rank of a saved result list;
+    without RANK, walk the list: y / n per hit, Enter skips, q stops. Judgments are appended to
+    paths.judgments (data/feedback/judgments.jsonl): an eval set and a training signal."""
+    from carsearch.feedback.commands import judge as run_judge
+
+    run_judge(query_id, rank, verdict)
 
 
 index_app = typer.Typer(no_args_is_help=True, help="Manage the car index between repros.")

@@ -143,6 +143,7 @@ class Paths(_Open):
     corpus_listing: Text
     metrics_dir: Text
     plots_dir: Text
+    judgments: Text
 
 
 class Traffic(_Strict):
@@ -505,6 +506,7 @@ class Train(_Strict):
     augment: Augment
     early_stopping: Optional[EarlyStopping]
     val_sets: list[Text]
+    feedback_weight: NonNegNum
     ema: Optional[Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]]  # EMA decay; null: off
     checkpoint_dir: Optional[str]
     resume: bool
@@ -519,6 +521,8 @@ class EvalSet(_Strict):
     source: Literal["folder", "s3"]
     subfolder_key: Optional[str]
     labels_csv: str
+    kind: Literal["labels", "judgments"]  # judgments: path is a judgments.jsonl (carsearch.feedback)
+    eval_fraction: Fraction  # judgments: the share of judged queries held out for evaluation
 
 
 class EvalSetDefaults(_Strict):
@@ -527,6 +531,8 @@ class EvalSetDefaults(_Strict):
     source: Literal["folder", "s3"]
     subfolder_key: Optional[str]
     labels_csv: str
+    kind: Literal["labels", "judgments"]
+    eval_fraction: Fraction
 
 
 class Bootstrap(_Strict):

@@ -26,6 +26,7 @@ from carsearch.core.paths import resolve
 from carsearch.core.schema import Eval, EvalSet
 from carsearch.core.vocab import known
 from carsearch.curation import corpus
+from carsearch.evaluation.judged import judged_report
 from carsearch.evaluation.plots import results_grid_png
 from carsearch.evaluation.protocol import embed_pixels, embed_texts
 from carsearch.model.clip import load_images
@@ -161,6 +162,9 @@ def evaluate_sets(
     k, attrs = cfg.set_k, list(cfg.set_attributes)
     with tempfile.TemporaryDirectory(prefix="carsearch-evalsets-") as tmp:
         for spec in specs:
+            if spec.kind == "judgments":  # judged queries (carsearch.feedback): their own protocol
+                out[spec.name] = judged_report(spec, root, models, encoders, cfg, log)
+                continue
             rows, rejects = load_set(spec, root, Path(tmp), limits)
             name = spec.name
             check_overlap(name, rows, trained)

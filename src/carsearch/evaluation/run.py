@@ -178,6 +178,8 @@ def _eval_sets(models, cfg: Params, root: Path, trained, kept: dict, log) -> dic
     )
     k = cfg.eval.set_k
     for name, r in sets.items():
+        if r.get("kind") == "judgments":  # judged queries: reported by evaluation.judged
+            continue
         b, f = r["base"], r["finetuned"]
         log(
             f"evaluate[set {name}]: {f['images']} images; text->image P@{k} base "

@@ -101,4 +101,6 @@ def summary(metrics_dir: Path, params: dict, defaults: dict | None) -> dict:
                 if k.startswith("precision@") and isinstance(v, (int, float)):
                     out[f"set_{set_name}_t2i_{k}"] = v
                     break
+            if isinstance(t2i.get("pairwise"), (int, float)):  # judged queries (kind judgments): ✓ above ✗
+                out[f"set_{set_name}_pairwise"] = t2i["pairwise"]
     return out

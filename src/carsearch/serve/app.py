@@ -38,6 +38,7 @@ from carsearch.serve.guards import (
     error_response,
     is_loopback,
 )
+from carsearch.serve.judgments import add_judgment_route
 from carsearch.serve.schemas import (
     ErrorResponse,
     Health,
@@ -223,6 +224,8 @@ def _file_routes(app, svc: Service) -> None:
         return FileResponse(
             svc.thumb_file(image_id), media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"}
         )
+
+    add_judgment_route(app, svc)  # POST /api/v1/judgments (issue 34)
 
     # ---- the page
     @app.get("/", include_in_schema=False)

@@ -23,6 +23,7 @@ from carsearch.evaluation.protocol import validation_fn
 from carsearch.experiments import tracking
 from carsearch.model.clip import load_clip, save_clip
 from carsearch.training.distributed import init_distributed
+from carsearch.training.feedback import feedback_term
 from carsearch.training.loop import train_clip
 from carsearch.training.run import load_pairs, loss_csv, run_settings, summary, val_csv
 
@@ -128,10 +129,17 @@ def main() -> None:
             mlflow.set_tags({"stage": "finetune_clip", **run_tags, "data.pairs_md5": pairs_md5 or ""})
             tracking.log_pair_datasets(mlflow, resolve(cfg.paths.pairs_dir, root), pairs_md5)
         on_step, on_epoch = _hooks(mlflow, p.cfg, dist.main, steps, epochs)
-        res = train_clip(p.model, p.processor, p.train, root, p.cfg.as_dict(), on_step, on_epoch, p.validate, dist)
+        # ✓/✗ judgments of the queries not held out for evaluation (carsearch.feedback; split in train.json)
+        extra, feedback = feedback_term(
+            resolve(cfg.paths.judgments, root), root, list(cfg.eval.sets), p.processor,
+            p.cfg.feedback_weight, dist.world, print if dist.main else (lambda *_: None),
+        )  # fmt: skip
+        res = train_clip(
+            p.model, p.processor, p.train, root, p.cfg.as_dict(), on_step, on_epoch, p.validate, dist, extra
+        )
         seconds = time.time() - t0
         if dist.main:
-            s = summary(p.cfg, p.train, p.val, res, dist.world, seconds)
+            s = {**summary(p.cfg, p.train, p.val, res, dist.world, seconds), "feedback": feedback}
             reg = _save(cfg, root, p, res, s, mlflow, run, {"data.pairs_md5": pairs_md5 or "", **run_tags})
             write_text(metrics_dir / "train_loss.csv", loss_csv(steps))
             write_text(metrics_dir / "train_val.csv", val_csv(epochs))

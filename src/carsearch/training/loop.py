@@ -117,10 +117,12 @@ def train_clip(
     on_epoch: Callable[[int, dict], None] | None = None,
     validate: Callable[[object], dict] | None = None,
     dist: Dist | None = None,
+    extra_loss: Callable[[object, int, object], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train `model` in place (ends with the best validated weights). `cfg`: the validated `train` section of params.yaml (conf/train/default.yaml), complete.
     `validate(model) -> {metric: value}` runs after each epoch; `on_step(step, loss, lr)`,
-    `on_epoch(epoch, info)` for logging (call them on the main rank only if you log)."""
+    `on_epoch(epoch, info)` for logging (call them on the main rank only if you log);
+    `extra_loss(model, step, device)` is added to every batch's loss (training.feedback)."""
     d = dist or Dist()
     if len(train_pairs) < 2:
         raise ValueError(f"train split has {len(train_pairs)} pair(s); contrastive training needs at least 2")
@@ -229,6 +231,8 @@ def train_clip(
                 loss = multi_positive_loss(img, txt, scale, pos, unk)
                 if w_img:
                     loss = loss + w_img * same_model_loss(img, scale, same_model_relevance(blabels))
+                if extra_loss is not None:  # e.g. the judgments (training.feedback; one process)
+                    loss = loss + extra_loss(model, step, d.device)
                 (loss / accum).backward()
             if sync:
                 if cfg["max_grad_norm"]:

@@ -250,6 +250,7 @@ function card(h, i) {
   ]);
   const actions = el("div", { class: "actions" }, [
     el("button", { class: "more", type: "button", text: "More like this", title: "search by this vehicle", onclick: () => moreLike(h.id) }),
+    ...judgeButtons(),  // ✓ / ✗ (judge.js)
   ]);
   const c = el("div", { class: "card", role: "listitem", tabindex: "0", "data-id": h.id, "data-index": String(i),
     "data-color": h.color, "data-body-type": h.body_type, "data-view": h.view, "data-camera": h.camera || "",
