@@ -109,7 +109,7 @@ def search(
         hits.sort(key=lambda h: (h.time is None, h.time or 0.0, h.rank))
     root = repo_root()
     missing = _mark_missing(hits, root)
-    kind = "image" if image is not None else "text"  # each query kind has its own calibration
+    kind = "image" if image is not None else "text" if query is not None else "plate"  # one calibration a kind
     calibrator = searcher.calibrator(kind)
     note = searcher.confidence_note(kind) if searcher.calibration is not None else None
     _print_hits(hits, missing, root, (calibrator, note), paths_only, sort)
@@ -117,7 +117,7 @@ def search(
     if not hits:
         clause = searcher.where_clause(filters, where)
         typer.echo("no results" + (f" match {clause}" if clause else ""), err=True)
-    else:  # issue 34: the list is saved under its query id, for `carsearch judge QUERY-ID RANK ✓|✗`
+    elif query is not None or image is not None:  # issue 34: saved under its query id, for `carsearch judge`
         from carsearch.feedback.results import save_cli
 
         scope = {"after": after, "before": before, "min_confidence": min_confidence}
@@ -199,7 +199,7 @@ def _divider(hits, calibrator=None, note: str | None = None) -> tuple[int, str] 
 
 
 def _where_seen(h) -> list[str]:
-    """`frame=<id> box=x1,y1,x2,y2`, `camera=…`, `time=…` of a hit, where it has them."""
+    """`frame=<id> box=x1,y1,x2,y2`, `camera=…`, `plate=…`, `time=…` of a hit, where it has them."""
     from carsearch.core.when import iso
 
     out = []
@@ -207,6 +207,8 @@ def _where_seen(h) -> list[str]:
         out.append(f"frame={h.frame_id} box={','.join(f'{v:.0f}' for v in h.box)}")
     if h.camera:
         out.append(f"camera={h.camera}")
+    if h.plate:
+        out.append(f"plate={h.plate}")
     if h.time is not None:
         out.append(f"time={iso(h.time)}")
     return out

@@ -48,8 +48,38 @@ def legible_plate(labels: dict | None) -> str | None:
     return plate_value(lab.get("plate"))[0] if legible else None
 
 
-def offline_caption(labels: dict, record_id: str) -> dict:
-    """A caption JSON built from known labels, phrased differently per record (deterministic).
+# what OCR reads a character as (both ways); a misread is one of these, a dropped or an extra character
+LOOK_ALIKES = {"0": "O", "O": "0", "8": "B", "B": "8", "1": "I", "I": "1", "5": "S", "S": "5"}
+
+
+def misread(plate: str | None, record_id: str, rate: float) -> str | None:
+    """The plate as an OCR reads it: wrong at `rate` (deterministic per record): a look-alike
+    swapped (0/O, 8/B, 1/I, 5/S) where it has one, else or at random a character dropped or an extra
+    one (a neighbour doubled); always still a plate (`vocab.plate_value`), else read right."""
+    if not plate or rate <= 0:
+        return plate
+    rng = random.Random(int(hashlib.sha256(f"{record_id}#plate".encode()).hexdigest()[:12], 16))
+    if rng.random() >= rate:
+        return plate
+    chars = list(plate)
+    at = [i for i, c in enumerate(chars) if c.isalnum()]
+    look = [i for i in at if chars[i] in LOOK_ALIKES]
+    how = rng.random()
+    if look and how < 0.6:
+        i = rng.choice(look)
+        chars[i] = LOOK_ALIKES[chars[i]]
+    elif how < 0.8:
+        del chars[rng.choice(at)]
+    else:
+        i = rng.choice(at)
+        chars.insert(i, chars[i])
+    read, _ = plate_value("".join(chars))
+    return read or plate
+
+
+def offline_caption(labels: dict, record_id: str, misread_rate: float = 0.0) -> dict:
+    """A caption JSON built from known labels, phrased differently per record (deterministic); a
+    legible plate misread at `misread_rate` (`caption.offline.plate_misread_rate`; `misread`).
 
     Partial labels are labels: an image with only a colour gets "A red car."; what the labels do
     not say is "unknown" in the JSON (and no constraint for training and evaluation)."""
@@ -82,7 +112,7 @@ def offline_caption(labels: dict, record_id: str) -> dict:
         "body_type": body or UNKNOWN,
         "color": color or UNKNOWN,
         "view": view or UNKNOWN,
-        "plate": legible_plate(labels),
+        "plate": misread(legible_plate(labels), record_id, misread_rate),
         "caption": text,
     }
 
@@ -99,7 +129,11 @@ def _short(v: dict) -> str:
 
 
 def offline_vehicles(
-    labels: dict | None, frame: dict | None, record_id: str, sent_size: tuple[int, int] | None = None
+    labels: dict | None,
+    frame: dict | None,
+    record_id: str,
+    sent_size: tuple[int, int] | None = None,
+    misread_rate: float = 0.0,
 ) -> dict:
     """The vehicles answer for a frame: each known box (`frame["boxes"]`, in the frame's pixels,
     scaled to `sent_size`, the image as sent) with its labels (the frame's, overlaid by the box's,
@@ -111,7 +145,7 @@ def offline_vehicles(
     for k, b in enumerate(frame.get("boxes") or [], 1):
         lab = known({**(labels or {}), **(b.get("labels") or {})})
         cls = str(b.get("class") or "car").strip().lower()
-        cap = offline_caption(lab, f"{record_id}#{k}")
+        cap = offline_caption(lab, f"{record_id}#{k}", misread_rate)
         vehicles.append(
             {
                 "box": [round(b["x1"] * sx, 1), round(b["y1"] * sy, 1), round(b["x2"] * sx, 1), round(b["y2"] * sy, 1)],
@@ -134,7 +168,12 @@ def offline_vehicles(
 
 
 def offline_output(
-    record: dict, labels: dict | None, model_id: str, image_tokens: int | None = None, frame: dict | None = None
+    record: dict,
+    labels: dict | None,
+    model_id: str,
+    image_tokens: int | None = None,
+    frame: dict | None = None,
+    misread_rate: float = 0.0,
 ) -> dict:
     """The `.jsonl.out` line for one request: a Claude or Nova response (by the shape of the
     request) from whatever labels the image has (partial labels are labels), or a record error (as
@@ -144,11 +183,11 @@ def offline_output(
     if formats.wants_vehicles(body):
         if not has_labels(labels) and not (frame or {}).get("boxes"):
             return formats.output_record(rid, body, error={"errorCode": 400, "errorMessage": NO_LABELS_OR_BOXES})
-        text = json.dumps(offline_vehicles(labels, frame, rid, formats.stated_image_size(body)))
+        text = json.dumps(offline_vehicles(labels, frame, rid, formats.stated_image_size(body), misread_rate))
     elif not has_labels(labels):
         return formats.output_record(rid, body, error={"errorCode": 400, "errorMessage": NO_LABELS})
     else:
-        text = json.dumps(offline_caption(labels, rid))
+        text = json.dumps(offline_caption(labels, rid, misread_rate))
     n_in, n_out = estimate_input_tokens(body, image_tokens), max(1, len(text) // 4)
     if "schemaVersion" in body:
         out = formats.nova_response(text, n_in, n_out)
@@ -179,16 +218,24 @@ def run_offline(
     progress: bool = True,
     cache=None,
     frames_by_id: dict[str, dict] | None = None,
+    misread_rate: float = 0.0,
 ) -> dict:
     """Answer every input file into `out_dir/<name>.out` plus `manifest.json.out`. With a
     `caption_cache.CaptionCache`, records answered before are replayed from it and only the rest
     are captioned (and stored); the returned totals (and manifest.json.out) count what was captioned.
-    `frames_by_id` (recordId -> manifest row): the frames' boxes, for vehicles requests."""
+    `frames_by_id` (recordId -> manifest row): the frames' boxes, for vehicles requests;
+    `misread_rate`: `caption.offline.plate_misread_rate`."""
     frames = frames_by_id or {}
 
     def answer_all(records):
         return (
-            offline_output(rec, labels_by_id.get(rec["recordId"]), model_id, frame=frames.get(rec["recordId"]))
+            offline_output(
+                rec,
+                labels_by_id.get(rec["recordId"]),
+                model_id,
+                frame=frames.get(rec["recordId"]),
+                misread_rate=misread_rate,
+            )
             for rec in records
         )
 

@@ -90,9 +90,13 @@ def _offline(cfg: Params, root: Path, inputs, out_dir: Path, n_records: int, pri
     c = cfg.caption
     frames = {r["id"]: r for r in read_jsonl(resolve(cfg.paths.manifest, root))}
     labels = {i: r.get("labels") for i, r in frames.items()}
+    rate = c.offline.plate_misread_rate
     context = {**cache_context(c, "offline", c.model_id), "captioner": offline.offline_captioner_version()}
+    context["plate_misread_rate"] = rate  # a new rate, new answers
     cache = open_cache(c, root, context)
-    totals = offline.run_offline(inputs, out_dir, labels, c.model_id, cache=cache, frames_by_id=frames)
+    totals = offline.run_offline(
+        inputs, out_dir, labels, c.model_id, cache=cache, frames_by_id=frames, misread_rate=rate
+    )
     rec = results.reconcile(inputs, out_dir)
     # what the same tokens would cost on Bedrock batch (the offline run itself is free)
     return _metrics(

@@ -41,7 +41,8 @@ class Column:
     csv: str = ""  # its header in the CSV export ("" = not exported; a box is x1,y1,x2,y2)
     index: str = ""  # the scalar index LanceDB builds on it: BITMAP, BTREE or FTS
     label: str = ""  # the page's heading for its filter
-    page: str = ""  # where the page shows the filter: `chips` (facets on the left) or `scope` (where and when)
+    page: str = ""  # where the page shows the filter: `chips` (facets on the left), `scope` (where and when), `input` (a text box)
+    fuzzy: bool = False  # a filter matched by `index.plates` (wildcards, OCR look-alikes), not by equality
     help: str = ""  # the CLI option's / API field's description
 
     def __post_init__(self):
@@ -107,6 +108,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("first_seen", F64, "time", optional=True, hit=True),
     Column("last_seen", F64, "time", optional=True, hit=True),
     Column("track_json", S, "json", optional=True, hit=True),  # a track's member boxes
+    Column("plate", S, source="derived", optional=True, where=True, filter=True, hit=True, api=True, csv="plate",
+           index="BTREE", label="Plate", page="input", fuzzy=True,
+           help="Only this number plate: * and ? wildcards, OCR look-alikes (0/O, 8/B, 1/I, 5/S) tolerated."),
     Column("vector", pa.float32(), "vector", "store"),
 )
 # fmt: on
@@ -128,6 +132,7 @@ class Row:
         self.where = names(lambda c: c.where)
         self.filters = names(lambda c: c.filter)
         self.facets = names(lambda c: c.facet)
+        self.fuzzy = names(lambda c: c.fuzzy)  # filters index.plates matches (CarSearch.plan resolves them)
         self.hit = names(lambda c: c.hit)
         self.api = names(lambda c: c.api)
         self.indexed = {c.name: c.index for c in columns if c.index}

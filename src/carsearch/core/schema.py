@@ -371,6 +371,10 @@ class CaptionCache(_Strict):
     pad_small_jobs: bool
 
 
+class CaptionOffline(_Strict):
+    plate_misread_rate: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
+
+
 class Caption(_Open):
     backend: Literal["offline", "bedrock", "openai"]
     model_id: Text
@@ -391,6 +395,7 @@ class Caption(_Open):
     openai: OpenAI
     cache: CaptionCache
     pricing: Optional[str]
+    offline: CaptionOffline
 
 
 class Boxes(_Strict):
@@ -617,6 +622,11 @@ class IndexRay(_Strict):
     chunk: PosInt
 
 
+class PlateSearch(_Strict):
+    max_distance: Annotated[float, BeforeValidator(_number), Field(ge=0, le=4)]
+    confusion_cost: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
+
+
 class Index(_Open):
     corpus: Literal["ingested", "folder", "s3"]
     engine: Literal["local", "ray"]
@@ -645,6 +655,7 @@ class Index(_Open):
     promote: Optional[Promote]
     wise_ft: WiseFT
     uri: Optional[Annotated[str, Field(pattern=r"^s3://[^/]+")]]  # the table on object storage
+    plate_search: PlateSearch
 
 
 class Serve(_Open):

@@ -11,12 +11,28 @@ import pyarrow as pa
 from carsearch.core.columns import ROW, Row
 
 
+def read_plate(r: dict) -> str:
+    """The row's plate: the one its caption read (the curated `plate` attribute: an LLM's or the
+    offline captioner's, misreads included), else its labels' plate where legible (COCO /
+    labels.csv attributes, the offline world's `plate` with `plate_legible`), else ""."""
+    read = (r.get("attributes") or {}).get("plate")
+    if read:
+        return str(read)
+    lab = r.get("labels") or {}
+    legible = lab.get("plate_legible", True)
+    if isinstance(legible, str):
+        legible = legible.strip().lower() in ("1", "true", "yes")
+    return str(lab.get("plate") or "") if legible else ""
+
+
 def _values(rows: list[dict], c) -> list:
     """One column's values: a label (labels over curated attributes), a derived value, or the row's own."""
     if c.source == "label":
         return [str((r.get("labels") or {}).get(c.name) or (r.get("attributes") or {}).get(c.name) or "") for r in rows]
     if c.name == "labels_json":
         return [json.dumps(r.get("labels") or {}, sort_keys=True) for r in rows]
+    if c.name == "plate":
+        return [read_plate(r) for r in rows]
     if c.name == "frame_id":  # the vehicle's frame: the image's own id when the row is a whole image
         return [r.get("frame_id") or r["id"] for r in rows]
     if c.source == "derived":

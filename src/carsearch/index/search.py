@@ -24,8 +24,10 @@ from carsearch.index.query import (
     check_image,
     check_text,
     combine,
+    quote,
     scope_where,
 )
+from carsearch.index.plates import PlateMatcher, PlateQueryError
 from carsearch.index.results import Hit, hits_csv, make_hit  # noqa: F401  (hits_csv: its old home)
 
 # what a search returns: every metadata column the table has (never the vector)
@@ -43,6 +45,14 @@ class Plan:
     hybrid_text: str | None
     min_confidence: float | None
     kind: str = "text"
+    plates: dict | None = None  # a plate filter's matches: {stored plate: distance} (None: no plate filter)
+
+
+def plate_settings(root: Path):
+    """`index.plate_search` of the repo's params.yaml (max_distance, confusion_cost)."""
+    from carsearch.core.params import load_config
+
+    return load_config(root / "params.yaml").index.plate_search
 
 
 def index_location(root: Path) -> str:
@@ -62,6 +72,7 @@ class CarSearch:
         model: str | None = None,
         fallback: bool = False,
         text_cache_size: int = TEXT_CACHE_SIZE,
+        plate_search=None,
     ):
         """`model`: embed queries with this model instead of the one the index was built with: a
         folder, a hub id or a registry URI such as `models:/carsearch-clip@champion` (it must be
@@ -72,6 +83,8 @@ class CarSearch:
         location = index_dir if index_dir is not None else index_location(self.root)
         self.index = IndexHandle(location, self.root, fallback=fallback, fetch_model=not model)
         self.encoder = QueryEncoder(text_cache_size)
+        self.plate_settings = plate_search  # None: index.plate_search of the repo's params.yaml
+        self._plates: tuple | None = None
         self._override = model
         if not self.refresh():
             raise FileNotFoundError(f"no car index at {self.index.where} (run `dvc repro` first)")
@@ -151,8 +164,43 @@ class CarSearch:
     ) -> str | None:
         """Structured filters (`{"color": ["red"], "camera": ["cam-a"]}`), a `--where` filter and a
         capture-time range [after, before) as one checked where clause (QueryError naming the bad part)."""
+        return self._where(filters, where, after, before)[0]
+
+    def _where(self, filters, where, after, before) -> tuple[str | None, dict | None]:
+        """The where clause and the plate filter's matches ({stored plate: distance}; None: no plate
+        filter): the fuzzy filter columns (`plate`) become `plate IN (the plates it matches)`."""
+        filters = dict(filters or {})
+        fuzzy = {c: filters.pop(c) for c in ROW.fuzzy if filters.get(c)}
+        clauses, plates = [], None
+        for col, asked in fuzzy.items():
+            plates = self.plates_matching(asked)
+            clauses.append(f"{col} IN ({', '.join(quote(p) for p in plates)})" if plates else "false")
         scope = scope_where(None, after, before, self.index.has_tracks())
-        return combine(build_where(filters or {}, where), scope)
+        return combine(build_where(filters, where), *clauses, scope), plates
+
+    def plate_matcher(self) -> PlateMatcher:
+        """The live version's distinct plates, ready to match (built once per index version)."""
+        key = (str(self.version_dir), self.table.version)  # `index add` appends: a new table version
+        if self._plates is None or self._plates[0] != key:
+            if "plate" not in self.index.columns(("plate",)):
+                raise QueryError("--plate: this index was built before plates were indexed; rebuild it")
+            n = self.table.count_rows()
+            col = self.table.search().where("plate != ''").select(["plate"]).limit(max(n, 1)).to_arrow()["plate"]
+            ps = self.plate_settings or plate_settings(self.root)
+            self._plates = (key, PlateMatcher(col, ps.max_distance, ps.confusion_cost))
+        return self._plates[1]
+
+    def plates_matching(self, asked) -> dict[str, float]:
+        """{stored plate: distance} of the plates any of `asked` (a plate or several) matches."""
+        out: dict[str, float] = {}
+        for q in [asked] if isinstance(asked, str) else list(asked):
+            try:
+                found = self.plate_matcher().match(q)
+            except PlateQueryError as e:
+                raise QueryError(str(e)) from None
+            for p, d in found.items():
+                out[p] = min(d, out.get(p, d))
+        return out
 
     def plan(
         self,
@@ -168,7 +216,7 @@ class CarSearch:
         kind: str = "text",
     ) -> Plan:
         """Check everything a query asks (before a model loads or a vector is made)."""
-        clause = self.where_clause(filters, where, after, before)
+        clause, plates = self._where(filters, where, after, before)
         knobs = []
         for name, v in (("nprobes", nprobes), ("refine_factor", refine_factor)):  # default: the index's own
             v = self.meta.get(name) if v is None else v
@@ -183,7 +231,7 @@ class CarSearch:
             )
         if hybrid_text is not None and min_confidence is not None:
             raise QueryError("min_confidence: hybrid results have no calibrated confidence (a fused rank score)")
-        return Plan(clause, knobs[0], knobs[1], hybrid_text, min_confidence, kind)
+        return Plan(clause, knobs[0], knobs[1], hybrid_text, min_confidence, kind, plates)
 
     def search(
         self,
@@ -226,6 +274,33 @@ class CarSearch:
             rows = [r for r in rows if r["confidence"] is not None and r["confidence"] >= plan.min_confidence]
         return rows
 
+    def plate_rows(self, k: int, plan: Plan) -> list[dict]:
+        """A plate-only query (no text, no image): the rows the plan's plate filter selects, nearest
+        plate first (then earliest, then id); `score` = 1 / (1 + plate distance), no confidence."""
+        if plan.plates is None:
+            raise QueryError("nothing to search for: give a text query, an image or a plate")
+        if not plan.plates:
+            return []
+        cols, rows = self.index.columns(SELECT), []
+        tiers: dict[float, list[str]] = {}
+        for p, d in plan.plates.items():  # nearest plates first: a tier's rows before the next's
+            tiers.setdefault(d, []).append(p)
+        for d in sorted(tiers):
+            clause = f"({plan.where}) AND plate IN ({', '.join(quote(p) for p in tiers[d])})"
+
+            def run(clause=clause, n=int(k) - len(rows)):
+                return self.table.search().where(clause).select(cols).limit(n).to_list()
+
+            rows += self.index.run(run)
+            if len(rows) >= int(k):
+                break
+        for r in rows:
+            d = plan.plates.get(r.get("plate") or "", 99.0)
+            r["score"], r["plate_distance"] = round(1.0 / (1.0 + d), 4), d
+            r["confidence"], r["confident"] = None, False
+        rows.sort(key=lambda r: (r["plate_distance"], r.get("time") is None, r.get("time") or 0.0, r["id"]))
+        return rows[: int(k)]
+
     def _confidences(self, vec, rows: list[dict], kind: str | None) -> None:
         """Each row's calibrated confidence from the fit of the query's `kind` (None: a hybrid query,
         whose fused rank score is not a cosine, or a kind without a fit: no confidence)."""
@@ -246,9 +321,19 @@ class CarSearch:
         return [r["confidence"] for r in rows]
 
     # ---------------------------------------------------------------- text and image queries
-    def _scoped(self, filters, camera) -> dict:
+    def _scoped(self, filters, camera, plate=None) -> dict:
         cams = [camera] if isinstance(camera, str) else [c for c in (camera or []) if c]
-        return {**(filters or {}), **({"camera": cams} if cams else {})}
+        plates = {"plate": [plate] if isinstance(plate, str) else list(plate)} if plate else {}
+        return {**(filters or {}), **({"camera": cams} if cams else {}), **plates}
+
+    def plate(
+        self, plate, k: int = 5, where: str | None = None, *, filters=None, camera=None, after=None, before=None
+    ) -> list[Hit]:
+        """The k vehicles whose plate is nearest to `plate` (wildcards `*` `?`; OCR look-alikes
+        cheap: carsearch.index.plates), filtered as in `text()`; no model loads."""
+        self.refresh()
+        plan = self.plan(self._scoped(filters, camera, plate), where, after=after, before=before, kind="plate")
+        return [make_hit(i, r) for i, r in enumerate(self.plate_rows(k, plan), 1)]
 
     def text(
         self,
@@ -259,6 +344,7 @@ class CarSearch:
         hybrid: bool = False,
         filters=None,
         camera=None,
+        plate=None,
         after=None,
         before=None,
         nprobes=None,
@@ -270,11 +356,12 @@ class CarSearch:
         score = fused relevance, not cosine). `nprobes` / `refine_factor` tune the ANN index per
         query (defaults: the index's). `filters`: {column: value or values} (carsearch.core.columns'
         filter columns); `camera`, `after`, `before`: only hits from those cameras, captured in
-        [after, before) (unix seconds or text such as 2026-01-02T10:00)."""
+        [after, before) (unix seconds or text such as 2026-01-02T10:00); `plate`: only vehicles whose
+        plate matches (wildcards, OCR look-alikes: carsearch.index.plates)."""
         self.refresh()  # a rebuilt index may come with a new model: encode with the one that built it
         query = check_text(query)  # one-line QueryError (a ValueError)
         plan = self.plan(
-            self._scoped(filters, camera),
+            self._scoped(filters, camera, plate),
             where,
             after=after,
             before=before,
@@ -298,6 +385,7 @@ class CarSearch:
         *,
         filters=None,
         camera=None,
+        plate=None,
         after=None,
         before=None,
         nprobes=None,
@@ -308,7 +396,7 @@ class CarSearch:
         self.refresh()
         path = check_image(path)
         plan = self.plan(
-            self._scoped(filters, camera),
+            self._scoped(filters, camera, plate),
             where,
             after=after,
             before=before,
@@ -336,11 +424,17 @@ def search(
     """One-shot search by text or by image (`model`: see CarSearch; `filters`, `camera`, `after`,
     `before`, `nprobes`, `refine_factor`, `min_confidence`: see `CarSearch.text`; `searcher`: an
     open CarSearch to use, e.g. to read its calibration afterwards)."""
-    if query is None and image is None:
-        raise QueryError("nothing to search for: give a text query or --image")
+    plate = kw.get("plate") or (kw.get("filters") or {}).get("plate")
+    if query is None and image is None and not plate:
+        raise QueryError("nothing to search for: give a text query, --image or --plate")
     if query is not None and image is not None:
         raise QueryError("give a text query or --image, not both")
     if hybrid and query is None:
         raise QueryError("hybrid search needs a text query (it matches the captions)")
     s = searcher if searcher is not None else CarSearch(index_dir, model=model)
+    if query is None and image is None:  # a plate alone: ranked by plate distance, no model
+        for knob in ("nprobes", "refine_factor", "min_confidence"):
+            if kw.pop(knob, None) is not None:
+                raise QueryError(f"{knob}: a plate-only search has no vector (give a text query or an image)")
+        return s.plate(kw.pop("plate", None), k, where, **kw)
     return s.text(query, k, where, hybrid=hybrid, **kw) if query is not None else s.image(image, k, where, **kw)

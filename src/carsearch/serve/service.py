@@ -136,11 +136,11 @@ class Service:
         """The page size, once the request is a query at all and its page is within reach."""
         if picture is not None and req.like:
             raise ApiError(400, "bad_query", "give an uploaded image or like=<id>, not both")
-        if not (q or picture is not None or req.like):
+        if not (q or picture is not None or req.like or self._plate_only(req, q, picture)):
             raise ApiError(
                 400,
                 "empty_query",
-                "nothing to search for: give a text query (q), an image, or like=<image id>"
+                "nothing to search for: give a text query (q), an image, like=<image id> or a plate"
                 + (" (a negative text alone is not a query)" if neg else ""),
             )
         limit = self.page_size(req.limit)
@@ -153,6 +153,11 @@ class Service:
                 f"{max_results} (serve.max_results); narrow the query with filters",
             )
         return limit
+
+    @staticmethod
+    def _plate_only(req: SearchRequest, q, picture) -> bool:
+        """A plate filter with no text, image or like: ranked by plate distance (CarSearch.plate_rows)."""
+        return not (q or picture is not None or req.like) and bool(req.filters.active().get("plate"))
 
     def _vector(self, req: SearchRequest, q, neg, picture) -> tuple[np.ndarray, dict | None]:
         """The query vector (text, image, like=<id>, negative text, weighted) and the `like` row."""
@@ -188,6 +193,9 @@ class Service:
             )
         except QueryError as e:
             raise ApiError(400, "bad_filter", str(e)) from None
+        if self._plate_only(req, q, picture):
+            self.refresh()
+            return self.s.plate_rows(n, plan), None
         for attempt in range(2):  # once more if the index (and its model) changed between embedding and search
             key = self.refresh()
             try:
@@ -214,6 +222,7 @@ class Service:
             image=(picture is not None or bool(req.like)) and req.w_image > 0,
             negative=bool(neg) and req.w_neg > 0,
         )
+        kind = "plate" if self._plate_only(req, q, picture) else kind
         rows, ref = self._candidates(req, q, neg, picture, n, kind)
         cal = self.s.calibrator(kind)
         if req.sort == "time":  # the candidates in capture order (undated last), then paged
