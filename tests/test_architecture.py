@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAZY_IMPORTS = {
     "carsearch.cli": "each command imports only what it runs (cold query start-up)",
     "carsearch.index.search": "params.yaml and the model's hash are read only when a query needs them",
+    "carsearch.index.planning": "params.yaml (index.plate_search) is read only when a plate query needs it",
     "carsearch.index.encoder": "a cold query loads torch/transformers only when the NumPy towers cannot serve it",
     "carsearch.index.query": "a text query does not import the image reader (PIL, pillow-heif); an image query does",
     "carsearch.index.scale": "opening a table imports lancedb only when it is called",

@@ -84,7 +84,7 @@ def test_cli_offers_every_filter_the_page_offers(root):
         script = tc.get("/static/app.js").text
     page = [f["name"] for f in info["filters"]]
     assert page == info["filter_columns"] and {"color", "scene", "camera"} <= set(page)
-    assert {f["page"] for f in info["filters"]} == {"chips", "scope"}
+    assert {f["page"] for f in info["filters"]} == {"chips", "scope", "input"}
     helptext = CliRunner().invoke(app, ["search", "--help"], env={"COLUMNS": "200"}).output
     for name in page:
         assert f"--{name.replace('_', '-')}" in helptext, name

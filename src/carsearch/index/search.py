@@ -7,7 +7,6 @@ model loads."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,42 +16,17 @@ from carsearch.core.confidence import no_calibration_note
 from carsearch.core.paths import repo_root
 from carsearch.index.encoder import TEXT_CACHE_SIZE, QueryEncoder
 from carsearch.index.handle import IndexDamagedError, IndexHandle  # noqa: F401  (IndexDamagedError: its old home)
+from carsearch.index.planning import Plan, QueryPlanner  # noqa: F401  (Plan: its old home)
+from carsearch.index.plates import IndexPlates, plate_rows
 from carsearch.index.query import (
     QueryError,
-    build_where,
-    check_confidence,
     check_image,
     check_text,
-    combine,
-    quote,
-    scope_where,
 )
-from carsearch.index.plates import PlateMatcher, PlateQueryError
 from carsearch.index.results import Hit, hits_csv, make_hit  # noqa: F401  (hits_csv: its old home)
 
 # what a search returns: every metadata column the table has (never the vector)
 SELECT = tuple(c for c in ROW.metadata)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A checked query: the where clause, the ANN knobs, the hybrid text, the confidence cut and the
-    query's kind (core.confidence.QUERY_KINDS: each kind has its own calibration)."""
-
-    where: str | None
-    nprobes: int | None
-    refine_factor: int | None
-    hybrid_text: str | None
-    min_confidence: float | None
-    kind: str = "text"
-    plates: dict | None = None  # a plate filter's matches: {stored plate: distance} (None: no plate filter)
-
-
-def plate_settings(root: Path):
-    """`index.plate_search` of the repo's params.yaml (max_distance, confusion_cost)."""
-    from carsearch.core.params import load_config
-
-    return load_config(root / "params.yaml").index.plate_search
 
 
 def index_location(root: Path) -> str:
@@ -62,7 +36,7 @@ def index_location(root: Path) -> str:
     return load_params(root / "params.yaml")["paths"]["index_dir"]
 
 
-class CarSearch:
+class CarSearch(QueryPlanner):
     """`CarSearch().text("red suv seen from the front", k=5)`, `.image("some.jpg", k=5)`."""
 
     def __init__(
@@ -84,7 +58,7 @@ class CarSearch:
         self.index = IndexHandle(location, self.root, fallback=fallback, fetch_model=not model)
         self.encoder = QueryEncoder(text_cache_size)
         self.plate_settings = plate_search  # None: index.plate_search of the repo's params.yaml
-        self._plates: tuple | None = None
+        self._plates = IndexPlates()  # the distinct plates, per index version
         self._override = model
         if not self.refresh():
             raise FileNotFoundError(f"no car index at {self.index.where} (run `dvc repro` first)")
@@ -159,80 +133,6 @@ class CarSearch:
         return self.index.get_row(image_id, self.index.columns(SELECT) + (["vector"] if vector else []))
 
     # ---------------------------------------------------------------- the one query builder
-    def where_clause(
-        self, filters: dict | None = None, where: str | None = None, after=None, before=None
-    ) -> str | None:
-        """Structured filters (`{"color": ["red"], "camera": ["cam-a"]}`), a `--where` filter and a
-        capture-time range [after, before) as one checked where clause (QueryError naming the bad part)."""
-        return self._where(filters, where, after, before)[0]
-
-    def _where(self, filters, where, after, before) -> tuple[str | None, dict | None]:
-        """The where clause and the plate filter's matches ({stored plate: distance}; None: no plate
-        filter): the fuzzy filter columns (`plate`) become `plate IN (the plates it matches)`."""
-        filters = dict(filters or {})
-        fuzzy = {c: filters.pop(c) for c in ROW.fuzzy if filters.get(c)}
-        clauses, plates = [], None
-        for col, asked in fuzzy.items():
-            plates = self.plates_matching(asked)
-            clauses.append(f"{col} IN ({', '.join(quote(p) for p in plates)})" if plates else "false")
-        scope = scope_where(None, after, before, self.index.has_tracks())
-        return combine(build_where(filters, where), *clauses, scope), plates
-
-    def plate_matcher(self) -> PlateMatcher:
-        """The live version's distinct plates, ready to match (built once per index version)."""
-        key = (str(self.version_dir), self.table.version)  # `index add` appends: a new table version
-        if self._plates is None or self._plates[0] != key:
-            if "plate" not in self.index.columns(("plate",)):
-                raise QueryError("--plate: this index was built before plates were indexed; rebuild it")
-            n = self.table.count_rows()
-            col = self.table.search().where("plate != ''").select(["plate"]).limit(max(n, 1)).to_arrow()["plate"]
-            ps = self.plate_settings or plate_settings(self.root)
-            self._plates = (key, PlateMatcher(col, ps.max_distance, ps.confusion_cost))
-        return self._plates[1]
-
-    def plates_matching(self, asked) -> dict[str, float]:
-        """{stored plate: distance} of the plates any of `asked` (a plate or several) matches."""
-        out: dict[str, float] = {}
-        for q in [asked] if isinstance(asked, str) else list(asked):
-            try:
-                found = self.plate_matcher().match(q)
-            except PlateQueryError as e:
-                raise QueryError(str(e)) from None
-            for p, d in found.items():
-                out[p] = min(d, out.get(p, d))
-        return out
-
-    def plan(
-        self,
-        filters=None,
-        where=None,
-        *,
-        after=None,
-        before=None,
-        nprobes=None,
-        refine_factor=None,
-        hybrid_text=None,
-        min_confidence=None,
-        kind: str = "text",
-    ) -> Plan:
-        """Check everything a query asks (before a model loads or a vector is made)."""
-        clause, plates = self._where(filters, where, after, before)
-        knobs = []
-        for name, v in (("nprobes", nprobes), ("refine_factor", refine_factor)):  # default: the index's own
-            v = self.meta.get(name) if v is None else v
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
-                raise QueryError(f"{name}: expected a whole number >= 0 (0: lance's default), got {v!r}")
-            knobs.append(int(v) if v else None)
-        min_confidence = check_confidence(min_confidence)
-        if hybrid_text is not None and not self.has_fts():
-            raise QueryError(
-                "hybrid search needs the full-text index on captions, which this index was built without; "
-                "rebuild it (`dvc repro build_index`, index.fts: true)"
-            )
-        if hybrid_text is not None and min_confidence is not None:
-            raise QueryError("min_confidence: hybrid results have no calibrated confidence (a fused rank score)")
-        return Plan(clause, knobs[0], knobs[1], hybrid_text, min_confidence, kind, plates)
-
     def search(
         self,
         vector,
@@ -279,27 +179,7 @@ class CarSearch:
         plate first (then earliest, then id); `score` = 1 / (1 + plate distance), no confidence."""
         if plan.plates is None:
             raise QueryError("nothing to search for: give a text query, an image or a plate")
-        if not plan.plates:
-            return []
-        cols, rows = self.index.columns(SELECT), []
-        tiers: dict[float, list[str]] = {}
-        for p, d in plan.plates.items():  # nearest plates first: a tier's rows before the next's
-            tiers.setdefault(d, []).append(p)
-        for d in sorted(tiers):
-            clause = f"({plan.where}) AND plate IN ({', '.join(quote(p) for p in tiers[d])})"
-
-            def run(clause=clause, n=int(k) - len(rows)):
-                return self.table.search().where(clause).select(cols).limit(n).to_list()
-
-            rows += self.index.run(run)
-            if len(rows) >= int(k):
-                break
-        for r in rows:
-            d = plan.plates.get(r.get("plate") or "", 99.0)
-            r["score"], r["plate_distance"] = round(1.0 / (1.0 + d), 4), d
-            r["confidence"], r["confident"] = None, False
-        rows.sort(key=lambda r: (r["plate_distance"], r.get("time") is None, r.get("time") or 0.0, r["id"]))
-        return rows[: int(k)]
+        return plate_rows(self.index, plan.where, plan.plates, k, self.index.columns(SELECT))
 
     def _confidences(self, vec, rows: list[dict], kind: str | None) -> None:
         """Each row's calibrated confidence from the fit of the query's `kind` (None: a hybrid query,

@@ -60,6 +60,11 @@ def _track(row: dict) -> dict | None:
     }
 
 
+def plate_only(req: SearchRequest, q, picture) -> bool:
+    """A plate filter with no text, image or like: ranked by plate distance (CarSearch.plate_rows)."""
+    return not (q or picture is not None or req.like) and bool(req.filters.active().get("plate"))
+
+
 def api_hit(r: dict, rank: int, row=ROW) -> dict:
     """A result row (CarSearch.search) as the API's hit: its `api` columns (carsearch.core.columns;
     a time as ISO 8601, strings "" where unknown, a vehicle's frame id its own for a whole image),
@@ -136,7 +141,7 @@ class Service:
         """The page size, once the request is a query at all and its page is within reach."""
         if picture is not None and req.like:
             raise ApiError(400, "bad_query", "give an uploaded image or like=<id>, not both")
-        if not (q or picture is not None or req.like or self._plate_only(req, q, picture)):
+        if not (q or picture is not None or req.like or plate_only(req, q, picture)):
             raise ApiError(
                 400,
                 "empty_query",
@@ -153,11 +158,6 @@ class Service:
                 f"{max_results} (serve.max_results); narrow the query with filters",
             )
         return limit
-
-    @staticmethod
-    def _plate_only(req: SearchRequest, q, picture) -> bool:
-        """A plate filter with no text, image or like: ranked by plate distance (CarSearch.plate_rows)."""
-        return not (q or picture is not None or req.like) and bool(req.filters.active().get("plate"))
 
     def _vector(self, req: SearchRequest, q, neg, picture) -> tuple[np.ndarray, dict | None]:
         """The query vector (text, image, like=<id>, negative text, weighted) and the `like` row."""
@@ -193,8 +193,7 @@ class Service:
             )
         except QueryError as e:
             raise ApiError(400, "bad_filter", str(e)) from None
-        if self._plate_only(req, q, picture):
-            self.refresh()
+        if plate_only(req, q, picture):  # the plan matched the live version's plates: no vector to make
             return self.s.plate_rows(n, plan), None
         for attempt in range(2):  # once more if the index (and its model) changed between embedding and search
             key = self.refresh()
@@ -217,12 +216,16 @@ class Service:
         neg = " ".join(req.neg.split()) if req.neg and req.neg.strip() else None
         limit = self._check(req, q, neg, picture)
         n = min(max(int(self.cfg["facet_candidates"]), req.offset + limit), int(self.cfg["max_results"]))
-        kind = query_kind(  # each query kind has its own calibration (none: no confidence, and the reply says so)
-            text=bool(q) and req.w_text > 0,
-            image=(picture is not None or bool(req.like)) and req.w_image > 0,
-            negative=bool(neg) and req.w_neg > 0,
+        # each query kind has its own calibration (none: no confidence, and the reply says so)
+        kind = (
+            "plate"
+            if plate_only(req, q, picture)
+            else query_kind(
+                text=bool(q) and req.w_text > 0,
+                image=(picture is not None or bool(req.like)) and req.w_image > 0,
+                negative=bool(neg) and req.w_neg > 0,
+            )
         )
-        kind = "plate" if self._plate_only(req, q, picture) else kind
         rows, ref = self._candidates(req, q, neg, picture, n, kind)
         cal = self.s.calibrator(kind)
         if req.sort == "time":  # the candidates in capture order (undated last), then paged

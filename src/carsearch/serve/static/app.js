@@ -7,6 +7,7 @@
 let FILTERS = [];  // facet chips on the left
 let REQUEST_FILTERS = [];  // every filter a search sends
 let LABELS = {};
+let INPUTS = [];  // filters typed into a box beside the search bar (page "input": the plate)
 const SWATCH = { red: "#d7261e", blue: "#2458c6", green: "#2f9a47", yellow: "#f2c916", white: "#ffffff", black: "#16181b",
   silver: "#c3c8ce", grey: "#7d848c", orange: "#f07c12", purple: "#7c3fb5", brown: "#7a4d2b" };
 const $ = (id) => document.getElementById(id);
@@ -34,6 +35,7 @@ function readURL() {
   state.minConf = p.has("min_confidence") ? Math.min(1, Math.max(0, parseFloat(p.get("min_confidence")) || 0)) : null;
   $("confident-only").checked = state.minConf !== null;
   $("q").value = state.q;
+  syncInputs();
   $("neg").value = state.neg;
   $("balance").value = state.balance;
   syncScopeInputs();
@@ -60,7 +62,27 @@ function addScope(add) {
   if (state.minConf !== null && state.minConf !== undefined) add("min_confidence", String(state.minConf));
 }
 
-function hasQuery() { return Boolean(state.q || state.like || state.image); }
+function hasQuery() { return Boolean(state.q || state.like || state.image || INPUTS.some((f) => (state.filters[f] || []).length)); }
+
+// the `input` filters (from /api/v1/info): a labelled box each beside the negative text
+function makeInputs(filters) {
+  for (const f of filters) {
+    if ($("filter-" + f.name)) continue;
+    const box = el("input", { id: "filter-" + f.name, type: "search", maxlength: "40", "aria-label": f.label,
+      placeholder: f.name === "plate" ? "e.g. AB12* or A8I2CDE" : "" });
+    box.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $("search-form").requestSubmit(); } });
+    $("neg").closest("label").after(el("label", {}, [f.label.toLowerCase() + " ", box]));
+  }
+}
+
+function readInputs() {
+  for (const f of INPUTS) {
+    const v = $("filter-" + f).value.trim();
+    if (v) state.filters[f] = [v]; else delete state.filters[f];
+  }
+}
+
+function syncInputs() { for (const f of INPUTS) $("filter-" + f).value = (state.filters[f] || [])[0] || ""; }
 
 function weights() {
   // balance 0 = text only, 1 = image only; both weights 1 at the middle
@@ -235,6 +257,7 @@ function card(h, i) {
   // where and when: camera, capture time, the source file (the frame, for a vehicle)
   const meta = el("div", { class: "meta" });
   if (h.camera) meta.append(el("span", { class: "cam", title: "camera", text: h.camera }));
+  if (h.plate) meta.append(el("span", { class: "plate", title: "number plate (as read)", text: h.plate }));
   if (h.time && !h.track) meta.append(el("time", { class: "when", datetime: h.time, title: "captured", text: showTime(h.time) }));
   if (file) meta.append(el("span", { class: "origin", title: h.origin, text: h.folder ? `${basename(h.folder)}/${file}` : file }));
   const pct = Math.max(0, Math.min(1, h.score)) * 100;
@@ -601,8 +624,9 @@ $("search-form").addEventListener("submit", (e) => {
   e.preventDefault();
   state.q = $("q").value.trim();
   state.neg = $("neg").value.trim();
+  readInputs();
   state.page = 1;
-  if (!hasQuery()) { showError("Type a description of a car, or drop a photo."); return; }
+  if (!hasQuery()) { showError("Type a description of a car, a plate, or drop a photo."); return; }
   run();
 });
 $("neg").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $("search-form").requestSubmit(); } });
@@ -677,6 +701,8 @@ async function loadInfo() {
     const filters = info.filters || [];
     FILTERS = filters.filter((f) => f.page === "chips").map((f) => f.name);
     REQUEST_FILTERS = filters.map((f) => f.name);
+    INPUTS = filters.filter((f) => f.page === "input").map((f) => f.name);
+    makeInputs(filters.filter((f) => f.page === "input"));
     LABELS = Object.fromEntries(filters.map((f) => [f.name, f.label]));
     pageSize = Math.min(info.limits.default_page_size, info.limits.max_page_size);
     const m = $("model");
