@@ -82,8 +82,11 @@ def predict(calib: dict, feats: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(t, -40, 40)))
 
 
-def query_kind(text: bool, image: bool, negative: bool = False) -> str:
-    """The kind of a query from what its vector is made of (an image: an upload or an indexed image)."""
+def query_kind(text: bool, image: bool, negative: bool = False, plate: bool = False) -> str:
+    """The kind of a query from what its vector is made of (an image: an upload or an indexed image;
+    `plate`: a plate filter, the query's only part when neither text nor image is given)."""
+    if plate and not (text or image):
+        return "plate"
     if negative:
         return "negative"
     if text and image:

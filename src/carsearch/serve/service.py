@@ -216,15 +216,11 @@ class Service:
         neg = " ".join(req.neg.split()) if req.neg and req.neg.strip() else None
         limit = self._check(req, q, neg, picture)
         n = min(max(int(self.cfg["facet_candidates"]), req.offset + limit), int(self.cfg["max_results"]))
-        # each query kind has its own calibration (none: no confidence, and the reply says so)
-        kind = (
-            "plate"
-            if plate_only(req, q, picture)
-            else query_kind(
-                text=bool(q) and req.w_text > 0,
-                image=(picture is not None or bool(req.like)) and req.w_image > 0,
-                negative=bool(neg) and req.w_neg > 0,
-            )
+        kind = query_kind(  # each query kind has its own calibration (none: no confidence, and the reply says so)
+            text=bool(q) and req.w_text > 0,
+            image=(picture is not None or bool(req.like)) and req.w_image > 0,
+            negative=bool(neg) and req.w_neg > 0,
+            plate=plate_only(req, q, picture),
         )
         rows, ref = self._candidates(req, q, neg, picture, n, kind)
         cal = self.s.calibrator(kind)
