@@ -11,10 +11,10 @@ index version from the distinct plates and matches in memory; the caller then fi
 `plate IN (...)`. Every plate within `max_distance` is within `floor(max_distance)` plain edits of
 the query once look-alikes are folded together (`fold`), so candidates come from a deletion
 neighbourhood of the folded plates (SymSpell's trick: two strings within d edits share a string
-of d or fewer deletions; kept as Arrow arrays, looked up with `is_in`) and only they get the
+of d or fewer deletions; built in Arrow, sorted, looked up by binary search) and only they get the
 weighted distance. A wildcard query is matched
 with Arrow's LIKE over the folded plates (an exact match ranks first). `IndexPlates` keeps an
-index version's matcher; `plate_rows` answers a plate-only query. Light: pyarrow only.
+index version's matcher; `plate_rows` answers a plate-only query. Light: pyarrow and NumPy.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from itertools import combinations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -96,11 +97,11 @@ class PlateMatcher:
             self.by_normal.setdefault(normal(p), []).append(p)
         self.normals = list(self.by_normal)
         self.folded = pa.array([fold(n) for n in self.normals], pa.string())
-        self._neighbours: tuple[pa.Array, pa.Array] | None = None  # built at the first fuzzy query
+        self._neighbours: tuple[np.ndarray, np.ndarray] | None = None  # built at the first fuzzy query
 
-    def _neighbourhood(self) -> tuple[pa.Array, pa.Array]:
-        """(keys, owners): each folded plate and its strings of up to `depth` deletions, and the
-        index of the plate each came from, as Arrow arrays (built in Arrow: ~0.1 s for 200k plates)."""
+    def _neighbourhood(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, owners): each folded plate and its strings of up to `depth` deletions, sorted, and
+        the index of the plate each came from (built in Arrow: under a second for 200k plates)."""
         if self._neighbours is None:
             n, f = len(self.folded), self.folded
             keys, owners = [f], [pa.array(range(n), pa.int32())]
@@ -112,7 +113,9 @@ class PlateMatcher:
                     start = i + 1
                 keys.append(pc.binary_join_element_wise(key, pc.utf8_slice_codeunits(f, start, 10**6), ""))
                 owners.append(owners[0])
-            self._neighbours = (pa.concat_arrays(keys), pa.concat_arrays(owners))
+            keys, owners = pa.concat_arrays(keys), pa.concat_arrays(owners)
+            order = pc.sort_indices(keys)  # sorted: a key's owners found by binary search
+            self._neighbours = (pc.take(keys, order).to_numpy(zero_copy_only=False), pc.take(owners, order).to_numpy())
         return self._neighbours
 
     def match(self, query: str) -> dict[str, float]:
@@ -123,8 +126,10 @@ class PlateMatcher:
             found = self._wildcard(q)
         else:
             (keys, owners), fq = self._neighbourhood(), fold(q)
-            wanted = pa.array(sorted(_deletions(fq, self.depth)), pa.string())
-            cand = set(pc.filter(owners, pc.is_in(keys, value_set=wanted)).to_pylist())
+            cand = set()
+            for key in _deletions(fq, self.depth):
+                lo, hi = np.searchsorted(keys, key, "left"), np.searchsorted(keys, key, "right")
+                cand.update(owners[lo:hi].tolist())
             found = {}
             for i in cand:
                 d = distance(q, self.normals[i], self.confusion_cost)
