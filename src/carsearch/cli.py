@@ -20,7 +20,8 @@ def _main() -> None:
 
 def _with_filter_options(func):
     """Give `func` (which takes `**filters`) one `--<name>` option per filter column of the index
-    row (carsearch.core.columns), after `--where`: `--color red --color blue`, `--camera cam-a`, …
+    row (carsearch.core.columns), after `--where`: `--color red --color blue`, `--camera cam-a`, …,
+    and `--min-<name>` / `--max-<name>` per range column (`--min-speed 30`).
     The API and the page offer the same filters."""
     from carsearch.core.columns import ROW
 
@@ -36,6 +37,14 @@ def _with_filter_options(func):
         )
         for c in ROW.columns
         if c.filter
+    ] + [
+        inspect.Parameter(
+            key,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=typer.Option(None, f"--{key.replace('_', '-')}", help=f"Only hits with {col} {op} this."),
+            annotation=Optional[float],
+        )
+        for key, (col, op) in ROW.ranges.items()
     ]
     func.__signature__ = sig.replace(parameters=[*params[:at], *opts, *params[at:]])
     func.__annotations__ = {**func.__annotations__, **{p.name: p.annotation for p in opts}}
@@ -97,7 +106,7 @@ def search(
     from carsearch.index.search import CarSearch
     from carsearch.index.search import search as run_search
 
-    filters = {name: values for name, values in filters.items() if values}
+    filters = {name: values for name, values in filters.items() if values is not None and values != []}
     asked = dict(where=where, filters=filters, after=after, before=before, min_confidence=min_confidence)
     try:
         searcher = CarSearch(index_dir, model=use_model)
