@@ -231,6 +231,52 @@ def _write_hits_csv(hits, out: Path) -> None:
 
 
 @app.command()
+@_with_filter_options
+def counts(
+    query: Optional[str] = typer.Argument(None, help="Count the top -k hits of this text search (none: every row)."),
+    by: str = typer.Option("camera", "--by", help="Buckets: any of camera,hour,class,colour,direction,view,body_type."),
+    line: Optional[str] = typer.Option(
+        None, "--line", help="Count crossings of this line x1,y1,x2,y2 (pixels of --camera's image) per direction."
+    ),
+    k: int = typer.Option(1000, "-k", "--top-k", min=1, help="With a text: how many hits are counted."),
+    where: Optional[str] = typer.Option(None, "--where", help="Filter on metadata, as for search."),
+    after: Optional[str] = typer.Option(None, "--after", help="Only vehicles captured at or after this time."),
+    before: Optional[str] = typer.Option(None, "--before", help="Only vehicles captured before this time."),
+    min_confidence: Optional[float] = typer.Option(None, "--min-confidence", help="With a text: only confident hits."),
+    csv_out: Path = typer.Option(Path("counts.csv"), "--csv", help="Write the counts here (CSV)."),
+    png: Path = typer.Option(Path("counts.png"), "--png", help="Write a stacked bar chart here (PNG)."),
+    index_dir: Optional[str] = typer.Option(None, "--index", help="Index folder or s3://bucket/prefix."),
+    **filters: Optional[list[str]],
+) -> None:
+    """Count vehicles (video tracks once, not per frame) per bucket, or line crossings per direction
+    (--line, in the image of one --camera), of any search: its text, filters, --where and time range
+    combine. Writes the counts as CSV and a stacked bar chart (PNG)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from carsearch.core.errors import CarsearchError
+    from carsearch.index import counts as counts_mod
+    from carsearch.index.search import CarSearch
+
+    filters = {name: values for name, values in filters.items() if values is not None and values != []}
+    cams = filters.pop("camera", [])  # --line needs exactly one --camera
+    camera = cams[0] if len(cams) == 1 else None
+    filters.update({"camera": cams} if len(cams) > 1 else {})
+    try:
+        names = counts_mod.parse_by(by)
+        table = counts_mod.counts(
+            CarSearch(index_dir), names, line=line, camera=camera, text=query, k=k, filters=filters,
+            where=where, after=after, before=before, min_confidence=min_confidence,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError, CarsearchError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    for r in table:
+        typer.echo("\t".join([*(str(r[b]) for b in names), str(r["count"])]))
+    csv_out.write_text(counts_mod.counts_csv(table, names), encoding="utf-8")
+    png.write_bytes(counts_mod.counts_png(table, names, query or ""))
+    typer.echo(f"{sum(r['count'] for r in table)} counted -> {csv_out}, {png}", err=True)
+
+
+@app.command()
 def report(
     base: str = typer.Option("main", "--base", help="Base revision (branch, tag or commit) to compare against."),
     head: Optional[str] = typer.Option(None, "--head", help="Revision to report on (default: the workspace)."),

@@ -140,7 +140,9 @@ class Row:
         self.where = names(lambda c: c.where)
         self.filters = names(lambda c: c.filter)
         # the range filters: {"min_speed": ("speed", ">="), "max_speed": ("speed", "<=")}
-        self.ranges = {f"{e}_{c.name}": (c.name, op) for c in columns if c.range for e, op in (("min", ">="), ("max", "<="))}
+        self.ranges = {
+            f"{e}_{c.name}": (c.name, op) for c in columns if c.range for e, op in (("min", ">="), ("max", "<="))
+        }
         self.facets = names(lambda c: c.facet)
         self.hit = names(lambda c: c.hit)
         self.api = names(lambda c: c.api)
