@@ -359,8 +359,17 @@ function trackLine(h) {
       btn.setAttribute("aria-expanded", String(!strip.hidden));
       if (!strip.hidden && !strip.childNodes.length) fillStrip(h, strip);
     } });
-  wrap.append(btn, strip);
+  wrap.append(...(h.direction ? [motionArrow(h)] : []), btn, strip);
   return wrap;
+}
+
+// a track's way in the image (and compass heading, where its camera's geometry is known) and speed
+const ARROWS = { left: "←", right: "→", towards: "↓", away: "↑", stopped: "■" };
+function motionArrow(h) {
+  const speed = typeof h.speed === "number" ? ` ${Math.round(h.speed)} ${h.speed_unit || ""}` : "";
+  const heading = typeof h.heading === "number" ? ` · heading ${Math.round(h.heading)}°` : "";
+  return el("span", { class: "motion", "data-direction": h.direction, title: `going ${h.direction}${heading}`,
+    text: `${ARROWS[h.direction] || "?"} ${h.direction}${speed}${heading}` });
 }
 
 function fillStrip(h, strip) {
