@@ -162,6 +162,9 @@ def test_counts_cli_and_api_on_a_built_index(corridor, repo, tmp_path, monkeypat
     for cam, _, n in table:
         by_cam[cam] += int(n)
     assert by_cam == truth and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    away = CliRunner().invoke(app, ["search", "a car", "-k", "50", "--direction", "away", "--min-speed", "1"])
+    n_away = sum(int(n) for _, d, n in table if d == "away")
+    assert away.exit_code == 0 and sum(x.split("\t")[0].isdigit() for x in away.output.splitlines()) == n_away > 0
     bad = CliRunner().invoke(app, ["counts", "--line", "0,80,160,80"])
     assert bad.exit_code == 1 and "--line needs --camera" in bad.output
 

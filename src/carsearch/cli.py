@@ -1,4 +1,7 @@
-"""`carsearch search "red suv seen from the front" -k 5` / `carsearch search --image car.jpg`."""
+"""`carsearch search "red suv seen from the front" -k 5` / `carsearch search --image car.jpg`.
+
+Over 350 lines on purpose: one Typer app holds every command's options (what `--help` and the
+generated CLI reference read); the commands' work is in the library (e.g. `index.counts.command`)."""
 
 from __future__ import annotations
 
@@ -252,28 +255,10 @@ def counts(
     (--line, in the image of one --camera), of any search: its text, filters, --where and time range
     combine. Writes the counts as CSV and a stacked bar chart (PNG)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from carsearch.core.errors import CarsearchError
-    from carsearch.index import counts as counts_mod
-    from carsearch.index.search import CarSearch
+    from carsearch.index.counts import command
 
-    filters = {name: values for name, values in filters.items() if values is not None and values != []}
-    cams = filters.pop("camera", [])  # --line needs exactly one --camera
-    camera = cams[0] if len(cams) == 1 else None
-    filters.update({"camera": cams} if len(cams) > 1 else {})
-    try:
-        names = counts_mod.parse_by(by)
-        table = counts_mod.counts(
-            CarSearch(index_dir), names, line=line, camera=camera, text=query, k=k, filters=filters,
-            where=where, after=after, before=before, min_confidence=min_confidence,
-        )  # fmt: skip
-    except (FileNotFoundError, ValueError, CarsearchError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
-    for r in table:
-        typer.echo("\t".join([*(str(r[b]) for b in names), str(r["count"])]))
-    csv_out.write_text(counts_mod.counts_csv(table, names), encoding="utf-8")
-    png.write_bytes(counts_mod.counts_png(table, names, query or ""))
-    typer.echo(f"{sum(r['count'] for r in table)} counted -> {csv_out}, {png}", err=True)
+    asked = dict(where=where, after=after, before=before, min_confidence=min_confidence)
+    raise typer.Exit(command(query, by, line, k, csv_out, png, index_dir, filters, **asked))
 
 
 @app.command()

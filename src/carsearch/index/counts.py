@@ -16,10 +16,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 
+from carsearch.core.errors import CarsearchError
 from carsearch.index.query import QueryError
+from carsearch.index.search import SELECT, CarSearch
 
 # bucket name -> the row column it reads (`hour` is the UTC hour of `time`)
 BY = {"camera": "camera", "hour": "time", "class": "box_class", "colour": "color", "color": "color",
@@ -95,8 +99,6 @@ def count_rows(rows: list[dict], by: list[str], line=None) -> list[dict]:
 def counts(searcher, by, *, line=None, camera=None, text=None, k: int = 1000, filters=None, where=None,
            after=None, before=None, min_confidence=None) -> list[dict]:  # fmt: skip
     """Count a search (module docstring) through the searcher's one query path."""
-    from carsearch.index.search import SELECT
-
     by, line = parse_by(by), parse_line(line)
     if line is not None and not camera:
         raise QueryError("--line needs --camera: a line is drawn in one camera's image")
@@ -148,3 +150,24 @@ def counts_png(table: list[dict], by: list[str], title: str = "") -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def command(query, by, line, k, csv_out, png, index_dir, filters, **asked) -> int:
+    """`carsearch counts`: count, print a line per bucket, write the CSV and the PNG; the exit code
+    (1 with one `error:` line on stderr for anything the library refuses)."""
+    filters = {name: values for name, values in filters.items() if values is not None and values != []}
+    cams = filters.pop("camera", [])  # --line needs exactly one --camera
+    camera = cams[0] if len(cams) == 1 else None
+    filters.update({"camera": cams} if len(cams) > 1 else {})
+    try:
+        names = parse_by(by)
+        table = counts(CarSearch(index_dir), names, line=line, camera=camera, text=query, k=k, filters=filters, **asked)
+    except (FileNotFoundError, ValueError, CarsearchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for r in table:
+        print("\t".join([*(str(r[b]) for b in names), str(r["count"])]))
+    Path(csv_out).write_text(counts_csv(table, names), encoding="utf-8")
+    Path(png).write_bytes(counts_png(table, names, query or ""))
+    print(f"{sum(r['count'] for r in table)} counted -> {csv_out}, {png}", file=sys.stderr)
+    return 0
