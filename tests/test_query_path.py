@@ -46,7 +46,7 @@ def test_cli_python_and_http_give_the_same_ids_and_scores(root):
 
     text, k = "a red car seen from the front", 10
     filters = {"color": ["red", "blue"], "view": ["front", "rear", "side", "three-quarter"]}
-    py = CarSearch(root=root).text(text, k=k, filters=filters)
+    py = CarSearch(root=str(root)).text(text, k=k, filters=filters)  # a str root works as a Path
     assert len(py) == k and {h.labels["color"] for h in py} <= {"red", "blue"}
 
     cli_args = [text, "-k", str(k)] + [a for c, vs in filters.items() for v in vs for a in (f"--{c}", v)]

@@ -58,7 +58,7 @@ class CarSearch:
     def __init__(
         self,
         index_dir: str | os.PathLike | None = None,
-        root: Path | None = None,
+        root: str | os.PathLike | None = None,
         model: str | None = None,
         fallback: bool = False,
         text_cache_size: int = TEXT_CACHE_SIZE,
@@ -68,7 +68,7 @@ class CarSearch:
         the model that embedded the index, or scores mean nothing: a differing content hash warns).
         `fallback`: when the live version turns out damaged, serve the kept previous version (with a
         warning) instead of failing; the search service does this."""
-        self.root = root or repo_root()
+        self.root = Path(root) if root is not None else repo_root()
         location = index_dir if index_dir is not None else index_location(self.root)
         self.index = IndexHandle(location, self.root, fallback=fallback, fetch_model=not model)
         self.encoder = QueryEncoder(text_cache_size)
