@@ -14,6 +14,7 @@ const $ = (id) => document.getElementById(id);
 // after / before: the text the API reads (2026-03-01T09:00, a date; UTC like the times shown); sort: score | time
 const state = { q: "", neg: "", like: null, filters: {}, after: "", before: "", sort: "score", page: 1, balance: 0.5,
   image: null, imageUrl: null };
+const SPEEDS = ["min_speed", "max_speed"];
 let pageSize = 24;
 let last = null;
 let inflight = null;
@@ -30,6 +31,7 @@ function readURL() {
   for (const f of REQUEST_FILTERS) { const v = p.getAll(f); if (v.length) state.filters[f] = v; }
   state.after = p.get("after") || "";
   state.before = p.get("before") || "";
+  for (const k of SPEEDS) state[k] = p.get(k) || "";
   state.sort = p.get("sort") === "time" ? "time" : "score";
   state.minConf = p.has("min_confidence") ? Math.min(1, Math.max(0, parseFloat(p.get("min_confidence")) || 0)) : null;
   $("confident-only").checked = state.minConf !== null;
@@ -55,6 +57,7 @@ function urlFor() {
 // camera filters go with the other filters; the time range and the order are added here
 function addScope(add) {
   if (state.after) add("after", state.after);
+  for (const k of SPEEDS) if (state[k]) add(k, state[k]);
   if (state.before) add("before", state.before);
   if (state.sort === "time") add("sort", "time");
   if (state.minConf !== null && state.minConf !== undefined) add("min_confidence", String(state.minConf));
@@ -437,6 +440,7 @@ function scopeKey() { return JSON.stringify([state.q, state.neg, state.like, Boo
 function syncScopeInputs() {
   const local = (v) => (/^\d{4}-\d\d-\d\d$/.test(v) ? v + "T00:00" : v);  // a date: its midnight
   $("after").value = local(state.after);
+  for (const k of SPEEDS) $(k).value = state[k] || "";
   $("before").value = local(state.before);
   $("sort").value = state.sort;
 }
@@ -615,6 +619,16 @@ $("search-form").addEventListener("submit", (e) => {
   run();
 });
 $("neg").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $("search-form").requestSubmit(); } });
+// a video track's speed range (min_speed / max_speed: the index row's range filter on `speed`)
+for (const k of SPEEDS) {
+  $(k).addEventListener("change", () => {
+    const v = $(k).value.trim();
+    if (v === state[k] || (v && !Number.isFinite(Number(v)))) return;
+    state[k] = v;
+    state.page = 1;
+    if (hasQuery()) run();
+  });
+}
 for (const k of ["after", "before"]) {
   $(k).addEventListener("change", () => {
     const v = $(k).value;  // "2026-03-01T09:00" (datetime-local) or "" when cleared
