@@ -74,7 +74,7 @@ def test_info_says_which_model_and_version(env):
     assert info["index_version"] == meta["version"] and info["built_at"].endswith("+00:00")
     assert info["promotion"]["use"] == "finetuned" and "registered_model" in info
     assert info["limits"]["max_page_size"] == 20 and info["limits"]["max_upload_bytes"] == 200_000
-    assert set(info["filter_columns"]) == {"make", "model", "body_type", "color", "view", "scene", "split", "camera"}
+    assert set(info["filter_columns"]) == {"make", "model", "body_type", "color", "view", "scene", "split", "camera", "direction"}
 
 
 def test_openapi_docs_and_page(env):
