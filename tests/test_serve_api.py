@@ -55,10 +55,11 @@ def test_health_over_http_says_starting_then_ready(env):
     try:
         r = c.get("/api/v1/health")
         assert r.status_code == 503 and r.json()["status"] == "starting"
-        svc._text_cache.clear()
+        cache = svc.s.encoder._cache  # the one query encoder's text LRU (index.encoder)
+        cache.clear()
         seconds = svc.warm()
         # warm ran a real query through the model (its text vector is cached now) and took real time
-        assert svc.ready and 0 < seconds < 300 and any(text == "a car" for _, text in svc._text_cache), seconds
+        assert svc.ready and 0 < seconds < 300 and any(text == "a car" for _, text in cache), seconds
         r = c.get("/api/v1/health")
         assert r.status_code == 200 and r.json()["status"] == "ready"
         assert r.json()["index_version"] == c.get("/api/v1/info").json()["index_version"]
@@ -74,7 +75,18 @@ def test_info_says_which_model_and_version(env):
     assert info["index_version"] == meta["version"] and info["built_at"].endswith("+00:00")
     assert info["promotion"]["use"] == "finetuned" and "registered_model" in info
     assert info["limits"]["max_page_size"] == 20 and info["limits"]["max_upload_bytes"] == 200_000
-    assert set(info["filter_columns"]) == {"make", "model", "body_type", "color", "view", "scene", "split", "camera", "plate"}
+    assert set(info["filter_columns"]) == {
+        "make",
+        "model",
+        "body_type",
+        "color",
+        "view",
+        "scene",
+        "split",
+        "camera",
+        "direction",
+        "plate",
+    }
 
 
 def test_openapi_docs_and_page(env):

@@ -97,3 +97,36 @@ def test_each_card_shows_its_real_track_and_opens_its_strip(site, page):
         assert abs(mini["width"] / mini["height"] - W / H) < 0.1
         assert abs((mb["x"] - mini["x"]) - x1 / W * mini["width"]) <= 1.5
         assert abs(mb["width"] - (x2 - x1) / W * mini["width"]) <= 1.5
+
+
+def test_each_track_card_shows_its_direction_arrow(site, page):
+    """Issue 33: the card of a track shows the API's direction (an arrow) and speed with its unit."""
+    page.goto(f"{site['url']}/?q=a+car")
+    wait_render(page, 0)
+    cards = page.locator("#grid .card")
+    for i in range(cards.count()):
+        card = cards.nth(i)
+        hit = site["hits"][card.get_attribute("data-id")]
+        assert hit["direction"] in ("left", "right", "towards", "away", "stopped") and hit["speed_unit"] == "px/s"
+        arrow = card.locator(".motion")
+        assert arrow.get_attribute("data-direction") == hit["direction"]
+        assert arrow.inner_text().startswith(
+            {"left": "←", "right": "→", "towards": "↓", "away": "↑", "stopped": "■"}[hit["direction"]]
+        )
+        assert f"{int(hit['speed'] + 0.5)} px/s" in arrow.inner_text()  # JS Math.round
+
+
+def test_the_speed_inputs_narrow_the_page_to_faster_tracks(site, page):
+    """Issue 33: `at least` in the Speed panel sends min_speed: only the tracks that fast stay, as the API says."""
+    speeds = sorted(h["speed"] for h in site["hits"].values())
+    cut = (speeds[0] + speeds[-1]) / 2
+    assert speeds[0] < cut < speeds[-1]
+    page.goto(f"{site['url']}/?q=a+car")
+    wait_render(page, 0)
+    page.fill("#min_speed", f"{cut:.2f}")
+    page.dispatch_event("#min_speed", "change")
+    wait_render(page, 1)
+    ids = {
+        page.locator("#grid .card").nth(i).get_attribute("data-id") for i in range(page.locator("#grid .card").count())
+    }
+    assert ids == {i for i, h in site["hits"].items() if h["speed"] >= cut} and "min_speed=" in page.url

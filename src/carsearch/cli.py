@@ -1,4 +1,7 @@
-"""`carsearch search "red suv seen from the front" -k 5` / `carsearch search --image car.jpg`."""
+"""`carsearch search "red suv seen from the front" -k 5` / `carsearch search --image car.jpg`.
+
+Over 350 lines on purpose: one Typer app holds every command's options (what `--help` and the
+generated CLI reference read); the commands' work is in the library (e.g. `index.counts.command`)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ def _main() -> None:
 
 def _with_filter_options(func):
     """Give `func` (which takes `**filters`) one `--<name>` option per filter column of the index
-    row (carsearch.core.columns), after `--where`: `--color red --color blue`, `--camera cam-a`, …
+    row (carsearch.core.columns), after `--where`: `--color red --color blue`, `--camera cam-a`, …,
+    and `--min-<name>` / `--max-<name>` per range column (`--min-speed 30`).
     The API and the page offer the same filters."""
     from carsearch.core.columns import ROW
 
@@ -36,6 +40,14 @@ def _with_filter_options(func):
         )
         for c in ROW.columns
         if c.filter
+    ] + [
+        inspect.Parameter(
+            key,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=typer.Option(None, f"--{key.replace('_', '-')}", help=f"Only hits with {col} {op} this."),
+            annotation=Optional[float],
+        )
+        for key, (col, op) in ROW.ranges.items()
     ]
     func.__signature__ = sig.replace(parameters=[*params[:at], *opts, *params[at:]])
     func.__annotations__ = {**func.__annotations__, **{p.name: p.annotation for p in opts}}
@@ -97,7 +109,7 @@ def search(
     from carsearch.index.search import CarSearch
     from carsearch.index.search import search as run_search
 
-    filters = {name: values for name, values in filters.items() if values}
+    filters = {name: values for name, values in filters.items() if values is not None and values != []}
     asked = dict(where=where, filters=filters, after=after, before=before, min_confidence=min_confidence)
     try:
         searcher = CarSearch(index_dir, model=use_model)
@@ -221,6 +233,34 @@ def _write_hits_csv(hits, out: Path) -> None:
     from carsearch.index.results import hits_csv
 
     write_text(out, hits_csv([asdict(h) for h in hits]))
+
+
+@app.command()
+@_with_filter_options
+def counts(
+    query: Optional[str] = typer.Argument(None, help="Count the top -k hits of this text search (none: every row)."),
+    by: str = typer.Option("camera", "--by", help="Buckets: any of camera,hour,class,colour,direction,view,body_type."),
+    line: Optional[str] = typer.Option(
+        None, "--line", help="Count crossings of this line x1,y1,x2,y2 (pixels of --camera's image) per direction."
+    ),
+    k: int = typer.Option(1000, "-k", "--top-k", min=1, help="With a text: how many hits are counted."),
+    where: Optional[str] = typer.Option(None, "--where", help="Filter on metadata, as for search."),
+    after: Optional[str] = typer.Option(None, "--after", help="Only vehicles captured at or after this time."),
+    before: Optional[str] = typer.Option(None, "--before", help="Only vehicles captured before this time."),
+    min_confidence: Optional[float] = typer.Option(None, "--min-confidence", help="With a text: only confident hits."),
+    csv_out: Path = typer.Option(Path("counts.csv"), "--csv", help="Write the counts here (CSV)."),
+    png: Path = typer.Option(Path("counts.png"), "--png", help="Write a stacked bar chart here (PNG)."),
+    index_dir: Optional[str] = typer.Option(None, "--index", help="Index folder or s3://bucket/prefix."),
+    **filters: Optional[list[str]],
+) -> None:
+    """Count vehicles (video tracks once, not per frame) per bucket, or line crossings per direction
+    (--line, in the image of one --camera), of any search: its text, filters, --where and time range
+    combine. Writes the counts as CSV and a stacked bar chart (PNG)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from carsearch.index.counts import command
+
+    asked = dict(where=where, after=after, before=before, min_confidence=min_confidence)
+    raise typer.Exit(command(query, by, line, k, csv_out, png, index_dir, filters, **asked))
 
 
 @app.command()

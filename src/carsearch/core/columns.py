@@ -35,6 +35,7 @@ class Column:
     optional: bool = False  # tables built before it lack it: read where present (built since boxes)
     where: bool = False  # may be named in `--where` (index.query's grammar)
     filter: bool = False  # a structured filter: API `filters.<name>` / `?name=`, CLI `--name`, the page
+    range: bool = False  # a range filter `min_<name>` / `max_<name>` (CLI `--min-<name>`, API `filters.min_<name>`)
     facet: bool = False  # counted over the candidates (API `facets`, the page's chips)
     hit: bool = False  # a field of the Python API's `Hit`
     api: bool = False  # a field of the API's hits (SearchHit)
@@ -50,6 +51,8 @@ class Column:
             raise ValueError(f"column {self.name}: kind {self.kind!r} / source {self.source!r} unknown")
         if self.filter and (self.kind != "keyword" or not (self.label and self.page and self.help)):
             raise ValueError(f"column {self.name}: a filter is a keyword column with a label, a page place and help")
+        if self.range and (self.kind != "float" or not self.where or not self.help):
+            raise ValueError(f"column {self.name}: a range filter is a float column named in --where, with help")
 
 
 S, F64 = pa.string(), pa.float64()
@@ -108,6 +111,15 @@ COLUMNS: tuple[Column, ...] = (
     Column("first_seen", F64, "time", optional=True, hit=True),
     Column("last_seen", F64, "time", optional=True, hit=True),
     Column("track_json", S, "json", optional=True, hit=True),  # a track's member boxes
+    Column("direction", S, optional=True, where=True, filter=True, facet=True, hit=True, api=True, csv="direction",
+           index="BITMAP", label="Direction", page="chips",
+           help="Only tracks going this way in the image: left, right, towards, away, stopped."),
+    Column("speed", F64, "float", optional=True, where=True, range=True, hit=True, api=True, csv="speed", index="BTREE",
+           help="a track's speed, in `speed_unit`"),
+    Column("speed_unit", S, optional=True, where=True, hit=True, api=True, csv="speed_unit",
+           help="km/h on a camera with a ground homography (conf/cameras.yaml), else px/s"),
+    Column("heading", F64, "float", optional=True, where=True, hit=True, api=True, csv="heading",
+           help="a track's compass heading (degrees, 0 = north) where its camera's geometry is known"),
     Column("plate", S, source="derived", optional=True, where=True, filter=True, hit=True, api=True, csv="plate",
            index="BTREE", label="Plate", page="input", fuzzy=True,
            help="Only this number plate: * and ? wildcards, OCR look-alikes (0/O, 8/B, 1/I, 5/S) tolerated."),
@@ -131,6 +143,10 @@ class Row:
         self.labels = names(lambda c: c.source == "label")
         self.where = names(lambda c: c.where)
         self.filters = names(lambda c: c.filter)
+        # the range filters: {"min_speed": ("speed", ">="), "max_speed": ("speed", "<=")}
+        self.ranges = {
+            f"{e}_{c.name}": (c.name, op) for c in columns if c.range for e, op in (("min", ">="), ("max", "<="))
+        }
         self.facets = names(lambda c: c.facet)
         self.fuzzy = names(lambda c: c.fuzzy)  # filters index.plates matches (CarSearch.plan resolves them)
         self.hit = names(lambda c: c.hit)

@@ -9,7 +9,7 @@ The items of `eval.sets` are filled from `eval.set_defaults` (in conf/eval) befo
 Sections where people add settings (`paths`, `data`, `caption`, `index`, `mlflow`, the top level)
 accept unknown keys; the others refuse them (a typo there would otherwise be silently ignored).
 
-Over 350 lines on purpose: one model per conf group, read top to bottom beside conf/, plus the
+Over 350 lines on purpose: one model per conf group (and conf/cameras.yaml's, read on its own), read top to bottom beside conf/, plus the
 one-line error rendering they share.
 """
 
@@ -821,3 +821,39 @@ def validate_params(params: Any, label: str = "params.yaml", root: str | Path | 
             first + (f" (also: {', '.join(more[:5])}{', ...' if len(more) > 5 else ''})" if more else "")
         ) from None
     return m
+
+
+# ------------------------------------------------------------------ conf/cameras.yaml (its own file)
+class CameraSettings(_Strict):
+    """One camera's ground geometry (conf/cameras.yaml, docs/search/motion.md): `homography` maps
+    image pixels (x, y, 1) to ground metres (east, north, 1); `heading` is the compass bearing (deg,
+    0 = north) the camera looks along. Either gives compass headings; only a homography gives km/h."""
+
+    homography: Optional[list[list[float]]] = None
+    heading: Optional[float] = Field(None, ge=0, lt=360)
+
+    @field_validator("homography")
+    @classmethod
+    def _three_by_three(cls, v):
+        if v is not None and (len(v) != 3 or any(len(r) != 3 for r in v)):
+            raise ValueError("must be a 3x3 matrix (image pixels -> ground metres)")
+        return v
+
+
+class Cameras(_Strict):
+    cameras: dict[str, CameraSettings] = {}
+
+
+def load_cameras(path: str | Path) -> Cameras:
+    """conf/cameras.yaml, typed (no file: no camera has ground geometry); one line per problem."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        return Cameras()
+    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        return Cameras.model_validate(data)
+    except ValidationError as e:
+        loc, value, msg = _describe(e.errors(include_url=False)[0])
+        raise ConfigError(_line(str(p), loc, value, msg)) from None

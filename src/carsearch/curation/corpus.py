@@ -24,7 +24,7 @@ from carsearch.core.schema import Boxes, Data, Detect, Index, Paths
 from carsearch.core.vocab import known
 from carsearch.curation.rows import row_table
 from carsearch.detection import detect as detect_mod
-from carsearch.detection import footage
+from carsearch.detection import footage, motion
 from carsearch.sources import boxes as boxes_mod
 from carsearch.sources import files as data
 
@@ -184,7 +184,7 @@ def vehicles(
     rows, rejects = frames, []
     if any(f.get("boxes") for f in frames):
         rows, rejects = vehicle_rows(frames, root, crops_dir, settings.boxes.margin, settings.boxes.min_side)
-    rows, tracks = footage.collapse_tracks(rows)
+    rows, tracks = footage.collapse_tracks(rows, motion.cameras(root))
     return rows, rejects, {"detected_frames": detected, "frames_without_vehicle": empty, "tracks": tracks}
 
 

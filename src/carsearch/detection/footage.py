@@ -17,7 +17,9 @@ from typing import Iterable, Iterator
 from PIL import Image
 
 from carsearch.core import originals
+from carsearch.core.schema import Cameras
 from carsearch.core.when import FRAME_TAG, split_frame_name  # noqa: F401  (re-exported; lives in core)
+from carsearch.detection import motion
 from carsearch.detection import video as video_mod
 from carsearch.sources import capture as capture_mod
 
@@ -78,10 +80,12 @@ def stamp_capture(rows: list[dict], base: str, capture: dict, root: Path) -> Non
         r["camera"], r["time"] = got["camera"], got["time"]
 
 
-def collapse_tracks(rows: list[dict]) -> tuple[list[dict], int]:
+def collapse_tracks(rows: list[dict], cameras: Cameras | None = None) -> tuple[list[dict], int]:
     """Vehicle rows of sampled video frames linked into tracks: one row per track (the best box's
-    row, with `track_id`, `first_seen`, `last_seen`, `track_json`: the member boxes); photos and
-    whole-frame rows pass through. Returns (rows, number of tracks)."""
+    row, with `track_id`, `first_seen`, `last_seen`, `track_json`: the member boxes, and its motion:
+    `direction`, `speed`, `speed_unit`, `heading` by carsearch.detection.motion with the camera's
+    settings in `cameras`); photos and whole-frame rows pass through. Returns (rows, number of tracks)."""
+    settings = (cameras or Cameras()).cameras
     by_video: dict[str, list[dict]] = {}
     out = []
     for r in rows:
@@ -128,6 +132,7 @@ def collapse_tracks(rows: list[dict]) -> tuple[list[dict], int]:
                 first_seen=min(times) if times else None,
                 last_seen=max(times) if times else None,
                 track_json=json.dumps(members),
+                **motion.track_motion(members, settings.get(str(best.get("camera")))),
             )
             out.append(best)
             n_tracks += 1

@@ -73,7 +73,7 @@ def judgment(saved: dict, rank: int, verdict, source: str = "cli") -> Judgment:
 
 def save_cli(root: Path, searcher, hits, text, image, where, filters: dict, scope: dict) -> str:
     """Save the result list of `carsearch search` (hits: index.search.Hit) under its query id."""
-    canon = {k: list(v) for k, v in filters.items() if v}
+    canon = {k: list(v) if isinstance(v, (list, tuple)) else [str(v)] for k, v in filters.items() if v or v == 0}
     if where:
         canon["where"] = [where]
     for k, v in scope.items():

@@ -181,11 +181,27 @@ def quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def _range(key: str, v) -> str:
+    col, op = ROW.ranges[key]
+    v = v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if x != x or x in (float("inf"), float("-inf")) or isinstance(v, bool):
+        raise QueryError(f"--{key.replace('_', '-')}: expected a number, got {v!r}")
+    return f"{col} {op} {x!r}"
+
+
 def build_where(filters: dict[str, str | list[str] | None], where: str | None = None) -> str | None:
-    """`{"color": "red", "view": ["rear", "side"]}` (+ an optional checked where) -> one where clause."""
+    """`{"color": "red", "view": ["rear", "side"], "min_speed": 30}` (+ an optional checked where) -> one
+    where clause (range filters: carsearch.core.columns `range`)."""
     parts = []
     for col, v in filters.items():
         if v is None or v == [] or v == ():
+            continue
+        if col in ROW.ranges:  # min_<col> / max_<col>: one number
+            parts.append(_range(col, v))
             continue
         if col not in COLUMNS:
             raise QueryError(f"unknown filter column {col!r}: filter on {', '.join(COLUMNS)}")

@@ -174,6 +174,34 @@ def _search_routes(app, svc: Service, root: Path | None) -> None:
             return Response(hits_csv(body["hits"]), media_type="text/csv", headers=disposition)
         return body
 
+    @app.get("/api/v1/counts", tags=["search"])
+    def counts_get(
+        params: Annotated[SearchForm, Query()],
+        by: str = Query("camera", description="buckets: any of camera,hour,class,colour,direction,view,body_type"),
+        line: str | None = Query(None, description="x1,y1,x2,y2: count crossings of this line (one camera's image)"),
+        k: int = Query(1000, ge=1, le=100_000, description="with q: how many hits are counted"),
+        format: Literal["json", "csv", "png"] = Query("json", description="csv: a CSV file; png: a bar chart"),
+    ):
+        """Vehicles (tracks once) per bucket, or line crossings per direction, of a search: `q`, the
+        filters, `after`/`before` and `min_confidence` combine (carsearch.index.counts)."""
+        from carsearch.index import counts as counts_mod
+
+        req = params.request()
+        filters = req.filters.active()
+        cams = filters.get("camera") or []
+        camera = cams[0] if line and len(cams) == 1 else None
+        svc.refresh()
+        names = counts_mod.parse_by(by)
+        table = counts_mod.counts(
+            svc.s, names, line=line, camera=camera, text=req.q, k=k, filters=filters,
+            after=req.after, before=req.before, min_confidence=req.min_confidence,
+        )  # fmt: skip
+        if format == "csv":
+            return Response(counts_mod.counts_csv(table, names), media_type="text/csv")
+        if format == "png":
+            return Response(counts_mod.counts_png(table, names, req.q or ""), media_type="image/png")
+        return {"by": names, "line": line, "counts": table, "total": sum(r["count"] for r in table)}
+
     @app.post("/api/v1/search", response_model=SearchResponse, tags=["search"])
     def search_post(req: SearchRequest):
         """The same as GET, as a JSON body (`filters: {"color": ["red"]}`)."""

@@ -31,6 +31,8 @@ class FilterBase(BaseModel):
     @field_validator("*")
     @classmethod
     def _not_blank(cls, v: list[str]) -> list[str]:
+        if not isinstance(v, list):  # a range filter's number (min_speed, max_speed)
+            return v
         for x in v:
             if not x.strip():
                 raise ValueError("empty filter value")
@@ -39,12 +41,16 @@ class FilterBase(BaseModel):
         return v
 
     def active(self) -> dict[str, list[str]]:
-        return {c: v for c, v in self if v}
+        return {c: v for c, v in self if v is not None and v != []}
 
 
 def filter_fields(row: Row = ROW) -> dict:
-    """One `list[str]` field per filter column (`?color=red&color=blue`, `filters.color`, a form field)."""
-    return {c.name: (FilterValues, Field([], description=c.help)) for c in row.columns if c.filter}
+    """One `list[str]` field per filter column (`?color=red&color=blue`, `filters.color`, a form field)
+    and one number per range filter (`?min_speed=30`)."""
+    fields = {c.name: (FilterValues, Field([], description=c.help)) for c in row.columns if c.filter}
+    for key, (col, op) in row.ranges.items():  # `?min_speed=30`, `filters.max_speed`
+        fields[key] = (Optional[float], Field(None, allow_inf_nan=False, description=f"only hits with {col} {op} this"))
+    return fields
 
 
 class SearchParams(BaseModel):
@@ -97,7 +103,7 @@ def models(row: Row = ROW) -> tuple[type, type, type]:
     filters = create_model("Filters", __base__=FilterBase, **filter_fields(row))
     request = create_model("SearchRequest", __base__=RequestBase, filters=(filters, filters()))
     form = create_model("SearchForm", __base__=FlatBase, **filter_fields(row))
-    form.filter_names, form.request_model = tuple(c.name for c in row.columns if c.filter), request
+    form.filter_names, form.request_model = (*(c.name for c in row.columns if c.filter), *row.ranges), request
     return filters, request, form
 
 

@@ -15,6 +15,7 @@ const $ = (id) => document.getElementById(id);
 // after / before: the text the API reads (2026-03-01T09:00, a date; UTC like the times shown); sort: score | time
 const state = { q: "", neg: "", like: null, filters: {}, after: "", before: "", sort: "score", page: 1, balance: 0.5,
   image: null, imageUrl: null };
+const SPEEDS = ["min_speed", "max_speed"];
 let pageSize = 24;
 let last = null;
 let inflight = null;
@@ -31,6 +32,7 @@ function readURL() {
   for (const f of REQUEST_FILTERS) { const v = p.getAll(f); if (v.length) state.filters[f] = v; }
   state.after = p.get("after") || "";
   state.before = p.get("before") || "";
+  for (const k of SPEEDS) state[k] = p.get(k) || "";
   state.sort = p.get("sort") === "time" ? "time" : "score";
   state.minConf = p.has("min_confidence") ? Math.min(1, Math.max(0, parseFloat(p.get("min_confidence")) || 0)) : null;
   $("confident-only").checked = state.minConf !== null;
@@ -57,6 +59,7 @@ function urlFor() {
 // camera filters go with the other filters; the time range and the order are added here
 function addScope(add) {
   if (state.after) add("after", state.after);
+  for (const k of SPEEDS) if (state[k]) add(k, state[k]);
   if (state.before) add("before", state.before);
   if (state.sort === "time") add("sort", "time");
   if (state.minConf !== null && state.minConf !== undefined) add("min_confidence", String(state.minConf));
@@ -382,8 +385,17 @@ function trackLine(h) {
       btn.setAttribute("aria-expanded", String(!strip.hidden));
       if (!strip.hidden && !strip.childNodes.length) fillStrip(h, strip);
     } });
-  wrap.append(btn, strip);
+  wrap.append(...(h.direction ? [motionArrow(h)] : []), btn, strip);
   return wrap;
+}
+
+// a track's way in the image (and compass heading, where its camera's geometry is known) and speed
+const ARROWS = { left: "←", right: "→", towards: "↓", away: "↑", stopped: "■" };
+function motionArrow(h) {
+  const speed = typeof h.speed === "number" ? ` ${Math.round(h.speed)} ${h.speed_unit || ""}` : "";
+  const heading = typeof h.heading === "number" ? ` · heading ${Math.round(h.heading)}°` : "";
+  return el("span", { class: "motion", "data-direction": h.direction, title: `going ${h.direction}${heading}`,
+    text: `${ARROWS[h.direction] || "?"} ${h.direction}${speed}${heading}` });
 }
 
 function fillStrip(h, strip) {
@@ -451,6 +463,7 @@ function scopeKey() { return JSON.stringify([state.q, state.neg, state.like, Boo
 function syncScopeInputs() {
   const local = (v) => (/^\d{4}-\d\d-\d\d$/.test(v) ? v + "T00:00" : v);  // a date: its midnight
   $("after").value = local(state.after);
+  for (const k of SPEEDS) $(k).value = state[k] || "";
   $("before").value = local(state.before);
   $("sort").value = state.sort;
 }
@@ -630,6 +643,16 @@ $("search-form").addEventListener("submit", (e) => {
   run();
 });
 $("neg").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $("search-form").requestSubmit(); } });
+// a video track's speed range (min_speed / max_speed: the index row's range filter on `speed`)
+for (const k of SPEEDS) {
+  $(k).addEventListener("change", () => {
+    const v = $(k).value.trim();
+    if (v === state[k] || (v && !Number.isFinite(Number(v)))) return;
+    state[k] = v;
+    state.page = 1;
+    if (hasQuery()) run();
+  });
+}
 for (const k of ["after", "before"]) {
   $(k).addEventListener("change", () => {
     const v = $(k).value;  // "2026-03-01T09:00" (datetime-local) or "" when cleared
