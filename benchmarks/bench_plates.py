@@ -123,7 +123,8 @@ def main() -> None:
         m.match("AB12CDE")  # the deletion neighbourhood, built at the first fuzzy query
         neighbourhood_s = time.perf_counter() - t0
         rng = random.Random(1)
-        wanted = [truth[owner[rng.randrange(args.rows)]] for _ in range(args.queries)]
+        who = [int(owner[rng.randrange(args.rows)]) for _ in range(args.queries)]
+        wanted = [truth[o] for o in who]
         cols = ["id", "plate", "camera", "time"]
 
         def query(q, where="true"):
@@ -140,14 +141,13 @@ def main() -> None:
         }
         for name, qs in cases.items():
             ms, out = timed(query, qs)
-            first = [
-                bool(rows) and rows[0]["plate"].replace(" ", "") == w.replace(" ", "") for rows, w in zip(out, wanted)
-            ]
+            # the right vehicle first (its plate, or one of its misreads: the same identity)
+            first = [bool(rows) and int(owner[int(rows[0]["id"][1:])]) == o for rows, o in zip(out, who)]
             report[name] = {
                 "p50_ms": round(float(np.percentile(ms, 50)), 2),
                 "p95_ms": round(float(np.percentile(ms, 95)), 2),
             }
-            report[name]["right_plate_first"] = round(sum(first) / len(first), 3)
+            report[name]["right_vehicle_first"] = round(sum(first) / len(first), 3)
         ms, _ = timed(lambda q: query(q, "camera = 'cam-03'"), cases["one_error"])
         report["one_error_and_camera"] = {"p50_ms": round(float(np.percentile(ms, 50)), 2)}
         report["target_p50_ms"] = TARGET_P50_MS
