@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testkit import TINY, section, write_pairs
+from testkit import TINY, write_pairs
 
 SPEC = {"name": "judged", "path": "data/feedback/judgments.jsonl", "kind": "judgments", "eval_fraction": 1.0}
 QUERIES = ["a red car", "a blue car", "a green car", "a red sedan", "a blue suv", "a green van"]
@@ -57,8 +57,20 @@ def test_judged_queries_are_an_eval_set_the_gate_can_decide_on(tmp_path):
         "base": (lambda ps: encode_images(model, proc, ps), lambda t: embed_texts(model, proc, t)),
         "finetuned": (oracle_img, oracle_txt),
     }
-    cfg = section("eval", set_k=2)
-    res = evaluate_sets([SPEC], tmp_path, {"base": None, "finetuned": None}, encoders, {}, cfg, log=lambda *_: None)
+    from carsearch.core.schema import validate_params
+    from testkit import composed_params
+
+    cfg = validate_params(composed_params({"eval": {"set_k": 2, "sets": [SPEC]}}), root=tmp_path).eval  # typed
+    res = evaluate_sets(
+        list(cfg.sets),
+        tmp_path,
+        {"base": None, "finetuned": None},
+        encoders,
+        {},
+        cfg,
+        (None, None),
+        log=lambda *_: None,
+    )
     r = res["judged"]
     assert r["kind"] == "judgments" and r["split"] == {"eval": 7, "train": 0}
     assert r["skipped"] == {"image_queries": 1, "missing_files": 0, "bad_lines": 0}

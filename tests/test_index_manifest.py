@@ -24,6 +24,9 @@ def _stage_only(root):
     for st in keep.values():
         st["deps"] = [d for d in st["deps"] if not str(d).startswith("src/")]
     (root / "dvc.yaml").write_text(yaml.safe_dump({"vars": stages["vars"], "stages": keep}))
+    for dep in {d for st in keep.values() for d in st["deps"] if str(d).startswith("conf/")}:  # e.g. cameras.yaml
+        (root / dep).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / dep, root / dep)
 
 
 def test_index_is_not_in_the_dvc_cache_and_an_old_revision_checks_out(repo):  # noqa: F811

@@ -158,7 +158,7 @@ def test_build_index_stage_writes_to_s3_and_searches_from_the_bucket(repo, s3, b
 
     local, far = CarSearch(root=repo), CarSearch(uri, root=repo)
     assert far.index_dir is None and far.meta["version"] == v1 and far.table.count_rows() == out["rows"]
-    assert str(tmp_path / "cache") in far._model_src  # the model came from the bucket
+    assert str(tmp_path / "cache") in far.index.model_source[0]  # the model came from the bucket
     for q in ("a red car", "a white car seen from the side"):
         assert [h.id for h in far.text(q, k=5)] == [h.id for h in local.text(q, k=5)]
     img = next((repo / "data/raw/images").iterdir())

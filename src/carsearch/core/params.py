@@ -24,9 +24,8 @@ def load_config(path: str | Path | None = None) -> Params:
     ParamsError line naming the key, the value and what is allowed. Stages pass its sections on
     (`cfg.index`, `cfg.data`), never the whole of it, to library functions."""
     raw, p = _read(path)
-    label = p.name if p.resolve() == (repo_root() / "params.yaml").resolve() else str(p)
     try:
-        return validate_params(raw, label, root=p.parent)
+        return validate_params(raw, _label(p), root=p.parent)
     except ConfigError as e:
         raise ParamsError(str(e)) from None
 
@@ -37,6 +36,16 @@ def load_params(path: str | Path | None = None, validate: bool = True) -> dict[s
     if validate:
         return load_config(path).as_dict()
     return _read(path)[0]
+
+
+def _label(p: Path) -> str:
+    """How errors name the file: `params.yaml` for the repo's own, else its path (also outside a repo:
+    a params file given by path is read from anywhere)."""
+    try:
+        own = (repo_root() / "params.yaml").resolve()
+    except FileNotFoundError:
+        own = None
+    return p.name if p.resolve() == own else str(p)
 
 
 def _read(path: str | Path | None) -> tuple[dict, Path]:
