@@ -312,7 +312,7 @@ def write_coco(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path)
                 {"id": len(doc["annotations"]) + 1, "image_id": image_id, "category_id": cats[b["class"]],
                  "bbox": [x, y, bw, bh], "area": round(bw * bh, 2), "iscrowd": 0,
                  "track_id": int(b["labels"]["identity"].lstrip("v")),
-                 "attributes": {**b["labels"], "visibility": round(float(b["visible"]), 3)}}
+                 "attributes": dict(b["labels"], visibility=round(float(b["visible"]), 3))}
             )  # fmt: skip
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
