@@ -1,0 +1,46 @@
+"""conf/cameras.yaml (a file of its own, read by carsearch.detection; not part of params.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from carsearch.core.schema.base import ConfigError, _Strict
+from carsearch.core.schema.params import _describe, _line
+
+
+class CameraSettings(_Strict):
+    """One camera's ground geometry (conf/cameras.yaml, docs/search/motion.md): `homography` maps
+    image pixels (x, y, 1) to ground metres (east, north, 1); `heading` is the compass bearing (deg,
+    0 = north) the camera looks along. Either gives compass headings; only a homography gives km/h."""
+
+    homography: Optional[list[list[float]]] = None
+    heading: Optional[float] = Field(None, ge=0, lt=360)
+
+    @field_validator("homography")
+    @classmethod
+    def _three_by_three(cls, v):
+        if v is not None and (len(v) != 3 or any(len(r) != 3 for r in v)):
+            raise ValueError("must be a 3x3 matrix (image pixels -> ground metres)")
+        return v
+
+
+class Cameras(_Strict):
+    cameras: dict[str, CameraSettings] = {}
+
+
+def load_cameras(path: str | Path) -> Cameras:
+    """conf/cameras.yaml, typed (no file: no camera has ground geometry); one line per problem."""
+
+    p = Path(path)
+    if not p.is_file():
+        return Cameras()
+    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        return Cameras.model_validate(data)
+    except ValidationError as e:
+        loc, value, msg = _describe(e.errors(include_url=False)[0])
+        raise ConfigError(_line(str(p), loc, value, msg)) from None

@@ -1,0 +1,196 @@
+"""`data` (conf/data/): where the images come from and how they are read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+
+from carsearch.core.schema.base import (
+    Int,
+    NonNegInt,
+    NonNegNum,
+    Num,
+    PosInt,
+    PosNum,
+    Text,
+    _integer,
+    _KeyError,
+    _Open,
+    _pair,
+    _Strict,
+)
+from carsearch.core.vocab import BODY_TYPES, COLORS
+
+
+class Traffic(_Strict):
+    n_frames: NonNegInt
+    size: list[Annotated[int, BeforeValidator(_integer), Field(ge=32)]]
+    cars_per_frame: list[Int]
+    cameras: dict[Literal["pole", "dashcam"], Annotated[float, Field(ge=0)]]
+
+    @field_validator("cars_per_frame")
+    @classmethod
+    def _cars(cls, v):
+        return _pair(v, 1, 8, "cars per frame")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v):
+        if len(v) != 2:
+            raise ValueError(f"expected [width, height], got {v}")
+        return v
+
+
+class Torcs(_Strict):
+    dir: Optional[str]
+    n_images: PosInt
+    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    workers: NonNegInt
+    colors: Optional[list[Text]]
+    jpeg_quality: list[Int]
+    framing: Optional[list[Num]]
+    traffic: Traffic
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _jq(cls, v):
+        return _pair(v, 1, 100, "JPEG quality")
+
+    @field_validator("framing")
+    @classmethod
+    def _framing(cls, v):
+        return v if v is None else _pair(v, 0.05, 1.0, "fraction of the frame the car spans; null: whole scene")
+
+
+class Fleet(_Strict):
+    n_identities: PosInt
+    variants: PosInt
+    types: dict[str, NonNegNum]
+    colors: dict[str, NonNegNum]
+    liveries: dict[Literal["taxi", "police"], Annotated[float, Field(ge=0, le=1)]]
+    plate_region: Literal["us", "eu", "uk"]
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, v):
+        return _shares(v, BODY_TYPES, "body type")
+
+    @field_validator("colors")
+    @classmethod
+    def _colors(cls, v):
+        return _shares(v, COLORS, "colour")
+
+
+def _shares(v: dict, names, what: str) -> dict:
+    bad = [k for k in v if k not in names]
+    if bad:
+        raise ValueError(f"unknown {what} {bad}; choose from {list(names)}")
+    if not sum(v.values()) > 0:
+        raise ValueError(f"the {what} shares sum to 0")
+    return v
+
+
+class Corridor(_Strict):
+    sessions: PosInt
+    cameras: Annotated[int, BeforeValidator(_integer), Field(ge=2)]
+    spacing_m: PosNum
+    frames_per_camera: NonNegInt
+    interval_s: PosNum
+    moving: NonNegInt
+    parked: NonNegInt
+    size: list[Annotated[int, BeforeValidator(_integer), Field(ge=32)]]
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v):
+        if len(v) != 2:
+            raise ValueError(f"expected [width, height], got {v}")
+        return v
+
+
+class Street(_Strict):
+    fleet: Fleet
+    n_images: NonNegInt
+    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    framing: Optional[list[Num]]
+    workers: NonNegInt
+    jpeg_quality: list[Int]
+    corridor: Corridor
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _jq(cls, v):
+        return _pair(v, 1, 100, "JPEG quality")
+
+    @field_validator("framing")
+    @classmethod
+    def _framing(cls, v):
+        return v if v is None else _pair(v, 0.05, 1.0, "fraction of the frame the vehicle spans; null: whole scene")
+
+
+class Demo(_Strict):
+    n_images: PosInt
+    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    colors: Optional[list[Text]]
+
+
+class Folder(_Open):
+    path: Text
+    subfolder_key: Optional[str]
+    labels_csv: Optional[str]
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _not_null(cls, v):
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(
+                "must be a folder path (dvc.yaml tracks it as a dependency of ingest whatever "
+                "data.source is; the default is data/incoming)"
+            )
+        return v
+
+
+class S3Source(_Open):
+    uri: Annotated[str, Field(pattern=r"^s3://[^/]+")]
+    subfolder_key: Optional[str]
+    labels_csv: Optional[str]
+
+
+class Capture(_Strict):
+    pattern: Optional[Text]
+    timezone: Text
+
+
+class Video(_Strict):
+    fps: PosNum
+    max_frames: Optional[PosInt]
+
+
+class Data(_Open):
+    source: Literal["street", "torcs", "demo", "folder", "s3"]
+    capture: Capture
+    video: Video
+    max_pixels: Optional[PosInt]
+    max_edge: Optional[NonNegInt]
+    torcs: Torcs
+    street: Street
+    demo: Demo
+    # never null: dvc.yaml tracks it as a dependency of ingest whatever the source
+    folder: Folder
+    s3: S3Source
+
+    @model_validator(mode="after")
+    def _folder_exists(self, info: ValidationInfo):
+        root = (info.context or {}).get("root")
+        if self.source == "folder" and root is not None and "folder" in self.model_fields_set:
+            p = Path(self.folder.path).expanduser()
+            p = p if p.is_absolute() else Path(root) / p
+            if not p.is_dir():
+                raise _KeyError(
+                    ("folder", "path"),
+                    self.folder.path,
+                    "no such folder (data.source is folder: give a directory of images)",
+                )
+        return self
