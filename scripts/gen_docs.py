@@ -296,7 +296,7 @@ def openapi_spec() -> dict:
     from carsearch.core.schema import validate_params
     from carsearch.serve.app import create_app
 
-    settings = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()), root=ROOT)["serve"]
+    settings = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()), root=ROOT).serve
     app = create_app(
         searcher=SimpleNamespace(root=ROOT, index_dir=None, encoder=SimpleNamespace()), settings=settings, root=ROOT
     )

@@ -143,8 +143,8 @@ def clients(max_attempts: int = 3):
 ROLE = "arn:aws:iam::123456789012:role/carsearch-bedrock-batch"
 
 
-def caption_cfg(**over) -> dict:
-    """The composed `caption` params (conf/caption/offline.yaml) with overrides (dotted keys)."""
+def caption_cfg(**over):
+    """The composed `caption` section, typed (conf/caption/offline.yaml) with overrides (dotted keys)."""
     import yaml
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "caption" / "offline.yaml").read_text())
@@ -155,4 +155,6 @@ def caption_cfg(**over) -> dict:
         for p in path:
             cur = cur.setdefault(p, {})
         cur[last] = v
-    return cfg
+    from carsearch.core.schema import Caption
+
+    return Caption.model_validate(cfg)

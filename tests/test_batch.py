@@ -12,7 +12,7 @@ from carsearch.captioning import formats, offline
 from carsearch.captioning import requests as batch
 from conftest_bedrock import caption_cfg, make_image_set
 
-QUOTAS = caption_cfg()["quotas"]  # conf/caption: the batch-inference quotas
+QUOTAS = caption_cfg().quotas.as_dict()  # conf/caption: the batch-inference quotas
 
 
 def test_images_are_resized_to_the_limits(tmp_path):

@@ -16,11 +16,14 @@ import pytest
 
 from carsearch.core.confidence import Calibration, Calibrator, hit_features, predict
 from carsearch.evaluation.calibration import calibrate, ece, query_rows
-from testkit import write_pairs, write_params
+from testkit import section, write_pairs, write_params
 
 # the toy model's precision target (see the `toy` fixture)
 TOY_EVAL = {"calibration": {"target_precision": 0.6}}
-CFG = {"top_k": 24, "folds": 5, "target_precision": 0.8, "min_confident": 20, "margin_z": 1.0, "bins": 10}
+CFG = section(
+    "eval",
+    calibration={"top_k": 24, "folds": 5, "target_precision": 0.8, "min_confident": 20, "margin_z": 1.0, "bins": 10},
+).calibration
 
 
 def _queries(seed: int, q: int = 60, n: int = 300):
@@ -47,12 +50,12 @@ def test_held_out_confidence_is_calibrated_and_confident_hits_are_precise():
     held = rep["held_out"]["all"]
     assert held["queries"] == 120 and held["hits"] == 120 * 24
     # held out (GroupKFold over queries): within 3x the binomial sampling floor (~0.024 for 2880 hits)
-    assert held["ece"] < 3 * _sampling_floor(held["hits"], CFG["bins"]), held["ece"]
+    assert held["ece"] < 3 * _sampling_floor(held["hits"], CFG.bins), held["ece"]
     # "confident" (each fold's threshold chosen inside its training queries) reaches the precision
     # target on the held-out queries, and marks a useful share of the hits
     assert rep["target_reached"] and 0 < calib["threshold"] < 1
     for src in ("all", "renders", "photos"):
-        assert rep["held_out"][src]["confident_precision"] >= CFG["target_precision"], rep["held_out"][src]
+        assert rep["held_out"][src]["confident_precision"] >= CFG.target_precision, rep["held_out"][src]
         assert rep["held_out"][src]["confident_coverage"] > 0.2
     assert 0 < held["confident_coverage"] < 1
     # transfer: fitted on the other source only, still calibrated
@@ -95,7 +98,7 @@ def test_an_unreachable_precision_target_marks_nothing_confident():
 
     rng = np.random.default_rng(0)
     s, r = rng.normal(0.3, 0.05, (40, 200)), rng.random((40, 200)) < 0.3
-    calib, rep = calibrate({"noise": (s, r)}, {**CFG, "target_precision": 0.95})
+    calib, rep = calibrate({"noise": (s, r)}, CFG.model_copy(update={"target_precision": 0.95}))
     assert calib["threshold"] is None and not rep["target_reached"]
     assert (
         rep["held_out"]["noise"]["confident_coverage"] == 0 and rep["held_out"]["noise"]["confident_precision"] is None
@@ -252,7 +255,7 @@ def test_image_queries_have_their_own_held_out_fit():
     from carsearch.evaluation.kinds import fit_kinds
 
     img, labels, encode_null = _image_split(0)
-    ccfg = {**CFG, "image_match": ["color", "body_type"], "null_frames": 48}
+    ccfg = CFG.model_copy(update={"image_match": ["color", "body_type"], "null_frames": 48})
     doc, rep = fit_kinds({"photos": _queries(1)}, img, labels, {}, "finetuned", ccfg, encode_null)
     assert set(fits_by_kind(doc)) == {"text", "image"} and set(rep["kinds"]) == {"text", "image"}
     image = rep["kinds"]["image"]
@@ -263,7 +266,7 @@ def test_image_queries_have_their_own_held_out_fit():
         null["confident_coverage"],
     )
     assert held["queries"] == 240 and image["target_reached"] and 0 < doc["kinds"]["image"]["threshold"] < 1
-    assert held["confident_precision"] >= ccfg["target_precision"] and held["confident_coverage"] > 0.1, held
+    assert held["confident_precision"] >= ccfg.target_precision and held["confident_coverage"] > 0.1, held
     assert null["queries"] == 48 and null["base_rate"] == 0 and null["confident_coverage"] <= 0.01, null
     frame = encode_null([None])[0]  # one more car-less frame: its best hit is not confident
     s = img @ frame

@@ -250,3 +250,29 @@ def test_eval_set_items_are_filled_from_conf():
     sets = validate_params(p, root=REPO).eval.sets
     assert sets[0].as_dict() == {"name": "mine", "path": "data/x", **PARAMS["eval"]["set_defaults"]}
     assert sets[1].source == "s3" and sets[1].labels_csv == PARAMS["eval"]["set_defaults"]["labels_csv"]
+
+
+def test_sections_are_read_by_attribute_only():
+    """No dict access on a section (the stopgap for code not yet migrated is gone): `section["key"]`,
+    `"key" in section` and `.get(key, fallback)` fail loudly, naming the attribute to read instead;
+    a fallback would be a second home for a default."""
+    cfg = validate_params(PARAMS, root=REPO)
+    with pytest.raises(
+        TypeError, match=r"^Index is a typed config section: read \.batch_size \(not \['batch_size'\]\)"
+    ):
+        cfg.index["batch_size"]
+    with pytest.raises(TypeError, match=r"^Params is a typed config section: read \.train"):
+        cfg["train"]
+    with pytest.raises(TypeError, match=r"^Serve is a typed config section: every key is set \(read \.port\)"):
+        "port" in cfg.serve  # noqa: B015
+    for section in (cfg.train, cfg.eval.bootstrap, cfg.caption.quotas, cfg.index.ray):
+        assert not hasattr(section, "get") and not hasattr(section, "keys") and not hasattr(section, "items")
+    assert cfg.caption.quotas.as_dict() == PARAMS["caption"]["quotas"]  # the plain mapping, when one is wanted
+
+
+def test_an_eval_set_and_its_defaults_share_one_declaration():
+    """`eval.set_defaults` and each `eval.sets` item declare their common block once (EvalSet extends it)."""
+    from carsearch.core.schema import EvalSet, EvalSetDefaults
+
+    assert issubclass(EvalSet, EvalSetDefaults)
+    assert set(EvalSet.model_fields) - set(EvalSetDefaults.model_fields) == {"name", "path"}

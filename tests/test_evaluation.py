@@ -63,7 +63,7 @@ def test_zero_shot_per_attribute():
             img[i, vocab[lab[a]]] = 1
     img[3, vocab["red"]] = 0
     img[3, vocab["blue"]] = 1  # one colour mistake
-    z = zero_shot(img, LABELS, enc, section("eval")["zero_shot"])
+    z = zero_shot(img, LABELS, enc, section("eval").zero_shot)
     assert z["color"]["accuracy"] == 0.75 and z["body_type"]["accuracy"] == 1.0 and z["view"]["accuracy"] == 1.0
     assert z["model"]["classes"] == 3 and z["model"]["accuracy"] == 1.0
     m, _, _ = full_report(img, LABELS, enc, section("eval", ks=[1, 5]))

@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from _serve_helpers import SETTINGS, Server, shared_repo
-from testkit import merge
 
 TOKEN = "judge-Token-7"
 
@@ -113,7 +112,7 @@ def test_judgment_route_needs_the_token_beyond_loopback_and_says_what_is_wrong(r
     path = store.judgments_file(repo)
     before = len(_lines(path))
     hit = _ids(repo)[0]
-    app = create_app(CarSearch(root=repo), merge(SETTINGS, {"token": TOKEN}), repo)
+    app = create_app(CarSearch(root=repo), SETTINGS.model_copy(update={"token": TOKEN}), repo)
     server = Server(app)
     try:
         body = {"q": "a blue van", "filters": {"color": ["blue"]}, "hit_id": hit, "rank": 3, "verdict": "✗"}

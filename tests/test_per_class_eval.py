@@ -13,7 +13,7 @@ from carsearch_world import build_fleet, render_fleet
 from testkit import TINY, section
 
 STREET_TYPES = ("sedan", "hatchback", "wagon", "suv", "pickup", "van", "box truck", "bus", "motorcycle", "sports car")
-BOOT = {"n": 200, "seed": 0, "confidence": 0.95}
+BOOT = section("eval", bootstrap={"n": 200, "seed": 0, "confidence": 0.95}).bootstrap
 
 
 def test_average_precision_is_exact_for_resamples_with_repeated_items():
@@ -56,7 +56,7 @@ def test_per_class_block_on_a_tiny_random_model_over_the_street_vocabulary(tmp_p
     labels = [lab for _, lab in items]
     model, proc = load_clip(TINY, seed=0)
     img = encode_images(model, proc, [p for p, _ in items])
-    rep = per_class_report(img, labels, lambda t: embed_texts(model, proc, t), section("eval")["zero_shot"], BOOT)
+    rep = per_class_report(img, labels, lambda t: embed_texts(model, proc, t), section("eval").zero_shot, BOOT)
     body = rep["body_type"]
     assert set(body["by_class"]) == set(STREET_TYPES) and body["classes"] == len(STREET_TYPES)  # >= 10 types
     assert set(rep["color"]["by_class"]) == {"white", "black", "red"}

@@ -82,10 +82,10 @@ def _asks_for_plates(text: str) -> bool:
 
 def test_the_caption_prompt_asks_for_the_plate_and_the_whole_vocabulary():
     cfg = caption_cfg()
-    prompt = cfg["system_prompt"]
+    prompt = cfg.system_prompt
     assert _asks_for_plates(prompt)
     assert all(v in prompt for v in (*BODY_TYPES, *COLORS, *VIEWS)), "the prompt lists every value of the vocabulary"
-    assert "vehicle" in cfg["user_prompt"]
+    assert "vehicle" in cfg.user_prompt
 
 
 def test_claude_body_asks_for_plates_in_its_system_and_user_blocks(tmp_path):

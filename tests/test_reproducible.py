@@ -382,7 +382,7 @@ test = validation_fn(proc, pairs["test"], root, section("eval", ks=[1, 5]))(mode
 print("REPRO " + json.dumps({"hash": dir_hash(out), "final_loss": res.losses[-1], "resumed": res.resumed_from_epoch,
                              "epoch_loss": [h["loss"] for h in res.history], "val_before": before,
                              "val": [h["val_recall@5"] for h in res.history],
-                             "checkpoint_left": (root / cfg["checkpoint_dir"]).exists(),
+                             "checkpoint_left": (root / cfg.checkpoint_dir).exists(),
                              "test": {k: float(v) for k, v in test.items()}}, sort_keys=True))
 """
 

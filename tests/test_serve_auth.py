@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from _serve_helpers import SETTINGS, Server, shared_repo
-from testkit import merge
 
 TOKEN = "s3cret-Token-42"
 
@@ -24,7 +23,9 @@ def guarded(tmp_path_factory):
     from carsearch.serve import create_app
 
     root = shared_repo(tmp_path_factory)
-    app = create_app(CarSearch(root=root), merge(SETTINGS, {"token": TOKEN, "upload_rate_per_minute": 3}), root)
+    app = create_app(
+        CarSearch(root=root), SETTINGS.model_copy(update={"token": TOKEN, "upload_rate_per_minute": 3}), root
+    )
     app.state.service.warm()  # as `carsearch serve` does before it opens the port
     server = Server(app)
     yield {"url": server.url, "root": root}

@@ -63,7 +63,9 @@ def test_build_index_and_evaluate_run_in_process_with_the_composed_config(tmp_pa
     meta = read_meta(root / "data" / "index")
     assert meta["version"] == built.version and meta["rows"] == built.rows.num_rows == 20
     assert index_metrics(built)["rows"] == 20 and "seconds" not in index_metrics(built)
-    assert summary_lines(built, cfg)[-1].startswith("build_index: 20 images (20 embedded, 0 from the embedding cache)")
+    assert summary_lines(built, cfg.index, cfg.paths.index_dir)[-1].startswith(
+        "build_index: 20 images (20 embedded, 0 from the embedding cache)"
+    )
 
 
 def test_max_pixels_override_reaches_ingest_the_index_corpus_and_the_eval_sets(tmp_path, monkeypatch):

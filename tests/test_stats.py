@@ -57,7 +57,7 @@ def _dataset(n=60, seed=0):
 def _evaluate(cfg=None):
     """What the evaluate stage does with full_report's output (minus images, plots and MLflow)."""
     labels, embs, enc = _dataset()
-    cfg = merge(section("eval", ks=[1, 5, 10], map_k=10, by_combo=False, zero_shot=[]), cfg or {})
+    cfg = section("eval", **merge({"ks": [1, 5, 10], "map_k": 10, "by_combo": False, "zero_shot": []}, cfg or {}))
     results, extra = {}, {}
     for name, img in embs.items():
         m, _, q = full_report(img, labels, enc, cfg)
@@ -68,8 +68,8 @@ def _evaluate(cfg=None):
         for d in ("text_to_image", "image_to_image")
     }
     ids = [f"img{i:03d}" for i in range(len(labels))]
-    per_query = {name: query_results(extra[name], labels, ids, attrs, cfg["ks"], cfg["map_k"]) for name in embs}
-    settings = add_intervals(results, per_query, cfg["bootstrap"])
+    per_query = {name: query_results(extra[name], labels, ids, attrs, cfg.ks, cfg.map_k) for name in embs}
+    settings = add_intervals(results, per_query, cfg.bootstrap)
     return results, per_query, settings
 
 

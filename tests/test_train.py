@@ -249,8 +249,8 @@ def test_relative_checkpoint_dir_is_the_roots_and_a_finished_training_removes_it
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     cfg = _cfg(epochs=2)
-    assert cfg["checkpoint_dir"] == "models/checkpoints/finetune_clip"  # the configured default
-    ck = root / cfg["checkpoint_dir"]
+    assert cfg.checkpoint_dir == "models/checkpoints/finetune_clip"  # the configured default
+    ck = root / cfg.checkpoint_dir
     _killed_at_epoch_2(root, pairs, cfg)
     assert (ck / "last.pt").is_file() and not list(cwd.iterdir())
     model, proc = load_clip(TINY, seed=0)

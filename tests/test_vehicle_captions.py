@@ -119,7 +119,7 @@ def test_default_path_is_todays_single_caption(tmp_path):
     cfg = caption_cfg()
     index = batch.make_requests(rows, tmp_path, tmp_path / "jsonl", cfg)
     body = _records(tmp_path / "jsonl")[0]["modelInput"]
-    assert body["messages"][0]["content"][1]["text"] == cfg["user_prompt"] and body["system"] == cfg["system_prompt"]
+    assert body["messages"][0]["content"][1]["text"] == cfg.user_prompt and body["system"] == cfg.system_prompt
     assert not formats.wants_vehicles(body) and formats.stated_image_size(body) is None
     on = batch.make_requests(rows, tmp_path, tmp_path / "j2", caption_cfg(vehicles=True))
     assert (
@@ -389,7 +389,7 @@ def test_curate_vehicles_nothing_lost(tmp_path):
         rows[2]["id"]: json.dumps({"caption": "Nothing here.", "vehicles": []}),
     }
     inputs, outputs = _vehicles_run(tmp_path, answers)
-    cfg = {**CURATE, "require_fields": ["color"]}
+    cfg = CURATE.model_copy(update={"require_fields": ["color"]})
     by_split, rejects = curate(inputs, outputs, {r["id"]: r for r in rows}, tmp_path, cfg, 0)
     why = {r["id"]: r["reason"] for r in rejects}
     assert sum(len(v) for v in by_split.values()) == 0 and len(rejects) == 3

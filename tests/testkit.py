@@ -81,9 +81,11 @@ def composed_params(over: dict | None = None) -> dict:
     return merge(yaml.safe_load((REPO / "params.yaml").read_text()), over or {})
 
 
-def section(name: str, **over) -> dict:
-    """One composed section (`section("eval", ks=[1, 5])`): what a stage passes to the library."""
-    return merge(composed_params()[name], over)
+def section(name: str, **over):
+    """One composed section, typed (`section("eval", ks=[1, 5]).ks`): what a stage passes to the library."""
+    from carsearch.core.schema import validate_params
+
+    return getattr(validate_params(composed_params({name: over})), name)
 
 
 def write_params(root: Path, train: dict | None = None, **over) -> dict:

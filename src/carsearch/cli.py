@@ -371,14 +371,14 @@ def index_add(
 def index_checkout() -> None:
     """Point the live index at the version in paths.index_manifest (after `git checkout REV && dvc
     checkout`: that revision's index, while it is still on disk; see carsearch.index.manifest)."""
-    from carsearch.core.params import load_params
+    from carsearch.core.params import load_config
     from carsearch.core.paths import repo_root, resolve
     from carsearch.index.manifest import checkout
 
     root = repo_root()
-    paths = load_params(root / "params.yaml")["paths"]
+    paths = load_config(root / "params.yaml").paths
     try:
-        man = checkout(resolve(paths["index_dir"], root), resolve(paths["index_manifest"], root))
+        man = checkout(resolve(paths.index_dir, root), resolve(paths.index_manifest, root))
     except (FileNotFoundError, KeyError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)

@@ -28,6 +28,7 @@ from carsearch.captioning.parse import CaptionError
 from carsearch.captioning.requests import IMAGES_SUBDIR, image_uris, s3_layout
 from carsearch.captioning.results import OK_STATES, reconcile
 from carsearch.core.io import write_bytes, write_json
+from carsearch.core.schema import Caption
 
 # Documented job states (ModelInvocationJobStatus).
 RUNNING = ("Submitted", "Validating", "Scheduled", "InProgress", "Stopping")
@@ -62,17 +63,17 @@ class Settings:
     job_name_prefix: str = "carsearch"
 
 
-def settings_from_cfg(cfg: dict, env: dict | None = None) -> Settings:
+def settings_from_cfg(cfg: Caption, env: dict | None = None) -> Settings:
     """Bedrock settings from `params.yaml:caption`, with `$CARSEARCH_BUCKET`,
     `$CARSEARCH_BEDROCK_ROLE_ARN` and `$AWS_REGION` filling settings left empty."""
     env = os.environ if env is None else env
-    b, s3cfg = cfg["bedrock"], cfg["s3"]
-    bucket = s3cfg["bucket"] or env.get("CARSEARCH_BUCKET")
+    b, s3cfg = cfg.bedrock, cfg.s3
+    bucket = s3cfg.bucket or env.get("CARSEARCH_BUCKET")
     if not bucket:
         raise CaptionError(
             "caption.s3.bucket: not set (set it in conf/caption/*.yaml, `-S caption.s3.bucket=NAME`, or $CARSEARCH_BUCKET)"
         )
-    role = b["role_arn"] or env.get("CARSEARCH_BEDROCK_ROLE_ARN")
+    role = b.role_arn or env.get("CARSEARCH_BEDROCK_ROLE_ARN")
     if not role:
         raise CaptionError(
             "caption.bedrock.role_arn: not set: the IAM service role Bedrock assumes to read/write "
@@ -82,16 +83,16 @@ def settings_from_cfg(cfg: dict, env: dict | None = None) -> Settings:
         raise CaptionError(
             f"caption.bedrock.role_arn: {role!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
         )
-    region = b["region"] or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    region = b.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     keys = {f for f in Settings.__dataclass_fields__}
-    extra = {k: v for k, v in b.items() if k in keys and v is not None and k not in ("role_arn", "region")}
+    extra = {k: v for k, v in b.as_dict().items() if k in keys and v is not None and k not in ("role_arn", "region")}
     return Settings(
-        model_id=cfg["model_id"],
+        model_id=cfg.model_id,
         role_arn=role,
         bucket=bucket,
-        prefix=str(s3cfg["prefix"]),
+        prefix=str(s3cfg.prefix),
         region=region,
-        min_records_per_job=int(cfg["quotas"]["min_records_per_job"]),
+        min_records_per_job=int(cfg.quotas.min_records_per_job),
         **extra,
     )
 

@@ -41,6 +41,7 @@ from carsearch.captioning import formats
 from carsearch.captioning.formats import count_output, empty_totals
 from carsearch.core.io import atomic_path, read_jsonl, write_json, write_jsonl
 from carsearch.core.paths import resolve, shared_root
+from carsearch.core.schema import Caption
 
 VERSION = 1
 SEGMENTS = "segments"
@@ -245,13 +246,13 @@ class CaptionCache:
         }
 
 
-def open_cache(cfg: dict, root: Path, context: dict) -> CaptionCache | None:
+def open_cache(cfg: Caption, root: Path, context: dict) -> CaptionCache | None:
     """The cache from `caption.cache` (`enabled`, `dir`), or None when disabled."""
-    c = cfg["cache"]
-    if not c["enabled"]:
+    c = cfg.cache
+    if not c.enabled:
         return None
     # relative to the original repo (queued experiments share it), like the embedding cache
-    return CaptionCache(resolve(c["dir"], shared_root(root)), context)
+    return CaptionCache(resolve(c.dir, shared_root(root)), context)
 
 
 def split_records(

@@ -17,6 +17,7 @@ from typing import Callable
 from carsearch.captioning import formats
 from carsearch.captioning.cache import answer_files
 from carsearch.captioning.parse import CaptionError
+from carsearch.core.schema import Caption
 
 
 @dataclass
@@ -30,22 +31,22 @@ class OpenAISettings:
     backoff_s: float = 1.0
 
 
-def settings_from_cfg(cfg: dict, env: dict | None = None) -> OpenAISettings:
+def settings_from_cfg(cfg: Caption, env: dict | None = None) -> OpenAISettings:
     import os
 
     env = os.environ if env is None else env
-    o = cfg["openai"]
-    base = o["base_url"] or env.get("OPENAI_BASE_URL")
+    o = cfg.openai
+    base = o.base_url or env.get("OPENAI_BASE_URL")
     if not base:
         raise CaptionError(
             "caption.openai.base_url: not set (e.g. http://localhost:8000/v1 for vLLM, "
             "http://localhost:11434/v1 for Ollama; or $OPENAI_BASE_URL)"
         )
-    model = o["model"]
+    model = o.model
     if not model:
         raise CaptionError("caption.openai.model: not set (the model name the server serves)")
-    key = (env.get(o["api_key_env"]) if o["api_key_env"] else None) or None
-    conc = int(o["concurrency"])
+    key = (env.get(o.api_key_env) if o.api_key_env else None) or None
+    conc = int(o.concurrency)
     if conc < 1:
         raise CaptionError(f"caption.openai.concurrency: {conc} (must be >= 1)")
     return OpenAISettings(
@@ -53,9 +54,9 @@ def settings_from_cfg(cfg: dict, env: dict | None = None) -> OpenAISettings:
         model=model,
         api_key=key,
         concurrency=conc,
-        timeout_s=float(o["timeout_s"]),
-        max_attempts=int(o["max_attempts"]),
-        backoff_s=float(o["backoff_s"]),
+        timeout_s=float(o.timeout_s),
+        max_attempts=int(o.max_attempts),
+        backoff_s=float(o.backoff_s),
     )
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 from carsearch.captioning import formats
 from carsearch.core import imaging
 from carsearch.core.io import atomic_path, read_jsonl, write_bytes, write_json
+from carsearch.core.schema import Caption
 
 INDEX_NAME = "batch.json"  # written by make_jsonl next to the shards
 IMAGES_SUBDIR = "images"  # Nova: resized images, uploaded next to each shard on S3
@@ -65,41 +66,41 @@ def encode_image(
             edge = int(edge * 0.75)
 
 
-def image_limits(family: str, cfg: dict) -> tuple[int, int]:
+def image_limits(family: str, cfg: Caption) -> tuple[int, int]:
     lim = FAMILY_LIMITS[family]
-    edge = min(int(cfg.get("max_image_edge") or lim["max_edge"]), lim["max_edge"])
-    nbytes = min(int(cfg.get("max_image_bytes") or lim["max_bytes"]), lim["max_bytes"])
+    edge = min(int(cfg.max_image_edge or lim["max_edge"]), lim["max_edge"])
+    nbytes = min(int(cfg.max_image_bytes or lim["max_bytes"]), lim["max_bytes"])
     return edge, nbytes
 
 
 # ------------------------------------------------------------------------ request records
-def wants_vehicles(cfg: dict, row: dict | None) -> bool:
+def wants_vehicles(cfg: Caption, row: dict | None) -> bool:
     """`caption.vehicles`: true for every image; auto for frames known to hold vehicles (a manifest
     row with boxes: rendered street frames, annotated folders); false never."""
-    mode = cfg["vehicles"]
+    mode = cfg.vehicles
     return mode is True or (mode == "auto" and bool((row or {}).get("boxes")))
 
 
-def prompts(cfg: dict, image: bytes, row: dict | None = None) -> tuple[str, str, int]:
+def prompts(cfg: Caption, image: bytes, row: dict | None = None) -> tuple[str, str, int]:
     """(system prompt, user prompt, max tokens) of one request: today's single caption, or (see
     `wants_vehicles`) every vehicle and its box, in pixels of `image` (the bytes as sent)."""
     if not wants_vehicles(cfg, row):
-        return cfg["system_prompt"], cfg["user_prompt"], cfg["max_tokens"]
+        return cfg.system_prompt, cfg.user_prompt, cfg.max_tokens
     with imaging.open_image(image) as im:
         width, height = im.size
     return (
-        cfg["vehicles_system_prompt"] or formats.VEHICLES_SYSTEM_PROMPT,
+        cfg.vehicles_system_prompt or formats.VEHICLES_SYSTEM_PROMPT,
         formats.vehicles_prompt(width, height),
-        cfg["vehicles_max_tokens"],
+        cfg.vehicles_max_tokens,
     )
 
 
-def claude_records(manifest: Iterable[dict], root: Path, cfg: dict) -> Iterator[dict]:
+def claude_records(manifest: Iterable[dict], root: Path, cfg: Caption) -> Iterator[dict]:
     edge, nbytes = image_limits("claude", cfg)
     for row in manifest:
         img = encode_image(root / row["path"], edge, max_bytes=nbytes)
         system, user, max_tokens = prompts(cfg, img, row)
-        body = formats.claude_request(img, system, user, max_tokens, cfg.get("temperature"))
+        body = formats.claude_request(img, system, user, max_tokens, cfg.temperature)
         yield formats.request_record(row["id"], body)
 
 
@@ -107,7 +108,12 @@ SHARD_TOKEN = "{shard}"  # replaced by the shard stem when shards are cut (Nova 
 
 
 def nova_records(
-    manifest: Iterable[dict], root: Path, cfg: dict, images_dir: Path, uri_prefix: str, bucket_owner: str | None = None
+    manifest: Iterable[dict],
+    root: Path,
+    cfg: Caption,
+    images_dir: Path,
+    uri_prefix: str,
+    bucket_owner: str | None = None,
 ) -> Iterator[dict]:
     """Nova records; each resized image is written to `images_dir/<id>.<ext>` and referenced as
     `<uri_prefix>/{shard}/images/<id>.<ext>` (the shard folder is filled in by `write_shards`)."""
@@ -119,23 +125,21 @@ def nova_records(
         write_bytes(images_dir / f"{row['id']}.{ext}", img)
         uri = f"{uri_prefix}/{SHARD_TOKEN}/{IMAGES_SUBDIR}/{row['id']}.{ext}"
         system, user, max_tokens = prompts(cfg, img, row)
-        body = formats.nova_request(
-            uri, fmt, system, user, max_tokens, cfg.get("temperature"), bucket_owner=bucket_owner
-        )
+        body = formats.nova_request(uri, fmt, system, user, max_tokens, cfg.temperature, bucket_owner=bucket_owner)
         yield formats.request_record(row["id"], body)
 
 
 def batch_key(
-    model_id: str, family: str, ids: list[str], cfg: dict, bucket: str | None, prefix: str, vehicles: bool = False
+    model_id: str, family: str, ids: list[str], cfg: Caption, bucket: str | None, prefix: str, vehicles: bool = False
 ) -> str:
     """A short hash of everything that determines the request files (names the S3 folder);
     `vehicles`: some request asks for every vehicle (`wants_vehicles`)."""
     keyed = {
-        k: cfg.get(k)
+        k: getattr(cfg, k)
         for k in ("system_prompt", "user_prompt", "max_tokens", "temperature", "max_image_edge", "max_image_bytes")
     }
     if vehicles:  # only then: the single-caption key stays what it was
-        keyed.update({k: cfg.get(k) for k in ("vehicles", "vehicles_system_prompt", "vehicles_max_tokens")})
+        keyed.update({k: getattr(cfg, k) for k in ("vehicles", "vehicles_system_prompt", "vehicles_max_tokens")})
     blob = json.dumps(
         {"model_id": model_id, "family": family, "ids": ids, "cfg": keyed, "bucket": bucket, "prefix": prefix},
         sort_keys=True,
@@ -257,16 +261,16 @@ def make_requests(
     manifest: list[dict],
     root: Path,
     out_dir: Path,
-    cfg: dict,
+    cfg: Caption,
     bucket: str | None = None,
     progress: Callable[[Iterable], Iterable] | None = None,
 ) -> dict:
     """Build the request shards for the configured model family, plus `batch.json` (the index
     caption_batch reads: family, S3 layout, per-shard record counts and content hashes)."""
-    family = formats.model_family(cfg["model_id"], cfg["family"])
-    prefix, quotas = str(cfg["s3"]["prefix"]), dict(cfg["quotas"])  # recorded in batch.json
+    family = formats.model_family(cfg.model_id, cfg.family)
+    prefix, quotas = str(cfg.s3.prefix), cfg.quotas.as_dict()  # recorded in batch.json
     ids = [r["id"] for r in manifest]
-    key = batch_key(cfg["model_id"], family, ids, cfg, bucket, prefix, any(wants_vehicles(cfg, r) for r in manifest))
+    key = batch_key(cfg.model_id, family, ids, cfg, bucket, prefix, any(wants_vehicles(cfg, r) for r in manifest))
     rows = progress(manifest) if progress else manifest
     finalize = None
     if family == "claude":
@@ -279,7 +283,7 @@ def make_requests(
             )
         base = "/".join(p for p in (prefix.strip("/"), key) if p)
         records = nova_records(
-            rows, root, cfg, out_dir / IMAGES_SUBDIR, f"s3://{bucket}/{base}/input", cfg["s3"]["bucket_owner"]
+            rows, root, cfg, out_dir / IMAGES_SUBDIR, f"s3://{bucket}/{base}/input", cfg.s3.bucket_owner
         )
 
         def finalize(rec: dict, shard: str) -> dict:
@@ -290,11 +294,11 @@ def make_requests(
                         loc["uri"] = loc["uri"].replace(SHARD_TOKEN, shard)
             return rec
 
-    shards = cut_shards(records, out_dir, cfg["records_per_file"], family=family, quotas=quotas, finalize=finalize)
+    shards = cut_shards(records, out_dir, cfg.records_per_file, family=family, quotas=quotas, finalize=finalize)
     for s in shards:
         s.s3 = s3_layout(bucket, prefix, key, Path(s.file).stem) if bucket else {}
     index = {
-        "model_id": cfg["model_id"],
+        "model_id": cfg.model_id,
         "family": family,
         "batch_key": key,
         "bucket": bucket,

@@ -157,7 +157,7 @@ def detect_boxes(frames: list[dict], root: Path, spec: Detect, seed: int) -> int
     todo = [f for f in frames if f.get("boxes") is None]
     if not todo or not (spec.model or spec.tiny):
         return 0
-    model, processor = detect_mod.load_detector(spec, seed=seed)
+    model, processor = detect_mod.load_detector(spec.as_dict(), seed=seed)
     bs = spec.batch_size
     for i in range(0, len(todo), bs):
         chunk = todo[i : i + bs]
@@ -192,9 +192,9 @@ def source_items(kind: str, path: str, cfg):
     """(name, bytes, labels, error) items of a folder or S3 corpus, as ingest reads them (`cfg`: a
     section with `subfolder_key` and `labels_csv`: `index`, an `eval.sets` item)."""
     if kind == "folder":
-        return data.iter_folder(Path(path), cfg["subfolder_key"], cfg["labels_csv"])
+        return data.iter_folder(Path(path), cfg.subfolder_key, cfg.labels_csv)
     if kind == "s3":
-        return data.iter_s3(path, cfg["subfolder_key"], cfg["labels_csv"])
+        return data.iter_s3(path, cfg.subfolder_key, cfg.labels_csv)
     raise ValueError(f"index.corpus: unknown corpus {kind!r} (expected one of {', '.join(CORPORA)})")
 
 

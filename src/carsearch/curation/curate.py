@@ -152,12 +152,11 @@ def curate(
     """Returns (pairs by split, rejects). `manifest` maps image id -> manifest row; `jobs` (input
     file name -> job summary) explains records missing from a job that did not complete. Vehicles
     answers: `margin` (the crop's context, part of the vehicle id) and `min_side` (px) default to
-    `cfg["boxes"]` (curate.boxes.margin, curate.boxes.min_side)."""
+    `cfg.boxes` (curate.boxes.margin, curate.boxes.min_side)."""
     outputs, rejects, problems = read_outputs(output_files)
     jobs = jobs or {}
-    box_cfg = cfg.get("boxes") or {}
-    margin = float(box_cfg.get("margin", 0.0) if margin is None else margin)
-    min_side = int(box_cfg.get("min_side", 1) if min_side is None else min_side)
+    margin = float(cfg.boxes.margin if margin is None else margin)
+    min_side = int(cfg.boxes.min_side if min_side is None else min_side)
     # (recordId, input file, vehicles request?, the image size it states): request bodies are not kept
     requested = [
         (
@@ -213,11 +212,11 @@ def curate(
             rejects.append({"id": rid, "path": row["path"], "reason": f"bad caption: {msg}"})
             continue
         if asks_vehicles:
-            got, bad = vehicle_pairs(rid, row, ans, margin, cfg["require_fields"])
+            got, bad = vehicle_pairs(rid, row, ans, margin, cfg.require_fields)
             pairs += got
             rejects += bad
             continue
-        got, bad = caption_pair(rid, row, cap, cfg["require_fields"])
+        got, bad = caption_pair(rid, row, cap, cfg.require_fields)
         pairs += got
         rejects += bad
     for rid in outputs:  # outputs nobody asked for
@@ -228,8 +227,8 @@ def curate(
     # by frame: the vehicles of one frame are one image (never near-duplicates of each other) and
     # share its split (crops of a frame never straddle train/test)
     frames = {p.get("frame_id", p["id"]): root / p["path"] for p in pairs}
-    groups = perceptual_groups(frames, cfg["near_duplicate_max_distance"])
-    by_split: dict[str, list[dict]] = {s: [] for s in cfg["splits"]}
+    groups = perceptual_groups(frames, cfg.near_duplicate_max_distance)
+    by_split: dict[str, list[dict]] = {s: [] for s in cfg.splits}
     for p in pairs:
         frame = p.get("frame_id", p["id"])
         rep = groups[frame]
@@ -237,5 +236,5 @@ def curate(
             extra = {"frame_id": frame} if "frame_id" in p else {}
             rejects.append({"id": p["id"], **extra, "path": p["path"], "reason": f"near-duplicate of {rep}"})
             continue
-        by_split[split_of(frame, seed, cfg["splits"])].append(p)
+        by_split[split_of(frame, seed, cfg.splits)].append(p)
     return by_split, rejects

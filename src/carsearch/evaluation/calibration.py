@@ -27,6 +27,7 @@ import numpy as np
 
 from carsearch.core.confidence import FEATURES, SIGNS, hit_features, predict
 from carsearch.core.io import write_bytes
+from carsearch.core.schema import Calibration
 from carsearch.evaluation.evalsets import PHRASINGS
 
 # a source of queries with nothing to find (car-less frames): kept although no hit of theirs matches
@@ -120,7 +121,7 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, target: float, min_confident:
     return float(levels[good][-1]) if good.any() else None
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, cfg: dict | None = None):
+def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, cfg: Calibration | None = None):
     """Each row's confidence from a fit that never saw its query (GroupKFold over queries); with
     `cfg`, also whether it is confident under that fold's threshold, itself chosen out-of-fold
     inside the fold's training queries (so the threshold never saw the judged query either)."""
@@ -138,14 +139,14 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, cf
     return p, conf
 
 
-def fit_with_threshold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, cfg: dict) -> dict:
-    """`fit` on every row, and its threshold for `cfg["target_precision"]` from out-of-fold confidences."""
+def fit_with_threshold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, cfg: Calibration) -> dict:
+    """`fit` on every row, and its threshold for `cfg.target_precision` from out-of-fold confidences."""
     calib = fit(x, y)
-    p, _ = out_of_fold(x, y, groups, int(cfg["folds"]))
-    thr = choose_threshold(p, y, float(cfg["target_precision"]), int(cfg["min_confident"]), float(cfg["margin_z"]))
+    p, _ = out_of_fold(x, y, groups, int(cfg.folds))
+    thr = choose_threshold(p, y, float(cfg.target_precision), int(cfg.min_confident), float(cfg.margin_z))
     return {
         **calib,
-        "target_precision": float(cfg["target_precision"]),
+        "target_precision": float(cfg.target_precision),
         "threshold": thr,
         "target_reached": thr is not None,
     }
@@ -188,12 +189,12 @@ def judge(p: np.ndarray, y: np.ndarray, conf: np.ndarray, bins: int) -> dict:
     }
 
 
-def calibrate(sources: dict[str, tuple[np.ndarray, np.ndarray]], cfg: dict) -> tuple[dict, dict]:
+def calibrate(sources: dict[str, tuple[np.ndarray, np.ndarray]], cfg: Calibration) -> tuple[dict, dict]:
     """(calibration fitted on every query, report). `sources`: name -> (scores [Q, N], rel [Q, N]).
     A source named `NULL_PREFIX...` holds queries with nothing to find (every hit a non-match).
     Report: per source (and "all") the out-of-fold figures (`judge`), `transfer` (fit on the other
     sources), how many queries each source gave, and the threshold of the shipped fit."""
-    top_k, folds, bins = int(cfg["top_k"]), int(cfg["folds"]), int(cfg["bins"])
+    top_k, folds, bins = int(cfg.top_k), int(cfg.folds), int(cfg.bins)
     rows = {}
     for name, (scores, rel) in sources.items():
         x, y, g = query_rows(scores, rel, top_k, keep_empty=name.startswith(NULL_PREFIX))

@@ -16,20 +16,21 @@ from pathlib import Path
 import numpy as np
 
 from carsearch.core.paths import resolve
+from carsearch.core.schema import Eval, EvalSet
 from carsearch.evaluation.stats import bootstrap_ci, bootstrap_settings, paired_bootstrap
 from carsearch.feedback import split, store
 
 
-def judged_queries(spec: dict, root: Path, log=print) -> tuple[list[dict], dict]:
+def judged_queries(spec: EvalSet, root: Path, log=print) -> tuple[list[dict], dict]:
     """The held-out text queries with their judged hits ({"id", "text", "hits": [(path, verdict)]})
     and the counts of what was left out (and why)."""
-    path = resolve(spec["path"], root)
+    path = resolve(spec.path, root)
     if not path.is_file():
-        raise FileNotFoundError(f"eval.sets[{spec['name']}].path: judgments file not found: {path}")
+        raise FileNotFoundError(f"eval.sets[{spec.name}].path: judgments file not found: {path}")
     loaded = store.read(path)
     for p in loaded.problems:
-        log(f"evaluate: set {spec['name']!r}: {p}")
-    parts = split.split(loaded.judgments, float(spec["eval_fraction"]))
+        log(f"evaluate: set {spec.name!r}: {p}")
+    parts = split.split(loaded.judgments, float(spec.eval_fraction))
     held = set(parts["eval"])
     out, skipped = [], {"image_queries": 0, "missing_files": 0, "bad_lines": len(loaded.problems)}
     for qid, by_hit in split.latest(loaded.judgments).items():
@@ -85,9 +86,9 @@ def _summary(vals: dict[str, np.ndarray], boot: dict) -> dict:
     return out
 
 
-def judged_report(spec: dict, root: Path, models, encoders: dict, cfg: dict, log=print) -> dict:
+def judged_report(spec: EvalSet, root: Path, models, encoders: dict, cfg: Eval, log=print) -> dict:
     """{"kind": "judgments", model: {"text_to_image": {...}, "image_to_image": {}}, "gain", "split"}."""
-    k, boot = int(cfg["set_k"]), bootstrap_settings(cfg["bootstrap"])
+    k, boot = int(cfg.set_k), bootstrap_settings(cfg.bootstrap)
     queries, info = judged_queries(spec, root, log)
     res: dict = {"kind": "judgments", "images": sum(len(q["hits"]) for q in queries), **info}
     values = {}
@@ -104,7 +105,7 @@ def judged_report(spec: dict, root: Path, models, encoders: dict, cfg: dict, log
             res["gain"]["text_to_image"][m] = round(float(np.mean(f[keep] - b[keep])) if keep.any() else 0.0, 4)
             res["gain"]["text_to_image"][f"{m}_ci"] = [round(float(x), 4) for x in pb.get("ci", (0.0, 0.0))]
     log(
-        f"evaluate[set {spec['name']}]: {len(queries)} judged queries held out ({res['images']} judged hits); "
+        f"evaluate[set {spec.name}]: {len(queries)} judged queries held out ({res['images']} judged hits); "
         + " | ".join(f"{n} P@{k} {res[n]['text_to_image'][f'precision@{k}']:.3f} pairwise "
                      f"{res[n]['text_to_image']['pairwise']:.3f}" for n in models)
     )  # fmt: skip

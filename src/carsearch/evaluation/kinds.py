@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from carsearch.core.confidence import calibration_doc
+from carsearch.core.schema import Calibration
 from carsearch.evaluation.calibration import NULL_PREFIX, calibrate
 from carsearch.sources.labels import model_key
 
@@ -97,19 +98,25 @@ def null_frames(n: int, size: int = 224, seed: int = 0) -> list:
 
 
 def fit_kinds(
-    text_sources: dict, img: np.ndarray, labels: list[dict], kept: dict, model: str, ccfg: dict, encode_image: Callable
+    text_sources: dict,
+    img: np.ndarray,
+    labels: list[dict],
+    kept: dict,
+    model: str,
+    ccfg: Calibration,
+    encode_image: Callable,
 ) -> tuple[dict, dict]:
     """(calibration document {"kinds": {kind: fit}}, report {"kinds": {kind: report}}) of one
     model: text queries from `text_sources`; image queries from the test split (`img`, `labels`),
-    each eval set of this model (`kept`: {(set, model): (img, labels)}) and `ccfg["null_frames"]`
+    each eval set of this model (`kept`: {(set, model): (img, labels)}) and `ccfg.null_frames`
     car-less frames (`encode_image`: PIL images -> vectors)."""
-    match = list(ccfg["image_match"])
+    match = list(ccfg.image_match)
     image_sources = {"test_split": image_source(img, labels, match)}
     for (set_name, mname), (simg, slabels) in sorted(kept.items()):
         if mname == model:
             image_sources[f"set:{set_name}"] = image_source(simg, slabels, match)
-    if int(ccfg["null_frames"]):
-        image_sources[f"{NULL_PREFIX}street"] = null_source(encode_image(null_frames(int(ccfg["null_frames"]))), img)
+    if int(ccfg.null_frames):
+        image_sources[f"{NULL_PREFIX}street"] = null_source(encode_image(null_frames(int(ccfg.null_frames))), img)
     fits, reports = {}, {}
     for kind, sources in (("text", text_sources), ("image", image_sources)):
         fit, reports[kind] = calibrate(sources, ccfg)

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from carsearch.core.schema import Eval
 from carsearch.core.vocab import query_text
 from carsearch.evaluation.metrics import recall_curve, retrieval_metrics
 from carsearch.model.clip import pixel_tensor
@@ -140,24 +141,24 @@ def zero_shot(
 
 
 def full_report(
-    img: np.ndarray, labels: list[dict], encode_text: Callable[[list[str]], np.ndarray], cfg: dict
+    img: np.ndarray, labels: list[dict], encode_text: Callable[[list[str]], np.ndarray], cfg: Eval
 ) -> tuple[dict, dict, dict]:
     """Everything `evaluate` reports for one model: (metrics, curves, query data for examples)."""
-    ks, map_k = list(cfg["ks"]), int(cfg["map_k"])
-    attrs, skipped = supported_queries(labels, list(cfg["attributes"]))
-    texts, rel = attribute_queries(labels, attrs, int(cfg["min_relevant"]))
+    ks, map_k = list(cfg.ks), int(cfg.map_k)
+    attrs, skipped = supported_queries(labels, list(cfg.attributes))
+    texts, rel = attribute_queries(labels, attrs, int(cfg.min_relevant))
     txt = encode_text(texts) if texts else np.zeros((0, img.shape[1]), np.float32)
     metrics, curves = evaluate_embeddings(img, txt, labels, rel, ks, max(ks), map_k, labelled_for(labels, attrs))
     metrics["attributes"], metrics["skipped"] = attrs, skipped
     by_combo = {}
-    for combo in combos_for(attrs)[:-1] if cfg["by_combo"] else []:
-        ct, cr = attribute_queries(labels, combo, int(cfg["min_relevant"]))
+    for combo in combos_for(attrs)[:-1] if cfg.by_combo else []:
+        ct, cr = attribute_queries(labels, combo, int(cfg.min_relevant))
         if ct:
             m = retrieval_metrics(judged_scores(encode_text(ct) @ img.T, labelled_for(labels, combo)), cr, ks, map_k)
             by_combo["+".join(combo)] = {k: v for k, v in m.items() if k != "skipped_queries"}
     if by_combo:
         metrics["text_to_image_by_combo"] = by_combo
-    metrics["zero_shot"] = zero_shot(img, labels, encode_text, cfg["zero_shot"])
+    metrics["zero_shot"] = zero_shot(img, labels, encode_text, cfg.zero_shot)
     return metrics, curves, {"texts": texts, "rel": rel, "txt": txt}
 
 
@@ -204,14 +205,14 @@ def embed_texts(model, processor, texts: Sequence[str], batch_size: int = 256) -
     return torch.cat(out).numpy()
 
 
-def validation_fn(processor, pairs: list[dict], root: Path, cfg: dict) -> Callable[[object], dict] | None:
+def validation_fn(processor, pairs: list[dict], root: Path, cfg: Eval) -> Callable[[object], dict] | None:
     """`validate(model) -> {"t2i_recall@5": ..., "i2i_recall@5": ..., "val_recall@5": mean}` on
     the validation pairs (images preprocessed once). None (with a reason) when there are < 2 pairs."""
     if len(pairs) < 2:
         return None
     pix = pixel_tensor(processor, [root / p["path"] for p in pairs])
     labels = [p.get("labels") or p.get("attributes") or {} for p in pairs]
-    vcfg = {**cfg, "by_combo": False, "zero_shot": ()}
+    vcfg = cfg.model_copy(update={"by_combo": False, "zero_shot": []})
 
     def validate(model) -> dict:
         img = embed_pixels(model, pix)

@@ -246,7 +246,7 @@ def run(cfg: Params, root: Path, log=print) -> EvalResult:
     rows = _split_rows(cfg, root)
     labels = [r.get("labels") or r.get("attributes") or {} for r in rows]
     model_dir = resolve(cfg.paths.model_dir, root)
-    models = {"base": load_clip(cfg.model, seed=cfg.train.seed), "finetuned": load_pretrained(model_dir)}
+    models = {"base": load_clip(cfg.model.as_dict(), seed=cfg.train.seed), "finetuned": load_pretrained(model_dir)}
     results, curves, extra = _score_models(models, rows, labels, cfg, root, log)
     attrs, skipped = results["queries"]["attributes"], results["queries"]["skipped"]
     # uncertainty: bootstrap CIs over queries ("recall@5_ci": [lo, hi]) and the per-query results

@@ -24,6 +24,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from carsearch.core.io import write_text
+from carsearch.core.schema import Bootstrap
 from carsearch.evaluation.metrics import per_query_metrics
 from carsearch.evaluation.protocol import judged_scores, labelled_for
 from carsearch.sources.labels import same_model_relevance
@@ -33,9 +34,9 @@ MODELS = ("base", "finetuned")
 _CHUNK = 4_000_000  # gathered values per bootstrap chunk (memory bound, ~32 MB)
 
 
-def bootstrap_settings(cfg: Mapping) -> dict:
+def bootstrap_settings(cfg: Bootstrap) -> dict:
     """`eval.bootstrap` (conf/eval/default.yaml) typed: {"n", "seed", "confidence"}."""
-    out = {"n": int(cfg["n"]), "seed": int(cfg["seed"]), "confidence": float(cfg["confidence"])}
+    out = {"n": int(cfg.n), "seed": int(cfg.seed), "confidence": float(cfg.confidence)}
     if out["n"] < 1 or not 0.0 < out["confidence"] < 1.0:
         raise ValueError(f"eval.bootstrap: n must be >= 1 and 0 < confidence < 1, got {out}")
     return out
@@ -105,9 +106,7 @@ def bootstrap_ci(
     return {k: (float(lo), float(hi)) for k, (lo, hi) in zip(names, iv)}
 
 
-def add_intervals(
-    results: dict, per_query: Mapping[str, Mapping[str, dict]], cfg: Mapping | None = None, ndigits: int = 4
-) -> dict:
+def add_intervals(results: dict, per_query: Mapping[str, Mapping[str, dict]], cfg: Bootstrap, ndigits: int = 4) -> dict:
     """Put `"<metric>_ci": [lo, hi]` next to every metric of `results[model][direction]` that has
     per-query values, and next to `results["gain"][direction][metric]` (fine-tuned minus base on
     the same resampled queries). Lists are not numbers to `dvc metrics diff`, so its table keeps

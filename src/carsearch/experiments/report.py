@@ -24,6 +24,7 @@ import yaml
 
 from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import repo_root
+from carsearch.core.schema import Bootstrap
 from carsearch.evaluation.stats import DIRECTIONS, bootstrap_settings, paired_bootstrap, read_query_csv
 from carsearch.experiments.headline import STAGE_FILES
 
@@ -86,7 +87,7 @@ def _bootstrap(head: dict, workspace: dict) -> dict:
     """`eval.bootstrap` of the head revision; of the workspace for a revision from before it existed."""
     for params in (head, workspace):
         try:
-            return bootstrap_settings(params["eval"]["bootstrap"])
+            return bootstrap_settings(Bootstrap.model_validate(params["eval"]["bootstrap"]))
         except (KeyError, TypeError, ValueError):
             continue
     raise ReportError("eval.bootstrap: not in params.yaml of the head revision or of the workspace (run `dvc exp run`)")

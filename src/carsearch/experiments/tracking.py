@@ -11,16 +11,17 @@ from pathlib import Path
 
 from carsearch.core.params import changed_keys, flatten
 from carsearch.core.paths import mlflow_uri, shared_root
+from carsearch.core.schema import MLflow
 
 
-def setup(cfg: dict):
+def setup(cfg: MLflow):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_uri(cfg["tracking_uri"]))
-    name = cfg["experiment"]
+    mlflow.set_tracking_uri(mlflow_uri(cfg.tracking_uri))
+    name = cfg.experiment
     if mlflow.get_experiment_by_name(name) is None:
         artifacts = shared_root() / "mlartifacts"
         with contextlib.suppress(Exception):  # a concurrent experiment may have created it
@@ -32,11 +33,11 @@ def setup(cfg: dict):
     return mlflow
 
 
-def register_model(mlflow, run_id: str, cfg: dict, content_hash: str, tags: dict | None = None) -> dict:
+def register_model(mlflow, run_id: str, cfg: MLflow, content_hash: str, tags: dict | None = None) -> dict:
     """Register the run's `model` artifact folder (a `save_pretrained` dir) as a new version of
-    `cfg["registered_model"]` (default "carsearch-clip"), tagged with its content hash.
+    `cfg.registered_model` (default "carsearch-clip"), tagged with its content hash.
     Returns {"name", "version", "source"}; {} when registration is disabled (registered_model: null)."""
-    name = cfg["registered_model"]
+    name = cfg.registered_model
     if not name:
         return {}
     from mlflow.tracking import MlflowClient

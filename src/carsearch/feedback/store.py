@@ -17,14 +17,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from carsearch.core.params import load_params
+from carsearch.core.params import load_config
 from carsearch.core.paths import resolve
 from carsearch.feedback.record import Judgment
 
 
 def judgments_file(root: Path) -> Path:
     """paths.judgments of the repo's params.yaml, resolved against `root`."""
-    return resolve(load_params(Path(root) / "params.yaml")["paths"]["judgments"], Path(root))
+    return resolve(load_config(Path(root) / "params.yaml").paths.judgments, Path(root))
 
 
 def append(path: Path, judgments: list[Judgment] | Judgment) -> int:

@@ -29,7 +29,7 @@ from carsearch.core.confidence import reference_rows
 from carsearch.core.io import dir_hash, reporting_refused_writes, write_jsonl
 from carsearch.core.params import ParamsError
 from carsearch.core.paths import resolve
-from carsearch.core.schema import Params
+from carsearch.core.schema import Params, PretrainedModel
 from carsearch.curation import corpus
 from carsearch.index import manifest as index_manifest
 from carsearch.index import ray_engine, remote
@@ -117,7 +117,7 @@ def promoted_model(cfg: Params, root: Path, decision: dict, stage: Path, registr
     "<where it came from>@<content hash>", registry info)."""
     rel, model_copy, spec = cfg.paths.model_dir, stage / MODEL_SUBDIR, cfg.model
     if decision["use"].startswith("wise_ft_"):  # (1 - alpha) base + alpha fine-tuned, travels in the index
-        save_interpolated(spec, cfg.train.seed, resolve(rel, root), decision["alpha"], model_copy)
+        save_interpolated(spec.as_dict(), cfg.train.seed, resolve(rel, root), decision["alpha"], model_copy)
         model, processor = load_pretrained(model_copy)
         content = dir_hash(model_copy)
         ref = f"{decision['use']}:{rel}@{dir_hash(resolve(rel, root))}"
@@ -125,15 +125,20 @@ def promoted_model(cfg: Params, root: Path, decision: dict, stage: Path, registr
         return model, processor, MODEL_SUBDIR, f"{ref}@{content}", info
     if decision["use"] == "finetuned":
         return _finetuned(cfg, root, model_copy, registry)
-    model, processor = load_clip(spec, seed=cfg.train.seed)
-    pretrained = getattr(spec, "pretrained", None)
-    if spec.kind == "pretrained" and not resolve(pretrained, root).is_dir():
-        content, model_dir = f"hub:{pretrained}", pretrained  # a hub id: loaded by name
+    model, processor = load_clip(spec.as_dict(), seed=cfg.train.seed)
+    if isinstance(spec, PretrainedModel) and not resolve(spec.pretrained, root).is_dir():
+        content, model_dir = f"hub:{spec.pretrained}", spec.pretrained  # a hub id: loaded by name
     else:  # the random-init tiny model (or a local pretrained dir) travels inside the index
         save_clip(model, processor, model_copy)
         content, model_dir = dir_hash(model_copy), MODEL_SUBDIR
     info = {"name": None, "version": None, "base_model": spec.name, "content_hash": content}
-    return model, processor, model_dir, f"base:{pretrained or spec.name}@{content}", info
+    return (
+        model,
+        processor,
+        model_dir,
+        f"base:{spec.pretrained if isinstance(spec, PretrainedModel) else spec.name}@{content}",
+        info,
+    )
 
 
 def give_back_memory() -> None:

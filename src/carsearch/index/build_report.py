@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow.compute as pc
 
 from carsearch.core.rejects import summarise
-from carsearch.core.schema import Params
+from carsearch.core.schema import Index
 from carsearch.index.build import BuiltIndex
 
 MACHINE_STATE = ("seconds", "embed_seconds", "embedded", "cached", "images_per_second")  # not metrics
@@ -26,9 +26,10 @@ def _s(n: int) -> str:
     return "s" if n != 1 else ""
 
 
-def summary_lines(built: BuiltIndex, cfg: Params) -> list[str]:
-    """What the stage prints: rejects, frames without a vehicle, rows left out, then the headline."""
-    s, c, rows, index_rel, version = built.summary, cfg.index, built.rows, cfg.paths.index_dir, built.version
+def summary_lines(built: BuiltIndex, c: Index, index_rel: str) -> list[str]:
+    """What the stage prints (`c`: the `index` section, `index_rel`: paths.index_dir): rejects, frames
+    without a vehicle, rows left out, then the headline."""
+    s, rows, version = built.summary, built.rows, built.version
     out = [f"build_index: {line}" for line in summarise(built.rejects, "file", f"{index_rel}/{version}/rejects.jsonl")]
     if empty := built.notes.get("frames_without_vehicle"):
         out.append(

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from carsearch.core.io import atomic_path
 from carsearch.core.paths import resolve, shared_root
+from carsearch.core.schema import Index
 
 COMPACT_AT = 32  # parts per model before they are merged into one
 
@@ -104,10 +105,10 @@ class EmbedCache:
                 p.unlink(missing_ok=True)
 
 
-def open_embed_cache(cfg: dict, model_hash: str, root: Path | None = None) -> EmbedCache:
+def open_embed_cache(cfg: Index, model_hash: str, root: Path | None = None) -> EmbedCache:
     """The cache of `index.embed_cache_dir` for one model, relative to the original repo root
     (queued experiments share it), as build_index and `carsearch index add` both use it."""
-    return EmbedCache(resolve(cfg["embed_cache_dir"], shared_root(root)), model_hash)
+    return EmbedCache(resolve(cfg.embed_cache_dir, shared_root(root)), model_hash)
 
 
 def _write_part(path: Path, ids: list[str], vectors: np.ndarray, group: int = 65536) -> None:

@@ -20,16 +20,18 @@ from typing import Callable
 import numpy as np
 
 from carsearch.core import originals
+from carsearch.core.schema import Index, IndexRay
 
 
-def start(ray_cfg: dict) -> dict:
+def start(ray_cfg: IndexRay) -> dict:
     """Connect to (or start) Ray; returns the cluster's resources."""
     import ray
 
     if not ray.is_initialized():
-        kw = {} if (ray_cfg.get("address") or os.environ.get("RAY_ADDRESS")) else {"num_cpus": ray_cfg.get("num_cpus")}
+        address = ray_cfg.address or os.environ.get("RAY_ADDRESS")
+        kw = {} if address else {"num_cpus": ray_cfg.num_cpus}
         ray.init(
-            address=ray_cfg.get("address") or os.environ.get("RAY_ADDRESS"),
+            address=address,
             ignore_reinit_error=True,
             log_to_driver=False,
             include_dashboard=False,
@@ -39,7 +41,7 @@ def start(ray_cfg: dict) -> dict:
 
 
 def encoder(
-    model_dir: str | os.PathLike, root: Path, cfg: dict, progress: bool = False
+    model_dir: str | os.PathLike, root: Path, cfg: Index, progress: bool = False
 ) -> Callable[[list[str]], np.ndarray]:
     """`encode(locations) -> vectors` (in the order given) on Ray Data with the model saved in
     `model_dir` (a folder every Ray node can read, or a hub id in every node's cache)."""
@@ -48,14 +50,14 @@ def encoder(
     from carsearch.model.clip import load_pretrained
     from carsearch.model.preprocess import ClipPreprocess
 
-    rc = cfg["ray"]
-    bs, draft = int(cfg["batch_size"]), bool(cfg["decode_draft"])
+    rc = cfg.ray
+    bs, draft = int(cfg.batch_size), bool(cfg.decode_draft)
     state: dict = {}
 
     def setup() -> dict:  # on the first chunk: a build whose images are all cached never starts Ray
         if not state:
             resources = start(rc)
-            num_gpus = rc["num_gpus"]
+            num_gpus = rc.num_gpus
             if num_gpus is None:
                 num_gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
             _, processor = load_pretrained(model_dir)
@@ -109,8 +111,8 @@ def actor_plan(rc: dict, resources: dict, num_gpus: float) -> dict:
     threads (OMP_NUM_THREADS). Ray Data fuses the decode step into the actors, so an actor decodes
     its own batches: on 2 cores one actor with 2 CPUs, not two actors fighting over them."""
     cpus = max(1, int(resources.get("CPU", 1)))
-    per = 0 if num_gpus else min(int(rc["actor_cpus"]), cpus)
-    actors = rc["actors"]
+    per = 0 if num_gpus else min(int(rc.actor_cpus), cpus)
+    actors = rc.actors
     if actors is None:
         actors = max(1, int(resources.get("GPU", 0) // num_gpus)) if num_gpus else max(1, cpus // per)
     return {"actors": int(actors), "actor_cpus": per}

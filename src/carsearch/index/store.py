@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from carsearch.core.columns import ROW
 from carsearch.core.io import write_json
+from carsearch.core.schema import Index
 from carsearch.curation.rows import row_table
 
 META_FILE = "carsearch_index.json"
@@ -67,33 +68,33 @@ VEHICLE_COLUMNS = tuple(c for c in ROW.hit if c in ROW.optional)
 ANN_INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ")
 
 
-def ann_partitions(rows: int, cfg: dict) -> int:
+def ann_partitions(rows: int, cfg: Index) -> int:
     """`index.num_partitions`, or (null/0) about one partition per `index.rows_per_partition` rows
     (measured, docs/scale.md), never more partitions than rows/8."""
-    n = cfg["num_partitions"]
+    n = cfg.num_partitions
     if not n:
-        n = max(1, round(rows / int(cfg["rows_per_partition"])))
+        n = max(1, round(rows / int(cfg.rows_per_partition)))
     return int(max(1, min(int(n), max(1, rows // 8))))
 
 
-def create_ann_index(tbl, cfg: dict, rows: int | None = None) -> str:
+def create_ann_index(tbl, cfg: Index, rows: int | None = None) -> str:
     """The vector index of `index.ann_index` (IVF_HNSW_SQ by default, or IVF_PQ searched with a
     refine step); its parameters are chosen by measurement (benchmarks/bench_index.py, docs/scale.md)."""
     import lancedb.index
 
     rows = tbl.count_rows() if rows is None else rows
-    kind = str(cfg["ann_index"]).upper()
-    metric, parts = cfg["metric"], ann_partitions(rows, cfg)
+    kind = str(cfg.ann_index).upper()
+    metric, parts = cfg.metric, ann_partitions(rows, cfg)
     if kind == "IVF_HNSW_SQ":
         conf = lancedb.index.IvfHnswSq(
             distance_type=metric,
             num_partitions=parts,
-            m=int(cfg["hnsw_m"]),
-            ef_construction=int(cfg["hnsw_ef_construction"]),
+            m=int(cfg.hnsw_m),
+            ef_construction=int(cfg.hnsw_ef_construction),
         )
     elif kind == "IVF_PQ":
         dim = tbl.schema.field("vector").type.list_size
-        sub = int(cfg["num_sub_vectors"] or max(1, dim // 8))  # null: dim / 8
+        sub = int(cfg.num_sub_vectors or max(1, dim // 8))  # null: dim / 8
         if dim % sub:
             raise ValueError(f"index.num_sub_vectors: {sub} does not divide the vector dimension {dim}")
         conf = lancedb.index.IvfPq(distance_type=metric, num_partitions=parts, num_sub_vectors=sub)
@@ -131,21 +132,21 @@ def create_fts_index(tbl, column: str = FTS_COLUMN) -> bool:
     return True
 
 
-def create_indices(tbl, cfg: dict, rows: int | None = None) -> dict:
+def create_indices(tbl, cfg: Index, rows: int | None = None) -> dict:
     """Every index a table gets: the ANN index at >= `index.ann_min_rows` rows (else search is exact
     brute force), scalar indices (`index.scalar_indices`) and the caption FTS index (`index.fts`).
     Returns {"search": kind, "scalar": [...], "fts": bool, "seconds": {...}}."""
     rows = tbl.count_rows() if rows is None else rows
     out: dict = {"search": "brute force (exact)", "scalar": [], "fts": False, "seconds": {}}
-    if rows >= int(cfg["ann_min_rows"]):
+    if rows >= int(cfg.ann_min_rows):
         t = time.perf_counter()
         out["search"] = create_ann_index(tbl, cfg, rows)
         out["seconds"]["ann"] = round(time.perf_counter() - t, 2)
-    if rows and cfg["scalar_indices"]:
+    if rows and cfg.scalar_indices:
         t = time.perf_counter()
         out["scalar"] = create_scalar_indices(tbl)
         out["seconds"]["scalar"] = round(time.perf_counter() - t, 2)
-    if rows and cfg["fts"]:
+    if rows and cfg.fts:
         t = time.perf_counter()
         out["fts"] = create_fts_index(tbl)
         out["seconds"]["fts"] = round(time.perf_counter() - t, 2)
@@ -167,7 +168,7 @@ def table_batches(rows: pa.Table, vectors, model_ref: str, batch_rows: int = 819
         yield from with_vectors(part, vec, model_ref).to_batches()
 
 
-def build_table(db_dir: Path | str, table: str, rows, vectors, model_ref: str, cfg: dict, batch_rows: int = 8192):
+def build_table(db_dir: Path | str, table: str, rows, vectors, model_ref: str, cfg: Index, batch_rows: int = 8192):
     """Write the table (`rows`: `rows.row_table` columns or row dicts, in the given order,
     streamed `batch_rows` at a time; `vectors` as in `row_batches`) into the LanceDB database at
     `db_dir` (a folder or an object-store URI such as s3://bucket/prefix) and create its indices.

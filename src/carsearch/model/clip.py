@@ -116,7 +116,7 @@ def build_tiny_clip(spec: TinySpec, seed: int = 0):
 
 
 def load_clip(spec: dict, seed: int = 0):
-    """Load a CLIP model from a model config dict (a `conf/model/*.yaml` group).
+    """Load a CLIP model from a model spec mapping (a `conf/model/*.yaml` group: `cfg.model.as_dict()`).
 
     - `kind: tiny`: build from `TinySpec` fields with random init.
     - `kind: pretrained`: `pretrained` is a hub id or a local `save_pretrained` directory.

@@ -25,8 +25,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carsearch.core.imaging import ImageError, open_rgb
-from carsearch.core.params import load_params
+from carsearch.core.params import load_config
 from carsearch.core.paths import repo_root
+from carsearch.core.schema import Serve
 from carsearch.index.query import QueryError
 from carsearch.serve.files import IMAGE_TYPES
 from carsearch.serve.guards import (
@@ -61,11 +62,13 @@ def _decode_upload(data: bytes, max_pixels: int):
         raise ApiError(400, "bad_image", f"the uploaded file is not a usable image ({e})") from None
 
 
-def create_app(searcher=None, settings: dict | None = None, root: Path | None = None, index_dir=None) -> FastAPIOffline:
+def create_app(
+    searcher=None, settings: Serve | None = None, root: Path | None = None, index_dir=None
+) -> FastAPIOffline:
     """The app over `searcher` (a CarSearch; opened from `index_dir` / params.yaml when None), with
     `settings` the `serve` section of params.yaml (read from the repo's params.yaml when None)."""
     if settings is None:
-        settings = load_params(Path(root or repo_root()) / "params.yaml")["serve"]
+        settings = load_config(Path(root or repo_root()) / "params.yaml").serve
     if searcher is None:
         from carsearch.index.search import CarSearch  # lazy: an app given a searcher never opens one
 
@@ -86,8 +89,8 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
     app.state.service = svc
 
     _error_handlers(app)
-    app.add_middleware(UploadLimit, max_bytes=int(svc.cfg["max_upload_bytes"]))
-    app.add_middleware(UploadRate, per_minute=int(svc.cfg["upload_rate_per_minute"]))
+    app.add_middleware(UploadLimit, max_bytes=int(svc.cfg.max_upload_bytes))
+    app.add_middleware(UploadRate, per_minute=int(svc.cfg.upload_rate_per_minute))
     token = access_token(svc.cfg)
     if token:
         app.add_middleware(TokenGate, token=token)  # added last: runs first, before any limit or route
@@ -214,7 +217,7 @@ def _search_routes(app, svc: Service, root: Path | None) -> None:
     ):
         """Search by an uploaded image (multipart field `image`), optionally with a text and a negative text."""
         req = form.request(like=None)  # the uploaded image is the image of this query
-        limit_bytes = int(svc.cfg["max_upload_bytes"])
+        limit_bytes = int(svc.cfg.max_upload_bytes)
         data = await image.read(limit_bytes + 1)
         if len(data) > limit_bytes:
             raise ApiError(
@@ -222,7 +225,7 @@ def _search_routes(app, svc: Service, root: Path | None) -> None:
             )
         if not data:
             raise ApiError(400, "bad_image", "the uploaded image is empty")
-        picture = await run_in_threadpool(_decode_upload, data, int(svc.cfg["max_image_pixels"]))
+        picture = await run_in_threadpool(_decode_upload, data, int(svc.cfg.max_image_pixels))
         return await run_in_threadpool(svc.search, req, picture)
 
 
@@ -276,24 +279,24 @@ def serve(
     import uvicorn
 
     root = repo_root()
-    params = load_params(root / "params.yaml")
-    cfg = params["serve"]
-    host = host or cfg["host"]
+    params = load_config(root / "params.yaml")
+    cfg = params.serve
+    host = host or cfg.host
     if not is_loopback(host) and not access_token(cfg) and not insecure:
         raise ServeConfigError(
             f"serve: binding {host} lets anyone on the network in; set a token (serve.token or $CARSEARCH_TOKEN; "
             "clients send `Authorization: Bearer <token>`), bind 127.0.0.1, or pass --insecure"
         )
-    threads = int(cfg["torch_threads"])
+    threads = int(cfg.torch_threads)
     if threads:
         torch.set_num_threads(threads)
-    app = create_app(settings=cfg, root=root, index_dir=index_dir or params["paths"]["index_dir"])
+    app = create_app(settings=cfg, root=root, index_dir=index_dir or params.paths.index_dir)
     seconds = app.state.service.warm()  # before the port opens: the first request is not the slow one
     print(f"carsearch serve: model and index loaded in {seconds:.1f} s", file=sys.stderr, flush=True)
     uvicorn.run(
         app,
         host=host,
-        port=int(port if port is not None else cfg["port"]),
+        port=int(port if port is not None else cfg.port),
         access_log=access_log,
         log_level="info",
     )

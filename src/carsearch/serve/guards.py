@@ -14,6 +14,7 @@ import urllib.parse
 from fastapi.responses import JSONResponse
 
 from carsearch.core.errors import CarsearchError
+from carsearch.core.schema import Serve
 
 
 class _TooLarge(Exception):
@@ -40,9 +41,9 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def access_token(cfg: dict) -> str | None:
+def access_token(cfg: Serve) -> str | None:
     """`serve.token`, else `$CARSEARCH_TOKEN` (None: no token, only allowed on loopback)."""
-    return cfg["token"] or os.environ.get("CARSEARCH_TOKEN") or None
+    return cfg.token or os.environ.get("CARSEARCH_TOKEN") or None
 
 
 class TokenGate:

@@ -19,6 +19,7 @@ from PIL import Image
 from carsearch.core.columns import ROW
 from carsearch.core.confidence import query_kind
 from carsearch.core.imaging import ImageError, open_rgb
+from carsearch.core.schema import Serve
 from carsearch.core.when import hour_bucket, iso
 from carsearch.index.hits import where_row
 from carsearch.index.query import QueryError
@@ -105,16 +106,16 @@ def facets(rows: list[dict], top: int, row=ROW) -> dict:
 
 
 class Service:
-    def __init__(self, searcher, settings: dict, root: Path | None = None):
+    def __init__(self, searcher, settings: Serve, root: Path | None = None):
         self.s = searcher
         self.ready = False  # set by warm(): `carsearch serve` warms up before it opens the port
         self.cfg = settings  # the validated `serve` section of params.yaml (conf/serve/default.yaml)
         self.root = Path(root or searcher.root)
         self._lock = threading.Lock()
-        searcher.encoder.text_cache_size = int(self.cfg["text_cache_size"])  # the library's encoder and LRU
-        cache = self.cfg["cache_dir"]
+        searcher.encoder.text_cache_size = int(self.cfg.text_cache_size)  # the library's encoder and LRU
+        cache = self.cfg.cache_dir
         self.thumb_dir = (Path(cache) if Path(cache).is_absolute() else self.root / cache) / str(
-            int(self.cfg["thumb_size"])
+            int(self.cfg.thumb_size)
         )
         self._allowed = [
             p.resolve() for p in (self.root, searcher.index_dir) if p is not None
@@ -135,7 +136,7 @@ class Service:
 
     # ---- search
     def page_size(self, limit: int | None) -> int:
-        return min(int(limit or self.cfg["default_page_size"]), int(self.cfg["max_page_size"]))
+        return min(int(limit or self.cfg.default_page_size), int(self.cfg.max_page_size))
 
     def _check(self, req: SearchRequest, q, neg, picture) -> int:
         """The page size, once the request is a query at all and its page is within reach."""
@@ -149,7 +150,7 @@ class Service:
                 + (" (a negative text alone is not a query)" if neg else ""),
             )
         limit = self.page_size(req.limit)
-        max_results = int(self.cfg["max_results"])
+        max_results = int(self.cfg.max_results)
         if req.offset + limit > max_results:
             raise ApiError(
                 400,
@@ -215,7 +216,7 @@ class Service:
         q = " ".join(req.q.split()) if req.q and req.q.strip() else None
         neg = " ".join(req.neg.split()) if req.neg and req.neg.strip() else None
         limit = self._check(req, q, neg, picture)
-        n = min(max(int(self.cfg["facet_candidates"]), req.offset + limit), int(self.cfg["max_results"]))
+        n = min(max(int(self.cfg.facet_candidates), req.offset + limit), int(self.cfg.max_results))
         kind = query_kind(  # each query kind has its own calibration (none: no confidence, and the reply says so)
             text=bool(q) and req.w_text > 0,
             image=(picture is not None or bool(req.like)) and req.w_image > 0,
@@ -256,8 +257,8 @@ class Service:
             "confidence_kind": kind,
             "confidence_note": self.s.confidence_note(kind),
             "hits": hits,
-            "facets": facets(rows, int(self.cfg["facet_top"])) if req.facets else {},
-            "facet_scope": f"top {len(rows)} hits of the filtered search (serve.facet_candidates = {self.cfg['facet_candidates']})",
+            "facets": facets(rows, int(self.cfg.facet_top)) if req.facets else {},
+            "facet_scope": f"top {len(rows)} hits of the filtered search (serve.facet_candidates = {self.cfg.facet_candidates})",
             "index_version": self.s.meta.get("version"),
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
         }
@@ -290,7 +291,7 @@ class Service:
             return out
         # none yet, or torn (a crash, a full disk): made again from the image
 
-        size = int(self.cfg["thumb_size"])
+        size = int(self.cfg.thumb_size)
         try:
             im = open_rgb(src[1] if isinstance(src, tuple) else src, max_edge=size)
         except ImageError as e:
@@ -347,7 +348,7 @@ class Service:
             "filter_columns": list(ROW.filters),
             "filters": ROW.page_filters(),
             "limits": {
-                k: int(self.cfg[k])
+                k: int(getattr(self.cfg, k))
                 for k in (
                     "max_upload_bytes",
                     "default_page_size",

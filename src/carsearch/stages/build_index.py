@@ -30,7 +30,7 @@ def main() -> None:
     cfg, root = load_config(), repo_root()
     built = run(cfg, root, registry=tracking)
     write_json(resolve(cfg.paths.metrics_dir, root) / "index.json", index_metrics(built))
-    for line in summary_lines(built, cfg):
+    for line in summary_lines(built, cfg.index, cfg.paths.index_dir):
         print(line)
 
 

@@ -41,7 +41,7 @@ class Prepared:
 def prepare(cfg: Params, root, main_process: bool) -> Prepared:
     """The pairs, the base model, the per-epoch validation (val split + `train.val_sets`), this run's settings."""
     train, val = load_pairs(cfg.paths, root)
-    model, processor = load_clip(cfg.model, seed=cfg.train.seed)
+    model, processor = load_clip(cfg.model.as_dict(), seed=cfg.train.seed)
     validate = with_val_sets(
         validation_fn(processor, val, root, cfg.eval.as_dict()),
         list(cfg.train.val_sets),

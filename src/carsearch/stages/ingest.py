@@ -30,38 +30,36 @@ from carsearch_world import (
 )
 
 
-def _street_items(cfg: dict, seed: int, tmp_dir):
+def _street_items(cfg: Data, seed: int, tmp_dir):
     """Render the street world (single vehicles and the camera corridor) into a scratch folder; per
     session camera, the corridor's MOTChallenge track files go to <raw_dir>/mot/, its COCO files (box
     labels as attributes) to <raw_dir>/coco/ and its mp4 to <raw_dir>/video/. Returns (items, total,
     boxes, capture)."""
-    s, f, c = cfg["street"], cfg["street"]["fleet"], cfg["street"]["corridor"]
+    s, f, c = cfg.street, cfg.street.fleet, cfg.street.corridor
     scratch = tmp_dir.with_name(tmp_dir.name + ".render")
     shutil.rmtree(scratch, ignore_errors=True)
-    fleet = build_fleet(
-        seed, f["n_identities"], f["types"], f["colors"], f["liveries"], f["variants"], f["plate_region"]
-    )
-    jq = tuple(s["jpeg_quality"])
-    framing = tuple(s["framing"]) if s["framing"] else None
-    singles = render_fleet(fleet, scratch / "cars", s["n_images"], s["size"], seed, s["workers"], jq, framing)
+    fleet = build_fleet(seed, f.n_identities, f.types, f.colors, f.liveries, f.variants, f.plate_region)
+    jq = tuple(s.jpeg_quality)
+    framing = tuple(s.framing) if s.framing else None
+    singles = render_fleet(fleet, scratch / "cars", s.n_images, s.size, seed, s.workers, jq, framing)
     frames = render_corridor(
         fleet,
         scratch / "frames",
         seed + 1,
-        c["sessions"],
-        c["cameras"],
-        c["spacing_m"],
-        c["frames_per_camera"],
-        c["interval_s"],
-        c["moving"],
-        c["parked"],
-        tuple(c["size"]),
-        s["workers"],
+        c.sessions,
+        c.cameras,
+        c.spacing_m,
+        c.frames_per_camera,
+        c.interval_s,
+        c.moving,
+        c.parked,
+        tuple(c.size),
+        s.workers,
         jq,
     )
     write_mot(frames, tmp_dir / "mot")
     write_coco(frames, tmp_dir / "coco")  # COCO with every box's labels as attributes, per camera
-    write_videos(frames, tmp_dir / "video", c["interval_s"])  # each camera's frames as an mp4
+    write_videos(frames, tmp_dir / "video", c.interval_s)  # each camera's frames as an mp4
     boxes = {f"street/{p.name}": bs for p, _, bs, _ in frames}
     capture = {f"street/{p.name}": (lab["camera"], epoch) for p, lab, _, epoch in frames}
 

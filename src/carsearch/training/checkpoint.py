@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from carsearch.core.schema import Train
 from carsearch.model.clip import ModelConfigError
 
 
@@ -28,10 +29,10 @@ def architecture(model) -> dict:
     }
 
 
-def fingerprint(cfg: dict, model, train_pairs: list[dict], world: int) -> str:
+def fingerprint(cfg: Train, model, train_pairs: list[dict], world: int) -> str:
     keep = {
         k: v
-        for k, v in cfg.items()
+        for k, v in cfg.as_dict().items()
         if k not in {"checkpoint_dir", "resume", "log_every", "num_workers", "nproc_per_node"}
         and not (k == "ema" and v is None)  # off: the same fingerprint as before the key existed
     }

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from carsearch.core.paths import resolve
+from carsearch.core.schema import Train
 from carsearch.model.clip import pixel_tensor
 from carsearch.sources.labels import same_model_relevance
 from carsearch.training.checkpoint import architecture, fingerprint, remove_checkpoint, resume_state, save_checkpoint
@@ -112,7 +113,7 @@ def train_clip(
     processor,
     train_pairs: list[dict],
     root: Path,
-    cfg: dict,
+    cfg: Train,
     on_step: Callable[[int, float, float], None] | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     validate: Callable[[object], dict] | None = None,
@@ -128,56 +129,56 @@ def train_clip(
         raise ValueError(f"train split has {len(train_pairs)} pair(s); contrastive training needs at least 2")
     if len(train_pairs) < 2 * d.world:
         raise ValueError(f"train split has {len(train_pairs)} pairs; {d.world} processes need at least {2 * d.world}")
-    seed = int(cfg["seed"])
+    seed = int(cfg.seed)
     seed_everything(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    if cfg["logit_scale_init"] is not None:
+    if cfg.logit_scale_init is not None:
         with torch.no_grad():
-            model.logit_scale.fill_(math.log(float(cfg["logit_scale_init"])))
-    counts = apply_lock(model, cfg["lock"])
-    if cfg["grad_checkpointing"]:
+            model.logit_scale.fill_(math.log(float(cfg.logit_scale_init)))
+    counts = apply_lock(model, cfg.lock.as_dict())
+    if cfg.grad_checkpointing:
         import warnings
 
         with warnings.catch_warnings():  # transformers 5 renames it activation_checkpointing_* (same thing)
             warnings.simplefilter("ignore", FutureWarning)
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(d.device)
-    amp = autocast_dtype(cfg["precision"], d.device)
+    amp = autocast_dtype(cfg.precision, d.device)
 
     pix = pixel_tensor(processor, [root / p["path"] for p in train_pairs])
     labels = [dict(p.get("labels") or p.get("attributes") or {}) for p in train_pairs]
-    variants = [text_variants(p, cfg["texts"]) for p in train_pairs]
+    variants = [text_variants(p, cfg.texts) for p in train_pairs]
     uniq = sorted({t for vs in variants for t, _ in vs})
     tok = processor.tokenizer(uniq, padding=True, truncation=True, return_tensors="pt")
     tid = {t: i for i, t in enumerate(uniq)}
-    multi = cfg["loss"] == "multi_positive"
-    w_img = float(cfg["image_loss_weight"] or 0.0)
-    if cfg["loss"] not in ("multi_positive", "clip"):
-        raise ValueError(f"train.loss: {cfg['loss']!r} (expected multi_positive or clip)")
+    multi = cfg.loss == "multi_positive"
+    w_img = float(cfg.image_loss_weight or 0.0)
+    if cfg.loss not in ("multi_positive", "clip"):
+        raise ValueError(f"train.loss: {cfg.loss!r} (expected multi_positive or clip)")
 
-    bs = max(2, min(int(cfg["batch_size"]), len(train_pairs)))
-    accum = max(1, int(cfg["grad_accum"]))
-    epochs = int(cfg["epochs"])
+    bs = max(2, min(int(cfg.batch_size), len(train_pairs)))
+    accum = max(1, int(cfg.grad_accum))
+    epochs = int(cfg.epochs)
     n_batches = len(_batches(len(train_pairs), bs, d.world, torch.Generator().manual_seed(0)))
     total_steps = math.ceil(n_batches / accum) * epochs
-    warmup = int(round(float(cfg["warmup_ratio"]) * total_steps))
+    warmup = int(round(float(cfg.warmup_ratio) * total_steps))
     net = DualEncoder(model)
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    opt = torch.optim.AdamW(param_groups(model, float(cfg["weight_decay"])), lr=float(cfg["lr"]))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, warmup, float(cfg["min_lr_ratio"])))
+    opt = torch.optim.AdamW(param_groups(model, float(cfg.weight_decay)), lr=float(cfg.lr))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, warmup, float(cfg.min_lr_ratio)))
 
-    es = cfg["early_stopping"]  # null: no early stopping
-    metric, patience, min_delta = (es["metric"], int(es["patience"]), float(es["min_delta"])) if es else (None, 0, 0.0)
+    es = cfg.early_stopping  # null: no early stopping
+    metric, patience, min_delta = (es.metric, int(es.patience), float(es.min_delta)) if es else (None, 0, 0.0)
     fp = fingerprint(cfg, model, train_pairs, d.world)
     # a configured (relative) path is the repo's (`root`), never the current directory's
-    ckpt_dir = resolve(cfg["checkpoint_dir"], root) if cfg["checkpoint_dir"] else None
+    ckpt_dir = resolve(cfg.checkpoint_dir, root) if cfg.checkpoint_dir else None
     losses: list[float] = []
     history: list[dict] = []
     best = {"score": None, "epoch": 0, "state": None}
     start_epoch, step, bad_epochs = 0, 0, 0
-    ema = WeightEMA(model, cfg.get("ema"))  # off (no-op) when train.ema is null
-    if ckpt_dir and cfg["resume"]:
+    ema = WeightEMA(model, cfg.ema)  # off (no-op) when train.ema is null
+    if ckpt_dir and cfg.resume:
         state = resume_state(ckpt_dir, model, fp, d.main)  # another run's is moved aside (one line)
         if state is not None:
             model.load_state_dict(state["model"])
@@ -191,7 +192,7 @@ def train_clip(
     resumed_from = start_epoch
     stopped = bool(history and history[-1].get("stopped"))
     t0 = time.time()
-    aug = cfg["augment"]
+    aug = cfg.augment
     for epoch in range(start_epoch, epochs):
         if stopped:
             break
@@ -207,12 +208,12 @@ def train_clip(
             gidx = idx.tolist()
             local = gidx[d.rank :: d.world] if d.world > 1 else gidx
             p = pix[gidx]
-            if aug["shift"] or aug["flip"]:  # drawn for the global batch: same for any world size
+            if aug.shift or aug.flip:  # drawn for the global batch: same for any world size
                 p = augment(
                     p,
                     torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + bi * 31),
-                    int(aug["shift"]),
-                    bool(aug["flip"]),
+                    int(aug.shift),
+                    bool(aug.flip),
                 )
             p = p[d.rank :: d.world] if d.world > 1 else p
             t = torch.tensor([tid[choice[i][0]] for i in local])
@@ -235,9 +236,9 @@ def train_clip(
                     loss = loss + extra_loss(model, step, d.device)
                 (loss / accum).backward()
             if sync:
-                if cfg["max_grad_norm"]:
+                if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(
-                        [q for q in model.parameters() if q.requires_grad], float(cfg["max_grad_norm"])
+                        [q for q in model.parameters() if q.requires_grad], float(cfg.max_grad_norm)
                     )
                 opt.step()
                 sched.step()
@@ -304,7 +305,7 @@ def train_clip(
         model.load_state_dict(best["state"])
     else:
         ema.copy_to_model()  # no validation: the averaged weights of the last epoch
-    if cfg["grad_checkpointing"]:
+    if cfg.grad_checkpointing:
         import warnings
 
         with warnings.catch_warnings():
