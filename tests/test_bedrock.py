@@ -13,12 +13,16 @@ from carsearch.captioning import requests as batch
 from carsearch.captioning.parse import CaptionError
 from carsearch.curation.curate import curate, load_jobs
 from conftest_bedrock import ROLE, aws_env, bucket, caption_cfg, clients, emulator, image_set, moto_url, s3  # noqa: F401
+from testkit import section
 
-CURATE = {
-    "splits": {"train": 0.7, "val": 0.1, "test": 0.2},
-    "near_duplicate_max_distance": -1,
-    "require_fields": ["body_type", "color", "view"],
-}
+CURATE = section(
+    "curate",
+    **{
+        "splits": {"train": 0.7, "val": 0.1, "test": 0.2},
+        "near_duplicate_max_distance": -1,
+        "require_fields": ["body_type", "color", "view"],
+    },
+)
 
 
 def _prepare(

@@ -7,12 +7,16 @@ import json
 from carsearch.captioning import formats
 from carsearch.curation.curate import curate
 from conftest_bedrock import make_image_set
+from testkit import section
 
-CFG = {
-    "splits": {"train": 0.7, "val": 0.1, "test": 0.2},
-    "near_duplicate_max_distance": -1,
-    "require_fields": ["body_type", "color", "view"],
-}
+CFG = section(
+    "curate",
+    **{
+        "splits": {"train": 0.7, "val": 0.1, "test": 0.2},
+        "near_duplicate_max_distance": -1,
+        "require_fields": ["body_type", "color", "view"],
+    },
+)
 GOOD = '{"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "front", "caption": "A red SUV from the front."}'
 
 

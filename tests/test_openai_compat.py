@@ -12,12 +12,16 @@ from carsearch.captioning.parse import CaptionError
 from carsearch.curation.curate import curate
 from carsearch_emulators import ChatCompletionsEmulator
 from conftest_bedrock import caption_cfg, make_image_set
+from testkit import section
 
-CURATE = {
-    "splits": {"train": 0.7, "val": 0.1, "test": 0.2},
-    "near_duplicate_max_distance": -1,
-    "require_fields": ["body_type", "color", "view"],
-}
+CURATE = section(
+    "curate",
+    **{
+        "splits": {"train": 0.7, "val": 0.1, "test": 0.2},
+        "near_duplicate_max_distance": -1,
+        "require_fields": ["body_type", "color", "view"],
+    },
+)
 
 
 def test_bounded_concurrency_retries_and_bedrock_shaped_output(tmp_path):

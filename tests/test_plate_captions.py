@@ -20,14 +20,18 @@ from carsearch.sources import boxes
 from carsearch.sources.labels import read_labels_csv
 from carsearch_world import build_fleet, render_fleet
 from conftest_bedrock import caption_cfg, make_image_set
+from testkit import section
 
 MID = "anthropic.claude-3-haiku-20240307-v1:0"
-CURATE = {
-    "splits": {"train": 0.5, "val": 0.0, "test": 0.5},
-    "near_duplicate_max_distance": -1,
-    "require_fields": [],
-    "boxes": {"margin": 0.1, "min_side": 8},
-}
+CURATE = section(
+    "curate",
+    **{
+        "splits": {"train": 0.5, "val": 0.0, "test": 0.5},
+        "near_duplicate_max_distance": -1,
+        "require_fields": [],
+        "boxes": {"margin": 0.1, "min_side": 8},
+    },
+)
 CAPTION = {"make": "Acme", "model": "X", "body_type": "suv", "color": "red", "view": "rear"}
 CAPTION_TEXT = "A red SUV seen from behind."
 

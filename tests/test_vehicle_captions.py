@@ -20,14 +20,18 @@ from carsearch.curation.curate import curate
 from carsearch.sources.boxes import vehicle_id
 from carsearch_emulators import ChatCompletionsEmulator
 from conftest_bedrock import ROLE, aws_env, bucket, caption_cfg, clients, emulator, make_image_set, moto_url, s3  # noqa: F401
+from testkit import section
 
 MID = "anthropic.claude-3-haiku-20240307-v1:0"
-CURATE = {
-    "splits": {"train": 0.5, "val": 0.0, "test": 0.5},
-    "near_duplicate_max_distance": -1,
-    "require_fields": [],
-    "boxes": {"margin": 0.1, "min_side": 8},
-}
+CURATE = section(
+    "curate",
+    **{
+        "splits": {"train": 0.5, "val": 0.0, "test": 0.5},
+        "near_duplicate_max_distance": -1,
+        "require_fields": [],
+        "boxes": {"margin": 0.1, "min_side": 8},
+    },
+)
 BOXES = (  # in the frame's pixels (ingest's `boxes`); frames are ~96x96
     {"x1": 4.0, "y1": 8.0, "x2": 44.0, "y2": 60.0, "class": "car", "labels": {"color": "red", "view": "front"}},
     {"x1": 50.0, "y1": 30.0, "x2": 90.0, "y2": 90.0, "class": "van", "labels": {"color": "blue", "body_type": "van"}},
