@@ -16,8 +16,8 @@ from the labels it was given (a vehicles request: every box of the frame it was 
 failed). Knobs for tests: failing jobs, record errors, refusals / free-text answers, records left
 out of the output, truncated lines, expiry, throttling (429 ThrottlingException).
 
-Over 350 lines on purpose: an emulator of the whole documented control plane (jobs, states, S3
-input/output, errors) is one fixture; splitting it would only spread one API across files.
+One record's answer (the knobs that refuse, fail or replace it; a Nova image read from S3) is
+`carsearch_emulators.bedrock_answers`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from carsearch.captioning import formats
 from carsearch.captioning.formats import count_output
-from carsearch.captioning.offline import offline_output
-from carsearch.core import imaging
+from carsearch_emulators.bedrock_answers import answer_record, split_s3
 
 _NAME = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
 _ROLE = re.compile(r"^arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+$")
@@ -43,13 +42,6 @@ TERMINAL = {"Completed", "Failed", "Stopped", "PartiallyCompleted", "Expired"}
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _split_s3(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an S3 URI: {uri}")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
 
 
 class _ApiError(Exception):
@@ -198,7 +190,7 @@ class BedrockEmulator:
         in_uri = body["inputDataConfig"].get("s3InputDataConfig", {}).get("s3Uri", "")
         out_uri = body["outputDataConfig"].get("s3OutputDataConfig", {}).get("s3Uri", "")
         for uri in (in_uri, out_uri):
-            bucket, _ = _split_s3(uri)
+            bucket, _ = split_s3(uri)
             try:
                 self._s3().head_bucket(Bucket=bucket)
             except Exception:
@@ -304,7 +296,7 @@ class BedrockEmulator:
         for sub, msg in self.fail_jobs.items():
             if sub in job["jobName"]:
                 return self._set(job, "Failed", message=msg)
-        in_bucket, in_key = _split_s3(job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"])
+        in_bucket, in_key = split_s3(job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"])
         if in_key.endswith(".jsonl"):
             keys = [in_key]
         else:
@@ -316,7 +308,7 @@ class BedrockEmulator:
                 "Failed",
                 message=f"No .jsonl input files found at {job['inputDataConfig']['s3InputDataConfig']['s3Uri']}",
             )
-        out_bucket, out_key = _split_s3(job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"])
+        out_bucket, out_key = split_s3(job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"])
         out_base = "/".join(p for p in (out_key.strip("/"), job["_id"]) if p)
         totals = {
             "totalRecordCount": 0,
@@ -367,35 +359,4 @@ class BedrockEmulator:
         self._set(job, final, **counts)
 
     def _answer(self, rec: dict, model_id: str, s3) -> dict:
-        rid, body = rec.get("recordId"), rec.get("modelInput") or {}
-        if rid in self.record_errors:
-            code, msg = self.record_errors[rid]
-            return formats.output_record(rid, body, error={"errorCode": code, "errorMessage": msg})
-        image_tokens = None
-        if "schemaVersion" in body:  # Nova: the image must exist at its s3Location
-            for msg in body.get("messages", []):
-                for block in msg.get("content", []):
-                    loc = (block.get("image") or {}).get("source", {}).get("s3Location")
-                    if loc:
-                        b, k = _split_s3(loc["uri"])
-                        try:
-                            data = s3.get_object(Bucket=b, Key=k)["Body"].read()
-                        except Exception:
-                            return formats.output_record(
-                                rid,
-                                body,
-                                error={"errorCode": 400, "errorMessage": f"Unable to access the image at {loc['uri']}"},
-                            )
-                        with imaging.open_image(data) as im:
-                            image_tokens = (im.size[0] * im.size[1]) // 750
-        if rid in self.answers or rid in self.refuse:
-            text = self.answers.get(rid, "I'm sorry, I can't help with identifying this image.")
-            stop = "refusal" if rid in self.refuse else "end_turn"
-            if "schemaVersion" in body:
-                out = formats.nova_response(text, 100, 20, "content_filtered" if rid in self.refuse else "end_turn")
-            else:
-                out = formats.claude_response(text, model_id, 100, 20, stop_reason=stop)
-            return formats.output_record(rid, body, model_output=out)
-        return offline_output(
-            rec, self.labels.get(rid), model_id, image_tokens=image_tokens, frame=self.frames.get(rid)
-        )
+        return answer_record(rec, model_id, s3, self)

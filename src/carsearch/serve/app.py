@@ -95,7 +95,9 @@ def create_app(
     if token:
         app.add_middleware(TokenGate, token=token)  # added last: runs first, before any limit or route
 
+    _index_routes(app, svc)
     _search_routes(app, svc, root)
+    _counts_route(app, svc)
     _file_routes(app, svc)
     return app
 
@@ -137,10 +139,9 @@ def _error_handlers(app) -> None:
         return error_response(500, "internal", "internal error (details in the server log)")
 
 
-def _search_routes(app, svc: Service, root: Path | None) -> None:
-    """Health, info and the three ways to search (GET, POST JSON, image upload), one filter model."""
+def _index_routes(app, svc: Service) -> None:
+    """Health and info: the index served and the model it was built with."""
 
-    # ---- API
     @app.get("/api/v1/health", response_model=Health, tags=["index"], responses={503: {"model": Health}})
     def health():
         """Ready (200) once the model is loaded, with the index version served; 503 while starting."""
@@ -152,6 +153,10 @@ def _search_routes(app, svc: Service, root: Path | None) -> None:
         """Rows, the model the index was built with (and why: the promotion decision), its registered
         version, the index version and when it was built."""
         return svc.info()
+
+
+def _search_routes(app, svc: Service, root: Path | None) -> None:
+    """The three ways to search (GET, POST JSON, image upload), one filter model."""
 
     @app.get("/api/v1/search", response_model=SearchResponse, tags=["search"])
     def search_get(
@@ -176,6 +181,33 @@ def _search_routes(app, svc: Service, root: Path | None) -> None:
             disposition = {"Content-Disposition": 'attachment; filename="carsearch-hits.csv"'}
             return Response(hits_csv(body["hits"]), media_type="text/csv", headers=disposition)
         return body
+
+    @app.post("/api/v1/search", response_model=SearchResponse, tags=["search"])
+    def search_post(req: SearchRequest):
+        """The same as GET, as a JSON body (`filters: {"color": ["red"]}`)."""
+        return svc.search(req)
+
+    @app.post("/api/v1/search/image", response_model=SearchResponse, tags=["search"])
+    async def search_image(
+        form: Annotated[SearchForm, Form()],
+        image: UploadFile = File(..., description="the query image (jpg, png, webp, ...)"),
+    ):
+        """Search by an uploaded image (multipart field `image`), optionally with a text and a negative text."""
+        req = form.request(like=None)  # the uploaded image is the image of this query
+        limit_bytes = int(svc.cfg.max_upload_bytes)
+        data = await image.read(limit_bytes + 1)
+        if len(data) > limit_bytes:
+            raise ApiError(
+                413, "too_large", f"image over the upload limit ({limit_bytes} bytes, serve.max_upload_bytes)"
+            )
+        if not data:
+            raise ApiError(400, "bad_image", "the uploaded image is empty")
+        picture = await run_in_threadpool(_decode_upload, data, int(svc.cfg.max_image_pixels))
+        return await run_in_threadpool(svc.search, req, picture)
+
+
+def _counts_route(app, svc: Service) -> None:
+    """Vehicles per bucket, or line crossings, of a search (carsearch.index.counts)."""
 
     @app.get("/api/v1/counts", tags=["search"])
     def counts_get(
@@ -204,29 +236,6 @@ def _search_routes(app, svc: Service, root: Path | None) -> None:
         if format == "png":
             return Response(counts_mod.counts_png(table, names, req.q or ""), media_type="image/png")
         return {"by": names, "line": line, "counts": table, "total": sum(r["count"] for r in table)}
-
-    @app.post("/api/v1/search", response_model=SearchResponse, tags=["search"])
-    def search_post(req: SearchRequest):
-        """The same as GET, as a JSON body (`filters: {"color": ["red"]}`)."""
-        return svc.search(req)
-
-    @app.post("/api/v1/search/image", response_model=SearchResponse, tags=["search"])
-    async def search_image(
-        form: Annotated[SearchForm, Form()],
-        image: UploadFile = File(..., description="the query image (jpg, png, webp, ...)"),
-    ):
-        """Search by an uploaded image (multipart field `image`), optionally with a text and a negative text."""
-        req = form.request(like=None)  # the uploaded image is the image of this query
-        limit_bytes = int(svc.cfg.max_upload_bytes)
-        data = await image.read(limit_bytes + 1)
-        if len(data) > limit_bytes:
-            raise ApiError(
-                413, "too_large", f"image over the upload limit ({limit_bytes} bytes, serve.max_upload_bytes)"
-            )
-        if not data:
-            raise ApiError(400, "bad_image", "the uploaded image is empty")
-        picture = await run_in_threadpool(_decode_upload, data, int(svc.cfg.max_image_pixels))
-        return await run_in_threadpool(svc.search, req, picture)
 
 
 def _file_routes(app, svc: Service) -> None:
