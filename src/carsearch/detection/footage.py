@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 from PIL import Image
 
 from carsearch.core import originals
-from carsearch.core.schema import Cameras
+from carsearch.core.schema import Cameras, Capture
 from carsearch.core.when import FRAME_TAG, split_frame_name  # noqa: F401  (re-exported; lives in core)
 from carsearch.detection import motion
 from carsearch.detection import video as video_mod
@@ -54,13 +54,13 @@ def video_start(path: str) -> float | None:
         return None
 
 
-def stamp_capture(rows: list[dict], base: str, capture: dict, root: Path) -> None:
+def stamp_capture(rows: list[dict], base: str, capture: Capture, root: Path) -> None:
     """Give each row its `camera` and capture `time`: labels.csv columns, then `data.capture.pattern`
     on the path relative to `base` (a folder or s3:// prefix), then the original file's EXIF; a
     sampled video frame is timed from its video's start (the same sources, else the video's
     metadata) plus its offset."""
-    pattern = capture_mod.parse_pattern(capture["pattern"]) if capture.get("pattern") else None
-    tz = capture.get("timezone") or "UTC"
+    pattern = capture_mod.parse_pattern(capture.pattern) if capture.pattern else None
+    tz = capture.timezone
     starts: dict[str, float | None] = {}
     for r in rows:
         origin, offset = split_frame_name(str(r.get("origin") or ""))

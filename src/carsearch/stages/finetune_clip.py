@@ -43,7 +43,7 @@ def prepare(cfg: Params, root, main_process: bool) -> Prepared:
     train, val = load_pairs(cfg.paths, root)
     model, processor = load_clip(cfg.model.as_dict(), seed=cfg.train.seed)
     validate = with_val_sets(
-        validation_fn(processor, val, root, cfg.eval.as_dict()),
+        validation_fn(processor, val, root, cfg.eval),
         list(cfg.train.val_sets),
         cfg.eval,
         (cfg.data.max_pixels, cfg.data.max_edge),
@@ -135,7 +135,7 @@ def main() -> None:
             p.cfg.feedback_weight, dist.world, print if dist.main else (lambda *_: None),
         )  # fmt: skip
         res = train_clip(
-            p.model, p.processor, p.train, root, p.cfg.as_dict(), on_step, on_epoch, p.validate, dist, extra
+            p.model, p.processor, p.train, root, p.cfg, on_step, on_epoch, p.validate, dist, extra
         )
         seconds = time.time() - t0
         if dist.main:
