@@ -112,11 +112,9 @@ class Service:
         self.cfg = settings  # the validated `serve` section of params.yaml (conf/serve/default.yaml)
         self.root = Path(root or searcher.root)
         self._lock = threading.Lock()
-        searcher.encoder.text_cache_size = int(self.cfg.text_cache_size)  # the library's encoder and LRU
+        searcher.encoder.text_cache_size = self.cfg.text_cache_size  # the library's encoder and LRU
         cache = self.cfg.cache_dir
-        self.thumb_dir = (Path(cache) if Path(cache).is_absolute() else self.root / cache) / str(
-            int(self.cfg.thumb_size)
-        )
+        self.thumb_dir = (Path(cache) if Path(cache).is_absolute() else self.root / cache) / str(self.cfg.thumb_size)
         self._allowed = [
             p.resolve() for p in (self.root, searcher.index_dir) if p is not None
         ]  # no folder: s3:// index
@@ -136,7 +134,7 @@ class Service:
 
     # ---- search
     def page_size(self, limit: int | None) -> int:
-        return min(int(limit or self.cfg.default_page_size), int(self.cfg.max_page_size))
+        return min(int(limit or self.cfg.default_page_size), self.cfg.max_page_size)
 
     def _check(self, req: SearchRequest, q, neg, picture) -> int:
         """The page size, once the request is a query at all and its page is within reach."""
@@ -150,7 +148,7 @@ class Service:
                 + (" (a negative text alone is not a query)" if neg else ""),
             )
         limit = self.page_size(req.limit)
-        max_results = int(self.cfg.max_results)
+        max_results = self.cfg.max_results
         if req.offset + limit > max_results:
             raise ApiError(
                 400,
@@ -216,7 +214,7 @@ class Service:
         q = " ".join(req.q.split()) if req.q and req.q.strip() else None
         neg = " ".join(req.neg.split()) if req.neg and req.neg.strip() else None
         limit = self._check(req, q, neg, picture)
-        n = min(max(int(self.cfg.facet_candidates), req.offset + limit), int(self.cfg.max_results))
+        n = min(max(self.cfg.facet_candidates, req.offset + limit), self.cfg.max_results)
         kind = query_kind(  # each query kind has its own calibration (none: no confidence, and the reply says so)
             text=bool(q) and req.w_text > 0,
             image=(picture is not None or bool(req.like)) and req.w_image > 0,
@@ -257,7 +255,7 @@ class Service:
             "confidence_kind": kind,
             "confidence_note": self.s.confidence_note(kind),
             "hits": hits,
-            "facets": facets(rows, int(self.cfg.facet_top)) if req.facets else {},
+            "facets": facets(rows, self.cfg.facet_top) if req.facets else {},
             "facet_scope": f"top {len(rows)} hits of the filtered search (serve.facet_candidates = {self.cfg.facet_candidates})",
             "index_version": self.s.meta.get("version"),
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
@@ -291,7 +289,7 @@ class Service:
             return out
         # none yet, or torn (a crash, a full disk): made again from the image
 
-        size = int(self.cfg.thumb_size)
+        size = self.cfg.thumb_size
         try:
             im = open_rgb(src[1] if isinstance(src, tuple) else src, max_edge=size)
         except ImageError as e:
@@ -348,7 +346,7 @@ class Service:
             "filter_columns": list(ROW.filters),
             "filters": ROW.page_filters(),
             "limits": {
-                k: int(getattr(self.cfg, k))
+                k: getattr(self.cfg, k)
                 for k in (
                     "max_upload_bytes",
                     "default_page_size",

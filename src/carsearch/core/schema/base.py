@@ -16,7 +16,7 @@ class ConfigError(CarsearchError, ValueError):
 
 
 # ------------------------------------------------------------------ scalar types with short errors
-def _number(v: Any) -> Any:
+def to_number(v: Any) -> Any:
     if isinstance(v, bool):
         raise ValueError("not a number (true/false)")
     if isinstance(v, str):
@@ -29,7 +29,7 @@ def _number(v: Any) -> Any:
     return v
 
 
-def _integer(v: Any) -> Any:
+def to_integer(v: Any) -> Any:
     if isinstance(v, bool):
         raise ValueError("not an integer (true/false)")
     if isinstance(v, str):
@@ -44,17 +44,17 @@ def _integer(v: Any) -> Any:
     return v
 
 
-Num = Annotated[float, BeforeValidator(_number)]
-Int = Annotated[int, BeforeValidator(_integer)]
-PosInt = Annotated[int, BeforeValidator(_integer), Field(ge=1)]
-NonNegInt = Annotated[int, BeforeValidator(_integer), Field(ge=0)]
-PosNum = Annotated[float, BeforeValidator(_number), Field(gt=0)]
-NonNegNum = Annotated[float, BeforeValidator(_number), Field(ge=0)]
-Fraction = Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
+Num = Annotated[float, BeforeValidator(to_number)]
+Int = Annotated[int, BeforeValidator(to_integer)]
+PosInt = Annotated[int, BeforeValidator(to_integer), Field(ge=1)]
+NonNegInt = Annotated[int, BeforeValidator(to_integer), Field(ge=0)]
+PosNum = Annotated[float, BeforeValidator(to_number), Field(gt=0)]
+NonNegNum = Annotated[float, BeforeValidator(to_number), Field(ge=0)]
+Fraction = Annotated[float, BeforeValidator(to_number), Field(ge=0, le=1)]
 Text = Annotated[str, Field(min_length=1)]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     """A validated config section: read it by attribute (`cfg.index.batch_size`), already typed.
 
     No dict access: `section["key"]`, `.get("key", fallback)` and `"key" in section` raise (a fallback
@@ -72,15 +72,15 @@ class _Section(BaseModel):
         return self.model_dump(exclude_unset=True)
 
 
-class _Strict(_Section):
+class StrictSection(Section):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
 
 
-class _Open(_Section):
+class OpenSection(Section):
     model_config = ConfigDict(extra="allow", protected_namespaces=(), frozen=True)
 
 
-def _pair(v: list, lo: float, hi: float, what: str) -> list:
+def check_pair(v: list, lo: float, hi: float, what: str) -> list:
     if len(v) != 2 or not v[0] <= v[1]:
         raise ValueError(f"must be [low, high] with low <= high ({what})")
     if not (lo <= v[0] and v[1] <= hi):
@@ -88,7 +88,7 @@ def _pair(v: list, lo: float, hi: float, what: str) -> list:
     return v
 
 
-class _KeyError(ValueError):
+class KeyProblem(ValueError):
     """Raised by validators that know a more precise key than the one they run on."""
 
     def __init__(self, loc: tuple, value: Any, msg: str):

@@ -8,11 +8,11 @@ from typing import Optional
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from carsearch.core.schema.base import ConfigError, _Strict
-from carsearch.core.schema.params import _describe, _line
+from carsearch.core.schema.base import ConfigError, StrictSection
+from carsearch.core.schema.params import describe_error, error_line
 
 
-class CameraSettings(_Strict):
+class CameraSettings(StrictSection):
     """One camera's ground geometry (conf/cameras.yaml, docs/search/motion.md): `homography` maps
     image pixels (x, y, 1) to ground metres (east, north, 1); `heading` is the compass bearing (deg,
     0 = north) the camera looks along. Either gives compass headings; only a homography gives km/h."""
@@ -28,7 +28,7 @@ class CameraSettings(_Strict):
         return v
 
 
-class Cameras(_Strict):
+class Cameras(StrictSection):
     cameras: dict[str, CameraSettings] = {}
 
 
@@ -42,5 +42,5 @@ def load_cameras(path: str | Path) -> Cameras:
     try:
         return Cameras.model_validate(data)
     except ValidationError as e:
-        loc, value, msg = _describe(e.errors(include_url=False)[0])
-        raise ConfigError(_line(str(p), loc, value, msg)) from None
+        loc, value, msg = describe_error(e.errors(include_url=False)[0])
+        raise ConfigError(error_line(str(p), loc, value, msg)) from None

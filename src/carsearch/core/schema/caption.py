@@ -8,19 +8,19 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from carsearch.core.schema.base import (
     Int,
+    KeyProblem,
     NonNegNum,
+    OpenSection,
     PosInt,
     PosNum,
+    StrictSection,
     Text,
-    _integer,
-    _KeyError,
-    _number,
-    _Open,
-    _Strict,
+    to_integer,
+    to_number,
 )
 
 
-class Quotas(_Strict):
+class Quotas(StrictSection):
     min_records_per_job: PosInt
     max_records_per_job: PosInt
     max_file_bytes: PosInt
@@ -28,7 +28,7 @@ class Quotas(_Strict):
     @model_validator(mode="after")
     def _order(self):
         if self.min_records_per_job > self.max_records_per_job:
-            raise _KeyError(
+            raise KeyProblem(
                 ("min_records_per_job",),
                 self.min_records_per_job,
                 f"must be <= max_records_per_job ({self.max_records_per_job})",
@@ -36,20 +36,20 @@ class Quotas(_Strict):
         return self
 
 
-class CaptionS3(_Strict):
+class CaptionS3(StrictSection):
     bucket: Optional[str]
     prefix: str
     bucket_owner: Optional[Union[str, Int]]
 
 
-class Bedrock(_Strict):
+class Bedrock(StrictSection):
     role_arn: Optional[Annotated[str, Field(pattern=r"^arn:")]]
     region: Optional[str]
     poll_initial_s: NonNegNum
     poll_max_s: NonNegNum
-    poll_factor: Annotated[float, BeforeValidator(_number), Field(ge=1)]
+    poll_factor: Annotated[float, BeforeValidator(to_number), Field(ge=1)]
     wait_timeout_s: Optional[NonNegNum]
-    job_timeout_hours: Annotated[int, BeforeValidator(_integer), Field(ge=24, le=168)]
+    job_timeout_hours: Annotated[int, BeforeValidator(to_integer), Field(ge=24, le=168)]
     api_max_attempts: PosInt
     api_backoff_s: NonNegNum
     resubmit_failed: bool
@@ -57,7 +57,7 @@ class Bedrock(_Strict):
     state_dir: Text
 
 
-class OpenAI(_Strict):
+class OpenAI(StrictSection):
     base_url: Optional[Annotated[str, Field(pattern=r"^https?://")]]
     model: Optional[str]
     api_key_env: Optional[str]
@@ -67,23 +67,23 @@ class OpenAI(_Strict):
     backoff_s: NonNegNum
 
 
-class CaptionCache(_Strict):
+class CaptionCache(StrictSection):
     enabled: bool
     dir: Text
     pad_small_jobs: bool
 
 
-class CaptionOffline(_Strict):
-    plate_misread_rate: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
+class CaptionOffline(StrictSection):
+    plate_misread_rate: Annotated[float, BeforeValidator(to_number), Field(ge=0, le=1)]
 
 
-class Caption(_Open):
+class Caption(OpenSection):
     backend: Literal["offline", "bedrock", "openai"]
     model_id: Text
     family: Literal["auto", "claude", "nova"]
     max_tokens: PosInt
-    temperature: Annotated[float, BeforeValidator(_number), Field(ge=0, le=2)]
-    max_image_edge: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    temperature: Annotated[float, BeforeValidator(to_number), Field(ge=0, le=2)]
+    max_image_edge: Annotated[int, BeforeValidator(to_integer), Field(ge=16)]
     max_image_bytes: PosInt
     records_per_file: Optional[PosInt]
     quotas: Quotas

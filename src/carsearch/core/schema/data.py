@@ -9,31 +9,31 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from carsearch.core.schema.base import (
     Int,
+    KeyProblem,
     NonNegInt,
     NonNegNum,
     Num,
+    OpenSection,
     PosInt,
     PosNum,
+    StrictSection,
     Text,
-    _integer,
-    _KeyError,
-    _Open,
-    _pair,
-    _Strict,
+    check_pair,
+    to_integer,
 )
 from carsearch.core.vocab import BODY_TYPES, COLORS
 
 
-class Traffic(_Strict):
+class Traffic(StrictSection):
     n_frames: NonNegInt
-    size: list[Annotated[int, BeforeValidator(_integer), Field(ge=32)]]
+    size: list[Annotated[int, BeforeValidator(to_integer), Field(ge=32)]]
     cars_per_frame: list[Int]
     cameras: dict[Literal["pole", "dashcam"], Annotated[float, Field(ge=0)]]
 
     @field_validator("cars_per_frame")
     @classmethod
     def _cars(cls, v):
-        return _pair(v, 1, 8, "cars per frame")
+        return check_pair(v, 1, 8, "cars per frame")
 
     @field_validator("size")
     @classmethod
@@ -43,10 +43,10 @@ class Traffic(_Strict):
         return v
 
 
-class Torcs(_Strict):
+class Torcs(StrictSection):
     dir: Optional[str]
     n_images: PosInt
-    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    size: Annotated[int, BeforeValidator(to_integer), Field(ge=16)]
     workers: NonNegInt
     colors: Optional[list[Text]]
     jpeg_quality: list[Int]
@@ -56,15 +56,15 @@ class Torcs(_Strict):
     @field_validator("jpeg_quality")
     @classmethod
     def _jq(cls, v):
-        return _pair(v, 1, 100, "JPEG quality")
+        return check_pair(v, 1, 100, "JPEG quality")
 
     @field_validator("framing")
     @classmethod
     def _framing(cls, v):
-        return v if v is None else _pair(v, 0.05, 1.0, "fraction of the frame the car spans; null: whole scene")
+        return v if v is None else check_pair(v, 0.05, 1.0, "fraction of the frame the car spans; null: whole scene")
 
 
-class Fleet(_Strict):
+class Fleet(StrictSection):
     n_identities: PosInt
     variants: PosInt
     types: dict[str, NonNegNum]
@@ -92,15 +92,15 @@ def _shares(v: dict, names, what: str) -> dict:
     return v
 
 
-class Corridor(_Strict):
+class Corridor(StrictSection):
     sessions: PosInt
-    cameras: Annotated[int, BeforeValidator(_integer), Field(ge=2)]
+    cameras: Annotated[int, BeforeValidator(to_integer), Field(ge=2)]
     spacing_m: PosNum
     frames_per_camera: NonNegInt
     interval_s: PosNum
     moving: NonNegInt
     parked: NonNegInt
-    size: list[Annotated[int, BeforeValidator(_integer), Field(ge=32)]]
+    size: list[Annotated[int, BeforeValidator(to_integer), Field(ge=32)]]
 
     @field_validator("size")
     @classmethod
@@ -110,10 +110,10 @@ class Corridor(_Strict):
         return v
 
 
-class Street(_Strict):
+class Street(StrictSection):
     fleet: Fleet
     n_images: NonNegInt
-    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    size: Annotated[int, BeforeValidator(to_integer), Field(ge=16)]
     framing: Optional[list[Num]]
     workers: NonNegInt
     jpeg_quality: list[Int]
@@ -122,21 +122,23 @@ class Street(_Strict):
     @field_validator("jpeg_quality")
     @classmethod
     def _jq(cls, v):
-        return _pair(v, 1, 100, "JPEG quality")
+        return check_pair(v, 1, 100, "JPEG quality")
 
     @field_validator("framing")
     @classmethod
     def _framing(cls, v):
-        return v if v is None else _pair(v, 0.05, 1.0, "fraction of the frame the vehicle spans; null: whole scene")
+        return (
+            v if v is None else check_pair(v, 0.05, 1.0, "fraction of the frame the vehicle spans; null: whole scene")
+        )
 
 
-class Demo(_Strict):
+class Demo(StrictSection):
     n_images: PosInt
-    size: Annotated[int, BeforeValidator(_integer), Field(ge=16)]
+    size: Annotated[int, BeforeValidator(to_integer), Field(ge=16)]
     colors: Optional[list[Text]]
 
 
-class Folder(_Open):
+class Folder(OpenSection):
     path: Text
     subfolder_key: Optional[str]
     labels_csv: Optional[str]
@@ -152,23 +154,23 @@ class Folder(_Open):
         return v
 
 
-class S3Source(_Open):
+class S3Source(OpenSection):
     uri: Annotated[str, Field(pattern=r"^s3://[^/]+")]
     subfolder_key: Optional[str]
     labels_csv: Optional[str]
 
 
-class Capture(_Strict):
+class Capture(StrictSection):
     pattern: Optional[Text]
     timezone: Text
 
 
-class Video(_Strict):
+class Video(StrictSection):
     fps: PosNum
     max_frames: Optional[PosInt]
 
 
-class Data(_Open):
+class Data(OpenSection):
     source: Literal["street", "torcs", "demo", "folder", "s3"]
     capture: Capture
     video: Video
@@ -188,7 +190,7 @@ class Data(_Open):
             p = Path(self.folder.path).expanduser()
             p = p if p.is_absolute() else Path(root) / p
             if not p.is_dir():
-                raise _KeyError(
+                raise KeyProblem(
                     ("folder", "path"),
                     self.folder.path,
                     "no such folder (data.source is folder: give a directory of images)",

@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from carsearch.core.schema.base import Fraction, NonNegInt, PosInt, Text, _number, _Strict
+from carsearch.core.schema.base import Fraction, NonNegInt, PosInt, StrictSection, Text, to_number
 
 
-class EvalSetDefaults(_Strict):
+class EvalSetDefaults(StrictSection):
     """What an `eval.sets` item does not say (conf/eval/default.yaml `set_defaults`): the block an
     eval set shares with its defaults, declared once."""
 
@@ -27,27 +27,27 @@ class EvalSet(EvalSetDefaults):
     path: Text
 
 
-class Bootstrap(_Strict):
+class Bootstrap(StrictSection):
     """Confidence intervals of the retrieval metrics: percentile bootstrap over queries."""
 
     n: PosInt
     seed: NonNegInt
-    confidence: Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]
+    confidence: Annotated[float, BeforeValidator(to_number), Field(gt=0, lt=1)]
 
 
-class Calibration(_Strict):
+class Calibration(StrictSection):
     top_k: PosInt
     folds: Annotated[int, Field(ge=2)]
-    target_precision: Annotated[float, BeforeValidator(_number), Field(gt=0, le=1)]
+    target_precision: Annotated[float, BeforeValidator(to_number), Field(gt=0, le=1)]
     min_confident: PosInt
-    margin_z: Annotated[float, BeforeValidator(_number), Field(ge=0)]
+    margin_z: Annotated[float, BeforeValidator(to_number), Field(ge=0)]
     bins: PosInt
     reference_rows: Annotated[int, Field(ge=16)]
     image_match: list[Text]
     null_frames: NonNegInt
 
 
-class Eval(_Strict):
+class Eval(StrictSection):
     ks: Annotated[list[PosInt], Field(min_length=1)]
     map_k: PosInt
     split: Text

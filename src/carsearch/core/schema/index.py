@@ -6,21 +6,21 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BeforeValidator, Field
 
-from carsearch.core.schema.base import NonNegInt, NonNegNum, Num, PosInt, Text, _number, _Open, _Strict
+from carsearch.core.schema.base import NonNegInt, NonNegNum, Num, OpenSection, PosInt, StrictSection, Text, to_number
 
 
-class Promote(_Strict):
+class Promote(StrictSection):
     metric: Optional[str]
     min_gain: Num
     set: Optional[str]  # an eval.sets name decides (its metric, e.g. text_to_image.precision@5)
 
 
-class WiseFT(_Strict):
-    alphas: list[Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]]
+class WiseFT(StrictSection):
+    alphas: list[Annotated[float, BeforeValidator(to_number), Field(ge=0, le=1)]]
     only_pretrained: bool
 
 
-class Detect(_Strict):
+class Detect(StrictSection):
     model: Optional[Text]
     tiny: bool
     threshold: Annotated[float, Field(ge=0, le=1)]
@@ -28,7 +28,7 @@ class Detect(_Strict):
     batch_size: PosInt
 
 
-class IndexRay(_Strict):
+class IndexRay(StrictSection):
     """`index.engine: ray` (carsearch.index.ray_engine)."""
 
     address: Optional[str]
@@ -39,12 +39,12 @@ class IndexRay(_Strict):
     chunk: PosInt
 
 
-class PlateSearch(_Strict):
-    max_distance: Annotated[float, BeforeValidator(_number), Field(ge=0, le=4)]
-    confusion_cost: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
+class PlateSearch(StrictSection):
+    max_distance: Annotated[float, BeforeValidator(to_number), Field(ge=0, le=4)]
+    confusion_cost: Annotated[float, BeforeValidator(to_number), Field(ge=0, le=1)]
 
 
-class Index(_Open):
+class Index(OpenSection):
     corpus: Literal["ingested", "folder", "s3"]
     engine: Literal["local", "ray"]
     ray: IndexRay

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from carsearch.core.schema.base import ConfigError, NonNegInt, PosInt, PosNum, Text, _KeyError, _Open
+from carsearch.core.schema.base import ConfigError, KeyProblem, NonNegInt, OpenSection, PosInt, PosNum, Text
 from carsearch.core.schema.caption import Caption
 from carsearch.core.schema.data import Data
 from carsearch.core.schema.eval import Eval
@@ -18,7 +18,7 @@ from carsearch.core.schema.serve import MLflow, Serve
 from carsearch.core.schema.train import Curate, PretrainedModel, TinyModel, Train
 
 
-class Paths(_Open):
+class Paths(OpenSection):
     raw_dir: Text
     images_dir: Text
     manifest: Text
@@ -36,7 +36,7 @@ class Paths(_Open):
     judgments: Text
 
 
-class Params(_Open):
+class Params(OpenSection):
     seed: NonNegInt
     lr: PosNum
     epochs: PosInt
@@ -56,7 +56,7 @@ class Params(_Open):
     @model_validator(mode="after")
     def _cross(self):
         if {"eval", "curate"} <= self.model_fields_set and self.eval.split not in self.curate.splits:
-            raise _KeyError(
+            raise KeyProblem(
                 ("eval", "split"),
                 self.eval.split,
                 f"not a split of curate.splits (one of {', '.join(self.curate.splits)})",
@@ -95,7 +95,7 @@ _MESSAGES = {
 }
 
 
-def _describe(err: dict) -> tuple[tuple, Any, str]:
+def describe_error(err: dict) -> tuple[tuple, Any, str]:
     loc, typ, ctx = tuple(err["loc"]), err["type"], err.get("ctx") or {}
     # drop the union / discriminator members pydantic puts into the location
     loc = tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "model" and p in ("tiny", "pretrained")))
@@ -109,7 +109,7 @@ def _describe(err: dict) -> tuple[tuple, Any, str]:
     )
     value = err.get("input")
     inner = ctx.get("error")
-    if isinstance(inner, _KeyError):
+    if isinstance(inner, KeyProblem):
         return loc + inner.loc, inner.value, inner.msg
     if typ == "extra_forbidden":
         allowed = _fields_at(loc[:-1])
@@ -135,7 +135,7 @@ def _describe(err: dict) -> tuple[tuple, Any, str]:
     return loc, value, _MESSAGES.get(typ, err["msg"])
 
 
-def _line(label: str, loc: tuple, value: Any, msg: str) -> str:
+def error_line(label: str, loc: tuple, value: Any, msg: str) -> str:
     key = ".".join(str(p) for p in loc) or "(top level)"
     if msg == "missing":
         return f"{label}: {key}: missing"
@@ -154,11 +154,11 @@ def validate_params(params: Any, label: str = "params.yaml", root: str | Path | 
     except ValidationError as e:
         seen, lines = set(), []
         for err in e.errors(include_url=False):
-            loc, value, msg = _describe(err)
+            loc, value, msg = describe_error(err)
             if loc not in seen:
                 seen.add(loc)
                 lines.append((loc, value, msg))
-        first = _line(label, *lines[0])
+        first = error_line(label, *lines[0])
         more = [".".join(map(str, loc)) for loc, _, _ in lines[1:]]
         raise ConfigError(
             first + (f" (also: {', '.join(more[:5])}{', ...' if len(more) > 5 else ''})" if more else "")

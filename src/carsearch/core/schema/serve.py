@@ -6,14 +6,14 @@ from typing import Annotated, Optional
 
 from pydantic import BeforeValidator, Field
 
-from carsearch.core.schema.base import NonNegInt, PosInt, Text, _integer, _Open
+from carsearch.core.schema.base import NonNegInt, OpenSection, PosInt, Text, to_integer
 
 
-class Serve(_Open):
+class Serve(OpenSection):
     """`carsearch serve` (conf/serve/default.yaml); permissive: the service reads what it knows."""
 
     host: Text
-    port: Annotated[int, BeforeValidator(_integer), Field(ge=0, le=65535)]
+    port: Annotated[int, BeforeValidator(to_integer), Field(ge=0, le=65535)]
     token: Optional[Text]
     upload_rate_per_minute: NonNegInt
     max_upload_bytes: PosInt
@@ -23,13 +23,13 @@ class Serve(_Open):
     max_results: PosInt
     facet_candidates: PosInt
     facet_top: PosInt
-    thumb_size: Annotated[int, BeforeValidator(_integer), Field(ge=16, le=2048)]
+    thumb_size: Annotated[int, BeforeValidator(to_integer), Field(ge=16, le=2048)]
     cache_dir: Optional[str]
     text_cache_size: NonNegInt
     torch_threads: NonNegInt
 
 
-class MLflow(_Open):
+class MLflow(OpenSection):
     tracking_uri: Text
     experiment: Text
     registered_model: Text

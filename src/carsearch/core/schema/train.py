@@ -10,28 +10,28 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from carsearch.core.schema.base import (
     Fraction,
+    KeyProblem,
     NonNegInt,
     NonNegNum,
     PosInt,
     PosNum,
+    StrictSection,
     Text,
-    _integer,
-    _KeyError,
-    _number,
-    _Strict,
+    to_integer,
+    to_number,
 )
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
-class Boxes(_Strict):
+class Boxes(StrictSection):
     margin: Annotated[float, Field(ge=0, le=2)]
     min_side: PosInt
 
 
-class Curate(_Strict):
+class Curate(StrictSection):
     splits: dict[str, Fraction]
-    near_duplicate_max_distance: Annotated[int, BeforeValidator(_integer), Field(ge=-1)]
+    near_duplicate_max_distance: Annotated[int, BeforeValidator(to_integer), Field(ge=-1)]
     require_fields: list[Text]
     boxes: Boxes
 
@@ -45,7 +45,7 @@ class Curate(_Strict):
         return v
 
 
-class TinyModel(_Strict):
+class TinyModel(StrictSection):
     name: Text
     kind: Literal["tiny"]
     image_size: PosInt
@@ -56,21 +56,21 @@ class TinyModel(_Strict):
     text_width: PosInt
     text_layers: PosInt
     text_heads: PosInt
-    max_text_len: Annotated[int, BeforeValidator(_integer), Field(ge=8, le=77)]
+    max_text_len: Annotated[int, BeforeValidator(to_integer), Field(ge=8, le=77)]
     projection_dim: PosInt
 
     @model_validator(mode="after")
     def _shapes(self):
         if self.image_size % self.patch_size:
-            raise _KeyError(("image_size",), self.image_size, f"must be a multiple of patch_size ({self.patch_size})")
+            raise KeyProblem(("image_size",), self.image_size, f"must be a multiple of patch_size ({self.patch_size})")
         for tower in ("vision", "text"):
             w, h = getattr(self, f"{tower}_width"), getattr(self, f"{tower}_heads")
             if w % h:
-                raise _KeyError((f"{tower}_width",), w, f"must be a multiple of {tower}_heads ({h})")
+                raise KeyProblem((f"{tower}_width",), w, f"must be a multiple of {tower}_heads ({h})")
         return self
 
 
-class PretrainedModel(_Strict):
+class PretrainedModel(StrictSection):
     name: Text
     kind: Literal["pretrained"]
     pretrained: Text
@@ -101,23 +101,23 @@ def _lock(v: Any) -> Any:
 LockSetting = Annotated[Union[str, int], BeforeValidator(_lock)]
 
 
-class Lock(_Strict):
+class Lock(StrictSection):
     image: LockSetting
     text: LockSetting
 
 
-class Augment(_Strict):
+class Augment(StrictSection):
     shift: NonNegInt
     flip: bool
 
 
-class EarlyStopping(_Strict):
+class EarlyStopping(StrictSection):
     metric: Optional[str]
     patience: NonNegInt
     min_delta: NonNegNum
 
 
-class Train(_Strict):
+class Train(StrictSection):
     lr: PosNum
     epochs: PosInt
     batch_size: PosInt
@@ -138,7 +138,7 @@ class Train(_Strict):
     early_stopping: Optional[EarlyStopping]
     val_sets: list[Text]
     feedback_weight: NonNegNum
-    ema: Optional[Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]]  # EMA decay; null: off
+    ema: Optional[Annotated[float, BeforeValidator(to_number), Field(gt=0, lt=1)]]  # EMA decay; null: off
     checkpoint_dir: Optional[str]
     resume: bool
     nproc_per_node: PosInt
