@@ -316,8 +316,9 @@ def test_missing_bucket_credentials_and_settings(image_set, bucket, emulator, mo
     assert bedrock.settings_from_cfg(caption_cfg(**{"s3.bucket": None}), env={"CARSEARCH_BUCKET": "b"}).bucket == "b"
     with pytest.raises(CaptionError, match="caption.bedrock.role_arn: not set"):
         bedrock.settings_from_cfg(caption_cfg(**{"s3.bucket": "b", "bedrock.role_arn": None}), env={})
-    with pytest.raises(CaptionError, match="is not an IAM role ARN"):
-        bedrock.settings_from_cfg(caption_cfg(**{"s3.bucket": "b", "bedrock.role_arn": "my-role"}), env={})
+    with pytest.raises(CaptionError, match="is not an IAM role ARN"):  # the schema checks the configured one
+        env = {"CARSEARCH_BEDROCK_ROLE_ARN": "my-role"}
+        bedrock.settings_from_cfg(caption_cfg(**{"s3.bucket": "b", "bedrock.role_arn": None}), env=env)
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(CaptionError, match="no AWS credentials found by the boto3 chain"):

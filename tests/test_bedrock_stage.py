@@ -22,7 +22,7 @@ def _scratch(tmp_path: Path, monkeypatch, n=20, **caption_over) -> tuple[Path, l
     paths = yaml.safe_load((REPO / "conf/paths/default.yaml").read_text())
     curate = yaml.safe_load((REPO / "conf/curate/default.yaml").read_text())
     curate["near_duplicate_max_distance"] = -1
-    caption = caption_cfg(**{"quotas.min_records_per_job": 5, **caption_over})
+    caption = caption_cfg(**{"quotas.min_records_per_job": 5, **caption_over}).as_dict()
     caption["pricing"] = str(REPO / "conf/pricing.yaml")
     (root / "params.yaml").write_text(
         yaml.safe_dump(composed_params({"seed": 42, "paths": paths, "caption": caption, "curate": curate}))

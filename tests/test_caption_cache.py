@@ -22,7 +22,7 @@ def _scratch(tmp_path: Path, monkeypatch, n: int, **caption_over) -> tuple[Path,
     rows = make_image_set(root, n)
     (root / "dvc.yaml").write_text("stages: {}\n")
     paths = yaml.safe_load((REPO / "conf/paths/default.yaml").read_text())
-    caption = caption_cfg(**{"quotas.min_records_per_job": 5, **caption_over})
+    caption = caption_cfg(**{"quotas.min_records_per_job": 5, **caption_over}).as_dict()
     caption["pricing"] = str(REPO / "conf/pricing.yaml")
     (root / "params.yaml").write_text(yaml.safe_dump(composed_params({"seed": 42, "paths": paths, "caption": caption})))
     monkeypatch.setenv("CARSEARCH_ROOT", str(root))
