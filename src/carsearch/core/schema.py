@@ -232,6 +232,21 @@ class Corridor(_Strict):
         return v
 
 
+class Highway(_Strict):
+    frames: NonNegInt
+    interval_s: PosNum
+    lanes: PosInt
+    vehicles: NonNegInt
+    size: list[Annotated[int, BeforeValidator(_integer), Field(ge=32)]]
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v):
+        if len(v) != 2:
+            raise ValueError(f"expected [width, height], got {v}")
+        return v
+
+
 class Street(_Strict):
     fleet: Fleet
     n_images: NonNegInt
@@ -240,6 +255,7 @@ class Street(_Strict):
     workers: NonNegInt
     jpeg_quality: list[Int]
     corridor: Corridor
+    highway: Highway
 
     @field_validator("jpeg_quality")
     @classmethod
