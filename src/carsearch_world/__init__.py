@@ -10,6 +10,7 @@ Public API: `find_torcs_cars`, `render_torcs`, `contact_sheet` (see `api.py`); b
 from carsearch_world.ac3d import AC3DError, Mesh, parse_ac3d
 from carsearch_world.api import contact_sheet, default_torcs_dir, load_cars, render_torcs
 from carsearch_world.corridor import render_corridor, write_coco, write_mot, write_videos
+from carsearch_world.highway import CAMERA as HIGHWAY_CAMERA
 from carsearch_world.highway import render_highway
 from carsearch_world.raster import Camera, Fragments, rasterize, sample_bilinear
 from carsearch_world.scene import COLORS, VIEWS, view_from_azimuth
@@ -23,6 +24,7 @@ __all__ = [
     "render_corridor",
     "render_fleet",
     "render_highway",
+    "HIGHWAY_CAMERA",
     "write_coco",
     "write_mot",
     "write_videos",

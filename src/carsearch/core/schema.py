@@ -144,6 +144,7 @@ class Paths(_Open):
     metrics_dir: Text
     plots_dir: Text
     judgments: Text
+    examples_dir: Text
 
 
 class Traffic(_Strict):
@@ -700,6 +701,11 @@ class MLflow(_Open):
     registered_model: Text
 
 
+class Examples(_Strict):
+    queries: list[Text]
+    k: PosInt
+
+
 class Params(_Open):
     seed: NonNegInt
     lr: PosNum
@@ -716,6 +722,7 @@ class Params(_Open):
     index: Index
     serve: Serve
     mlflow: MLflow
+    examples: Examples
 
     @model_validator(mode="after")
     def _cross(self):

@@ -17,6 +17,7 @@ from carsearch.sources import demo
 from carsearch.sources import files as data
 from carsearch.sources.boxes import attach
 from carsearch_world import (
+    HIGHWAY_CAMERA,
     build_fleet,
     default_torcs_dir,
     find_torcs_cars,
@@ -29,7 +30,6 @@ from carsearch_world import (
     write_mot,
     write_videos,
 )
-from carsearch_world.highway import CAMERA as HIGHWAY_CAMERA
 
 
 def _street_items(cfg: dict, seed: int, tmp_dir):
