@@ -20,13 +20,15 @@ def main() -> None:
     s = summary(metrics_dir, raw, default_params(root / "conf"))
     write_json(metrics_dir / "summary.json", s, sort_keys=False)  # column order
     print("summarize: " + ", ".join(f"{k} {v}" for k, v in s.items()))
+    examples_dir = resolve(cfg.paths.examples_dir, root)
+    examples_dir.mkdir(parents=True, exist_ok=True)  # the stage's out, even with no query or no index
     if cfg.examples.queries:
         try:
             search = CarSearch(root=root)
         except FileNotFoundError as e:
             print(f"summarize: no example grids ({e})")
             return
-        out = example_grids(search, cfg.examples.queries, cfg.examples.k, resolve(cfg.paths.examples_dir, root))
+        out = example_grids(search, cfg.examples.queries, cfg.examples.k, examples_dir)
         print(f"summarize: {len(out)} example grids (top {cfg.examples.k}) -> {cfg.paths.examples_dir}")
 
 
