@@ -3,7 +3,7 @@ split. Every input record ends up in a split or in the rejects list with its rea
 
 An answer to the vehicles prompt gives one pair per usable vehicle (`id` = `boxes.vehicle_id` of
 the frame and its box, `frame_id`, `box` in the frame's pixels, `margin`, its own caption; the
-crop is made where rows are built, `corpus.vehicle_rows`) and one reject per unusable one; the
+crop is cut by `curation.crops.crop_pairs`, and build_index links it rather than cutting it again) and one reject per unusable one; the
 vehicles of a frame share its split and its near-duplicate check (both by frame id).
 
 A plate the answer reads is an attribute (and a label where the source has none); one that is not a
