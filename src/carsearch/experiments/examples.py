@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from carsearch.core.imaging import open_rgb
 from carsearch.core.io import write_bytes
 from carsearch.core.vocab import BODY_TYPES, COLORS, SYNONYMS, VIEWS
 from carsearch.evaluation.plots import results_grid_png
 
 ASKED = {"color": COLORS, "body_type": BODY_TYPES, "view": VIEWS}
+TILE = 106  # px: results_grid_png's picture size (thumb 112 less its frame)
 
 
 def slug(query: str) -> str:
@@ -37,6 +39,17 @@ def relevant(labels: dict | None, want: dict[str, str]) -> bool:
     return all(str((labels or {}).get(a, "")).lower() == v for a, v in want.items())
 
 
+def _tile(path: Path, side: int = TILE):
+    """A hit's picture, a small vehicle crop scaled up to the grid's tile (the grid only shrinks);
+    the path itself when it cannot be read (the grid draws its placeholder)."""
+    try:
+        im = open_rgb(path)
+    except (OSError, ValueError):
+        return path
+    scale = side / max(im.size)
+    return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale)))) if scale > 1 else im
+
+
 def example_grids(search, queries: list[str], k: int, out_dir: Path) -> list[Path]:
     """One `<slug>.png` per query under `out_dir` (each written beside and swapped in): the top `k`
     hits of `search.text(query, k)`, framed by whether they have what the query names."""
@@ -46,7 +59,7 @@ def example_grids(search, queries: list[str], k: int, out_dir: Path) -> list[Pat
     for q in queries:
         want = asked(q)
         hits = search.text(q, k=k)
-        cells = [(Path(search.root) / h.path, h.score, relevant(h.labels, want)) for h in hits]
+        cells = [(_tile(Path(search.root) / h.path), h.score, relevant(h.labels, want)) for h in hits]
         buf = out_dir / f".{slug(q)}.grid.png"
         results_grid_png([(q, cells)], buf)
         data = buf.read_bytes()
