@@ -177,7 +177,7 @@ def test_counts_cli_and_api_on_a_built_index(corridor, repo, tmp_path, monkeypat
     from carsearch.cli import app
     from carsearch.index.search import CarSearch
     from carsearch.serve import create_app
-    from carsearch_world.corridor import write_videos
+    from carsearch_world.video import write_videos
 
     out, items, rows = corridor
     folder = tmp_path / "clips"
