@@ -105,7 +105,9 @@ def measure(rows: list[dict], seed: int) -> dict:
     for session in sorted({r["session"] for r in rows}):
         srows = [r for r in rows if r["session"] == session]
         plain, _ = collapse_tracks([dict(r) for r in srows])
-        geo, _ = collapse_tracks([dict(r) for r in srows], Cameras.model_validate({"cameras": homographies(seed, session)}))
+        geo, _ = collapse_tracks(
+            [dict(r) for r in srows], Cameras.model_validate({"cameras": homographies(seed, session)})
+        )
         for a, g in zip(plain, geo):
             if len(json.loads(a["track_json"])) >= 3:
                 n += 1
@@ -117,7 +119,10 @@ def measure(rows: list[dict], seed: int) -> dict:
         want = Counter((r["camera"], r["box_class"]) for r in {(r["camera"], r["identity"]): r for r in srows}.values())
         count_ok &= got == want
         for cam in sorted({r["camera"] for r in srows}):
-            crossed = {r["direction"]: r["count"] for r in count_rows([t for t in plain if t["camera"] == cam], ["direction"], LINE)}
+            crossed = {
+                r["direction"]: r["count"]
+                for r in count_rows([t for t in plain if t["camera"] == cam], ["direction"], LINE)
+            }
             cross_ok &= Counter(crossed) == truth_crossings([r for r in srows if r["camera"] == cam])
     return {
         "tracks": n,

@@ -387,5 +387,9 @@ def index_checkout() -> None:
     )
 
 
+from carsearch.cli_export import export as _export  # noqa: E402  (issue 33: evidence bundles)
+
+app.command("export")(_with_filter_options(_export))
+
 if __name__ == "__main__":
     sys.exit(app())

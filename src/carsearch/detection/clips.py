@@ -51,7 +51,9 @@ def cut(src: str | Path | bytes, start: float, end: float, name: str = "") -> tu
         began = _start_time(container)
         with av.open(out_buf, "w", format="mp4") as out:
             if began is not None:
-                out.metadata["creation_time"] = datetime.fromtimestamp(began + max(start, 0.0), timezone.utc).isoformat()
+                out.metadata["creation_time"] = datetime.fromtimestamp(
+                    began + max(start, 0.0), timezone.utc
+                ).isoformat()
             enc = out.add_stream("libx264", rate=rate)
             enc.width, enc.height, enc.pix_fmt = stream.codec_context.width, stream.codec_context.height, "yuv420p"
             enc.codec_context.time_base = 1 / rate

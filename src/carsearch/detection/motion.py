@@ -100,7 +100,9 @@ def _ground_motion(H, t, cx, foot, axis_at) -> dict:
     ax, ay = _ground(H, np.array([axis_at[0]] * 2), np.array([axis_at[1], axis_at[1] * 0.9]))
     axis = math.degrees(math.atan2(ax[1] - ax[0], ay[1] - ay[0])) % 360
     turn = (heading - axis) % 360
-    way = "away" if turn <= 45 or turn >= 315 else "towards" if 135 <= turn <= 225 else "right" if turn < 180 else "left"
+    way = (
+        "away" if turn <= 45 or turn >= 315 else "towards" if 135 <= turn <= 225 else "right" if turn < 180 else "left"
+    )
     return {"direction": way, "speed": round(kmh, 1), "speed_unit": "km/h", "heading": round(heading, 1)}
 
 
