@@ -233,3 +233,65 @@ def test_export_over_http(built):
         assert bad.status_code == 400 and "give `ids`" in bad.json()["error"]["message"]
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def site(built):
+    """The built index served by uvicorn, and the system Chromium (Playwright)."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no system Chromium (apt-get install chromium) for the browser tests")
+    pw = pytest.importorskip("playwright.sync_api")
+    from _serve_helpers import SETTINGS, Server
+    from carsearch.index.search import CarSearch
+    from carsearch.serve import create_app
+
+    root, folder, rows, _ = built
+    server = Server(create_app(CarSearch(root=root), SETTINGS, root))
+    try:
+        with pw.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            yield {"url": server.url, "browser": browser, "rows": rows, "folder": folder}
+            browser.close()
+    finally:
+        server.stop()
+
+
+def test_the_page_exports_the_picked_hits(site, tmp_path):
+    """Chromium: pick one card, "Export picked" downloads evidence.zip holding that hit (its clip
+    decodes); "Export page" holds every card shown."""
+    from test_serve_browser import wait_render
+
+    ctx = site["browser"].new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    pg = ctx.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.set_default_timeout(30_000)
+    try:
+        pg.goto(f"{site['url']}/?q=a+car")
+        wait_render(pg, 0)
+        cards = pg.locator("#grid .card")
+        assert cards.count() == 2 and pg.locator("#export-picked").is_disabled()
+        second = cards.nth(1).get_attribute("data-id")
+        cards.nth(1).locator("input.pick").check()
+        assert pg.locator("#export-picked").inner_text() == "Export picked (1)"
+        with pg.expect_download() as dl:
+            pg.click("#export-picked")
+        path = tmp_path / "picked.zip"
+        dl.value.save_as(path)
+        assert dl.value.suggested_filename == "evidence.zip"
+        z, man, doc, rejects = _zip(path.read_bytes())
+        assert [m["id"] for m in man] == [second] and not rejects
+        _check_bundle(z, man, doc, site["rows"], site["folder"], margin=2.0)
+        pg.wait_for_function("document.body.dataset.exported === '1'")
+        assert "Exported 1 hits" in pg.inner_text("#status")
+        with pg.expect_download() as dl:
+            pg.click("#export-page")
+        dl.value.save_as(tmp_path / "page.zip")
+        _, man, _, _ = _zip((tmp_path / "page.zip").read_bytes())
+        assert [m["id"] for m in man] == [cards.nth(i).get_attribute("data-id") for i in range(2)]
+    finally:
+        ctx.close()
+    assert not errors, errors
