@@ -16,7 +16,7 @@ from pathlib import Path
 
 import av
 
-from carsearch.detection.video import VideoError, _open, _reason, _start_time
+from carsearch.detection.video import VideoError, av_reason, container_start, open_video
 
 
 def _rate(stream) -> Fraction:
@@ -28,7 +28,7 @@ def _open_bytes(data: bytes, label: str):
     try:
         container = av.open(io.BytesIO(data))
     except (av.FFmpegError, OSError) as e:
-        raise VideoError(f"{label}: unreadable video ({_reason(e)})") from None
+        raise VideoError(f"{label}: unreadable video ({av_reason(e)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{label}: no video stream")
@@ -42,13 +42,13 @@ def cut(src: str | Path | bytes, start: float, end: float, name: str = "") -> tu
     label = name or str(src if not isinstance(src, bytes) else "video")
     if end < start:
         raise VideoError(f"{label}: clip {start:.3f}-{end:.3f}s ends before it starts")
-    container = _open_bytes(src, label) if isinstance(src, bytes) else _open(Path(src))
+    container = _open_bytes(src, label) if isinstance(src, bytes) else open_video(Path(src))
     out_buf = io.BytesIO()
     frames, first, t0, t1 = 0, None, None, None
     try:
         stream = container.streams.video[0]
         rate = _rate(stream)
-        began = _start_time(container)
+        began = container_start(container)
         with av.open(out_buf, "w", format="mp4") as out:
             if began is not None:
                 out.metadata["creation_time"] = datetime.fromtimestamp(
@@ -74,7 +74,7 @@ def cut(src: str | Path | bytes, start: float, end: float, name: str = "") -> tu
                     out.mux(enc.encode(img))
                     frames += 1
             except (av.FFmpegError, OSError) as e:
-                raise VideoError(f"{label}: damaged video after {frames} clip frames ({_reason(e)})") from None
+                raise VideoError(f"{label}: damaged video after {frames} clip frames ({av_reason(e)})") from None
             if frames:
                 out.mux(enc.encode(None))
     finally:

@@ -26,10 +26,14 @@ import zipfile
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
+from PIL import ImageDraw
+
 from carsearch.core import originals
 from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.core.io import atomic_path
 from carsearch.core.when import iso, split_frame_name
+from carsearch.detection.clips import cut
+from carsearch.detection.video import VideoError
 from carsearch.index.hits import original
 from carsearch.index.results import hit_record, hits_csv, make_hit
 
@@ -83,8 +87,6 @@ def _clip_span(h: dict, margin: float) -> tuple[str, float, float] | None:
 
 def _crop(data: bytes, box) -> bytes:
     """The frame cut around `box` (CROP_MARGIN of its size each side), the box drawn in red."""
-    from PIL import ImageDraw
-
     im = open_rgb(data)
     x1, y1, x2, y2 = (float(v) for v in box)
     mx, my = (x2 - x1) * CROP_MARGIN, (y2 - y1) * CROP_MARGIN
@@ -103,9 +105,6 @@ def _name(loc: str) -> str:
 def _add_hit(z: zipfile.ZipFile, h: dict, root: Path, margin: float, rejects: list[dict]) -> dict:
     """Write one hit's files into the zip; {"original", "crop", "clip", "clip_start_s", "clip_end_s"}
     (empty where it could not be made: a reject line says why)."""
-    from carsearch.detection.clips import cut
-    from carsearch.detection.video import VideoError
-
     got = dict.fromkeys(FILES, "")
     rank, span = int(h["rank"]), _clip_span(h, margin)
     fail = lambda what, e: rejects.append({"id": h["id"], "rank": rank, "reason": f"id {h['id']}: {what} ({e})"})  # noqa: E731
