@@ -28,6 +28,9 @@ def _with_filter_options(func):
     The API and the page offer the same filters."""
     from carsearch.core.columns import ROW
 
+    if getattr(func, "_filter_options", False):  # given once (a module loaded twice, e.g. by `typer ... utils docs`)
+        return func
+    func._filter_options = True
     sig = inspect.signature(func)
     params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
     at = [p.name for p in params].index("where") + 1
