@@ -295,3 +295,49 @@ def test_the_page_exports_the_picked_hits(site, tmp_path):
     finally:
         ctx.close()
     assert not errors, errors
+
+
+def test_a_photo_bundle_and_a_gone_photo(tmp_path):
+    """Photos (no index needed): the original copied as it is, the crop around its box with the box
+    drawn, no clip; a photo that is gone keeps its manifest row and gets one reject line."""
+    from carsearch.index.export import write_bundle
+
+    im = Image.new("RGB", (120, 80), (20, 120, 20))
+    (tmp_path / "photos").mkdir()
+    im.save(tmp_path / "photos" / "kerb.jpg")
+    base = {"caption": "a car", "labels": {}, "camera": "cam-9", "time": 1772352000.0, "plate": "AB12 CDE"}
+    hits = [
+        {
+            **base,
+            "rank": 1,
+            "score": 0.5,
+            "id": "a1",
+            "path": "photos/kerb.jpg",
+            "origin": "photos/kerb.jpg",
+            "box": [30, 20, 70, 50],
+        },
+        {
+            **base,
+            "rank": 2,
+            "score": 0.4,
+            "id": "b2",
+            "path": "photos/gone.jpg",
+            "origin": "photos/gone.jpg",
+            "box": None,
+        },
+    ]
+    out = tmp_path / "out" / "p.zip"
+    res = write_bundle(out, hits, root=tmp_path, query={"text": "a car"}, index_version="v9", margin_s=2.0)
+    assert res["hits"] == 2 and res["files"] == 2 and not list(out.parent.glob(".*"))  # swapped in, no temp left
+    z, man, doc, rejects = _zip(out.read_bytes())
+    assert z.read(man[0]["original"]) == (tmp_path / "photos" / "kerb.jpg").read_bytes()
+    crop = Image.open(io.BytesIO(z.read(man[0]["crop"])))
+    assert crop.size == (81, 61) and man[0]["clip"] == "" and man[0]["plate"] == "AB12 CDE"
+    assert np.asarray(crop.convert("RGB"))[15, 20:60, 0].min() > 180  # the box's top edge, drawn red
+    assert (
+        man[1]["original"] == man[1]["crop"] == ""
+        and doc["hits"][1]["time"] == man[1]["time"] == "2026-03-01T08:00:00+00:00"
+    )
+    assert [(x["id"], x["rank"]) for x in rejects] == [("b2", "2")]
+    assert rejects[0]["reason"].startswith("id b2: original photos/gone.jpg: gone (FileNotFoundError")
+    assert doc["query"] == {"text": "a car"} and doc["index_version"] == "v9"
