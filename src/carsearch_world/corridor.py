@@ -2,16 +2,16 @@
 fleet driving through it (each with a lane, a direction and a constant speed) and parked along the
 kerb, so one identity is seen by several cameras at plausible times.
 
-`render_corridor` writes each camera's frames (stills; `write_videos` makes mp4s of them) with every
+`render_corridor` writes each camera's frames (stills; `video.write_videos` makes mp4s of them) with every
 box labelled with the vehicle's identity, plate, direction, speed, camera and timestamp, plus
 MOTChallenge-style track files (`write_mot`) and COCO files with every box's labels as attributes
-(`write_coco`) per camera, and an mp4 per camera (`write_videos`; the three live in `groundtruth.py`
-and are re-exported here). Frames are byte-identical for a seed whatever the worker count (the
-street renderer's elementwise maths, `traffic.py`).
+(`write_coco`) per camera, and an mp4 per camera (`write_videos`). Frames are byte-identical for a seed whatever the worker
+count (the street renderer's elementwise maths, `traffic.py`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -19,10 +19,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from carsearch_world.buildings import street_buildings
 from carsearch_world.fleet import plate_corners
-from carsearch_world.groundtruth import COCO_CATEGORIES, write_coco, write_mot, write_videos, yuv420p  # noqa: F401
 from carsearch_world.plates import LEGIBLE_PX, plate_seen
 from carsearch_world.scene import encode_jpeg
 from carsearch_world.street import BOX_CLASS, Identity, paint_of, pool_map, vehicle_of
@@ -259,3 +259,65 @@ def render_corridor(
         file=sys.stderr,
     )
     return items
+
+
+def write_mot(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path) -> list[Path]:
+    """MOTChallenge-style ground truth, one file per session and camera:
+    `frame,id,x,y,w,h,1,class,visibility` (frame 1-based, id = the identity's number)."""
+    rows: dict[str, list[str]] = {}
+    for _, lab, boxes, _ in items:
+        key = f"session{lab['session']}_{lab['camera']}"
+        for b in boxes:
+            ident = int(b["labels"]["identity"].lstrip("v"))
+            w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
+            rows.setdefault(key, []).append(
+                f"{lab['frame_index'] + 1},{ident},{b['x1']},{b['y1']},{w},{h},1,{b['class']},{b['visible']:.3f}"
+            )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key, lines in sorted(rows.items()):
+        p = out_dir / f"{key}.txt"
+        p.write_text("\n".join(sorted(lines, key=lambda s: tuple(int(v) for v in s.split(",")[:2]))) + "\n")
+        paths.append(p)
+    return paths
+
+
+COCO_CATEGORIES = ("car", "pickup", "van", "truck", "bus", "motorcycle")  # the boxes' classes (`BOX_CLASS`)
+
+
+def write_coco(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path) -> list[Path]:
+    """COCO with attributes, one file per session and camera (beside `write_mot`'s): `images` (the
+    frame's file name, size, camera, time, frame index), `categories` (`COCO_CATEGORIES`) and
+    `annotations` (`bbox` [x, y, w, h] in pixels, `track_id` = the identity's number as in the MOT
+    file, `attributes`: every label of the box, identity, plate, direction, speed, colour, body type,
+    plus its `visibility`)."""
+    cats = {name: k for k, name in enumerate(COCO_CATEGORIES, 1)}
+    docs: dict[str, dict] = {}
+    for p, lab, boxes, _ in sorted(items, key=lambda it: (it[1]["session"], it[1]["camera"], it[1]["frame_index"])):
+        key = f"session{lab['session']}_{lab['camera']}"
+        doc = docs.setdefault(key, {"images": [], "annotations": [], "categories": []})
+        image_id = lab["frame_index"] + 1
+        with Image.open(p) as im:
+            w, h = im.size
+        doc["images"].append(
+            {"id": image_id, "file_name": p.name, "width": w, "height": h, "frame_index": lab["frame_index"],
+             "camera": lab["camera"], "time": lab["time"]}
+        )  # fmt: skip
+        for b in boxes:
+            x, y, bw, bh = b["x1"], b["y1"], b["x2"] - b["x1"], b["y2"] - b["y1"]
+            doc["annotations"].append(
+                {"id": len(doc["annotations"]) + 1, "image_id": image_id, "category_id": cats[b["class"]],
+                 "bbox": [x, y, bw, bh], "area": round(bw * bh, 2), "iscrowd": 0,
+                 "track_id": int(b["labels"]["identity"].lstrip("v")),
+                 "attributes": dict(b["labels"], visibility=round(float(b["visible"]), 3))}
+            )  # fmt: skip
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key, doc in sorted(docs.items()):
+        doc["categories"] = [{"id": k, "name": name, "supercategory": "vehicle"} for name, k in cats.items()]
+        path = out_dir / f"{key}.json"
+        path.write_text(json.dumps(doc) + "\n")
+        paths.append(path)
+    return paths
