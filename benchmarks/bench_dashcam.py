@@ -104,8 +104,8 @@ def main() -> int:
         print(f"bench_dashcam: skipped, {a.dashcam} not found (the dashcam fixtures live in ../shared)")
         return 0
     if not (a.model / "config.json").is_file():
-        print(f"bench_dashcam: no model at {a.model} (run `make repro` first, or pass --model)", file=sys.stderr)
-        return 1
+        print(f"bench_dashcam: skipped, no model at {a.model} (run `make repro` first, or pass --model)")
+        return 0
     coco = json.loads(COCO.read_text())
     cars = vehicles(coco)
     with tempfile.TemporaryDirectory() as tmp:
