@@ -13,6 +13,7 @@ from carsearch.core.schema import Index, Params
 from carsearch.curation import corpus
 from carsearch.detection import footage
 from carsearch.index import remote
+from carsearch.index.alerts import run_watches
 from carsearch.index.embed_cache import damage_note, embed_missing, open_embed_cache
 from carsearch.index.search import CarSearch
 from carsearch.index.store import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
@@ -106,7 +107,14 @@ def add_images(paths: list[str | Path], cfg: Params, root: Path, progress=None) 
         if fresh.get("uri"):  # the table is in a bucket (index.uri): its pointer says so too
             remote.put_json(remote.join(fresh["uri"], META_FILE), fresh)
     outside = [r for r in new if not _inside(r.get("origin") or "", cfg.index, root)]
-    return {**out, **stats, "outside_corpus": len(outside), "cache_note": damage_note(cache, "index add")}
+    watched = run_watches(s, root, ids)  # the watchlists, on the appended rows only (index.alerts)
+    return {
+        **out,
+        **stats,
+        "outside_corpus": len(outside),
+        "cache_note": damage_note(cache, "index add"),
+        "watches": watched,
+    }
 
 
 def _inside(origin: str, cfg: Index, root: Path) -> bool:
