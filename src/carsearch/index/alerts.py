@@ -32,11 +32,17 @@ CHUNK = 2000  # new ids per query: the id IN (...) list stays small however much
 FIELDS = tuple(c for c in ROW.api if c != "caption") + ("caption", "track_id")
 
 
-def query_vector(s, w: watches.Watch, root: Path):
+def text_vectors(s, wl: watches.Watchlist) -> dict:
+    """The vectors of every text watch, in one batch (one forward pass for all the watches' texts)."""
+    texts = sorted({w.text for w in wl.watches if w.text})
+    return dict(zip(texts, s.embed_texts(texts))) if texts else {}
+
+
+def query_vector(s, w: watches.Watch, root: Path, texts: dict | None = None):
     """The watch's query vector (None: a plate alone). An image is a file (relative to the repo root)
     or the id of an indexed image (its stored vector)."""
     if w.text:
-        return s.embed_texts([w.text])[0]
+        return texts[w.text] if texts and w.text in texts else s.embed_texts([w.text])[0]
     if w.image:
         p = Path(w.image) if Path(w.image).is_absolute() else Path(root) / w.image
         if p.is_file():
@@ -109,9 +115,10 @@ def run_watches(s, root: Path, new_ids: list[str] | None, wl: watches.Watchlist 
         new_ids = s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist()
     adir, version, now, hooks = alerts_dir(root, wl), s.meta.get("version"), time.time(), []
     report.update(watches=len(wl.watches), new_rows=len(new_ids))
+    texts = text_vectors(s, wl)
     for w in wl.watches:
         try:
-            found = matches(s, w, query_vector(s, w, root), new_ids)
+            found = matches(s, w, query_vector(s, w, root, texts), new_ids)
         except ValueError as e:  # WatchError, QueryError: one line, the other watches go on
             report["problems"].append(f"watch {w.name!r}: {str(e).splitlines()[0]}")
             continue
@@ -127,12 +134,13 @@ def run_watches(s, root: Path, new_ids: list[str] | None, wl: watches.Watchlist 
     return report
 
 
-def after_build(root: Path, index_dir: Path, new_ids: list[str] | None) -> dict | None:
-    """The watches on the rows a build added (None: no watch to run, nothing opened)."""
+def after_build(root: Path, index_dir: Path, new_ids: list[str] | None, plate_search=None) -> dict | None:
+    """The watches on the rows a build added (None: no watch to run, nothing opened); `plate_search`:
+    `index.plate_search` of the config."""
     wl = watches.load(root)
     if wl is None or not wl.watches:
         return None
-    return run_watches(CarSearch(index_dir, root=root), root, new_ids, wl)
+    return run_watches(CarSearch(index_dir, root=root, plate_search=plate_search), root, new_ids, wl)
 
 
 def summary_line(what: str, report: dict) -> str:

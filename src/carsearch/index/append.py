@@ -73,7 +73,7 @@ def add_images(paths: list[str | Path], cfg: Params, root: Path, progress=None) 
     makes them (`cfg`: the typed params.yaml). Returns counts and the rejects (every input is added,
     skipped as already indexed, or rejected with a reason)."""
     index_dir = resolve(cfg.paths.index_dir, root)
-    s = CarSearch(index_dir, root=root)  # the live version and the model that built it
+    s = CarSearch(index_dir, root=root, plate_search=cfg.index.plate_search)  # the live version and its model
     meta = s.meta
     rows, rejects = _rows([Path(p) for p in paths], cfg, root, index_dir / IMAGES_SUBDIR, progress)
     have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors

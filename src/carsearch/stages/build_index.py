@@ -33,7 +33,9 @@ def main() -> None:
     write_json(resolve(cfg.paths.metrics_dir, root) / "index.json", index_metrics(built))
     for line in summary_lines(built, cfg):
         print(line)
-    if watched := after_build(root, resolve(cfg.paths.index_dir, root), built.new_ids):  # conf/watchlists.yaml
+    if watched := after_build(
+        root, resolve(cfg.paths.index_dir, root), built.new_ids, cfg.index.plate_search
+    ):  # conf/watchlists.yaml
         print(summary_line("build_index", watched))
 
 
