@@ -66,7 +66,10 @@ def main() -> None:
                 rows.append({"id": f"{i:016x}", "path": p.relative_to(root).as_posix(), "labels": labels})
         (root / "data/raw/manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         save_clip(*load_clip(repo_params["model"], seed=0), root / "models/finetuned")
-        params = {**repo_params, "index": {**repo_params["index"], "promote": {**repo_params["index"]["promote"], "metric": None}}}
+        params = {
+            **repo_params,
+            "index": {**repo_params["index"], "promote": {**repo_params["index"]["promote"], "metric": None}},
+        }
         (root / "params.yaml").write_text(yaml.safe_dump(params))
         fit = {"coef": {"z": 1.0}, "mean": [0.0] * 8, "scale": [1.0] * 8, "intercept": -2.0, "threshold": 0.6}
         (root / "metrics").mkdir()

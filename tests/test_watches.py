@@ -400,3 +400,16 @@ def test_the_page_shows_the_alert_badge_and_edits_watches(repo, tmp_path):
     if keep != tmp_path:
         shutil.copy(shot, keep / shot.name)
     print(f"\nalert badge screenshot: {keep / shot.name}")
+
+
+def test_a_build_runs_the_watches_on_the_rows_the_live_version_lacks(repo, tmp_path):
+    import pyarrow as pa
+
+    from carsearch.index.store import ids_not_live
+
+    live = sorted(_ids(repo))
+    assert ids_not_live(repo / "data/index", pa.array([*live[:3], "brand-new-1", "brand-new-2"])) == [
+        "brand-new-1",
+        "brand-new-2",
+    ]
+    assert ids_not_live(tmp_path / "no-index", pa.array(live)) is None  # a first build: every row is new

@@ -35,7 +35,11 @@ FIELDS = tuple(c for c in ROW.api if c != "caption") + ("caption", "track_id")
 def text_vectors(s, wl: watches.Watchlist) -> dict:
     """The vectors of every text watch, in one batch (one forward pass for all the watches' texts)."""
     texts = sorted({w.text for w in wl.watches if w.text})
-    return dict(zip(texts, s.embed_texts(texts))) if texts else {}
+    if not texts:
+        return {}
+    if not s.encoder.model_loaded:  # the model not loaded (after a build): the NumPy text tower, no torch
+        return {t: s.encoder.text(t) for t in texts}
+    return dict(zip(texts, s.embed_texts(texts)))
 
 
 def query_vector(s, w: watches.Watch, root: Path, texts: dict | None = None):
