@@ -248,3 +248,17 @@ def test_street_source_through_the_ingest_stage(tmp_path):
     from carsearch.detection.video import iter_frames
 
     assert len(list(iter_frames(videos[0], fps=1 / st["corridor"]["interval_s"]))) == 2
+
+
+def test_video_frames_convert_to_yuv_in_integer_numpy():
+    """The mp4s' colour conversion is ours (BT.601, integers), not libswscale's, whose SIMD path
+    depends on buffer alignment and made the same frames encode to different bytes between runs."""
+    from carsearch_world.corridor import yuv420p
+
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[..., 0] = 255  # pure red: Y 82, U 90, V 240 in limited-range BT.601
+    out = yuv420p(rgb)
+    assert out.shape == (6, 6) and out.dtype == np.uint8
+    assert (out[:4] == 82).all() and (out[4:].reshape(-1)[:6] == 90).all() and (out[4:].reshape(-1)[6:] == 240).all()
+    with pytest.raises(ValueError, match="even size, got 5x4"):
+        yuv420p(np.zeros((4, 5, 3), np.uint8))

@@ -325,6 +325,24 @@ def write_coco(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path)
     return paths
 
 
+def yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """An RGB frame (even width and height) as planar YUV 4:2:0 (BT.601, limited range) in integer
+    NumPy, laid out as PyAV's `yuv420p` ndarray (Y rows, then U, then V). libswscale's conversion
+    takes different SIMD paths depending on how the input buffer happens to be aligned, so the
+    same frame could encode to different bytes from run to run; this conversion cannot."""
+    h, w, _ = rgb.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"a yuv420p frame needs an even size, got {w}x{h}")
+    r, g, b = (rgb[..., i].astype(np.int32) for i in range(3))
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    # chroma from the 2x2 block means (rounded), as 4:2:0 samples it
+    r2, g2, b2 = ((c.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) + 2) >> 2 for c in (r, g, b))
+    u = ((-38 * r2 - 74 * g2 + 112 * b2 + 128) >> 8) + 128
+    v = ((112 * r2 - 94 * g2 - 18 * b2 + 128) >> 8) + 128
+    planes = [y.reshape(-1), u.reshape(-1), v.reshape(-1)]
+    return np.concatenate(planes).clip(0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
+
+
 def write_videos(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path, interval_s: float) -> list[Path]:
     """Each session's camera as an H.264 mp4 (PyAV) of its frames in order, one frame every
     `interval_s`, stamped with the first frame's time (`creation_time`), so the video path of a
@@ -346,7 +364,7 @@ def write_videos(items: list[tuple[Path, dict, list[dict], float]], out_dir: Pat
             stream.width, stream.height, stream.pix_fmt = first.width, first.height, "yuv420p"
             stream.options = {"crf": "20", "preset": "veryfast", "threads": "1"}
             for _, p, _ in frames:
-                frame = av.VideoFrame.from_image(Image.open(p).convert("RGB"))
+                frame = av.VideoFrame.from_ndarray(yuv420p(np.asarray(Image.open(p).convert("RGB"))), format="yuv420p")
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
         paths.append(path)
