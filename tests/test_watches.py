@@ -216,7 +216,9 @@ def test_webhook_fails_twice_then_accepts_order_kept_nothing_lost(repo, tmp_path
     retries = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert len(retries) == 2 and "try 1 failed" in retries[0] and "answered 503" in retries[0]
     assert "try 2 failed" in retries[1] and "retrying in" in retries[1]
-    log = tmp_path / "webhook_retry.log"
+    keep = Path(os.environ.get("CARSEARCH_EVIDENCE_DIR") or tmp_path)  # a copy the note can cite
+    keep.mkdir(parents=True, exist_ok=True)
+    log = keep / "webhook_retry.log"
     log.write_text("\n".join(r.getMessage() for r in caplog.records) + "\n")
     print(f"\nwebhook retry log: {log}\n{log.read_text()}")
 
@@ -314,7 +316,9 @@ def _served_copy(repo: Path, tmp_path: Path) -> Path:
     root = tmp_path / "served"
     root.mkdir()
     shutil.copy(repo / "params.yaml", root / "params.yaml")
-    os.symlink(repo / "data", root / "data")  # the index's images (thumbnails on the page)
+    for entry in repo.iterdir():  # the index and its images (thumbnails on the page); a watchlist of its own
+        if entry.name not in ("conf", "params.yaml"):
+            os.symlink(entry, root / entry.name)
     _watchlist(root, [{"name": "vans", "text": "a van", "min_confidence": 0.0}], alerts_dir="alerts")
     (root / "alerts").mkdir()
     (root / "alerts/vans.jsonl").write_text(
