@@ -2,7 +2,7 @@
 fleet driving through it (each with a lane, a direction and a constant speed) and parked along the
 kerb, so one identity is seen by several cameras at plausible times.
 
-`render_corridor` writes each camera's frames (stills; `write_videos` makes mp4s of them) with every
+`render_corridor` writes each camera's frames (stills; `video.write_videos` makes mp4s of them) with every
 box labelled with the vehicle's identity, plate, direction, speed, camera and timestamp, plus
 MOTChallenge-style track files (`write_mot`) and COCO files with every box's labels as attributes
 (`write_coco`) per camera, and an mp4 per camera (`write_videos`). Frames are byte-identical for a seed whatever the worker
@@ -16,10 +16,8 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -321,51 +319,5 @@ def write_coco(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path)
         doc["categories"] = [{"id": k, "name": name, "supercategory": "vehicle"} for name, k in cats.items()]
         path = out_dir / f"{key}.json"
         path.write_text(json.dumps(doc) + "\n")
-        paths.append(path)
-    return paths
-
-
-def yuv420p(rgb: np.ndarray) -> np.ndarray:
-    """An RGB frame (even width and height) as planar YUV 4:2:0 (BT.601, limited range) in integer
-    NumPy, laid out as PyAV's `yuv420p` ndarray (Y rows, then U, then V). libswscale's conversion
-    takes different SIMD paths depending on how the input buffer happens to be aligned, so the
-    same frame could encode to different bytes from run to run; this conversion cannot."""
-    h, w, _ = rgb.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"a yuv420p frame needs an even size, got {w}x{h}")
-    r, g, b = (rgb[..., i].astype(np.int32) for i in range(3))
-    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
-    # chroma from the 2x2 block means (rounded), as 4:2:0 samples it
-    r2, g2, b2 = ((c.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) + 2) >> 2 for c in (r, g, b))
-    u = ((-38 * r2 - 74 * g2 + 112 * b2 + 128) >> 8) + 128
-    v = ((112 * r2 - 94 * g2 - 18 * b2 + 128) >> 8) + 128
-    planes = [y.reshape(-1), u.reshape(-1), v.reshape(-1)]
-    return np.concatenate(planes).clip(0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
-
-
-def write_videos(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path, interval_s: float) -> list[Path]:
-    """Each session's camera as an H.264 mp4 (PyAV) of its frames in order, one frame every
-    `interval_s`, stamped with the first frame's time (`creation_time`), so the video path of a
-    folder corpus reads it back with camera time."""
-    groups: dict[str, list] = {}
-    for p, lab, _, epoch in items:
-        groups.setdefault(f"session{lab['session']}_{lab['camera']}", []).append((lab["frame_index"], p, epoch))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(1 / interval_s).limit_denominator(1000)
-    paths = []
-    for key, frames in sorted(groups.items()):
-        frames.sort()
-        path = out_dir / f"{key}.mp4"
-        with av.open(str(path), "w") as container:
-            container.metadata["creation_time"] = datetime.fromtimestamp(frames[0][2], timezone.utc).isoformat()
-            stream = container.add_stream("libx264", rate=rate)
-            first = Image.open(frames[0][1])
-            stream.width, stream.height, stream.pix_fmt = first.width, first.height, "yuv420p"
-            stream.options = {"crf": "20", "preset": "veryfast", "threads": "1"}
-            for _, p, _ in frames:
-                frame = av.VideoFrame.from_ndarray(yuv420p(np.asarray(Image.open(p).convert("RGB"))), format="yuv420p")
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
         paths.append(path)
     return paths
