@@ -63,7 +63,12 @@ def test_build_table_creates_ann_scalar_and_fts_indices(tmp_path, ann):
     tbl2, kind2 = build_table(tmp_path / "db2", "cars", rows[:50], v[:50], "test", cfg)
     assert kind2 == "brute force (exact)" and "vector" not in _kinds(tbl2) and _kinds(tbl2)["caption"] == "FTS"
     tbl3, _ = build_table(
-        tmp_path / "db3", "cars", rows[:50], v[:50], "test", cfg.model_copy(update={"scalar_indices": False, "fts": False})
+        tmp_path / "db3",
+        "cars",
+        rows[:50],
+        v[:50],
+        "test",
+        cfg.model_copy(update={"scalar_indices": False, "fts": False}),
     )
     assert not tbl3.list_indices()
 

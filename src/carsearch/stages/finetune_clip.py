@@ -134,9 +134,7 @@ def main() -> None:
             resolve(cfg.paths.judgments, root), root, list(cfg.eval.sets), p.processor,
             p.cfg.feedback_weight, dist.world, print if dist.main else (lambda *_: None),
         )  # fmt: skip
-        res = train_clip(
-            p.model, p.processor, p.train, root, p.cfg, on_step, on_epoch, p.validate, dist, extra
-        )
+        res = train_clip(p.model, p.processor, p.train, root, p.cfg, on_step, on_epoch, p.validate, dist, extra)
         seconds = time.time() - t0
         if dist.main:
             s = {**summary(p.cfg, p.train, p.val, res, dist.world, seconds), "feedback": feedback}

@@ -27,7 +27,7 @@ from carsearch.core.schema.base import (
     PosNum,
     Text,
 )
-from carsearch.core.schema.cameras import Cameras, CameraSettings, load_cameras
+from carsearch.core.schema.cameras import CameraPair, Cameras, CameraSettings, Travel, load_cameras
 from carsearch.core.schema.caption import (
     Bedrock,
     Caption,
@@ -44,6 +44,7 @@ from carsearch.core.schema.data import (
     Demo,
     Fleet,
     Folder,
+    Highway,
     S3Source,
     Street,
     Torcs,
@@ -52,7 +53,7 @@ from carsearch.core.schema.data import (
 )
 from carsearch.core.schema.eval import Bootstrap, Calibration, Eval, EvalSet, EvalSetDefaults
 from carsearch.core.schema.index import Detect, Index, IndexRay, PlateSearch, Promote, WiseFT
-from carsearch.core.schema.params import Params, Paths, validate_params
+from carsearch.core.schema.params import Examples, Params, Paths, validate_params
 from carsearch.core.schema.serve import MLflow, Serve
 from carsearch.core.schema.train import (
     HUB_ID,
@@ -73,6 +74,7 @@ __all__ = [
     "Bootstrap",
     "Boxes",
     "Calibration",
+    "CameraPair",
     "Cameras",
     "CameraSettings",
     "Caption",
@@ -90,9 +92,11 @@ __all__ = [
     "Eval",
     "EvalSet",
     "EvalSetDefaults",
+    "Examples",
     "Fleet",
     "Folder",
     "Fraction",
+    "Highway",
     "Index",
     "IndexRay",
     "Int",
@@ -118,6 +122,7 @@ __all__ = [
     "Torcs",
     "Traffic",
     "Train",
+    "Travel",
     "Video",
     "WiseFT",
     "load_cameras",

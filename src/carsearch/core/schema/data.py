@@ -110,6 +110,21 @@ class Corridor(StrictSection):
         return v
 
 
+class Highway(StrictSection):
+    frames: NonNegInt
+    interval_s: PosNum
+    lanes: PosInt
+    vehicles: NonNegInt
+    size: list[Annotated[int, BeforeValidator(to_integer), Field(ge=32)]]
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v):
+        if len(v) != 2:
+            raise ValueError(f"expected [width, height], got {v}")
+        return v
+
+
 class Street(StrictSection):
     fleet: Fleet
     n_images: NonNegInt
@@ -118,6 +133,7 @@ class Street(StrictSection):
     workers: NonNegInt
     jpeg_quality: list[Int]
     corridor: Corridor
+    highway: Highway
 
     @field_validator("jpeg_quality")
     @classmethod

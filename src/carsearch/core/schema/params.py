@@ -9,7 +9,16 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from carsearch.core.schema.base import ConfigError, KeyProblem, NonNegInt, OpenSection, PosInt, PosNum, Text
+from carsearch.core.schema.base import (
+    ConfigError,
+    KeyProblem,
+    NonNegInt,
+    OpenSection,
+    PosInt,
+    PosNum,
+    StrictSection,
+    Text,
+)
 from carsearch.core.schema.caption import Caption
 from carsearch.core.schema.data import Data
 from carsearch.core.schema.eval import Eval
@@ -34,6 +43,12 @@ class Paths(OpenSection):
     metrics_dir: Text
     plots_dir: Text
     judgments: Text
+    examples_dir: Text
+
+
+class Examples(StrictSection):
+    queries: list[Text]
+    k: PosInt
 
 
 class Params(OpenSection):
@@ -52,6 +67,7 @@ class Params(OpenSection):
     index: Index
     serve: Serve
     mlflow: MLflow
+    examples: Examples
 
     @model_validator(mode="after")
     def _cross(self):

@@ -27,6 +27,8 @@ class Serve(OpenSection):
     cache_dir: Optional[str]
     text_cache_size: NonNegInt
     torch_threads: NonNegInt
+    export_clip_margin_s: Annotated[float, Field(ge=0)]
+    export_max_hits: PosInt
 
 
 class MLflow(OpenSection):
