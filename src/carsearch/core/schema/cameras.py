@@ -1,4 +1,5 @@
-"""conf/cameras.yaml (a file of its own, read by carsearch.detection; not part of params.yaml)."""
+"""conf/cameras.yaml (a file of its own, read by carsearch.detection; not part of params.yaml).
+Its defaults are only "not given" (None / empty): the file and each camera's geometry are optional."""
 
 from __future__ import annotations
 
