@@ -327,6 +327,10 @@ def judge(
     run_judge(query_id, rank, verdict)
 
 
+from carsearch.index.judged_cli import judgments_app  # noqa: E402  (issue 34: `carsearch judgments`)
+
+app.add_typer(judgments_app, name="judgments")
+
 index_app = typer.Typer(no_args_is_help=True, help="Manage the car index between repros.")
 app.add_typer(index_app, name="index")
 
