@@ -40,9 +40,15 @@ def committed(rel: str) -> str:
     return f"committed in `{h}` ({date}): {_md(subject)}"
 
 
-def ran_on(data: dict | None) -> str:
+# the data stages give the same bytes on every machine (docs/REPRODUCIBILITY.md): no machine to name
+BIT_EXACT = ("metrics/ingest.json", "metrics/caption.json", "metrics/curate.json")
+
+
+def ran_on(data: dict | None, rel: str = "") -> str:
     """The machine and commit a stage ran on (its file's `provenance`, carsearch.core.provenance)."""
     p = (data or {}).get("provenance") if isinstance(data, dict) else None
+    if rel in BIT_EXACT:
+        return "the same bytes on every machine (a bit-exact data stage: [Reproducibility](REPRODUCIBILITY.md))"
     if not isinstance(p, dict):
         return "machine and commit not recorded (written before stages recorded them)"
     m = p.get("machine") or {}
@@ -58,7 +64,7 @@ def ran_on(data: dict | None) -> str:
 
 def provenance(rel: str, data: dict | None = None) -> str:
     """One line under a table: its file, the machine and commit its stage ran on, the commit that committed it."""
-    return f"`{rel}`: {ran_on(data)}; {committed(rel)}"
+    return f"`{rel}`: {ran_on(data, rel)}; {committed(rel)}"
 
 
 def _fmt(v) -> str:

@@ -57,6 +57,7 @@ def test_results_page_prints_each_tables_machine_and_commit(tmp_path):
     (tmp_path / "eval.json").write_text(json.dumps(ev))
     (tmp_path / "train.json").write_text(json.dumps(tr))
     (tmp_path / "index.json").write_text(json.dumps({"rows": 5}))  # written before provenance existed
+    (tmp_path / "ingest.json").write_text(json.dumps({"images": 3}))  # a bit-exact data stage
     (tmp_path / "summary.json").write_text(json.dumps({"t2i_R@5": 0.5, "val_best": 0.3, "index_rows": 5}))
     page = results_page(tmp_path)
     eval_sec = page.split("## Retrieval")[1].split("##")[0]
@@ -66,4 +67,5 @@ def test_results_page_prints_each_tables_machine_and_commit(tmp_path):
     assert "machine and commit not recorded" in page.split("## Index")[1].split("##")[0]
     head = page.split("## Headline")[1].split("| figure")[0]  # the headline lists its figures' files
     assert "`metrics/eval.json`: ran at 2026-12-07T05:00:00Z" in head and "`metrics/index.json`" in head
+    assert "the same bytes on every machine" in page.split("## ingest")[1]
     assert "`provenance`" not in page.split("## Training")[1].split("|---|---|")[1]  # not a figure row

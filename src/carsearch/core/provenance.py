@@ -6,7 +6,9 @@ metrics/<stage>.json as `provenance` (the results page prints it under each tabl
 "cores": usable CPUs, "ram_gib": total memory, "gpu": the CUDA devices' names or "none",
 "load_1m": the 1-minute load average when the stage started (how busy the machine was)},
 "at": UTC time}. Every fact is best effort: a fact that cannot be read is None, never an error.
-metrics/summary.json carries none of it (the same params give the same summary on every machine).
+Written by finetune_clip, evaluate and build_index (train.json, eval.json, index.json). The data
+stages' files (ingest, caption, curate) and metrics/summary.json carry none of it: they are the same
+bytes on every machine (docs/REPRODUCIBILITY.md), which a machine's name would break.
 """
 
 from __future__ import annotations

@@ -260,7 +260,11 @@ def merge_labels_csv(path: Path, corr: Corrections) -> tuple[int, int]:
     """Write the corrections into labels.csv at `path` (module doc); returns (rows written, rows replaced)."""
     header, rows, key = [], [], "file"
     if path.is_file():
-        text = path.read_bytes().decode("utf-8-sig", errors="replace")
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:  # Excel's ANSI CSV, as sources.labels reads it
+            text = raw.decode("cp1252", errors="replace")
         reader = csv.reader(io.StringIO(text), csv.Sniffer().sniff(text[:8192], ",;\t|") if text.strip() else csv.excel)
         header = next(reader, [])
         rows = [r for r in reader if any(x.strip() for x in r)]

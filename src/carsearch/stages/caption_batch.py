@@ -12,14 +12,13 @@ from carsearch.captioning.run import run, summary_line
 from carsearch.core.io import atomic_dir, write_json
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
-from carsearch.core.provenance import stamped
 
 
 def main() -> None:
     cfg, root = load_config(), repo_root()
     with atomic_dir(resolve(cfg.paths.captions_dir, root)) as tmp:  # answers swapped in complete
         m = run(cfg, root, tmp)
-    write_json(resolve(cfg.paths.metrics_dir, root) / "caption.json", stamped(m, root))
+    write_json(resolve(cfg.paths.metrics_dir, root) / "caption.json", m)
     print(summary_line(m, cfg.caption.backend, cfg.paths.captions_dir))
 
 

@@ -7,7 +7,6 @@ from collections import Counter
 from carsearch.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
-from carsearch.core.provenance import stamped
 from carsearch.core.rejects import summarise
 from carsearch.curation.curate import curate, load_jobs
 from carsearch.sources.boxes import save_crops
@@ -47,15 +46,12 @@ def main() -> None:
     requested = sum(1 for f in inputs for _ in read_jsonl(f))
     write_json(
         resolve(paths.metrics_dir, root) / "curate.json",
-        stamped(
-            {
-                "pairs": counts,
-                "rejected": len(rejects),
-                "requested": requested,
-                "rejected_by_reason": dict(sorted(Counter(r["reason"].split(":")[0] for r in rejects).items())),
-            },
-            root,
-        ),
+        {
+            "pairs": counts,
+            "rejected": len(rejects),
+            "requested": requested,
+            "rejected_by_reason": dict(sorted(Counter(r["reason"].split(":")[0] for r in rejects).items())),
+        },
     )
     for line in summarise(rejects, "record", f"{paths.pairs_dir}/rejects.jsonl"):
         print(f"curate_pairs: {line}")

@@ -11,7 +11,6 @@ from tqdm import tqdm
 from carsearch.core.io import atomic_dir, write_json, write_jsonl
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
-from carsearch.core.provenance import stamped
 from carsearch.core.schema import Data
 from carsearch.detection import footage
 from carsearch.sources import demo
@@ -138,16 +137,13 @@ def main() -> None:
     groups = _group_rejects(rejects)
     write_json(
         resolve(paths.metrics_dir, root) / "ingest.json",
-        stamped(
-            {
-                "images": len(rows),
-                "labelled": labelled,
-                "rejected": len(rejects),
-                "reencoded": sum(1 for r in rows if r.get("reencoded")),
-                "rejected_by_kind": {kind: len(g) for kind, (g, _) in groups.items()},
-            },
-            root,
-        ),
+        {
+            "images": len(rows),
+            "labelled": labelled,
+            "rejected": len(rejects),
+            "reencoded": sum(1 for r in rows if r.get("reencoded")),
+            "rejected_by_kind": {kind: len(g) for kind, (g, _) in groups.items()},
+        },
     )
     for kind, (group, fix) in groups.items():
         ex = group[0]
