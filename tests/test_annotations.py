@@ -202,6 +202,12 @@ def test_import_errors_are_one_line(tmp_path, monkeypatch):
     bad.write_text('{"something": 1}')
     res = CliRunner().invoke(app, ["judgments", "import", str(bad), "--into", str(folder)])
     assert res.exit_code == 1 and "neither a Label Studio export" in res.output
+    (tmp_path / "dvc.yaml").touch()
+    monkeypatch.setenv("CARSEARCH_ROOT", str(tmp_path))
+    res = CliRunner().invoke(app, ["judgments", "export", "--format", "voc", "out.json"])
+    assert res.exit_code == 2 and "--format 'voc' is not coco or labelstudio" in res.output
+    res = CliRunner().invoke(app, ["judgments", "export", "--format", "coco", "--judgments", "none.jsonl", "o.json"])
+    assert res.exit_code == 1 and "no judgments file at" in res.output and "none.jsonl" in res.output
     shutil.copy(FIXTURES / "labelstudio_export.json", tmp_path / "ls.json")
     res = CliRunner().invoke(app, ["judgments", "import", str(tmp_path / "ls.json")])
     assert res.exit_code == 1 and "records no frames' folder" in res.output and "--into" in res.output

@@ -21,11 +21,12 @@ judgments_app = typer.Typer(
 
 def _rows(root: Path, index_dir: Optional[str]):
     """The index row of a hit id, or None for every id when there is no index (a note says so)."""
+    from carsearch.core.errors import CarsearchError
     from carsearch.index.search import CarSearch
 
     try:
         s = CarSearch(index_dir=index_dir, root=root)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError, CarsearchError) as e:  # no index, or one that cannot be opened
         typer.echo(f"judgments export: note: {str(e).splitlines()[0]}: hits exported without box or labels", err=True)
         return None
     return s.get_row
