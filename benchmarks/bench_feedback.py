@@ -175,9 +175,8 @@ def main() -> None:
             user = simulate_user(root, seen, n)
             shutil.rmtree(root / "models" / "finetuned")
             res = run_stages(root, a.epochs, feedback=True)
-            rows_out.append(
-                {**row_of(f"N={user['queries']} ({user['judgments']} judged, {user['ticks']} ✓)", res, base)}
-            )
+            rows_out.append(row_of(f"N={user['queries']} ({user['judgments']} judged, {user['ticks']} ✓)", res, base))
+            print(f"bench_feedback: {json.dumps(rows_out[-1], ensure_ascii=False)}", file=sys.stderr, flush=True)
     cols = [
         "run",
         "t2i_R@5",
