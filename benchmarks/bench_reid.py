@@ -38,7 +38,10 @@ def main() -> int:
     root = a.repo.resolve()
     cfg = load_config(root / "params.yaml")
     rows = list(read_jsonl(resolve(cfg.paths.pairs_dir, root) / f"{cfg.eval.split}.jsonl"))
-    models = {"base": load_clip(cfg.model, seed=cfg.train.seed), "finetuned": load_pretrained(resolve(cfg.paths.model_dir, root))}
+    models = {
+        "base": load_clip(cfg.model, seed=cfg.train.seed),
+        "finetuned": load_pretrained(resolve(cfg.paths.model_dir, root)),
+    }
     if a.vectors and a.vectors.is_file():
         imgs = dict(np.load(a.vectors))
     else:

@@ -69,11 +69,11 @@ def learn_windows(
     max_pass_s: float = np.inf,
 ) -> Network:
     """The network from labelled sightings (identity, camera, unix time): per camera pair, each
-    identity's closest pass (the least |time difference| between its sightings at the two cameras);
-    the window spans those passes from the least to the `coverage` quantile, widened by `margin_s`
-    either side (not below 0), for pairs with at least `min_identities` identities; a closest pass
-longer than `max_pass_s` is another trip (another day), not a travel time. `fixed` windows
-    (conf/cameras.yaml `pairs`) win over learned ones."""
+        identity's closest pass (the least |time difference| between its sightings at the two cameras);
+        the window spans those passes from the least to the `coverage` quantile, widened by `margin_s`
+        either side (not below 0), for pairs with at least `min_identities` identities; a closest pass
+    longer than `max_pass_s` is another trip (another day), not a travel time. `fixed` windows
+        (conf/cameras.yaml `pairs`) win over learned ones."""
     by_id: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for ident, cam, t in sightings:
         if ident and cam and t is not None:

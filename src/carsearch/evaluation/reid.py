@@ -122,7 +122,11 @@ def reid_report(img: np.ndarray, items: list[dict], side: np.ndarray, boot: dict
     groups = np.array([str(items[q]["identity"]) for q in queries])
     out = {}
     for variant in VARIANTS:
-        scores = feats[..., 0] if variant == "appearance" else _oof_scores(feats, rel, valid, queries, groups, variant, folds)
+        scores = (
+            feats[..., 0]
+            if variant == "appearance"
+            else _oof_scores(feats, rel, valid, queries, groups, variant, folds)
+        )
         per_q = _ranked(scores, rel, valid, queries)
         ci = bootstrap_ci(per_q, boot["n"], boot["seed"], boot["confidence"])
         out[variant] = {k: float(v.mean()) for k, v in per_q.items()} | {
@@ -213,7 +217,12 @@ def reid_section(rows: list[dict], imgs: dict, results: dict, calibs: dict, cfg,
         return
     items = [sighting(rows[i], tz) for i in keep]
     pairs_dir = resolve(cfg.paths.pairs_dir, root)
-    labelled = [r for s in ("train", "val") if (pairs_dir / f"{s}.jsonl").is_file() for r in read_jsonl(pairs_dir / f"{s}.jsonl")]
+    labelled = [
+        r
+        for s in ("train", "val")
+        if (pairs_dir / f"{s}.jsonl").is_file()
+        for r in read_jsonl(pairs_dir / f"{s}.jsonl")
+    ]
     network = network_from(labelled, cams if cams is not None else cameras(root), tz)
     ps, ccfg = cfg.index.plate_search, cfg.eval.calibration
     ccfg = ccfg.model_dump() if hasattr(ccfg, "model_dump") else dict(ccfg)

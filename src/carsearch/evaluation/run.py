@@ -21,8 +21,8 @@ from carsearch.curation.corpus import detect_boxes
 from carsearch.evaluation.candidates import model_calibration, wise_ft_alphas, wise_ft_candidates
 from carsearch.evaluation.evalsets import evaluate_sets
 from carsearch.evaluation.per_class import per_class_report
-from carsearch.evaluation.reid import reid_section
 from carsearch.evaluation.protocol import embed_texts, full_report
+from carsearch.evaluation.reid import reid_section
 from carsearch.evaluation.stats import add_intervals, query_results
 from carsearch.evaluation.vehicles import box_recall, vehicle_report
 from carsearch.model.clip import encode_images, load_clip, load_pretrained

@@ -48,6 +48,7 @@ from carsearch.serve.schemas import (
     SearchResponse,
 )
 from carsearch.serve.service import ApiError, Service
+from carsearch.serve.sightings import sightings_router
 
 log = logging.getLogger("carsearch.serve")
 STATIC = Path(__file__).parent / "static"
@@ -93,6 +94,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         app.add_middleware(TokenGate, token=token)  # added last: runs first, before any limit or route
 
     _search_routes(app, svc, root)
+    app.include_router(sightings_router(svc))
     _file_routes(app, svc)
     return app
 

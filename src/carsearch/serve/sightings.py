@@ -1,0 +1,46 @@
+"""`GET /api/v1/sightings/{id}`: where else was this vehicle seen (`index.sightings`), as a router
+the app includes with one line. `by=track` reads the id as a video track's."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query
+
+from carsearch.index.query import QueryError
+from carsearch.serve.service import ApiError, api_hit
+
+FIELDS = ("probability", "plate_similarity", "travel_s", "travel_window", "plausible")
+
+
+def sighting_hit(r: dict, rank: int = 0) -> dict:
+    """A sighting as the API's hit (`api_hit`) plus its same-vehicle fields; `confident` is the sighting's."""
+    return {**api_hit(r, rank), **{k: r.get(k) for k in FIELDS}, "confident": r["confident"]}
+
+
+def sightings_router(svc) -> APIRouter:
+    router = APIRouter(tags=["search"])
+
+    @router.get("/api/v1/sightings/{item_id}")
+    def sightings(
+        item_id: str,
+        by: Literal["hit", "track"] = Query("hit", description="hit: an indexed hit's id; track: a video track's id"),
+        k: int = Query(50, ge=1, le=1000, description="candidates weighed (nearest by appearance)"),
+    ):
+        """The vehicle's sightings at every camera and time, grouped by camera in time order, each
+        with a calibrated same-vehicle probability (appearance, plate, camera network): `confident`
+        timelines first, `others` apart; `cameras`: how many cameras saw it (`note`: why there is no
+        probability or nothing is confident)."""
+        from carsearch.index.sightings import Sightings
+
+        svc.refresh()
+        try:
+            sg = Sightings(svc.s)
+            res = sg.of_id(item_id, k) if by == "hit" else sg.of_track(item_id, k)
+        except QueryError as e:
+            if "is not in the index" in str(e):
+                raise ApiError(404, "unknown_id", str(e)) from None
+            raise
+        return res.as_dict(sighting_hit)
+
+    return router
