@@ -88,19 +88,19 @@ def _world(n_ids=30, cams=("cam-1", "cam-2", "cam-3"), noise=1.2, seed=0):
 
 def test_reid_excludes_same_camera_and_fusion_helps():
     from carsearch.core.sightings import Network
-    from carsearch.evaluation.reid import _side, reid_report
+    from carsearch.evaluation.reid import reid_report, side_features
 
     img, items = _world()
     net = Network({"cam-1|cam-2": (0, 15), "cam-1|cam-3": (5, 25), "cam-2|cam-3": (0, 15)})
     boot = {"n": 200, "seed": 0, "confidence": 0.95}
-    rep = reid_report(img, items, _side(items, net, 0.3), boot, folds=3)
+    rep = reid_report(img, items, side_features(items, net, 0.3), boot, folds=3)
     a, p, n = rep["appearance"], rep["plate"], rep["network"]
     assert a["queries"] == 90 and rep["identities"] == 30
     assert a["map_ci"][0] <= a["map"] <= a["map_ci"][1]
     assert a["map"] < p["map"] < n["map"] and n["rank1"] > 0.9 > a["rank1"]
     # a copy of each query at its own camera would be a perfect match: excluded by the VeRi rule
     twin = [{**s, "identity": s["identity"]} for s in items]
-    rep2 = reid_report(np.vstack([img, img]), items + twin, _side(items + twin, net, 0.3), boot, folds=3)
+    rep2 = reid_report(np.vstack([img, img]), items + twin, side_features(items + twin, net, 0.3), boot, folds=3)
     assert rep2["appearance"]["rank1"] < 1.0
 
 
@@ -125,7 +125,7 @@ def repo(tmp_path_factory):
     """The shared small index, copied: rows grouped in threes as one vehicle at cam-1, cam-2, cam-3
     (10 s apart, its plate read, one look-alike misread), and a sightings fit from them shipped."""
     from carsearch.core.sightings import Network
-    from carsearch.evaluation.reid import _side, sightings_fit
+    from carsearch.evaluation.reid import side_features, sightings_fit
     from carsearch.index.search import CarSearch
 
     root = tmp_path_factory.mktemp("sightings") / "repo"
@@ -148,7 +148,7 @@ def repo(tmp_path_factory):
     img = np.array([r["vector"] for r in table], np.float32)
     net = Network({"cam-1|cam-2": (0, 20), "cam-2|cam-3": (0, 20), "cam-1|cam-3": (10, 30)})
     ccfg = {"folds": 3, "target_precision": 0.8, "min_confident": 5, "margin_z": 0.0}
-    fit = sightings_fit(img, items, _side(items, net, 0.3), net, 0.3, ccfg)
+    fit = sightings_fit(img, items, side_features(items, net, 0.3), net, 0.3, ccfg)
     assert fit["threshold"] is not None and fit["coef"]["plate_sim"] > 0
     (root / "metrics/calibration.json").write_text(json.dumps({"finetuned": {"kinds": {"sightings": fit}}}))
     rebuild(root)

@@ -25,9 +25,12 @@ import random
 import numpy as np
 
 from carsearch.core.confidence import linear
+from carsearch.core.io import read_jsonl
+from carsearch.core.paths import resolve
 from carsearch.core.plate_match import CONFUSIONS, PlateMatcher, normal
 from carsearch.core.sightings import FEATURES, SIGNS, VARIANTS, Network, columns, learn_windows, pair_features
 from carsearch.core.when import label_time
+from carsearch.detection.motion import cameras
 from carsearch.evaluation.calibration import fit, fit_with_threshold
 from carsearch.evaluation.per_class import average_precision
 from carsearch.evaluation.stats import bootstrap_ci, bootstrap_settings
@@ -60,7 +63,7 @@ def network_from(rows: list[dict], cameras, tz: str = "UTC") -> Network:
     return learn_windows(seen, t.margin_s, t.min_identities, t.coverage, fixed, t.max_pass_s)
 
 
-def _side(items: list[dict], network: Network, cost: float) -> np.ndarray:
+def side_features(items: list[dict], network: Network, cost: float) -> np.ndarray:
     """[Q, G, F-1]: the features of every pair but appearance (the same under every model)."""
     zero = np.zeros(len(items))
     return np.stack([pair_features(zero, items[i], items, network, cost)[:, 1:] for i in range(len(items))])
@@ -206,10 +209,6 @@ def reid_section(rows: list[dict], imgs: dict, results: dict, calibs: dict, cfg,
     """evaluate's part: `results[model]["reid"]` per model, `results["plates"]`, and the sightings
     fit into each model's calibration document (`calibs[model]["kinds"]["sightings"]`); `cams`:
     the typed conf/cameras.yaml (default: the repo's)."""
-    from carsearch.core.io import read_jsonl
-    from carsearch.core.paths import resolve
-    from carsearch.detection.motion import cameras
-
     tz = cfg.data.capture.timezone
     keep = [i for i, r in enumerate(rows) if (r.get("labels") or {}).get("identity")]
     if len(keep) < 2:
@@ -228,7 +227,7 @@ def reid_section(rows: list[dict], imgs: dict, results: dict, calibs: dict, cfg,
     ccfg = ccfg.model_dump() if hasattr(ccfg, "model_dump") else dict(ccfg)
     boot = cfg.eval.bootstrap
     boot = boot.model_dump() if hasattr(boot, "model_dump") else dict(boot)
-    side = _side(items, network, ps.confusion_cost)
+    side = side_features(items, network, ps.confusion_cost)
     for name, img in imgs.items():
         img = np.asarray(img)[keep]
         results[name]["reid"] = rep = reid_report(img, items, side, boot, int(ccfg["folds"]))

@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Query
 
 from carsearch.index.query import QueryError
+from carsearch.index.sightings import Sightings
 from carsearch.serve.service import ApiError, api_hit
 
 FIELDS = ("probability", "plate_similarity", "travel_s", "travel_window", "plausible")
@@ -31,8 +32,6 @@ def sightings_router(svc) -> APIRouter:
         with a calibrated same-vehicle probability (appearance, plate, camera network): `confident`
         timelines first, `others` apart; `cameras`: how many cameras saw it (`note`: why there is no
         probability or nothing is confident)."""
-        from carsearch.index.sightings import Sightings
-
         svc.refresh()
         try:
             sg = Sightings(svc.s)
