@@ -244,3 +244,37 @@ def _page_timeline(url: str, first: str, mates: set, plate: str, tmp_path) -> No
             assert shot.stat().st_size > 10_000 and not errors, errors
         finally:
             browser.close()
+
+
+def test_evaluate_part_fills_reid_plates_network_and_the_sightings_fit(tmp_path):
+    from carsearch.core.confidence import fits_by_kind
+    from carsearch.core.params import load_config
+    from carsearch.core.sightings import FEATURES
+    from carsearch.evaluation.reid import reid_section
+    from testkit import write_params
+
+    def rows_of(items):
+        return [
+            {"id": f"r{i}", "labels": {"identity": s["identity"], "camera": s["camera"], "time": s["time"],
+                                       "plate": s["true_plate"]}, "attributes": {"plate": s["plate"]}}
+            for i, s in enumerate(items)
+        ]  # fmt: skip
+
+    write_params(tmp_path)
+    (tmp_path / "conf").mkdir()
+    shutil.copy("conf/cameras.yaml", tmp_path / "conf/cameras.yaml")
+    cfg = load_config(tmp_path / "params.yaml")
+    pairs = tmp_path / cfg.paths.pairs_dir
+    pairs.mkdir(parents=True, exist_ok=True)
+    train = rows_of(_world(seed=1)[1])  # other vehicles, the same camera spacing: the network's windows
+    (pairs / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    img, items = _world()
+    results, calibs, logs = {"base": {}, "finetuned": {}}, {"base": {"kinds": {}}, "finetuned": {"kinds": {}}}, []
+    reid_section(rows_of(items), {"base": img, "finetuned": img}, results, calibs, cfg, tmp_path, logs.append)
+    assert set(results["network"]["windows"]) == {"cam-1|cam-2", "cam-1|cam-3", "cam-2|cam-3"}
+    r = results["finetuned"]["reid"]
+    assert r["network"]["map"] > r["plate"]["map"] > r["appearance"]["map"] and r["appearance"]["queries"] == 90
+    assert results["plates"]["errors_0"]["recall"] == 1.0
+    fit = fits_by_kind(calibs["finetuned"])["sightings"]
+    assert fit["features"] == list(FEATURES) and fit["windows"] == results["network"]["windows"]
+    assert any("re-ID network" in line and "rank-1" in line for line in logs)
