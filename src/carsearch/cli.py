@@ -30,6 +30,9 @@ def _with_filter_options(func):
     The API and the page offer the same filters."""
     from carsearch.core.columns import ROW
 
+    if getattr(func, "_filter_options", False):  # given once (a module loaded twice, e.g. by `typer ... utils docs`)
+        return func
+    func._filter_options = True
     sig = inspect.signature(func)
     params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
     at = [p.name for p in params].index("where") + 1
@@ -390,6 +393,10 @@ def index_checkout() -> None:
         f"index checkout: live index is now {man['version']} ({man.get('rows')} rows, digest {man['digest'][:12]})"
     )
 
+
+from carsearch.cli_export import export as _export  # noqa: E402  (issue 33: evidence bundles)
+
+app.command("export")(_with_filter_options(_export))
 
 if __name__ == "__main__":
     sys.exit(app())

@@ -10,7 +10,7 @@ from pathlib import Path
 from carsearch.core import originals
 from carsearch.core.paths import resolve
 from carsearch.core.schema import Index, Params
-from carsearch.curation import corpus
+from carsearch.curation import corpus, crops
 from carsearch.detection import footage
 from carsearch.index import remote
 from carsearch.index.embed_cache import damage_note, embed_missing, open_embed_cache
@@ -20,8 +20,10 @@ from carsearch.sources import files as data
 from carsearch.sources.labels import folder_label
 
 
-def _settings(cfg: Params) -> corpus.RowSettings:
-    return corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed)
+def _settings(cfg: Params, root: Path) -> corpus.RowSettings:
+    """As build_index's (`index.build.read_corpus`): curate_pairs' crops are linked, not cut again."""
+    made = crops.made(resolve(cfg.paths.pairs_dir, root))
+    return corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed, made)
 
 
 def _file_rows(p: Path, cfg: Params, root: Path, images_dir: Path, pairs: dict, seen: dict):
@@ -41,7 +43,7 @@ def _file_rows(p: Path, cfg: Params, root: Path, images_dir: Path, pairs: dict, 
         (cfg.data.max_pixels, cfg.data.max_edge),
         pairs,
         boxes=(ann, p.parent),
-        settings=_settings(cfg),
+        settings=_settings(cfg, root),
         capture=(str(p.parent), cfg.data.capture),
         by_reference=True,
         seen=seen,
@@ -55,7 +57,7 @@ def _rows(paths: list[Path], cfg: Params, root: Path, images_dir: Path, progress
     for p in paths:
         if p.is_dir():
             runs = corpus.corpus_runs(
-                "folder", p.resolve(), cfg.index, _settings(cfg), root, images_dir, pairs, progress, seen
+                "folder", p.resolve(), cfg.index, _settings(cfg, root), root, images_dir, pairs, progress, seen
             )
         elif p.is_file():
             runs = [_file_rows(p.resolve(), cfg, root, images_dir, pairs, seen)]

@@ -30,7 +30,7 @@ from carsearch.core.io import dir_hash, reporting_refused_writes, write_jsonl
 from carsearch.core.params import ParamsError
 from carsearch.core.paths import resolve
 from carsearch.core.schema import Params
-from carsearch.curation import corpus
+from carsearch.curation import corpus, crops
 from carsearch.index import manifest as index_manifest
 from carsearch.index import ray_engine, remote
 from carsearch.index.calibration import ship_calibration
@@ -148,7 +148,8 @@ def give_back_memory() -> None:
 
 def read_corpus(cfg: Params, root: Path, index_dir: Path) -> tuple[pa.Table, list, dict]:
     """The corpus rows `index.corpus` names (carsearch.curation.corpus), checked with `data`'s limits."""
-    settings = corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed)
+    made = crops.made(resolve(cfg.paths.pairs_dir, root))  # curate_pairs' crops: linked, not cut again
+    settings = corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed, made)
     rows, rejects, notes = corpus.gather(
         cfg.index,
         cfg.paths,

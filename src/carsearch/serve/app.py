@@ -28,6 +28,7 @@ from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.core.params import load_params
 from carsearch.core.paths import repo_root
 from carsearch.index.query import QueryError
+from carsearch.serve.export import router as export_router
 from carsearch.serve.files import IMAGE_TYPES
 from carsearch.serve.guards import (
     ServeConfigError,
@@ -95,6 +96,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
 
     _search_routes(app, svc, root)
     app.include_router(sightings_router(svc))
+    app.include_router(export_router)  # issue 33: POST /api/v1/export, evidence bundles
     _file_routes(app, svc)
     return app
 
