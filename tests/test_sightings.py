@@ -293,3 +293,11 @@ def test_evaluate_part_fills_reid_plates_network_and_the_sightings_fit(tmp_path)
     fit = fits_by_kind(calibs["finetuned"])["sightings"]
     assert fit["features"] == list(FEATURES) and fit["windows"] == results["network"]["windows"]
     assert any("re-ID network" in line and "rank-1" in line for line in logs)
+
+    from carsearch.experiments.headline import summary  # the `dvc exp show` columns
+
+    (tmp_path / "metrics").mkdir(exist_ok=True)
+    (tmp_path / "metrics/eval.json").write_text(json.dumps(results))
+    cols = summary(tmp_path / "metrics", {}, None)
+    assert cols["reid_mAP"] == r["appearance"]["map"] and cols["reid_R1_fused"] == r["network"]["rank1"]
+    assert cols["reid_mAP_base"] == results["base"]["reid"]["appearance"]["map"] and cols["plate_1err_R"] > 0.8
