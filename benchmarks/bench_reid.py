@@ -22,6 +22,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 FLOORS = {"appearance_map": 0.5, "network_rank1": 0.9}
 
 
+def _merge(base: dict, over: dict) -> dict:
+    return {
+        k: _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v for k, v in over.items()
+    } | {k: v for k, v in base.items() if k not in over}
+
+
+def _params(repo: Path, here: Path) -> Path:
+    """The repo's params.yaml, with keys it predates filled from this checkout's (a repo built by an
+    older commit still reads)."""
+    import tempfile
+
+    import yaml
+
+    theirs = yaml.safe_load((repo / "params.yaml").read_text())
+    mine = yaml.safe_load((here / "params.yaml").read_text())
+    out = Path(tempfile.mkdtemp()) / "params.yaml"
+    out.write_text(yaml.safe_dump(_merge(mine, theirs)))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("repo", type=Path)
@@ -36,7 +56,7 @@ def main() -> int:
     from carsearch.model.clip import encode_images, load_clip, load_pretrained
 
     root = a.repo.resolve()
-    cfg = load_config(root / "params.yaml")
+    cfg = load_config(_params(root, Path(__file__).resolve().parents[1]))
     rows = list(read_jsonl(resolve(cfg.paths.pairs_dir, root) / f"{cfg.eval.split}.jsonl"))
     models = {
         "base": load_clip(cfg.model, seed=cfg.train.seed),
@@ -50,6 +70,10 @@ def main() -> int:
             np.savez(a.vectors, **imgs)
     results, calibs = {n: {} for n in models}, {n: {"kinds": {}} for n in models}
     here = Path(__file__).resolve().parents[1]
+    import scipy.optimize  # noqa: F401  (evaluate has them loaded already: time the work, not the imports)
+    import sklearn.isotonic  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
     t0 = time.perf_counter()
     reid_section(rows, imgs, results, calibs, cfg, root, print, cameras(here))  # this checkout's conf/cameras.yaml
     took = time.perf_counter() - t0
