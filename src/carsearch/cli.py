@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from carsearch.index.sightings_cli import sightings as sightings_command
+from carsearch.index.watch_commands import watch_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Car search over your traffic images.")
 
@@ -349,6 +350,7 @@ def index_add(
     from carsearch.core.params import load_config
     from carsearch.core.paths import repo_root
     from carsearch.core.rejects import summarise
+    from carsearch.index.alerts import summary_line
     from carsearch.index.append import add_images
     from carsearch.model.clip import ModelConfigError
 
@@ -366,6 +368,8 @@ def index_add(
         f"index add: {res['added']} added, {res['already_indexed']} already indexed, {res['rejected']} rejected "
         f"(index version {res['version']})"
     )
+    if (res.get("watches") or {}).get("watches"):  # conf/watchlists.yaml ran on the new rows
+        typer.echo(summary_line("index add", res["watches"]))
     if res.get("outside_corpus"):
         typer.echo(
             f"index add: note: {res['outside_corpus']} of them are outside index.corpus_path; a later `dvc repro` "
@@ -393,6 +397,8 @@ def index_checkout() -> None:
         f"index checkout: live index is now {man['version']} ({man.get('rows')} rows, digest {man['digest'][:12]})"
     )
 
+
+app.add_typer(watch_app, name="watch")  # carsearch watch add|list|rm|flush (issue 33)
 
 from carsearch.cli_export import export as _export  # noqa: E402  (issue 33: evidence bundles)
 

@@ -13,6 +13,7 @@ from carsearch.core.schema import Index, Params
 from carsearch.curation import corpus, crops
 from carsearch.detection import footage
 from carsearch.index import remote
+from carsearch.index.alerts import run_watches
 from carsearch.index.embed_cache import damage_note, embed_missing, open_embed_cache
 from carsearch.index.search import CarSearch
 from carsearch.index.store import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
@@ -74,7 +75,7 @@ def add_images(paths: list[str | Path], cfg: Params, root: Path, progress=None) 
     makes them (`cfg`: the typed params.yaml). Returns counts and the rejects (every input is added,
     skipped as already indexed, or rejected with a reason)."""
     index_dir = resolve(cfg.paths.index_dir, root)
-    s = CarSearch(index_dir, root=root)  # the live version and the model that built it
+    s = CarSearch(index_dir, root=root, plate_search=cfg.index.plate_search)  # the live version and its model
     meta = s.meta
     rows, rejects = _rows([Path(p) for p in paths], cfg, root, index_dir / IMAGES_SUBDIR, progress)
     have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors
@@ -108,7 +109,14 @@ def add_images(paths: list[str | Path], cfg: Params, root: Path, progress=None) 
         if fresh.get("uri"):  # the table is in a bucket (index.uri): its pointer says so too
             remote.put_json(remote.join(fresh["uri"], META_FILE), fresh)
     outside = [r for r in new if not _inside(r.get("origin") or "", cfg.index, root)]
-    return {**out, **stats, "outside_corpus": len(outside), "cache_note": damage_note(cache, "index add")}
+    watched = run_watches(s, root, ids)  # the watchlists, on the appended rows only (index.alerts)
+    return {
+        **out,
+        **stats,
+        "outside_corpus": len(outside),
+        "cache_note": damage_note(cache, "index add"),
+        "watches": watched,
+    }
 
 
 def _inside(origin: str, cfg: Index, root: Path) -> bool:

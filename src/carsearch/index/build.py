@@ -42,6 +42,7 @@ from carsearch.index.store import (
     begin,
     build_table,
     copy_model,
+    ids_not_live,
     new_version,
     publish,
     read_meta,
@@ -66,6 +67,7 @@ class BuiltIndex:
     before: dict = field(default_factory=dict)
     switched: bool = False
     vectors: Callable | None = None  # ids -> vectors (the embedding cache)
+    new_ids: list | None = None  # ids the previous live version lacked (None: none was live): the watches' rows
 
 
 def decide(cfg: Params, root: Path) -> dict:
@@ -261,6 +263,7 @@ def _build_version(cfg: Params, root: Path, index_dir: Path, stage: Path, data, 
             built.before.get("corpus"),
             built.before.get("corpus_path"),
         ) != (c.corpus, c.corpus_path)
+        built.new_ids = ids_not_live(index_dir, rows.column("id"))
         built.left_out = rows_left_out(index_dir, rows.column("id"))  # e.g. `index add` outside the corpus
         if built.left_out:
             write_jsonl(stage / "left_out.jsonl", built.left_out)

@@ -161,6 +161,7 @@ class CarSearch(QueryPlanner):
             q = q.distance_type(self.meta.get("metric", "cosine"))
             q = q.nprobes(plan.nprobes) if plan.nprobes else q
             q = q.refine_factor(plan.refine_factor) if plan.refine_factor else q
+            q = q.bypass_vector_index() if plan.exact and plan.hybrid_text is None else q
             q = q.select(cols).limit(n)
             return (q.where(plan.where, prefilter=True) if plan.where else q).to_list()
 

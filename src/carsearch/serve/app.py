@@ -50,6 +50,7 @@ from carsearch.serve.schemas import (
 )
 from carsearch.serve.service import ApiError, Service
 from carsearch.serve.sightings import sightings_router
+from carsearch.serve.watches import watch_router
 
 log = logging.getLogger("carsearch.serve")
 STATIC = Path(__file__).parent / "static"
@@ -258,6 +259,7 @@ def _file_routes(app, svc: Service) -> None:
         )
 
     add_judgment_route(app, svc)  # POST /api/v1/judgments (issue 34)
+    app.include_router(watch_router(svc))  # /api/v1/watches, /api/v1/alerts (issue 33)
 
     # ---- the page
     @app.get("/", include_in_schema=False)
