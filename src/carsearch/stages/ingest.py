@@ -12,16 +12,17 @@ from carsearch.core.io import atomic_dir, write_json, write_jsonl
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.schema import Data
-from carsearch.detection import footage
+from carsearch.curation.frames import folder_items, frame_rows
 from carsearch.sources import demo
 from carsearch.sources import files as data
-from carsearch.sources.boxes import attach
 from carsearch_world import (
+    HIGHWAY_CAMERA,
     build_fleet,
     default_torcs_dir,
     find_torcs_cars,
     render_corridor,
     render_fleet,
+    render_highway,
     render_torcs,
     render_traffic,
     write_coco,
@@ -31,8 +32,8 @@ from carsearch_world import (
 
 
 def _street_items(cfg: dict, seed: int, tmp_dir):
-    """Render the street world (single vehicles and the camera corridor) into a scratch folder; per
-    session camera, the corridor's MOTChallenge track files go to <raw_dir>/mot/, its COCO files (box
+    """Render the street world (single vehicles, the camera corridor, the highway clip) into a scratch
+    folder; per session camera, the MOTChallenge track files go to <raw_dir>/mot/, its COCO files (box
     labels as attributes) to <raw_dir>/coco/ and its mp4 to <raw_dir>/video/. Returns (items, total,
     boxes, capture)."""
     s, f, c = cfg["street"], cfg["street"]["fleet"], cfg["street"]["corridor"]
@@ -59,9 +60,29 @@ def _street_items(cfg: dict, seed: int, tmp_dir):
         s["workers"],
         jq,
     )
+    h = s.get("highway") or {}
+    if h.get("frames"):  # a gantry camera over a highway: one clip, MOT/COCO/mp4 beside the corridor's
+        frames += render_highway(
+            fleet,
+            scratch / "frames",
+            seed + 2,
+            h["frames"],
+            h["lanes"],
+            h["vehicles"],
+            h["interval_s"],
+            tuple(h["size"]),
+            s["workers"],
+            jq,
+        )
     write_mot(frames, tmp_dir / "mot")
     write_coco(frames, tmp_dir / "coco")  # COCO with every box's labels as attributes, per camera
-    write_videos(frames, tmp_dir / "video", c["interval_s"])  # each camera's frames as an mp4
+    on_highway = [fr[1]["camera"] == HIGHWAY_CAMERA for fr in frames]
+    for interval, part in (
+        (c["interval_s"], [fr for fr, hw in zip(frames, on_highway) if not hw]),
+        (h.get("interval_s"), [fr for fr, hw in zip(frames, on_highway) if hw]),
+    ):
+        if part:  # each camera's frames as an mp4
+            write_videos(part, tmp_dir / "video", interval)
     boxes = {f"street/{p.name}": bs for p, _, bs, _ in frames}
     capture = {f"street/{p.name}": (lab["camera"], epoch) for p, lab, _, epoch in frames}
 
@@ -161,7 +182,8 @@ def _ingest(cfg: Data, seed: int, root: Path, paths, raw_dir: Path, tmp_dir: Pat
     source = cfg.source
     images_tmp = tmp_dir / resolve(paths.images_dir, root).relative_to(raw_dir)
 
-    items, total, ann, rendered_boxes, capture = None, None, None, None, {}
+    items, total, rendered_boxes, capture = None, None, None, {}
+    boxes, stamp = None, None  # a folder's annotations; where capture times are read from
     if source == "street":
         items, total, rendered_boxes, capture = _street_items(cfg, seed, tmp_dir)
     if source == "torcs":
@@ -173,28 +195,28 @@ def _ingest(cfg: Data, seed: int, root: Path, paths, raw_dir: Path, tmp_dir: Pat
     elif source == "folder":
         f = cfg.folder
         folder = resolve(f.path, root)
-        ann = data.folder_boxes(folder, f.labels_csv)  # vehicle boxes beside the frames (COCO, YOLO, labels.csv)
-        items = data.iter_folder(folder, f.subfolder_key, f.labels_csv, skip=ann.files)
-        items = footage.expand_videos(items, cfg.video.fps, cfg.video.max_frames)  # frames of videos
+        items, ann = folder_items(folder, f.subfolder_key, f.labels_csv, cfg.video)
+        boxes, stamp = (ann, folder), (str(folder), cfg.capture)
     elif source == "s3":
         f = cfg.s3
         items = data.iter_s3(f.uri, f.subfolder_key, f.labels_csv)
+        stamp = (f.uri, cfg.capture)
     elif items is None:
         raise ValueError(f"data.source: unknown source {source!r} (expected street, torcs, demo, folder or s3)")
 
     items = tqdm(items, total=total, desc=f"ingest {source}", unit="img")
-    rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source, cfg.max_pixels, cfg.max_edge)
-    for r in rows if rendered_boxes else []:  # the renderer's exact boxes (stored as rendered: same pixels)
-        if r["origin"] in rendered_boxes:
-            r["boxes"] = [{**b, "frame": r["id"]} for b in rendered_boxes[r["origin"]]]
-        if r["origin"] in capture:  # the street camera network: which camera, when
-            r["camera"], r["time"] = capture[r["origin"]]
-    if ann is not None:  # boxes in each frame's stored pixels; checked and cropped where pairs and rows are made
-        attach(rows, ann, folder)
-        rejects += [data.Rejected(p, r) for p, r in ann.problems]
-    if source in ("folder", "s3"):
-        base = str(folder) if source == "folder" else cfg.s3.uri
-        footage.stamp_capture(rows, base, cfg.capture, tmp_dir)
+    rows, rejects = frame_rows(
+        items,
+        images_tmp,
+        tmp_dir,
+        source,
+        (cfg.max_pixels, cfg.max_edge),
+        rendered=(rendered_boxes, capture) if rendered_boxes else None,
+        boxes=boxes,
+        capture=stamp,
+    )
+    if boxes is not None:
+        rejects += [data.Rejected(p, r) for p, r in boxes[0].problems]
     # manifest paths are repo-relative
     prefix = raw_dir.relative_to(root).as_posix()
     for r in rows:
