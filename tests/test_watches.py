@@ -335,7 +335,9 @@ def test_api_edits_watches_behind_the_token(repo, tmp_path):
     from carsearch.serve import create_app
 
     root = _served_copy(repo, tmp_path)
-    server = Server(create_app(CarSearch(repo / "data/index", root=repo), SETTINGS.model_copy(update={"token": TOKEN}), root))
+    server = Server(
+        create_app(CarSearch(repo / "data/index", root=repo), SETTINGS.model_copy(update={"token": TOKEN}), root)
+    )
     try:
         with httpx.Client(base_url=server.url, timeout=30) as anon:
             r = anon.post("/api/v1/watches", json={"name": "x", "text": "a bus"})

@@ -50,6 +50,7 @@ from carsearch.serve.schemas import (
     SearchResponse,
 )
 from carsearch.serve.service import ApiError, Service
+from carsearch.serve.sightings import sightings_router
 from carsearch.serve.watches import watch_router
 
 log = logging.getLogger("carsearch.serve")
@@ -100,6 +101,7 @@ def create_app(
     _index_routes(app, svc)
     _search_routes(app, svc, root)
     _counts_route(app, svc)
+    app.include_router(sightings_router(svc))
     app.include_router(export_router)  # issue 33: POST /api/v1/export, evidence bundles
     _file_routes(app, svc)
     return app
