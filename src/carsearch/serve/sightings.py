@@ -52,12 +52,12 @@ def sightings_router(svc) -> APIRouter:
         k: int = Form(50, ge=1, le=1000),
     ):
         """The sightings of the vehicle in an uploaded photo (no camera or time: every camera)."""
-        limit = int(svc.cfg["max_upload_bytes"])
+        limit = svc.cfg.max_upload_bytes
         data = await image.read(limit + 1)
         if len(data) > limit:
             raise ApiError(413, "too_large", f"image over the upload limit ({limit} bytes, serve.max_upload_bytes)")
         try:
-            picture = await run_in_threadpool(open_rgb, data, max_pixels=int(svc.cfg["max_image_pixels"]))
+            picture = await run_in_threadpool(open_rgb, data, max_pixels=svc.cfg.max_image_pixels)
         except ImageError as e:
             raise ApiError(400, "bad_image", f"the uploaded file is not a usable image ({e})") from None
         svc.refresh()
