@@ -30,10 +30,10 @@ SELECT = tuple(c for c in ROW.metadata)
 
 
 def index_location(root: Path) -> str:
-    """`paths.index_dir` of the repo's params.yaml."""
-    from carsearch.core.params import load_params
+    """`paths.index_dir` of the repo's params.yaml (checked, typed)."""
+    from carsearch.core.params import load_config
 
-    return load_params(root / "params.yaml")["paths"]["index_dir"]
+    return load_config(root / "params.yaml").paths.index_dir
 
 
 class CarSearch(QueryPlanner):
