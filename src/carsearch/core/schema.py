@@ -505,8 +505,10 @@ class Train(_Strict):
     grad_checkpointing: bool
     lock: Lock
     texts: Literal["caption", "caption+queries"]
+    texts_per_image: PosInt
     loss: Literal["multi_positive", "clip"]
     image_loss_weight: NonNegNum
+    identity_loss_weight: NonNegNum
     logit_scale_init: Optional[PosNum]
     augment: Augment
     early_stopping: Optional[EarlyStopping]
