@@ -31,7 +31,7 @@ import sys
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -43,7 +43,7 @@ from torch import nn
 from carsearch.core.paths import resolve
 from carsearch.sources.labels import same_model_relevance
 from carsearch.training.batches import TrainData, augment, draw_texts, epoch_batches, prepare_data
-from carsearch.training.checkpoint import architecture, fingerprint, remove_checkpoint, resume_state, save_checkpoint
+from carsearch.training.checkpoint import TrainState, fingerprint, remove_checkpoint, resume_state, save_checkpoint
 from carsearch.training.distributed import Dist, all_gather_grad
 from carsearch.training.ema import WeightEMA
 from carsearch.training.loss import IdentityLoss, multi_positive_loss, same_model_loss
@@ -112,18 +112,6 @@ class TrainResult:
 
 
 @dataclass
-class _State:
-    """What a checkpoint carries besides the weights, optimizer and schedule."""
-
-    epoch: int = 0
-    step: int = 0
-    losses: list[float] = field(default_factory=list)
-    history: list[dict] = field(default_factory=list)
-    best: dict = field(default_factory=lambda: {"score": None, "epoch": 0, "state": None})
-    bad_epochs: int = 0
-
-
-@dataclass
 class _Run:
     """One training run's fixed parts."""
 
@@ -153,21 +141,21 @@ def _optimizer(model, cfg: dict, n_batches: int):
     return opt, sched
 
 
-def _resume(r: _Run) -> _State:
+def _resume(r: _Run) -> TrainState:
     """The state of a killed run with the same fingerprint from `checkpoint_dir` (weights, optimizer,
     schedule and EMA loaded), else a fresh one."""
     if not (r.ckpt_dir and r.cfg["resume"]):
-        return _State()
+        return TrainState()
     state = resume_state(r.ckpt_dir, r.model, r.fp, r.d.main)  # another run's is moved aside (one line)
     if state is None:
-        return _State()
+        return TrainState()
     r.model.load_state_dict(state["model"])
     r.opt.load_state_dict(state["optimizer"])
     r.sched.load_state_dict(state["scheduler"])
     r.ema.load_state_dict(state.get("ema"))
     if r.d.main:
         print(f"train: resumed from {r.ckpt_dir} after epoch {state['epoch']}", file=sys.stderr)
-    return _State(state["epoch"], state["step"], state["losses"], state["history"], state["best"], state["bad_epochs"])
+    return TrainState.of(state)
 
 
 # ------------------------------------------------------------------ one batch
@@ -219,7 +207,7 @@ def _optimizer_step(r: _Run) -> None:
 
 
 # ------------------------------------------------------------------ one epoch
-def _run_epoch(r: _Run, s: _State, epoch: int, on_step) -> list[float]:
+def _run_epoch(r: _Run, s: TrainState, epoch: int, on_step) -> list[float]:
     """Train one epoch; every random draw derives from (seed, epoch): resume == no interruption."""
     seed, d = int(r.cfg["seed"]), r.d
     seed_everything(seed * 1000 + epoch)
@@ -246,7 +234,7 @@ def _run_epoch(r: _Run, s: _State, epoch: int, on_step) -> list[float]:
     return ep_losses
 
 
-def _end_epoch(r: _Run, s: _State, epoch: int, ep_losses: list[float], seconds: float, validate, on_epoch) -> None:
+def _end_epoch(r: _Run, s: TrainState, epoch: int, ep_losses: list[float], seconds: float, validate, on_epoch) -> None:
     """Validate (the EMA weights when on), keep the best, decide early stopping, report, checkpoint."""
     info = {
         "epoch": epoch + 1,
@@ -274,26 +262,10 @@ def _end_epoch(r: _Run, s: _State, epoch: int, ep_losses: list[float], seconds: 
     if on_epoch:
         on_epoch(epoch + 1, info)
     if r.ckpt_dir and r.d.main:
-        save_checkpoint(
-            r.ckpt_dir,
-            {
-                "model": r.model.state_dict(),
-                "optimizer": r.opt.state_dict(),
-                "scheduler": r.sched.state_dict(),
-                "epoch": s.epoch,
-                "step": s.step,
-                "losses": s.losses,
-                "history": s.history,
-                "best": s.best,
-                "bad_epochs": s.bad_epochs,
-                "fingerprint": r.fp,
-                "ema": r.ema.state_dict(),
-                "arch": architecture(r.model),
-            },
-        )
+        save_checkpoint(r.ckpt_dir, s.payload(r.model, r.opt, r.sched, r.ema, r.fp))
 
 
-def _finish(r: _Run, s: _State) -> None:
+def _finish(r: _Run, s: TrainState) -> None:
     """The best validated weights (else the last epoch's, averaged when EMA is on), back on the CPU."""
     if r.ckpt_dir and r.d.main:
         remove_checkpoint(r.ckpt_dir)  # finished: nothing to resume
