@@ -26,6 +26,8 @@ bench: setup
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_index.py
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_embed.py
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_cold.py
+	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_watches.py
+	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_motion.py
 
 lock:
 	bash scripts/lock.sh

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # every import (torch, transformers, lancedb are seconds each here), so these import on use.
 LAZY_IMPORTS = {
     "carsearch.cli": "each command imports only what it runs (cold query start-up)",
+    "carsearch.cli_export": "`carsearch export` is registered in carsearch.cli: imported by every command",
     "carsearch.index.search": "params.yaml and the model's hash are read only when a query needs them",
     "carsearch.index.planning": "params.yaml (index.plate_search) is read only when a plate query needs it",
     "carsearch.index.encoder": "a cold query loads torch/transformers only when the NumPy towers cannot serve it",

@@ -53,8 +53,8 @@ def _tracks(rows, cameras=None):
 
 
 def test_direction_per_track_matches_the_world(corridor):
-    """Each track's image direction against its vehicle's ground truth: accuracy >= 0.9 on tracks of
-    >= 3 boxes; speed in px/s (no camera geometry), a camera with a heading gets compass headings."""
+    """Each track's image direction against its vehicle's ground truth: accuracy >= 0.95 (issue 33's
+    floor) on tracks of >= 3 boxes; speed in px/s (no camera geometry), a camera with a heading gets compass headings."""
     from carsearch.core.schema import Cameras
 
     _, _, rows = corridor
@@ -63,7 +63,7 @@ def test_direction_per_track_matches_the_world(corridor):
     right = sum(t["direction"] == t["truth"] for t in long)
     print(f"direction accuracy {right}/{len(long)} tracks of >= 3 boxes")
     assert len(long) >= 8 and {t["truth"] for t in long} == {"away", "towards", "stopped"}
-    assert right / len(long) >= 0.9
+    assert right / len(long) >= 0.95
     assert all(t["speed_unit"] == "px/s" and t["heading"] is None for t in long)
     assert all((t["speed"] < 5) == (t["truth"] == "stopped") for t in long if t["direction"] == t["truth"])
 
@@ -96,9 +96,9 @@ def _homographies() -> dict:
 
 def test_speed_and_heading_with_the_world_cameras_homography(corridor):
     """With each camera's ground homography in its settings: km/h and compass headings against the
-    world's truth (eastbound 90°, westbound 270°). Measured on this render: every heading within
-    10°, median absolute speed error 12 % (the floor asks 10 %: the box's bottom centre is not a
-    fixed point of the vehicle as perspective turns it, and boxes clipped by the frame's edge)."""
+    world's truth (eastbound 90°, westbound 270°), and the direction from the ground velocity.
+    Measured on this render: every heading within 10°, median absolute speed error 2.7 % (12 %
+    before boxes cut by the frame's edge were set aside); the floor is 10 %."""
     import numpy as np
 
     from carsearch.core.schema import Cameras
@@ -111,12 +111,14 @@ def test_speed_and_heading_with_the_world_cameras_homography(corridor):
     tracks = _tracks(rows, Cameras.model_validate({"cameras": _homographies()}))
     moving = [t for t in tracks if len(json.loads(t["track_json"])) >= 5 and t["truth"] != "stopped"]
     assert len(moving) >= 6 and all(t["speed_unit"] == "km/h" for t in tracks if t["speed"] is not None)
+    long = [t for t in tracks if len(json.loads(t["track_json"])) >= 3]
+    assert sum(t["direction"] == t["truth"] for t in long) / len(long) >= 0.95
     for t in moving:
         want = 90.0 if t["truth"] == "away" else 270.0
         assert abs(t["heading"] - want) <= 10, (t["identity"], t["heading"])
     errs = [abs(t["speed"] - kmh[(t["camera"], t["identity"])]) / kmh[(t["camera"], t["identity"])] for t in moving]
     print(f"speed median abs error {np.median(errs):.1%} over {len(errs)} tracks of >= 5 boxes")
-    assert np.median(errs) <= 0.2
+    assert np.median(errs) <= 0.10
 
 
 def test_homography_gives_km_h_and_compass_heading():
@@ -177,7 +179,7 @@ def test_counts_cli_and_api_on_a_built_index(corridor, repo, tmp_path, monkeypat
     from carsearch.cli import app
     from carsearch.index.search import CarSearch
     from carsearch.serve import create_app
-    from carsearch_world.corridor import write_videos
+    from carsearch_world.video import write_videos
 
     out, items, rows = corridor
     folder = tmp_path / "clips"

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import yaml
 
-from carsearch_world.corridor import render_corridor, write_coco, write_mot, write_videos
+from carsearch_world.corridor import render_corridor, write_coco, write_mot
 from carsearch_world.designs import TYPES, design
 from carsearch_world.fleet import T_ATLAS, T_PLATE_F, T_PLATE_R, make_vehicle
 from carsearch_world.plates import FORMATS, plate_text, plate_texture
 from carsearch_world.raster import rasterize
 from carsearch_world.scene import PALETTE, make_camera, render_scene, sample_scene
 from carsearch_world.street import build_fleet, render_fleet
+from carsearch_world.video import write_videos
 from conftest import REPO, run
 
 MIX = yaml.safe_load((REPO / "conf/data/_base.yaml").read_text())["street"]["fleet"]
@@ -248,3 +249,17 @@ def test_street_source_through_the_ingest_stage(tmp_path):
     from carsearch.detection.video import iter_frames
 
     assert len(list(iter_frames(videos[0], fps=1 / st["corridor"]["interval_s"]))) == 2
+
+
+def test_video_frames_convert_to_yuv_in_integer_numpy():
+    """The mp4s' colour conversion is ours (BT.601, integers), not libswscale's, whose SIMD path
+    depends on buffer alignment and made the same frames encode to different bytes between runs."""
+    from carsearch_world.video import yuv420p
+
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[..., 0] = 255  # pure red: Y 82, U 90, V 240 in limited-range BT.601
+    out = yuv420p(rgb)
+    assert out.shape == (6, 6) and out.dtype == np.uint8
+    assert (out[:4] == 82).all() and (out[4:].reshape(-1)[:6] == 90).all() and (out[4:].reshape(-1)[6:] == 240).all()
+    with pytest.raises(ValueError, match="even size, got 5x4"):
+        yuv420p(np.zeros((4, 5, 3), np.uint8))

@@ -13,6 +13,8 @@ from typing import Optional
 
 import typer
 
+from carsearch.index.watch_commands import watch_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Car search over your traffic images.")
 
 
@@ -28,6 +30,9 @@ def _with_filter_options(func):
     The API and the page offer the same filters."""
     from carsearch.core.columns import ROW
 
+    if getattr(func, "_filter_options", False):  # given once (a module loaded twice, e.g. by `typer ... utils docs`)
+        return func
+    func._filter_options = True
     sig = inspect.signature(func)
     params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
     at = [p.name for p in params].index("where") + 1
@@ -342,6 +347,7 @@ def index_add(
     from carsearch.core.params import load_config
     from carsearch.core.paths import repo_root
     from carsearch.core.rejects import summarise
+    from carsearch.index.alerts import summary_line
     from carsearch.index.append import add_images
     from carsearch.model.clip import ModelConfigError
 
@@ -359,6 +365,8 @@ def index_add(
         f"index add: {res['added']} added, {res['already_indexed']} already indexed, {res['rejected']} rejected "
         f"(index version {res['version']})"
     )
+    if (res.get("watches") or {}).get("watches"):  # conf/watchlists.yaml ran on the new rows
+        typer.echo(summary_line("index add", res["watches"]))
     if res.get("outside_corpus"):
         typer.echo(
             f"index add: note: {res['outside_corpus']} of them are outside index.corpus_path; a later `dvc repro` "
@@ -386,6 +394,12 @@ def index_checkout() -> None:
         f"index checkout: live index is now {man['version']} ({man.get('rows')} rows, digest {man['digest'][:12]})"
     )
 
+
+app.add_typer(watch_app, name="watch")  # carsearch watch add|list|rm|flush (issue 33)
+
+from carsearch.cli_export import export as _export  # noqa: E402  (issue 33: evidence bundles)
+
+app.command("export")(_with_filter_options(_export))
 
 if __name__ == "__main__":
     sys.exit(app())

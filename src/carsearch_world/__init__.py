@@ -9,12 +9,13 @@ Public API: `find_torcs_cars`, `render_torcs`, `contact_sheet` (see `api.py`); b
 
 from carsearch_world.ac3d import AC3DError, Mesh, parse_ac3d
 from carsearch_world.api import contact_sheet, default_torcs_dir, load_cars, render_torcs
-from carsearch_world.corridor import render_corridor, write_coco, write_mot, write_videos
+from carsearch_world.corridor import render_corridor, write_coco, write_mot
 from carsearch_world.raster import Camera, Fragments, rasterize, sample_bilinear
 from carsearch_world.scene import COLORS, VIEWS, view_from_azimuth
 from carsearch_world.street import build_fleet, render_fleet
 from carsearch_world.torcs import MODEL_TABLE, CarLoadError, CarModel, find_torcs_cars, load_car
 from carsearch_world.traffic import TrafficFrame, render_traffic, render_traffic_frame
+from carsearch_world.video import write_videos
 
 __all__ = [
     "AC3DError",

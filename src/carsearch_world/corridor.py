@@ -2,7 +2,7 @@
 fleet driving through it (each with a lane, a direction and a constant speed) and parked along the
 kerb, so one identity is seen by several cameras at plausible times.
 
-`render_corridor` writes each camera's frames (stills; `write_videos` makes mp4s of them) with every
+`render_corridor` writes each camera's frames (stills; `video.write_videos` makes mp4s of them) with every
 box labelled with the vehicle's identity, plate, direction, speed, camera and timestamp, plus
 MOTChallenge-style track files (`write_mot`) and COCO files with every box's labels as attributes
 (`write_coco`) per camera, and an mp4 per camera (`write_videos`). Frames are byte-identical for a seed whatever the worker
@@ -16,10 +16,8 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -321,33 +319,5 @@ def write_coco(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path)
         doc["categories"] = [{"id": k, "name": name, "supercategory": "vehicle"} for name, k in cats.items()]
         path = out_dir / f"{key}.json"
         path.write_text(json.dumps(doc) + "\n")
-        paths.append(path)
-    return paths
-
-
-def write_videos(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path, interval_s: float) -> list[Path]:
-    """Each session's camera as an H.264 mp4 (PyAV) of its frames in order, one frame every
-    `interval_s`, stamped with the first frame's time (`creation_time`), so the video path of a
-    folder corpus reads it back with camera time."""
-    groups: dict[str, list] = {}
-    for p, lab, _, epoch in items:
-        groups.setdefault(f"session{lab['session']}_{lab['camera']}", []).append((lab["frame_index"], p, epoch))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(1 / interval_s).limit_denominator(1000)
-    paths = []
-    for key, frames in sorted(groups.items()):
-        frames.sort()
-        path = out_dir / f"{key}.mp4"
-        with av.open(str(path), "w") as container:
-            container.metadata["creation_time"] = datetime.fromtimestamp(frames[0][2], timezone.utc).isoformat()
-            stream = container.add_stream("libx264", rate=rate)
-            first = Image.open(frames[0][1])
-            stream.width, stream.height, stream.pix_fmt = first.width, first.height, "yuv420p"
-            stream.options = {"crf": "20", "preset": "veryfast", "threads": "1"}
-            for _, p, _ in frames:
-                frame = av.VideoFrame.from_image(Image.open(p).convert("RGB"))
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
         paths.append(path)
     return paths

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from carsearch.captioning import formats
 from carsearch.core import imaging
 from carsearch.core.errors import CarsearchError
-from carsearch.core.vocab import BODY_TYPES, COLORS, VIEWS
+from carsearch.core.vocab import BODY_TYPES, CAPTION_CLASSES, COLORS, VIEWS
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 
@@ -397,7 +397,6 @@ def count_output(totals: dict, out: dict) -> None:
 
 
 # ---------------------------------------------------------------- the vehicles prompt
-VEHICLE_CLASSES = ("car", "truck", "bus", "van", "pickup", "suv", "motorcycle")
 VEHICLES_SYSTEM_PROMPT = (
     "You are a vehicle annotator for a traffic-camera search engine. Find every vehicle in the image. "
     "Answer with exactly one JSON object and nothing else."
@@ -418,7 +417,7 @@ def vehicles_prompt(width: int, height: int) -> str:
     return (
         f"The image is {width}x{height} pixels (width x height). List every vehicle in it, as one JSON object: "
         '{"caption": "one sentence about the whole scene", "vehicles": [{"box": [x1, y1, x2, y2], '
-        f'"class": "{"|".join(VEHICLE_CLASSES)}", "color": "...", "body_type": "...", "view": "...", '
+        f'"class": "{"|".join(CAPTION_CLASSES)}", "color": "...", "body_type": "...", "view": "...", '
         '"plate": "..." or null, "caption": "one sentence about this vehicle"}]}. '
         f'"box" is in pixels of this {width}x{height} image, origin at the top-left corner, x1 < x2 and y1 < y2, '
         "tight around the vehicle. "

@@ -17,9 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from carsearch.captioning.formats import VEHICLE_CLASSES
 from carsearch.captioning.parse import CaptionError, answer_json
-from carsearch.core.vocab import BODY_TYPES, COLORS, SYNONYMS, UNKNOWN, VIEWS, plate_value
+from carsearch.core.vocab import BODY_TYPES, CAPTION_CLASSES, COLORS, SYNONYMS, UNKNOWN, VIEWS, plate_value
 from carsearch.sources.boxes import COORDS, check_box
 
 DUPLICATE_IOU = 0.9  # a box overlapping an earlier one this much is the same vehicle
@@ -104,9 +103,9 @@ def _entry(
     clipped, why = check_box(geometry, frame[0], frame[1], min_side)
     if why:
         return None, None, why
-    cls, why = _vocab_value("class", entry.get("class"), VEHICLE_CLASSES)
+    cls, why = _vocab_value("class", entry.get("class"), CAPTION_CLASSES)
     if why or cls is None:
-        return None, None, why or f"no class (one of {', '.join(VEHICLE_CLASSES)})"
+        return None, None, why or f"no class (one of {', '.join(CAPTION_CLASSES)})"
     labels = {}
     for name, allowed in ATTRIBUTES.items():
         value, why = _vocab_value(name, entry.get(name), allowed)

@@ -678,6 +678,8 @@ class Serve(_Open):
     cache_dir: Optional[str]
     text_cache_size: NonNegInt
     torch_threads: NonNegInt
+    export_clip_margin_s: Annotated[float, Field(ge=0)]
+    export_max_hits: PosInt
 
 
 class MLflow(_Open):

@@ -25,6 +25,10 @@ BODY_TYPES = (
 COLORS = ("red", "blue", "green", "yellow", "white", "black", "silver", "grey", "orange", "purple", "brown")
 VIEWS = ("front", "rear", "side", "three-quarter")
 FIELDS = ("make", "model", "body_type", "color", "view", "caption")
+# The classes of a vehicle box: those the vehicles prompt asks a captioner for (in this order, as the
+# prompt lists them), then the other road vehicles a detector's labels or zero-shot prompts name.
+CAPTION_CLASSES = ("car", "truck", "bus", "van", "pickup", "suv", "motorcycle")
+VEHICLE_CLASSES = CAPTION_CLASSES + ("bicycle", "taxi")
 
 SYNONYMS = {
     "gray": "grey",

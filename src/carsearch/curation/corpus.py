@@ -22,6 +22,7 @@ from carsearch.core.io import read_jsonl
 from carsearch.core.paths import resolve
 from carsearch.core.schema import Boxes, Data, Detect, Index, Paths
 from carsearch.core.vocab import known
+from carsearch.curation.frames import folder_items, frame_rows
 from carsearch.curation.rows import row_table
 from carsearch.detection import detect as detect_mod
 from carsearch.detection import footage, motion
@@ -35,12 +36,14 @@ RUN = 8192  # corpus files read per run: rows become Arrow columns a run at a ti
 @dataclass(frozen=True)
 class RowSettings:
     """The config sections that turn frames into index rows: image limits (`data`), vehicle crops
-    (`curate.boxes`), the detector (`detect`) and its seed (`train.seed`)."""
+    (`curate.boxes`), the detector (`detect`) and its seed (`train.seed`); and where vehicle crops
+    already are (`made_crops`: `carsearch.curation.crops.made`)."""
 
     data: Data
     boxes: Boxes
     detect: Detect
     seed: int
+    made_crops: Path | None = None  # curate_pairs' crops (`<pairs_dir>/crops`): linked, not cut again
 
 
 def pairs_by_id(pairs_dir: Path, splits: Iterable[str]) -> dict[str, dict]:
@@ -109,9 +112,12 @@ def file_runs(items: Iterable[tuple], n: int) -> Iterator[Iterator[tuple]]:
         yield run()
 
 
-def vehicle_rows(frames: list[dict], root: Path, crops_dir: Path, margin: float, min_side: int):
+def vehicle_rows(
+    frames: list[dict], root: Path, crops_dir: Path, margin: float, min_side: int, made: Path | None = None
+):
     """One row per usable box of each frame (its crop, stored JPEG under `crops_dir`; the frame's
-    labels overlaid by the box's), the frame itself where it has no usable box. Returns (rows,
+    labels overlaid by the box's; linked from `made`, curate_pairs' crops, where that crop is
+    there), the frame itself where it has no usable box. Returns (rows,
     rejects): every box that cannot be used, with the frame's file and the reason."""
     out, rejects = [], []
     for f in frames:
@@ -128,7 +134,7 @@ def vehicle_rows(frames: list[dict], root: Path, crops_dir: Path, margin: float,
             out.append({k: v for k, v in f.items() if k != "boxes"})
             continue
         ids = [boxes_mod.vehicle_id(f["id"], box, margin) for box in kept]
-        paths = boxes_mod.save_crops(originals.opened(f["path"], root), kept, margin, crops_dir, ids)
+        paths = boxes_mod.save_crops(originals.opened(f["path"], root), kept, margin, crops_dir, ids, made)
         for box, vid, dst in zip(kept, ids, paths):
             with imaging.open_image(dst) as piece:
                 size = piece.size
@@ -183,7 +189,8 @@ def vehicles(
     empty = [f.get("origin") or f["path"] for f in frames if f.get("boxes") == []]
     rows, rejects = frames, []
     if any(f.get("boxes") for f in frames):
-        rows, rejects = vehicle_rows(frames, root, crops_dir, settings.boxes.margin, settings.boxes.min_side)
+        b = settings.boxes
+        rows, rejects = vehicle_rows(frames, root, crops_dir, b.margin, b.min_side, settings.made_crops)
     rows, tracks = footage.collapse_tracks(rows, motion.cameras(root))
     return rows, rejects, {"detected_frames": detected, "frames_without_vehicle": empty, "tracks": tracks}
 
@@ -216,12 +223,10 @@ def stored_rows(
     `data.max_edge`). With `boxes` (the folder's
     annotations and the folder) and/or a detector, one row per vehicle. `seen`: the ids of earlier
     runs (a duplicate of one is rejected)."""
-    rows, rejects = data.ingest_items(items, images_dir, root, source, *limits, by_reference=by_reference, seen=seen)
+    rows, rejects = frame_rows(
+        items, images_dir, root, source, limits, boxes=boxes, capture=capture, by_reference=by_reference, seen=seen
+    )
     rejects = [{"path": x.path, "reason": x.reason} for x in rejects]
-    if capture is not None:
-        footage.stamp_capture(rows, *capture, root)
-    if boxes is not None:
-        boxes_mod.attach(rows, *boxes)
     notes: dict = {}
     if settings is not None:  # `index add` (no settings): photos as they are
         rows, bad, notes = vehicles(rows, root, images_dir, settings)
@@ -279,12 +284,9 @@ def corpus_runs(
     the folder's box annotations (else the detector), video frames and tracks, camera and capture
     time (`data.capture`, relative to the folder), crops under `images_dir`, captions from `pairs`.
     A folder's unreadable annotation files come first, as a run with no rows."""
-    folder = None if kind == "s3" else resolve(where, root)
-    ann = data.folder_boxes(folder, cfg.labels_csv) if folder is not None else None
+    folder, ann = None if kind == "s3" else resolve(where, root), None
     if kind == "folder":
-        items = data.iter_folder(folder, cfg.subfolder_key, cfg.labels_csv, skip=ann.files)
-        video = settings.data.video
-        items = footage.expand_videos(items, video.fps, video.max_frames)
+        items, ann = folder_items(folder, cfg.subfolder_key, cfg.labels_csv, settings.data.video)
     else:
         items = source_items(kind, str(where), cfg)
     if ann is not None and ann.problems:

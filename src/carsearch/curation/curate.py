@@ -3,7 +3,7 @@ split. Every input record ends up in a split or in the rejects list with its rea
 
 An answer to the vehicles prompt gives one pair per usable vehicle (`id` = `boxes.vehicle_id` of
 the frame and its box, `frame_id`, `box` in the frame's pixels, `margin`, its own caption; the
-crop is made where rows are built, `corpus.vehicle_rows`) and one reject per unusable one; the
+crop is cut by `curation.crops.crop_pairs`, and build_index links it rather than cutting it again) and one reject per unusable one; the
 vehicles of a frame share its split and its near-duplicate check (both by frame id).
 
 A plate the answer reads is an attribute (and a label where the source has none); one that is not a
@@ -158,8 +158,33 @@ def curate(
     box_cfg = cfg.get("boxes") or {}
     margin = float(box_cfg.get("margin", 0.0) if margin is None else margin)
     min_side = int(box_cfg.get("min_side", 1) if min_side is None else min_side)
-    # (recordId, input file, vehicles request?, the image size it states): request bodies are not kept
-    requested = [
+    pairs = []
+    for rid, fname, asks_vehicles, sent_size in _requested(input_files):
+        row = manifest.get(rid)
+        if row is None:
+            rejects.append({"id": rid, "reason": "recordId not in the ingest manifest"})
+            outputs.pop(rid, None)
+            continue
+        out = outputs.pop(rid, None)
+        if out is None:
+            reason = problems.pop(rid, None) or _missing(fname, jobs.get(fname))
+            rejects.append({"id": rid, "path": row["path"], "reason": reason})
+            continue
+        answer = (asks_vehicles, sent_size, margin, min_side)
+        got, bad = _record_pairs(rid, row, out, answer, cfg["require_fields"])
+        pairs += got
+        rejects += bad
+    for rid in outputs:  # outputs nobody asked for
+        rejects.append({"id": rid, "reason": "output record with no matching input record"})
+    for rid, reason in problems.items():  # malformed lines of records nobody asked for
+        rejects.append({"id": rid, "reason": reason})
+    return _split(pairs, rejects, root, cfg, seed), rejects
+
+
+def _requested(input_files: list[Path]) -> list[tuple[str, str, bool, tuple | None]]:
+    """(recordId, input file, vehicles request?, the image size it states) of every request
+    (request bodies are not kept)."""
+    return [
         (
             rec["recordId"],
             f.name,
@@ -169,64 +194,48 @@ def curate(
         for f in input_files
         for rec in read_jsonl(f)
     ]
-    pairs = []
-    for rid, fname, asks_vehicles, sent_size in requested:
-        row = manifest.get(rid)
-        if row is None:
-            rejects.append({"id": rid, "reason": "recordId not in the ingest manifest"})
-            outputs.pop(rid, None)
-            continue
-        out = outputs.pop(rid, None)
-        if out is None:
-            reason = problems.pop(rid, None)
-            if reason is None:
-                reason = f"no output record (missing from {fname}.out)"
-                job = jobs.get(fname)
-                if job and job.get("status") not in ("Completed", "PartiallyCompleted"):
-                    reason += f": job {job.get('jobName')} {job.get('status')}" + (
-                        f" ({job['message']})" if job.get("message") else ""
-                    )
-            rejects.append({"id": rid, "path": row["path"], "reason": reason})
-            continue
-        if "error" in out:
-            err = out["error"] or {}
-            rejects.append(
-                {
-                    "id": rid,
-                    "path": row["path"],
-                    "reason": f"model error {err.get('errorCode')}: {err.get('errorMessage')}",
-                }
-            )
-            continue
-        mo = out.get("modelOutput")
-        problem = _answer_problem(mo)
-        try:
-            text = formats.response_text(mo)
-            if problem and problem.startswith("model refused"):
-                raise CaptionError(f"{problem}: {text.strip()[:80]!r}")
-            if asks_vehicles:
-                ans = parse_vehicle_answer(text, row["width"], row["height"], min_side, sent_size, frame_id=rid)
-            else:
-                cap = parse_caption(text)
-        except (CaptionError, formats.FormatError, AttributeError, TypeError) as e:
-            msg = str(e) if problem is None or str(e).startswith("model refused") else f"{e} ({problem})"
-            rejects.append({"id": rid, "path": row["path"], "reason": f"bad caption: {msg}"})
-            continue
-        if asks_vehicles:
-            got, bad = vehicle_pairs(rid, row, ans, margin, cfg["require_fields"])
-            pairs += got
-            rejects += bad
-            continue
-        got, bad = caption_pair(rid, row, cap, cfg["require_fields"])
-        pairs += got
-        rejects += bad
-    for rid in outputs:  # outputs nobody asked for
-        rejects.append({"id": rid, "reason": "output record with no matching input record"})
-    for rid, reason in problems.items():  # malformed lines of records nobody asked for
-        rejects.append({"id": rid, "reason": reason})
 
-    # by frame: the vehicles of one frame are one image (never near-duplicates of each other) and
-    # share its split (crops of a frame never straddle train/test)
+
+def _missing(fname: str, job: dict | None) -> str:
+    """Why a requested record has no output: its job's status where the job did not complete."""
+    reason = f"no output record (missing from {fname}.out)"
+    if job and job.get("status") not in ("Completed", "PartiallyCompleted"):
+        reason += f": job {job.get('jobName')} {job.get('status')}" + (
+            f" ({job['message']})" if job.get("message") else ""
+        )
+    return reason
+
+
+def _record_pairs(rid: str, row: dict, out: dict, answer: tuple, require_fields: list[str]):
+    """(pairs, rejects) of one answered record. `answer`: (vehicles request?, the image size it
+    stated, curate.boxes.margin, curate.boxes.min_side)."""
+    asks_vehicles, sent_size, margin, min_side = answer
+    if "error" in out:
+        err = out["error"] or {}
+        why = f"model error {err.get('errorCode')}: {err.get('errorMessage')}"
+        return [], [{"id": rid, "path": row["path"], "reason": why}]
+    mo = out.get("modelOutput")
+    problem = _answer_problem(mo)
+    try:
+        text = formats.response_text(mo)
+        if problem and problem.startswith("model refused"):
+            raise CaptionError(f"{problem}: {text.strip()[:80]!r}")
+        if asks_vehicles:
+            ans = parse_vehicle_answer(text, row["width"], row["height"], min_side, sent_size, frame_id=rid)
+        else:
+            cap = parse_caption(text)
+    except (CaptionError, formats.FormatError, AttributeError, TypeError) as e:
+        msg = str(e) if problem is None or str(e).startswith("model refused") else f"{e} ({problem})"
+        return [], [{"id": rid, "path": row["path"], "reason": f"bad caption: {msg}"}]
+    if asks_vehicles:
+        return vehicle_pairs(rid, row, ans, margin, require_fields)
+    return caption_pair(rid, row, cap, require_fields)
+
+
+def _split(pairs: list[dict], rejects: list[dict], root: Path, cfg: dict, seed: int) -> dict[str, list[dict]]:
+    """The pairs by split; a near-duplicate's pairs go to `rejects`. By frame: the vehicles of one
+    frame are one image (never near-duplicates of each other) and share its split (crops of a
+    frame never straddle train/test)."""
     frames = {p.get("frame_id", p["id"]): root / p["path"] for p in pairs}
     groups = perceptual_groups(frames, cfg["near_duplicate_max_distance"])
     by_split: dict[str, list[dict]] = {s: [] for s in cfg["splits"]}
@@ -238,4 +247,4 @@ def curate(
             rejects.append({"id": p["id"], **extra, "path": p["path"], "reason": f"near-duplicate of {rep}"})
             continue
         by_split[split_of(frame, seed, cfg["splits"])].append(p)
-    return by_split, rejects
+    return by_split

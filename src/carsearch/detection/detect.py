@@ -29,10 +29,8 @@ import transformers  # a lazy module: the detector classes load when first used,
 from PIL import Image
 
 from carsearch.core.errors import CarsearchError
+from carsearch.core.vocab import VEHICLE_CLASSES  # COCO's road vehicles (airplane, train, boat left out) and more
 
-# COCO's vehicle names a car search indexes (airplane, train and boat are left out), plus the names
-# zero-shot prompts and other label sets use for road vehicles.
-VEHICLE_CLASSES = ("car", "truck", "bus", "motorcycle", "bicycle", "van", "pickup", "suv", "taxi")
 SYNONYMS = {
     **dict.fromkeys(("motorbike", "motor bike", "scooter"), "motorcycle"),
     **dict.fromkeys(("bike", "cycle"), "bicycle"),

@@ -112,6 +112,7 @@ def collapse_tracks(rows: list[dict], cameras: Cameras | None = None) -> tuple[l
                     "row": r,
                 }
             )
+        size = motion.frame_size(vrows)  # boxes cut by the frame's edge do not decide the motion
         for t in video_mod.link_tracks(frames, offsets):
             best = dict(t["best"]["row"])
             best.pop("_offset", None)
@@ -132,7 +133,7 @@ def collapse_tracks(rows: list[dict], cameras: Cameras | None = None) -> tuple[l
                 first_seen=min(times) if times else None,
                 last_seen=max(times) if times else None,
                 track_json=json.dumps(members),
-                **motion.track_motion(members, settings.get(str(best.get("camera")))),
+                **motion.track_motion(members, settings.get(str(best.get("camera"))), size),
             )
             out.append(best)
             n_tracks += 1

@@ -45,23 +45,24 @@ class VideoError(CarsearchError, ValueError):
     """A video file that cannot be opened or decoded: one line naming the file and av's reason."""
 
 
-def _reason(e: BaseException) -> str:
+def av_reason(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _open(path: Path):
+def open_video(path: Path):
+    """A PyAV container of a video file with a video stream (VideoError, one line naming it, else)."""
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as e:
-        raise VideoError(f"{path}: unreadable video ({_reason(e)})") from None
+        raise VideoError(f"{path}: unreadable video ({av_reason(e)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: no video stream")
     return container
 
 
-def _start_time(container) -> float | None:
+def container_start(container) -> float | None:
     tags = {**container.streams.video[0].metadata, **container.metadata}
     raw = tags.get("creation_time")
     if not raw:
@@ -91,14 +92,14 @@ def _meta(container) -> dict:
         "width": s.codec_context.width,
         "height": s.codec_context.height,
         "frames": s.frames or None,
-        "start_time": _start_time(container),
+        "start_time": container_start(container),
     }
 
 
 def probe(path: str | os.PathLike) -> dict:
     """{"duration": s, "fps": native fps, "width", "height", "frames": n or None, "start_time": unix s or None}."""
     path = Path(path)
-    container = _open(path)
+    container = open_video(path)
     try:
         return _meta(container)
     finally:
@@ -115,12 +116,12 @@ def iter_frames(
     path = Path(path)
     if max_frames is not None and max_frames <= 0:
         return
-    container = _open(path)
+    container = open_video(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if start is None:
-            start = _start_time(container)
+            start = container_start(container)
         native = float(stream.average_rate or stream.guessed_rate or 0) or None
         first = None
         due = 0  # the next sampling instant is due / fps seconds after the first frame
@@ -140,7 +141,7 @@ def iter_frames(
                     return
                 due = math.floor(offset * fps + 1e-6) + 1
         except (av.FFmpegError, OSError) as e:
-            raise VideoError(f"{path}: damaged video after {n} sampled frames ({_reason(e)})") from None
+            raise VideoError(f"{path}: damaged video after {n} sampled frames ({av_reason(e)})") from None
     finally:
         container.close()
 

@@ -9,14 +9,13 @@ a line that does not parse (the torn last line of a writer killed mid-write, or 
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from carsearch.core.io import append_locked
 from carsearch.core.params import load_params
 from carsearch.core.paths import resolve
 from carsearch.feedback.record import Judgment
@@ -31,26 +30,7 @@ def append(path: Path, judgments: list[Judgment] | Judgment) -> int:
     """Append records (one write for all of them, under the file lock); returns the bytes written."""
     if isinstance(judgments, Judgment):
         judgments = [judgments]
-    data = b"".join(j.line() for j in judgments)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        size = os.fstat(fd).st_size
-        if size:  # a writer killed mid-line: end its line, so ours starts on a line of its own
-            with open(path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    data = b"\n" + data
-        view = memoryview(data)
-        while view:  # one write normally; a partial write (disk full, signal) continues, still under the lock
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-        return len(data)
-    finally:
-        os.close(fd)  # closing releases the lock
+    return append_locked(path, b"".join(j.line() for j in judgments))
 
 
 @dataclass

@@ -10,9 +10,10 @@ from pathlib import Path
 from carsearch.core import originals
 from carsearch.core.paths import resolve
 from carsearch.core.schema import Index, Params
-from carsearch.curation import corpus
+from carsearch.curation import corpus, crops
 from carsearch.detection import footage
 from carsearch.index import remote
+from carsearch.index.alerts import run_watches
 from carsearch.index.embed_cache import damage_note, embed_missing, open_embed_cache
 from carsearch.index.search import CarSearch
 from carsearch.index.store import IMAGES_SUBDIR, META_FILE, arrow_rows, read_meta, write_meta
@@ -20,8 +21,10 @@ from carsearch.sources import files as data
 from carsearch.sources.labels import folder_label
 
 
-def _settings(cfg: Params) -> corpus.RowSettings:
-    return corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed)
+def _settings(cfg: Params, root: Path) -> corpus.RowSettings:
+    """As build_index's (`index.build.read_corpus`): curate_pairs' crops are linked, not cut again."""
+    made = crops.made(resolve(cfg.paths.pairs_dir, root))
+    return corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed, made)
 
 
 def _file_rows(p: Path, cfg: Params, root: Path, images_dir: Path, pairs: dict, seen: dict):
@@ -41,7 +44,7 @@ def _file_rows(p: Path, cfg: Params, root: Path, images_dir: Path, pairs: dict, 
         (cfg.data.max_pixels, cfg.data.max_edge),
         pairs,
         boxes=(ann, p.parent),
-        settings=_settings(cfg),
+        settings=_settings(cfg, root),
         capture=(str(p.parent), cfg.data.capture),
         by_reference=True,
         seen=seen,
@@ -55,7 +58,7 @@ def _rows(paths: list[Path], cfg: Params, root: Path, images_dir: Path, progress
     for p in paths:
         if p.is_dir():
             runs = corpus.corpus_runs(
-                "folder", p.resolve(), cfg.index, _settings(cfg), root, images_dir, pairs, progress, seen
+                "folder", p.resolve(), cfg.index, _settings(cfg, root), root, images_dir, pairs, progress, seen
             )
         elif p.is_file():
             runs = [_file_rows(p.resolve(), cfg, root, images_dir, pairs, seen)]
@@ -72,7 +75,7 @@ def add_images(paths: list[str | Path], cfg: Params, root: Path, progress=None) 
     makes them (`cfg`: the typed params.yaml). Returns counts and the rejects (every input is added,
     skipped as already indexed, or rejected with a reason)."""
     index_dir = resolve(cfg.paths.index_dir, root)
-    s = CarSearch(index_dir, root=root)  # the live version and the model that built it
+    s = CarSearch(index_dir, root=root, plate_search=cfg.index.plate_search)  # the live version and its model
     meta = s.meta
     rows, rejects = _rows([Path(p) for p in paths], cfg, root, index_dir / IMAGES_SUBDIR, progress)
     have = set(s.table.search().select(["id"]).limit(None).to_arrow().column("id").to_pylist())  # ids only, not vectors
@@ -106,7 +109,14 @@ def add_images(paths: list[str | Path], cfg: Params, root: Path, progress=None) 
         if fresh.get("uri"):  # the table is in a bucket (index.uri): its pointer says so too
             remote.put_json(remote.join(fresh["uri"], META_FILE), fresh)
     outside = [r for r in new if not _inside(r.get("origin") or "", cfg.index, root)]
-    return {**out, **stats, "outside_corpus": len(outside), "cache_note": damage_note(cache, "index add")}
+    watched = run_watches(s, root, ids)  # the watchlists, on the appended rows only (index.alerts)
+    return {
+        **out,
+        **stats,
+        "outside_corpus": len(outside),
+        "cache_note": damage_note(cache, "index add"),
+        "watches": watched,
+    }
 
 
 def _inside(origin: str, cfg: Index, root: Path) -> bool:

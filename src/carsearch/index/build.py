@@ -30,7 +30,7 @@ from carsearch.core.io import dir_hash, reporting_refused_writes, write_jsonl
 from carsearch.core.params import ParamsError
 from carsearch.core.paths import resolve
 from carsearch.core.schema import Params
-from carsearch.curation import corpus
+from carsearch.curation import corpus, crops
 from carsearch.index import manifest as index_manifest
 from carsearch.index import ray_engine, remote
 from carsearch.index.calibration import ship_calibration
@@ -42,6 +42,7 @@ from carsearch.index.store import (
     begin,
     build_table,
     copy_model,
+    ids_not_live,
     new_version,
     publish,
     read_meta,
@@ -66,6 +67,7 @@ class BuiltIndex:
     before: dict = field(default_factory=dict)
     switched: bool = False
     vectors: Callable | None = None  # ids -> vectors (the embedding cache)
+    new_ids: list | None = None  # ids the previous live version lacked (None: none was live): the watches' rows
 
 
 def decide(cfg: Params, root: Path) -> dict:
@@ -148,7 +150,8 @@ def give_back_memory() -> None:
 
 def read_corpus(cfg: Params, root: Path, index_dir: Path) -> tuple[pa.Table, list, dict]:
     """The corpus rows `index.corpus` names (carsearch.curation.corpus), checked with `data`'s limits."""
-    settings = corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed)
+    made = crops.made(resolve(cfg.paths.pairs_dir, root))  # curate_pairs' crops: linked, not cut again
+    settings = corpus.RowSettings(cfg.data, cfg.curate.boxes, cfg.detect, cfg.train.seed, made)
     rows, rejects, notes = corpus.gather(
         cfg.index,
         cfg.paths,
@@ -260,6 +263,7 @@ def _build_version(cfg: Params, root: Path, index_dir: Path, stage: Path, data, 
             built.before.get("corpus"),
             built.before.get("corpus_path"),
         ) != (c.corpus, c.corpus_path)
+        built.new_ids = ids_not_live(index_dir, rows.column("id"))
         built.left_out = rows_left_out(index_dir, rows.column("id"))  # e.g. `index add` outside the corpus
         if built.left_out:
             write_jsonl(stage / "left_out.jsonl", built.left_out)

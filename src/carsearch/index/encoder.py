@@ -42,6 +42,11 @@ class QueryEncoder:
         """A text and an image query answer without loading anything (the model or both NumPy towers)."""
         return self._model is not None or (self._towers.get("text") is not None and "vision" in self._towers)
 
+    @property
+    def model_loaded(self) -> bool:
+        """The transformers model is loaded (a batch of texts then costs one forward pass)."""
+        return self._model is not None
+
     # ------------------------------------------------ the transformers model, loaded on first need
     def _load(self) -> None:
         from carsearch.model.clip import load_pretrained  # torch and transformers: only now

@@ -26,6 +26,9 @@ class Plan:
     min_confidence: float | None
     kind: str = "text"
     plates: dict | None = None  # a plate filter's matches: {stored plate: distance} (None: no plate filter)
+    exact: bool = (
+        False  # a flat (exhaustive) scan of the rows the where clause keeps: no ANN index (watches on new rows)
+    )
 
 
 def plate_settings(root: Path):

@@ -50,11 +50,11 @@ def make_hit(rank: int, r: dict, row: Row = ROW, cls: type = Hit):
     )
 
 
-def csv_header(row: Row = ROW) -> list[str]:
+def csv_header(row: Row = ROW, extra: tuple[str, ...] = ()) -> list[str]:
     head = ["rank", "score", "confidence", "confident"]
     for c in row.csv:
         head += ["x1", "y1", "x2", "y2"] if c.kind == "box" else [c.csv]
-    return head
+    return head + list(extra)
 
 
 def _cell(c, h: dict) -> list:
@@ -69,17 +69,34 @@ def _cell(c, h: dict) -> list:
     return [v or (h.get("path") or "" if c.kind == "path" else h.get("id", "") if c.kind == "id" else "")]
 
 
-def hits_csv(hits: list[dict], row: Row = ROW) -> str:
-    """A result list as CSV (one row per hit: score, calibrated confidence and whether it is a
-    confident match (empty without a calibration), then the columns with a `csv` header: file,
-    frame, box, camera, time, caption), from `Hit`s as dicts (`dataclasses.asdict`) or the API's
-    hits; times as ISO 8601."""
+def hits_csv(hits: list[dict], row: Row = ROW, extra: tuple[str, ...] = ()) -> str:
+    """A result list as CSV (one row per hit: score (empty for a hit chosen by id, not searched
+    for), calibrated confidence and whether it is a confident match (empty without a calibration),
+    then the columns with a `csv` header: file, frame, box, camera, time, caption, then the `extra`
+    keys of each hit as they are), from `Hit`s as dicts (`dataclasses.asdict`) or the API's hits;
+    times as ISO 8601."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(csv_header(row))
+    w.writerow(csv_header(row, extra))
     for h in hits:
-        conf = h.get("confidence")
-        lead = [h["rank"], f"{float(h['score']):.4f}", "" if conf is None else f"{float(conf):.4f}"]
+        conf, score = h.get("confidence"), h.get("score")
+        lead = [h["rank"], "" if score is None else f"{float(score):.4f}", "" if conf is None else f"{float(conf):.4f}"]
         lead.append("" if conf is None else str(bool(h.get("confident"))).lower())
-        w.writerow([*lead, *(x for c in row.csv for x in _cell(c, h))])
+        w.writerow([*lead, *(x for c in row.csv for x in _cell(c, h)), *(h.get(k, "") for k in extra)])
     return buf.getvalue()
+
+
+def hit_record(h: dict, row: Row = ROW) -> dict:
+    """One hit as JSON, keyed as the CSV's header is (`csv_header`): the same columns, typed (a
+    number stays a number, the box a list, times ISO 8601)."""
+    out = {"rank": h["rank"], "score": h.get("score"), "confidence": h.get("confidence")}
+    out["confident"] = None if h.get("confidence") is None else bool(h.get("confident"))
+    for c in row.csv:
+        v = h.get(c.name)
+        if c.kind == "time":
+            out[c.csv] = iso(v) if isinstance(v, (int, float)) else (v or None)
+        elif c.kind in ("box", "float"):
+            out[c.csv] = None if v is None else ([float(x) for x in v] if c.kind == "box" else float(v))
+        else:
+            out[c.csv] = _cell(c, h)[0] or None
+    return out

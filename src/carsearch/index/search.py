@@ -161,6 +161,7 @@ class CarSearch(QueryPlanner):
             q = q.distance_type(self.meta.get("metric", "cosine"))
             q = q.nprobes(plan.nprobes) if plan.nprobes else q
             q = q.refine_factor(plan.refine_factor) if plan.refine_factor else q
+            q = q.bypass_vector_index() if plan.exact and plan.hybrid_text is None else q
             q = q.select(cols).limit(n)
             return (q.where(plan.where, prefilter=True) if plan.where else q).to_list()
 
@@ -212,16 +213,15 @@ class CarSearch(QueryPlanner):
         """The k vehicles whose plate is nearest to `plate` (wildcards `*` `?`; OCR look-alikes
         cheap: carsearch.index.plates), filtered as in `text()`; no model loads."""
         self.refresh()
-        plan = self.plan(self._scoped(filters, camera, plate), where, after=after, before=before, kind="plate")
+        plan = self._plan(where, "plate", filters=filters, camera=camera, plate=plate, after=after, before=before)
         return [make_hit(i, r) for i, r in enumerate(self.plate_rows(k, plan), 1)]
 
-    def text(
+    def _plan(
         self,
-        query: str,
-        k: int = 5,
-        where: str | None = None,
+        where: str | None,
+        kind: str = "text",
+        hybrid_text: str | None = None,
         *,
-        hybrid: bool = False,
         filters=None,
         camera=None,
         plate=None,
@@ -230,26 +230,33 @@ class CarSearch(QueryPlanner):
         nprobes=None,
         refine_factor=None,
         min_confidence=None,
-    ) -> list[Hit]:
-        """The k images (vehicles, where the index has boxes) nearest to a text query. `hybrid=True`
-        fuses the vector search with a full-text search of the captions (reciprocal-rank fusion;
-        score = fused relevance, not cosine). `nprobes` / `refine_factor` tune the ANN index per
-        query (defaults: the index's). `filters`: {column: value or values} (carsearch.core.columns'
-        filter columns); `camera`, `after`, `before`: only hits from those cameras, captured in
-        [after, before) (unix seconds or text such as 2026-01-02T10:00); `plate`: only vehicles whose
-        plate matches (wildcards, OCR look-alikes: carsearch.index.plates)."""
-        self.refresh()  # a rebuilt index may come with a new model: encode with the one that built it
-        query = check_text(query)  # one-line QueryError (a ValueError)
-        plan = self.plan(
+    ) -> Plan:
+        """The checked plan of a text or image query: the one list of what such a query takes.
+        `filters`: {column: value or values} (carsearch.core.columns' filter columns); `camera`,
+        `after`, `before`: only hits from those cameras, captured in [after, before) (unix seconds or
+        text such as 2026-01-02T10:00); `plate`: only vehicles whose plate matches (wildcards, OCR
+        look-alikes: carsearch.index.plates); `nprobes` / `refine_factor` tune the ANN index per query
+        (defaults: the index's); `min_confidence`: only hits at least this confident."""
+        return self.plan(
             self._scoped(filters, camera, plate),
             where,
             after=after,
             before=before,
             nprobes=nprobes,
             refine_factor=refine_factor,
-            hybrid_text=query if hybrid else None,
+            hybrid_text=hybrid_text,
             min_confidence=min_confidence,
+            kind=kind,
         )
+
+    def text(self, query: str, k: int = 5, where: str | None = None, *, hybrid: bool = False, **scope) -> list[Hit]:
+        """The k images (vehicles, where the index has boxes) nearest to a text query. `hybrid=True`
+        fuses the vector search with a full-text search of the captions (reciprocal-rank fusion;
+        score = fused relevance, not cosine). `scope`: `filters`, `camera`, `plate`, `after`,
+        `before`, `nprobes`, `refine_factor`, `min_confidence` (see `_plan`)."""
+        self.refresh()  # a rebuilt index may come with a new model: encode with the one that built it
+        query = check_text(query)  # one-line QueryError (a ValueError)
+        plan = self._plan(where, hybrid_text=query if hybrid else None, **scope)
         rows = self.search(self.encoder.text(query), k, plan=plan)
         return [make_hit(i, r) for i, r in enumerate(rows, 1)]
 
@@ -257,35 +264,11 @@ class CarSearch(QueryPlanner):
         """`text(query, k, where, hybrid=True)`: vector + full-text search of the captions."""
         return self.text(query, k, where, hybrid=True, **kw)
 
-    def image(
-        self,
-        path: str | os.PathLike,
-        k: int = 5,
-        where: str | None = None,
-        *,
-        filters=None,
-        camera=None,
-        plate=None,
-        after=None,
-        before=None,
-        nprobes=None,
-        refine_factor=None,
-        min_confidence=None,
-    ) -> list[Hit]:
-        """The k images (or vehicles) nearest to a query image; filters as in `text()`."""
+    def image(self, path: str | os.PathLike, k: int = 5, where: str | None = None, **scope) -> list[Hit]:
+        """The k images (or vehicles) nearest to a query image; `scope` as in `text()`."""
         self.refresh()
         path = check_image(path)
-        plan = self.plan(
-            self._scoped(filters, camera, plate),
-            where,
-            after=after,
-            before=before,
-            nprobes=nprobes,
-            refine_factor=refine_factor,
-            min_confidence=min_confidence,
-            kind="image",
-        )
-        rows = self.search(self.encoder.image(path), k, plan=plan)
+        rows = self.search(self.encoder.image(path), k, plan=self._plan(where, "image", **scope))
         return [make_hit(i, r) for i, r in enumerate(rows, 1)]
 
 

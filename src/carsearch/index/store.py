@@ -266,6 +266,21 @@ def rows_left_out(index_dir: Path, keep_ids) -> list[dict]:
     return gone.select(["id", "origin"]).to_pylist()
 
 
+def ids_not_live(index_dir: Path, ids) -> list[str] | None:
+    """The ids (an Arrow array: the rebuild's) that the live version lacks: the rows a rebuild adds,
+    which the watchlists run on. None when there is no readable live version (every row is new)."""
+    meta = read_meta(index_dir)
+    if not meta or not meta.get("version"):
+        return None
+    try:
+        live = connect(meta.get("table_uri") or index_dir / meta["version"]).open_table(meta["table"])
+        have = live.search().select(["id"]).limit(None).to_arrow().column("id").combine_chunks()
+    except Exception:  # noqa: BLE001 - an unreadable live version: every row counts as new
+        return None
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else pa.array(list(ids), pa.string())
+    return ids.filter(pc.invert(pc.is_in(ids, value_set=have))).to_pylist()
+
+
 def new_version() -> str:
     """A version name: sorts by build time (to the microsecond: two builds in one second still sort
     in build order, which `prune` and the fallback to the previous version rely on), unique."""

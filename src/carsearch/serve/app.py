@@ -28,6 +28,7 @@ from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.core.params import load_params
 from carsearch.core.paths import repo_root
 from carsearch.index.query import QueryError
+from carsearch.serve.export import router as export_router
 from carsearch.serve.files import IMAGE_TYPES
 from carsearch.serve.guards import (
     ServeConfigError,
@@ -48,6 +49,7 @@ from carsearch.serve.schemas import (
     SearchResponse,
 )
 from carsearch.serve.service import ApiError, Service
+from carsearch.serve.watches import watch_router
 
 log = logging.getLogger("carsearch.serve")
 STATIC = Path(__file__).parent / "static"
@@ -93,6 +95,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         app.add_middleware(TokenGate, token=token)  # added last: runs first, before any limit or route
 
     _search_routes(app, svc, root)
+    app.include_router(export_router)  # issue 33: POST /api/v1/export, evidence bundles
     _file_routes(app, svc)
     return app
 
@@ -254,6 +257,7 @@ def _file_routes(app, svc: Service) -> None:
         )
 
     add_judgment_route(app, svc)  # POST /api/v1/judgments (issue 34)
+    app.include_router(watch_router(svc))  # /api/v1/watches, /api/v1/alerts (issue 33)
 
     # ---- the page
     @app.get("/", include_in_schema=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from carsearch.core import imaging
-from carsearch.core.io import write_bytes
+from carsearch.core.io import link_or_copy, write_bytes
 from carsearch.core.vocab import UNKNOWN
 from carsearch.sources import coco
 from carsearch.sources.labels import check_value
@@ -209,20 +209,32 @@ def vehicle_id(frame_id: str, box: dict, margin: float) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def save_crops(frame_path: Path, boxes: list[dict], margin: float, out_dir: Path, ids: list[str]) -> list[Path]:
+def save_crops(
+    frame_path: Path, boxes: list[dict], margin: float, out_dir: Path, ids: list[str], made: Path | None = None
+) -> list[Path]:
     """Each box's crop of one frame as `out_dir/<id>.jpg` (JPEG q95; an existing file is kept: ids
-    are content-addressed by frame, box and margin). Returns the paths."""
+    are content-addressed by frame, box and margin). The one place a crop is cut: one already cut
+    into `made` (curate_pairs' crops, for build_index) is linked, not cut again. Returns the paths."""
     out = [Path(out_dir) / f"{i}.jpg" for i in ids]
-    if all(p.exists() for p in out):
+    todo = [(box, dst) for box, dst in zip(boxes, out) if not dst.exists() and not _linked(made, dst)]
+    if not todo:
         return out
     with imaging.open_image(frame_path) as im:
         frame = im.convert("RGB")
-    for box, dst in zip(boxes, out):
-        if not dst.exists():
-            buf = io.BytesIO()
-            crop(frame, box, margin).save(buf, "JPEG", quality=95)
-            write_bytes(dst, buf.getvalue())
+    for box, dst in todo:
+        buf = io.BytesIO()
+        crop(frame, box, margin).save(buf, "JPEG", quality=95)
+        write_bytes(dst, buf.getvalue())
     return out
+
+
+def _linked(made: Path | None, dst: Path) -> bool:
+    """Whether `dst` is now a link to (a copy of) the same crop in `made`."""
+    src = Path(made) / dst.name if made is not None else None
+    if src is None or not src.is_file():
+        return False
+    link_or_copy(src, dst)
+    return True
 
 
 def crop(im: Image.Image, box: dict, margin: float) -> Image.Image:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
@@ -44,89 +45,119 @@ def _shade(rgb, f):
     return tuple(max(0, min(255, int(c * f))) for c in rgb)
 
 
+@dataclass
+class _Pen:
+    """What the parts of one drawn car share: the canvas, its paint and its proportions."""
+
+    d: ImageDraw.ImageDraw
+    paint: tuple
+    body_type: str
+    pr: dict
+    base: float  # the wheels' baseline
+    H: float  # body height
+    r: float  # wheel radius
+    dark: tuple = (20, 20, 22)
+    glass: tuple = (60, 80, 100)
+
+
 def draw_demo_car(model_id: str, color: str, view: str, size: int, rng: random.Random) -> Image.Image:
     body_type, _, _, pr = DEMO_MODELS[model_id]
     S = size * 4  # supersample
+    img, d = _road(S, rng)
+    paint = _shade(COLOR_RGB[color], rng.uniform(0.85, 1.1))
+    cx, base = S * rng.uniform(0.42, 0.58), S * rng.uniform(0.78, 0.88)
+    scale = S * rng.uniform(0.6, 0.8)
+    L, H = pr["length"] * scale, pr["height"] * scale
+    pen = _Pen(d, paint, body_type, pr, base, H, H * 0.35)
+    if view == "side":
+        flip = rng.random() < 0.5
+        _side(pen, cx - L / 2, cx + L / 2, flip)
+    elif view in ("front", "rear"):
+        w = L * 0.62
+        _face(pen, cx - w / 2, cx + w / 2, rear=view == "rear")
+    else:  # three-quarter: a foreshortened side plus the front face
+        x0 = cx - L * 0.45
+        _side(pen, x0, x0 + L * 0.6)
+        _face(pen, x0 + L * 0.55, x0 + L * 0.95, rear=False)
+    return _camera(img, size, rng)
+
+
+def _road(S: int, rng: random.Random) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    """An S x S sky over a road whose lane markings converge to a vanishing point."""
     sky = _shade((150, 185, 220), rng.uniform(0.6, 1.1))
     img = Image.new("RGB", (S, S), sky)
     d = ImageDraw.Draw(img)
     horizon = int(S * rng.uniform(0.35, 0.5))
     d.rectangle([0, horizon, S, S], fill=_shade((95, 95, 100), rng.uniform(0.7, 1.2)))
-    for k in range(-2, 3):  # lane markings converging to a vanishing point
+    for k in range(-2, 3):
         x0 = S / 2 + k * S * 0.45
         d.line([(S / 2 + k * S * 0.05, horizon), (x0, S)], fill=(230, 230, 220), width=max(2, S // 120))
-    paint = _shade(COLOR_RGB[color], rng.uniform(0.85, 1.1))
-    dark, glass = (20, 20, 22), (60, 80, 100)
-    cx, base = S * rng.uniform(0.42, 0.58), S * rng.uniform(0.78, 0.88)
-    scale = S * rng.uniform(0.6, 0.8)
-    L, H = pr["length"] * scale, pr["height"] * scale
-    r = H * 0.35
+    return img, d
 
-    def side(x0, x1, flip=False):
-        length = x1 - x0
-        c0, c1 = pr["cabin"]
-        if flip:
-            c0, c1 = 1 - c1, 1 - c0
-        d.rounded_rectangle([x0, base - H - r * 0.3, x1, base - r * 0.3], radius=int(H * 0.2), fill=paint)
-        rt = base - H - r * 0.3
-        roof_h = H * (0.9 if body_type in ("van", "suv") else 0.75)
-        cab = [
-            (x0 + c0 * length, rt),
-            (x0 + (c0 + pr["roof"]) * length, rt - roof_h),
-            (x0 + (c1 - pr["roof"] * 0.6) * length, rt - roof_h),
-            (x0 + c1 * length, rt),
-        ]
-        d.polygon(cab, fill=paint)
-        inset = [
-            (cab[0][0] + length * 0.04, rt),
-            (cab[1][0] + length * 0.02, rt - roof_h * 0.8),
-            (cab[2][0] - length * 0.02, rt - roof_h * 0.8),
-            (cab[3][0] - length * 0.04, rt),
-        ]
-        d.polygon(inset, fill=glass)
-        for wx in (x0 + 0.2 * length, x0 + 0.8 * length):
-            d.ellipse([wx - r, base - 2 * r, wx + r, base], fill=dark)
-            d.ellipse([wx - r * 0.5, base - 1.5 * r, wx + r * 0.5, base - 0.5 * r], fill=(150, 150, 155))
 
-    def face(x0, x1, rear: bool):
-        w = x1 - x0
-        top = base - H - r * 0.3
-        d.rounded_rectangle([x0, top, x1, base - r * 0.2], radius=int(H * 0.15), fill=paint)
-        roof_h = H * (0.9 if body_type in ("van", "suv") else 0.7)
-        d.polygon(
-            [(x0 + w * 0.12, top), (x0 + w * 0.22, top - roof_h), (x1 - w * 0.22, top - roof_h), (x1 - w * 0.12, top)],
-            fill=paint,
-        )
-        d.polygon(
-            [
-                (x0 + w * 0.17, top),
-                (x0 + w * 0.25, top - roof_h * 0.85),
-                (x1 - w * 0.25, top - roof_h * 0.85),
-                (x1 - w * 0.17, top),
-            ],
-            fill=glass,
-        )
-        lamp = (200, 20, 20) if rear else (250, 245, 200)
-        ly = top + H * 0.25
-        d.ellipse([x0 + w * 0.05, ly, x0 + w * 0.22, ly + H * 0.22], fill=lamp)
-        d.ellipse([x1 - w * 0.22, ly, x1 - w * 0.05, ly + H * 0.22], fill=lamp)
-        if not rear:
-            d.rectangle([x0 + w * 0.3, ly, x1 - w * 0.3, ly + H * 0.25], fill=(30, 30, 35))
-        else:
-            d.rectangle([x0 + w * 0.35, ly + H * 0.35, x1 - w * 0.35, ly + H * 0.5], fill=(230, 230, 210))
-        for wx in (x0 + w * 0.02, x1 - w * 0.2):
-            d.rectangle([wx, base - r * 0.8, wx + w * 0.18, base], fill=dark)
+def _side(pen: _Pen, x0: float, x1: float, flip: bool = False) -> None:
+    """The car seen side on between x0 and x1 (cabin towards the back, or the front when `flip`)."""
+    d, pr, base, H, r = pen.d, pen.pr, pen.base, pen.H, pen.r
+    length = x1 - x0
+    c0, c1 = pr["cabin"]
+    if flip:
+        c0, c1 = 1 - c1, 1 - c0
+    d.rounded_rectangle([x0, base - H - r * 0.3, x1, base - r * 0.3], radius=int(H * 0.2), fill=pen.paint)
+    rt = base - H - r * 0.3
+    roof_h = H * (0.9 if pen.body_type in ("van", "suv") else 0.75)
+    cab = [
+        (x0 + c0 * length, rt),
+        (x0 + (c0 + pr["roof"]) * length, rt - roof_h),
+        (x0 + (c1 - pr["roof"] * 0.6) * length, rt - roof_h),
+        (x0 + c1 * length, rt),
+    ]
+    d.polygon(cab, fill=pen.paint)
+    inset = [
+        (cab[0][0] + length * 0.04, rt),
+        (cab[1][0] + length * 0.02, rt - roof_h * 0.8),
+        (cab[2][0] - length * 0.02, rt - roof_h * 0.8),
+        (cab[3][0] - length * 0.04, rt),
+    ]
+    d.polygon(inset, fill=pen.glass)
+    for wx in (x0 + 0.2 * length, x0 + 0.8 * length):
+        d.ellipse([wx - r, base - 2 * r, wx + r, base], fill=pen.dark)
+        d.ellipse([wx - r * 0.5, base - 1.5 * r, wx + r * 0.5, base - 0.5 * r], fill=(150, 150, 155))
 
-    if view == "side":
-        flip = rng.random() < 0.5
-        side(cx - L / 2, cx + L / 2, flip)
-    elif view in ("front", "rear"):
-        w = L * 0.62
-        face(cx - w / 2, cx + w / 2, rear=view == "rear")
-    else:  # three-quarter: a foreshortened side plus the front face
-        x0 = cx - L * 0.45
-        side(x0, x0 + L * 0.6)
-        face(x0 + L * 0.55, x0 + L * 0.95, rear=False)
+
+def _face(pen: _Pen, x0: float, x1: float, rear: bool) -> None:
+    """The car's front (or rear) between x0 and x1: body, windscreen, lamps, grille or plate, wheels."""
+    d, base, H, r = pen.d, pen.base, pen.H, pen.r
+    w = x1 - x0
+    top = base - H - r * 0.3
+    d.rounded_rectangle([x0, top, x1, base - r * 0.2], radius=int(H * 0.15), fill=pen.paint)
+    roof_h = H * (0.9 if pen.body_type in ("van", "suv") else 0.7)
+    d.polygon(
+        [(x0 + w * 0.12, top), (x0 + w * 0.22, top - roof_h), (x1 - w * 0.22, top - roof_h), (x1 - w * 0.12, top)],
+        fill=pen.paint,
+    )
+    d.polygon(
+        [
+            (x0 + w * 0.17, top),
+            (x0 + w * 0.25, top - roof_h * 0.85),
+            (x1 - w * 0.25, top - roof_h * 0.85),
+            (x1 - w * 0.17, top),
+        ],
+        fill=pen.glass,
+    )
+    lamp = (200, 20, 20) if rear else (250, 245, 200)
+    ly = top + H * 0.25
+    d.ellipse([x0 + w * 0.05, ly, x0 + w * 0.22, ly + H * 0.22], fill=lamp)
+    d.ellipse([x1 - w * 0.22, ly, x1 - w * 0.05, ly + H * 0.22], fill=lamp)
+    if not rear:
+        d.rectangle([x0 + w * 0.3, ly, x1 - w * 0.3, ly + H * 0.25], fill=(30, 30, 35))
+    else:
+        d.rectangle([x0 + w * 0.35, ly + H * 0.35, x1 - w * 0.35, ly + H * 0.5], fill=(230, 230, 210))
+    for wx in (x0 + w * 0.02, x1 - w * 0.2):
+        d.rectangle([wx, base - r * 0.8, wx + w * 0.18, base], fill=pen.dark)
+
+
+def _camera(img: Image.Image, size: int, rng: random.Random) -> Image.Image:
+    """The supersampled drawing as a camera sees it: `size` px, sometimes blurred, with sensor noise."""
     img = img.resize((size, size), Image.LANCZOS)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))

@@ -21,6 +21,7 @@ from carsearch.core.io import write_json
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.experiments import tracking
+from carsearch.index.alerts import after_build, summary_line
 from carsearch.index.build import run
 from carsearch.index.build_report import index_metrics, summary_lines
 
@@ -32,6 +33,10 @@ def main() -> None:
     write_json(resolve(cfg.paths.metrics_dir, root) / "index.json", index_metrics(built))
     for line in summary_lines(built, cfg):
         print(line)
+    if watched := after_build(
+        root, resolve(cfg.paths.index_dir, root), built.new_ids, cfg.index.plate_search
+    ):  # conf/watchlists.yaml
+        print(summary_line("build_index", watched))
 
 
 if __name__ == "__main__":

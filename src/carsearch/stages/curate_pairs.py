@@ -8,23 +8,8 @@ from carsearch.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.rejects import summarise
+from carsearch.curation.crops import CROPS, crop_pairs
 from carsearch.curation.curate import curate, load_jobs
-from carsearch.sources.boxes import save_crops
-
-CROPS = "crops"  # a vehicle pair's image: its crop of the frame (`path`; the frame stays in `frame_path`)
-
-
-def _crop_vehicles(rows: list[dict], root, out_dir, rel_dir: str) -> None:
-    """Vehicle pairs (a `box` in a frame) get their crop (curate.boxes.margin of context) as `path`."""
-    by_frame: dict[str, list[dict]] = {}
-    for r in rows:
-        if r.get("box") is not None:
-            by_frame.setdefault(r["path"], []).append(r)
-    for frame, vs in by_frame.items():
-        boxes = [dict(zip(("x1", "y1", "x2", "y2"), v["box"])) for v in vs]
-        save_crops(root / frame, boxes, float(vs[0]["margin"]), out_dir, [v["id"] for v in vs])
-        for v in vs:
-            v["frame_path"], v["path"] = frame, f"{rel_dir}/{v['id']}.jpg"
 
 
 def main() -> None:
@@ -38,7 +23,7 @@ def main() -> None:
     pairs_rel = resolve(paths.pairs_dir, root).relative_to(root).as_posix()
     with atomic_dir(resolve(paths.pairs_dir, root)) as out_dir:  # written beside, swapped in complete
         for split, rows in by_split.items():
-            _crop_vehicles(rows, root, out_dir / CROPS, f"{pairs_rel}/{CROPS}")
+            crop_pairs(rows, root, out_dir / CROPS, f"{pairs_rel}/{CROPS}")
             write_jsonl(out_dir / f"{split}.jsonl", rows)
         write_jsonl(out_dir / "rejects.jsonl", rejects)
     counts = {s: len(r) for s, r in by_split.items()}

@@ -12,10 +12,9 @@ from carsearch.core.io import atomic_dir, write_json, write_jsonl
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
 from carsearch.core.schema import Data
-from carsearch.detection import footage
+from carsearch.curation.frames import folder_items, frame_rows
 from carsearch.sources import demo
 from carsearch.sources import files as data
-from carsearch.sources.boxes import attach
 from carsearch_world import (
     build_fleet,
     default_torcs_dir,
@@ -161,7 +160,8 @@ def _ingest(cfg: Data, seed: int, root: Path, paths, raw_dir: Path, tmp_dir: Pat
     source = cfg.source
     images_tmp = tmp_dir / resolve(paths.images_dir, root).relative_to(raw_dir)
 
-    items, total, ann, rendered_boxes, capture = None, None, None, None, {}
+    items, total, rendered_boxes, capture = None, None, None, {}
+    boxes, stamp = None, None  # a folder's annotations; where capture times are read from
     if source == "street":
         items, total, rendered_boxes, capture = _street_items(cfg, seed, tmp_dir)
     if source == "torcs":
@@ -173,28 +173,28 @@ def _ingest(cfg: Data, seed: int, root: Path, paths, raw_dir: Path, tmp_dir: Pat
     elif source == "folder":
         f = cfg.folder
         folder = resolve(f.path, root)
-        ann = data.folder_boxes(folder, f.labels_csv)  # vehicle boxes beside the frames (COCO, YOLO, labels.csv)
-        items = data.iter_folder(folder, f.subfolder_key, f.labels_csv, skip=ann.files)
-        items = footage.expand_videos(items, cfg.video.fps, cfg.video.max_frames)  # frames of videos
+        items, ann = folder_items(folder, f.subfolder_key, f.labels_csv, cfg.video)
+        boxes, stamp = (ann, folder), (str(folder), cfg.capture)
     elif source == "s3":
         f = cfg.s3
         items = data.iter_s3(f.uri, f.subfolder_key, f.labels_csv)
+        stamp = (f.uri, cfg.capture)
     elif items is None:
         raise ValueError(f"data.source: unknown source {source!r} (expected street, torcs, demo, folder or s3)")
 
     items = tqdm(items, total=total, desc=f"ingest {source}", unit="img")
-    rows, rejects = data.ingest_items(items, images_tmp, tmp_dir, source, cfg.max_pixels, cfg.max_edge)
-    for r in rows if rendered_boxes else []:  # the renderer's exact boxes (stored as rendered: same pixels)
-        if r["origin"] in rendered_boxes:
-            r["boxes"] = [{**b, "frame": r["id"]} for b in rendered_boxes[r["origin"]]]
-        if r["origin"] in capture:  # the street camera network: which camera, when
-            r["camera"], r["time"] = capture[r["origin"]]
-    if ann is not None:  # boxes in each frame's stored pixels; checked and cropped where pairs and rows are made
-        attach(rows, ann, folder)
-        rejects += [data.Rejected(p, r) for p, r in ann.problems]
-    if source in ("folder", "s3"):
-        base = str(folder) if source == "folder" else cfg.s3.uri
-        footage.stamp_capture(rows, base, cfg.capture, tmp_dir)
+    rows, rejects = frame_rows(
+        items,
+        images_tmp,
+        tmp_dir,
+        source,
+        (cfg.max_pixels, cfg.max_edge),
+        rendered=(rendered_boxes, capture) if rendered_boxes else None,
+        boxes=boxes,
+        capture=stamp,
+    )
+    if boxes is not None:
+        rejects += [data.Rejected(p, r) for p, r in boxes[0].problems]
     # manifest paths are repo-relative
     prefix = raw_dir.relative_to(root).as_posix()
     for r in rows:
