@@ -26,8 +26,11 @@ bench: setup
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_index.py
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_embed.py
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_cold.py
+	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_feedback.py
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_watches.py
 	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_motion.py
+	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_tracks.py
+	PATH="$(CURDIR)/$(VENV):$$PATH" python benchmarks/bench_dashcam.py
 
 lock:
 	bash scripts/lock.sh

@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # every import (torch, transformers, lancedb are seconds each here), so these import on use.
 LAZY_IMPORTS = {
     "carsearch.cli": "each command imports only what it runs (cold query start-up)",
+    "carsearch.index.judged_cli": "registered in carsearch.cli: `carsearch judgments` imports its work only when run",
+    "carsearch.index.sightings_cli": "`carsearch sightings`, registered in cli.py: it imports what it runs when it runs",
     "carsearch.cli_export": "`carsearch export` is registered in carsearch.cli: imported by every command",
     "carsearch.index.search": "params.yaml and the model's hash are read only when a query needs them",
     "carsearch.index.planning": "params.yaml (index.plate_search) is read only when a plate query needs it",

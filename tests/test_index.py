@@ -120,3 +120,25 @@ def test_base_model_index_is_searchable(pipeline, tmp_path, monkeypatch):
     from carsearch.index.search import CarSearch
 
     assert len(CarSearch(root=root).image(root / "data/raw/images/img0000.jpg", k=2)) == 2
+
+
+def test_readme_example_grids_from_the_built_index(pipeline, monkeypatch):
+    """The summarize stage renders one top-k grid per README example query from the built index, each
+    hit framed by whether it has what the query names (carsearch.experiments.examples)."""
+    from PIL import Image
+
+    from carsearch.experiments.examples import asked, relevant, slug
+
+    assert asked("red pickup seen from behind") == {"color": "red", "body_type": "pickup", "view": "rear"}
+    assert asked("a grey sports car") == {"color": "grey", "body_type": "sports car"} and asked("a car") == {}
+    assert relevant({"color": "red", "view": "rear"}, {"color": "red"}) and not relevant({}, {"color": "red"})
+    root = pipeline
+    write_params(root, train={"epochs": 2}, examples={"queries": ["a red car", "a blue car"], "k": 3})
+    monkeypatch.setenv("CARSEARCH_ROOT", str(root))
+    from carsearch.stages import summarize
+
+    summarize.main()
+    out = sorted((root / "docs/img/examples").iterdir())
+    assert [p.name for p in out] == [f"{slug('a blue car')}.png", f"{slug('a red car')}.png"]
+    with Image.open(out[1]) as im:
+        assert im.width == 220 + 3 * (112 + 4)  # the query's label, then its top 3

@@ -27,7 +27,11 @@ def _git(root, *args):
 def _commit(root: Path, lr: float, recall: float, msg: str):
     (root / "params.yaml").write_text(yaml.safe_dump(composed_params({"train": {"lr": lr, "epochs": 3}})))
     (root / "metrics").mkdir(exist_ok=True)
-    (root / "metrics/eval.json").write_text(json.dumps({"finetuned": {"text_to_image": {"recall@5": recall}}}))
+    machine = {"cores": 2 if recall < 0.5 else 16, "ram_gib": 24.0 if recall < 0.5 else 128.0, "load_1m": recall}
+    prov = {"commit": msg, "machine": machine}  # the run's machine and commit: not a figure to diff
+    (root / "metrics/eval.json").write_text(
+        json.dumps({"finetuned": {"text_to_image": {"recall@5": recall}}, "provenance": prov})
+    )
     _git(root, "add", "-A")
     _git(root, "commit", "-qm", msg)
 
@@ -64,6 +68,7 @@ def test_report_on_two_commits(tmp_path):
     assert "finetuned.text_to_image.recall@5" in md and "0.25" in md and "0.75" in md
     assert "train.lr" in md and "0.0005" in md and "0.001" in md
     assert "| Path" in md  # Markdown tables
+    assert "provenance" not in md and "ram_gib" not in md
     assert (tmp_path / "r.md").read_text().strip() == md.strip()
     # explicit revisions and no change
     from carsearch.experiments.report import pr_report

@@ -187,7 +187,7 @@ STREET_SCRIPT = r"""
 import hashlib, json, os, tempfile
 from pathlib import Path
 import numpy as np
-from carsearch_world import build_fleet, render_corridor, render_fleet
+from carsearch_world import build_fleet, render_corridor, render_fleet, render_highway
 from carsearch_world.street import vehicle_of
 
 workers = int(os.environ.get("REPRO_WORKERS", "1"))
@@ -198,6 +198,7 @@ with tempfile.TemporaryDirectory() as tmp:
     singles = render_fleet(fleet, Path(tmp) / "s", 8, 64, seed=3, workers=workers)
     frames = render_corridor(fleet, Path(tmp) / "f", seed=3, sessions=1, cameras=2, frames_per_camera=2,
                              size=(160, 120), workers=workers, moving=10, parked=2)
+    frames += render_highway(fleet, Path(tmp) / "h", seed=3, frames=2, vehicles=8, size=(160, 120), workers=workers)
     out["render"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p, _ in singles}
     out["render"] |= {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p, *_ in frames}
     out["boxes"] = hashlib.sha256(json.dumps([b for _, _, b, _ in frames], sort_keys=True).encode()).hexdigest()
@@ -212,12 +213,12 @@ print("REPRO " + json.dumps(out, sort_keys=True))
 
 
 def test_street_world_bit_exact_across_blas_simd_and_workers() -> None:
-    """The street world (fleet meshes, atlases and plates, single renders, corridor frames and boxes)
+    """The street world (fleet meshes, atlases and plates, single renders, corridor and highway frames and boxes)
     renders to the same bytes under every BLAS kernel / SIMD setting and worker count."""
     results = {name: _run(STREET_SCRIPT, [], env) for name, env in environments().items()}
     ref_name = next(iter(results))
     ref = results[ref_name]
-    assert len(ref["render"]) == 8 + 4
+    assert len(ref["render"]) == 8 + 4 + 2
     for name, res in results.items():
         assert res == ref, f"{name} ({environments()[name]}) differs from {ref_name}"
 

@@ -227,28 +227,28 @@ def test_street_source_through_the_ingest_stage(tmp_path):
     st.update(n_images=6, size=48, workers=1)
     st["fleet"]["n_identities"] = 40
     st["corridor"].update(sessions=1, cameras=2, frames_per_camera=2, size=[160, 120], moving=10, parked=2)
+    st["highway"].update(frames=2, vehicles=8, size=[160, 120])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     run(["python", "-m", "carsearch.stages.ingest"], tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "data/raw/manifest.jsonl").read_text().splitlines()]
     frames = [r for r in rows if r["origin"].startswith("street/")]
-    assert len(rows) == 10 and len(frames) == 4
+    assert len(rows) == 12 and len(frames) == 6
     assert all(r["labels"]["plate"] and r["labels"]["source"] == "street" for r in rows if r not in frames)
     for f in frames:
-        assert f["camera"] in ("cam-1", "cam-2") and isinstance(f["time"], float)
+        assert f["camera"] in ("cam-1", "cam-2", "hwy-1") and isinstance(f["time"], float)
         for b in f.get("boxes", []):
             assert b["frame"] == f["id"] and b["labels"]["identity"] and b["labels"]["plate"]
     assert sum(len(f.get("boxes", [])) for f in frames) > 0
-    assert sorted(p.name for p in (tmp_path / "data/raw/mot").iterdir()) == ["session0_cam-1.txt", "session0_cam-2.txt"]
-    assert sorted(p.name for p in (tmp_path / "data/raw/coco").iterdir()) == [
-        "session0_cam-1.json",
-        "session0_cam-2.json",
-    ]
+    cams = ["session0_cam-1", "session0_cam-2", "session0_hwy-1"]  # the corridor's two cameras and the highway's
+    assert sorted(p.name for p in (tmp_path / "data/raw/mot").iterdir()) == [f"{c}.txt" for c in cams]
+    assert sorted(p.name for p in (tmp_path / "data/raw/coco").iterdir()) == [f"{c}.json" for c in cams]
     videos = sorted((tmp_path / "data/raw/video").iterdir())
-    assert [p.name for p in videos] == ["session0_cam-1.mp4", "session0_cam-2.mp4"]
+    assert [p.name for p in videos] == [f"{c}.mp4" for c in cams]
     from carsearch.detection.video import iter_frames
 
     assert len(list(iter_frames(videos[0], fps=1 / st["corridor"]["interval_s"]))) == 2
+    assert len(list(iter_frames(videos[2], fps=1 / st["highway"]["interval_s"]))) == 2
 
 
 def test_video_frames_convert_to_yuv_in_integer_numpy():

@@ -13,6 +13,8 @@ from typing import Optional
 
 import typer
 
+from carsearch.index.judged_cli import judgments_app  # issue 34: `carsearch judgments export|import`
+from carsearch.index.sightings_cli import sightings as sightings_command
 from carsearch.index.watch_commands import watch_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Car search over your traffic images.")
@@ -331,6 +333,9 @@ def judge(
 
     run_judge(query_id, rank, verdict)
 
+
+app.add_typer(judgments_app, name="judgments")
+app.command("sightings")(sightings_command)  # carsearch.index.sightings_cli
 
 index_app = typer.Typer(no_args_is_help=True, help="Manage the car index between repros.")
 app.add_typer(index_app, name="index")

@@ -1,7 +1,7 @@
 """The offline world: a software renderer of traffic-camera images (pure library, beside the product).
 
 The street world: `build_fleet` (everyday vehicle identities), `render_fleet` (single vehicles),
-`render_corridor` / `write_mot` / `write_coco` / `write_videos` (a camera network along a street). The TORCS set:
+`render_corridor` and `render_highway` / `write_mot` / `write_coco` / `write_videos` (a camera network along a street). The TORCS set:
 
 Public API: `find_torcs_cars`, `render_torcs`, `contact_sheet` (see `api.py`); building blocks:
 `parse_ac3d` (AC3D/.acc parser), `rasterize` (numpy z-buffer rasterizer), `load_car`.
@@ -10,6 +10,8 @@ Public API: `find_torcs_cars`, `render_torcs`, `contact_sheet` (see `api.py`); b
 from carsearch_world.ac3d import AC3DError, Mesh, parse_ac3d
 from carsearch_world.api import contact_sheet, default_torcs_dir, load_cars, render_torcs
 from carsearch_world.corridor import render_corridor, write_coco, write_mot
+from carsearch_world.highway import CAMERA as HIGHWAY_CAMERA
+from carsearch_world.highway import render_highway
 from carsearch_world.raster import Camera, Fragments, rasterize, sample_bilinear
 from carsearch_world.scene import COLORS, VIEWS, view_from_azimuth
 from carsearch_world.street import build_fleet, render_fleet
@@ -22,6 +24,8 @@ __all__ = [
     "build_fleet",
     "render_corridor",
     "render_fleet",
+    "render_highway",
+    "HIGHWAY_CAMERA",
     "write_coco",
     "write_mot",
     "write_videos",

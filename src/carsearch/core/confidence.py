@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-# what a query is made of; each kind that shows a confidence has its own fit (plate and sightings:
-# query kinds to come, no fit yet)
+# what a query is made of; each kind that shows a confidence has its own fit (plate: no fit yet;
+# sightings: a fit of its own features, `core.sightings`, fitted by `evaluation.reid`)
 QUERY_KINDS = ("text", "image", "text+image", "negative", "plate", "sightings")
 FEATURES = ("score", "z", "gap", "log_rank", "ref_mean", "ref_std", "ref_p99", "ref_p95")
 CALIBRATION_FILE = "calibration.json"
@@ -65,8 +65,9 @@ def hit_features(scores, ref_scores) -> np.ndarray:
 
 
 def linear(calib: dict, feats: np.ndarray) -> np.ndarray:
-    """The fit's linear score (a logit) of rows of `hit_features`."""
-    w = np.array([float(calib["coef"].get(f, 0.0)) for f in FEATURES])
+    """The fit's linear score (a logit) of rows of `hit_features` (or of the fit's own `features`:
+    a sightings fit's are `core.sightings.FEATURES`)."""
+    w = np.array([float(calib["coef"].get(f, 0.0)) for f in calib.get("features") or FEATURES])
     mean = np.asarray(calib["mean"], np.float64)
     scale = np.asarray(calib["scale"], np.float64)
     return ((np.asarray(feats, np.float64) - mean) / scale) @ w + float(calib["intercept"])
@@ -108,7 +109,9 @@ def fits_by_kind(doc: dict | None) -> dict[str, dict]:
     if not isinstance(doc, dict):
         return {}
     kinds = {"text": doc} if "coef" in doc and "kinds" not in doc else doc.get("kinds") or {}
-    ok = lambda f: isinstance(f, dict) and f.get("coef") and len(f.get("mean") or ()) == len(FEATURES)  # noqa: E731
+    ok = lambda f: (  # noqa: E731
+        isinstance(f, dict) and f.get("coef") and len(f.get("mean") or ()) == len(f.get("features") or FEATURES)
+    )
     return {k: f for k, f in kinds.items() if k in QUERY_KINDS and ok(f)}
 
 

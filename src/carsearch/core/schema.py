@@ -144,6 +144,7 @@ class Paths(_Open):
     metrics_dir: Text
     plots_dir: Text
     judgments: Text
+    examples_dir: Text
 
 
 class Traffic(_Strict):
@@ -232,6 +233,21 @@ class Corridor(_Strict):
         return v
 
 
+class Highway(_Strict):
+    frames: NonNegInt
+    interval_s: PosNum
+    lanes: PosInt
+    vehicles: NonNegInt
+    size: list[Annotated[int, BeforeValidator(_integer), Field(ge=32)]]
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v):
+        if len(v) != 2:
+            raise ValueError(f"expected [width, height], got {v}")
+        return v
+
+
 class Street(_Strict):
     fleet: Fleet
     n_images: NonNegInt
@@ -240,6 +256,7 @@ class Street(_Strict):
     workers: NonNegInt
     jpeg_quality: list[Int]
     corridor: Corridor
+    highway: Highway
 
     @field_validator("jpeg_quality")
     @classmethod
@@ -688,6 +705,11 @@ class MLflow(_Open):
     registered_model: Text
 
 
+class Examples(_Strict):
+    queries: list[Text]
+    k: PosInt
+
+
 class Params(_Open):
     seed: NonNegInt
     lr: PosNum
@@ -704,6 +726,7 @@ class Params(_Open):
     index: Index
     serve: Serve
     mlflow: MLflow
+    examples: Examples
 
     @model_validator(mode="after")
     def _cross(self):
@@ -844,8 +867,39 @@ class CameraSettings(_Strict):
         return v
 
 
+class CameraPair(_Strict):
+    """A travel-time window between two cameras (conf/cameras.yaml `pairs`): the |time difference|
+    of one vehicle's sightings at `a` and `b`, in seconds; it wins over a window learned from labels."""
+
+    a: str
+    b: str
+    min_s: float = Field(ge=0)
+    max_s: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.max_s < self.min_s:
+            raise ValueError(f"max_s {self.max_s} < min_s {self.min_s}")
+        return self
+
+
+class Travel(_Strict):
+    """How the camera network's windows are learned from labelled identities (core.sightings.learn_windows)."""
+
+    margin_s: float = Field(ge=0)
+    min_identities: int = Field(ge=1)
+    coverage: float = Field(gt=0, le=1)
+    max_pass_s: float = Field(gt=0)
+
+
 class Cameras(_Strict):
     cameras: dict[str, CameraSettings] = {}
+    pairs: list[CameraPair] = []
+    travel: Optional[Travel] = None  # None (no file, or no section): nothing is learned
+
+    def fixed_windows(self) -> dict[str, list[float]]:
+        """{pair key: [min_s, max_s]} of `pairs` (core.sightings.pair_key names)."""
+        return {"|".join(sorted((p.a, p.b))): [p.min_s, p.max_s] for p in self.pairs}
 
 
 def load_cameras(path: str | Path) -> Cameras:

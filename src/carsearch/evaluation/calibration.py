@@ -54,7 +54,7 @@ def query_rows(
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
 
 
-def _linear_fit(xz: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+def _linear_fit(xz: np.ndarray, y: np.ndarray, l2: float, features=FEATURES, signs=SIGNS) -> tuple[np.ndarray, float]:
     """Logistic regression with the weight of each score-dependent feature bounded to its SIGNS sign."""
     from scipy.optimize import minimize
 
@@ -66,29 +66,30 @@ def _linear_fit(xz: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, f
         grad = np.r_[np.mean(p - y), xz.T @ (p - y) / n + 2 * l2 * w[1:]]
         return float(np.mean(np.logaddexp(0.0, t) - y * t) + l2 * w[1:] @ w[1:]), grad
 
-    bounds = [(None, None)] + [{1.0: (0.0, None), -1.0: (None, 0.0)}.get(SIGNS[f], (None, None)) for f in FEATURES]
+    bounds = [(None, None)] + [{1.0: (0.0, None), -1.0: (None, 0.0)}.get(signs[f], (None, None)) for f in features]
     w = minimize(loss, np.zeros(xz.shape[1] + 1), jac=True, method="L-BFGS-B", bounds=bounds).x
     return w[1:], float(w[0])
 
 
-def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> dict:
-    """The calibration dict `core.confidence.predict` reads (no threshold: `fit_with_threshold`)."""
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, features=FEATURES, signs=SIGNS) -> dict:
+    """The calibration dict `core.confidence.predict` reads (no threshold: `fit_with_threshold`);
+    `features`/`signs`: another feature set than a hit's (a sighting's: `core.sightings`)."""
     from sklearn.isotonic import IsotonicRegression
 
     mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
-    coef = np.zeros(len(FEATURES))
+    coef = np.zeros(len(features))
     rate = float(y.mean()) if len(y) else 0.0
     intercept = float(np.log(max(rate, 1e-6) / max(1 - rate, 1e-6)))
     iso = None
     if 0 < y.sum() < len(y):
-        coef, intercept = _linear_fit((x - mean) / scale, y.astype(np.float64), l2)
+        coef, intercept = _linear_fit((x - mean) / scale, y.astype(np.float64), l2, features, signs)
         t = ((x - mean) / scale) @ coef + intercept
         ir = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(t, y)
         iso = {"x": [round(float(v), 6) for v in ir.X_thresholds_], "y": [round(float(v), 6) for v in ir.y_thresholds_]}
     return {
         "method": METHOD,
-        "features": list(FEATURES),
-        "coef": {f: round(float(coef[i]), 6) for i, f in enumerate(FEATURES)},
+        "features": list(features),
+        "coef": {f: round(float(coef[i]), 6) for i, f in enumerate(features)},
         "intercept": round(intercept, 6),
         "mean": [round(float(v), 6) for v in mean],
         "scale": [round(float(v), 6) for v in scale],
@@ -120,7 +121,7 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, target: float, min_confident:
     return float(levels[good][-1]) if good.any() else None
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, cfg: dict | None = None):
+def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, cfg: dict | None = None, **feats):
     """Each row's confidence from a fit that never saw its query (GroupKFold over queries); with
     `cfg`, also whether it is confident under that fold's threshold, itself chosen out-of-fold
     inside the fold's training queries (so the threshold never saw the judged query either)."""
@@ -131,17 +132,18 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, cf
     if n_groups < 2:
         return p, conf
     for tr, te in GroupKFold(n_splits=min(folds, n_groups)).split(x, y, groups):
-        calib = fit_with_threshold(x[tr], y[tr], groups[tr], cfg) if cfg else fit(x[tr], y[tr])
+        calib = fit_with_threshold(x[tr], y[tr], groups[tr], cfg, **feats) if cfg else fit(x[tr], y[tr], **feats)
         p[te] = predict(calib, x[te])
         if cfg and calib["threshold"] is not None:
             conf[te] = p[te] >= calib["threshold"]
     return p, conf
 
 
-def fit_with_threshold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, cfg: dict) -> dict:
-    """`fit` on every row, and its threshold for `cfg["target_precision"]` from out-of-fold confidences."""
-    calib = fit(x, y)
-    p, _ = out_of_fold(x, y, groups, int(cfg["folds"]))
+def fit_with_threshold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, cfg: dict, **feats) -> dict:
+    """`fit` on every row, and its threshold for `cfg["target_precision"]` from out-of-fold
+    confidences (`feats`: `fit`'s features and signs)."""
+    calib = fit(x, y, **feats)
+    p, _ = out_of_fold(x, y, groups, int(cfg["folds"]), **feats)
     thr = choose_threshold(p, y, float(cfg["target_precision"]), int(cfg["min_confident"]), float(cfg["margin_z"]))
     return {
         **calib,

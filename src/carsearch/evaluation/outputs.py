@@ -26,9 +26,10 @@ def recall_csv(curves: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(res: EvalResult, metrics_dir: Path, plots_dir: Path) -> None:
-    """eval.json, calibration.json, eval_queries.csv; recall_at_k.csv/.png, reliability.png, examples.png."""
-    write_json(metrics_dir / "eval.json", res.results)
+def write(res: EvalResult, metrics_dir: Path, plots_dir: Path, provenance: dict | None = None) -> None:
+    """eval.json (with the run's `provenance`: core.provenance), calibration.json, eval_queries.csv;
+    recall_at_k.csv/.png, reliability.png, examples.png."""
+    write_json(metrics_dir / "eval.json", {**res.results, "provenance": provenance} if provenance else res.results)
     write_json(metrics_dir / "calibration.json", res.calibs)
     reliability_png(reliability_inputs(res.creports.get("finetuned", {})), plots_dir / "reliability.png")
     write_query_csv(metrics_dir / "eval_queries.csv", res.per_query)

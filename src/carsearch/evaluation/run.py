@@ -22,6 +22,7 @@ from carsearch.evaluation.candidates import model_calibration, wise_ft_alphas, w
 from carsearch.evaluation.evalsets import evaluate_sets
 from carsearch.evaluation.per_class import per_class_report
 from carsearch.evaluation.protocol import embed_texts, full_report
+from carsearch.evaluation.reid import reid_section
 from carsearch.evaluation.stats import add_intervals, query_results
 from carsearch.evaluation.vehicles import box_recall, vehicle_report
 from carsearch.model.clip import encode_images, load_clip, load_pretrained
@@ -266,6 +267,8 @@ def run(cfg: Params, root: Path, log=print) -> EvalResult:
     if e.sets:
         results["sets"] = _eval_sets(models, cfg, root, trained, kept, log)
     calibs, creports = _calibrate(models, extra, labels, attrs, kept, cfg)
+    # re-ID (VeRi-776 rule) per model and variant, plate search's first hit, the sightings fit
+    reid_section(rows, {name: extra[name]["img"] for name in models}, results, calibs, cfg, root, log)
     cand, cand_sets, ccal, crep = wise_ft_candidates(
         models,
         [root / r["path"] for r in rows],

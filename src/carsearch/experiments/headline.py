@@ -28,6 +28,11 @@ HEADLINE: tuple[tuple[str, str, str], ...] = (
     ("i2i_R@5_gain", "eval.json", "gain.image_to_image.recall@5"),
     ("veh_R@5", "eval.json", "finetuned.vehicles.vehicle.recall@5"),  # vehicles of street frames (AI City)
     ("veh_MRR", "eval.json", "finetuned.vehicles.vehicle.mrr"),
+    # re-ID across cameras (VeRi-776 rule, evaluation.reid): appearance only, base and fine-tuned, and fused
+    ("reid_mAP", "eval.json", "finetuned.reid.appearance.map"),
+    ("reid_mAP_base", "eval.json", "base.reid.appearance.map"),
+    ("reid_R1_fused", "eval.json", "finetuned.reid.network.rank1"),
+    ("plate_1err_R", "eval.json", "plates.errors_1.recall"),  # plate search: the right vehicle first, one OCR error
     ("val_best", "train.json", "best_val"),
     ("epochs_run", "train.json", "epochs_run"),
     ("train_pairs", "train.json", "train_pairs"),

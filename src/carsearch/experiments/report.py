@@ -174,6 +174,8 @@ def _diff_tables(diff: dict, base: str, head_label: str) -> tuple[str, str]:
     quality, runtime = [], []
     for path, metrics in sorted(diff.items()):
         for name, d in sorted(metrics.items()):
+            if name.startswith("provenance."):  # the machine and commit of the run, not a figure
+                continue
             row = f"| {path} | {name} | {_fmt(d.get('old'))} | {_fmt(d.get('new'))} | {_fmt(d.get('diff'))} |"
             (runtime if RUNTIME.search(name.rsplit(".", 1)[-1]) else quality).append(row)
     head = [f"| Path | Metric | {base} | {head_label} | Change |", "|---|---|---|---|---|"]

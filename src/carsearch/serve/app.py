@@ -49,6 +49,7 @@ from carsearch.serve.schemas import (
     SearchResponse,
 )
 from carsearch.serve.service import ApiError, Service
+from carsearch.serve.sightings import sightings_router
 from carsearch.serve.watches import watch_router
 
 log = logging.getLogger("carsearch.serve")
@@ -95,6 +96,7 @@ def create_app(searcher=None, settings: dict | None = None, root: Path | None = 
         app.add_middleware(TokenGate, token=token)  # added last: runs first, before any limit or route
 
     _search_routes(app, svc, root)
+    app.include_router(sightings_router(svc))
     app.include_router(export_router)  # issue 33: POST /api/v1/export, evidence bundles
     _file_routes(app, svc)
     return app

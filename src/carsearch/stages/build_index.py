@@ -20,6 +20,7 @@ import os
 from carsearch.core.io import write_json
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
+from carsearch.core.provenance import stamped
 from carsearch.experiments import tracking
 from carsearch.index.alerts import after_build, summary_line
 from carsearch.index.build import run
@@ -30,7 +31,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     cfg, root = load_config(), repo_root()
     built = run(cfg, root, registry=tracking)
-    write_json(resolve(cfg.paths.metrics_dir, root) / "index.json", index_metrics(built))
+    write_json(resolve(cfg.paths.metrics_dir, root) / "index.json", stamped(index_metrics(built), root))
     for line in summary_lines(built, cfg):
         print(line)
     if watched := after_build(

@@ -18,6 +18,7 @@ import os
 
 from carsearch.core.params import load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
+from carsearch.core.provenance import provenance
 from carsearch.evaluation import outputs
 from carsearch.evaluation.run import run
 from carsearch.experiments import tracking
@@ -28,7 +29,7 @@ def main() -> None:
     cfg, root = load_config(), repo_root()
     res = run(cfg, root)
     metrics_dir, plots_dir = resolve(cfg.paths.metrics_dir, root), resolve(cfg.paths.plots_dir, root)
-    outputs.write(res, metrics_dir, plots_dir)
+    outputs.write(res, metrics_dir, plots_dir, provenance(root))
     tracking.log_evaluation(
         res.model_dir / "carsearch_run.json",
         cfg.mlflow,

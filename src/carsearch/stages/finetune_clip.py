@@ -17,6 +17,7 @@ from typing import Callable
 from carsearch.core.io import atomic_dir, clean_stale, dir_hash, write_json, write_text
 from carsearch.core.params import check_params, flatten, load_config, run_stage
 from carsearch.core.paths import repo_root, resolve
+from carsearch.core.provenance import stamped
 from carsearch.core.schema import Params, Train
 from carsearch.evaluation.evalsets import with_val_sets
 from carsearch.evaluation.protocol import validation_fn
@@ -143,7 +144,7 @@ def main() -> None:
             reg = _save(cfg, root, p, res, s, mlflow, run, {"data.pairs_md5": pairs_md5 or "", **run_tags})
             write_text(metrics_dir / "train_loss.csv", loss_csv(steps))
             write_text(metrics_dir / "train_val.csv", val_csv(epochs))
-            write_json(metrics_dir / "train.json", s)
+            write_json(metrics_dir / "train.json", stamped(s, root))
             print(
                 f"finetune_clip: {len(p.train)} pairs, {len(res.losses)} steps, best epoch {res.best_epoch} "
                 f"({s['early_stopping_metric']} {s['best_val']}), {seconds:.0f}s; saved to "

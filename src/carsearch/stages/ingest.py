@@ -16,11 +16,13 @@ from carsearch.curation.frames import folder_items, frame_rows
 from carsearch.sources import demo
 from carsearch.sources import files as data
 from carsearch_world import (
+    HIGHWAY_CAMERA,
     build_fleet,
     default_torcs_dir,
     find_torcs_cars,
     render_corridor,
     render_fleet,
+    render_highway,
     render_torcs,
     render_traffic,
     write_coco,
@@ -30,8 +32,8 @@ from carsearch_world import (
 
 
 def _street_items(cfg: dict, seed: int, tmp_dir):
-    """Render the street world (single vehicles and the camera corridor) into a scratch folder; per
-    session camera, the corridor's MOTChallenge track files go to <raw_dir>/mot/, its COCO files (box
+    """Render the street world (single vehicles, the camera corridor, the highway clip) into a scratch
+    folder; per session camera, the MOTChallenge track files go to <raw_dir>/mot/, its COCO files (box
     labels as attributes) to <raw_dir>/coco/ and its mp4 to <raw_dir>/video/. Returns (items, total,
     boxes, capture)."""
     s, f, c = cfg["street"], cfg["street"]["fleet"], cfg["street"]["corridor"]
@@ -58,9 +60,29 @@ def _street_items(cfg: dict, seed: int, tmp_dir):
         s["workers"],
         jq,
     )
+    h = s.get("highway") or {}
+    if h.get("frames"):  # a gantry camera over a highway: one clip, MOT/COCO/mp4 beside the corridor's
+        frames += render_highway(
+            fleet,
+            scratch / "frames",
+            seed + 2,
+            h["frames"],
+            h["lanes"],
+            h["vehicles"],
+            h["interval_s"],
+            tuple(h["size"]),
+            s["workers"],
+            jq,
+        )
     write_mot(frames, tmp_dir / "mot")
     write_coco(frames, tmp_dir / "coco")  # COCO with every box's labels as attributes, per camera
-    write_videos(frames, tmp_dir / "video", c["interval_s"])  # each camera's frames as an mp4
+    on_highway = [fr[1]["camera"] == HIGHWAY_CAMERA for fr in frames]
+    for interval, part in (
+        (c["interval_s"], [fr for fr, hw in zip(frames, on_highway) if not hw]),
+        (h.get("interval_s"), [fr for fr, hw in zip(frames, on_highway) if hw]),
+    ):
+        if part:  # each camera's frames as an mp4
+            write_videos(part, tmp_dir / "video", interval)
     boxes = {f"street/{p.name}": bs for p, _, bs, _ in frames}
     capture = {f"street/{p.name}": (lab["camera"], epoch) for p, lab, _, epoch in frames}
 
