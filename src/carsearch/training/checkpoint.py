@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -125,3 +126,38 @@ def arch_str(a: dict) -> str:
         f"vision {v.get('num_hidden_layers')}x{v.get('hidden_size')} @{v.get('image_size')}px, "
         f"text {t.get('num_hidden_layers')}x{t.get('hidden_size')}, dim {a.get('projection_dim')}"
     )
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint carries besides the weights, optimizer, schedule and EMA."""
+
+    epoch: int = 0
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"score": None, "epoch": 0, "state": None})
+    bad_epochs: int = 0
+
+    def payload(self, model, opt, sched, ema, fp: str) -> dict:
+        """The checkpoint of this state (`save_checkpoint`)."""
+        return {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "losses": self.losses,
+            "history": self.history,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "fingerprint": fp,
+            "ema": ema.state_dict(),
+            "arch": architecture(model),
+        }
+
+    @classmethod
+    def of(cls, state: dict) -> "TrainState":
+        """The state of a loaded checkpoint (`resume_state`)."""
+        keys = ("epoch", "step", "losses", "history", "best", "bad_epochs")
+        return cls(*(state[k] for k in keys))

@@ -1,10 +1,12 @@
-"""The contrastive losses: multi-positive InfoNCE over image/text pairs and the same-model
-image/image term (`train.loss`, `train.image_loss_weight`)."""
+"""The contrastive losses: multi-positive InfoNCE over image/text pairs, the same-model
+image/image term (`train.loss`, `train.image_loss_weight`) and the vehicle identity term
+(`train.identity_loss_weight`)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def multi_positive_loss(
@@ -34,3 +36,41 @@ def same_model_loss(img: torch.Tensor, scale: torch.Tensor, same: torch.Tensor) 
     logp = F.log_softmax((scale * img @ img.t()).masked_fill(eye, float("-inf")), 1)
     per_row = -logp.masked_fill(~same, 0.0).sum(1) / same.sum(1).clamp(min=1)
     return per_row[has].mean()
+
+
+class IdentityLoss(nn.Module):
+    """Vehicle re-identification, as open_clip's `loss.py` writes a loss (a module: features and
+    logit scale in, a scalar out). Image-image InfoNCE with several positives (SupCon): for each
+    image, the other images of the same vehicle `identity` seen by another `camera` are positives;
+    every other image of the batch is a negative, the stranger of the same body type and colour
+    included (the attribute losses call those two the same; this one tells them apart). Images of
+    the same identity at the same camera (near repeats) are left out of the softmax. 0 when no image
+    in the batch has a positive."""
+
+    def forward(self, img: torch.Tensor, logit_scale: torch.Tensor, labels: list[dict]) -> torch.Tensor:
+        pos, ignore = identity_masks(labels)
+        pos, ignore = pos.to(img.device), ignore.to(img.device)
+        has = pos.any(1)
+        if not bool(has.any()):
+            return img.sum() * 0.0
+        logits = (logit_scale * img @ img.t()).masked_fill(ignore, float("-inf"))
+        logp = F.log_softmax(logits, 1)
+        per_row = -logp.masked_fill(~pos, 0.0).sum(1) / pos.sum(1).clamp(min=1)
+        return per_row[has].mean()
+
+
+def identity_masks(labels: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pos, ignore) [N, N]: pos[i, j] = same identity, another camera (a missing camera counts as
+    another); ignore[i, j] = i itself, or the same identity at the same camera."""
+    n = len(labels)
+    ident = [lab.get("identity") for lab in labels]
+    cam = [lab.get("camera") for lab in labels]
+    pos = torch.zeros(n, n, dtype=torch.bool)
+    ignore = torch.eye(n, dtype=torch.bool)
+    for i in range(n):
+        for j in range(n):
+            if i != j and ident[i] and ident[i] == ident[j]:
+                same_cam = cam[i] is not None and cam[i] == cam[j]
+                ignore[i, j] = same_cam
+                pos[i, j] = not same_cam
+    return pos, ignore

@@ -45,14 +45,16 @@ def text_variants(pair: dict, mode: str = "caption+queries") -> list[tuple[str, 
     return out
 
 
-def positives(labels: list[dict], constraints: list[dict]) -> torch.Tensor:
-    """pos[i, j]: text j's constraints all hold for image i (the diagonal always does)."""
+def positives(labels: list[dict], constraints: list[dict], owners: list[int] | None = None) -> torch.Tensor:
+    """pos[i, j]: text j's constraints all hold for image i, or image i is text j's own (`owners[j]`;
+    default text j is image j's: the diagonal)."""
     n = len(labels)
     pos = torch.zeros(n, len(constraints), dtype=torch.bool)
     for j, c in enumerate(constraints):
         for i, lab in enumerate(labels):
             pos[i, j] = bool(c) and all(lab.get(k) == v for k, v in c.items())
-    pos[torch.arange(n), torch.arange(n)] = True
+    own = list(range(n)) if owners is None else owners
+    pos[torch.tensor(own, dtype=torch.long), torch.arange(len(own))] = True
     return pos
 
 

@@ -131,8 +131,10 @@ class Train(StrictSection):
     grad_checkpointing: bool
     lock: Lock
     texts: Literal["caption", "caption+queries"]
+    texts_per_image: PosInt
     loss: Literal["multi_positive", "clip"]
     image_loss_weight: NonNegNum
+    identity_loss_weight: NonNegNum
     logit_scale_init: Optional[PosNum]
     augment: Augment
     early_stopping: Optional[EarlyStopping]
