@@ -226,3 +226,45 @@ def test_a_track_shows_when_it_was_seen_and_opens_as_a_strip(site, page):
         abs((mb["x"] - mini["x"]) - 10 / 320 * mini["width"]) <= 1.5
         and abs(mini["width"] / mini["height"] - 320 / 180) < 0.1
     )
+
+
+def test_counts_chart_stacks_classes_per_hour_and_a_bar_keeps_its_hour(site, page, tmp_path):
+    """The page's counts chart (counts.js) draws GET /api/v1/counts of the same search: one stacked
+    bar per hour, one segment per vehicle class; clicking a bar keeps only that hour."""
+    import os
+    from pathlib import Path
+
+    import httpx
+
+    open_search(page, site["url"])
+    page.wait_for_function("document.querySelector('#counts-chart .cbar') !== null")
+    got = page.eval_on_selector_all(
+        "#counts-chart .cbar",
+        "bs => bs.map(b => [b.dataset.hour, Number(b.dataset.total),"
+        " [...b.querySelectorAll('.cseg')].map(s => [s.dataset.class, Number(s.dataset.count)])])",
+    )
+    table = httpx.get(site["url"] + "/api/v1/counts", params={"q": "a car", "by": "hour,class"}).json()["counts"]
+    want: dict = {}
+    for r in table:
+        want.setdefault(r["hour"], []).append([r["class"], r["count"]])
+    assert [(h, n) for h, n, _ in got] == [("2026-03-01T08:00", 2), ("2026-03-01T09:00", 2)]
+    assert {h: sorted(segs) for h, _, segs in got} == {h: sorted(v) for h, v in want.items()}
+    assert "4 vehicles counted" in page.inner_text("#counts-note")
+    assert page.locator(".counts-legend .ckey").count() == len({c for _, _, segs in got for c, _ in segs})
+    keep = Path(os.environ.get("CARSEARCH_EVIDENCE_DIR") or tmp_path)  # a copy the note can cite
+    keep.mkdir(parents=True, exist_ok=True)
+    page.locator("#counts-panel").screenshot(path=str(keep / "counts_chart.png"))
+    assert (keep / "counts_chart.png").stat().st_size > 1000
+    # a bar keeps its hour: the results, the URL and the chart follow
+    n = renders(page)
+    page.click('#counts-chart .cbar[data-hour="2026-03-01T09:00"]')
+    wait_render(page, n)
+    assert set(cards(page, "camera")) == {"cam-b"} and "after=2026-03-01T09%3A00" in page.url
+    page.wait_for_function(
+        "[...document.querySelectorAll('#counts-chart .cbar')].map(b => b.dataset.hour).join() === '2026-03-01T09:00'"
+    )
+    assert page.locator('#counts-chart .cbar[data-hour="2026-03-01T09:00"].on').count() == 1
+    # the CSV link is the same table
+    href = page.get_attribute("#counts-csv", "href")
+    csv = httpx.get(site["url"] + href).text
+    assert "format=csv" in href and csv.splitlines()[0].startswith("hour,class")
