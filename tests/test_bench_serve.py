@@ -78,7 +78,7 @@ def test_the_benchs_server_settings_let_its_uploads_through(bench, tmp_path_fact
     image = next((root / "data/raw/images").glob("*.jpg")).read_bytes()
     searcher = CarSearch(root=root)
     for settings, want_ok in ((SETTINGS.model_copy(update=bench.SERVER), True), (SETTINGS, False)):
-        assert settings["upload_rate_per_minute"] == (0 if want_ok else 30)
+        assert settings.upload_rate_per_minute == (0 if want_ok else 30)
         server = Server(create_app(searcher, settings, root))
         try:
             res = _uploads(bench, server.url, image)

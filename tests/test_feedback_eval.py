@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testkit import TINY, write_pairs
+from testkit import TINY, section, write_pairs
 
 SPEC = {"name": "judged", "path": "data/feedback/judgments.jsonl", "kind": "judgments", "eval_fraction": 1.0}
 QUERIES = ["a red car", "a blue car", "a green car", "a red sedan", "a blue suv", "a green van"]
@@ -121,7 +121,8 @@ def test_training_takes_the_judged_queries_not_held_out_and_learns_their_order(t
 
     rows = write_pairs(tmp_path, {"train": 14}, size=32)["train"]
     _judge(tmp_path, rows)
-    spec = {**SPEC, "eval_fraction": 0.5}
+    # typed, as finetune_clip passes `cfg.eval.sets` (a dict here once hid an AttributeError there)
+    spec = section("eval", sets=[{**SPEC, "eval_fraction": 0.5}]).sets[0]
     model, proc = load_clip(TINY, seed=0)
     term, record = feedback_term(tmp_path / SPEC["path"], tmp_path, [spec], proc, 1.0)
     # the leakage rule: no held-out query is trained on; the split is recorded

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from test_index_corpus import _build, _photos, repo  # noqa: F401  (the repo fixture)
+from testkit import section
 
 ray = pytest.importorskip("ray")
 
@@ -57,9 +58,9 @@ def test_actor_plan_shares_the_cpus_or_takes_one_gpu_each():
     GPUs one actor per GPU and no CPU reserved for it; `actors` set by hand wins."""
     from carsearch.index.ray_engine import actor_plan
 
-    rc = {"actors": None, "actor_cpus": 2}
+    rc = section("index").ray.model_copy(update={"actors": None, "actor_cpus": 2})
     assert actor_plan(rc, {"CPU": 2.0}, 0.0) == {"actors": 1, "actor_cpus": 2}
     assert actor_plan(rc, {"CPU": 16.0}, 0.0) == {"actors": 8, "actor_cpus": 2}
     assert actor_plan(rc, {"CPU": 1.0}, 0.0) == {"actors": 1, "actor_cpus": 1}
     assert actor_plan(rc, {"CPU": 32.0, "GPU": 4.0}, 1.0) == {"actors": 4, "actor_cpus": 0}
-    assert actor_plan({**rc, "actors": 3}, {"CPU": 16.0}, 0.0) == {"actors": 3, "actor_cpus": 2}
+    assert actor_plan(rc.model_copy(update={"actors": 3}), {"CPU": 16.0}, 0.0) == {"actors": 3, "actor_cpus": 2}

@@ -28,6 +28,7 @@ def repo(tmp_path_factory):
             "street.corridor.sessions": 1,
             "street.corridor.frames_per_camera": 3,
             "street.corridor.size": [256, 192],
+            "street.highway.frames": 2,
         },
     )
     run(["python", "scripts/compose_params.py"], repo)
@@ -40,9 +41,10 @@ def test_the_street_world_flows_through_the_dag(repo):
     manifest = [json.loads(x) for x in (repo / "data/raw/manifest.jsonl").read_text().splitlines()]
     singles = [m for m in manifest if m["origin"].startswith("cars/")]
     frames = [m for m in manifest if m["origin"].startswith("street/")]
-    assert len(singles) == 60 and len(frames) == 12
+    assert len(singles) == 60 and len(frames) == 12 + 2  # 4 cameras x 3 frames, and the highway's 2
     assert {m["labels"]["body_type"] for m in singles} >= {"bus", "motorcycle", "box truck", "pickup", "wagon"}
-    assert all(f["camera"].startswith("cam-") and f["time"] for f in frames)
+    assert all(f["camera"].startswith(("cam-", "hwy-")) and f["time"] for f in frames)
+    assert sum(f["camera"] == "hwy-1" for f in frames) == 2
     assert (repo / "data/raw/mot").is_dir()
     pairs = [
         json.loads(x)

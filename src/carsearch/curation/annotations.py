@@ -32,13 +32,12 @@ from xml.sax.saxutils import quoteattr
 
 from carsearch.core import imaging
 from carsearch.core.paths import resolve
-from carsearch.core.vocab import BODY_TYPES, COLORS, VIEWS, known
+from carsearch.core.vocab import BODY_TYPES, CAPTION_CLASSES, COLORS, VIEWS, known
 from carsearch.feedback import split, store
 
 CHOICES = {"color": COLORS, "body_type": BODY_TYPES, "view": VIEWS}  # per-region Choices
 TEXTS = ("make", "model", "plate")  # per-region TextArea
 LABEL_KEYS = (*CHOICES, *TEXTS)  # what the round trip carries
-CLASSES = ("car", "truck", "bus", "van", "motorcycle")  # offered in the labeling config besides those exported
 
 
 @dataclass
@@ -251,9 +250,9 @@ def to_labelstudio(judged: Judged, root: Path, image_root: str) -> list[dict]:
 def label_config(tasks: list[dict]) -> str:
     """A Label Studio labeling config for `to_labelstudio`'s tasks: the judgments, the image, box
     classes, per-region choices and text, and the whole image's labels."""
-    classes = list(CLASSES) + sorted(
+    classes = list(CAPTION_CLASSES) + sorted(  # the captioner's classes, then any others exported
         {c for t in tasks for p in t["predictions"] for r in p["result"] for c in r["value"].get("rectanglelabels", [])}
-        - set(CLASSES)
+        - set(CAPTION_CLASSES)
     )
     lines = ['<View>', '  <Text name="judged" value="$judged"/>', '  <Image name="image" value="$image"/>',
              '  <RectangleLabels name="vehicle" toName="image">']  # fmt: skip

@@ -7,20 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from carsearch.core.paths import resolve
+from carsearch.core.schema import EvalSet
 from carsearch.feedback import split, store
 
 
-def judgments_set(sets: list[dict]) -> dict | None:
+def judgments_set(sets: list[EvalSet]) -> EvalSet | None:
     """The eval set of kind judgments (the first one), whose held-out queries training leaves alone."""
-    return next((s for s in sets if s.get("kind") == "judgments"), None)
+    return next((s for s in sets if s.kind == "judgments"), None)
 
 
-def training_groups(path: Path, root: Path, sets: list[dict], log=print) -> tuple[list[dict], dict]:
+def training_groups(path: Path, root: Path, sets: list[EvalSet], log=print) -> tuple[list[dict], dict]:
     """([{"query_id", "text", "pos": [file], "neg": [file]}], the record of the split and counts)."""
     held = judgments_set(sets)
-    if held is not None and resolve(held["path"], root) != Path(path):
-        log(f"finetune_clip: note: eval set {held['name']!r} reads {held['path']}, not paths.judgments")
-    fraction = float(held["eval_fraction"]) if held is not None else 0.0
+    if held is not None and resolve(held.path, root) != Path(path):
+        log(f"finetune_clip: note: eval set {held.name!r} reads {held.path}, not paths.judgments")
+    fraction = float(held.eval_fraction) if held is not None else 0.0
     loaded = store.read(path)
     for p in loaded.problems:
         log(f"finetune_clip: {p}")
@@ -44,7 +45,7 @@ def training_groups(path: Path, root: Path, sets: list[dict], log=print) -> tupl
         if g["pos"]:  # a query with no ✓ has nothing to pull towards
             groups.append(g)
     record = {
-        "eval_set": held["name"] if held is not None else None,
+        "eval_set": held.name if held is not None else None,
         "eval_fraction": fraction,
         "held_out_queries": parts["eval"],
         "train_queries": [g["query_id"] for g in groups],

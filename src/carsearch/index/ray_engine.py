@@ -105,7 +105,7 @@ def encoder(
     return encode
 
 
-def actor_plan(rc: dict, resources: dict, num_gpus: float) -> dict:
+def actor_plan(rc: IndexRay, resources: dict, num_gpus: float) -> dict:
     """How many model actors and CPUs each: `index.ray.actors` (null: one per GPU, else the
     cluster's CPUs / `actor_cpus`); a CPU actor gets `actor_cpus` CPUs, which Ray gives it as torch
     threads (OMP_NUM_THREADS). Ray Data fuses the decode step into the actors, so an actor decodes

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from carsearch.core.schema import EvalSet
 from carsearch.feedback.pairs import training_groups
 from carsearch.model.clip import pixel_tensor
 
@@ -46,7 +47,7 @@ class FeedbackTerm:
         return self.weight * loss
 
 
-def feedback_term(path, root, sets: list[dict], processor, weight: float, world: int = 1, log=print):
+def feedback_term(path, root, sets: list[EvalSet], processor, weight: float, world: int = 1, log=print):
     """(the term to add to train_clip's loss or None, the record for metrics/train.json): the
     judged queries kept for training (carsearch.feedback.pairs). None when the weight is 0, no
     query is left, or training runs on several processes (the term is single-process)."""
