@@ -18,6 +18,7 @@ from carsearch.captioning import formats
 from carsearch.captioning.parse import Caption, CaptionError, parse_caption
 from carsearch.captioning.vehicles import VehicleAnswer, iou, parse_vehicle_answer
 from carsearch.core.io import read_jsonl
+from carsearch.core.schema import Curate
 from carsearch.core.vocab import UNKNOWN, known
 from carsearch.curation.split import perceptual_groups, split_of
 from carsearch.sources.boxes import vehicle_id
@@ -143,7 +144,7 @@ def curate(
     output_files: list[Path],
     manifest: dict[str, dict],
     root: Path,
-    cfg: dict,
+    cfg: Curate,
     seed: int,
     jobs: dict[str, dict] | None = None,
     margin: float | None = None,
@@ -231,7 +232,7 @@ def _record_pairs(rid: str, row: dict, out: dict, answer: tuple, require_fields:
     return caption_pair(rid, row, cap, require_fields)
 
 
-def _split(pairs: list[dict], rejects: list[dict], root: Path, cfg: dict, seed: int) -> dict[str, list[dict]]:
+def _split(pairs: list[dict], rejects: list[dict], root: Path, cfg: Curate, seed: int) -> dict[str, list[dict]]:
     """The pairs by split; a near-duplicate's pairs go to `rejects`. By frame: the vehicles of one
     frame are one image (never near-duplicates of each other) and share its split (crops of a
     frame never straddle train/test)."""

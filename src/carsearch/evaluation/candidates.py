@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from carsearch.core.schema import Eval, WiseFT
+from carsearch.core.schema import Calibration, Eval, WiseFT
 from carsearch.evaluation.calibration import set_source, split_source
 from carsearch.evaluation.evalsets import Limits, evaluate_sets
 from carsearch.evaluation.kinds import fit_kinds
@@ -29,7 +29,7 @@ def model_calibration(
     attrs,
     kept: dict,
     set_attrs,
-    ccfg: dict,
+    ccfg: Calibration,
     encode_text,
     encode_image: Callable,
 ) -> tuple[dict, dict]:
