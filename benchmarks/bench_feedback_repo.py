@@ -97,10 +97,11 @@ def dvc_env(root: Path) -> dict:
     }
 
 
-def start_exp(root: Path, log: Path, target: str | None, judged_set: bool) -> subprocess.Popen:
-    cmd = ["dvc", "exp", "run", "-n", f"feedback-{root.name}", "-S", "train.feedback_weight=1"]
-    cmd += ["-S", SETS] if judged_set else []
-    cmd += [target] if target else []
+def start_exp(root: Path, log: Path, a: argparse.Namespace, weight: int) -> subprocess.Popen:
+    cmd = ["dvc", "exp", "run", "-n", f"feedback-{root.name}", "-S", f"train.feedback_weight={weight}"]
+    cmd += ["-S", f"train.epochs={a.epochs}"] if a.epochs else []
+    cmd += ["-S", SETS] if a.judged_set and weight else []
+    cmd += [a.target] if a.target else []
     (root / "exp_cmd.txt").write_text(" ".join(cmd) + "\n")
     return subprocess.Popen(cmd, cwd=root, env=dvc_env(root), stdout=log.open("w"), stderr=subprocess.STDOUT)
 
@@ -118,6 +119,23 @@ def result(root: Path, seconds: float) -> dict:
 COLS = ["run", "t2i_R@5", "dR@5", "t2i_mAP@10", "dmAP@10", "trained_queries", "held_out_pairwise", "gate", "stages_s"]
 
 
+def collect(work: Path, repo: Path, sizes: list[int], a: argparse.Namespace) -> None:
+    """The table of finished runs in `work` (n0 = no feedback at --epochs, else the repo's metrics/)."""
+    base = result(work / "n0" if a.epochs else repo, float("nan"))
+    out = [row_of(f"no feedback ({a.epochs or 'repo'} epochs)", base, None)]
+    for n in sizes:
+        root = work / f"n{n}"
+        fb = json.loads((root / "metrics" / "train.json").read_text()).get("feedback") or {}
+        label = f"N={n} ({sum(1 for _ in (root / JUDGED['path']).open())} judged, {fb.get('positives', '?')} ✓ trained)"
+        out.append(row_of(label, result(root, float("nan")), base))
+    print("| " + " | ".join(COLS) + " |")
+    print("|" + "---|" * len(COLS))
+    for r in out:
+        print("| " + " | ".join(str(r.get(c, "—")) for c in COLS) + " |")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repo", type=Path, required=True, help="a built repo (after make repro), read only")
@@ -131,19 +149,33 @@ def main() -> None:
         help="also set eval.sets to the judged set (half the judged queries held out of training); at d0cd843 "
         "finetune_clip fails on it (feedback.pairs.judgments_set calls .get on the typed EvalSet)",
     )
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="retrain with train.epochs=E (then 'no feedback' is retrained too, at E epochs, feedback_weight=0)",
+    )
+    ap.add_argument("--collect", action="store_true", help="run nothing: the table of the runs already in --work")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
     work = a.work or Path(tempfile.mkdtemp(prefix="bench_feedback_repo_"))
     work.mkdir(parents=True, exist_ok=True)
     repo = a.repo.resolve()
+    if a.collect:
+        return collect(work, repo, sizes, a)
     t0 = time.perf_counter()
     rows = seen_rows(repo)
     model, proc, img = embed_seen(repo, rows)
     print(f"bench_feedback_repo: embedded {len(rows)} train + val images ({time.perf_counter() - t0:.0f}s)", flush=True)
     from carsearch.feedback import store
 
-    todo = []
+    todo = []  # (key, root, label, feedback_weight)
+    if a.epochs:
+        root = work / "n0"
+        if not root.exists():
+            copy_repo(repo, root)
+        todo.append((0, root, f"no feedback ({a.epochs} epochs)", 0))
     for n in sizes:
         root = work / f"n{n}"
         if not root.exists():
@@ -152,34 +184,30 @@ def main() -> None:
         path = root / JUDGED["path"]
         path.write_text("")
         store.append(path, made)
-        todo.append((n, root, user))
+        todo.append((n, root, f"N={user['queries']} ({user['judgments']} judged, {user['ticks']} ✓)", 1))
     del model, img
-    base = result(repo, float("nan"))
-    out = [row_of("no feedback", base, None)]
+    results = {} if a.epochs else {0: result(repo, float("nan"))}
+    labels = {0: "no feedback (the repo's own metrics/)"}
     running: list = []
-    pending = list(todo)
-    done = {}
-    while pending or running:
-        while pending and len(running) < a.jobs:
-            n, root, user = pending.pop(0)
-            running.append(
-                (n, root, user, start_exp(root, work / f"n{n}.log", a.target, a.judged_set), time.perf_counter())
-            )
-            print(f"bench_feedback_repo: N={n}: dvc exp run started in {root}", flush=True)
+    while todo or running:
+        while todo and len(running) < a.jobs:
+            key, root, label, weight = todo.pop(0)
+            labels[key] = label
+            running.append((key, root, start_exp(root, work / f"{root.name}.log", a, weight), time.perf_counter()))
+            print(f"bench_feedback_repo: {label}: dvc exp run started in {root}", flush=True)
         time.sleep(5)
         for item in list(running):
-            n, root, user, proc_, started = item
+            key, root, proc_, started = item
             if proc_.poll() is None:
                 continue
             running.remove(item)
-            secs = time.perf_counter() - started
             if proc_.returncode != 0:
-                print(f"bench_feedback_repo: N={n}: dvc exp run failed ({proc_.returncode}); see {work}/n{n}.log")
+                print(f"bench_feedback_repo: {labels[key]}: dvc exp run failed ({proc_.returncode}); see {root}.log")
                 continue
-            done[n] = row_of(f"N={user['queries']} ({user['judgments']} judged, {user['ticks']} ✓)",
-                             result(root, secs), base)  # fmt: skip
-            print(f"bench_feedback_repo: {json.dumps(done[n], ensure_ascii=False)}", flush=True)
-    out += [done[n] for n in sizes if n in done]
+            results[key] = result(root, time.perf_counter() - started)
+            print(f"bench_feedback_repo: {labels[key]}: done in {results[key]['seconds']:.0f}s", flush=True)
+    base = results.get(0)
+    out = [row_of(labels[k], results[k], None if k == 0 else base) for k in sorted(results) if k == 0 or base]
     print(f"bench_feedback_repo: {repo} ; test split, 95 % bootstrap; {time.perf_counter() - t0:.0f}s in all")
     print("| " + " | ".join(COLS) + " |")
     print("|" + "---|" * len(COLS))
