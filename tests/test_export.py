@@ -292,6 +292,14 @@ def test_the_page_exports_the_picked_hits(site, tmp_path):
         dl.value.save_as(tmp_path / "page.zip")
         _, man, _, _ = _zip((tmp_path / "page.zip").read_bytes())
         assert [m["id"] for m in man] == [cards.nth(i).get_attribute("data-id") for i in range(2)]
+        # "Export all": the search itself (its filters too), not the cards: every hit of the search
+        with pg.expect_download() as dl:
+            pg.click("#export-all")
+        dl.value.save_as(tmp_path / "all.zip")
+        _, man, doc, _ = _zip((tmp_path / "all.zip").read_bytes())
+        assert sorted(m["id"] for m in man) == sorted(cards.nth(i).get_attribute("data-id") for i in range(2))
+        assert doc["query"]["search"]["q"] == "a car"
+        pg.wait_for_function("document.body.dataset.exported === '3'")
     finally:
         ctx.close()
     assert not errors, errors

@@ -1,7 +1,8 @@
 // Evidence bundles (issue 33): tick hits on their cards ("Pick"), then "Export picked" downloads a zip
 // from POST /api/v1/export with their ids: each hit's original, its crop with the box drawn, a video
 // track's clip (first seen to last seen, plus margins) and the manifest (CSV + JSON). Picks survive
-// paging; "Export page" bundles every hit shown.
+// paging; "Export page" bundles every hit shown; "Export all" bundles every hit of the search (as
+// POST /api/v1/search would page through them, up to serve.export_max_hits).
 "use strict";
 
 const picked = new Map();  // id -> rank when picked (the order of the bundle is the order picked)
@@ -14,6 +15,8 @@ function exportBar() {
       title: "a zip of the picked hits: originals, crops with boxes, clips, manifest", onclick: () => exportIds([...picked.keys()]) }),
     el("button", { id: "export-page", type: "button", text: "Export page", title: "a zip of every hit on this page",
       onclick: () => exportIds([...document.querySelectorAll("#grid .card")].map((c) => c.dataset.id)) }),
+    el("button", { id: "export-all", type: "button", text: "Export all", title: "a zip of every hit of this search (up to the server's export_max_hits)",
+      onclick: () => exportBody({ search: searchBody() }, "every hit of this search") }),
     el("button", { id: "export-clear", type: "button", text: "Clear picks", onclick: () => { picked.clear(); syncPicks(); } }),
   ]);
   document.getElementById("grid").before(bar);
@@ -21,6 +24,8 @@ function exportBar() {
 }
 
 function syncPicks() {
+  // an uploaded photo is not a JSON search: "Export all" is for text, "more like this" and filters
+  document.getElementById("export-all").disabled = Boolean(state.image) || !hasQuery();
   const b = document.getElementById("export-picked");
   b.textContent = `Export picked (${picked.size})`;
   b.disabled = picked.size === 0;
@@ -39,10 +44,25 @@ function addPicks() {
   syncPicks();
 }
 
+// the page's search as the JSON body of POST /api/v1/search (the export's `search`)
+function searchBody() {
+  const body = { filters: {} };
+  if (state.q) body.q = state.q;
+  if (state.neg) body.neg = state.neg;
+  if (state.like) { body.like = state.like; if (state.q) { const w = weights(); body.w_text = Number(w.w_text); body.w_image = Number(w.w_image); } }
+  for (const f of REQUEST_FILTERS) if ((state.filters[f] || []).length) body.filters[f] = state.filters[f];
+  addScope((k, v) => { if (SPEEDS.includes(k)) body.filters[k] = Number(v); else if (k === "min_confidence") body[k] = Number(v); else body[k] = v; });
+  return body;
+}
+
 async function exportIds(ids) {
   if (!ids.length) return;
-  setStatus(`Bundling ${ids.length} hit${ids.length === 1 ? "" : "s"}…`);
-  const r = await api("/api/v1/export", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ids }) });
+  await exportBody({ ids }, `${ids.length} hit${ids.length === 1 ? "" : "s"}`);
+}
+
+async function exportBody(body, what) {
+  setStatus(`Bundling ${what}…`);
+  const r = await api("/api/v1/export", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
   if (!r.ok) { const d = await r.json().catch(() => ({})); showError((d.error && d.error.message) || r.statusText); return; }
   const url = URL.createObjectURL(await r.blob());
   const a = el("a", { href: url, download: "evidence.zip" });
