@@ -128,12 +128,17 @@ def collect(work: Path, repo: Path, sizes: list[int], a: argparse.Namespace) -> 
         fb = json.loads((root / "metrics" / "train.json").read_text()).get("feedback") or {}
         label = f"N={n} ({sum(1 for _ in (root / JUDGED['path']).open())} judged, {fb.get('positives', '?')} ✓ trained)"
         out.append(row_of(label, result(root, float("nan")), base))
+    _emit(out, a.json)
+
+
+def _emit(out: list[dict], json_path) -> None:
+    """The table as markdown on stdout, and as JSON where asked."""
     print("| " + " | ".join(COLS) + " |")
     print("|" + "---|" * len(COLS))
     for r in out:
         print("| " + " | ".join(str(r.get(c, "—")) for c in COLS) + " |")
-    if a.json:
-        a.json.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    if json_path:
+        json_path.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
 
 
 def main() -> None:
@@ -209,12 +214,7 @@ def main() -> None:
     base = results.get(0)
     out = [row_of(labels[k], results[k], None if k == 0 else base) for k in sorted(results) if k == 0 or base]
     print(f"bench_feedback_repo: {repo} ; test split, 95 % bootstrap; {time.perf_counter() - t0:.0f}s in all")
-    print("| " + " | ".join(COLS) + " |")
-    print("|" + "---|" * len(COLS))
-    for r in out:
-        print("| " + " | ".join(str(r.get(c, "—")) for c in COLS) + " |")
-    if a.json:
-        a.json.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    _emit(out, a.json)
 
 
 if __name__ == "__main__":
