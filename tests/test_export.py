@@ -77,7 +77,7 @@ def built(tmp_path_factory):
     (folder / "labels.csv").write_text("\n".join(lines) + "\n")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["video"] = {"fps": SAMPLE, "max_frames": None}
-    params["data"]["capture"] = {"pattern": "{camera}/{*}.mp4", "timezone": "UTC"}
+    params["data"]["capture"] = {"pattern": "{camera}/{*}.mp4", "timezone": "UTC", "track_gap_s": 60}
     params["curate"]["boxes"]["min_side"] = 4
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     m = _build(root, corpus="folder", corpus_path=str(folder), subfolder_key=None)

@@ -73,6 +73,55 @@ def test_direction_per_track_matches_the_world(corridor):
             assert t["heading"] == {"away": 90.0, "towards": 270.0}[t["direction"]]
 
 
+def test_annotated_stills_are_tracks_per_id(corridor):
+    """A camera's timed stills (no video) whose boxes carry an annotated track id (the world's COCO /
+    MOT id) are one track per id: as many tracks as the world's (camera, identity) pairs, each with
+    its image direction (>= 0.95 right on tracks of >= 3 boxes), and the same id unseen for longer
+    than the gap is a second track. Stills without a track id pass through as they are."""
+    _, _, rows = corridor
+    stills = [
+        {**{k: v for k, v in r.items() if k != "origin"}, "id": f"{r['frame_id']}-{k}", "origin": f"{r['frame_id']}.jpg",
+         "labels": {"track_id": r["identity"].lstrip("v")}, "box_source": "coco:cam.json"}
+        for k, r in enumerate(rows)
+    ]  # fmt: skip
+    from carsearch.detection.footage import collapse_tracks
+
+    tracks, n = collapse_tracks([dict(r) for r in stills], None, still_gap_s=5.0)
+    assert n == len(tracks) == len({(r["camera"], r["identity"]) for r in rows})
+    long = [t for t in tracks if len(json.loads(t["track_json"])) >= 3]
+    right = sum(t["direction"] == t["truth"] for t in long)
+    assert len(long) >= 8 and right / len(long) >= 0.95
+    assert all(t["first_seen"] <= t["time"] <= t["last_seen"] and t["track_id"] for t in tracks)
+
+    one = [dict(r) for r in stills if r["identity"] == long[0]["identity"] and r["camera"] == long[0]["camera"]]
+    later = [{**r, "id": r["id"] + "b", "time": r["time"] + 600} for r in one]  # its next pass, 10 min later
+    assert collapse_tracks(one + later, None, still_gap_s=60.0)[1] == 2
+    assert collapse_tracks(one + later, None, still_gap_s=1e6)[1] == 1
+    plain = [{**r, "labels": {}} for r in one]
+    assert collapse_tracks(plain, None, still_gap_s=60.0) == (plain, 0)  # no id: a photo per box
+    assert collapse_tracks([dict(r) for r in one], None)[1] == 0  # no gap given: stills are not linked
+
+
+def test_coco_track_ids_are_read(tmp_path):
+    """A COCO file's track ids, top-level (COCO video, TAO) or in CVAT's `attributes`, label the boxes."""
+    from carsearch.sources.boxes import read_coco
+
+    doc = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],
+        "categories": [{"id": 1, "name": "car"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 20], "track_id": 7},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [40, 2, 30, 20], "attributes": {"track_id": 3, "color": "red"}},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [5, 40, 30, 20]},
+        ],
+    }  # fmt: skip
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    boxes, problems = read_coco(tmp_path / "c.json", "c.json")
+    assert problems == []
+    assert [b["labels"].get("track_id") for b in boxes["a.jpg"]] == ["7", "3", None]
+    assert boxes["a.jpg"][1]["labels"]["color"] == "red"
+
+
 def _homographies() -> dict:
     """Each corridor camera's ground homography (pixels -> metres east, north of its pole), fitted
     (DLT, NumPy SVD) to 40 street points projected by the world's own camera (the fixture's mounts)."""
@@ -195,7 +244,7 @@ def test_counts_cli_and_api_on_a_built_index(corridor, repo, tmp_path, monkeypat
     (folder / "labels.csv").write_text("\n".join(lines) + "\n")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["video"] = {"fps": 1 / DT, "max_frames": None}
-    params["data"]["capture"] = {"pattern": "{camera}/{*}.mp4", "timezone": "UTC"}
+    params["data"]["capture"] = {"pattern": "{camera}/{*}.mp4", "timezone": "UTC", "track_gap_s": 60}
     params["curate"]["boxes"]["min_side"] = 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     m = _build(repo, corpus="folder", corpus_path=str(folder), subfolder_key=None)

@@ -67,3 +67,21 @@ def test_search_finds_a_body_type_of_the_new_fleet(repo):
     hits = s.text("a white bus", k=5, where="body_type = 'bus'")
     buses = {r["id"] for r in rows if r["body_type"] == "bus"}
     assert hits and {h.id for h in hits} <= buses
+
+
+def test_the_corridor_stills_are_indexed_as_tracks_with_motion(repo):
+    """The corridor's stills carry the world's track ids: the index keeps one row per vehicle and
+    camera pass, with first/last seen and an image direction, and `direction=` finds them."""
+    from carsearch.index.search import CarSearch
+
+    s = CarSearch(repo / "data/index")
+    rows = [r for r in s.table.to_arrow().to_pylist() if (r["camera"] or "").startswith("cam-") and r["box"]]
+    tracks = [r for r in rows if r["track_id"]]
+    assert tracks and len(tracks) == len(rows)
+    keys = {(r["camera"], json.loads(r["labels_json"])["identity"]) for r in tracks}
+    assert len(keys) == len(tracks)  # one row per vehicle and camera
+    moving = [r for r in tracks if len(json.loads(r["track_json"])) >= 2 and r["direction"]]
+    assert moving and all(r["first_seen"] < r["last_seen"] for r in moving)
+    way = moving[0]["direction"]
+    hits = s.text("a car", k=50, where=f"direction = '{way}'")
+    assert hits and all(h.direction == way for h in hits)

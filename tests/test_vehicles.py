@@ -40,7 +40,11 @@ def index_two_cameras(repo: Path, frames: Path) -> dict:
         )
     )
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"]["capture"] = {"pattern": "{camera}/{date:%Y%m%d}_{time:%H%M%S}.jpg", "timezone": "UTC"}
+    params["data"]["capture"] = {
+        "pattern": "{camera}/{date:%Y%m%d}_{time:%H%M%S}.jpg",
+        "timezone": "UTC",
+        "track_gap_s": 60,
+    }
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     return _build(repo, corpus="folder", corpus_path=str(frames), subfolder_key=None)
 
@@ -68,6 +72,7 @@ def test_yolo_and_labels_csv_boxes_become_vehicle_rows_with_camera_and_time(repo
     params.setdefault("data", {})["capture"] = {
         "pattern": "{camera}/{date:%Y%m%d}_{time:%H%M%S}.jpg",
         "timezone": "UTC",
+        "track_gap_s": 60,
     }
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     m = _build(repo, corpus="folder", corpus_path=str(frames), subfolder_key=None)
@@ -228,7 +233,7 @@ def index_street_video(repo: Path, folder: Path, sample_fps: float = 4.0) -> tup
     (folder / "labels.csv").write_text("\n".join(lines) + "\n")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["video"] = {"fps": sample_fps, "max_frames": None}
-    params["data"]["capture"] = {"pattern": "{camera}/{*}.mp4", "timezone": "UTC"}
+    params["data"]["capture"] = {"pattern": "{camera}/{*}.mp4", "timezone": "UTC", "track_gap_s": 60}
     params["curate"]["boxes"]["min_side"] = 4  # the synthetic cars are small
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     return _build(repo, corpus="folder", corpus_path=str(folder), subfolder_key=None), lines
@@ -325,3 +330,41 @@ def test_index_add_of_traffic_frames_makes_the_rows_a_build_makes(repo, tmp_path
     assert added == built and {r["camera"] for r in added} == {"cam-a", "cam-b"}
     assert all(r["box"] is not None and r["time"] is not None for r in added)
     assert {h.camera for h in s.text("a car", k=50, camera="cam-b")} == {"cam-b"}
+
+
+def test_labels_csv_track_ids_link_a_cameras_stills_into_tracks(repo, tmp_path):  # noqa: F811
+    """Three stills of one camera 2 s apart, a labels.csv `track_id` per box: build_index keeps one
+    row per track (first/last seen, the members) with its image direction; a box without an id is
+    its own row."""
+    import yaml
+
+    from carsearch.index.search import CarSearch
+
+    frames = tmp_path / "frames"
+    (frames / "cam-a").mkdir(parents=True)
+    lines = ["file,x1,y1,x2,y2,color,track_id"]
+    for k in range(3):
+        im = Image.new("RGB", (320, 180), (90, 90, 90))
+        x = 20 + 100 * k  # the red car drives right, the blue one stands
+        im.paste((220, 20, 20), (x, 20, x + 80, 70))
+        im.paste((20, 40, 220), (230, 120, 300, 170))
+        name = f"cam-a/20260301_0800{2 * k:02d}.jpg"
+        im.save(frames / name, quality=92)
+        lines += [f"{name},{x},20,{x + 80},70,red,7", f"{name},230,120,300,170,blue,9"]
+    im.paste((40, 40, 40), (0, 0, 60, 40))
+    im.save(frames / "cam-a/20260301_090000.jpg", quality=92)  # an hour later: no ids
+    lines.append("cam-a/20260301_090000.jpg,230,120,300,170,blue,")
+    (frames / "labels.csv").write_text("\n".join(lines) + "\n")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["capture"].update(pattern="{camera}/{date:%Y%m%d}_{time:%H%M%S}.jpg", track_gap_s=60)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    m = _build(repo, corpus="folder", corpus_path=str(frames), subfolder_key=None)
+    assert m["rows"] == 3, m
+
+    rows = CarSearch(repo / "data/index").table.to_arrow().to_pylist()
+    red = [r for r in rows if r["color"] == "red"]
+    blue = sorted((r for r in rows if r["color"] == "blue"), key=lambda r: r["time"])
+    assert len(red) == 1 and len(blue) == 2
+    assert red[0]["direction"] == "right" and red[0]["speed_unit"] == "px/s" and abs(red[0]["speed"] - 50) < 2
+    assert len(json.loads(red[0]["track_json"])) == 3 and red[0]["last_seen"] - red[0]["first_seen"] == 4
+    assert blue[0]["direction"] == "stopped" and not blue[1]["track_id"]

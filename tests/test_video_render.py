@@ -93,7 +93,7 @@ def test_rendered_cars_in_a_video_are_linked_into_one_track_each(repo, tmp_path)
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["video"] = {"fps": SAMPLE_FPS, "max_frames": None}
-    params["data"]["capture"] = {"pattern": "{camera}/{*}.mp4", "timezone": "UTC"}
+    params["data"]["capture"] = {"pattern": "{camera}/{*}.mp4", "timezone": "UTC", "track_gap_s": 60}
     params["curate"]["boxes"]["min_side"] = 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     m = _build(repo, corpus="folder", corpus_path=str(folder), subfolder_key=None)

@@ -186,6 +186,7 @@ def _frame_job(job: tuple):
         lab = dict(b["labels"], source="street", color=ident.color, camera=camera, camera_kind="pole")
         lab.update(
             identity=ident.identity,
+            track_id=str(int(ident.identity.lstrip("v"))),  # the MOT and COCO files' track id
             plate=ident.plate,
             direction={1: "eastbound", -1: "westbound", 0: "parked"}[tr.direction],
             speed_kmh=round(tr.speed * 3.6, 1),
@@ -268,7 +269,7 @@ def write_mot(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path) 
     for _, lab, boxes, _ in items:
         key = f"session{lab['session']}_{lab['camera']}"
         for b in boxes:
-            ident = int(b["labels"]["identity"].lstrip("v"))
+            ident = int(b["labels"]["track_id"])
             w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
             rows.setdefault(key, []).append(
                 f"{lab['frame_index'] + 1},{ident},{b['x1']},{b['y1']},{w},{h},1,{b['class']},{b['visible']:.3f}"
@@ -309,7 +310,7 @@ def write_coco(items: list[tuple[Path, dict, list[dict], float]], out_dir: Path)
             doc["annotations"].append(
                 {"id": len(doc["annotations"]) + 1, "image_id": image_id, "category_id": cats[b["class"]],
                  "bbox": [x, y, bw, bh], "area": round(bw * bh, 2), "iscrowd": 0,
-                 "track_id": int(b["labels"]["identity"].lstrip("v")),
+                 "track_id": int(b["labels"]["track_id"]),
                  "attributes": dict(b["labels"], visibility=round(float(b["visible"]), 3))}
             )  # fmt: skip
     out_dir = Path(out_dir)

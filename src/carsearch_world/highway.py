@@ -196,6 +196,7 @@ def _frame_job(job: tuple):
         lab = dict(b["labels"], source="street", color=ident.color, camera=CAMERA, camera_kind="gantry")
         lab.update(
             identity=ident.identity,
+            track_id=str(int(ident.identity.lstrip("v"))),  # the MOT and COCO files' track id
             plate=ident.plate,
             direction="eastbound" if tr.direction > 0 else "westbound",
             speed_kmh=round(tr.speed * 3.6, 1),

@@ -148,6 +148,8 @@ def vehicle_rows(
                     "labels": {**(f.get("labels") or {}), **(box.get("labels") or {})} or None,
                     "frame_id": f["id"],
                     "frame_path": f["path"],
+                    "frame_width": f["width"],  # motion: a box touching the frame's edge is cut by it
+                    "frame_height": f["height"],
                     "box": [box["x1"], box["y1"], box["x2"], box["y2"]],
                     "box_class": box.get("class"),
                     "box_score": box.get("score"),
@@ -191,7 +193,7 @@ def vehicles(
     if any(f.get("boxes") for f in frames):
         b = settings.boxes
         rows, rejects = vehicle_rows(frames, root, crops_dir, b.margin, b.min_side, settings.made_crops)
-    rows, tracks = footage.collapse_tracks(rows, motion.cameras(root))
+    rows, tracks = footage.collapse_tracks(rows, motion.cameras(root), settings.data.capture.track_gap_s)
     return rows, rejects, {"detected_frames": detected, "frames_without_vehicle": empty, "tracks": tracks}
 
 

@@ -80,21 +80,79 @@ def stamp_capture(rows: list[dict], base: str, capture: Capture, root: Path) -> 
         r["camera"], r["time"] = got["camera"], got["time"]
 
 
-def collapse_tracks(rows: list[dict], cameras: Cameras | None = None) -> tuple[list[dict], int]:
-    """Vehicle rows of sampled video frames linked into tracks: one row per track (the best box's
-    row, with `track_id`, `first_seen`, `last_seen`, `track_json`: the member boxes, and its motion:
-    `direction`, `speed`, `speed_unit`, `heading` by carsearch.detection.motion with the camera's
-    settings in `cameras`); photos and whole-frame rows pass through. Returns (rows, number of tracks)."""
+def _annotated(r: dict) -> tuple | None:
+    """The key of a still's annotated track: its box's `track_id` label (a COCO annotation's
+    `track_id`, CVAT's `attributes.track_id`, a labels.csv column) with the annotation source and
+    camera; None for a still without one, or without a camera and capture time."""
+    tid = (r.get("labels") or {}).get("track_id")
+    if r.get("box") is None or tid in (None, "") or r.get("camera") is None or r.get("time") is None:
+        return None
+    return str(r.get("box_source") or ""), str(r["camera"]), str(tid)
+
+
+def _still_tracks(groups: dict[tuple, list[dict]], gap_s: float) -> list[list[dict]]:
+    """Each annotated track's stills in time order, split where the same id is not seen for more
+    than `gap_s` seconds (a track id a tool reuses in another clip, or the vehicle's next pass)."""
+    out = []
+    for _, members in sorted(groups.items()):
+        members.sort(key=lambda r: (float(r["time"]), r["id"]))
+        run = [members[0]]
+        for r in members[1:]:
+            if float(r["time"]) - float(run[-1]["time"]) > gap_s:
+                out.append(run)
+                run = []
+            run.append(r)
+        out.append(run)
+    return out
+
+
+def _track_row(best: dict, members: list[dict], key: str, camera, size) -> dict:
+    """The row a track keeps: its best box's, dated by when it was first seen, with the members and motion."""
+    times = [m["time"] for m in members if m["time"] is not None]
+    return {
+        **best,
+        "time": min(times) if times else best.get("time"),
+        "track_id": key,
+        "first_seen": min(times) if times else None,
+        "last_seen": max(times) if times else None,
+        "track_json": json.dumps(members),
+        **motion.track_motion(members, camera, size),
+    }
+
+
+def collapse_tracks(
+    rows: list[dict], cameras: Cameras | None = None, still_gap_s: float | None = None
+) -> tuple[list[dict], int]:
+    """Vehicle rows linked into tracks: one row per track (the best box's row, with `track_id`,
+    `first_seen`, `last_seen`, `track_json`: the member boxes, and its motion: `direction`, `speed`,
+    `speed_unit`, `heading` by carsearch.detection.motion with the camera's settings in `cameras`).
+    Sampled video frames are linked by the tracker; with `still_gap_s`, a camera's timed stills whose
+    boxes carry an annotated `track_id` are one track per id (split at gaps over `still_gap_s`).
+    Other photos and whole-frame rows pass through. Returns (rows, number of tracks)."""
     settings = (cameras or Cameras()).cameras
     by_video: dict[str, list[dict]] = {}
+    annotated: dict[tuple, list[dict]] = {}
     out = []
     for r in rows:
         video, offset = split_frame_name(r.get("origin") or "")
-        if offset is None or r.get("box") is None:
+        key = _annotated(r) if offset is None and still_gap_s is not None else None
+        if key is not None:
+            annotated.setdefault(key, []).append(r)
+        elif offset is None or r.get("box") is None:
             out.append(r)
         else:
             by_video.setdefault(video, []).append({**r, "_offset": offset})
     n_tracks = 0
+    for members in _still_tracks(annotated, still_gap_s or 0.0) if annotated else []:
+        t0 = float(members[0]["time"])
+        best = max(members, key=lambda r: (_area(r["box"]), r["id"]))
+        boxes = [
+            {"frame_id": r["frame_id"], "box": r["box"], "time": r["time"], "offset": float(r["time"]) - t0}
+            for r in members
+        ]
+        key = f"{members[0]['frame_id']}-{members[0]['labels']['track_id']}"
+        out.append(_track_row(best, boxes, key, settings.get(str(best.get("camera"))), motion.frame_size(members)))
+        n_tracks += 1
     for video, vrows in sorted(by_video.items()):
         offsets = sorted({r["_offset"] for r in vrows})
         at = {o: i for i, o in enumerate(offsets)}
@@ -126,15 +184,10 @@ def collapse_tracks(rows: list[dict], cameras: Cameras | None = None) -> tuple[l
                 for b in t["boxes"]
             ]
             key = f"{best['frame_id']}-{t['track']}"
-            times = [m["time"] for m in members if m["time"] is not None]
-            best.update(
-                time=min(times) if times else best.get("time"),  # a track is dated by when it was first seen
-                track_id=key,
-                first_seen=min(times) if times else None,
-                last_seen=max(times) if times else None,
-                track_json=json.dumps(members),
-                **motion.track_motion(members, settings.get(str(best.get("camera"))), size),
-            )
-            out.append(best)
+            out.append(_track_row(best, members, key, settings.get(str(best.get("camera"))), size))
             n_tracks += 1
     return out, n_tracks
+
+
+def _area(box) -> float:
+    return max(0.0, float(box[2]) - float(box[0])) * max(0.0, float(box[3]) - float(box[1]))

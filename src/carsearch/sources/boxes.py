@@ -55,7 +55,8 @@ def _labels(attrs: dict | None) -> tuple[dict, list[str]]:
 
 def read_coco(path: Path, rel: str) -> tuple[dict[str, list[dict]], list[tuple[str, str]]]:
     """A COCO JSON file (images, annotations, categories; CVAT/Label Studio exports): boxes by
-    `file_name`; an annotation's `attributes` (e.g. color, view, plate) become the box's labels (a
+    `file_name`; an annotation's `attributes` (e.g. color, view, plate) and its `track_id` (COCO
+    video, TAO; CVAT puts it in `attributes`) become the box's labels (a
     value that is not one of its key's is a problem line, the box kept). Boxes are scaled when the
     file's image size differs from the stored frame's (see `scaled`). Read entry by entry
     (`carsearch.sources.coco`): a malformed entry is a problem, the rest are kept; raises
@@ -69,6 +70,9 @@ def read_coco(path: Path, rel: str) -> tuple[dict[str, list[dict]], list[tuple[s
         for a in index.loadAnns(index.getAnnIds(imgIds=[img["id"]], iscrowd=None)):
             x, y, w, h = a["bbox"]
             labels, bad = _labels(a.get("attributes"))
+            tid = a.get("track_id", (a.get("attributes") or {}).get("track_id"))  # COCO video / TAO; CVAT
+            if tid is not None and not isinstance(tid, (bool, dict, list)) and str(tid).strip():
+                labels["track_id"] = str(tid).strip()
             problems += [(rel, f"{rel} annotations[{a['id']}] ({name}): {w_}; label not used, box kept") for w_ in bad]
             out[name].append(
                 {

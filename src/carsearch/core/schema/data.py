@@ -179,6 +179,7 @@ class S3Source(OpenSection):
 class Capture(StrictSection):
     pattern: Optional[Text]
     timezone: Text
+    track_gap_s: PosNum
 
 
 class Video(StrictSection):
