@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from carsearch.model.clip import pixel_tensor
-from carsearch.training.texts import text_variants
+from carsearch.training.texts import class_prompts, text_variants
 
 
 def augment(pix: torch.Tensor, gen: torch.Generator, shift: int, flip: bool) -> torch.Tensor:
@@ -88,6 +88,8 @@ class TrainData:
     ids: torch.Tensor  # [texts, max_len] token ids of the distinct texts
     mask: torch.Tensor
     tid: dict[str, int]
+    prompts: list[str]  # the class prompts of the split's attribute values (training.texts.class_prompts)
+    prompt_targets: dict[str, tuple[slice, torch.Tensor]]  # attribute -> (its rows of prompts, value index per image)
 
     def tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and mask of `texts`, cut to the longest of them (padding is masked anyway)."""
@@ -101,6 +103,8 @@ def prepare_data(processor, pairs: list[dict], root: Path, mode: str) -> TrainDa
     pix = pixel_tensor(processor, [root / p["path"] for p in pairs])
     labels = [dict(p.get("labels") or p.get("attributes") or {}) for p in pairs]
     variants = [text_variants(p, mode) for p in pairs]
-    uniq = sorted({t for vs in variants for t, _ in vs})
+    prompts, targets = class_prompts(labels)
+    uniq = sorted({t for vs in variants for t, _ in vs} | set(prompts))
     tok = processor.tokenizer(uniq, padding=True, truncation=True, return_tensors="pt")
-    return TrainData(pix, labels, variants, tok["input_ids"], tok["attention_mask"], {t: i for i, t in enumerate(uniq)})
+    tid = {t: i for i, t in enumerate(uniq)}
+    return TrainData(pix, labels, variants, tok["input_ids"], tok["attention_mask"], tid, prompts, targets)

@@ -12,6 +12,8 @@ What a researcher needs, all from one config dict (`conf/train/*.yaml`):
   (`image_loss_weight`) an image-image term with same-model images as positives, and
   (`identity_loss_weight`) one with the same vehicle at another camera as positive and every
   stranger, of the same type and colour too, as negative (batches then pair each identity's images);
+  (`prompt_loss_weight`) a class-prompt term: each image against every body type's, colour's and
+  view's prompt, cross-entropy to its own (UniCL's image-label contrast);
 - light, label-preserving image augmentation (shift + horizontal flip);
 - validation each epoch (a callback), early stopping on a validation metric, best weights kept;
 - optionally (`ema`) an exponential moving average of the weights (torch.optim.swa_utils), which
@@ -47,7 +49,7 @@ from carsearch.training.batches import TrainData, augment, draw_texts, epoch_bat
 from carsearch.training.checkpoint import TrainState, fingerprint, remove_checkpoint, resume_state, save_checkpoint
 from carsearch.training.distributed import Dist, all_gather_grad
 from carsearch.training.ema import WeightEMA
-from carsearch.training.loss import IdentityLoss, multi_positive_loss, same_model_loss
+from carsearch.training.loss import IdentityLoss, multi_positive_loss, prompt_class_loss, same_model_loss
 from carsearch.training.optim import apply_lock, autocast_dtype, lr_lambda, param_groups
 from carsearch.training.texts import positives, unknowns
 
@@ -171,7 +173,8 @@ def _batch_loss(r: _Run, idx: torch.Tensor, texts: list, epoch: int, bi: int, st
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + bi * 31)
         p = augment(p, gen, int(aug.shift), bool(aug.flip))
     p = p[d.rank :: d.world] if d.world > 1 else p
-    ids, mask = data.tokens([t for i in local for t, _ in texts[i]])
+    extra = data.prompts if cfg.prompt_loss_weight and data.prompt_targets else []
+    ids, mask = data.tokens([t for i in local for t, _ in texts[i]] + extra)
     order = [i for rk in range(d.world) for i in gidx[rk :: d.world]] if d.world > 1 else gidx
     k = len(texts[order[0]])
     blabels, bcons = [data.labels[i] for i in order], [c for i in order for _, c in texts[i]]
@@ -183,8 +186,13 @@ def _batch_loss(r: _Run, idx: torch.Tensor, texts: list, epoch: int, bi: int, st
         pos, unk = torch.tensor([[o == i for o in owners] for i in range(len(order))]), None
     with torch.autocast(d.device.type, dtype=r.amp or torch.float32, enabled=r.amp is not None):
         img, txt, scale = r.net(p.to(d.device), ids.to(d.device), mask.to(d.device))
+    txt, prompts = txt[: len(txt) - len(extra)], txt[len(txt) - len(extra) :]  # each rank encodes the prompts
     img, txt = all_gather_grad(img, d), all_gather_grad(txt, d)
     loss = multi_positive_loss(img, txt, scale, pos, unk)
+    if extra:
+        at = torch.tensor(order)
+        targets = {a: (rows, t[at]) for a, (rows, t) in data.prompt_targets.items()}
+        loss = loss + float(cfg.prompt_loss_weight) * prompt_class_loss(img, prompts, scale, targets)
     if cfg.image_loss_weight:
         loss = loss + float(cfg.image_loss_weight) * same_model_loss(img, scale, same_model_relevance(blabels))
     if r.identity is not None:

@@ -1,6 +1,6 @@
 """The contrastive losses: multi-positive InfoNCE over image/text pairs, the same-model
-image/image term (`train.loss`, `train.image_loss_weight`) and the vehicle identity term
-(`train.identity_loss_weight`)."""
+image/image term (`train.loss`, `train.image_loss_weight`), the vehicle identity term
+(`train.identity_loss_weight`) and the class-prompt term (`train.prompt_loss_weight`)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,21 @@ def identity_masks(labels: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
                 ignore[i, j] = same_cam
                 pos[i, j] = not same_cam
     return pos, ignore
+
+
+def prompt_class_loss(
+    img: torch.Tensor, prompts: torch.Tensor, scale: torch.Tensor, targets: dict[str, tuple[slice, torch.Tensor]]
+) -> torch.Tensor:
+    """Image-label contrast over class prompts (UniCL's image-label term): per attribute, each image
+    against every value's prompt ("a sedan", "a hatchback", ...; rows `slice` of `prompts`), cross-
+    entropy to its own value (`targets`: the value's index per image, -1 where unlabelled). Every
+    class is in every step's softmax, so the rare body types and colours get a gradient in each
+    batch, as zero-shot classification asks. Mean over the attributes with a labelled image; 0 if none."""
+    terms = []
+    for rows, target in targets.values():
+        target = target.to(img.device)
+        keep = target >= 0
+        if bool(keep.any()):
+            logits = scale * img[keep] @ prompts[rows].t()
+            terms.append(F.cross_entropy(logits, target[keep]))
+    return torch.stack(terms).mean() if terms else img.sum() * 0.0

@@ -67,3 +67,20 @@ def unknowns(labels: list[dict], constraints: list[dict]) -> torch.Tensor:
         for i, lab in enumerate(labels):
             unk[i, j] = any(k not in lab for k in c) and all(lab[k] == v for k, v in c.items() if k in lab)
     return unk
+
+
+def class_prompts(labels: list[dict]) -> tuple[list[str], dict[str, tuple[slice, torch.Tensor]]]:
+    """The class prompts of a split (per `QUERY_ATTRS` attribute with two or more values among
+    `labels`, one prompt per value, as zero-shot evaluation words it: "a sedan", "a red car") and,
+    per attribute, (its rows of the prompts, each image's value index or -1 where unlabelled)."""
+    prompts: list[str] = []
+    targets = {}
+    for a in QUERY_ATTRS:
+        values = sorted({str(lab[a]) for lab in labels if lab.get(a) and lab[a] != "unknown"})
+        if len(values) < 2:
+            continue
+        at = {v: k for k, v in enumerate(values)}
+        rows = slice(len(prompts), len(prompts) + len(values))
+        prompts += [query_text(**{a: v}) for v in values]
+        targets[a] = (rows, torch.tensor([at.get(str(lab.get(a)), -1) for lab in labels], dtype=torch.long))
+    return prompts, targets

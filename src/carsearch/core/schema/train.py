@@ -135,6 +135,7 @@ class Train(StrictSection):
     loss: Literal["multi_positive", "clip"]
     image_loss_weight: NonNegNum
     identity_loss_weight: NonNegNum
+    prompt_loss_weight: NonNegNum
     logit_scale_init: Optional[PosNum]
     augment: Augment
     early_stopping: Optional[EarlyStopping]
