@@ -124,15 +124,24 @@ def test_training_takes_the_judged_queries_not_held_out_and_learns_their_order(t
     # typed, as finetune_clip passes `cfg.eval.sets` (a dict here once hid an AttributeError there)
     spec = section("eval", sets=[{**SPEC, "eval_fraction": 0.5}]).sets[0]
     model, proc = load_clip(TINY, seed=0)
-    term, record = feedback_term(tmp_path / SPEC["path"], tmp_path, [spec], proc, 1.0)
+    tcfg = section("train", feedback_weight=1.0, feedback_queries_per_step=4, feedback_images_per_query=4)
+    term, record = feedback_term(tmp_path / SPEC["path"], tmp_path, [spec], proc, tcfg)
     # the leakage rule: no held-out query is trained on; the split is recorded
     assert record["eval_set"] == "judged" and record["used"] is True
     assert not set(record["train_queries"]) & set(record["held_out_queries"])
     assert all(held_out(q, 0.5) for q in record["held_out_queries"])
     assert record["train_queries"] and record["skipped"]["missing_files"] == 0
     assert record["positives"] == sum(len(p) for p, _ in term.groups) > 0
-    none, rec0 = feedback_term(tmp_path / SPEC["path"], tmp_path, [spec], proc, 0.0)
+    none, rec0 = feedback_term(
+        tmp_path / SPEC["path"], tmp_path, [spec], proc, tcfg.model_copy(update={"feedback_weight": 0.0})
+    )
     assert none is None and rec0["used"] is False
+    # a step draws at most 4 of a query's judged images, at least one ✓, the same for the same step
+    for q, (ps, ns) in enumerate(term.groups):
+        got = term.draw(q, torch.Generator().manual_seed(7))
+        assert got == term.draw(q, torch.Generator().manual_seed(7))
+        assert 1 <= len(got[0]) and len(got[0]) + len(got[1]) == min(4, len(ps) + len(ns))
+        assert set(got[0]) <= set(ps) and set(got[1]) <= set(ns)
 
     def order() -> float:  # share of the trained queries' (✓, ✗) pairs scored ✓ first
         with torch.no_grad():

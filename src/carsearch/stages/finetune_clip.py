@@ -133,7 +133,7 @@ def main() -> None:
         # ✓/✗ judgments of the queries not held out for evaluation (carsearch.feedback; split in train.json)
         extra, feedback = feedback_term(
             resolve(cfg.paths.judgments, root), root, list(cfg.eval.sets), p.processor,
-            p.cfg.feedback_weight, dist.world, print if dist.main else (lambda *_: None),
+            p.cfg, dist.world, print if dist.main else (lambda *_: None),
         )  # fmt: skip
         res = train_clip(p.model, p.processor, p.train, root, p.cfg, on_step, on_epoch, p.validate, dist, extra)
         seconds = time.time() - t0

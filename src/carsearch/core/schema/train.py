@@ -141,6 +141,8 @@ class Train(StrictSection):
     early_stopping: Optional[EarlyStopping]
     val_sets: list[Text]
     feedback_weight: NonNegNum
+    feedback_queries_per_step: PosInt
+    feedback_images_per_query: PosInt
     ema: Optional[Annotated[float, BeforeValidator(to_number), Field(gt=0, lt=1)]]  # EMA decay; null: off
     checkpoint_dir: Optional[str]
     resume: bool
