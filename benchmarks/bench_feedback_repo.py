@@ -151,8 +151,7 @@ def main() -> None:
     ap.add_argument(
         "--judged-set",
         action="store_true",
-        help="also set eval.sets to the judged set (half the judged queries held out of training); at d0cd843 "
-        "finetune_clip fails on it (feedback.pairs.judgments_set calls .get on the typed EvalSet)",
+        help="also set eval.sets to the judged set (half the judged queries held out of training, and scored)",
     )
     ap.add_argument(
         "--epochs",
