@@ -7,7 +7,7 @@ import itertools
 
 import torch
 
-from carsearch.core.vocab import query_text
+from carsearch.core.vocab import known, query_text
 
 QUERY_ATTRS = ("color", "body_type", "view")
 
@@ -76,11 +76,12 @@ def class_prompts(labels: list[dict]) -> tuple[list[str], dict[str, tuple[slice,
     prompts: list[str] = []
     targets = {}
     for a in QUERY_ATTRS:
-        values = sorted({str(lab[a]) for lab in labels if lab.get(a) and lab[a] != "unknown"})
+        said = [known(lab).get(a) for lab in labels]
+        values = sorted({str(v) for v in said if v is not None})
         if len(values) < 2:
             continue
         at = {v: k for k, v in enumerate(values)}
         rows = slice(len(prompts), len(prompts) + len(values))
         prompts += [query_text(**{a: v}) for v in values]
-        targets[a] = (rows, torch.tensor([at.get(str(lab.get(a)), -1) for lab in labels], dtype=torch.long))
+        targets[a] = (rows, torch.tensor([at.get(str(v), -1) for v in said], dtype=torch.long))
     return prompts, targets
