@@ -23,9 +23,9 @@ from PIL import Image
 
 from carsearch_world.buildings import street_buildings
 from carsearch_world.fleet import plate_corners
-from carsearch_world.plates import LEGIBLE_PX, plate_seen
+from carsearch_world.plates import plate_seen
 from carsearch_world.scene import encode_jpeg
-from carsearch_world.street import BOX_CLASS, Identity, paint_of, pool_map, vehicle_of
+from carsearch_world.street import Identity, box_rows, paint_of, pool_map, seen_labels, vehicle_of
 from carsearch_world.traffic import render_traffic_spec
 from carsearch_world.traffic_scene import LANE_W, Placement, TrafficSpec, camera_of
 
@@ -183,18 +183,8 @@ def _frame_job(job: tuple):
             ss = fr.ids.shape[0] // size[1]
             if fr.ids[min(int(v * ss), fr.ids.shape[0] - 1), min(int(u * ss), fr.ids.shape[1] - 1)] != b["car"]:
                 side, px = None, 0.0
-        lab = dict(b["labels"], source="street", color=ident.color, camera=camera, camera_kind="pole")
-        lab.update(
-            identity=ident.identity,
-            track_id=str(int(ident.identity.lstrip("v"))),  # the MOT and COCO files' track id
-            plate=ident.plate,
-            direction={1: "eastbound", -1: "westbound", 0: "parked"}[tr.direction],
-            speed_kmh=round(tr.speed * 3.6, 1),
-            time=when.isoformat(),
-            plate_side=side or "none",
-            plate_px=px,
-            plate_legible=bool(side and px >= LEGIBLE_PX),
-        )
+        move = {1: "eastbound", -1: "westbound", 0: "parked"}[tr.direction]
+        lab = seen_labels(b["labels"], ident, camera, "pole", move, tr.speed, when, (side, px))
         boxes.append(dict(x1=b["x1"], y1=b["y1"], x2=b["x2"], y2=b["y2"], visible=b["visible"], labels=lab))
     labels = dict(
         fr.labels,
@@ -244,15 +234,7 @@ def render_corridor(
     for (si, c, ti), data, labels, boxes, epoch in pool_map(_frame_job, jobs, workers, _init, (cars, fleet)):
         p = out_dir / f"street_s{seed}_{si}_cam{c + 1}_{ti:04d}.jpg"
         p.write_bytes(data)
-        head = {"frame": p.stem}
-        bx = [
-            head
-            | {k: b[k] for k in ("x1", "y1", "x2", "y2")}
-            | {"class": BOX_CLASS.get(b["labels"]["body_type"], "car"), "score": None, "source": "render"}
-            | {"labels": b["labels"], "visible": b["visible"]}
-            for b in boxes
-        ]
-        items.append((p, labels | {"frame_index": ti}, bx, epoch))
+        items.append((p, labels | {"frame_index": ti}, box_rows(p.stem, boxes), epoch))
     n_box = sum(len(b) for _, _, b, _ in items)
     print(
         f"render_corridor: {len(items)} frames ({sessions} sessions x {cameras} cameras), {n_box} boxes of "

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from carsearch_world.fleet import plate_corners
-from carsearch_world.plates import LEGIBLE_PX, plate_seen
+from carsearch_world.plates import plate_seen
 from carsearch_world.scene import encode_jpeg
-from carsearch_world.street import BOX_CLASS, Identity, paint_of, pool_map, vehicle_of
+from carsearch_world.street import Identity, box_rows, paint_of, pool_map, seen_labels, vehicle_of
 from carsearch_world.torcs import CarModel
 from carsearch_world.traffic import render_traffic_spec
 from carsearch_world.traffic_scene import LANE_W, Placement, TrafficSpec, camera_of
@@ -193,19 +193,8 @@ def _frame_job(job: tuple):
         tr, p = shown[b["car"]], spec.cars[b["car"]]
         ident = _FLEET[tr.k]
         side, px = plate_seen(*plate_corners(_CARS[tr.k], p.heading, p.x, p.y), cam)
-        lab = dict(b["labels"], source="street", color=ident.color, camera=CAMERA, camera_kind="gantry")
-        lab.update(
-            identity=ident.identity,
-            track_id=str(int(ident.identity.lstrip("v"))),  # the MOT and COCO files' track id
-            plate=ident.plate,
-            direction="eastbound" if tr.direction > 0 else "westbound",
-            speed_kmh=round(tr.speed * 3.6, 1),
-            time=when.isoformat(),
-            road="highway",
-            plate_side=side or "none",
-            plate_px=px,
-            plate_legible=bool(side and px >= LEGIBLE_PX),
-        )
+        move = "eastbound" if tr.direction > 0 else "westbound"
+        lab = seen_labels(b["labels"], ident, CAMERA, "gantry", move, tr.speed, when, (side, px), road="highway")
         boxes.append(dict(x1=b["x1"], y1=b["y1"], x2=b["x2"], y2=b["y2"], visible=b["visible"], labels=lab))
     labels = dict(fr.labels, n_cars=n_shown, n_boxes=len(boxes), source="street", camera=CAMERA)
     labels.update(camera_kind="gantry", road="highway", time=when.isoformat(), session=0)
@@ -243,15 +232,7 @@ def render_highway(
     for ti, data, labels, boxes, epoch in pool_map(_frame_job, jobs, workers, _init, (cars, fleet)):
         p = out_dir / f"highway_s{seed}_{CAMERA}_{ti:04d}.jpg"
         p.write_bytes(data)
-        head = {"frame": p.stem}
-        bx = [
-            head
-            | {k: b[k] for k in ("x1", "y1", "x2", "y2")}
-            | {"class": BOX_CLASS.get(b["labels"]["body_type"], "car"), "score": None, "source": "render"}
-            | {"labels": b["labels"], "visible": b["visible"]}
-            for b in boxes
-        ]
-        items.append((p, labels | {"frame_index": ti}, bx, epoch))
+        items.append((p, labels | {"frame_index": ti}, box_rows(p.stem, boxes), epoch))
     n_box = sum(len(b) for _, _, b, _ in items)
     print(
         f"render_highway: {len(items)} frames, {n_box} boxes of {len(used)} vehicles in {time.time() - t0:.1f}s "

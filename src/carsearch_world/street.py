@@ -105,6 +105,40 @@ def vehicle_of(ident: Identity) -> CarModel:
     return make_vehicle(design(ident.body_type, ident.variant), ident.plate, ident.region, ident.livery, ident.identity)
 
 
+def seen_labels(
+    rendered: dict, ident: Identity, camera: str, kind: str, direction: str, speed: float, when, plate, **extra
+) -> dict:
+    """A corridor or highway box's labels: the renderer's, then who it is and how it moved (`speed` in m/s,
+    `when` a datetime), `extra` (the highway's road), and how its plate is seen (`plate`: plate_seen's
+    (side, px))."""
+    side, px = plate
+    lab = dict(rendered, source="street", color=ident.color, camera=camera, camera_kind=kind)
+    lab.update(
+        identity=ident.identity,
+        track_id=str(int(ident.identity.lstrip("v"))),  # the MOT and COCO files' track id
+        plate=ident.plate,
+        direction=direction,
+        speed_kmh=round(speed * 3.6, 1),
+        time=when.isoformat(),
+        **extra,
+        plate_side=side or "none",
+        plate_px=px,
+        plate_legible=bool(side and px >= LEGIBLE_PX),
+    )
+    return lab
+
+
+def box_rows(frame: str, boxes: list[dict]) -> list[dict]:
+    """A rendered frame's boxes ({x1..y2, visible, labels}) as the boxes contract's rows."""
+    return [
+        {"frame": frame}
+        | {k: b[k] for k in ("x1", "y1", "x2", "y2")}
+        | {"class": BOX_CLASS.get(b["labels"]["body_type"], "car"), "score": None, "source": "render"}
+        | {"labels": b["labels"], "visible": b["visible"]}
+        for b in boxes
+    ]
+
+
 def paint_of(rng: np.random.Generator, color: str) -> tuple[float, float, float]:
     jit = np.clip(rng.normal(0, 0.03, 3), -0.05, 0.05)
     return tuple(float(np.clip(c * (1 + j), 0, 1)) for c, j in zip(PALETTE[color], jit))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from carsearch.core.schema.base import (
     Int,
@@ -24,9 +24,28 @@ from carsearch.core.schema.base import (
 from carsearch.core.vocab import BODY_TYPES, COLORS
 
 
+def _width_height(v: list[int]) -> list[int]:
+    if len(v) != 2:
+        raise ValueError(f"expected [width, height], got {v}")
+    return v
+
+
+# The field types the renderers' sections share (one declaration each)
+FrameSize = Annotated[list[Annotated[int, BeforeValidator(to_integer), Field(ge=32)]], AfterValidator(_width_height)]
+JpegQuality = Annotated[list[Int], AfterValidator(lambda v: check_pair(v, 1, 100, "JPEG quality"))]
+Framing = Annotated[
+    Optional[list[Num]],
+    AfterValidator(
+        lambda v: (
+            v if v is None else check_pair(v, 0.05, 1.0, "fraction of the frame the vehicle spans; null: whole scene")
+        )
+    ),
+]
+
+
 class Traffic(StrictSection):
     n_frames: NonNegInt
-    size: list[Annotated[int, BeforeValidator(to_integer), Field(ge=32)]]
+    size: FrameSize
     cars_per_frame: list[Int]
     cameras: dict[Literal["pole", "dashcam"], Annotated[float, Field(ge=0)]]
 
@@ -35,13 +54,6 @@ class Traffic(StrictSection):
     def _cars(cls, v):
         return check_pair(v, 1, 8, "cars per frame")
 
-    @field_validator("size")
-    @classmethod
-    def _size(cls, v):
-        if len(v) != 2:
-            raise ValueError(f"expected [width, height], got {v}")
-        return v
-
 
 class Torcs(StrictSection):
     dir: Optional[str]
@@ -49,19 +61,9 @@ class Torcs(StrictSection):
     size: Annotated[int, BeforeValidator(to_integer), Field(ge=16)]
     workers: NonNegInt
     colors: Optional[list[Text]]
-    jpeg_quality: list[Int]
-    framing: Optional[list[Num]]
+    jpeg_quality: JpegQuality
+    framing: Framing
     traffic: Traffic
-
-    @field_validator("jpeg_quality")
-    @classmethod
-    def _jq(cls, v):
-        return check_pair(v, 1, 100, "JPEG quality")
-
-    @field_validator("framing")
-    @classmethod
-    def _framing(cls, v):
-        return v if v is None else check_pair(v, 0.05, 1.0, "fraction of the frame the car spans; null: whole scene")
 
 
 class Fleet(StrictSection):
@@ -100,14 +102,7 @@ class Corridor(StrictSection):
     interval_s: PosNum
     moving: NonNegInt
     parked: NonNegInt
-    size: list[Annotated[int, BeforeValidator(to_integer), Field(ge=32)]]
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, v):
-        if len(v) != 2:
-            raise ValueError(f"expected [width, height], got {v}")
-        return v
+    size: FrameSize
 
 
 class Highway(StrictSection):
@@ -115,37 +110,18 @@ class Highway(StrictSection):
     interval_s: PosNum
     lanes: PosInt
     vehicles: NonNegInt
-    size: list[Annotated[int, BeforeValidator(to_integer), Field(ge=32)]]
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, v):
-        if len(v) != 2:
-            raise ValueError(f"expected [width, height], got {v}")
-        return v
+    size: FrameSize
 
 
 class Street(StrictSection):
     fleet: Fleet
     n_images: NonNegInt
     size: Annotated[int, BeforeValidator(to_integer), Field(ge=16)]
-    framing: Optional[list[Num]]
+    framing: Framing
     workers: NonNegInt
-    jpeg_quality: list[Int]
+    jpeg_quality: JpegQuality
     corridor: Corridor
     highway: Highway
-
-    @field_validator("jpeg_quality")
-    @classmethod
-    def _jq(cls, v):
-        return check_pair(v, 1, 100, "JPEG quality")
-
-    @field_validator("framing")
-    @classmethod
-    def _framing(cls, v):
-        return (
-            v if v is None else check_pair(v, 0.05, 1.0, "fraction of the frame the vehicle spans; null: whole scene")
-        )
 
 
 class Demo(StrictSection):
