@@ -130,10 +130,15 @@ class Demo(StrictSection):
     colors: Optional[list[Text]]
 
 
-class Folder(OpenSection):
-    path: Text
+class _Labelled(OpenSection):
+    """What the folder and S3 readers share: the label a subfolder gives, and a labels.csv's name."""
+
     subfolder_key: Optional[str]
     labels_csv: Optional[str]
+
+
+class Folder(_Labelled):
+    path: Text
 
     @field_validator("path", mode="before")
     @classmethod
@@ -146,10 +151,8 @@ class Folder(OpenSection):
         return v
 
 
-class S3Source(OpenSection):
+class S3Source(_Labelled):
     uri: Annotated[str, Field(pattern=r"^s3://[^/]+")]
-    subfolder_key: Optional[str]
-    labels_csv: Optional[str]
 
 
 class Capture(StrictSection):
