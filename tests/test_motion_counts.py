@@ -71,6 +71,7 @@ def test_direction_per_track_matches_the_world(corridor):
     for t in _tracks(rows, cams):
         if t["camera"] == "cam-1" and t["direction"] in ("away", "towards"):
             assert t["heading"] == {"away": 90.0, "towards": 270.0}[t["direction"]]
+            assert t["compass"] == {"away": "east", "towards": "west"}[t["direction"]]
 
 
 def test_annotated_stills_are_tracks_per_id(corridor):
@@ -179,7 +180,7 @@ def test_homography_gives_km_h_and_compass_heading():
     cam = CameraSettings(homography=[[0.1, 0, 0], [0, -0.1, 0], [0, 0, 1]])
     members = [{"box": [10 + 25 * i, 40, 30 + 25 * i, 60], "offset": 0.5 * i} for i in range(3)]
     got = track_motion(members, cam)
-    assert got == {"direction": "right", "speed": 18.0, "speed_unit": "km/h", "heading": 90.0}
+    assert got == {"direction": "right", "speed": 18.0, "speed_unit": "km/h", "heading": 90.0, "compass": "east"}
     assert track_motion(members[:1], cam)["direction"] is None
 
 
@@ -262,6 +263,17 @@ def test_counts_cli_and_api_on_a_built_index(corridor, repo, tmp_path, monkeypat
     away = CliRunner().invoke(app, ["search", "a car", "-k", "50", "--direction", "away", "--min-speed", "1"])
     n_away = sum(int(n) for _, d, n in table if d == "away")
     assert away.exit_code == 0 and sum(x.split("\t")[0].isdigit() for x in away.output.splitlines()) == n_away > 0
+    # motion words are filters: "driving away" finds exactly the away tracks; a compass word this index
+    # cannot answer (no camera geometry) stays words, and says so
+    said = CliRunner().invoke(app, ["search", "a car driving away", "-k", "50"])
+    assert said.exit_code == 0 and sum(x.split("\t")[0].isdigit() for x in said.output.splitlines()) == n_away
+    assert "read 'driving away': only tracks with direction = away" in said.output
+    north = CliRunner().invoke(app, ["search", "a car heading north", "-k", "50"])
+    assert north.exit_code == 0 and "no track of this index has a compass" in north.output
+    assert sum(x.split("\t")[0].isdigit() for x in north.output.splitlines()) > n_away  # not filtered
+    parked = CarSearch(root=repo).text("a parked car", k=50)
+    n_stopped = sum(int(n) for _, d, n in table if d == "stopped")
+    assert len(parked) == n_stopped > 0 and {h.direction for h in parked} == {"stopped"}
     bad = CliRunner().invoke(app, ["counts", "--line", "0,80,160,80"])
     assert bad.exit_code == 1 and "--line needs --camera" in bad.output
 
@@ -277,5 +289,13 @@ def test_counts_cli_and_api_on_a_built_index(corridor, repo, tmp_path, monkeypat
         fast = httpx.get(server.url + "/api/v1/search", params={"q": "a car", "min_speed": 30, "limit": 50}).json()
         assert fast["hits"] and all(h["speed"] >= 30 and h["speed_unit"] == "px/s" for h in fast["hits"])
         assert httpx.get(server.url + "/api/v1/counts", params={"by": "nope"}).status_code == 400
+        read = httpx.get(server.url + "/api/v1/search", params={"q": "a car driving away", "limit": 50}).json()
+        assert len(read["hits"]) == n_away and {h["direction"] for h in read["hits"]} == {"away"}
+        assert read["query"]["understood"][0] | {"note": ""} == {
+            "phrase": "driving away", "column": "direction", "value": "away", "applied": True, "note": ""
+        }  # fmt: skip
+        words = httpx.get(server.url + "/api/v1/search", params={"q": "a car driving away", "limit": 50,
+                                                                 "understand": False}).json()  # fmt: skip
+        assert words["query"]["understood"] == [] and {h["direction"] for h in words["hits"]} != {"away"}
     finally:
         server.stop()

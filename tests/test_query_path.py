@@ -106,3 +106,29 @@ def test_the_query_path_imports_neither_pyav_nor_exif_code(root):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "LOADED []", out.stdout
+
+
+@pytest.mark.parametrize(
+    ("typed", "text", "filters"),
+    [
+        ("white pickup heading north", "white pickup", {"compass": "north"}),
+        ("a northbound bus", "a bus", {"compass": "north"}),
+        ("a van driving away from the camera", "a van", {"direction": "away"}),
+        ("a taxi approaching", "a taxi", {"direction": "towards"}),
+        ("a red car going to the left", "a red car", {"direction": "left"}),
+        ("a white car that is parked", "a white car", {"direction": "stopped"}),
+        ("silver hatchback going west, parked", "silver hatchback", {"compass": "west", "direction": "stopped"}),
+        ("parked", "parked", {"direction": "stopped"}),  # nothing else to embed: the words stay
+        ("red pickup seen from behind", "red pickup seen from behind", {}),  # a view, not a motion
+        ("a black car on the left", "a black car on the left", {}),  # where it is, not where it goes
+    ],
+)
+def test_motion_words_become_filters(typed, text, filters):
+    """A picture shows no motion: the motion words of a text query are read as filters on the
+    track's motion columns, and the rest is what the model embeds."""
+    from carsearch.index.query import motion_words
+
+    got, found, said = motion_words(typed)
+    assert (got, found) == (text, filters)
+    assert [s["column"] for s in said] == list(filters)
+    assert motion_words(typed, set())[0] == " ".join(typed.split())  # no column asked: the text as typed

@@ -126,6 +126,8 @@ def search(
         raise typer.Exit(1)
     if sort == "time":
         hits.sort(key=lambda h: (h.time is None, h.time or 0.0, h.rank))
+    for said in searcher.understand(query, filters)[2] if query is not None else []:  # motion words as filters
+        typer.echo(f"read {said['note']}", err=True)
     root = repo_root()
     missing = _mark_missing(hits, root)
     kind = "image" if image is not None else "text" if query is not None else "plate"  # one calibration a kind

@@ -120,6 +120,10 @@ COLUMNS: tuple[Column, ...] = (
            help="km/h on a camera with a ground homography (conf/cameras.yaml), else px/s"),
     Column("heading", F64, "float", optional=True, where=True, hit=True, api=True, csv="heading",
            help="a track's compass heading (degrees, 0 = north) where its camera's geometry is known"),
+    Column("compass", S, optional=True, where=True, filter=True, facet=True, hit=True, api=True, csv="compass",
+           index="BITMAP", label="Heading", page="chips",
+           help="Only tracks heading this way on the ground: north, east, south or west (cameras with a "
+                "heading or homography in conf/cameras.yaml)."),
     Column("plate", S, source="derived", optional=True, where=True, filter=True, hit=True, api=True, csv="plate",
            index="BTREE", label="Plate", page="input", fuzzy=True,
            help="Only this number plate: * and ? wildcards, OCR look-alikes (0/O, 8/B, 1/I, 5/S) tolerated."),

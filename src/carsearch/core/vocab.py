@@ -96,7 +96,9 @@ def plate_value(value) -> tuple[str | None, str | None]:
 
 
 def view_phrase(view: str) -> str:
-    return "front three-quarter angle" if view == "three-quarter" else view
+    """How a caption or query words a view. A three-quarter view is of the front or of the rear (a
+    vehicle driving away shows its rear three-quarter), and the label does not say which."""
+    return "three-quarter angle" if view == "three-quarter" else view
 
 
 UNKNOWN = "unknown"

@@ -34,7 +34,13 @@ STILL, SLIDE_RATIO = 0.5, 3.0  # box sizes a second; sideways against depth (mod
 STILL_KMH = 3.0  # on a camera with a homography: slower is `stopped`
 EDGE = 1.0  # px: a box this close to the frame's edge is cut by it
 _TURN = {"away": 0.0, "right": 90.0, "towards": 180.0, "left": 270.0}
-NONE = {"direction": None, "speed": None, "speed_unit": None, "heading": None}
+NONE = {"direction": None, "speed": None, "speed_unit": None, "heading": None, "compass": None}
+COMPASS = ("north", "east", "south", "west")  # a heading's quarter: north is [315, 45)
+
+
+def compass(heading: float | None) -> str | None:
+    """The quarter of a compass heading (degrees, 0 = north): north, east, south or west."""
+    return None if heading is None else COMPASS[int(((float(heading) + 45.0) % 360.0) // 90.0) % 4]
 
 
 def cameras(root: str | Path) -> Cameras:
@@ -109,9 +115,15 @@ def _ground_motion(H, t, cx, foot, axis_at) -> dict:
 def track_motion(
     members: list[dict], camera: CameraSettings | None = None, frame: tuple[float, float] | None = None
 ) -> dict:
-    """{direction, speed, speed_unit ("km/h" or "px/s"), heading (compass deg or None)} of a track's
-    members (each {"box": [x1, y1, x2, y2], "offset": seconds}); all None under two timed boxes.
-    `frame`: the frame's (width, height) where known (boxes cut by its edge are set aside)."""
+    """{direction, speed, speed_unit ("km/h" or "px/s"), heading (compass deg or None), compass (its
+    quarter: north, east, south, west)} of a track's members (each {"box": [x1, y1, x2, y2], "offset":
+    seconds}); all None under two timed boxes. `frame`: the frame's (width, height) where known (boxes
+    cut by its edge are set aside)."""
+    out = _motion(members, camera, frame)
+    return out | {"compass": compass(out["heading"])}
+
+
+def _motion(members: list[dict], camera: CameraSettings | None, frame: tuple[float, float] | None) -> dict:
     ms = [m for m in members if m.get("box") is not None and m.get("offset") is not None]
     if len(ms) < 2:
         return dict(NONE)

@@ -103,6 +103,8 @@ def counts(searcher, by, *, line=None, camera=None, text=None, k: int = 1000, fi
     if line is not None and not camera:
         raise QueryError("--line needs --camera: a line is drawn in one camera's image")
     filters = {**(filters or {}), **({"camera": [camera]} if camera else {})}
+    if text:  # motion words become filters, as in a search ("vans heading north")
+        text, filters, _ = searcher.understand(text, filters)
     plan = searcher.plan(filters, where, after=after, before=before, min_confidence=min_confidence)
     if text:
         rows = searcher.search(searcher.embed_texts([text])[0], k, plan=plan)

@@ -11,6 +11,8 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 
+import pyarrow as pa
+
 from carsearch.core.confidence import Calibration
 from carsearch.core.errors import CarsearchError
 from carsearch.core.paths import resolve
@@ -56,6 +58,7 @@ class IndexHandle:
         self.model_source: tuple[str, str | None] | None = None  # (folder or hub id, content hash)
         self.fell_back_from: str | None = None
         self._stamp, self._checked, self._fts_key, self._fts = None, 0.0, None, False
+        self._known: dict[tuple, bool] = {}  # knows(): (version, column) -> some row has a value
 
     @property
     def where(self) -> str:
@@ -131,6 +134,17 @@ class IndexHandle:
     def has_tracks(self) -> bool:
         """This version's table has video tracks (first_seen / last_seen columns)."""
         return "last_seen" in self.column_names()
+
+    def knows(self, column: str) -> bool:
+        """Some row of this version has a value in `column` (e.g. a compass heading); cached per version."""
+        key = (str(self.version_dir), getattr(self.table, "version", None), column)
+        if key not in self._known:
+            self._known[key] = column in self.column_names() and bool(self.run(lambda: self._count_known(column)))
+        return self._known[key]
+
+    def _count_known(self, column: str) -> int:
+        empty = pa.types.is_string(self.table.schema.field(column).type)  # a keyword column writes "" for none
+        return self.table.count_rows(f"{column} IS NOT NULL" + (f" AND {column} != ''" if empty else ""))
 
     def has_fts(self) -> bool:
         """Whether the open table has a full-text index on `caption` (indices built since the FTS index)."""

@@ -61,6 +61,47 @@ def check_confidence(value) -> float | None:
     return v
 
 
+# Motion words of a text query ("white pickup heading north", "a van driving away"): a picture shows
+# no motion, so each phrase is a filter on the track's motion columns (carsearch.detection.motion)
+# instead of words the model embeds. One table: (pattern, column, value; None: the matched word).
+_VERB = r"(?:(?:that|which)\s+(?:is|was)\s+|is\s+|was\s+)?(?:heading|going|driving|travell?ing|moving|riding)"
+MOTION_WORDS: tuple[tuple[str, str, str | None], ...] = (
+    (_VERB + r"\s+(?:due\s+)?(north|east|south|west)(?:wards?)?", "compass", None),
+    (r"(north|east|south|west)(?:bound|wards?)", "compass", None),
+    (_VERB + r"\s+(?:to\s+the\s+)?(left|right)", "direction", None),
+    (
+        _VERB
+        + r"\s+towards?\s+(?:the\s+)?camera|(?:coming|driving)\s+towards?\s+(?:us|the\s+camera)|oncoming|approaching",
+        "direction",
+        "towards",
+    ),  # fmt: skip
+    (_VERB + r"\s+away(?:\s+from\s+(?:us|the\s+camera))?|receding", "direction", "away"),
+    (
+        r"(?:(?:that|which)\s+(?:is|was)\s+|is\s+)?(?:parked|stopped|stationary|standing\s+still)",
+        "direction",
+        "stopped",
+    ),
+)
+_MOTION = [(re.compile(rf"\b(?:{pat})\b", re.I), col, value) for pat, col, value in MOTION_WORDS]
+
+
+def motion_words(text: str, columns=None) -> tuple[str, dict[str, str], list[dict]]:
+    """(the text without its motion phrases, {column: value}, [{"phrase", "column", "value"}]): the
+    first phrase of each column counts (`columns`: only these); a text that is nothing but motion is
+    kept whole to embed."""
+    found, said, rest = {}, [], text
+    for rx, col, value in _MOTION:
+        m = rx.search(rest) if columns is None or col in columns else None
+        if m is None or col in found:
+            continue
+        found[col] = value or m.group(1).lower()
+        said.append({"phrase": m.group(0), "column": col, "value": found[col]})
+        rest = rest[: m.start()] + " " + rest[m.end() :]
+    rest = " ".join(rest.split()).strip(" ,;.-")
+    rest = re.sub(r"\s+(?:and|,)$", "", rest, flags=re.I).strip()
+    return (rest if re.search(r"\w", rest) else text), found, said
+
+
 def _tokens(where: str) -> list[tuple[str, str, int]]:
     out, pos = [], 0
     while pos < len(where):

@@ -22,6 +22,7 @@ from carsearch.index.query import (
     QueryError,
     check_image,
     check_text,
+    motion_words,
 )
 from carsearch.index.results import Hit, hits_csv, make_hit  # noqa: F401  (hits_csv: its old home)
 
@@ -249,13 +250,46 @@ class CarSearch(QueryPlanner):
             kind=kind,
         )
 
-    def text(self, query: str, k: int = 5, where: str | None = None, *, hybrid: bool = False, **scope) -> list[Hit]:
+    def understand(self, query: str, filters: dict | None = None) -> tuple[str, dict, list[dict]]:
+        """A text query's motion words ("heading north", "driving away", "parked": query.motion_words)
+        as filters, where this index knows that motion (some track has the column) and the caller's
+        `filters` do not already set the column: (the text to embed, the filters with them, what was
+        read: [{"phrase", "column", "value", "applied", "note"}]). An unknown motion stays in the text."""
+        text, found, said = motion_words(query)
+        filters = dict(filters or {})
+        for s in said:
+            col = s["column"]
+            s["applied"] = bool(not filters.get(col) and self.index.knows(col))
+            if s["applied"]:
+                filters[col] = [s["value"]]
+                s["note"] = f"{s['phrase']!r}: only tracks with {col} = {s['value']}"
+            elif filters.get(col):
+                s["note"] = f"{s['phrase']!r}: left to the {col} filter given"
+            else:
+                s["note"] = f"{s['phrase']!r}: no track of this index has a {col} (searched as words)"
+        if not all(s["applied"] for s in said):  # strip only the phrases that became filters
+            text = motion_words(query, {s["column"] for s in said if s["applied"]})[0]
+        return text, filters, said
+
+    def text(
+        self,
+        query: str,
+        k: int = 5,
+        where: str | None = None,
+        *,
+        hybrid: bool = False,
+        understand: bool = True,
+        **scope,
+    ) -> list[Hit]:
         """The k images (vehicles, where the index has boxes) nearest to a text query. `hybrid=True`
         fuses the vector search with a full-text search of the captions (reciprocal-rank fusion;
-        score = fused relevance, not cosine). `scope`: `filters`, `camera`, `plate`, `after`,
-        `before`, `nprobes`, `refine_factor`, `min_confidence` (see `_plan`)."""
+        score = fused relevance, not cosine). `understand`: motion words become filters (`understand()`).
+        `scope`: `filters`, `camera`, `plate`, `after`, `before`, `nprobes`, `refine_factor`,
+        `min_confidence` (see `_plan`)."""
         self.refresh()  # a rebuilt index may come with a new model: encode with the one that built it
         query = check_text(query)  # one-line QueryError (a ValueError)
+        if understand:
+            query, scope["filters"], _ = self.understand(query, scope.get("filters"))
         plan = self._plan(where, hybrid_text=query if hybrid else None, **scope)
         rows = self.search(self.encoder.text(query), k, plan=plan)
         return [make_hit(i, r) for i, r in enumerate(rows, 1)]

@@ -76,6 +76,11 @@ class SearchParams(BaseModel):
     min_confidence: Optional[float] = Field(
         None, ge=0, le=1, description="only hits at least this likely to match the query (calibrated confidence)"
     )
+    understand: bool = Field(
+        True,
+        description="motion words in q ('heading north', 'driving away', 'parked') become filters where the index "
+        "knows that motion (the reply's `understood` says what was read)",
+    )
 
 
 class RequestBase(SearchParams):

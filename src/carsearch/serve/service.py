@@ -180,11 +180,13 @@ class Service:
             raise ApiError(400, "bad_weights", "the weighted query vectors cancel out; change the weights")
         return (vec / norm).astype(np.float32), ref
 
-    def _candidates(self, req: SearchRequest, q, neg, picture, n: int, kind: str) -> tuple[list[dict], dict | None]:
+    def _candidates(
+        self, req: SearchRequest, q, neg, picture, n: int, kind: str, filters: dict
+    ) -> tuple[list[dict], dict | None]:
         """The top `n` rows of the library's one query (CarSearch.search), filters checked there."""
         try:
             plan = self.s.plan(
-                req.filters.active(),
+                filters,
                 after=req.after,
                 before=req.before,
                 min_confidence=req.min_confidence,
@@ -221,7 +223,11 @@ class Service:
             negative=bool(neg) and req.w_neg > 0,
             plate=plate_only(req, q, picture),
         )
-        rows, ref = self._candidates(req, q, neg, picture, n, kind)
+        filters, understood, embed = req.filters.active(), [], q
+        if q and req.understand:  # motion words become filters (CarSearch.understand, as the CLI and Python API)
+            self.refresh()
+            embed, filters, understood = self.s.understand(q, filters)
+        rows, ref = self._candidates(req, embed, neg, picture, n, kind, filters)
         cal = self.s.calibrator(kind)
         if req.sort == "time":  # the candidates in capture order (undated last), then paged
             rows = sorted(rows, key=lambda r: (r.get("time") is None, r.get("time") or 0.0))
@@ -238,7 +244,8 @@ class Service:
             "w_text": req.w_text,
             "w_image": req.w_image,
             "w_neg": req.w_neg,
-            "filters": req.filters.active(),
+            "filters": filters,
+            "understood": understood,
             **{k: v for k, v in (("after", req.after), ("before", req.before)) if v},
             "sort": req.sort,
             **({"min_confidence": req.min_confidence} if req.min_confidence is not None else {}),

@@ -198,6 +198,8 @@ function render(data) {
   }
   // a query kind without its own calibration (e.g. text + image) shows no confidence, and says so
   if (data.confidence_note && data.hits.length) setStatus($("status").textContent + ` · ${data.confidence_note}`);
+  const understood = (data.query && data.query.understood) || [];  // motion words read as filters ("heading north")
+  if (understood.length) setStatus($("status").textContent + " · " + understood.map((u) => u.note).join(" · "));
   renderFacets(data.facets);
   renderScope(data.facets);
   renderActive();
@@ -393,7 +395,7 @@ function trackLine(h) {
 const ARROWS = { left: "←", right: "→", towards: "↓", away: "↑", stopped: "■" };
 function motionArrow(h) {
   const speed = typeof h.speed === "number" ? ` ${Math.round(h.speed)} ${h.speed_unit || ""}` : "";
-  const heading = typeof h.heading === "number" ? ` · heading ${Math.round(h.heading)}°` : "";
+  const heading = typeof h.heading === "number" ? ` · heading ${h.compass ? h.compass + " " : ""}${Math.round(h.heading)}°` : "";
   return el("span", { class: "motion", "data-direction": h.direction, title: `going ${h.direction}${heading}`,
     text: `${ARROWS[h.direction] || "?"} ${h.direction}${speed}${heading}` });
 }
