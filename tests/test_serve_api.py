@@ -85,6 +85,7 @@ def test_info_says_which_model_and_version(env):
         "split",
         "camera",
         "direction",
+        "compass",
         "plate",
     }
 

@@ -12,7 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from carsearch.core.imaging import ImageError, open_rgb
 from carsearch.index.query import QueryError
 from carsearch.index.sightings import Sightings
-from carsearch.serve.service import ApiError, api_hit
+from carsearch.serve.hits import api_hit
+from carsearch.serve.service import ApiError
 
 FIELDS = ("probability", "plate_similarity", "travel_s", "travel_window", "plausible")
 
