@@ -8,7 +8,7 @@ the train + val images with the repo's fine-tuned model (trained without feedbac
 judgments file is empty) and judges the top 24 from the images' labels (✓ when the image has every
 attribute the query names). The judgments go into the copy's data/feedback/judgments.jsonl, then
 
-    dvc exp run -S train.feedback_weight=1 -S 'eval.sets=[{name: judged, kind: judgments, ...}]'
+    dvc exp run -S train.feedback_weight=W -S 'eval.sets=[{name: judged, kind: judgments, ...}]'
 
 retrains (finetune_clip and evaluate: `--target evaluate`, the default, leaves out list_corpus,
 build_index and summarize, which the metrics do not need; the gate's decision is computed from
@@ -18,7 +18,7 @@ table: held-out test split t2i R@5 and mAP@10 with bootstrap intervals, the pair
 no feedback, the held-out judged queries' pairwise order, and what the gate decided.
 
     python benchmarks/bench_feedback_repo.py --repo /path/to/built/repo [--sizes 25,50,100]
-        [--work DIR] [--jobs 2] [--json OUT]
+        [--work DIR] [--jobs 2] [--weight 0.1] [--json OUT]
 
 DVC runs from the same interpreter's bin (PATH), the stages import the copy's own src/ (PYTHONPATH).
 """
@@ -97,7 +97,7 @@ def dvc_env(root: Path) -> dict:
     }
 
 
-def start_exp(root: Path, log: Path, a: argparse.Namespace, weight: int) -> subprocess.Popen:
+def start_exp(root: Path, log: Path, a: argparse.Namespace, weight: float) -> subprocess.Popen:
     cmd = ["dvc", "exp", "run", "-n", f"feedback-{root.name}", "-S", f"train.feedback_weight={weight}"]
     cmd += ["-S", f"train.epochs={a.epochs}"] if a.epochs else []
     cmd += ["-S", SETS] if a.judged_set and weight else []
@@ -159,6 +159,7 @@ def main() -> None:
         default=None,
         help="retrain with train.epochs=E (then 'no feedback' is retrained too, at E epochs, feedback_weight=0)",
     )
+    ap.add_argument("--weight", type=float, default=0.1, help="train.feedback_weight of the retrains with judgments")
     ap.add_argument("--collect", action="store_true", help="run nothing: the table of the runs already in --work")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
@@ -188,7 +189,7 @@ def main() -> None:
         path = root / JUDGED["path"]
         path.write_text("")
         store.append(path, made)
-        todo.append((n, root, f"N={user['queries']} ({user['judgments']} judged, {user['ticks']} ✓)", 1))
+        todo.append((n, root, f"N={user['queries']} ({user['judgments']} judged, {user['ticks']} ✓)", a.weight))
     del model, img
     results = {} if a.epochs else {0: result(repo, float("nan"))}
     labels = {0: "no feedback (the repo's own metrics/)"}
