@@ -22,7 +22,9 @@ def test_a_short_track_of_a_moving_car_is_not_stopped():
     moving = _members([[48, 47, 65, 59], [46, 48, 63, 60], [43, 49, 61, 61]])
     assert track_motion(moving)["direction"] == "towards"
     parked = _members([[48, 47, 65, 59]] * 3)
-    assert track_motion(parked) == {"direction": "stopped", "speed": 0.0, "speed_unit": "px/s", "heading": None}
+    assert track_motion(parked) == {
+        "direction": "stopped", "speed": 0.0, "speed_unit": "px/s", "heading": None, "compass": None,
+    }  # fmt: skip
 
 
 def test_a_car_going_away_far_down_the_road_shrinks():
@@ -41,7 +43,9 @@ def test_boxes_cut_by_the_frame_edge_do_not_decide():
     # the whole boxes move 10 px (1 m) up each 0.1 s: 36 km/h north; the cut one would add its edge's jump
     cut_then_whole = [[0, 60, 30, 120], [40, 50, 60, 70], [40, 40, 60, 60], [40, 30, 60, 50]]
     got = track_motion(_members(cut_then_whole), SCALE, frame=(160, 120))
-    assert got == {"direction": "away", "speed": 36.0, "speed_unit": "km/h", "heading": 0.0}
+    assert got == {
+        "direction": "away", "speed": 36.0, "speed_unit": "km/h", "heading": 0.0, "compass": "north",
+    }  # fmt: skip
 
 
 def test_ground_direction_is_against_the_cameras_axis():
@@ -51,7 +55,7 @@ def test_ground_direction_is_against_the_cameras_axis():
     assert track_motion(east, SCALE, frame=(160, 120))["direction"] == "right"
     south = _members([[40, 10 + 10 * i, 60, 30 + 10 * i] for i in range(3)])
     assert track_motion(south, SCALE, frame=(160, 120)) == {
-        "direction": "towards", "speed": 36.0, "speed_unit": "km/h", "heading": 180.0,
+        "direction": "towards", "speed": 36.0, "speed_unit": "km/h", "heading": 180.0, "compass": "south",
     }  # fmt: skip
     creeping = _members([[40, 40, 60, 60], [40.1, 40, 60.1, 60]])
     assert track_motion(creeping, SCALE, frame=(160, 120))["direction"] == "stopped"
