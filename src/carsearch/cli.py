@@ -118,15 +118,19 @@ def search(
 
     filters = {name: values for name, values in filters.items() if values is not None and values != []}
     asked = dict(where=where, filters=filters, after=after, before=before, min_confidence=min_confidence)
+    embed, read = query, []
     try:
         searcher = CarSearch(index_dir, model=use_model)
-        hits = run_search(query=query, image=image, k=k, searcher=searcher, **asked)
+        if query is not None and image is None:  # motion words as filters, read once (CarSearch.understand)
+            embed, asked["filters"], read = searcher.understand(query, filters)
+            asked["understand"] = False
+        hits = run_search(query=embed, image=image, k=k, searcher=searcher, **asked)
     except (FileNotFoundError, ValueError, CarsearchError) as e:  # ModelConfigError is a ValueError
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
     if sort == "time":
         hits.sort(key=lambda h: (h.time is None, h.time or 0.0, h.rank))
-    for said in searcher.understand(query, filters)[2] if query is not None else []:  # motion words as filters
+    for said in read:
         typer.echo(f"read {said['note']}", err=True)
     root = repo_root()
     missing = _mark_missing(hits, root)
@@ -136,7 +140,7 @@ def search(
     _print_hits(hits, missing, root, (calibrator, note), paths_only, sort)
     _extras(hits, missing, root, csv_out=csv_out, copy_to=copy_to, png=png, title=query or f"image: {image}")
     if not hits:
-        clause = searcher.where_clause(filters, where)
+        clause = searcher.where_clause(asked["filters"], where)
         typer.echo("no results" + (f" match {clause}" if clause else ""), err=True)
     elif query is not None or image is not None:  # issue 34: saved under its query id, for `carsearch judge`
         from carsearch.feedback.results import save_cli
